@@ -1,0 +1,202 @@
+"""The one settings object.
+
+Every tunable number lives here, grouped by the stage that reads it. `main.py` and
+the CLI build a `Settings` from their flags; library code receives it (or one of its
+sections) as an argument and never reads flags or environment variables itself,
+so a run is reproducible from its saved `settings.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class DataSettings:
+    """Raw data -> clean tables -> features -> split."""
+
+    sample_products: int = 2000
+    image_size: int = 128  # side of the square, letterboxed, cleaned photo cache
+    max_image_pixels: int = 40_000_000  # decompression-bomb limit for PIL
+    max_image_bytes: int = 10 * 1024 * 1024
+    min_price: float = 1.0  # below: not a real asking price
+    max_price: float = 50_000.0  # above: typing errors and car-dealer spam
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+
+@dataclass
+class TextSettings:
+    """Tokeniser, Word2Vec and the Keras text branch."""
+
+    w2v_dim: int = 300
+    w2v_window: int = 5
+    w2v_min_count: int = 2
+    w2v_epochs: int = 20
+    max_tokens: int = 128  # title + description, truncated
+    vocab_size: int = 30_000
+
+
+@dataclass
+class VisionSettings:
+    """ResNet50V2 image branch.
+
+    `weights` is "imagenet" (Keras cache; downloading only when `allow_download`),
+    a path to a local `.h5`, or "none" (trained from scratch at `train_size`).
+    """
+
+    weights: str = "none"
+    allow_download: bool = False
+    train_size: int = 96
+    feature_size: int = 224
+    batch_size: int = 32
+    max_photos_per_product: int = 4
+
+
+@dataclass
+class FusionSettings:
+    """The multimodal fusion model and its training loop."""
+
+    embedding_dim: int = 256
+    batch_size: int = 64
+    epochs: int = 30
+    learning_rate: float = 2e-3
+    contrastive_weight: float = 1.0
+    temperature: float = 0.05
+    patience: int = 4
+
+
+@dataclass
+class SearchSettings:
+    """FAISS index and hybrid retrieval."""
+
+    index_factory: str = "Flat"  # FAISS factory string; e.g. "IVF1024,Flat", "HNSW32"
+    nprobe: int = 16
+    candidates: int = 200  # top-N handed to the ranker
+    rrf_k: int = 60
+
+
+@dataclass
+class RankSettings:
+    """Buyers, simulator and the second-stage ranker."""
+
+    n_buyers: int = 400
+    sessions_per_buyer: int = 6
+    default_travel_km: float = 50.0
+
+
+@dataclass
+class ServeSettings:
+    """HTTP API."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # from FBMARKET_API_KEY; writes are refused without one
+    max_upload_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass
+class Settings:
+    """Everything a run needs. `data_dir=None` means the embedded synthetic marketplace."""
+
+    data_dir: Path | None = None
+    out_dir: Path = Path("artifacts")
+    database_url: str | None = None  # default: SQLite file inside out_dir
+    seed: int = 42
+    quick: bool = False
+    data: DataSettings = field(default_factory=DataSettings)
+    text: TextSettings = field(default_factory=TextSettings)
+    vision: VisionSettings = field(default_factory=VisionSettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    rank: RankSettings = field(default_factory=RankSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+
+    # Paths derived from out_dir, so every stage agrees on where things live.
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.out_dir / 'fbmarket.db').resolve()}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.out_dir / "cache"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.out_dir / "reports"
+
+    def to_json(self) -> dict[str, Any]:
+        def convert(value: Any) -> Any:
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, tuple):
+                return list(value)
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            return value
+
+        payload = convert(dataclasses.asdict(self))
+        payload["serve"]["api_key"] = None  # secrets never go to disk
+        return payload
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2))
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> Settings:
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        section_types = {
+            "data": DataSettings,
+            "text": TextSettings,
+            "vision": VisionSettings,
+            "fusion": FusionSettings,
+            "search": SearchSettings,
+            "rank": RankSettings,
+            "serve": ServeSettings,
+        }
+        for key, value in payload.items():
+            if key not in sections:
+                continue  # settings written by a newer version: ignore unknown keys
+            if key in section_types:
+                known = {f.name for f in dataclasses.fields(section_types[key])}
+                section_values = {k: v for k, v in value.items() if k in known}
+                if "split_fractions" in section_values:
+                    section_values["split_fractions"] = tuple(section_values["split_fractions"])
+                kwargs[key] = section_types[key](**section_values)
+            elif key in ("data_dir", "out_dir"):
+                kwargs[key] = Path(value) if value is not None else None
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: Path) -> Settings:
+        return cls.from_json(json.loads(path.read_text()))
+
+    def with_environment(self) -> Settings:
+        """Fill secrets and deployment settings that must not live in files."""
+        if key := os.environ.get("FBMARKET_API_KEY"):
+            self.serve.api_key = key
+        if url := os.environ.get("FBMARKET_DATABASE_URL"):
+            self.database_url = url
+        return self
+
+    def apply_quick(self) -> Settings:
+        """Shrink every stage for a fast end-to-end run (tests, `--quick`)."""
+        self.quick = True
+        self.data.sample_products = min(self.data.sample_products, 300)
+        self.data.image_size = min(self.data.image_size, 64)
+        self.text.w2v_dim = min(self.text.w2v_dim, 32)
+        self.text.w2v_epochs = min(self.text.w2v_epochs, 5)
+        self.text.max_tokens = min(self.text.max_tokens, 48)
+        self.vision.train_size = min(self.vision.train_size, 48)
+        self.fusion.embedding_dim = min(self.fusion.embedding_dim, 64)
+        self.fusion.epochs = min(self.fusion.epochs, 2)
+        self.rank.n_buyers = min(self.rank.n_buyers, 60)
+        return self

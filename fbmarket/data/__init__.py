@@ -1,0 +1,1 @@
+"""Raw listing data -> clean tables -> features -> split -> database."""

@@ -1,0 +1,1 @@
+"""Fusion: streaming dataset, the subclassed multimodal model, training."""

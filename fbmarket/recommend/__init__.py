@@ -1,0 +1,1 @@
+"""Buyers, the interaction simulator and the second-stage ranker."""

@@ -1,0 +1,1 @@
+"""Search: embedding export, FAISS index, BM25 lexical retrieval, hybrid fusion."""

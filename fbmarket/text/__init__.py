@@ -1,0 +1,1 @@
+"""Text branch: tokenising, Word2Vec, the Keras text encoder."""

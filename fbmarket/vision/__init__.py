@@ -1,0 +1,1 @@
+"""Image branch: ResNet50V2 backbone and the on-disk feature cache."""
