@@ -24,8 +24,8 @@ class DataSettings:
     image_size: int = 128  # side of the square, letterboxed, cleaned photo cache
     max_image_pixels: int = 40_000_000  # decompression-bomb limit for PIL
     max_image_bytes: int = 10 * 1024 * 1024
-    min_price: float = 1.0  # below: not a real asking price
-    max_price: float = 50_000.0  # above: typing errors and car-dealer spam
+    min_price: float = 0.0  # £0.00 is a real "free to collector" listing; negatives are not
+    max_price: float = 20_000.0  # above: typos and placeholder prices (e.g. £1,233,333)
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
 
 

@@ -1,0 +1,251 @@
+"""The listing database: clean listings, photos, embeddings, buyers and interactions.
+
+SQLite file by default, PostgreSQL by URL (SQLAlchemy 2 Core). Writes are upserts keyed
+by id that only touch a row when a value actually changed, so ingesting the same
+folder twice leaves the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from fbmarket.data import schema as S
+
+metadata = sa.MetaData()
+
+listings = sa.Table(
+    "listings",
+    metadata,
+    sa.Column("product_id", sa.String(64), primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("root_category", sa.Text, nullable=False, index=True),
+    sa.Column("leaf_category", sa.Text, nullable=False),
+    sa.Column("leaf_name", sa.Text, nullable=False),
+    sa.Column("price", sa.Float, nullable=True),
+    sa.Column("location", sa.Text, nullable=False, default=""),
+    sa.Column("town", sa.Text, nullable=True),
+    sa.Column("county", sa.Text, nullable=True),
+    sa.Column("latitude", sa.Float, nullable=True),
+    sa.Column("longitude", sa.Float, nullable=True),
+    sa.Column("geo_match", sa.String(16), nullable=False, default="unknown"),
+    sa.Column("created", sa.String(10), nullable=True),
+    sa.Column("split", sa.String(8), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("image_id", sa.String(64), primary_key=True),
+    sa.Column("product_id", sa.String(64), sa.ForeignKey("listings.product_id", ondelete="CASCADE"), index=True),
+    sa.Column("position", sa.Integer, nullable=False, default=0),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("aspect", sa.Float, nullable=False),
+    sa.Column("original_mode", sa.String(16), nullable=False),
+)
+
+embeddings = sa.Table(
+    "embeddings",
+    metadata,
+    sa.Column("product_id", sa.String(64), sa.ForeignKey("listings.product_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),  # little-endian float32
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("age", sa.Integer, nullable=True),
+    sa.Column("gender", sa.String(16), nullable=True),
+    sa.Column("location", sa.Text, nullable=True),
+    sa.Column("latitude", sa.Float, nullable=True),
+    sa.Column("longitude", sa.Float, nullable=True),
+    sa.Column("extra", sa.JSON, nullable=True),  # any further Users.csv columns
+)
+
+interactions = sa.Table(
+    "interactions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("product_id", sa.String(64), nullable=False, index=True),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("timestamp", sa.String(32), nullable=False),
+    sa.Column("query", sa.Text, nullable=True),
+    sa.UniqueConstraint("user_id", "product_id", "event", "timestamp", name="uq_interaction"),
+)
+
+LISTING_FIELDS = [c.name for c in listings.columns if c.name != "updated_at"]
+IMAGE_FIELDS = [c.name for c in images.columns]
+
+
+def _plain(value: Any) -> Any:
+    """numpy/pandas scalars -> Python values a DB driver accepts; NaN -> NULL."""
+    if value is None:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _records(frame: pd.DataFrame, fields: Sequence[str]) -> list[dict[str, Any]]:
+    present = [f for f in fields if f in frame.columns]
+    return [{f: _plain(v) for f, v in zip(present, row, strict=True)} for row in frame[present].itertuples(index=False)]
+
+
+class Store:
+    """One database; create it with `Store(url)`, tables are created on first use."""
+
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _upsert(
+        self,
+        connection: sa.Connection,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        keys: Sequence[str],
+        touch: str | None = None,
+    ) -> int:
+        """Insert or update by key; returns how many rows were inserted or actually changed."""
+        if not rows:
+            return 0
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+        columns = [c for c in rows[0] if c not in keys and c != touch]
+        changed = sa.or_(*(table.c[c].is_distinct_from(insert.excluded[c]) for c in columns)) if columns else None
+        set_ = {c: insert.excluded[c] for c in columns}
+        if touch:
+            set_[touch] = insert.excluded[touch]
+        statement = insert.on_conflict_do_update(index_elements=list(keys), set_=set_, where=changed)
+        total = 0
+        for start in range(0, len(rows), 500):
+            total += connection.execute(statement, rows[start : start + 500]).rowcount or 0
+        return total
+
+    # --- listings and photos ---
+    def upsert_listings(self, products: pd.DataFrame, photos: pd.DataFrame | None = None) -> int:
+        """Write clean listings (and their photos); returns rows inserted or changed."""
+        now = datetime.now(UTC)
+        rows = _records(products, LISTING_FIELDS)
+        for row in rows:
+            row["updated_at"] = now
+            row.setdefault("description", "")
+            row.setdefault("geo_match", "unknown")
+        with self.engine.begin() as connection:
+            changed = self._upsert(connection, listings, rows, ["product_id"], touch="updated_at")
+            if photos is not None and len(photos):
+                photos = photos[photos[S.PRODUCT_ID].isin(products[S.PRODUCT_ID])].copy()
+                photos["position"] = photos.groupby(S.PRODUCT_ID).cumcount()
+                changed += self._upsert(connection, images, _records(photos, IMAGE_FIELDS), ["image_id"])
+        return changed
+
+    def delete_listing(self, product_id: str) -> bool:
+        with self.engine.begin() as connection:
+            for table in (embeddings, images):
+                connection.execute(sa.delete(table).where(table.c.product_id == product_id))
+            result = connection.execute(sa.delete(listings).where(listings.c.product_id == product_id))
+        return bool(result.rowcount)
+
+    def get_listing(self, product_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(listings).where(listings.c.product_id == product_id)).mappings().first()
+        return dict(row) if row else None
+
+    def listings_frame(self, product_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        query = sa.select(listings)
+        if product_ids is not None:
+            query = query.where(listings.c.product_id.in_(list(product_ids)))
+        with self.engine.connect() as connection:
+            return pd.read_sql(query.order_by(listings.c.product_id), connection)
+
+    def images_frame(self, product_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        query = sa.select(images)
+        if product_ids is not None:
+            query = query.where(images.c.product_id.in_(list(product_ids)))
+        with self.engine.connect() as connection:
+            return pd.read_sql(query.order_by(images.c.product_id, images.c.position), connection)
+
+    def count(self, table: str) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(metadata.tables[table])).scalar_one())
+
+    # --- embeddings ---
+    def upsert_embeddings(self, product_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> int:
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        rows = [
+            {"product_id": pid, "model_version": model_version, "dim": int(vectors.shape[1]), "vector": v.tobytes()}
+            for pid, v in zip(product_ids, vectors, strict=True)
+        ]
+        with self.engine.begin() as connection:
+            return self._upsert(connection, embeddings, rows, ["product_id"])
+
+    def load_embeddings(self, model_version: str | None = None) -> tuple[list[str], np.ndarray]:
+        query = sa.select(embeddings).order_by(embeddings.c.product_id)
+        if model_version:
+            query = query.where(embeddings.c.model_version == model_version)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        vectors = np.stack([np.frombuffer(r.vector, dtype="<f4") for r in rows]).astype(np.float32)
+        return [r.product_id for r in rows], vectors
+
+    # --- buyers and interactions ---
+    def upsert_users(self, frame: pd.DataFrame) -> int:
+        frame = frame.copy()
+        frame["age"] = pd.to_numeric(frame["age"], errors="coerce").astype("Int64")
+        for column in ("latitude", "longitude"):
+            if column in frame.columns:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        base = [c.name for c in users.columns if c.name != "extra"]
+        extra_columns = [c for c in frame.columns if c not in base]
+        rows = _records(frame, base)
+        for row, extra in zip(rows, _records(frame, extra_columns), strict=True):
+            row["extra"] = extra or None
+        with self.engine.begin() as connection:
+            return self._upsert(connection, users, rows, ["user_id"])
+
+    def add_interactions(self, frame: pd.DataFrame) -> int:
+        rows = _records(frame, ["user_id", "product_id", "event", "timestamp", "query"])
+        if not rows:
+            return 0
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(interactions)
+        statement = insert.on_conflict_do_nothing(index_elements=["user_id", "product_id", "event", "timestamp"])
+        with self.engine.begin() as connection:
+            return sum(connection.execute(statement, rows[i : i + 500]).rowcount or 0 for i in range(0, len(rows), 500))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()

@@ -1,0 +1,127 @@
+"""The data half of the pipeline: source -> clean -> images -> geo -> features -> split -> database.
+
+`prepare_data` is what every later stage (models, search, API) starts from; it writes
+its outputs (cleaning report, category encoder, split) under `settings.out_dir` so a
+bundle carries them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fbmarket.config import Settings
+from fbmarket.data import schema as S
+from fbmarket.data.categories import CategoryEncoder
+from fbmarket.data.clean import CleaningReport, attach_created, attach_geo, clean_products
+from fbmarket.data.features import add_features
+from fbmarket.data.images import clean_images
+from fbmarket.data.sources import RawTables, read_source
+from fbmarket.data.split import assign_split
+from fbmarket.data.store import Store
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC_NOTE = "SYNTHETIC data from fbmarket's embedded generator (not real listings)"
+
+
+@dataclass
+class PreparedData:
+    """Clean, featured, split listings and their photos: the input of every model."""
+
+    products: pd.DataFrame  # clean columns + features + `split`
+    images: pd.DataFrame  # clean image rows of kept products
+    encoder: CategoryEncoder  # root categories
+    report: CleaningReport
+    raw: RawTables
+    synthetic: bool
+
+    def part(self, split: str) -> pd.DataFrame:
+        return self.products[self.products[S.SPLIT] == split]
+
+
+def resolve_data_dir(settings: Settings, show_progress: bool = True) -> tuple[Path | str, bool]:
+    """The dataset to read; without `--data`, generate the embedded synthetic marketplace once."""
+    if settings.data_dir is not None:
+        return settings.data_dir, False
+    from fbmarket.data.sample import write_sample
+
+    folder = settings.out_dir / "sample_data"
+    marker = folder / "Products.csv"
+    stamp = folder / ".generated.json"
+    wanted = {"products": settings.data.sample_products, "seed": settings.seed}
+    if not (marker.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted):
+        log.info("generating the synthetic marketplace in %s", folder)
+        write_sample(folder, n_products=settings.data.sample_products, seed=settings.seed, show_progress=show_progress)
+        stamp.write_text(json.dumps(wanted))
+    return folder, True
+
+
+def clean_raw(
+    raw: RawTables, settings: Settings, strict: bool = True, show_progress: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame, CleaningReport]:
+    """Raw tables -> clean products (geocoded, featured) and clean photos, with the report."""
+    report = CleaningReport(read_issues=raw.issues.to_json())
+    products, report = clean_products(
+        raw.products, settings.data.min_price, settings.data.max_price, strict=strict, report=report
+    )
+    products = attach_created(products, raw.images)
+    products = attach_geo(products, report)
+
+    known = raw.images[raw.images["product_id"].isin(products[S.PRODUCT_ID])]
+    orphans = len(raw.images) - len(known)
+    if raw.image_dir is None:
+        photos = pd.DataFrame(columns=list(S.CLEAN_IMAGE_COLUMNS))
+        skipped = pd.DataFrame({"reason": ["no_image_folder"] * len(known)})
+    else:
+        photos, skipped = clean_images(
+            known,
+            raw.image_dir,
+            settings.cache_dir,
+            size=settings.data.image_size,
+            max_pixels=settings.data.max_image_pixels,
+            max_bytes=settings.data.max_image_bytes,
+            show_progress=show_progress,
+        )
+    report.images = {
+        "rows_in": len(raw.images),
+        "orphan_rows": orphans,  # photos whose product is not (or no longer) listed
+        "cleaned": len(photos),
+        "skipped": skipped["reason"].value_counts().to_dict() if len(skipped) else {},
+        "products_without_photo": int((~products[S.PRODUCT_ID].isin(photos[S.PRODUCT_ID])).sum()),
+    }
+    products = add_features(products, photos)
+    return products, photos, report
+
+
+def prepare_data(settings: Settings, show_progress: bool = True, store: bool = True) -> PreparedData:
+    """Everything up to a persisted split and a filled database."""
+    data_dir, synthetic = resolve_data_dir(settings, show_progress)
+    raw = read_source(data_dir)
+    products, photos, report = clean_raw(raw, settings, strict=True, show_progress=show_progress)
+    if products.empty:
+        raise ValueError(f"no listing in {raw.origin} survived cleaning: {report.to_json()['dropped']}")
+    products = assign_split(
+        products, settings.out_dir / "split.json", settings.data.split_fractions, settings.seed
+    )
+    encoder = CategoryEncoder.fit(products[S.ROOT_CATEGORY])
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    encoder.save(settings.out_dir / "categories.json")
+    payload = report.to_json() | {"source": raw.origin, "synthetic": synthetic}
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    (settings.reports_dir / "cleaning.json").write_text(json.dumps(payload, indent=2, default=str))
+    if store:
+        database = Store(settings.db_url)
+        try:
+            database.upsert_listings(products, photos)
+            if raw.users is not None:
+                database.upsert_users(raw.users)
+            if raw.interactions is not None:
+                database.add_interactions(raw.interactions)
+        finally:
+            database.close()
+    return PreparedData(products, photos, encoder, report, raw, synthetic)
