@@ -96,7 +96,7 @@ IMAGE_FIELDS = [c.name for c in images.columns]
 
 def _plain(value: Any) -> Any:
     """numpy/pandas scalars -> Python values a DB driver accepts; NaN -> NULL."""
-    if value is None:
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, np.generic):
         value = value.item()
