@@ -147,7 +147,7 @@ def clean_products(
         frame.loc[outlier.reindex(frame.index), S.PRICE] = np.nan
 
     drop(frame[S.PRODUCT_ID].duplicated(keep="first"), "duplicate_id")
-    listing_key = [S.TITLE, S.DESCRIPTION, S.CATEGORY, S.LOCATION, S.PRICE]
+    listing_key = [S.TITLE, S.DESCRIPTION, S.CATEGORY, S.LOCATION, "_price_raw"]
     drop(frame.duplicated(subset=listing_key, keep="first"), "duplicate_listing")
 
     no_location = frame[S.LOCATION] == ""

@@ -90,6 +90,7 @@ def read_csv_table(path: Path, required: tuple[str, ...], issues: ReadIssues) ->
             keep_default_na=False,
             na_values=[""],
             engine="python",
+            index_col=False,  # never guess an index from a row with extra fields
             on_bad_lines=on_bad_line,
         )
     except pd.errors.EmptyDataError as error:

@@ -1,0 +1,154 @@
+"""`python main.py`: every stage in order, with timings and a summary table at the end (SPEC §8).
+
+Each stage is a small function that takes what the previous ones produced; the stage
+list is the table of contents of the whole system.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fbmarket.config import Settings
+from fbmarket.pipeline import SYNTHETIC_NOTE, PreparedData, prepare_data
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    """What stages hand to each other, and the rows of the final summary."""
+
+    settings: Settings
+    show_progress: bool = True
+    prepared: PreparedData | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def stage_prepare(state: RunState) -> None:
+    prepared = prepare_data(state.settings, show_progress=state.show_progress)
+    state.prepared = prepared
+    report = prepared.report.to_json()
+    counts = prepared.products["split"].value_counts().to_dict()
+    state.summary["data"] = {
+        "source": prepared.raw.origin,
+        "synthetic": prepared.synthetic,
+        "listings_in": report["rows_in"],
+        "listings_kept": report["rows_out"],
+        "dropped": report["dropped"],
+        "photos_cleaned": report["images"].get("cleaned", 0),
+        "photos_skipped": report["images"].get("skipped", {}),
+        "geocoded_share": report["geocoding"].get("matched"),
+        "split": counts,
+    }
+
+
+def stage_eda(state: RunState) -> None:
+    from fbmarket.eda import make_eda_plots
+
+    assert state.prepared is not None
+    plots = make_eda_plots(
+        state.prepared.products,
+        state.prepared.images,
+        state.settings.reports_dir / "plots",
+        synthetic=state.prepared.synthetic,
+    )
+    state.summary["plots"] = {name: str(path) for name, path in plots.items()}
+
+
+def stage_baselines(state: RunState) -> None:
+    from fbmarket.baselines import run_baselines
+
+    assert state.prepared is not None
+    metrics = run_baselines(
+        state.prepared.products,
+        state.prepared.images,
+        state.settings.reports_dir / "baselines.json",
+        seed=state.settings.seed,
+        show_progress=state.show_progress,
+    )
+    state.summary["baselines"] = metrics
+
+
+STAGES: list[tuple[str, Callable[[RunState], None]]] = [
+    ("clean, geocode, features, split, database", stage_prepare),
+    ("EDA plots", stage_eda),
+    ("baselines", stage_baselines),
+]
+
+
+def run(settings: Settings, show_progress: bool = True) -> RunState:
+    """Run every stage; the summary is printed, and written as JSON next to the bundle."""
+    state = RunState(settings=settings, show_progress=show_progress)
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    settings.save(settings.out_dir / "settings.json")
+    for number, (name, stage) in enumerate(STAGES, start=1):
+        print(f"[{number}/{len(STAGES)}] {name}", flush=True)
+        started = time.perf_counter()
+        stage(state)
+        state.timings[name] = round(time.perf_counter() - started, 2)
+    state.summary["timings_s"] = state.timings
+    write_summary(state.summary, settings.out_dir)
+    print(format_summary(state.summary))
+    return state
+
+
+def write_summary(summary: dict[str, Any], out_dir: Path) -> None:
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table a person reads at the end of a run."""
+    lines = ["", "fbmarket run summary", "=" * 60]
+    data = summary.get("data", {})
+    if data.get("synthetic"):
+        lines.append(f"NOTE: {SYNTHETIC_NOTE}")
+    rows: list[tuple[str, str]] = [
+        ("source", str(data.get("source", ""))),
+        ("listings kept / read", f"{data.get('listings_kept', 0)} / {data.get('listings_in', 0)}"),
+        ("dropped by reason", ", ".join(f"{k}={v}" for k, v in data.get("dropped", {}).items()) or "none"),
+        ("photos cleaned", str(data.get("photos_cleaned", 0))),
+        ("photos skipped", ", ".join(f"{k}={v}" for k, v in data.get("photos_skipped", {}).items()) or "none"),
+        ("locations geocoded", _percent(data.get("geocoded_share"))),
+        ("split train/val/test", "/".join(str(data.get("split", {}).get(s, 0)) for s in ("train", "val", "test"))),
+    ]
+    for name, value in _metric_rows(summary):
+        rows.append((name, value))
+    for name, seconds in summary.get("timings_s", {}).items():
+        rows.append((f"time: {name}", f"{seconds:.1f} s"))
+    width = max(len(name) for name, _ in rows)
+    lines += [f"{name.ljust(width)}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _metric_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    baselines = summary.get("baselines", {})
+    for key, value in _flatten(baselines).items():
+        if isinstance(value, float) and any(m in key for m in ("accuracy", "macro_f1", "rmse", "r2", "precision")):
+            rows.append((f"baseline {key}", f"{value:.3f}"))
+    for key, value in _flatten(summary.get("models", {})).items():
+        if isinstance(value, float) and any(m in key for m in ("accuracy", "macro_f1")):
+            rows.append((f"model {key}", f"{value:.3f}"))
+    return rows
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

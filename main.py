@@ -1,0 +1,12 @@
+"""Run the whole fbmarket pipeline: `python main.py [--data DIR] [--out DIR] [--quick]` (SPEC §8).
+
+Without --data it generates and uses the embedded SYNTHETIC marketplace, so it runs on a
+fresh offline machine.
+"""
+
+import sys
+
+from fbmarket.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", *sys.argv[1:]]))
