@@ -75,7 +75,7 @@ users = sa.Table(
     sa.Column("location", sa.Text, nullable=True),
     sa.Column("latitude", sa.Float, nullable=True),
     sa.Column("longitude", sa.Float, nullable=True),
-    sa.Column("extra", sa.JSON, nullable=True),  # any further Users.csv columns
+    sa.Column("extra", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),  # any further Users.csv columns
 )
 
 interactions = sa.Table(
@@ -146,10 +146,7 @@ class Store:
         if touch:
             set_[touch] = insert.excluded[touch]
         statement = insert.on_conflict_do_update(index_elements=list(keys), set_=set_, where=changed)
-        total = 0
-        for start in range(0, len(rows), 500):
-            total += connection.execute(statement, rows[start : start + 500]).rowcount or 0
-        return total
+        return _count_written(connection, statement.returning(table.c[keys[0]]), rows)
 
     # --- listings and photos ---
     def upsert_listings(self, products: pd.DataFrame, photos: pd.DataFrame | None = None) -> int:
@@ -241,7 +238,15 @@ class Store:
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(interactions)
         statement = insert.on_conflict_do_nothing(index_elements=["user_id", "product_id", "event", "timestamp"])
         with self.engine.begin() as connection:
-            return sum(connection.execute(statement, rows[i : i + 500]).rowcount or 0 for i in range(0, len(rows), 500))
+            return _count_written(connection, statement.returning(interactions.c.id), rows)
+
+
+def _count_written(connection: sa.Connection, statement: sa.Executable, rows: list[dict[str, Any]]) -> int:
+    """Rows an upsert actually wrote: RETURNING skips conflicts left alone (rowcount is -1 on psycopg)."""
+    written = 0
+    for start in range(0, len(rows), 500):
+        written += len(connection.execute(statement, rows[start : start + 500]).all())
+    return written
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
