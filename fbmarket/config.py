@@ -96,7 +96,10 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None  # from FBMARKET_API_KEY; writes are refused without one
-    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024  # per photo; a larger one is refused with 413
+    max_photos_per_listing: int = 8
+    log_level: str = "info"  # uvicorn's
+    access_log: bool = False  # per-request log lines (the /metrics counters are always kept)
 
 
 @dataclass

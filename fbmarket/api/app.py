@@ -1,0 +1,135 @@
+"""The FastAPI application and `serve`, which runs it under uvicorn.
+
+`create_app` takes an opened `Marketplace` (tests, embedding) or a loader that opens
+one; with a loader the server answers /health at once and /ready turns 200 when the
+bundle, index and database are loaded, so an orchestrator never routes to a cold process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from fbmarket.api.errors import install_error_handlers
+from fbmarket.api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware, Scope
+from fbmarket.api.routes import router as api_router
+from fbmarket.api.web import STATIC_DIR
+from fbmarket.api.web import router as web_router
+from fbmarket.config import Settings
+from fbmarket.service import Marketplace
+
+log = logging.getLogger(__name__)
+
+MULTIPART_OVERHEAD = 1024 * 1024  # form fields and part headers around the photos
+
+DESCRIPTION = """
+Multimodal marketplace search: category prediction from text and photos, personalised
+search (words, photo or both; demographic- and location-aware ranking with the factors
+of every score), similar listings, home feeds, and live listing writes.
+
+Writes (POST/PUT/DELETE `/listings`) need the server's API key in the `X-API-Key` header.
+Errors are JSON `{"detail": ..., "errors": [...], "reason": ...}`; `detail` names the field.
+"""
+
+
+def body_limit(settings: Settings) -> Callable[[Scope], int]:
+    """Listing writes may carry several photos; every other form carries at most one."""
+    one = settings.serve.max_upload_bytes + MULTIPART_OVERHEAD
+    many = settings.serve.max_upload_bytes * settings.serve.max_photos_per_listing + MULTIPART_OVERHEAD
+
+    def limit_for(scope: Scope) -> int:
+        return many if str(scope.get("path", "")).startswith("/listings") else one
+
+    return limit_for
+
+
+def create_app(
+    marketplace: Marketplace | None = None,
+    settings: Settings | None = None,
+    *,
+    loader: Callable[[], Marketplace] | None = None,
+) -> FastAPI:
+    """The app over an opened `marketplace`, or over one that `loader` opens in the background.
+
+    A marketplace passed in stays the caller's to close; one opened by `loader` is
+    closed when the server shuts down.
+    """
+    if (marketplace is None) == (loader is None):
+        raise ValueError("give either an opened marketplace or a loader, not both or neither")
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        thread = None
+        if loader is not None:
+            thread = threading.Thread(target=_load, args=(app, loader), name="fbmarket-load", daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            if thread is not None:
+                thread.join(timeout=60)
+                if app.state.marketplace is not None:
+                    app.state.marketplace.close()
+
+    app = FastAPI(
+        title="fbmarket",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "search", "description": "search, recommendations"},
+            {"name": "listings", "description": "read and write listings and their photos"},
+            {"name": "predict", "description": "category prediction"},
+            {"name": "status", "description": "health, readiness, metrics"},
+            {"name": "web", "description": "the HTML page"},
+        ],
+    )
+    app.state.settings = settings
+    app.state.marketplace = marketplace
+    app.state.load_error = None
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    note = f" (photos up to {settings.serve.max_upload_bytes:,} bytes each)"
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings), note=note)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees every status
+    return app
+
+
+def _load(app: FastAPI, loader: Callable[[], Marketplace]) -> None:
+    try:
+        app.state.marketplace = loader()
+        log.info("marketplace loaded: %s", app.state.marketplace.ready())
+    except Exception as exc:  # the server stays up to say why in /ready
+        app.state.load_error = f"{type(exc).__name__}: {exc}"
+        log.exception("loading the marketplace failed")
+
+
+def serve(settings: Settings, bundle_dir: Path) -> None:
+    """Run the API and web page on settings.serve.host:port until interrupted."""
+    import uvicorn
+
+    from fbmarket.service import Marketplace
+
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise FileNotFoundError(f"bundle folder {bundle_dir} does not exist (train one with `fbmarket run`)")
+    app = create_app(settings=settings, loader=lambda: Marketplace.open(bundle_dir, settings.database_url))
+    if not settings.serve.api_key:
+        log.warning("no API key configured (FBMARKET_API_KEY): listing writes are disabled")
+    uvicorn.run(
+        app,
+        host=settings.serve.host,
+        port=settings.serve.port,
+        log_level=settings.serve.log_level,
+        access_log=settings.serve.access_log,
+    )

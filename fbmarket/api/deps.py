@@ -1,0 +1,71 @@
+"""FastAPI dependencies: the loaded marketplace, the settings, and the API-key check for writes."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from fbmarket.api.errors import ApiError
+from fbmarket.api.schemas import MAX_ID_CHARS
+from fbmarket.config import Settings
+from fbmarket.service import Marketplace, NotFoundError
+
+API_KEY_HEADER = "X-API-Key"
+api_key_scheme = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="Needed for POST/PUT/DELETE /listings; the server reads it from FBMARKET_API_KEY.",
+)
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_marketplace(request: Request) -> Marketplace:
+    """The loaded marketplace, or 503 while it loads (or when loading failed)."""
+    state = request.app.state
+    if state.marketplace is None:
+        if state.load_error:
+            raise ApiError(503, f"the service failed to load: {state.load_error}", "load_failed")
+        raise ApiError(
+            503, "the service is still loading; retry shortly", "loading", headers={"Retry-After": "5"}
+        )
+    return state.marketplace
+
+
+def require_api_key(request: Request, key: Annotated[str | None, Security(api_key_scheme)] = None) -> None:
+    """401 without a key, 403 with a wrong one; with no key configured, writes are refused (403)."""
+    expected = get_settings(request).serve.api_key
+    if not expected:
+        raise ApiError(
+            403,
+            "writes are disabled: the server has no API key configured (FBMARKET_API_KEY)",
+            "writes_disabled",
+        )
+    if not key:
+        raise ApiError(
+            401, f"this request needs an API key in the {API_KEY_HEADER} header", "missing_api_key",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )  # fmt: skip
+    if not hmac.compare_digest(
+        key.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    ):
+        raise ApiError(
+            403, f"the {API_KEY_HEADER} header does not match the server's API key", "wrong_api_key"
+        )
+
+
+def checked_id(product_id: str, what: str = "listing") -> str:
+    """Ids no database row can have (too long, control characters) are 404 without a query."""
+    if len(product_id) > MAX_ID_CHARS or any(ord(ch) < 32 for ch in product_id):
+        raise NotFoundError(f"{what} {product_id[:80]!r} not found")
+    return product_id
+
+
+MarketplaceDep = Annotated[Marketplace, Depends(get_marketplace)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+WriteAccess = Depends(require_api_key)

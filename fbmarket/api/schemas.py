@@ -1,0 +1,238 @@
+"""Pydantic models of the HTTP API: what requests may contain and what responses promise.
+
+They are the OpenAPI document at /docs, so the limits here (lengths, ranges) are the
+API's published contract; the service layer's dataclasses stay free of HTTP concerns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from fbmarket.service import ListingResult, SearchResponse
+
+MAX_QUERY_CHARS = 500
+MAX_K = 100
+MAX_ID_CHARS = 64  # the database's id columns
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # ids a seller may choose: URL- and file-name-safe
+
+
+def _printable(value: str | None) -> str | None:
+    """Refuse control characters: NUL breaks PostgreSQL and none belongs in a listing or query."""
+    if value is not None and any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    """HTML forms send empty fields as ''; they mean 'not given'."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+Text = Annotated[str, AfterValidator(_printable)]
+OptionalText = Annotated[str | None, AfterValidator(_printable), AfterValidator(_blank_to_none)]
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+class SearchParams(BaseModel):
+    """Who searches for what, with which filters (query string of GET /search, form of POST)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    q: OptionalText = Field(None, max_length=MAX_QUERY_CHARS, description="words to search for")
+    user_id: OptionalText = Field(
+        None,
+        max_length=MAX_ID_CHARS,
+        description="a known buyer; an unknown id is searched as a cold-start buyer",
+    )
+    age: int | None = Field(None, ge=13, le=120, description="inline buyer: age in years")
+    gender: OptionalText = Field(None, max_length=16, description="inline buyer: female, male or other")
+    location: OptionalText = Field(None, max_length=200, description='inline buyer: "Town" or "Town, County"')
+    lat: float | None = Field(None, ge=-90, le=90, description="inline buyer: latitude (with lon)")
+    lon: float | None = Field(None, ge=-180, le=180, description="inline buyer: longitude (with lat)")
+    budget: float | None = Field(None, ge=0, le=1e7, description="inline buyer: typical spend in GBP")
+    max_distance_km: float | None = Field(
+        None, gt=0, le=2000, description="only listings this close to the buyer"
+    )
+    min_price: float | None = Field(None, ge=0, le=1e7, description="GBP")
+    max_price: float | None = Field(None, ge=0, le=1e7, description="GBP")
+    category: OptionalText = Field(
+        None, max_length=200, description='root category or full path "Root / Sub / Leaf"'
+    )
+    k: int = Field(10, ge=1, le=MAX_K, description="number of results")
+
+
+class ListingFields(BaseModel):
+    """A new listing's fields (form of POST /listings); category is predicted when missing."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    title: Text = Field(min_length=1, max_length=200)
+    description: Text = Field("", max_length=10_000)
+    price: float | None = Field(None, ge=0, le=1e7, description="GBP")
+    location: Text = Field("", max_length=200, description='"Town, County"')
+    category: OptionalText = Field(None, max_length=200, description='full path "Root / Sub / Leaf"')
+    product_id: OptionalText = Field(None, pattern=ID_PATTERN, description="generated when missing")
+
+
+class ListingChanges(BaseModel):
+    """Fields of PUT /listings/{id}: those given replace the stored ones, the rest are kept."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    title: OptionalText = Field(None, min_length=1, max_length=200)
+    description: Annotated[str | None, AfterValidator(_printable)] = Field(None, max_length=10_000)
+    price: float | None = Field(None, ge=0, le=1e7, description="GBP")
+    location: Annotated[str | None, AfterValidator(_printable)] = Field(None, max_length=200)
+    category: OptionalText = Field(None, max_length=200, description='full path "Root / Sub / Leaf"')
+
+
+# ---------------------------------------------------------------------------- responses
+
+
+class ErrorOut(BaseModel):
+    """Every error response: a sentence for people, and the per-field details for programs."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+    reason: str | None = Field(None, description="machine-readable cause, e.g. not_an_image")
+
+
+class HealthOut(BaseModel):
+    status: str = "ok"
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+    detail: str | None = None
+
+
+class CategoryPrediction(BaseModel):
+    category: str
+    probability: float
+
+
+class PredictOut(BaseModel):
+    predictions: list[CategoryPrediction]
+    inputs: list[str] = Field(description='what the prediction used: "text", "photo"')
+
+
+class ListingCard(BaseModel):
+    """One ranked listing; `factors` are the contributions that add up to `score` (why it ranked)."""
+
+    product_id: str
+    title: str
+    category: str
+    root_category: str
+    price: float | None
+    location: str
+    distance_km: float | None
+    score: float
+    factors: dict[str, float]
+    image_count: int
+    url: str
+    image_url: str | None
+
+    @classmethod
+    def of(cls, result: ListingResult) -> ListingCard:
+        return cls(
+            product_id=result.product_id,
+            title=result.title,
+            category=result.category,
+            root_category=result.root_category,
+            price=_finite(result.price),
+            location=result.location or "",
+            distance_km=_finite(result.distance_km),
+            score=float(result.score),
+            factors={name: float(value) for name, value in result.factors.items()},
+            image_count=int(result.image_count),
+            url=listing_url(result.product_id),
+            image_url=image_url(result.product_id, 0) if result.image_count else None,
+        )
+
+
+class SearchOut(BaseModel):
+    results: list[ListingCard]
+    buyer_status: str = Field(description="known | cold_start | anonymous | inline")
+    mode: str = Field(description="hybrid | lexical | semantic | feed: the retrieval that ran")
+    notes: list[str]
+
+    @classmethod
+    def of(cls, response: SearchResponse) -> SearchOut:
+        return cls(
+            results=[ListingCard.of(r) for r in response.results],
+            buyer_status=response.buyer_status,
+            mode=response.mode,
+            notes=list(response.notes),
+        )
+
+
+class SimilarOut(BaseModel):
+    product_id: str
+    results: list[ListingCard]
+
+
+class ListingOut(BaseModel):
+    """A stored listing with links to its cleaned photos."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    product_id: str
+    title: str
+    description: str = ""
+    category: str
+    root_category: str
+    leaf_name: str | None = None
+    price: float | None = None
+    location: str = ""
+    town: str | None = None
+    county: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    created: str | None = None
+    updated_at: datetime | None = None
+    image_count: int
+    image_urls: list[str]
+    url: str
+
+    @classmethod
+    def of(cls, listing: dict[str, Any]) -> ListingOut:
+        product_id = str(listing["product_id"])
+        photos = list(listing.get("images") or [])
+        fields = {k: v for k, v in listing.items() if k not in ("images", "image_count", "image_urls", "url")}
+        for key in ("price", "latitude", "longitude"):
+            fields[key] = _finite(fields.get(key))
+        for key in ("description", "location"):
+            fields[key] = fields.get(key) or ""
+        return cls(
+            **fields,
+            image_count=len(photos),
+            image_urls=[image_url(product_id, n) for n in range(len(photos))],
+            url=listing_url(product_id),
+        )
+
+
+def listing_url(product_id: str) -> str:
+    from urllib.parse import quote
+
+    return f"/listings/{quote(product_id, safe='')}"
+
+
+def image_url(product_id: str, n: int) -> str:
+    return f"{listing_url(product_id)}/images/{n}"
+
+
+def _finite(value: Any) -> float | None:
+    """NaN/inf from pandas are 'unknown' in JSON (which has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and value not in (float("inf"), float("-inf")) else None
