@@ -93,7 +93,7 @@ class _BodyTooLarge(HTTPException):
 
 def _too_large(size: int | None, limit: int, note: str = "") -> dict[str, Any]:
     said = f"{size:,} bytes" if size is not None else "over the limit"
-    detail = f"request body is {said}; this endpoint takes at most {limit:,} bytes{note}"
+    detail = f"request body is {said}; the limit here is {limit:,} bytes{note}"
     return {"detail": detail, "reason": "too_large"}
 
 
