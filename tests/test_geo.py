@@ -1,0 +1,288 @@
+"""Offline geocoding of "Town, County" strings, distances and the UK outline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import Point
+
+from fbmarket.data import geo
+from fbmarket.data import schema as S
+from fbmarket.data.geo import Gazetteer, haversine_km, normalise, region_key, split_location, uk_outline
+
+DEV_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gumtree-dev"
+LONDON = (51.5074, -0.1278)
+MANCHESTER = (53.4808, -2.2426)
+
+
+@pytest.fixture(scope="module")
+def gazetteer() -> Gazetteer:
+    return Gazetteer.load()
+
+
+def locate(gazetteer: Gazetteer, location: object) -> pd.Series:
+    return gazetteer.geocode(pd.Series([location]), details=True).iloc[0]
+
+
+def km_from(row: pd.Series, lat: float, lon: float) -> float:
+    return float(haversine_km(row[S.LATITUDE], row[S.LONGITUDE], lat, lon))
+
+
+# ---- normalisation ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("St. Albans", "Saint Albans"),
+        ("St Albans", "st albans"),
+        ("Stoke-upon-Trent", "Stoke on Trent"),
+        ("Brighton & Hove", "Brighton and Hove"),
+        ("Ynys Môn", "ynys mon"),
+        ("The Wirral", "Wirral"),
+        ("King's Lynn", "Kings Lynn"),
+        ("  Houghton-le-Spring ", "Houghton Le Spring"),
+    ],
+)
+def test_normalise_equates_spellings(a: str, b: str) -> None:
+    assert normalise(a) == normalise(b)
+
+
+def test_normalise_keeps_different_places_apart_and_survives_non_strings() -> None:
+    assert normalise("Newcastle") != normalise("Newcastle-under-Lyme")
+    assert normalise("The") == "the"  # a lone "the" is not stripped to nothing
+    assert normalise(np.nan) == normalise(None) == normalise(12) == ""
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ("County Durham", "durham"),
+        ("Sir Powys", "powys"),
+        ("City and County of Swansea", "swansea"),
+        ("Caerphilly County Borough", "caerphilly"),
+        ("Aberdeen City", "aberdeen"),
+        ("The Scottish Borders", "scottish borders"),
+        ("Metropolitan Borough of Wirral", "wirral"),
+        ("Down District", "down"),
+    ],
+)
+def test_region_key_strips_admin_wrappers(raw: str, key: str) -> None:
+    assert region_key(raw) == key
+
+
+def test_split_location() -> None:
+    assert split_location("Delph, Manchester") == ("Delph", "Manchester")
+    assert split_location("Shenley Church End, Buckinghamshire") == ("Shenley Church End", "Buckinghamshire")
+    assert split_location("Aberdeen") == ("Aberdeen", "")
+    assert split_location(np.nan) == ("", "")
+
+
+# ---- towns ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("location", "lat", "lon"),
+    [
+        ("Southampton, Hampshire", 50.904, -1.404),
+        ("Inverness, Highland", 57.479, -4.224),
+        ("Delph, Manchester", 53.567, -2.017),
+        ("Croydon, London", 51.372, -0.101),
+        ("Paisley, Renfrewshire", 55.832, -4.433),
+    ],
+)
+def test_exact_towns(gazetteer: Gazetteer, location: str, lat: float, lon: float) -> None:
+    row = locate(gazetteer, location)
+    assert row[S.GEO_MATCH] == "town"
+    assert km_from(row, lat, lon) < 5
+    assert row[S.TOWN] == location.split(",")[0]
+    assert row[S.COUNTY] == location.split(", ")[1]
+
+
+@pytest.mark.parametrize(
+    ("location", "lat", "lon"),
+    [
+        ("Bangor, County Down", 54.66, -5.67),
+        ("Bangor, Gwynedd", 53.23, -4.13),
+        ("Richmond, London", 51.46, -0.31),
+        ("Richmond, North Yorkshire", 54.40, -1.73),
+        ("Ashford, Kent", 51.15, 0.87),
+        ("Ashford, Surrey", 51.43, -0.46),
+        ("Newport, Isle of Wight", 50.70, -1.29),
+        ("Newport, Newport", 51.59, -3.00),
+    ],
+)
+def test_county_disambiguates_homonyms(gazetteer: Gazetteer, location: str, lat: float, lon: float) -> None:
+    row = locate(gazetteer, location)
+    assert row[S.GEO_MATCH] == "town"
+    assert km_from(row, lat, lon) < 5
+
+
+def test_gumtree_region_names_resolve_through_aliases(gazetteer: Gazetteer) -> None:
+    # Bolton is its own borough; "Manchester" is Gumtree's name for Greater Manchester.
+    bolton = locate(gazetteer, "Bolton, Manchester")
+    assert bolton[S.GEO_MATCH] == "town" and km_from(bolton, 53.58, -2.43) < 5
+    # Not Newcastle in County Down nor Newcastle-under-Lyme.
+    newcastle = locate(gazetteer, "Newcastle, Tyne and Wear")
+    assert newcastle[S.GEO_MATCH] == "town" and km_from(newcastle, 54.97, -1.61) < 5
+    antrim = gazetteer.region("County Antrim")
+    assert antrim is not None and "ballymena" in antrim.members
+
+
+@pytest.mark.parametrize(
+    ("location", "lat", "lon"),
+    [
+        ("stoke-on-trent, staffordshire", 53.00, -2.18),
+        ("STOKE ON TRENT, Staffordshire", 53.00, -2.18),
+        ("Burton-on-Trent, Staffordshire", 52.81, -1.64),
+        ("Saint Albans, Hertfordshire", 51.75, -0.34),
+        ("St. Albans, Hertfordshire", 51.75, -0.34),
+        ("Hull, East Yorkshire", 53.74, -0.33),
+        ("Birmingham City Centre, West Midlands", 52.48, -1.90),
+        ("Lee-on-the-Solent, Hampshire", 50.80, -1.20),
+    ],
+)
+def test_normalised_and_alternate_spellings_match_towns(
+    gazetteer: Gazetteer, location: str, lat: float, lon: float
+) -> None:
+    row = locate(gazetteer, location)
+    assert row[S.GEO_MATCH] == "town"
+    assert km_from(row, lat, lon) < 5
+
+
+def test_homonym_far_from_the_county_is_rejected(gazetteer: Gazetteer) -> None:
+    # The only "Clapham" places in the gazetteer are outside London: fall back to London.
+    row = locate(gazetteer, "Clapham, London")
+    assert row[S.GEO_MATCH] == "county"
+    assert km_from(row, *LONDON) < 10
+
+
+# ---- fallbacks ----------------------------------------------------------------------------------
+def test_unknown_town_falls_back_to_county_centroid(gazetteer: Gazetteer) -> None:
+    row = locate(gazetteer, "Nowheresville, Kent")
+    assert row[S.GEO_MATCH] == "county"
+    assert 50.9 < row[S.LATITUDE] < 51.5 and 0.0 < row[S.LONGITUDE] < 1.5
+    bristol = locate(gazetteer, "Downend, Bristol")
+    assert bristol[S.GEO_MATCH] == "county" and km_from(bristol, 51.45, -2.59) < 10
+    east_london = locate(gazetteer, "East London, London")
+    assert east_london[S.GEO_MATCH] == "county" and km_from(east_london, *LONDON) < 10
+
+
+def test_bare_names_are_towns_or_counties(gazetteer: Gazetteer) -> None:
+    aberdeen = locate(gazetteer, "Aberdeen")
+    assert aberdeen[S.GEO_MATCH] == "town" and aberdeen[S.TOWN] == "Aberdeen"
+    assert km_from(aberdeen, 57.15, -2.10) < 5
+    oxfordshire = locate(gazetteer, "Oxfordshire")
+    assert oxfordshire[S.GEO_MATCH] == "county"
+    assert oxfordshire[S.COUNTY] == "Oxfordshire" and oxfordshire[S.TOWN] is None
+    antrim = locate(gazetteer, "County Antrim")
+    assert antrim[S.GEO_MATCH] == "county" and 54.0 < antrim[S.LATITUDE] < 55.3
+
+
+def test_unknown_county_still_finds_a_unique_town(gazetteer: Gazetteer) -> None:
+    row = locate(gazetteer, "Inverness, Narnia")
+    assert row[S.GEO_MATCH] == "town" and km_from(row, 57.48, -4.22) < 5
+
+
+def test_garbage_never_crashes(gazetteer: Gazetteer) -> None:
+    raw = pd.Series(
+        [np.nan, None, "", "   ", ",", "!!!", 42, "Xyzzy, Qwerty", "London"], index=list("abcdefghi")
+    )
+    out = gazetteer.geocode(raw)
+    assert list(out.columns) == [S.TOWN, S.COUNTY, S.LATITUDE, S.LONGITUDE, S.GEO_MATCH]
+    assert list(out.index) == list("abcdefghi")
+    assert out[S.GEO_MATCH].tolist() == ["unknown"] * 8 + ["town"]
+    assert out[S.LATITUDE].iloc[:8].isna().all() and out[S.LONGITUDE].iloc[:8].isna().all()
+    assert out[S.LATITUDE].dtype == np.float64
+
+
+def test_geocode_keeps_index_and_handles_empty(gazetteer: Gazetteer) -> None:
+    series = pd.Series(["Leeds, West Yorkshire", "Leeds, West Yorkshire"], index=[10, 3])
+    out = gazetteer.geocode(series)
+    assert list(out.index) == [10, 3]
+    assert out[S.LATITUDE].nunique() == 1
+    strings = gazetteer.geocode(pd.Series(["Leeds, West Yorkshire", pd.NA], dtype="string"))
+    assert strings[S.GEO_MATCH].tolist() == ["town", "unknown"]
+    empty = gazetteer.geocode(pd.Series([], dtype=object))
+    assert empty.empty
+    assert Gazetteer.match_rate(empty) == {"town": 0.0, "county": 0.0, "unknown": 0.0, "matched": 0.0}
+
+
+def test_match_rate(gazetteer: Gazetteer) -> None:
+    out = gazetteer.geocode(pd.Series(["Leeds, West Yorkshire", "Nowhere, Kent", "??", "Leeds"]))
+    rates = gazetteer.match_rate(out)
+    assert rates == {"town": 0.5, "county": 0.25, "unknown": 0.25, "matched": 0.75}
+
+
+def test_tiny_gazetteer_from_a_table() -> None:
+    places = pd.DataFrame(
+        {
+            "name": ["Middleton", "Middleton", "Leeds", "Rochdale"],
+            "alternates": ["", "", "Loidis", ""],
+            "latitude": [53.55, 53.75, 53.80, 53.61],
+            "longitude": [-2.20, -1.55, -1.55, -2.16],
+            "population": [40000, 0, 450000, 100000],
+            "admin1": ["England"] * 4,
+            "admin2": ["Borough of Rochdale", "City and Borough of Leeds", "City and Borough of Leeds",
+                       "Borough of Rochdale"],
+        }
+    )  # fmt: skip
+    small = Gazetteer(places)
+    out = small.geocode(
+        pd.Series(["Middleton, West Yorkshire", "Middleton, Manchester", "Middleton", "Loidis"])
+    )
+    assert out[S.LATITUDE].tolist() == [53.75, 53.55, 53.55, 53.80]  # no county: most populous
+    assert out[S.GEO_MATCH].tolist() == ["town"] * 4
+
+
+def test_load_is_cached_and_bundled_file_is_small(gazetteer: Gazetteer) -> None:
+    assert Gazetteer.load() is gazetteer
+    assert geo.GB_PLACES_FILE.stat().st_size < 500_000
+    places = gazetteer.places
+    assert len(places) > 5000
+    assert places["latitude"].between(49, 61.5).all() and places["longitude"].between(-9, 2.5).all()
+    assert (places["admin2"] != "").all()
+
+
+# ---- distances and outline ------------------------------------------------------------------
+def test_haversine_known_distances() -> None:
+    assert haversine_km(*LONDON, *MANCHESTER) == pytest.approx(262, abs=3)
+    assert haversine_km(0, 0, 0, 1) == pytest.approx(111.2, abs=0.2)
+    assert haversine_km(*LONDON, *LONDON) == 0.0
+    assert isinstance(haversine_km(*LONDON, *MANCHESTER), float)
+
+
+def test_haversine_is_vectorised_and_propagates_nan() -> None:
+    lats = np.array([LONDON[0], MANCHESTER[0], np.nan])
+    lons = np.array([LONDON[1], MANCHESTER[1], 0.0])
+    distance = haversine_km(LONDON[0], LONDON[1], lats, lons)
+    assert distance.shape == (3,)
+    assert distance[0] == 0.0 and distance[1] == pytest.approx(262, abs=3) and np.isnan(distance[2])
+    assert np.allclose(haversine_km(lats[:2], lons[:2], lats[:2][::-1], lons[:2][::-1]), distance[1])
+
+
+def test_uk_outline_contains_london() -> None:
+    outline = uk_outline()
+    assert not outline.empty and outline.crs.to_epsg() == 4326
+    assert set(outline["name"]) == {"United Kingdom", "Ireland"}
+    uk = outline.loc[outline["name"] == "United Kingdom", "geometry"].iloc[0]
+    assert uk.contains(Point(LONDON[1], LONDON[0]))
+    assert not uk.contains(Point(2.35, 48.86))  # Paris
+    assert set(uk_outline(include_ireland=False)["name"]) == {"United Kingdom"}
+
+
+def test_uk_outline_falls_back_to_gazetteer_hull(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(geo, "_package_dir", lambda package: None)  # as if pyogrio shipped no fixture
+    outline = uk_outline()
+    assert len(outline) == 1 and outline.geometry.iloc[0].contains(Point(LONDON[1], LONDON[0]))
+
+
+# ---- real data ----------------------------------------------------------------------------------
+@pytest.mark.skipif(not (DEV_DATA / "Products.csv").exists(), reason=f"real dev data absent: {DEV_DATA}")
+def test_real_dev_locations_match_rate(gazetteer: Gazetteer) -> None:
+    products = pd.read_csv(DEV_DATA / "Products.csv", index_col=0, lineterminator="\n")
+    locations = products["location"]
+    by_product = gazetteer.match_rate(gazetteer.geocode(locations))
+    by_location = gazetteer.match_rate(gazetteer.geocode(pd.Series(locations.unique())))
+    assert by_product["matched"] >= 0.95
+    assert by_location["matched"] >= 0.95
+    assert by_location["town"] >= 0.6  # most strings name a town the gazetteer knows
