@@ -520,8 +520,19 @@ HTML_ERROR = (
 )
 
 
-def encode_photo(image: Image.Image, mask: Image.Image, kind: str, rng: np.random.Generator) -> bytes:
-    """The file bytes for `kind` (see PHOTO_KINDS); the name on disk is always .jpg."""
+def encode_photo(
+    image: Image.Image | None, mask: Image.Image | None, kind: str, rng: np.random.Generator
+) -> bytes:
+    """The file bytes for `kind` (see PHOTO_KINDS); the name on disk is always .jpg.
+
+    "empty" and "html" need no picture (pass None): nothing of it reaches the file.
+    """
+    if kind == "empty":
+        return b""
+    if kind == "html":  # the scraper saved an error page
+        return HTML_ERROR
+    if image is None or mask is None:
+        raise ValueError(f"photo kind {kind!r} needs an image and its mask")
     buffer = io.BytesIO()
     quality = int(rng.integers(60, 93))
     if kind == "jpeg":
@@ -546,10 +557,6 @@ def encode_photo(image: Image.Image, mask: Image.Image, kind: str, rng: np.rando
         image.save(buffer, "JPEG", quality=quality)
         data = buffer.getvalue()
         return data[: max(64, int(len(data) * float(rng.uniform(0.2, 0.6))))]
-    elif kind == "empty":
-        return b""
-    elif kind == "html":  # the scraper saved an error page
-        return HTML_ERROR
     else:
         raise ValueError(f"unknown photo kind {kind!r}; expected one of {PHOTO_KINDS}")
     return buffer.getvalue()

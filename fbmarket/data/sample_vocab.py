@@ -30,7 +30,7 @@ class Root:
     name: str
     leaves: tuple[Leaf, ...]
     brands: tuple[str, ...]
-    details: tuple[str, ...]  # description phrases; {n} {m} {size} {colour} are filled in
+    details: tuple[str, ...]  # description phrases; {n} {m} {a} {b} {colour} {rrp} are filled in
     price_median: float  # GBP, log-normal median (close to the real data's per-root medians)
     price_sigma: float  # log-normal sigma
 
@@ -71,7 +71,7 @@ ROOTS: tuple[Root, ...] = (
         ),
         ("Mamas & Papas", "Silver Cross", "Graco", "Chicco", "Joie", "Maxi-Cosi", "Fisher-Price", "LEGO",
          "Little Tikes", "Mothercare", "Next", "Peppa Pig", "iCandy", "Cybex"),
-        ("age {n}-{m} years", "suitable from birth", "size {n}-{m} months", "washed and ready to wear",
+        ("age {a}-{b} years", "suitable from birth", "size {a}-{b} months", "washed and ready to wear",
          "used for one child only", "all parts included", "grandchildren have outgrown it"),
         12.0,
         1.2,
