@@ -80,13 +80,56 @@ class SearchSettings:
     rrf_k: int = 60
 
 
+def _default_event_weights() -> dict[str, float]:
+    return {"view": 1.0, "click": 2.0, "save": 3.0, "message": 4.0}
+
+
+def _default_rule_weights() -> dict[str, float]:
+    # Hand-set, one per ranking factor (features are scaled to about [-1, 1], 0 = neutral):
+    # query relevance first, then the buyer's fit (distance, taste, price), then listing signals.
+    return {
+        "semantic": 2.0,
+        "lexical": 2.0,
+        "distance": 1.0,
+        "price_fit": 0.6,
+        "affinity": 0.8,
+        "freshness": 0.3,
+        "popularity": 0.3,
+    }
+
+
 @dataclass
 class RankSettings:
     """Buyers, simulator and the second-stage ranker."""
 
     n_buyers: int = 400
     sessions_per_buyer: int = 6
-    default_travel_km: float = 50.0
+    default_travel_km: float = 50.0  # a buyer who states no maximum travel distance
+    # Cohorts: age band lower edges (ages below the first edge join the first band).
+    age_band_edges: tuple[int, ...] = (18, 25, 35, 50, 65)
+    affinity_level: str = "root_category"  # product column whose values buyers have affinities for
+    event_weights: dict[str, float] = field(default_factory=_default_event_weights)
+    positive_events: tuple[str, ...] = ("click", "save", "message")  # what counts as relevant
+    user_prior_strength: float = 10.0  # pseudo-events pulling a user's affinity to their cohort's
+    cohort_prior_strength: float = 20.0  # pseudo-events pulling a cohort to its parent cohort
+    freshness_days: float = 30.0  # listing age at which freshness has decayed to 1/e
+    feed_candidates: int = 200  # home-feed pool handed to the ranker
+    feed_categories: int = 4  # affinity categories the home feed draws from
+    feed_popular_share: float = 0.2  # share of the home-feed pool taken by popular listings
+    rule_weights: dict[str, float] = field(default_factory=_default_rule_weights)
+    # Learned (additive) ranker.
+    hidden_units: int = 16  # per-factor subnetwork width
+    epochs: int = 12
+    batch_size: int = 256
+    learning_rate: float = 1e-2
+    sampled_negatives: int = 20  # unshown retrieved candidates per training session, as negatives
+    test_fraction: float = 0.3  # sessions after this time quantile are held out for evaluation
+    cold_start_ranker: str = "rule"  # "rule" | "learned": ranker for buyers without history
+
+    def __post_init__(self) -> None:
+        # JSON round trips turn tuples into lists.
+        self.age_band_edges = tuple(int(v) for v in self.age_band_edges)
+        self.positive_events = tuple(self.positive_events)
 
 
 @dataclass

@@ -1,0 +1,160 @@
+"""Ranking factors of (buyer, listing) pairs (SPEC §7.1).
+
+Every factor is scaled to about [-1, 1] with "bigger is better", and 0 means *neutral or
+unknown*, so a missing value (a buyer or listing without coordinates, a listing without a
+price or date) neither helps nor hurts, and the rule ranker's weights are comparable:
+
+| factor | value |
+|---|---|
+| semantic | the embedding cosine of the candidate (0 when that branch did not retrieve it) |
+| lexical | BM25 score / the best BM25 score among the candidates (scores are not comparable across queries) |
+| distance | 1 - km / buyer's maximum travel, clipped to [-1, 1]: beyond the travel distance it turns negative |
+| price_fit | 1 at or under budget, falling with log(price / budget): 0 at e x budget, -1 at e^2 x |
+| affinity | log(buyer's share of the listing's category / uniform share) / 2, clipped to [-1, 1] |
+| freshness | exp(-listing age / `freshness_days`); unknown date 0 |
+| popularity | log(1 + event-weighted interactions) / log(1 + the most popular listing's) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from fbmarket.data import schema as S
+from fbmarket.data.geo import haversine_km
+from fbmarket.recommend.buyers import Buyer, BuyerProfiles
+
+FEATURES = ("semantic", "lexical", "distance", "price_fit", "affinity", "freshness", "popularity")
+SEMANTIC_SCORE = "semantic_score"
+LEXICAL_SCORE = "lexical_score"
+DISTANCE_KM = "distance_km"  # extra, not a factor: shown to the buyer
+
+
+class Catalogue:
+    """Listing attributes as arrays keyed by product id, built once and shared by every ranking call."""
+
+    def __init__(self, products: pd.DataFrame, level: str = S.ROOT_CATEGORY) -> None:
+        S.require_columns(products, (S.PRODUCT_ID, S.PRICE, S.LATITUDE, S.LONGITUDE, level), "products")
+        table = products.drop_duplicates(S.PRODUCT_ID, keep="last").reset_index(drop=True)
+        self.products = table
+        self.ids = table[S.PRODUCT_ID].astype(str).to_numpy()
+        self.row = pd.Index(self.ids)
+        self.price = pd.to_numeric(table[S.PRICE], errors="coerce").to_numpy(float)
+        self.latitude = pd.to_numeric(table[S.LATITUDE], errors="coerce").to_numpy(float)
+        self.longitude = pd.to_numeric(table[S.LONGITUDE], errors="coerce").to_numpy(float)
+        self.level = level
+        self.category = table[level].astype(object).where(table[level].notna(), None).to_numpy(object)
+        created = table[S.CREATED] if S.CREATED in table else pd.Series(np.nan, index=table.index)
+        self.created = pd.to_datetime(created, errors="coerce", format="mixed").to_numpy("datetime64[ns]")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, product_ids: Iterable[str]) -> np.ndarray:
+        """Row numbers of product ids; -1 for ids the catalogue does not have."""
+        return self.row.get_indexer(pd.Index([str(p) for p in product_ids]))
+
+    def newest(self) -> pd.Timestamp | None:
+        valid = self.created[~np.isnat(self.created)]
+        return pd.Timestamp(valid.max()) if len(valid) else None
+
+
+def _take(values: np.ndarray, rows: np.ndarray, fill: float = np.nan) -> np.ndarray:
+    out = np.full(len(rows), fill, dtype=float)
+    ok = rows >= 0
+    out[ok] = values[rows[ok]]
+    return out
+
+
+def distance_feature(km: np.ndarray, max_travel_km: float) -> np.ndarray:
+    return np.nan_to_num(np.clip(1.0 - km / max(max_travel_km, 0.1), -1.0, 1.0), nan=0.0)
+
+
+def price_feature(price: np.ndarray, budget: float) -> np.ndarray:
+    over = np.log1p(np.where(price >= 0, price, np.nan)) - np.log1p(max(budget, 0.0))
+    return np.nan_to_num(1.0 - np.clip(over, 0.0, 2.0), nan=0.0)
+
+
+def affinity_feature(shares: np.ndarray, n_categories: int) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.log(shares * n_categories)
+    return np.nan_to_num(np.clip(ratio / 2.0, -1.0, 1.0), nan=0.0)
+
+
+def freshness_feature(created: np.ndarray, now: pd.Timestamp, days: float) -> np.ndarray:
+    age_days = (np.datetime64(now.to_datetime64(), "ns") - created) / np.timedelta64(1, "D")
+    age_days = np.where(np.isnat(created), np.nan, np.maximum(age_days.astype(float), 0.0))
+    return np.nan_to_num(np.exp(-age_days / max(days, 1e-6)), nan=0.0)
+
+
+def ranking_features(
+    candidates: pd.DataFrame,
+    catalogue: Catalogue,
+    buyer: Buyer,
+    profiles: BuyerProfiles,
+    now: pd.Timestamp | str | None = None,
+) -> pd.DataFrame:
+    """One row of FEATURES (+ distance_km) per candidate, in the candidates' order.
+
+    `candidates` needs product_id; semantic_score and lexical_score are optional (a home
+    feed has neither). Candidates unknown to the catalogue get neutral listing factors.
+    `now` (default: the current time) dates the freshness factor.
+    """
+    S.require_columns(candidates, (S.PRODUCT_ID,), "candidates")
+    n = len(candidates)
+    rows = catalogue.rows(candidates[S.PRODUCT_ID])
+
+    def score(column: str) -> np.ndarray:
+        if column not in candidates:
+            return np.zeros(n)
+        return pd.to_numeric(candidates[column], errors="coerce").to_numpy(float)
+
+    semantic = np.nan_to_num(np.clip(score(SEMANTIC_SCORE), -1.0, 1.0), nan=0.0)
+    lexical = np.nan_to_num(score(LEXICAL_SCORE), nan=0.0)
+    best = lexical.max() if n else 0.0
+    lexical = np.clip(lexical / best, 0.0, 1.0) if best > 0 else np.zeros(n)
+
+    if buyer.has_location:
+        km = haversine_km(
+            buyer.latitude, buyer.longitude, _take(catalogue.latitude, rows), _take(catalogue.longitude, rows)
+        )
+    else:
+        km = np.full(n, np.nan)
+    distance = distance_feature(np.asarray(km, dtype=float), profiles.max_travel(buyer))
+
+    budget, _ = profiles.budget(buyer)
+    price_fit = price_feature(_take(catalogue.price, rows), budget)
+
+    shares, _ = profiles.affinity(buyer)
+    categories = np.where(rows >= 0, catalogue.category[np.maximum(rows, 0)], None)
+    item_share = pd.Series(shares, index=profiles.categories).reindex(categories).to_numpy(float)
+    affinity = affinity_feature(item_share, len(profiles.categories))
+
+    now = pd.Timestamp.now() if now is None else pd.Timestamp(now)
+    if now.tzinfo is not None:
+        now = now.tz_convert(None)
+    created = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    created[rows >= 0] = catalogue.created[rows[rows >= 0]]
+    freshness = freshness_feature(created, now, profiles.settings.freshness_days)
+
+    top = max(profiles.popularity.values(), default=0.0)
+    popularity = (
+        np.log1p(profiles.popularity_of(candidates[S.PRODUCT_ID])) / np.log1p(top) if top > 0 else np.zeros(n)
+    )
+
+    frame = pd.DataFrame(
+        {
+            "semantic": semantic,
+            "lexical": lexical,
+            "distance": distance,
+            "price_fit": price_fit,
+            "affinity": affinity,
+            "freshness": freshness,
+            "popularity": popularity,
+            DISTANCE_KM: km,
+        },
+        index=candidates.index,
+    )
+    return frame

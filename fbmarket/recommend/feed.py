@@ -1,0 +1,162 @@
+"""Personalised results for one buyer: re-ranked search candidates, or a home feed (SPEC §7.1).
+
+`recommend(buyer, ...)` ranks the candidates of a search (from `fbmarket.search`) or, with
+no candidates, builds a home feed: listings from the buyer's favourite categories
+(their own history, else their cohort's), nearest and best-priced first, plus popular
+listings, all ranked by the same ranker. Every result carries its factor contributions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fbmarket.data import schema as S
+from fbmarket.recommend.buyers import Buyer, BuyerProfiles, resolve_buyer
+from fbmarket.recommend.features import (
+    DISTANCE_KM,
+    Catalogue,
+    distance_feature,
+    price_feature,
+    ranking_features,
+)
+from fbmarket.recommend.ranker import LearnedRanker, Ranker, RuleRanker, choose_ranker
+
+SOURCE = "source"  # why a listing is a home-feed candidate: "affinity" | "popular"
+
+
+def home_feed_candidates(
+    catalogue: Catalogue,
+    buyer: Buyer,
+    profiles: BuyerProfiles,
+    n: int | None = None,
+    exclude: set[str] | None = None,
+) -> pd.DataFrame:
+    """A pool of about `n` listings for a buyer without a query (columns product_id, source).
+
+    Slots are shared among the buyer's `feed_categories` most liked categories in
+    proportion to their affinity; inside a category, listings within travel distance and
+    budget come first (distance + price fit), popularity breaking ties. The last
+    `feed_popular_share` of the pool are the most popular listings not already in it.
+    """
+    settings = profiles.settings
+    n = n or settings.feed_candidates
+    if len(catalogue) == 0 or n <= 0:
+        return pd.DataFrame({S.PRODUCT_ID: pd.Series(dtype=str), SOURCE: pd.Series(dtype=str)})
+    allowed = np.ones(len(catalogue), dtype=bool)
+    if exclude:
+        allowed &= ~np.isin(catalogue.ids, list(exclude))
+
+    if buyer.has_location:
+        from fbmarket.data.geo import haversine_km
+
+        km = haversine_km(buyer.latitude, buyer.longitude, catalogue.latitude, catalogue.longitude)
+    else:
+        km = np.full(len(catalogue), np.nan)
+    budget, _ = profiles.budget(buyer)
+    nearby = distance_feature(np.asarray(km, float), profiles.max_travel(buyer)) + price_feature(
+        catalogue.price, budget
+    )
+    popularity = profiles.popularity_of(catalogue.ids)
+
+    shares, _ = profiles.affinity(buyer)
+    order = np.argsort(-shares, kind="stable")[: max(settings.feed_categories, 1)]
+    top = [profiles.categories[i] for i in order]
+    weights = shares[order] / shares[order].sum()
+    n_popular = int(round(n * settings.feed_popular_share))
+    quotas = np.floor(weights * (n - n_popular)).astype(int)
+    quotas[0] += (n - n_popular) - quotas.sum()
+
+    chosen: list[int] = []
+    for category, quota in zip(top, quotas, strict=True):
+        rows = np.flatnonzero((catalogue.category == category) & allowed)
+        ranked = rows[np.lexsort((-popularity[rows], -nearby[rows]))]
+        chosen.extend(ranked[:quota].tolist())
+    taken = np.zeros(len(catalogue), dtype=bool)
+    taken[chosen] = True
+    rest = np.flatnonzero(allowed & ~taken)
+    popular = rest[np.lexsort((-nearby[rest], -popularity[rest]))][: n - len(chosen)]
+    rows = np.concatenate([np.asarray(chosen, dtype=int), popular.astype(int)])
+    sources = ["affinity"] * len(chosen) + ["popular"] * len(popular)
+    return pd.DataFrame({S.PRODUCT_ID: catalogue.ids[rows], SOURCE: sources})
+
+
+@dataclass
+class Recommendation:
+    """Ranked results for one buyer, with why each ranked where it did."""
+
+    results: pd.DataFrame  # product_id, score, distance_km, factors (dict adding up to score), ...
+    contributions: pd.DataFrame  # one column per factor + bias, rows aligned with results
+    features: pd.DataFrame  # the factor values, rows aligned with results
+    buyer: Buyer
+    status: str  # "known" | "cold_start" | "inline" | "anonymous"
+    mode: str  # "feed" | "search"
+    ranker: str  # "learned" | "rule"
+    notes: list[str] = field(default_factory=list)
+
+
+def rank(
+    candidates: pd.DataFrame,
+    catalogue: Catalogue,
+    buyer: Buyer,
+    profiles: BuyerProfiles,
+    ranker: Ranker,
+    now: pd.Timestamp | str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(candidates + score sorted best first, contributions, features), all aligned row by row."""
+    features = ranking_features(candidates, catalogue, buyer, profiles, now)
+    scores, contributions = ranker.score(features)
+    ranked = candidates.copy()
+    ranked["score"] = scores
+    ranked[DISTANCE_KM] = features[DISTANCE_KM].to_numpy()
+    order = np.argsort(-scores, kind="stable")
+    pick = ranked.index[order]
+    return ranked.loc[pick], contributions.loc[pick], features.loc[pick]
+
+
+def recommend(
+    buyer: Buyer | str | None,
+    catalogue: Catalogue,
+    profiles: BuyerProfiles,
+    rule: RuleRanker | None = None,
+    learned: LearnedRanker | None = None,
+    k: int = 10,
+    candidates: pd.DataFrame | None = None,
+    now: pd.Timestamp | str | None = None,
+    exclude: set[str] | None = None,
+) -> Recommendation:
+    """Top-`k` listings for a buyer (a `Buyer`, a user id, or None for anonymous).
+
+    With `candidates` (a search's candidate frame) they are re-ranked; without, a home
+    feed is built. An unknown user id is a cold-start buyer: ranked with the tastes of
+    their cohort and, unless configured otherwise, by the rule ranker; the notes say so.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if isinstance(buyer, Buyer):
+        status = "known" if buyer.known else ("inline" if buyer.user_id is None else "cold_start")
+        notes: list[str] = []
+    else:
+        buyer, status, notes = resolve_buyer(profiles, buyer)
+    rule = rule or RuleRanker(profiles.settings.rule_weights)
+    history = profiles.has_history(buyer)
+    ranker = choose_ranker(history, learned, rule, profiles.settings)
+    if learned is not None and ranker is rule:
+        notes.append("ranked by the rule ranker: the buyer has no history for the learned one")
+    elif learned is None:
+        notes.append("ranked by the rule ranker: no learned ranker is loaded")
+
+    mode = "search" if candidates is not None else "feed"
+    if candidates is None:
+        candidates = home_feed_candidates(catalogue, buyer, profiles, exclude=exclude)
+    elif exclude:
+        candidates = candidates[~candidates[S.PRODUCT_ID].astype(str).isin(exclude)]
+    ranked, contributions, features = rank(candidates, catalogue, buyer, profiles, ranker, now)
+    ranked, contributions, features = ranked.head(k), contributions.head(k), features.head(k)
+    ranked = ranked.reset_index(drop=True)
+    contributions = contributions.reset_index(drop=True)
+    features = features.reset_index(drop=True)
+    ranked["factors"] = contributions.to_dict("records")
+    return Recommendation(ranked, contributions, features, buyer, status, mode, ranker.name, notes)

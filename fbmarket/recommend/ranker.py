@@ -1,0 +1,270 @@
+"""Second-stage rankers whose scores decompose into factor contributions (SPEC §7.1).
+
+Both rankers are additive in the ranking factors, so "why did this rank here" has an
+exact answer: `score(features)` returns the scores and a contributions table (one
+column per factor plus `bias`) whose rows add up to the scores.
+
+* `RuleRanker`: contribution = weight x factor, with hand-set weights from
+  `RankSettings.rule_weights`. Transparent, needs no training data: the ranker for
+  buyers without history and whenever no learned ranker exists.
+* `LearnedRanker`: a generalised additive model in Keras (a "neural additive model"):
+  one small tanh subnetwork per factor, f_i(x_i) - f_i(0) (so a neutral factor
+  contributes 0), plus a learned bias; trained on interactions with a pointwise logistic
+  loss. It learns the *shape* of each factor (e.g. how fast distance stops mattering)
+  but cannot invent interactions between factors, which is what keeps it explainable.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from fbmarket.config import RankSettings
+from fbmarket.recommend.features import FEATURES
+
+BIAS = "bias"
+CONTRIBUTION_COLUMNS = (*FEATURES, BIAS)
+RULE_FILE = "rule_ranker.json"
+LEARNED_MODEL_FILE = "learned_ranker.keras"
+LEARNED_META_FILE = "learned_ranker.json"
+
+
+class Ranker(Protocol):
+    name: str
+
+    def score(self, features: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]: ...
+
+
+def _matrix(features: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    missing = [n for n in names if n not in features.columns]
+    if missing:
+        raise ValueError(f"ranking features lack column(s): {', '.join(missing)}")
+    values = features[list(names)].to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        raise ValueError("ranking features must be finite (features.py maps unknowns to 0)")
+    return values
+
+
+class RuleRanker:
+    """Transparent weighted sum of the factors."""
+
+    name = "rule"
+
+    def __init__(self, weights: Mapping[str, float] | None = None) -> None:
+        weights = dict(RankSettings().rule_weights if weights is None else weights)
+        unknown = set(weights) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"rule weights for unknown factor(s): {', '.join(sorted(unknown))}")
+        self.weights = {name: float(weights.get(name, 0.0)) for name in FEATURES}
+
+    def score(self, features: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+        values = _matrix(features, FEATURES)
+        contributions = values * np.array([self.weights[n] for n in FEATURES])
+        frame = pd.DataFrame(contributions, columns=list(FEATURES), index=features.index)
+        frame[BIAS] = 0.0
+        return frame.sum(axis=1).to_numpy(float), frame
+
+    def save(self, directory: Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / RULE_FILE
+        path.write_text(json.dumps({"kind": "rule", "weights": self.weights}, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> RuleRanker:
+        payload = json.loads((Path(directory) / RULE_FILE).read_text())
+        return cls(payload["weights"])
+
+
+def _keras():
+    """Import Keras lazily: buyers, features and the rule ranker work without TensorFlow loaded."""
+    import keras
+
+    return keras
+
+
+@functools.cache
+def _layers():
+    keras = _keras()
+    ops = keras.ops
+
+    @keras.saving.register_keras_serializable(package="fbmarket")
+    class AdditiveFactors(keras.layers.Layer):
+        """x (batch, F) -> contributions (batch, F): one tanh subnetwork per factor, zero at x = 0."""
+
+        def __init__(self, hidden_units: int = 16, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.hidden_units = hidden_units
+
+        def build(self, input_shape: tuple[int, ...]) -> None:
+            factors, hidden = int(input_shape[-1]), self.hidden_units
+            init = keras.initializers
+            self.w_in = self.add_weight(
+                name="w_in", shape=(factors, hidden), initializer=init.RandomNormal(stddev=2.0)
+            )
+            self.b_in = self.add_weight(
+                name="b_in", shape=(factors, hidden), initializer=init.RandomUniform(-2.0, 2.0)
+            )
+            self.w_out = self.add_weight(
+                name="w_out", shape=(factors, hidden), initializer=init.RandomNormal(stddev=0.1)
+            )
+            self.linear = self.add_weight(name="linear", shape=(factors,), initializer="zeros")
+
+        def call(self, x):
+            hidden = ops.tanh(ops.expand_dims(x, -1) * self.w_in + self.b_in) - ops.tanh(self.b_in)
+            return ops.sum(hidden * self.w_out, axis=-1) + x * self.linear
+
+        def get_config(self) -> dict[str, Any]:
+            return super().get_config() | {"hidden_units": self.hidden_units}
+
+    @keras.saving.register_keras_serializable(package="fbmarket")
+    class AdditiveScore(keras.layers.Layer):
+        """Contributions (batch, F) -> logit (batch, 1) = their sum + a learned bias."""
+
+        def build(self, input_shape: tuple[int, ...]) -> None:
+            self.bias = self.add_weight(name="bias", shape=(), initializer="zeros")
+
+        def call(self, contributions):
+            return ops.sum(contributions, axis=-1, keepdims=True) + self.bias
+
+    return AdditiveFactors, AdditiveScore
+
+
+class LearnedRanker:
+    """Keras generalised additive model over FEATURES; see the module docstring."""
+
+    name = "learned"
+
+    def __init__(self, model: Any, meta: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.meta = meta or {}
+        self._factors = model.get_layer("factors")
+        self._score = model.get_layer("score")
+
+    @classmethod
+    def build(cls, settings: RankSettings | None = None, seed: int = 0) -> LearnedRanker:
+        settings = settings or RankSettings()
+        keras = _keras()
+        AdditiveFactors, AdditiveScore = _layers()
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input(shape=(len(FEATURES),), name="factors_in")
+        contributions = AdditiveFactors(settings.hidden_units, name="factors")(inputs)
+        logit = AdditiveScore(name="score")(contributions)
+        model = keras.Model(inputs, logit, name="additive_ranker")
+        model.compile(
+            optimizer=keras.optimizers.Adam(settings.learning_rate),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        )
+        meta = {
+            "kind": "learned",
+            "features": list(FEATURES),
+            "hidden_units": settings.hidden_units,
+            "seed": seed,
+        }
+        return cls(model, meta)
+
+    def fit(
+        self,
+        features: pd.DataFrame,
+        labels: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        epochs: int = 10,
+        batch_size: int = 256,
+        validation: tuple[pd.DataFrame, np.ndarray, np.ndarray | None] | None = None,
+        seed: int = 0,
+        verbose: int = 0,
+    ) -> dict[str, list[float]]:
+        """Pointwise logistic training; returns the Keras history (loss per epoch)."""
+        keras = _keras()
+        x = _matrix(features, FEATURES).astype("float32")
+        y = np.asarray(labels, dtype="float32").reshape(-1, 1)
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} feature rows but {len(y)} labels")
+        if len(x) == 0:
+            raise ValueError("no training examples")
+        keras.utils.set_random_seed(seed)
+        validation_data = None
+        if validation is not None:
+            vx, vy, vw = validation
+            validation_data = (
+                _matrix(vx, FEATURES).astype("float32"),
+                np.asarray(vy, dtype="float32").reshape(-1, 1),
+                None if vw is None else np.asarray(vw, dtype="float32"),
+            )
+        history = self.model.fit(
+            x,
+            y,
+            sample_weight=None if sample_weight is None else np.asarray(sample_weight, dtype="float32"),
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            validation_data=validation_data,
+            verbose=verbose,
+        )
+        result = {k: [float(v) for v in values] for k, values in history.history.items()}
+        self.meta["history"] = result
+        self.meta["examples"] = int(len(x))
+        return result
+
+    def score(self, features: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+        x = _matrix(features, FEATURES).astype("float32")
+        parts = [np.asarray(self._factors(x[i : i + 8192])) for i in range(0, len(x), 8192)]
+        contributions = np.concatenate(parts).astype(float) if parts else np.zeros((0, len(FEATURES)))
+        frame = pd.DataFrame(contributions, columns=list(FEATURES), index=features.index)
+        frame[BIAS] = float(np.asarray(self._score.bias))
+        return frame.sum(axis=1).to_numpy(float), frame
+
+    def shape(self, factor: str, values: np.ndarray) -> np.ndarray:
+        """The learned contribution curve of one factor at `values` (others neutral): for plots and docs."""
+        grid = pd.DataFrame(0.0, index=range(len(values)), columns=list(FEATURES))
+        grid[factor] = np.asarray(values, dtype=float)
+        return self.score(grid)[1][factor].to_numpy()
+
+    def save(self, directory: Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model_path = directory / LEARNED_MODEL_FILE
+        tmp = directory / ("tmp-" + LEARNED_MODEL_FILE)
+        self.model.save(tmp)
+        tmp.replace(model_path)
+        (directory / LEARNED_META_FILE).write_text(json.dumps(self.meta, indent=2))
+        return model_path
+
+    @classmethod
+    def load(cls, directory: Path) -> LearnedRanker:
+        directory = Path(directory)
+        meta = json.loads((directory / LEARNED_META_FILE).read_text())
+        if meta.get("features") != list(FEATURES):
+            raise ValueError(
+                f"{directory / LEARNED_META_FILE} was trained on factors {meta.get('features')}, "
+                f"this version ranks with {list(FEATURES)}: retrain the ranker"
+            )
+        _layers()  # registers the custom layers for deserialisation
+        model = _keras().models.load_model(directory / LEARNED_MODEL_FILE, compile=False)
+        return cls(model, meta)
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        directory = Path(directory)
+        return (directory / LEARNED_MODEL_FILE).is_file() and (directory / LEARNED_META_FILE).is_file()
+
+
+def choose_ranker(
+    has_history: bool,
+    learned: LearnedRanker | None,
+    rule: RuleRanker,
+    settings: RankSettings | None = None,
+) -> Ranker:
+    """The fallback policy: the learned ranker when there is one and the buyer has history
+    (or `cold_start_ranker == "learned"`), else the rule ranker."""
+    settings = settings or RankSettings()
+    if learned is not None and (has_history or settings.cold_start_ranker == "learned"):
+        return learned
+    return rule

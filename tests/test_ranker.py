@@ -1,0 +1,272 @@
+"""Ranking factors, the two rankers (contributions add up, training, persistence), the home feed
+and the evaluation metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from test_buyers import make_interactions, make_products, make_users
+
+from fbmarket.config import RankSettings
+from fbmarket.data import schema as S
+from fbmarket.recommend.buyers import Buyer, BuyerProfiles, load_buyers, load_interactions
+from fbmarket.recommend.evaluate import TextRetriever, ndcg_at_k, recall_at_k, run_experiment
+from fbmarket.recommend.features import FEATURES, Catalogue, ranking_features
+from fbmarket.recommend.feed import home_feed_candidates, recommend
+from fbmarket.recommend.ranker import BIAS, LearnedRanker, RuleRanker, choose_ranker
+from fbmarket.recommend.simulator import simulate_buyers, simulate_interactions
+from fbmarket.recommend.training import RankingModels, fit_ranking
+
+NOW = pd.Timestamp("2022-03-05")
+LEEDS = (53.7997, -1.5492)
+
+
+@pytest.fixture(scope="module")
+def products() -> pd.DataFrame:
+    return make_products()
+
+
+@pytest.fixture(scope="module")
+def catalogue(products: pd.DataFrame) -> Catalogue:
+    return Catalogue(products)
+
+
+@pytest.fixture(scope="module")
+def profiles(products: pd.DataFrame) -> BuyerProfiles:
+    buyers = load_buyers(make_users())
+    return BuyerProfiles.build(buyers, load_interactions(make_interactions()), products, RankSettings())
+
+
+def synthetic_examples(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Factors in their natural ranges, labels from a known additive rule (distance and affinity matter)."""
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame(rng.uniform(-1, 1, size=(n, len(FEATURES))), columns=list(FEATURES))
+    logit = 2.5 * x["distance"] + 1.5 * x["affinity"] - 1.0
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    return x, y
+
+
+LEARNED_SETUP = {"hidden_units": 8, "seed": 3, "examples": 1500, "epochs": 5}
+
+
+def train_small(seed: int = LEARNED_SETUP["seed"]) -> LearnedRanker:
+    ranker = LearnedRanker.build(RankSettings(hidden_units=LEARNED_SETUP["hidden_units"]), seed=seed)
+    x, y = synthetic_examples(LEARNED_SETUP["examples"], 2)
+    ranker.fit(x, y, epochs=LEARNED_SETUP["epochs"], batch_size=64, seed=seed)
+    return ranker
+
+
+@pytest.fixture(scope="module")
+def learned() -> LearnedRanker:
+    """Trained once per module (Keras tracing dominates the cost of a fit)."""
+    return train_small()
+
+
+# ---- factors ----------------------------------------------------------------------------------------
+
+
+def test_features_are_bounded_and_handle_missing_values(
+    catalogue: Catalogue, profiles: BuyerProfiles
+) -> None:
+    candidates = pd.DataFrame(
+        {
+            S.PRODUCT_ID: ["bab-0", "spo-3", "not-listed"],
+            "semantic_score": [0.9, np.nan, 0.2],
+            "lexical_score": [4.0, 2.0, np.nan],
+        }
+    )
+    features = ranking_features(candidates, catalogue, profiles.buyer("u1"), profiles, NOW)
+    assert list(features.index) == list(candidates.index)
+    values = features[list(FEATURES)]
+    assert np.isfinite(values.to_numpy()).all() and (values.abs() <= 1.0 + 1e-9).all().all()
+    assert features["lexical"].tolist() == [1.0, 0.5, 0.0]  # relative to the best candidate
+    assert features.loc[1, "semantic"] == 0.0  # not retrieved by that branch
+    assert (
+        features.loc[2, ["distance", "price_fit", "affinity", "freshness"]].eq(0.0).all()
+    )  # unknown listing
+    nowhere = ranking_features(candidates, catalogue, Buyer(user_id="x"), profiles, NOW)
+    assert nowhere["distance"].eq(0.0).all() and nowhere["distance_km"].isna().all()
+
+
+def test_distance_beyond_travel_lowers_the_score(
+    catalogue: Catalogue, profiles: BuyerProfiles, learned: LearnedRanker
+) -> None:
+    buyer = Buyer(user_id="b", latitude=LEEDS[0], longitude=LEEDS[1], max_travel_km=30.0, budget_gbp=50.0)
+    # app-0 is in Leeds, app-2 in London (~270 km) - same category, same price level.
+    candidates = pd.DataFrame({S.PRODUCT_ID: ["app-2", "app-0"]})
+    features = ranking_features(candidates, catalogue, buyer, profiles, NOW)
+    assert features.loc[0, "distance"] == -1.0 and features.loc[1, "distance"] > 0.9
+    for ranker in (RuleRanker(), learned):  # `learned` was taught that distance matters
+        scores, contributions = ranker.score(features)
+        assert scores[0] < scores[1]
+        assert contributions.loc[0, "distance"] < 0 < contributions.loc[1, "distance"]
+
+
+def test_favoured_category_ranks_higher(catalogue: Catalogue, profiles: BuyerProfiles) -> None:
+    # bab-1 and app-1 / spo-1: same town, same price, different category; u1 likes baby things.
+    candidates = pd.DataFrame({S.PRODUCT_ID: ["app-1", "spo-1", "bab-1"]})
+    result = recommend("u1", catalogue, profiles, k=3, candidates=candidates, now=NOW)
+    assert result.results[S.PRODUCT_ID].iloc[0] == "bab-1"
+    assert result.status == "known" and result.mode == "search" and result.ranker == "rule"
+    sports = recommend("u2", catalogue, profiles, k=3, candidates=candidates, now=NOW)
+    assert sports.results[S.PRODUCT_ID].iloc[0] == "spo-1"
+
+
+# ---- rankers -----------------------------------------------------------------------------------------
+
+factor_frames = arrays(
+    np.float64, st.tuples(st.integers(1, 30), st.just(len(FEATURES))), elements=st.floats(-1, 1)
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(values=factor_frames)
+def test_rule_contributions_add_up_to_the_score(values: np.ndarray) -> None:
+    features = pd.DataFrame(values, columns=list(FEATURES))
+    ranker = RuleRanker()
+    scores, contributions = ranker.score(features)
+    assert list(contributions.columns) == [*FEATURES, BIAS]
+    np.testing.assert_allclose(contributions.sum(axis=1), scores, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(contributions["distance"], ranker.weights["distance"] * features["distance"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(values=factor_frames)
+def test_learned_contributions_add_up_to_the_score(learned: LearnedRanker, values: np.ndarray) -> None:
+    features = pd.DataFrame(values, columns=list(FEATURES))
+    scores, contributions = learned.score(features)
+    np.testing.assert_allclose(contributions.sum(axis=1), scores, rtol=0, atol=1e-12)
+    # The model's own logit agrees with the decomposition (float32 inside Keras).
+    logits = np.asarray(learned.model(features.to_numpy("float32"))).ravel()
+    np.testing.assert_allclose(logits, scores, atol=1e-4)
+    # Additive: a factor's contribution depends on that factor alone, and a neutral factor gives 0.
+    neutral = learned.score(pd.DataFrame(0.0, index=[0], columns=list(FEATURES)))[1]
+    assert neutral[list(FEATURES)].abs().max().max() < 1e-6
+
+
+def test_learned_ranker_lowers_its_loss_and_learns_the_shape(learned: LearnedRanker) -> None:
+    history = learned.meta["history"]
+    assert len(history["loss"]) == LEARNED_SETUP["epochs"]
+    assert history["loss"][-1] < history["loss"][0]
+    curve = learned.shape("distance", np.array([-1.0, 0.0, 1.0]))
+    assert curve[0] < curve[1] < curve[2]  # nearer is better, as in the labels
+    flat = learned.shape("freshness", np.array([-1.0, 1.0]))  # freshness did not drive the labels
+    assert abs(flat[1] - flat[0]) < abs(curve[2] - curve[0]) / 2
+
+
+def test_save_load_round_trip_gives_identical_scores(learned: LearnedRanker, tmp_path) -> None:
+    x, _ = synthetic_examples(50, 9)
+    learned.save(tmp_path)
+    assert LearnedRanker.exists(tmp_path)
+    loaded = LearnedRanker.load(tmp_path)
+    a, ca = learned.score(x)
+    b, cb = loaded.score(x)
+    np.testing.assert_array_equal(a, b)
+    pd.testing.assert_frame_equal(ca, cb)
+    rule = RuleRanker({"distance": 2.0, "affinity": 1.0})
+    rule.save(tmp_path)
+    np.testing.assert_array_equal(RuleRanker.load(tmp_path).score(x)[0], rule.score(x)[0])
+    with pytest.raises(ValueError, match="unknown factor"):
+        RuleRanker({"shoe_size": 1.0})
+
+
+def test_training_is_deterministic(learned: LearnedRanker) -> None:
+    x, _ = synthetic_examples(100, 4)
+    again = train_small()
+    np.testing.assert_array_equal(again.score(x)[0], learned.score(x)[0])
+
+
+def test_fallback_policy(learned: LearnedRanker) -> None:
+    rule = RuleRanker()
+    assert choose_ranker(True, learned, rule) is learned
+    assert choose_ranker(False, learned, rule) is rule
+    assert choose_ranker(True, None, rule) is rule
+    assert choose_ranker(False, learned, rule, RankSettings(cold_start_ranker="learned")) is learned
+
+
+# ---- recommend / home feed ---------------------------------------------------------------------------
+
+
+def test_home_feed_for_known_and_unknown_buyers(
+    catalogue: Catalogue, profiles: BuyerProfiles, learned: LearnedRanker
+) -> None:
+    pool = home_feed_candidates(catalogue, profiles.buyer("u1"), profiles, n=10)
+    assert len(pool) == 10 and pool[S.PRODUCT_ID].is_unique
+    assert set(pool["source"]) == {"affinity", "popular"}
+    assert pool.loc[pool["source"] == "affinity", S.PRODUCT_ID].str.startswith("bab").mean() > 0.5
+
+    feed = recommend("u1", catalogue, profiles, learned=learned, k=5, now=NOW)
+    assert feed.mode == "feed" and feed.status == "known" and feed.ranker == "learned"
+    assert len(feed.results) == 5 and feed.results["score"].is_monotonic_decreasing
+    for row in feed.results.itertuples():
+        assert sum(row.factors.values()) == pytest.approx(row.score, abs=1e-9)
+
+    cold = recommend("who-is-this", catalogue, profiles, learned=learned, k=5, now=NOW)
+    assert cold.status == "cold_start" and cold.ranker == "rule"
+    assert any("cold-start" in note for note in cold.notes)
+    assert any("rule ranker" in note for note in cold.notes)
+    assert len(cold.results) == 5
+
+    seen = set(feed.results[S.PRODUCT_ID])
+    fresh = recommend("u1", catalogue, profiles, k=5, now=NOW, exclude=seen)
+    assert not seen & set(fresh.results[S.PRODUCT_ID])
+    with pytest.raises(ValueError, match="k must be"):
+        recommend("u1", catalogue, profiles, k=0)
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------
+
+
+def test_ranking_metrics() -> None:
+    positives = {"a": 2.0, "b": 4.0}
+    assert recall_at_k(["a", "x", "b"], positives, k=2) == 0.5
+    assert recall_at_k(["x", "y"], positives, k=2) == 0.0
+    assert ndcg_at_k(["b", "a"], positives, k=10) == pytest.approx(1.0)
+    worse = ndcg_at_k(["a", "b"], positives, k=10)
+    assert 0.0 < worse < 1.0
+    assert np.isnan(recall_at_k(["a"], {}, k=10))
+
+
+def test_experiment_end_to_end_on_a_tiny_simulation(products: pd.DataFrame, tmp_path) -> None:
+    towns = products.groupby(S.LOCATION)[[S.LATITUDE, S.LONGITUDE]].first().reset_index()
+    buyers = simulate_buyers(30, towns, seed=0)
+    interactions = simulate_interactions(buyers, products, seed=1, sessions_per_buyer=4)
+    settings = RankSettings(epochs=2, hidden_units=4, feed_candidates=12)
+    experiment = run_experiment(
+        products, buyers, interactions, TextRetriever(products, n_candidates=12), settings, seed=0
+    )
+    summary = experiment.summary
+    assert summary["sessions"]["all"] > 0
+    methods = summary["metrics"]["all"]
+    assert {"popularity", "search", "rule", "learned", "served"} <= set(methods)
+    for scores in methods.values():
+        assert 0.0 <= scores["recall@10"] <= 1.0 and 0.0 <= scores["ndcg@10"] <= 1.0
+    assert "learned_vs_search" in summary["margins"]["all"]
+    assert summary["protocol"]["learned_ranker_training"]["examples"] > 0
+
+    # The fitted pieces persist as a folder (JSON + .keras) and serve identical results.
+    models = RankingModels(experiment.profiles, experiment.rule, experiment.learned, {"note": "test"})
+    loaded = RankingModels.load(models.save(tmp_path / "ranking"))
+    catalogue = Catalogue(products)
+    user = str(buyers["user_id"].iloc[0])
+    before = models.recommend(user, catalogue, k=5, now=NOW)
+    after = loaded.recommend(user, catalogue, k=5, now=NOW)
+    pd.testing.assert_frame_equal(before.results, after.results)
+    assert loaded.report == {"note": "test"}
+
+
+def test_fit_ranking_without_enough_history_falls_back_to_rules(products: pd.DataFrame, tmp_path) -> None:
+    models = fit_ranking(
+        products, make_users(), make_interactions(), TextRetriever(products, n_candidates=12)
+    )
+    assert models.learned is None and "not trained" in models.report["learned_ranker"]
+    loaded = RankingModels.load(models.save(tmp_path))
+    assert loaded.learned is None
+    result = loaded.recommend("u1", Catalogue(products), k=3, now=NOW)
+    assert result.ranker == "rule" and any("no learned ranker" in n for n in result.notes)
+    with pytest.raises(FileNotFoundError, match="profiles.json"):
+        RankingModels.load(tmp_path / "empty")
