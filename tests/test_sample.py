@@ -17,6 +17,10 @@ from fbmarket.data.sample import (
     IMAGE_CSV_COLUMNS,
     INTERACTION_CSV_COLUMNS,
     PRODUCT_CSV_COLUMNS,
+    ROW_DIRT,
+    _make_listings,
+    _plant_row_dirt,
+    _town_weights,
     write_sample,
 )
 from fbmarket.data.sample_images import encode_photo, make_noise_bank, product_look, render_photo
@@ -104,6 +108,16 @@ def test_products_csv_has_the_gumtree_format(sample) -> None:
         name.endswith(f" | in {loc} | Gumtree")
         for name, loc in zip(located.product_name, located.location, strict=True)
     )
+
+
+@pytest.mark.parametrize("n", [40, 333, 1001])
+def test_products_csv_gets_exactly_the_rows_asked_for(n: int) -> None:
+    rng = np.random.default_rng(n)
+    n_duplicates = max(1, round(ROW_DIRT["duplicate"] * n))
+    listings = _make_listings(n - n_duplicates, rng, _town_weights(rng))
+    rows, dirt = _plant_row_dirt(listings, n, rng)
+    assert len(rows) == n and len(dirt["duplicate"]) == n_duplicates
+    assert len({row.id for row in rows}) == n
 
 
 def test_all_thirteen_roots_and_real_paths(sample) -> None:

@@ -243,9 +243,12 @@ def _make_description(
     return text
 
 
-def _dirt_indices(n: int, rates: dict[str, float], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Disjoint row sets per kind of dirt: round(rate * n) rows each, at least one."""
-    counts = {kind: max(1, int(round(rate * n))) for kind, rate in rates.items()}
+def _dirt_indices(
+    n: int, rates: dict[str, float], rng: np.random.Generator, base: int | None = None
+) -> dict[str, np.ndarray]:
+    """Disjoint sets of the n rows per kind of dirt: round(rate * base) rows each (base
+    defaults to n), at least one."""
+    counts = {kind: max(1, int(round(rate * (base or n)))) for kind, rate in rates.items()}
     if sum(counts.values()) > n:
         raise ValueError(f"{n} rows are too few to plant every kind of dirt ({sum(counts.values())} needed)")
     order = rng.permutation(n)
@@ -301,9 +304,13 @@ def _make_listings(n: int, rng: np.random.Generator, town_weights: np.ndarray) -
     return listings
 
 
-def _plant_row_dirt(listings: list[_Listing], rng: np.random.Generator) -> tuple[list[_Listing], dict]:
-    """Apply the row-level dirt; returns the rows (with duplicates appended) and who got what."""
-    dirt = _dirt_indices(len(listings), {k: v for k, v in ROW_DIRT.items() if k != "no_photo"}, rng)
+def _plant_row_dirt(
+    listings: list[_Listing], n_rows: int, rng: np.random.Generator
+) -> tuple[list[_Listing], dict]:
+    """Apply the row-level dirt (rates of the final `n_rows`); returns the shuffled rows,
+    duplicates included, and which listings got what."""
+    rates = {k: v for k, v in ROW_DIRT.items() if k != "no_photo"}
+    dirt = _dirt_indices(len(listings), rates, rng, base=n_rows)
     for i in dirt["missing_category"]:
         listings[i].category, listings[i].clean = np.nan, False
     for i in dirt["messy_category"]:  # stray spaces and slashes a normaliser must undo
@@ -390,7 +397,7 @@ def write_sample(
     n_duplicates = max(1, int(round(ROW_DIRT["duplicate"] * n_products)))
     town_weights = _town_weights(rng)
     listings = _make_listings(n_products - n_duplicates, rng, town_weights)
-    rows, _ = _plant_row_dirt(listings, rng)
+    rows, _ = _plant_row_dirt(listings, n_products, rng)
     products = pd.DataFrame(
         {
             "id": [r.id for r in rows],

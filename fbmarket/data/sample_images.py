@@ -552,7 +552,8 @@ def encode_photo(
         rgba.putalpha(alpha)
         rgba.save(buffer, "PNG")
     elif kind == "P":
-        image.quantize(colors=int(rng.integers(16, 129))).save(buffer, "PNG")
+        colours = int(rng.integers(16, 129))  # fast octree: median cut takes ~0.3 s per noisy photo
+        image.quantize(colors=colours, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG")
     elif kind == "truncated":  # download cut off mid-file
         image.save(buffer, "JPEG", quality=quality)
         data = buffer.getvalue()

@@ -416,6 +416,9 @@ def simulate_interactions(
                         rows.append((uid, pid, MESSAGE, t + 60.0, query, session_id))
 
     frame = pd.DataFrame(rows, columns=[USER_ID, PRODUCT_ID, EVENT, "seconds", QUERY, SESSION_ID])
+    # buyers in input order, each buyer's events in time order
+    frame["_buyer"] = frame[USER_ID].map({uid: i for i, uid in enumerate(users[USER_ID].astype(str))})
+    frame = frame.sort_values(["_buyer", "seconds"], kind="stable").reset_index(drop=True)
     stamps = start + pd.to_timedelta(frame["seconds"].round(0), unit="s")
     frame[TIMESTAMP] = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S")
     return frame[list(INTERACTION_COLUMNS)]
