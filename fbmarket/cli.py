@@ -38,7 +38,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def cmd_sample(args: argparse.Namespace) -> int:
     from fbmarket.data.sample import write_sample
 
-    summary = write_sample(Path(args.out), n_products=args.products, seed=args.seed, show_progress=not args.quiet)
+    summary = write_sample(
+        Path(args.out), n_products=args.products, seed=args.seed, show_progress=not args.quiet
+    )
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -59,7 +61,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fbmarket", description="Multimodal marketplace search and recommendation.")
+    parser = argparse.ArgumentParser(
+        prog="fbmarket", description="Multimodal marketplace search and recommendation."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -69,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--quiet", action="store_true", help="no progress bars")
         return command
 
-    sample = add("sample", cmd_sample, "write the synthetic marketplace (Products/Images/Users/Interactions + photos)")
+    sample = add(
+        "sample", cmd_sample, "write the synthetic marketplace (Products/Images/Users/Interactions + photos)"
+    )
     sample.add_argument("--out", required=True, type=Path, help="folder to write")
     sample.add_argument("--products", type=int, default=2000, help="number of listings (default 2000)")
     sample.add_argument("--seed", type=int, default=42)

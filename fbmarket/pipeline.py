@@ -56,7 +56,9 @@ def resolve_data_dir(settings: Settings, show_progress: bool = True) -> tuple[Pa
     wanted = {"products": settings.data.sample_products, "seed": settings.seed}
     if not (marker.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted):
         log.info("generating the synthetic marketplace in %s", folder)
-        write_sample(folder, n_products=settings.data.sample_products, seed=settings.seed, show_progress=show_progress)
+        write_sample(
+            folder, n_products=settings.data.sample_products, seed=settings.seed, show_progress=show_progress
+        )
         stamp.write_text(json.dumps(wanted))
     return folder, True
 

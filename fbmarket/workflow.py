@@ -114,9 +114,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("listings kept / read", f"{data.get('listings_kept', 0)} / {data.get('listings_in', 0)}"),
         ("dropped by reason", ", ".join(f"{k}={v}" for k, v in data.get("dropped", {}).items()) or "none"),
         ("photos cleaned", str(data.get("photos_cleaned", 0))),
-        ("photos skipped", ", ".join(f"{k}={v}" for k, v in data.get("photos_skipped", {}).items()) or "none"),
+        (
+            "photos skipped",
+            ", ".join(f"{k}={v}" for k, v in data.get("photos_skipped", {}).items()) or "none",
+        ),
         ("locations geocoded", _percent(data.get("geocoded_share"))),
-        ("split train/val/test", "/".join(str(data.get("split", {}).get(s, 0)) for s in ("train", "val", "test"))),
+        (
+            "split train/val/test",
+            "/".join(str(data.get("split", {}).get(s, 0)) for s in ("train", "val", "test")),
+        ),
     ]
     for name, value in _metric_rows(summary):
         rows.append((name, value))
@@ -135,7 +141,9 @@ def _metric_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     baselines = summary.get("baselines", {})
     for key, value in _flatten(baselines).items():
-        if isinstance(value, float) and any(m in key for m in ("accuracy", "macro_f1", "rmse", "r2", "precision")):
+        if isinstance(value, float) and any(
+            m in key for m in ("accuracy", "macro_f1", "rmse", "r2", "precision")
+        ):
             rows.append((f"baseline {key}", f"{value:.3f}"))
     for key, value in _flatten(summary.get("models", {})).items():
         if isinstance(value, float) and any(m in key for m in ("accuracy", "macro_f1")):

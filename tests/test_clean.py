@@ -48,7 +48,9 @@ def test_price_examples(raw, expected) -> None:
 
 
 def test_clean_text_strips_emoji_controls_and_folds_space() -> None:
-    assert clean_text("New\u00a0sofa 👉 Factory\x00 price 🚚\r\nDelivery  ") == "New sofa Factory price Delivery"
+    assert (
+        clean_text("New\u00a0sofa 👉 Factory\x00 price 🚚\r\nDelivery  ") == "New sofa Factory price Delivery"
+    )
     assert clean_text("🙂🙂🙂") == ""
     assert clean_text(None) == ""
     assert clean_text("ｆｕｌｌ width") == "full width"  # NFKC
@@ -83,7 +85,11 @@ def test_clean_products_drops_with_reasons_and_keeps_the_rest() -> None:
             {"id": "huge", "price": "£1,233,333.00"},
             {"id": "ok", "product_description": "same id again"},
             {"id": "dupe"},  # same listing as "ok" under another id
-            {"id": "other", "product_name": "Toaster | in Leeds, West Yorkshire | Gumtree", "location": np.nan},
+            {
+                "id": "other",
+                "product_name": "Toaster | in Leeds, West Yorkshire | Gumtree",
+                "location": np.nan,
+            },
         ]
     )
     clean, report = clean_products(raw, min_price=0, max_price=20_000)

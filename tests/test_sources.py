@@ -34,7 +34,9 @@ def test_bare_carriage_returns_inside_fields_do_not_split_rows(tmp_path: Path) -
 
 
 def test_malformed_rows_are_counted_not_fatal(tmp_path: Path) -> None:
-    body = HEADER + '0,a,"T | in X, Y | Gumtree",Appliances,d,£1.00,"X, Y"\n1,b,too,many,fields,here,x,y,z,w\n'
+    body = (
+        HEADER + '0,a,"T | in X, Y | Gumtree",Appliances,d,£1.00,"X, Y"\n1,b,too,many,fields,here,x,y,z,w\n'
+    )
 
     tables = read_folder(write_dataset(tmp_path, body.encode()))
     assert list(tables.products["id"]) == ["a"]
@@ -42,7 +44,9 @@ def test_malformed_rows_are_counted_not_fatal(tmp_path: Path) -> None:
 
 
 def test_non_utf8_file_is_read_and_flagged(tmp_path: Path) -> None:
-    body = (HEADER + '0,a,Caf\xe9 chair | in X | Gumtree,Home & Garden,nice,\xa35.00,"Bath, Somerset"\n').encode("cp1252")
+    body = (
+        HEADER + '0,a,Caf\xe9 chair | in X | Gumtree,Home & Garden,nice,\xa35.00,"Bath, Somerset"\n'
+    ).encode("cp1252")
     tables = read_folder(write_dataset(tmp_path, body))
     assert tables.products.loc[0, "product_name"].startswith("Café chair")
     assert tables.products.loc[0, "price"] == "£5.00"

@@ -15,7 +15,10 @@ from fbmarket.data.split import assign_split, hash_split, load_split, make_split
 def products(n: int = 300, roots: int = 5) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     return pd.DataFrame(
-        {S.PRODUCT_ID: [f"p{i}" for i in range(n)], S.ROOT_CATEGORY: [f"r{k}" for k in rng.integers(0, roots, n)]}
+        {
+            S.PRODUCT_ID: [f"p{i}" for i in range(n)],
+            S.ROOT_CATEGORY: [f"r{k}" for k in rng.integers(0, roots, n)],
+        }
     )
 
 
@@ -24,7 +27,11 @@ def test_split_is_disjoint_complete_and_stratified() -> None:
     split = make_split(frame, (0.7, 0.15, 0.15), seed=1)
     assert split.index.is_unique and set(split.index) == set(frame[S.PRODUCT_ID])
     parts = {name: set(split[split == name].index) for name in S.SPLITS}
-    assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["val"]) and not (parts["val"] & parts["test"])
+    assert (
+        not (parts["train"] & parts["test"])
+        and not (parts["train"] & parts["val"])
+        and not (parts["val"] & parts["test"])
+    )
     assert len(parts["test"]) == pytest.approx(45, abs=2)
     # every root keeps about the same share in train as overall
     joined = frame.assign(split=frame[S.PRODUCT_ID].map(split))

@@ -49,7 +49,9 @@ def photos() -> pd.DataFrame:
 def test_ingesting_twice_changes_nothing(database_url: str) -> None:
     store = Store(database_url)
     try:
-        assert store.upsert_listings(listings(), photos()) == 4  # 2 listings + 2 photos; the orphan is not stored
+        assert (
+            store.upsert_listings(listings(), photos()) == 4
+        )  # 2 listings + 2 photos; the orphan is not stored
         before = store.listings_frame()
         assert store.upsert_listings(listings(), photos()) == 0
         after = store.listings_frame()
@@ -105,7 +107,13 @@ def test_users_and_interactions_are_idempotent(database_url: str) -> None:
     store = Store(database_url)
     try:
         users = pd.DataFrame(
-            {"user_id": ["u1"], "age": ["34"], "gender": ["female"], "location": ["Leeds, West Yorkshire"], "budget_gbp": ["120"]}
+            {
+                "user_id": ["u1"],
+                "age": ["34"],
+                "gender": ["female"],
+                "location": ["Leeds, West Yorkshire"],
+                "budget_gbp": ["120"],
+            }
         )
         events = pd.DataFrame(
             {"user_id": ["u1", "u1"], "product_id": ["a", "b"], "event": ["view", "save"],

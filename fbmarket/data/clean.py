@@ -141,7 +141,11 @@ def clean_products(
         drop(unparseable.reindex(frame.index), "unparseable_price")
         drop(outlier.reindex(frame.index), "price_outlier")
     else:
-        for mask, reason in ((missing_price, "missing_price"), (unparseable, "unparseable_price"), (outlier, "price_outlier")):
+        for mask, reason in (
+            (missing_price, "missing_price"),
+            (unparseable, "unparseable_price"),
+            (outlier, "price_outlier"),
+        ):
             if mask.any():
                 report.notes[f"{reason}_kept_as_nan"] += int(mask.sum())
         frame.loc[outlier.reindex(frame.index), S.PRICE] = np.nan

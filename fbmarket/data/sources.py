@@ -157,7 +157,9 @@ def read_sql(
         products = read(products_table, RAW_PRODUCT_COLUMNS)
         images = read(images_table, RAW_IMAGE_COLUMNS)
         users = read(users_table, RAW_USER_COLUMNS) if users_table in names else None
-        interactions = read(interactions_table, RAW_INTERACTION_COLUMNS) if interactions_table in names else None
+        interactions = (
+            read(interactions_table, RAW_INTERACTION_COLUMNS) if interactions_table in names else None
+        )
     finally:
         engine.dispose()
     return RawTables(

@@ -32,7 +32,10 @@ def make_split(products: pd.DataFrame, fractions: tuple[float, float, float], se
         ids, roots, test_size=val_frac + test_frac, random_state=seed, stratify=stratify(roots)
     )
     val_ids, test_ids = train_test_split(
-        rest_ids, test_size=test_frac / (val_frac + test_frac), random_state=seed, stratify=stratify(rest_roots)
+        rest_ids,
+        test_size=test_frac / (val_frac + test_frac),
+        random_state=seed,
+        stratify=stratify(rest_roots),
     )
     split = pd.Series("train", index=pd.Index(ids, name=S.PRODUCT_ID), name=S.SPLIT, dtype=object)
     split[val_ids] = "val"

@@ -48,7 +48,9 @@ images = sa.Table(
     "images",
     metadata,
     sa.Column("image_id", sa.String(64), primary_key=True),
-    sa.Column("product_id", sa.String(64), sa.ForeignKey("listings.product_id", ondelete="CASCADE"), index=True),
+    sa.Column(
+        "product_id", sa.String(64), sa.ForeignKey("listings.product_id", ondelete="CASCADE"), index=True
+    ),
     sa.Column("position", sa.Integer, nullable=False, default=0),
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("width", sa.Integer, nullable=False),
@@ -60,7 +62,12 @@ images = sa.Table(
 embeddings = sa.Table(
     "embeddings",
     metadata,
-    sa.Column("product_id", sa.String(64), sa.ForeignKey("listings.product_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "product_id",
+        sa.String(64),
+        sa.ForeignKey("listings.product_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
     sa.Column("model_version", sa.String(64), nullable=False),
     sa.Column("dim", sa.Integer, nullable=False),
     sa.Column("vector", sa.LargeBinary, nullable=False),  # little-endian float32
@@ -75,7 +82,9 @@ users = sa.Table(
     sa.Column("location", sa.Text, nullable=True),
     sa.Column("latitude", sa.Float, nullable=True),
     sa.Column("longitude", sa.Float, nullable=True),
-    sa.Column("extra", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),  # any further Users.csv columns
+    sa.Column(
+        "extra", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
+    ),  # any further Users.csv columns
 )
 
 interactions = sa.Table(
@@ -107,7 +116,10 @@ def _plain(value: Any) -> Any:
 
 def _records(frame: pd.DataFrame, fields: Sequence[str]) -> list[dict[str, Any]]:
     present = [f for f in fields if f in frame.columns]
-    return [{f: _plain(v) for f, v in zip(present, row, strict=True)} for row in frame[present].itertuples(index=False)]
+    return [
+        {f: _plain(v) for f, v in zip(present, row, strict=True)}
+        for row in frame[present].itertuples(index=False)
+    ]
 
 
 class Store:
@@ -141,7 +153,9 @@ class Store:
             return 0
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
         columns = [c for c in rows[0] if c not in keys and c != touch]
-        changed = sa.or_(*(table.c[c].is_distinct_from(insert.excluded[c]) for c in columns)) if columns else None
+        changed = (
+            sa.or_(*(table.c[c].is_distinct_from(insert.excluded[c]) for c in columns)) if columns else None
+        )
         set_ = {c: insert.excluded[c] for c in columns}
         if touch:
             set_[touch] = insert.excluded[touch]
@@ -174,7 +188,11 @@ class Store:
 
     def get_listing(self, product_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as connection:
-            row = connection.execute(sa.select(listings).where(listings.c.product_id == product_id)).mappings().first()
+            row = (
+                connection.execute(sa.select(listings).where(listings.c.product_id == product_id))
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def listings_frame(self, product_ids: Iterable[str] | None = None) -> pd.DataFrame:
@@ -193,13 +211,22 @@ class Store:
 
     def count(self, table: str) -> int:
         with self.engine.connect() as connection:
-            return int(connection.execute(sa.select(sa.func.count()).select_from(metadata.tables[table])).scalar_one())
+            return int(
+                connection.execute(
+                    sa.select(sa.func.count()).select_from(metadata.tables[table])
+                ).scalar_one()
+            )
 
     # --- embeddings ---
     def upsert_embeddings(self, product_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> int:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         rows = [
-            {"product_id": pid, "model_version": model_version, "dim": int(vectors.shape[1]), "vector": v.tobytes()}
+            {
+                "product_id": pid,
+                "model_version": model_version,
+                "dim": int(vectors.shape[1]),
+                "vector": v.tobytes(),
+            }
             for pid, v in zip(product_ids, vectors, strict=True)
         ]
         with self.engine.begin() as connection:
@@ -236,7 +263,9 @@ class Store:
         if not rows:
             return 0
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(interactions)
-        statement = insert.on_conflict_do_nothing(index_elements=["user_id", "product_id", "event", "timestamp"])
+        statement = insert.on_conflict_do_nothing(
+            index_elements=["user_id", "product_id", "event", "timestamp"]
+        )
         with self.engine.begin() as connection:
             return _count_written(connection, statement.returning(interactions.c.id), rows)
 
