@@ -1,0 +1,193 @@
+"""Shared by the API benchmarks: a bundle to serve, `fbmarket serve` as a real subprocess, results.
+
+Every benchmark talks to 127.0.0.1 only, with bounded loops that stop by themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def build_bundle(out_dir: Path, products: int, seed: int = 42) -> Path:
+    """Train the quick pipeline on `products` synthetic listings into `out_dir` (skipped if it exists)."""
+    if (out_dir / "settings.json").is_file():
+        print(f"using the bundle already in {out_dir}")
+        return out_dir
+    from fbmarket.config import Settings
+    from fbmarket.workflow import run
+
+    settings = Settings().apply_quick()
+    settings.data.sample_products = products  # after apply_quick, which caps it
+    settings.out_dir = out_dir
+    settings.seed = seed
+    started = time.perf_counter()
+    run(settings, show_progress=True)
+    print(
+        f"bundle of {products:,} synthetic listings built in {time.perf_counter() - started:.0f} s: {out_dir}"
+    )
+    return out_dir
+
+
+def copy_bundle(bundle: Path, destination: Path) -> Path:
+    """Benchmarks that write or kill the server work on a copy, never on the bundle given."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(bundle, destination)
+    return destination
+
+
+@dataclass
+class ServerProcess:
+    """`fbmarket serve` in a subprocess on a free loopback port."""
+
+    bundle: Path
+    api_key: str = "bench-key"
+    database_url: str | None = None
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "fbmarket.cli", "serve", "--bundle", str(self.bundle)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        if self.database_url:
+            command += ["--database", self.database_url]
+        return command
+
+    def start(self, timeout: float = 300.0) -> ServerProcess:
+        env = {**os.environ, "FBMARKET_API_KEY": self.api_key, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command(), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds until /ready answered 200."""
+        started = time.perf_counter()
+        deadline = started + timeout
+        with httpx.Client(base_url=self.url, timeout=5.0) as client:
+            while time.perf_counter() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"the server exited with {self.process.returncode}; see {self.log_path}"
+                    )
+                try:
+                    if client.get("/ready").status_code == 200:
+                        return time.perf_counter() - started
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.25)
+        raise TimeoutError(f"the server was not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers run, as in a power cut or an OOM kill."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def machine() -> dict[str, Any]:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps({**payload, "machine": machine()}, indent=2, default=str))
+    temporary.replace(path)
+    print(f"wrote {path}")
+    return path
+
+
+def sample_queries(
+    bundle: Path, database_url: str | None, n: int = 200, seed: int = 0
+) -> dict[str, list[str]]:
+    """Realistic search words (two words from real titles) and buyer ids from the bundle's database."""
+    import random
+
+    import sqlalchemy as sa
+
+    from fbmarket.data import store as db
+
+    store = store_for(bundle, database_url)
+    try:
+        titles = store.listings_frame()["title"].astype(str).tolist()
+        with store.engine.connect() as connection:
+            users = [row[0] for row in connection.execute(sa.select(db.users.c.user_id).limit(500))]
+    finally:
+        store.close()
+    rng = random.Random(seed)
+    queries = []
+    for title in rng.sample(titles, min(n, len(titles))):
+        words = [w for w in title.split() if len(w) > 2] or title.split()
+        queries.append(" ".join(words[:2]))
+    return {"queries": queries, "users": users}
+
+
+def store_for(bundle: Path, database_url: str | None):  # noqa: ANN201 (a Store)
+    from fbmarket.config import Settings
+    from fbmarket.data.store import Store
+
+    settings = Settings()
+    settings.out_dir = bundle
+    settings.database_url = database_url
+    return Store(settings.db_url)
+
+
+def count_listings(bundle: Path, database_url: str | None) -> int:
+    store = store_for(bundle, database_url)
+    try:
+        return store.count("listings")
+    finally:
+        store.close()
+
+
+def jpeg(seed: int, size: int = 96) -> bytes:
+    """A small, distinct, real JPEG for write benchmarks."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).resize((size, size)).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
