@@ -18,6 +18,7 @@ Profiles are saved as JSON, never pickled.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -419,8 +420,18 @@ class BuyerProfiles:
     def max_travel(self, buyer: Buyer) -> float:
         return buyer.max_travel_km if buyer.max_travel_km is not None else self.settings.default_travel_km
 
+    @functools.cached_property
+    def _popularity(self) -> pd.Series:
+        return pd.Series(self.popularity, dtype=float)
+
     def popularity_of(self, product_ids: Iterable[str]) -> np.ndarray:
-        return np.array([self.popularity.get(str(p), 0.0) for p in product_ids], dtype=float)
+        """Event-weighted popularity of each id (0 for listings nobody interacted with)."""
+        ids = (
+            pd.Index([str(p) for p in product_ids])
+            if not isinstance(product_ids, np.ndarray)
+            else product_ids
+        )
+        return self._popularity.reindex(ids).fillna(0.0).to_numpy(float)
 
     # ---- persistence ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -46,6 +46,9 @@ class Catalogue:
         self.longitude = pd.to_numeric(table[S.LONGITUDE], errors="coerce").to_numpy(float)
         self.level = level
         self.category = table[level].astype(object).where(table[level].notna(), None).to_numpy(object)
+        codes, names = pd.factorize(table[level].astype(object))  # missing -> -1
+        self.category_code = codes
+        self.category_index = {str(name): i for i, name in enumerate(names)}
         created = table[S.CREATED] if S.CREATED in table else pd.Series(np.nan, index=table.index)
         self.created = pd.to_datetime(created, errors="coerce", format="mixed").to_numpy("datetime64[ns]")
 

@@ -71,7 +71,8 @@ def home_feed_candidates(
 
     chosen: list[int] = []
     for category, quota in zip(top, quotas, strict=True):
-        rows = np.flatnonzero((catalogue.category == category) & allowed)
+        code = catalogue.category_index.get(category, -2)
+        rows = np.flatnonzero((catalogue.category_code == code) & allowed)
         ranked = rows[np.lexsort((-popularity[rows], -nearby[rows]))]
         chosen.extend(ranked[:quota].tolist())
     taken = np.zeros(len(catalogue), dtype=bool)

@@ -51,6 +51,12 @@ def _matrix(features: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
     return values
 
 
+def _scored(contributions: np.ndarray, bias: float, index: pd.Index) -> tuple[np.ndarray, pd.DataFrame]:
+    """(scores, contributions + bias column); the score is defined as the row sum."""
+    table = np.column_stack([contributions, np.full(len(contributions), bias)])
+    return table.sum(axis=1), pd.DataFrame(table, columns=list(CONTRIBUTION_COLUMNS), index=index)
+
+
 class RuleRanker:
     """Transparent weighted sum of the factors."""
 
@@ -66,9 +72,7 @@ class RuleRanker:
     def score(self, features: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
         values = _matrix(features, FEATURES)
         contributions = values * np.array([self.weights[n] for n in FEATURES])
-        frame = pd.DataFrame(contributions, columns=list(FEATURES), index=features.index)
-        frame[BIAS] = 0.0
-        return frame.sum(axis=1).to_numpy(float), frame
+        return _scored(contributions, 0.0, features.index)
 
     def save(self, directory: Path) -> Path:
         directory = Path(directory)
@@ -147,6 +151,7 @@ class LearnedRanker:
         self.meta = meta or {}
         self._factors = model.get_layer("factors")
         self._score = model.get_layer("score")
+        self._weights: tuple | None = None  # numpy copies for scoring; reset by `fit`
 
     @classmethod
     def build(cls, settings: RankSettings | None = None, seed: int = 0) -> LearnedRanker:
@@ -208,18 +213,28 @@ class LearnedRanker:
             validation_data=validation_data,
             verbose=verbose,
         )
+        self._weights = None
         result = {k: [float(v) for v in values] for k, values in history.history.items()}
         self.meta["history"] = result
         self.meta["examples"] = int(len(x))
         return result
 
+    def _numpy_weights(self) -> tuple[np.ndarray, ...]:
+        if self._weights is None:
+            layer = self._factors
+            self._weights = tuple(
+                np.asarray(w, dtype=float) for w in (layer.w_in, layer.b_in, layer.w_out, layer.linear)
+            ) + (float(np.asarray(self._score.bias)),)
+        return self._weights
+
     def score(self, features: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-        x = _matrix(features, FEATURES).astype("float32")
-        parts = [np.asarray(self._factors(x[i : i + 8192])) for i in range(0, len(x), 8192)]
-        contributions = np.concatenate(parts).astype(float) if parts else np.zeros((0, len(FEATURES)))
-        frame = pd.DataFrame(contributions, columns=list(FEATURES), index=features.index)
-        frame[BIAS] = float(np.asarray(self._score.bias))
-        return frame.sum(axis=1).to_numpy(float), frame
+        """The Keras model's arithmetic in numpy (float64): no graph call per request, and the
+        contributions add up exactly; equal to `self.model(x)` up to float32 rounding."""
+        x = _matrix(features, FEATURES)
+        w_in, b_in, w_out, linear, bias = self._numpy_weights()
+        hidden = np.tanh(x[:, :, None] * w_in + b_in) - np.tanh(b_in)
+        contributions = (hidden * w_out).sum(axis=-1) + x * linear
+        return _scored(contributions, bias, features.index)
 
     def shape(self, factor: str, values: np.ndarray) -> np.ndarray:
         """The learned contribution curve of one factor at `values` (others neutral): for plots and docs."""
