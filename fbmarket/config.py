@@ -72,12 +72,25 @@ class FusionSettings:
 
 @dataclass
 class SearchSettings:
-    """FAISS index and hybrid retrieval."""
+    """FAISS index and hybrid retrieval.
+
+    `index_factory` is a FAISS factory string: "Flat" (exact) suits catalogues up to
+    ~100k listings; at a million, "PQ128x4fs,RFlat" (quantised scan + exact re-rank,
+    see benchmarks/search_scale.py) or "IVF4096,Flat"/"HNSW32" with tuned knobs.
+    """
 
     index_factory: str = "Flat"  # FAISS factory string; e.g. "IVF1024,Flat", "HNSW32"
-    nprobe: int = 16
+    nprobe: int = 16  # IVF lists scanned per query
+    ef_search: int = 128  # HNSW search beam
+    ef_construction: int = 40  # HNSW build beam (FAISS default)
+    refine_k_factor: float = 30.0  # ",RFlat" indexes re-rank k * this many approximate hits exactly
+    max_train_vectors: int = 100_000  # sample used to train IVF centroids / PQ codebooks
+    max_k: int = 1000  # largest k a caller may ask for
     candidates: int = 200  # top-N handed to the ranker
+    fusion: str = "rrf"  # "rrf" (reciprocal-rank fusion) | "blend" (weighted normalised scores)
     rrf_k: int = 60
+    semantic_weight: float = 0.5  # "blend": weight of the semantic score (lexical gets 1 - this)
+    title_weight: int = 2  # BM25: title tokens count this many times (a cheap field boost)
 
 
 def _default_event_weights() -> dict[str, float]:

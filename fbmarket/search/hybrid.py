@@ -1,0 +1,398 @@
+"""Hybrid retrieval: embedding neighbours + BM25 hits, fused, under listing filters (SPEC §6).
+
+`HybridSearcher.retrieve` is the candidate generator for the ranker (SPEC §7.1): it runs
+the FAISS search (when there is a query vector) and the BM25 search (when there is query
+text) under the same filters, unions the two lists and scores every candidate on both
+signals, so the ranker sees a semantic and a lexical score for each one, not only for
+the list that found it.
+
+Fusion (`SearchSettings.fusion`):
+* "rrf", reciprocal-rank fusion: sum of 1 / (rrf_k + rank) over the lists a listing is
+  in. It needs no score calibration (cosine and BM25 live on unrelated scales) and is the
+  default; benchmarks/search_fusion.py compares it with
+* "blend": w * semantic + (1 - w) * lexical after min-max scaling each over the candidates.
+
+Filters (`Filters`) are applied inside both searches (FAISS IDSelector, BM25 mask), not
+after them, so n results come back whenever n matching listings exist.
+"""
+
+from __future__ import annotations
+
+import numbers
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+
+from fbmarket.config import SearchSettings
+from fbmarket.data import schema as S
+from fbmarket.data.geo import haversine_km
+from fbmarket.search.index import VectorIndex, check_k
+from fbmarket.search.lexical import LexicalIndex, check_query
+
+SEMANTIC_SCORE = "semantic_score"
+LEXICAL_SCORE = "lexical_score"
+SEMANTIC_RANK = "semantic_rank"  # 1-based rank in the FAISS list; NaN if FAISS did not return it
+LEXICAL_RANK = "lexical_rank"  # 1-based rank in the BM25 list; NaN if BM25 did not return it
+FUSED_SCORE = "fused_score"
+CANDIDATE_COLUMNS = (S.PRODUCT_ID, SEMANTIC_SCORE, LEXICAL_SCORE, SEMANTIC_RANK, LEXICAL_RANK, FUSED_SCORE)
+FUSIONS = ("rrf", "blend")
+KM_PER_DEGREE_LAT = 111.2
+TABLE_COLUMNS = (
+    S.PRODUCT_ID,
+    S.TITLE,
+    S.CATEGORY,
+    S.ROOT_CATEGORY,
+    S.LEAF_CATEGORY,
+    S.PRICE,
+    S.LATITUDE,
+    S.LONGITUDE,
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which listings may be returned. Every field is optional; given fields all apply.
+
+    `category` is a category path or any prefix of it ("Home & Garden",
+    "Home & Garden / Furniture", or a full leaf path). A price bound excludes listings
+    without a price; a distance limit excludes listings whose location is unknown.
+    """
+
+    category: str | None = None
+    root_category: str | None = None
+    leaf_category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    max_km: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("min_price", "max_price", "max_km", "latitude", "longitude"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value)
+            ):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.min_price is not None and self.min_price < 0:
+            raise ValueError(f"min_price must not be negative, got {self.min_price}")
+        if self.max_price is not None and self.max_price < 0:
+            raise ValueError(f"max_price must not be negative, got {self.max_price}")
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise ValueError(f"min_price ({self.min_price}) is above max_price ({self.max_price})")
+        geo = (self.latitude, self.longitude, self.max_km)
+        if any(v is not None for v in geo) and any(v is None for v in geo):
+            raise ValueError("a distance filter needs latitude, longitude and max_km together")
+        if self.max_km is not None and self.max_km <= 0:
+            raise ValueError(f"max_km must be positive, got {self.max_km}")
+        if self.latitude is not None and not -90 <= self.latitude <= 90:
+            raise ValueError(f"latitude must be within [-90, 90], got {self.latitude}")
+        if self.longitude is not None and not -180 <= self.longitude <= 180:
+            raise ValueError(f"longitude must be within [-180, 180], got {self.longitude}")
+        for name in ("category", "root_category", "leaf_category"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be non-empty text, got {value!r}")
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+class ListingTable:
+    """The columns filters read, as arrays (categories factorised) for fast masks."""
+
+    def __init__(self, products: pd.DataFrame):
+        S.require_columns(products, TABLE_COLUMNS, "products")
+        frame = products.loc[:, list(TABLE_COLUMNS)].copy()
+        frame[S.PRODUCT_ID] = frame[S.PRODUCT_ID].astype(str)
+        frame = frame.drop_duplicates(S.PRODUCT_ID, keep="last").reset_index(drop=True)
+        self.frame = frame
+        self.ids = frame[S.PRODUCT_ID].to_numpy(dtype=object)
+        self.position = pd.Index(self.ids, dtype=object)
+        self.price = pd.to_numeric(frame[S.PRICE], errors="coerce").to_numpy(dtype=float)
+        self.latitude = pd.to_numeric(frame[S.LATITUDE], errors="coerce").to_numpy(dtype=float)
+        self.longitude = pd.to_numeric(frame[S.LONGITUDE], errors="coerce").to_numpy(dtype=float)
+        self._codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
+        for column in (S.CATEGORY, S.ROOT_CATEGORY, S.LEAF_CATEGORY):
+            codes, uniques = pd.factorize(frame[column].astype(object), use_na_sentinel=True)
+            self._codes[column] = (codes, pd.Index(uniques, dtype=object))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def title(self, product_id: str) -> str | None:
+        row = self.position.get_indexer([product_id])[0]
+        return None if row < 0 else self.frame.at[row, S.TITLE]
+
+    def _equals(self, column: str, value: str) -> np.ndarray:
+        codes, uniques = self._codes[column]
+        hits = np.flatnonzero(uniques.to_numpy(dtype=object) == value)
+        return np.isin(codes, hits)
+
+    def _under(self, column: str, prefix: str) -> np.ndarray:
+        codes, uniques = self._codes[column]
+        paths = uniques.to_numpy(dtype=object)
+        hits = [i for i, path in enumerate(paths) if isinstance(path, str) and _is_under(path, prefix)]
+        return np.isin(codes, hits)
+
+    def mask(self, filters: Filters | None) -> np.ndarray:
+        """Boolean mask over the rows that pass every filter."""
+        keep = np.ones(len(self), dtype=bool)
+        if filters is None:
+            return keep
+        if filters.category is not None:
+            keep &= self._under(S.CATEGORY, filters.category.strip())
+        if filters.root_category is not None:
+            keep &= self._equals(S.ROOT_CATEGORY, filters.root_category.strip())
+        if filters.leaf_category is not None:
+            keep &= self._equals(S.LEAF_CATEGORY, filters.leaf_category.strip())
+        with np.errstate(invalid="ignore"):
+            if filters.min_price is not None:
+                keep &= self.price >= filters.min_price
+            if filters.max_price is not None:
+                keep &= self.price <= filters.max_price
+        if filters.max_km is not None:
+            keep &= self._within(filters.latitude, filters.longitude, filters.max_km, keep)
+        return keep
+
+    def _within(self, lat: float, lon: float, max_km: float, keep: np.ndarray) -> np.ndarray:
+        # a cheap latitude band first, the exact great-circle distance on what is left
+        near = keep & (np.abs(self.latitude - lat) <= max_km / KM_PER_DEGREE_LAT + 1e-9)
+        rows = np.flatnonzero(near)
+        within = np.zeros(len(self), dtype=bool)
+        if len(rows):
+            km = np.asarray(haversine_km(lat, lon, self.latitude[rows], self.longitude[rows]), dtype=float)
+            within[rows] = km <= max_km  # NaN (unknown location) compares False
+        return within
+
+    def distance_km(self, product_ids: Iterable[str], lat: float, lon: float) -> np.ndarray:
+        rows = self.position.get_indexer(pd.Index(list(product_ids), dtype=object))
+        lat_rows = np.where(rows >= 0, self.latitude[np.maximum(rows, 0)], np.nan)
+        lon_rows = np.where(rows >= 0, self.longitude[np.maximum(rows, 0)], np.nan)
+        return np.asarray(haversine_km(lat, lon, lat_rows, lon_rows), dtype=float)
+
+
+def _is_under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + " / ")
+
+
+def reciprocal_rank_fusion(ranks: Iterable[np.ndarray], k: int = 60) -> np.ndarray:
+    """Sum of 1 / (k + rank) over rank lists (1-based; NaN = not in that list)."""
+    total = None
+    for rank in ranks:
+        rank = np.asarray(rank, dtype=float)
+        part = np.where(np.isnan(rank), 0.0, 1.0 / (k + np.nan_to_num(rank, nan=1.0)))
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("reciprocal_rank_fusion needs at least one rank list")
+    return total
+
+
+def min_max(values: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] over the finite values; NaN (signal absent) becomes 0, a constant 1."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    out = np.zeros(len(values))
+    if finite.any():
+        low, high = values[finite].min(), values[finite].max()
+        out[finite] = (values[finite] - low) / (high - low) if high > low else 1.0
+    return out
+
+
+def weighted_blend(semantic: np.ndarray, lexical: np.ndarray, semantic_weight: float = 0.5) -> np.ndarray:
+    """w * semantic + (1 - w) * lexical, each min-max scaled over the candidates."""
+    if not 0.0 <= semantic_weight <= 1.0:
+        raise ValueError(f"semantic_weight must be within [0, 1], got {semantic_weight}")
+    return semantic_weight * min_max(semantic) + (1.0 - semantic_weight) * min_max(lexical)
+
+
+def empty_candidates() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=float) for c in CANDIDATE_COLUMNS})
+    frame[S.PRODUCT_ID] = pd.Series(dtype=object)
+    return frame
+
+
+class HybridSearcher:
+    """FAISS + BM25 over one catalogue, with filters, fusion and live updates. Thread-safe.
+
+    Either index may be absent (no trained embeddings yet -> lexical only); a query then
+    uses what exists and `retrieve(...).attrs["mode"]` says what ran.
+    """
+
+    def __init__(
+        self,
+        products: pd.DataFrame,
+        vectors: VectorIndex | None = None,
+        lexical: LexicalIndex | None = None,
+        settings: SearchSettings | None = None,
+    ):
+        self.settings = settings or SearchSettings()
+        if self.settings.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.settings.fusion!r}")
+        self.vectors = vectors
+        self.lexical = lexical
+        self.table = ListingTable(products)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def build(
+        cls,
+        products: pd.DataFrame,
+        product_ids: list[str] | None = None,
+        embeddings: np.ndarray | None = None,
+        settings: SearchSettings | None = None,
+    ) -> HybridSearcher:
+        """Index a clean products table (BM25) and, when given, its embeddings (FAISS)."""
+        settings = settings or SearchSettings()
+        lexical = LexicalIndex.from_products(products, settings)
+        vectors = None
+        if embeddings is not None:
+            ids = product_ids if product_ids is not None else products[S.PRODUCT_ID].astype(str).tolist()
+            vectors = VectorIndex(int(np.shape(embeddings)[1]), settings)
+            vectors.build(ids, embeddings)
+        return cls(products, vectors, lexical, settings)
+
+    # ------------------------------------------------------------------ live listings
+    def add_products(self, products: pd.DataFrame, embeddings: np.ndarray | None = None) -> None:
+        """Add or replace listings: they are searchable when this returns."""
+        S.require_columns(products, (*TABLE_COLUMNS, S.DESCRIPTION), "products")
+        ids = products[S.PRODUCT_ID].astype(str).tolist()
+        with self._lock:
+            if embeddings is not None:
+                if self.vectors is None:
+                    raise ValueError("this searcher has no vector index to add embeddings to")
+                self.vectors.add(ids, embeddings)
+            if self.lexical is not None:
+                self.lexical.add(ids, products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist())
+            merged = pd.concat([self.table.frame, products.loc[:, list(TABLE_COLUMNS)]], ignore_index=True)
+            self.table = ListingTable(merged)  # keeps the last copy of a replaced id
+
+    def remove_products(self, product_ids: Iterable[str]) -> int:
+        """Remove listings from every index; returns how many the table held."""
+        ids = list(dict.fromkeys(map(str, product_ids)))
+        with self._lock:
+            if self.vectors is not None:
+                self.vectors.remove(ids)
+            if self.lexical is not None:
+                self.lexical.remove(ids)
+            frame = self.table.frame
+            gone = frame[S.PRODUCT_ID].isin(ids)
+            self.table = ListingTable(frame.loc[~gone])
+            return int(gone.sum())
+
+    # ------------------------------------------------------------------ queries
+    def allowed_ids(self, filters: Filters | None) -> np.ndarray | None:
+        """Product ids passing the filters, or None when nothing is filtered."""
+        if filters is None or not filters.active:
+            return None
+        return self.table.ids[self.table.mask(filters)]
+
+    def retrieve(
+        self,
+        query_vector: np.ndarray | None,
+        query_text: str | None,
+        filters: Filters | None = None,
+        n: int | None = None,
+    ) -> pd.DataFrame:
+        """Up to n candidates, best fused score first (columns: CANDIDATE_COLUMNS).
+
+        Give a query vector (from the query encoder), query text, or both. Empty text is
+        an error; text of only unknown words simply finds nothing lexically.
+        """
+        n = check_k(self.settings.candidates if n is None else n, self.settings.max_k)
+        if query_text is not None:
+            check_query(query_text)
+        if query_vector is None and query_text is None:
+            raise ValueError("give query text, a query vector, or both")
+        use_vectors = query_vector is not None and self.vectors is not None
+        use_text = query_text is not None and self.lexical is not None
+        if not (use_vectors or use_text):
+            missing = "vector index (no trained embeddings)" if query_vector is not None else "lexical index"
+            raise ValueError(f"this searcher has no {missing} for this query")
+        mode = "hybrid" if use_vectors and use_text else "semantic" if use_vectors else "lexical"
+
+        with self._lock:
+            allowed = self.allowed_ids(filters)
+            if allowed is not None and len(allowed) == 0:
+                return _with_mode(empty_candidates(), mode)
+            semantic = self.vectors.search(query_vector, n, allowed) if use_vectors else []
+            lexical = self.lexical.search(query_text, n, allowed) if use_text else []
+            frame = self._score_candidates(query_vector if use_vectors else None, query_text if use_text else None,
+                                           semantic, lexical)  # fmt: skip
+        return _with_mode(frame.head(n).reset_index(drop=True), mode)
+
+    def _score_candidates(
+        self,
+        query_vector: np.ndarray | None,
+        query_text: str | None,
+        semantic: list[tuple[str, float]],
+        lexical: list[tuple[str, float]],
+    ) -> pd.DataFrame:
+        ids = list(dict.fromkeys([pid for pid, _ in semantic] + [pid for pid, _ in lexical]))
+        if not ids:
+            return empty_candidates()
+        frame = pd.DataFrame({S.PRODUCT_ID: pd.Series(ids, dtype=object)})
+        sem_rank = {pid: r for r, (pid, _) in enumerate(semantic, start=1)}
+        lex_rank = {pid: r for r, (pid, _) in enumerate(lexical, start=1)}
+        frame[SEMANTIC_RANK] = [sem_rank.get(pid, np.nan) for pid in ids]
+        frame[LEXICAL_RANK] = [lex_rank.get(pid, np.nan) for pid in ids]
+
+        sem_scores = np.full(len(ids), np.nan)
+        if query_vector is not None:
+            known = dict(semantic)
+            missing = [pid for pid in ids if pid not in known and pid in self.vectors]
+            if missing:  # lexical-only candidates still get their cosine similarity
+                q = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+                known.update(zip(missing, (self.vectors.vectors_of(missing) @ q).tolist(), strict=True))
+            sem_scores = np.array([known.get(pid, np.nan) for pid in ids], dtype=float)
+        lex_scores = np.full(len(ids), np.nan)
+        if query_text is not None:
+            lex_scores = np.asarray(self.lexical.score(query_text, ids), dtype=float)
+        frame[SEMANTIC_SCORE] = sem_scores
+        frame[LEXICAL_SCORE] = lex_scores
+
+        if self.settings.fusion == "blend":
+            fused = weighted_blend(sem_scores, lex_scores, self.settings.semantic_weight)
+        else:
+            fused = reciprocal_rank_fusion([frame[SEMANTIC_RANK], frame[LEXICAL_RANK]], self.settings.rrf_k)
+        frame[FUSED_SCORE] = fused
+        order = np.lexsort((np.arange(len(ids)), -fused))  # ties keep semantic-then-lexical order
+        return frame.iloc[order].loc[:, list(CANDIDATE_COLUMNS)]
+
+    def similar(
+        self, product_id: str, k: int = 10, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        """Listings most like a given one (its embedding's neighbours), itself excluded.
+
+        Without an embedding for it (no vector index, or not in it) its title is used as
+        a BM25 query instead. An unknown product id raises KeyError.
+        """
+        k = check_k(k, self.settings.max_k)
+        product_id = str(product_id)
+        with self._lock:
+            allowed = self.allowed_ids(filters)
+            if allowed is not None:
+                allowed = allowed[allowed != product_id]
+                if len(allowed) == 0:
+                    return []
+            if self.vectors is not None and product_id in self.vectors:
+                vector = self.vectors.reconstruct(product_id)
+                fetch = k if allowed is not None else min(k + 1, self.settings.max_k)
+                hits = self.vectors.search(vector, fetch, allowed)
+            else:
+                title = self.table.title(product_id)
+                if title is None:
+                    raise KeyError(f"product {product_id!r} is not in the catalogue")
+                if self.lexical is None or not isinstance(title, str) or not title.strip():
+                    return []
+                hits = self.lexical.search(title, min(k + 1, self.settings.max_k), allowed)
+            return [(pid, score) for pid, score in hits if pid != product_id][:k]
+
+
+def _with_mode(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
+    frame.attrs["mode"] = mode
+    return frame

@@ -1,0 +1,586 @@
+"""The FAISS vector index: string product ids, live add/remove, filtered search, atomic save.
+
+`VectorIndex` wraps `faiss.IndexIDMap2(faiss.index_factory(dim, factory, METRIC_INNER_PRODUCT))`.
+Embeddings are L2-normalised, so inner product is cosine similarity. The factory string comes
+from `SearchSettings.index_factory`: "Flat" (exact) for small catalogues; IVF, HNSW, PQ or a
+refined PQ fast-scan ("PQ128x4fs,RFlat", see benchmarks/search_scale.py) for large ones.
+Index types that need training are trained by `build` (or `train`).
+
+Product ids are strings; FAISS wants int64. Each product gets the next integer from a
+counter that only grows, so ids of other listings never change when one is added, removed
+or replaced. The mapping lives in a JSON sidecar next to the index file.
+
+Removal. Only flat-code indexes (Flat, PQ, SQ: `faiss.IndexFlatCodes`) are safe to shrink
+through IndexIDMap2: HNSW cannot remove at all, and IVF *appears* to work but returns wrong
+ids afterwards (IndexIDMap2 compacts its id map while the inverted lists keep the old
+positions; measured with faiss 1.15). Every other index type therefore removes by
+tombstone: the vector stays in FAISS, its id leaves the mapping, and searches exclude it
+with an IDSelector (or by over-fetching where the index type has no selector support).
+`compact()` rebuilds the index from the live vectors to reclaim the space, keeping ids.
+
+Filtering. `allowed` restricts results to some product ids. The index asks FAISS for
+k results among the allowed ids (IDSelectorBitmap); if an approximate index comes back
+short (a selective filter misses the probed lists or the graph's neighbourhood) the
+remaining results are computed exactly over the allowed vectors, so k results come back
+whenever k allowed listings exist.
+
+Saving is crash-safe: the index file is written to a temporary file and fsynced, its
+SHA-256 names the JSON id map (`<index>.ids-<sha>.json`, written first), and renaming the
+new index over the old one is the single switch point, so a crash at any moment leaves a
+matching pair on disk. `load` finds the id map by the index file's checksum; a missing,
+truncated or corrupt file raises `IndexLoadError`, and the caller keeps serving the
+index it already has.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from fbmarket.config import SearchSettings
+from fbmarket.search.storage import commit, discard, sha256_file, stage
+
+FORMAT = "fbmarket.vector_index"
+FORMAT_VERSION = 1
+ADD_CHUNK = 65_536  # vectors per faiss.add call: bounds the temporary copies, drives the progress bar
+EXACT_CHUNK = 65_536  # vectors reconstructed at a time by the exact fallback
+MAX_OVERFETCH = 4096  # filtered search without selector support asks FAISS for at most this many
+
+
+class IndexLoadError(RuntimeError):
+    """A saved index cannot be used: missing, truncated, corrupt, or out of step with its id map."""
+
+
+def sidecar_path(path: Path, digest: str) -> Path:
+    """The id map of the index file `path` whose SHA-256 is `digest`."""
+    return path.with_name(f"{path.name}.ids-{digest[:16]}.json")
+
+
+def check_k(k: object, max_k: int) -> int:
+    """Validate a result count from a caller; the message says what is allowed."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ValueError(f"k must be an integer between 1 and {max_k}, got {k!r}")
+    if not 1 <= int(k) <= max_k:
+        raise ValueError(f"k must be between 1 and {max_k}, got {k}")
+    return int(k)
+
+
+def _walk(index: faiss.Index) -> Iterable[Any]:
+    """The index and the indexes nested in it (pre-transform, refine base, IVF quantizer)."""
+    index = faiss.downcast_index(index)
+    yield index
+    if isinstance(index, faiss.IndexPreTransform):
+        yield from _walk(index.index)
+    elif isinstance(index, faiss.IndexRefine):
+        yield from _walk(index.base_index)
+    elif isinstance(index, faiss.IndexIVF):
+        yield from _walk(index.quantizer)
+
+
+class VectorIndex:
+    """A FAISS index over product embeddings, addressed by product id. Thread-safe."""
+
+    def __init__(self, dim: int, settings: SearchSettings | None = None, factory: str | None = None):
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.settings = settings or SearchSettings()
+        self.dim = dim
+        self.factory = factory or self.settings.index_factory
+        self._lock = threading.RLock()
+        self._index = self._new_index()
+        self._reset_ids()
+
+    # ------------------------------------------------------------------ construction
+    def _new_index(self) -> faiss.IndexIDMap2:
+        try:
+            sub = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:
+            raise ValueError(
+                f"FAISS cannot build index type {self.factory!r}: {_first_line(error)}"
+            ) from None
+        idmap = faiss.IndexIDMap2(sub)  # the wrapper keeps `sub` alive
+        for part in _walk(sub):
+            if isinstance(part, faiss.IndexIVF) and not _is_fast_scan(part):
+                # sequential ids from IndexIDMap2 + no hard removal on IVF: an array map is exact
+                part.set_direct_map_type(faiss.DirectMap.Array)
+            if isinstance(part, faiss.IndexHNSW):
+                part.hnsw.efConstruction = self.settings.ef_construction
+        self._configure(idmap)
+        return idmap
+
+    def _configure(self, idmap: faiss.IndexIDMap2) -> None:
+        """Apply search-time knobs from the settings (they are not part of the saved file)."""
+        s = self.settings
+        self._nprobe = s.nprobe
+        self._ef_search = s.ef_search
+        self._hard_remove = isinstance(faiss.downcast_index(idmap.index), faiss.IndexFlatCodes)
+        self._selector_ok = True
+        self._can_reconstruct = True
+        refined = False
+        for part in _walk(idmap.index):
+            if isinstance(part, faiss.IndexIVF):
+                part.nprobe = min(s.nprobe, part.nlist)
+                self._nprobe = part.nprobe
+                if _is_fast_scan(part):
+                    self._can_reconstruct = False  # no direct map for fast-scan lists
+            if isinstance(part, faiss.IndexHNSW):
+                part.hnsw.efSearch = s.ef_search
+            if isinstance(part, faiss.IndexRefine):
+                part.k_factor = float(s.refine_k_factor)
+                self._selector_ok = False  # IndexRefine rejects IDSelectors
+                refined = True
+            if isinstance(part, faiss.IndexFastScan | faiss.IndexPQ):
+                self._selector_ok = False
+        if refined:
+            self._can_reconstruct = True  # served by the exact refinement store
+        self._index = idmap
+
+    def _reset_ids(self) -> None:
+        self._int_of: dict[str, int] = {}
+        self._pid_of: dict[int, str] = {}
+        self._tombstones: set[int] = set()
+        self._next_id = 0
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._lookup_cache: tuple[pd.Index, np.ndarray] | None = None
+        self._live_bitmap_cache: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ properties
+    def __len__(self) -> int:
+        return len(self._int_of)
+
+    def __contains__(self, product_id: object) -> bool:
+        return product_id in self._int_of
+
+    @property
+    def product_ids(self) -> list[str]:
+        """Live product ids in insertion order."""
+        with self._lock:
+            return list(self._int_of)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    @property
+    def tombstone_count(self) -> int:
+        """Vectors still held by FAISS for removed listings (see `compact`)."""
+        return len(self._tombstones)
+
+    @property
+    def uses_tombstones(self) -> bool:
+        return not self._hard_remove
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "factory": self.factory,
+            "dim": self.dim,
+            "live": len(self),
+            "tombstones": self.tombstone_count,
+            "ntotal": int(self._index.ntotal),
+            "trained": self.is_trained,
+            "removal": "hard" if self._hard_remove else "tombstone",
+            "nprobe": self._nprobe,
+            "ef_search": self._ef_search,
+        }
+
+    # ------------------------------------------------------------------ building
+    def train(self, vectors: np.ndarray, seed: int = 0) -> None:
+        """Train an index type that needs it (IVF centroids, PQ codebooks); no-op otherwise.
+
+        At most `max_train_vectors` rows are used (a seeded sample): beyond that training
+        time grows with no gain in quality.
+        """
+        x = self._as_matrix(vectors)
+        with self._lock:
+            if self._index.is_trained:
+                return
+            if self._index.ntotal:
+                raise ValueError("cannot train an index that already holds vectors; use build()")
+            limit = self.settings.max_train_vectors
+            if len(x) > limit:
+                rows = np.sort(np.random.default_rng(seed).choice(len(x), limit, replace=False))
+                x = x[rows]
+            try:
+                self._index.train(x)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"index type {self.factory!r} could not be trained on {len(x)} vectors "
+                    f"({_first_line(error)}); small catalogues should use the exact 'Flat' index"
+                ) from None
+
+    def build(self, product_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Replace the whole index with these listings (training first when the type needs it)."""
+        ids = self._as_ids(product_ids)
+        x = self._as_matrix(vectors)
+        if len(ids) != len(x):
+            raise ValueError(f"{len(ids)} product ids but {len(x)} vectors")
+        with self._lock:
+            self._index = self._new_index()
+            self._reset_ids()
+            if len(x):
+                self.train(x)
+            self._add_unlocked(ids, x)
+
+    def add(self, product_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Add listings; a product id already in the index is replaced (an update)."""
+        ids = self._as_ids(product_ids)
+        x = self._as_matrix(vectors)
+        if len(ids) != len(x):
+            raise ValueError(f"{len(ids)} product ids but {len(x)} vectors")
+        with self._lock:
+            if not self._index.is_trained:
+                raise ValueError(
+                    f"index type {self.factory!r} needs training before listings can be added: call build()"
+                )
+            self._add_unlocked(ids, x)
+
+    def _add_unlocked(self, ids: list[str], x: np.ndarray) -> None:
+        replaced = [pid for pid in ids if pid in self._int_of]
+        if replaced:
+            self._remove_unlocked(replaced)
+        ints = np.arange(self._next_id, self._next_id + len(ids), dtype=np.int64)
+        chunks = range(0, len(ids), ADD_CHUNK)
+        for start in tqdm(chunks, desc="FAISS add", unit="chunk", disable=len(chunks) < 4, leave=False):
+            stop = start + ADD_CHUNK
+            self._index.add_with_ids(x[start:stop], ints[start:stop])
+        self._next_id += len(ids)
+        for pid, i in zip(ids, ints.tolist(), strict=True):
+            self._int_of[pid] = i
+            self._pid_of[i] = pid
+        self._invalidate()
+
+    def remove(self, product_ids: Iterable[str]) -> int:
+        """Remove listings; unknown ids are ignored. Returns how many were removed."""
+        with self._lock:
+            present = [pid for pid in dict.fromkeys(map(str, product_ids)) if pid in self._int_of]
+            self._remove_unlocked(present)
+            return len(present)
+
+    def _remove_unlocked(self, present: list[str]) -> None:
+        if not present:
+            return
+        ints = np.fromiter((self._int_of[pid] for pid in present), dtype=np.int64, count=len(present))
+        if self._hard_remove:
+            self._index.remove_ids(ints)
+        else:
+            self._tombstones.update(ints.tolist())
+        for pid, i in zip(present, ints.tolist(), strict=True):
+            del self._int_of[pid]
+            del self._pid_of[i]
+        self._invalidate()
+
+    def compact(self) -> int:
+        """Drop tombstoned vectors by rebuilding from the live ones (ids kept). Returns how many.
+
+        Costs a full re-add (minutes for HNSW at a million vectors), so it is left to the
+        caller to schedule, e.g. when `tombstone_count` passes a fraction of `len(self)`.
+        Trained parameters (IVF centroids, PQ codebooks) are kept.
+        """
+        with self._lock:
+            dropped = len(self._tombstones)
+            if not dropped:
+                return 0
+            ints = np.fromiter(self._pid_of.keys(), dtype=np.int64, count=len(self._pid_of))
+            vectors = self._reconstruct_ints(ints) if len(ints) else np.empty((0, self.dim), np.float32)
+            self._index.reset()
+            for start in range(0, len(ints), ADD_CHUNK):
+                self._index.add_with_ids(vectors[start : start + ADD_CHUNK], ints[start : start + ADD_CHUNK])
+            self._tombstones.clear()
+            self._invalidate()
+            return dropped
+
+    # ------------------------------------------------------------------ reading vectors
+    def reconstruct(self, product_id: str) -> np.ndarray:
+        """The stored vector of a listing (decoded, so approximate for PQ/SQ codes)."""
+        with self._lock:
+            if product_id not in self._int_of:
+                raise KeyError(f"product {product_id!r} is not in the vector index")
+            return self._reconstruct_ints(np.array([self._int_of[product_id]], dtype=np.int64))[0]
+
+    def vectors_of(self, product_ids: Sequence[str]) -> np.ndarray:
+        """Stored vectors of several listings, in order; unknown ids raise KeyError."""
+        with self._lock:
+            missing = [pid for pid in product_ids if pid not in self._int_of]
+            if missing:
+                raise KeyError(f"{len(missing)} product(s) not in the vector index, e.g. {missing[0]!r}")
+            ints = np.fromiter((self._int_of[p] for p in product_ids), dtype=np.int64, count=len(product_ids))
+            return self._reconstruct_ints(ints)
+
+    def _reconstruct_ints(self, ints: np.ndarray) -> np.ndarray:
+        if not self._can_reconstruct:
+            raise ValueError(
+                f"index type {self.factory!r} cannot return stored vectors "
+                "(IVF fast-scan keeps no direct map); add a refinement stage, e.g. ',RFlat'"
+            )
+        if len(ints) == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return self._index.reconstruct_batch(np.ascontiguousarray(ints, dtype=np.int64))
+
+    # ------------------------------------------------------------------ searching
+    def search(
+        self, vector: np.ndarray, k: int, allowed: Iterable[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """The k listings most similar to one query vector: [(product_id, score)], best first.
+
+        `allowed` restricts the results to those product ids (a filter); fewer than k come
+        back only when fewer than k listings are live (and allowed).
+        """
+        q = self._as_matrix(vector)
+        if len(q) != 1:
+            raise ValueError(f"search takes one query vector, got {len(q)}; use search_batch")
+        return self.search_batch(q, k, allowed)[0]
+
+    def search_batch(
+        self, vectors: np.ndarray, k: int, allowed: Iterable[str] | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """`search` for several query vectors at once (FAISS parallelises over queries)."""
+        k = check_k(k, self.settings.max_k)
+        q = self._as_matrix(vectors)
+        with self._lock:
+            if allowed is None and not self._tombstones:
+                allowed_ints = None
+                n_allowed = len(self._int_of)
+            else:
+                allowed_ints = self._allowed_ints(allowed)
+                n_allowed = len(allowed_ints)
+            kk = min(k, n_allowed)
+            if kk == 0:
+                return [[] for _ in range(len(q))]
+            if allowed_ints is None:
+                scores, labels = self._index.search(q, kk)
+            else:
+                scores, labels = self._filtered_search(q, kk, allowed, allowed_ints)
+            short = np.flatnonzero((labels >= 0).sum(axis=1) < kk)
+            if len(short):  # an approximate index came back short: finish exactly
+                if allowed_ints is None:
+                    allowed_ints = self._lookup()[1]
+                scores[short], labels[short] = self._exact_search(q[short], kk, allowed_ints)
+            return self._to_results(scores, labels)
+
+    def _filtered_search(
+        self, q: np.ndarray, kk: int, allowed: object, ints: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search restricted to `ints` (internal ids); rows may come back short."""
+        if allowed is None:  # only tombstones to exclude: the live set is cached
+            if self._live_bitmap_cache is None:
+                self._live_bitmap_cache = self._bitmap(ints)
+            bitmap = self._live_bitmap_cache
+        else:
+            bitmap = self._bitmap(ints)
+        if self._selector_ok:
+            packed = np.packbits(bitmap, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(packed))
+            params = self._params(selector)
+            try:
+                return self._index.search(q, kk, params=params)
+            except RuntimeError:
+                self._selector_ok = False  # this index type has no selector support: over-fetch
+        if len(ints) <= EXACT_CHUNK:  # few allowed listings: exact is cheaper than over-fetching
+            return self._exact_search(q, kk, ints)
+        ntotal = int(self._index.ntotal)
+        fetch = min(ntotal, MAX_OVERFETCH, int(math.ceil(2 * kk * ntotal / len(ints))) + 16)
+        scores, labels = self._index.search(q, max(fetch, kk))
+        keep = (labels >= 0) & bitmap[np.clip(labels, 0, len(bitmap) - 1)]
+        out_scores = np.full((len(q), kk), -np.inf, dtype=np.float32)
+        out_labels = np.full((len(q), kk), -1, dtype=np.int64)
+        for row in range(len(q)):
+            hits = np.flatnonzero(keep[row])[:kk]
+            out_scores[row, : len(hits)] = scores[row, hits]
+            out_labels[row, : len(hits)] = labels[row, hits]
+        return out_scores, out_labels
+
+    def _params(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
+        for part in _walk(self._index.index):
+            if isinstance(part, faiss.IndexIVF):
+                return faiss.SearchParametersIVF(sel=selector, nprobe=self._nprobe)
+            if isinstance(part, faiss.IndexHNSW):
+                return faiss.SearchParametersHNSW(sel=selector, efSearch=self._ef_search)
+        return faiss.SearchParameters(sel=selector)
+
+    def _exact_search(self, q: np.ndarray, kk: int, ints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the allowed vectors: the fallback that guarantees k filtered results."""
+        best_scores = np.full((len(q), 0), -np.inf, dtype=np.float32)
+        best_labels = np.full((len(q), 0), -1, dtype=np.int64)
+        for start in range(0, len(ints), EXACT_CHUNK):
+            part = ints[start : start + EXACT_CHUNK]
+            scores = q @ self._reconstruct_ints(part).T
+            best_scores = np.concatenate([best_scores, scores], axis=1)
+            best_labels = np.concatenate([best_labels, np.broadcast_to(part, scores.shape)], axis=1)
+            if best_scores.shape[1] > kk:
+                top = np.argpartition(-best_scores, kk - 1, axis=1)[:, :kk]
+                best_scores = np.take_along_axis(best_scores, top, axis=1)
+                best_labels = np.take_along_axis(best_labels, top, axis=1)
+        order = np.argsort(-best_scores, axis=1, kind="stable")
+        return np.take_along_axis(best_scores, order, 1), np.take_along_axis(best_labels, order, 1)
+
+    def _allowed_ints(self, allowed: Iterable[str] | None) -> np.ndarray:
+        index, ints = self._lookup()
+        if allowed is None:
+            return ints
+        wanted = allowed if isinstance(allowed, np.ndarray | pd.Index | pd.Series) else list(allowed)
+        pos = index.get_indexer(pd.Index(wanted, dtype=object).unique())
+        return ints[pos[pos >= 0]]
+
+    def _lookup(self) -> tuple[pd.Index, np.ndarray]:
+        if self._lookup_cache is None:
+            pids = pd.Index(list(self._int_of), dtype=object)
+            ints = np.fromiter(self._int_of.values(), dtype=np.int64, count=len(self._int_of))
+            self._lookup_cache = (pids, ints)
+        return self._lookup_cache
+
+    def _bitmap(self, ints: np.ndarray) -> np.ndarray:
+        bitmap = np.zeros(max(self._next_id, 1), dtype=bool)
+        bitmap[ints] = True
+        return bitmap
+
+    def _to_results(self, scores: np.ndarray, labels: np.ndarray) -> list[list[tuple[str, float]]]:
+        results = []
+        for row_scores, row_labels in zip(scores, labels, strict=True):
+            row = []
+            for score, label in zip(row_scores.tolist(), row_labels.tolist(), strict=True):
+                pid = self._pid_of.get(label)
+                if pid is not None:
+                    row.append((pid, float(score)))
+            results.append(row)
+        return results
+
+    # ------------------------------------------------------------------ validation
+    def _as_matrix(self, vectors: np.ndarray) -> np.ndarray:
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of dimension {self.dim}, got shape {np.shape(vectors)}")
+        if not np.isfinite(x).all():
+            raise ValueError("vectors contain NaN or infinite values")
+        return np.ascontiguousarray(x)
+
+    @staticmethod
+    def _as_ids(product_ids: Sequence[str]) -> list[str]:
+        ids = [str(pid) for pid in product_ids]
+        if len(set(ids)) != len(ids):
+            dupes = pd.Index(ids)[pd.Index(ids).duplicated()].unique()
+            raise ValueError(f"duplicate product ids: {', '.join(map(str, dupes[:5]))}")
+        return ids
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Path | str) -> None:
+        """Write the index and its id map so that a crash at any moment leaves a loadable pair.
+
+        The id map is named after the index file's checksum and written first; renaming
+        the new index file over the old one is then the single switch point. Id maps of
+        earlier saves are deleted afterwards.
+        """
+        path = Path(path)
+        with self._lock:
+            temp_index = temp_side = None
+            try:
+                temp_index = stage(path, lambda temp: faiss.write_index(self._index, str(temp)))
+                digest = sha256_file(temp_index)
+                payload = {
+                    "format": FORMAT,
+                    "version": FORMAT_VERSION,
+                    "factory": self.factory,
+                    "dim": self.dim,
+                    "metric": "inner_product",
+                    "next_id": self._next_id,
+                    "product_ids": list(self._int_of),
+                    "ids": list(self._int_of.values()),
+                    "tombstones": sorted(self._tombstones),
+                    "index_file": path.name,
+                    "index_sha256": digest,
+                }
+                text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+                side = sidecar_path(path, digest)
+                temp_side = stage(side, lambda temp: temp.write_text(text, encoding="utf-8"))
+                commit(temp_side, side)
+                temp_side = None
+                commit(temp_index, path)
+                temp_index = None
+            finally:
+                discard(temp_index, temp_side)
+            for stale in path.parent.glob(f"{glob.escape(path.name)}.ids-*.json"):
+                if stale != side:
+                    discard(stale)
+
+    @classmethod
+    def load(cls, path: Path | str, settings: SearchSettings | None = None) -> VectorIndex:
+        """Read a saved index; any problem raises `IndexLoadError` saying what is wrong.
+
+        Search knobs (nprobe, efSearch, refine k-factor) come from `settings`; the index
+        type and the ids come from the files.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise IndexLoadError(f"no FAISS index file at {path}")
+        try:
+            digest = sha256_file(path)
+        except OSError as error:
+            raise IndexLoadError(f"cannot read the index file {path}: {error}") from None
+        side = sidecar_path(path, digest)
+        if not side.is_file():
+            raise IndexLoadError(
+                f"no id map matches the index file {path} (checksum {digest[:16]}): the file is "
+                "corrupt, truncated or was changed outside fbmarket, or its id map was deleted; "
+                "rebuild it with `fbmarket index`"
+            )
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+            if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+                raise ValueError(f"unknown format {meta.get('format')!r} version {meta.get('version')!r}")
+            factory, dim, next_id = str(meta["factory"]), int(meta["dim"]), int(meta["next_id"])
+            pids, ints = [str(p) for p in meta["product_ids"]], [int(i) for i in meta["ids"]]
+            tombstones = {int(i) for i in meta["tombstones"]}
+            if meta["index_sha256"] != digest or len(pids) != len(ints):
+                raise ValueError("inconsistent id map")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise IndexLoadError(f"the id map {side} is unreadable or corrupt: {error}") from None
+        try:
+            raw = faiss.read_index(str(path))
+        except RuntimeError as error:
+            raise IndexLoadError(f"FAISS cannot read {path}: {_first_line(error)}") from None
+        idmap = faiss.downcast_index(raw)
+        if not isinstance(idmap, faiss.IndexIDMap2):
+            raise IndexLoadError(
+                f"{path} holds a {type(idmap).__name__}, not an IndexIDMap2 with product ids"
+            )
+        if idmap.d != dim:
+            raise IndexLoadError(f"{path} has dimension {idmap.d} but its id map says {dim}")
+        stored = faiss.vector_to_array(idmap.id_map)
+        if len(stored) != len(ints) + len(tombstones) or set(stored.tolist()) != set(ints) | tombstones:
+            raise IndexLoadError(f"the ids inside {path} do not match its id map {side}")
+
+        self = cls.__new__(cls)
+        self.settings = settings or SearchSettings()
+        self.dim = dim
+        self.factory = factory
+        self._lock = threading.RLock()
+        self._raw = raw  # owns the C++ object that `idmap` points into
+        self._configure(idmap)
+        self._int_of = dict(zip(pids, ints, strict=True))
+        self._pid_of = dict(zip(ints, pids, strict=True))
+        self._tombstones = tombstones
+        self._next_id = next_id
+        self._invalidate()
+        return self
+
+
+def _is_fast_scan(index: Any) -> bool:
+    return isinstance(index, faiss.IndexIVFFastScan | faiss.IndexFastScan)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__

@@ -1,0 +1,274 @@
+"""Hybrid retrieval: fusion, filters (category, price, distance), similar listings, live updates."""
+
+from __future__ import annotations
+
+import zlib
+
+import faiss
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fbmarket.config import SearchSettings
+from fbmarket.data import schema as S
+from fbmarket.data.geo import haversine_km
+from fbmarket.search.hybrid import (
+    CANDIDATE_COLUMNS,
+    FUSED_SCORE,
+    LEXICAL_RANK,
+    SEMANTIC_RANK,
+    SEMANTIC_SCORE,
+    Filters,
+    HybridSearcher,
+    reciprocal_rank_fusion,
+    weighted_blend,
+)
+from fbmarket.search.lexical import tokenize
+
+DIM = 64
+ROOTS = {
+    "Home & Garden": ["Furniture / Sofas", "Furniture / Tables", "Garden / Sheds"],
+    "Sports & Leisure": ["Cycling / Bikes", "Fitness / Weights"],
+    "Electronics": ["Phones / Smartphones", "Audio / Speakers"],
+}
+NOUNS = {
+    "Sofas": ["sofa", "couch", "settee"],
+    "Tables": ["table", "dining table", "desk"],
+    "Sheds": ["shed", "summer house", "log store"],
+    "Bikes": ["bike", "bicycle", "mountain bike"],
+    "Weights": ["dumbbells", "kettlebell", "weight bench"],
+    "Smartphones": ["iphone", "samsung phone", "pixel phone"],
+    "Speakers": ["speaker", "soundbar", "bluetooth speaker"],
+}
+ADJECTIVES = ["red", "large", "vintage", "small", "modern", "grey", "oak", "used"]
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """A deterministic bag-of-words hashing embedder: the stand-in for the trained text encoder."""
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for token in tokenize(text):
+            out[row, zlib.crc32(token.encode()) % DIM] += 1.0
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms > 0, norms, 1.0)
+
+
+def catalogue(n: int = 160, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    leaves = [(root, f"{root} / {sub}") for root, subs in ROOTS.items() for sub in subs]
+    rows = []
+    for i in range(n):
+        root, path = leaves[i % len(leaves)]
+        leaf = path.rsplit(" / ", 1)[1]
+        title = f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS[leaf])} {rng.choice(ADJECTIVES)}"
+        unknown_place = i % 17 == 0
+        rows.append(
+            {
+                S.PRODUCT_ID: f"p{i}",
+                S.TITLE: title,
+                S.DESCRIPTION: f"{title}. Collection only, cash on pickup. Item {i}.",
+                S.CATEGORY: path,
+                S.ROOT_CATEGORY: root,
+                S.LEAF_CATEGORY: path,
+                S.PRICE: float(rng.integers(5, 500)) if i % 13 else np.nan,
+                S.LATITUDE: np.nan if unknown_place else float(rng.uniform(50.0, 58.0)),
+                S.LONGITUDE: np.nan if unknown_place else float(rng.uniform(-5.5, 1.5)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def embeddings_of(products: pd.DataFrame) -> np.ndarray:
+    return embed((products[S.TITLE] + " " + products[S.DESCRIPTION]).tolist())
+
+
+def searcher(products: pd.DataFrame | None = None, **overrides) -> HybridSearcher:
+    products = catalogue() if products is None else products
+    return HybridSearcher.build(
+        products, embeddings=embeddings_of(products), settings=SearchSettings(**overrides)
+    )
+
+
+@pytest.fixture(autouse=True)
+def _one_faiss_thread():
+    """OpenMP spin-waiting makes tiny searches slow on a shared machine."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "blend"])
+def test_exact_title_listing_comes_first(fusion):
+    products = catalogue()
+    hybrid = searcher(products, fusion=fusion)
+    for row in (3, 40, 77, 121):
+        title = products.at[row, S.TITLE]
+        # near-duplicates share words with it; the exact title must still win
+        result = hybrid.retrieve(embed([title])[0], title, n=10)
+        assert result.attrs["mode"] == "hybrid"
+        assert result[S.PRODUCT_ID].iloc[0] in set(products.loc[products[S.TITLE] == title, S.PRODUCT_ID])
+
+
+def test_candidates_carry_both_scores_and_ranks():
+    products = catalogue()
+    hybrid = searcher(products)
+    result = hybrid.retrieve(embed(["oak table"])[0], "oak table", n=30)
+    assert tuple(result.columns) == CANDIDATE_COLUMNS
+    assert len(result) == 30 and result[S.PRODUCT_ID].is_unique
+    assert result[FUSED_SCORE].is_monotonic_decreasing
+    # every candidate has a cosine similarity, even those only BM25 found
+    assert result[SEMANTIC_SCORE].notna().all()
+    only_lexical = result[result[SEMANTIC_RANK].isna()]
+    assert only_lexical[LEXICAL_RANK].notna().all()
+    expected = reciprocal_rank_fusion([result[SEMANTIC_RANK], result[LEXICAL_RANK]], 60)
+    np.testing.assert_allclose(result[FUSED_SCORE], expected)
+
+
+def test_rrf_and_blend_arithmetic():
+    np.testing.assert_allclose(
+        reciprocal_rank_fusion([np.array([1, np.nan, 2]), np.array([np.nan, 1, 1])], k=60),
+        [1 / 61, 1 / 61, 1 / 62 + 1 / 61],
+    )
+    np.testing.assert_allclose(
+        weighted_blend(np.array([0.2, 0.6, np.nan]), np.array([10.0, 0.0, 5.0]), 0.75),
+        [0.25, 0.75, 0.125],
+    )
+    with pytest.raises(ValueError, match="semantic_weight"):
+        weighted_blend(np.zeros(2), np.zeros(2), 1.5)
+
+
+@pytest.mark.parametrize(
+    ("filters", "check"),
+    [
+        (Filters(category="Home & Garden"), lambda r: r[S.ROOT_CATEGORY] == "Home & Garden"),
+        (Filters(category="Home & Garden / Furniture"), lambda r: r[S.CATEGORY].startswith("Home & Garden / Furniture /")),
+        (Filters(root_category="Electronics"), lambda r: r[S.ROOT_CATEGORY] == "Electronics"),
+        (Filters(leaf_category="Sports & Leisure / Cycling / Bikes"), lambda r: r[S.LEAF_CATEGORY].endswith("Bikes")),
+        (Filters(min_price=100, max_price=300), lambda r: 100 <= r[S.PRICE] <= 300),
+    ],
+)  # fmt: skip
+def test_filters_hold_and_still_fill_n(filters, check):
+    products = catalogue()
+    hybrid = searcher(products)
+    allowed = hybrid.allowed_ids(filters)
+    assert len(allowed) >= 15
+    table = products.set_index(S.PRODUCT_ID)
+    for vector, text in [(embed(["red sofa"])[0], "red sofa"), (None, "used"), (embed(["bike"])[0], None)]:
+        result = hybrid.retrieve(vector, text, filters, n=15)
+        assert len(result) == 15 or text == "used" and vector is None  # BM25 alone: only matches
+        assert all(check(table.loc[pid]) for pid in result[S.PRODUCT_ID])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lat=st.floats(49.0, 59.0),
+    lon=st.floats(-7.0, 2.5),
+    max_km=st.floats(1.0, 400.0),
+    n=st.integers(1, 40),
+    use_text=st.booleans(),
+)
+def test_distance_filter_never_exceeds_the_limit(lat, lon, max_km, n, use_text):
+    products, hybrid = DISTANCE_CASE
+    filters = Filters(latitude=lat, longitude=lon, max_km=max_km)
+    result = hybrid.retrieve(
+        embed(["modern speaker"])[0], "modern speaker" if use_text else None, filters, n=n
+    )
+    rows = products.set_index(S.PRODUCT_ID).loc[result[S.PRODUCT_ID]]
+    km = haversine_km(lat, lon, rows[S.LATITUDE].to_numpy(), rows[S.LONGITUDE].to_numpy())
+    assert np.all(km <= max_km)  # NaN (unknown location) would fail this too
+    within = (
+        haversine_km(lat, lon, products[S.LATITUDE].to_numpy(), products[S.LONGITUDE].to_numpy()) <= max_km
+    )
+    assert len(result) == min(n, int(within.sum()))  # the vector side always fills n when it can
+
+
+DISTANCE_CASE = (catalogue(), searcher(catalogue()))
+
+
+def test_bad_queries_and_filters_are_clear_errors():
+    hybrid = searcher()
+    for blank in ("", "   "):
+        with pytest.raises(ValueError, match="query is empty"):
+            hybrid.retrieve(None, blank)
+    with pytest.raises(ValueError, match="query text, a query vector, or both"):
+        hybrid.retrieve(None, None)
+    with pytest.raises(ValueError, match="k must be between 1 and 1000"):
+        hybrid.retrieve(None, "sofa", n=0)
+    with pytest.raises(ValueError, match="k must be"):
+        hybrid.similar("p1", k=5000)
+    with pytest.raises(ValueError, match="dimension 64"):
+        hybrid.retrieve(np.ones(3), "sofa")
+    with pytest.raises(ValueError, match="min_price"):
+        Filters(min_price=50, max_price=10)
+    with pytest.raises(ValueError, match="latitude, longitude and max_km together"):
+        Filters(latitude=51.5, max_km=10)
+    with pytest.raises(ValueError, match="latitude must be within"):
+        Filters(latitude=123.0, longitude=0.0, max_km=10)
+    with pytest.raises(ValueError, match="max_km must be a finite number"):
+        Filters(latitude=1.0, longitude=0.0, max_km=float("nan"))
+
+
+def test_unknown_words_never_crash():
+    hybrid = searcher()
+    lexical_only = hybrid.retrieve(None, "qwertyuiop zxcvb")
+    assert lexical_only.empty and lexical_only.attrs["mode"] == "lexical"
+    mixed = hybrid.retrieve(embed(["grey couch"])[0], "qwertyuiop", n=5)
+    assert len(mixed) == 5 and mixed[LEXICAL_RANK].isna().all()
+    assert (mixed["lexical_score"] == 0).all()
+
+
+def test_filter_matching_nothing_returns_empty():
+    result = searcher().retrieve(embed(["sofa"])[0], "sofa", Filters(category="Vehicles"))
+    assert result.empty and tuple(result.columns) == CANDIDATE_COLUMNS
+
+
+def test_similar_excludes_itself_and_respects_filters():
+    products = catalogue()
+    hybrid = searcher(products)
+    similar = hybrid.similar("p5", k=8)
+    assert len(similar) == 8 and "p5" not in {pid for pid, _ in similar}
+    own = embeddings_of(products.iloc[[5]])[0]
+    assert similar[0][1] == pytest.approx(
+        float(embeddings_of(products.iloc[[int(similar[0][0][1:])]])[0] @ own), abs=1e-5
+    )
+    cheap = hybrid.similar("p5", k=8, filters=Filters(max_price=100))
+    prices = products.set_index(S.PRODUCT_ID).loc[[pid for pid, _ in cheap], S.PRICE]
+    assert len(cheap) == 8 and (prices <= 100).all()
+    with pytest.raises(KeyError, match="nope"):
+        hybrid.similar("nope")
+
+
+def test_lexical_only_searcher_and_similar_by_title():
+    products = catalogue()
+    hybrid = HybridSearcher.build(products)
+    result = hybrid.retrieve(None, products.at[10, S.TITLE], n=5)
+    assert result.attrs["mode"] == "lexical" and result[SEMANTIC_SCORE].isna().all()
+    similar = hybrid.similar("p10", k=5)
+    assert similar and "p10" not in {pid for pid, _ in similar}
+    with pytest.raises(ValueError, match="no vector index"):
+        hybrid.retrieve(embed(["sofa"])[0], None)
+
+
+def test_live_add_and_remove():
+    products = catalogue()
+    hybrid = searcher(products)
+    new = catalogue(1, seed=5).assign(
+        **{S.PRODUCT_ID: "fresh", S.TITLE: "Penny farthing bicycle", S.DESCRIPTION: "Victorian, rideable."}
+    )
+    hybrid.add_products(new, embeddings_of(new))
+    result = hybrid.retrieve(embed(["penny farthing"])[0], "penny farthing", n=5)
+    assert result[S.PRODUCT_ID].iloc[0] == "fresh"
+    cat = new.at[0, S.CATEGORY]
+    assert "fresh" in set(hybrid.retrieve(None, "penny farthing", Filters(category=cat))[S.PRODUCT_ID])
+
+    assert hybrid.remove_products(["fresh", "p1"]) == 2
+    for vector, text in [
+        (embed(["penny farthing"])[0], "penny farthing"),
+        (embeddings_of(products.iloc[[1]])[0], None),
+    ]:
+        ids = set(hybrid.retrieve(vector, text, n=50)[S.PRODUCT_ID])
+        assert not ids & {"fresh", "p1"}
+    assert "p1" not in {pid for pid, _ in hybrid.similar("p2", k=50)}

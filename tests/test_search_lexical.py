@@ -1,0 +1,223 @@
+"""BM25 lexical index: tokens, ranking, live add/remove, save/load, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fbmarket.config import SearchSettings
+from fbmarket.data import schema as S
+from fbmarket.search import lexical
+from fbmarket.search.index import IndexLoadError
+from fbmarket.search.lexical import LexicalIndex, tokenize
+
+TITLES = [
+    "Oak dining table with four chairs",
+    "Children's bike 16 inch",
+    "Mountain bike, 21 gears",
+    "Leather sofa, three seater",
+    "Sofa bed in grey fabric",
+    "Samsung Galaxy S10 phone",
+    "iPhone 11 64GB unlocked",
+    "Garden table and benches",
+    "Kids toys bundle",
+    "Office desk chair",
+]
+DESCRIPTIONS = [
+    "Solid oak, seats six. Collection only.",
+    "Good condition, stabilisers included.",
+    "Aluminium frame, disc brakes, ridden twice.",
+    "Brown leather, some wear on the arms.",
+    "Pulls out into a double bed.",
+    "Cracked screen but works.",
+    "Battery health 90 percent, boxed.",
+    "Weathered teak, needs oiling.",
+    "Lego, dolls and a toy kitchen.",
+    "Adjustable height, black mesh.",
+]
+
+
+def make_index(settings: SearchSettings | None = None) -> LexicalIndex:
+    index = LexicalIndex(settings)
+    index.build([f"p{i}" for i in range(len(TITLES))], TITLES, DESCRIPTIONS)
+    return index
+
+
+def random_corpus(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    words = [f"word{i}" for i in range(300)]
+    weights = 1 / np.arange(1, 301)
+    weights /= weights.sum()
+    titles = [" ".join(rng.choice(words, 4, p=weights)) for _ in range(n)]
+    descriptions = [" ".join(rng.choice(words, 15, p=weights)) for _ in range(n)]
+    return [f"r{i}" for i in range(n)], titles, descriptions
+
+
+def test_tokenize_lowercases_stems_plurals_and_drops_stopwords():
+    assert tokenize("The Chairs and TABLES of Children's bikes") == ["chair", "table", "children", "bike"]
+    assert tokenize("Batteries, glasses, bus, 1990s") == ["battery", "glasse", "bus", "1990"]
+    assert tokenize("Café crème — ½ price!") == ["café", "crème", "1", "2", "price"]
+    assert tokenize(None) == [] and tokenize(float("nan")) == []
+
+
+def test_exact_title_ranks_first_and_plurals_match():
+    index = make_index()
+    assert index.search("leather sofa three seater", 3)[0][0] == "p3"
+    assert index.search("Mountain bike, 21 gears", 3)[0][0] == "p2"
+    assert {pid for pid, _ in index.search("bikes", 5)} == {"p1", "p2"}
+    scores = [score for _, score in index.search("table", 5)]
+    assert scores == sorted(scores, reverse=True) and all(s > 0 for s in scores)
+
+
+def test_title_words_outweigh_description_words():
+    index = LexicalIndex()
+    index.build(
+        ["in_title", "in_description"], ["red kettle", "blue toaster"], ["blue", "a red kettle mentioned"]
+    )
+    assert index.search("kettle", 2)[0][0] == "in_title"
+
+
+def test_unknown_or_stopword_queries_return_nothing():
+    index = make_index()
+    assert index.search("xylophone zeppelin", 5) == []
+    assert index.search("the and of", 5) == []
+    assert index.search("!!!", 5) == []
+    assert LexicalIndex().search("sofa", 5) == []
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t"])
+def test_empty_query_is_a_clear_error(query):
+    with pytest.raises(ValueError, match="query is empty"):
+        make_index().search(query, 5)
+
+
+def test_bad_query_type_and_k_are_clear_errors():
+    index = make_index()
+    with pytest.raises(ValueError, match="query must be text"):
+        index.search(None, 5)
+    for k in (0, -3, 1001, 1.5):
+        with pytest.raises(ValueError, match="k must be"):
+            index.search("sofa", k)
+
+
+def test_added_listing_is_searchable_at_once_and_removed_never_returns():
+    index = make_index()
+    index.add(["new"], ["Vintage record player"], ["Plays 33 and 45, with speakers."])
+    assert index.pending_changes == 1
+    assert index.search("record player", 3)[0][0] == "new"
+
+    assert index.remove(["p3", "new", "missing"]) == 2
+    assert "p3" not in {pid for pid, _ in index.search("leather sofa", 10)}
+    assert index.search("record player", 3) == []
+    assert len(index) == len(TITLES) - 1
+
+
+def test_delta_scores_use_the_same_formula_as_bm25s():
+    ids, titles, descriptions = random_corpus(300)
+    index = LexicalIndex()
+    index.build(ids, titles, descriptions)
+    # a copy in the delta has the same terms and length as the original in the main segment
+    index.add(["copy"], [titles[7]], [descriptions[7]])
+    query = " ".join(titles[7].split()[:2])
+    original, copy = index.score(query, [ids[7], "copy"])
+    assert original > 0 and copy == pytest.approx(original, rel=1e-5)
+
+
+def test_compacted_index_equals_a_fresh_build():
+    ids, titles, descriptions = random_corpus(400)
+    index = LexicalIndex()
+    index.build(ids[:300], titles[:300], descriptions[:300])
+    index.add(ids[300:], titles[300:], descriptions[300:])
+    index.remove(ids[:40])
+    index.add(["r5"], ["brand new title words"], ["word1"])  # replaces a removed id
+    index.compact()
+    assert index.pending_changes == 0
+
+    fresh = LexicalIndex()
+    keep = list(range(40, 400))
+    fresh.build(
+        [ids[i] for i in keep] + ["r5"],
+        [titles[i] for i in keep] + ["brand new title words"],
+        [descriptions[i] for i in keep] + ["word1"],
+    )
+    for query in ["word0 word3", "word17", "brand title", "word250 word1"]:
+        got, expected = index.search(query, 20), fresh.search(query, 20)
+        assert [p for p, _ in got] == [p for p, _ in expected]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=1e-5)
+
+
+def test_many_writes_fold_the_delta_into_bm25s():
+    ids, titles, descriptions = random_corpus(lexical.REBUILD_MIN + 50)
+    index = LexicalIndex()
+    index.build(ids[:10], titles[:10], descriptions[:10])
+    for start in range(10, len(ids), 60):
+        index.add(ids[start : start + 60], titles[start : start + 60], descriptions[start : start + 60])
+    assert index.pending_changes <= lexical.REBUILD_MIN
+    assert len(index) == len(ids)
+
+
+def test_replacing_a_listing_replaces_its_text():
+    index = make_index()
+    index.add(["p5"], ["Nokia 3310"], ["Indestructible."])
+    assert "p5" not in {pid for pid, _ in index.search("samsung galaxy", 10)}
+    assert index.search("nokia", 1)[0][0] == "p5"
+    assert len(index) == len(TITLES)
+
+
+def test_allowed_restricts_results():
+    index = make_index()
+    got = index.search("table", 10, allowed=["p7", "p9", "unknown"])
+    assert [pid for pid, _ in got] == ["p7"]
+    assert index.search("table", 10, allowed=[]) == []
+
+
+def test_score_of_unknown_or_non_matching_listings_is_zero():
+    index = make_index()
+    scores = index.score("sofa", ["p3", "p0", "nope"])
+    assert scores[0] > 0 and scores[1] == 0 and scores[2] == 0
+
+
+def test_save_load_round_trip_keeps_results_and_takes_more_writes(tmp_path):
+    index = make_index()
+    index.add(["new"], ["Record player"], ["Vinyl"])
+    index.remove(["p0"])
+    path = tmp_path / "lexical.json"
+    index.save(path)
+    loaded = LexicalIndex.load(path)
+    assert len(loaded) == len(index)
+    for query in ["sofa bed", "bike", "record", "oak table", "phone"]:
+        # the loaded index is compacted: same matches; scores may differ by the stale IDF
+        assert {p for p, _ in loaded.search(query, 10)} == {p for p, _ in index.search(query, 10)}
+    index.compact()
+    assert loaded.search("sofa bed", 10) == index.search("sofa bed", 10)
+    loaded.add(["later"], ["Bread maker"], [""])
+    assert loaded.search("bread", 1)[0][0] == "later"
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(IndexLoadError, match="no lexical index"):
+        LexicalIndex.load(tmp_path / "missing.json")
+    path = tmp_path / "lexical.json"
+    make_index().save(path)
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(IndexLoadError, match="unreadable or corrupt"):
+        LexicalIndex.load(path)
+    make_index().save(path)
+    with pytest.raises(IndexLoadError, match="title_weight"):
+        LexicalIndex.load(path, SearchSettings(title_weight=3))
+
+
+def test_from_products_reads_the_clean_table():
+    products = pd.DataFrame(
+        {
+            S.PRODUCT_ID: ["a", "b"],
+            S.TITLE: ["Red kettle", "Blue toaster"],
+            S.DESCRIPTION: [None, "Two slots"],
+        }
+    )
+    index = LexicalIndex.from_products(products)
+    assert index.search("toaster", 5)[0][0] == "b"
+    with pytest.raises(S.SchemaError, match="description"):
+        LexicalIndex.from_products(products.drop(columns=[S.DESCRIPTION]))
