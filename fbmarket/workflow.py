@@ -137,17 +137,29 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+# The figures a person looks for first; everything else stays in the JSON reports.
+HEADLINE_METRICS = (
+    "baselines.category_text.accuracy",
+    "baselines.category_text.macro_f1",
+    "baselines.category_pixels.accuracy",
+    "baselines.price_regression.rmse_gbp",
+    "baselines.price_regression.r2",
+    "baselines.similar_listings.catalogue.precision_at_k_leaf",
+    "baselines.similar_listings.catalogue.precision_at_k_root",
+)
+HEADLINE_MODEL_KEYS = ("accuracy", "macro_f1")
+
+
 def _metric_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = []
-    baselines = summary.get("baselines", {})
-    for key, value in _flatten(baselines).items():
-        if isinstance(value, float) and any(
-            m in key for m in ("accuracy", "macro_f1", "rmse", "r2", "precision")
+    flat = _flatten({key: summary.get(key, {}) for key in ("baselines", "models")})
+    rows = [(key, f"{flat[key]:.3f}") for key in HEADLINE_METRICS if isinstance(flat.get(key), float)]
+    for key, value in flat.items():
+        if (
+            key.startswith("models.")
+            and key.rsplit(".", 1)[-1] in HEADLINE_MODEL_KEYS
+            and isinstance(value, float)
         ):
-            rows.append((f"baseline {key}", f"{value:.3f}"))
-    for key, value in _flatten(summary.get("models", {})).items():
-        if isinstance(value, float) and any(m in key for m in ("accuracy", "macro_f1")):
-            rows.append((f"model {key}", f"{value:.3f}"))
+            rows.append((key, f"{value:.3f}"))
     return rows
 
 
