@@ -8,10 +8,41 @@ embeddings on start when they disagree).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
 from PIL import Image
+
+from fbmarket.config import Settings
+from fbmarket.data import schema as S
+from fbmarket.data.clean import CleaningReport, attach_geo, clean_products
+from fbmarket.data.features import add_features
+from fbmarket.data.images import clean_image
+from fbmarket.data.split import hash_split
+from fbmarket.data.store import Store, images, users
+from fbmarket.recommend.buyers import Buyer, resolve_buyer
+from fbmarket.recommend.features import DISTANCE_KM, Catalogue
+from fbmarket.recommend.ranker import RuleRanker
+from fbmarket.recommend.training import RankingModels
+from fbmarket.search.hybrid import Filters, HybridSearcher
+from fbmarket.search.index import IndexLoadError, VectorIndex
+from fbmarket.search.lexical import LexicalIndex
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "settings.json"
+INDEX_FILE = "index/vectors.faiss"
+RANKING_DIR = "ranking"
+MAX_K = 100
+INDEX_SAVE_EVERY = 25  # live writes between index saves (the database is the truth in between)
 
 
 class NotFoundError(KeyError):
@@ -84,18 +115,417 @@ class ListingInput:
 
 
 class Marketplace:
-    """The serving facade. Open it once per process; methods are safe to call from threads."""
+    """The serving facade. Open it once per process; its methods are safe to call from threads.
 
-    # Implemented in the following commits; the signatures are the contract the CLI and API use:
-    # open(bundle_dir: Path, database_url: str | None = None) -> Marketplace
-    # ready() -> dict[str, bool]                      bundle / index / database loaded
-    # search(request: SearchRequest) -> SearchResponse
-    # similar(product_id: str, k: int = 10) -> list[ListingResult]
-    # recommend(user_id: str, k: int = 10) -> SearchResponse
-    # predict_category(text: str | None, image: Image | None, top: int = 3) -> list[tuple[str, float]]
-    # get_listing(product_id: str) -> dict            listing fields + "images": [image ids]
-    # image_path(product_id: str, n: int) -> Path     the cleaned photo n of a listing
-    # create_listing(listing: ListingInput, photos: list[bytes]) -> dict
-    # update_listing(product_id: str, listing: ListingInput, photos: list[bytes] | None) -> dict
-    # delete_listing(product_id: str) -> None
-    # close() -> None
+    State lives in two places: the database (listings, photos, embeddings, buyers) is the
+    truth, and the saved FAISS index is a cache of its embeddings. `open` reconciles the
+    two, so a process killed between a database commit and an index save loses nothing.
+    """
+
+    def __init__(
+        self,
+        bundle_dir: Path,
+        settings: Settings,
+        store: Store,
+        model: Any,
+        searcher: HybridSearcher,
+        ranking: RankingModels,
+        products: pd.DataFrame,
+    ):
+        self.bundle_dir = bundle_dir
+        self.settings = settings
+        self.store = store
+        self.model = model
+        self.searcher = searcher
+        self.ranking = ranking
+        self._products = products.set_index(S.PRODUCT_ID, drop=False)
+        self._catalogue = Catalogue(products, settings.rank.affinity_level)
+        self._write_lock = threading.RLock()
+        self._writes_since_save = 0
+        self._users = self._known_users()
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(cls, bundle_dir: Path | str, database_url: str | None = None) -> Marketplace:
+        bundle_dir = Path(bundle_dir)
+        if not (bundle_dir / SETTINGS_FILE).is_file():
+            raise FileNotFoundError(
+                f"{bundle_dir} is not a model bundle (no {SETTINGS_FILE}): run `python main.py`"
+            )
+        settings = Settings.load(bundle_dir / SETTINGS_FILE).with_environment()
+        settings.out_dir = bundle_dir
+        if database_url:
+            settings.database_url = database_url
+        from fbmarket.bundle import Bundle
+
+        model = Bundle.load(bundle_dir)
+        store = Store(settings.db_url)
+        products = store.listings_frame()
+        ids, vectors = store.load_embeddings()
+        vector_index = load_or_rebuild_index(bundle_dir / INDEX_FILE, ids, vectors, settings)
+        lexical = LexicalIndex.from_products(products, settings.search)
+        searcher = HybridSearcher(products, vector_index, lexical, settings.search)
+        ranking_dir = bundle_dir / RANKING_DIR
+        if (ranking_dir / "profiles.json").is_file():
+            ranking = RankingModels.load(ranking_dir)
+        else:
+            ranking = cold_ranking(products, settings)
+        return cls(bundle_dir, settings, store, model, searcher, ranking, products)
+
+    def ready(self) -> dict[str, bool]:
+        return {
+            "bundle": self.model is not None,
+            "index": self.searcher.vectors is not None and len(self.searcher.vectors) == len(self._products),
+            "database": self._database_alive(),
+        }
+
+    def _database_alive(self) -> bool:
+        try:
+            self.store.count("listings")
+        except Exception:  # a dead connection is exactly what readiness reports
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._write_lock:
+            self.save_index()
+            self.store.close()
+
+    def save_index(self) -> None:
+        if self.searcher.vectors is not None:
+            self.searcher.vectors.save(self.bundle_dir / INDEX_FILE)
+        self._writes_since_save = 0
+
+    def _known_users(self) -> set[str]:
+        known = set(self.ranking.profiles.buyers) if hasattr(self.ranking.profiles, "buyers") else set()
+        with self.store.engine.connect() as connection:
+            known |= {row[0] for row in connection.execute(sa.select(users.c.user_id))}
+        return known
+
+    # ------------------------------------------------------------------ reading
+    def search(self, request: SearchRequest) -> SearchResponse:
+        k = check_k(request.k)
+        text = request.query.strip() if request.query is not None else None
+        text = text or None
+        buyer, status, notes = self._buyer(request.buyer)
+        filters = self._filters(request, buyer)
+        if text is None and request.image is None:
+            if request.buyer is None or status == "anonymous":
+                raise BadRequestError("empty query: give words, a photo, or a buyer (for a home feed)")
+            return self._feed(buyer, status, notes, k, filters)
+        query_vector = self.model.encode_query(text, request.image)
+        try:
+            candidates = self.searcher.retrieve(
+                query_vector, text, filters, n=self.settings.search.candidates
+            )
+        except ValueError as error:
+            raise BadRequestError(str(error)) from error
+        mode = candidates.attrs.get("mode", "hybrid")
+        if candidates.empty:
+            return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
+        recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, candidates=candidates)
+        return SearchResponse(
+            self._results(recommendation.results), status, mode, notes + recommendation.notes
+        )
+
+    def recommend(self, user_id: str, k: int = 10) -> SearchResponse:
+        if str(user_id) not in self._users:
+            raise NotFoundError(f"user {user_id!r} not found")
+        buyer, status, notes = self._buyer(BuyerQuery(user_id=str(user_id)))
+        return self._feed(buyer, status, notes, check_k(k), None)
+
+    def _feed(
+        self, buyer: Buyer, status: str, notes: list[str], k: int, filters: Filters | None
+    ) -> SearchResponse:
+        exclude = None
+        if filters is not None and filters.active:
+            allowed = set(self.searcher.allowed_ids(filters))
+            exclude = set(self._catalogue.ids) - allowed
+        recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, exclude=exclude)
+        return SearchResponse(
+            self._results(recommendation.results), status, "feed", notes + recommendation.notes
+        )
+
+    def similar(self, product_id: str, k: int = 10) -> list[ListingResult]:
+        k = check_k(k)
+        if product_id not in self._products.index:
+            raise NotFoundError(f"listing {product_id!r} not found")
+        hits = self.searcher.similar(product_id, k)
+        frame = pd.DataFrame({S.PRODUCT_ID: [pid for pid, _ in hits], "score": [score for _, score in hits]})
+        frame["factors"] = [{"similarity": score} for score in frame["score"]]
+        frame[DISTANCE_KM] = np.nan
+        return self._results(frame)
+
+    def predict_category(
+        self, text: str | None, image: Image.Image | None, top: int = 3
+    ) -> list[tuple[str, float]]:
+        if not (text and text.strip()) and image is None:
+            raise BadRequestError("give text, a photo, or both to predict a category")
+        return self.model.predict_category(text, image, top=top)
+
+    def get_listing(self, product_id: str) -> dict[str, Any]:
+        listing = self.store.get_listing(product_id)
+        if listing is None:
+            raise NotFoundError(f"listing {product_id!r} not found")
+        photos = self.store.images_frame([product_id])
+        listing["images"] = photos[S.IMAGE_ID].tolist()
+        listing.pop("updated_at", None)
+        return {key: _plain(value) for key, value in listing.items()}
+
+    def image_path(self, product_id: str, n: int) -> Path:
+        photos = self.store.images_frame([product_id])
+        if photos.empty and self.store.get_listing(product_id) is None:
+            raise NotFoundError(f"listing {product_id!r} not found")
+        if not 0 <= n < len(photos):
+            raise NotFoundError(f"listing {product_id!r} has {len(photos)} photo(s); there is no photo {n}")
+        path = Path(photos[S.IMAGE_PATH].iloc[n])
+        if not path.is_file():
+            raise NotFoundError(f"photo {n} of listing {product_id!r} is missing from the image cache")
+        return path
+
+    # ------------------------------------------------------------------ writing
+    def create_listing(self, listing: ListingInput, photos: list[bytes]) -> dict[str, Any]:
+        product_id = listing.product_id or uuid.uuid4().hex
+        if listing.product_id and product_id in self._products.index:
+            raise BadRequestError(f"listing {product_id!r} already exists: use PUT to change it")
+        return self._save(replace(listing, product_id=product_id), photos, replace_photos=True)
+
+    def update_listing(
+        self, product_id: str, listing: ListingInput, photos: list[bytes] | None
+    ) -> dict[str, Any]:
+        if product_id not in self._products.index:
+            raise NotFoundError(f"listing {product_id!r} not found")
+        return self._save(replace(listing, product_id=product_id), photos, replace_photos=photos is not None)
+
+    def delete_listing(self, product_id: str) -> None:
+        with self._write_lock:
+            if not self.store.delete_listing(product_id):
+                raise NotFoundError(f"listing {product_id!r} not found")
+            self.searcher.remove_products([product_id])
+            self._set_products(self._products.drop(index=product_id, errors="ignore"))
+            self._after_write()
+
+    def _save(
+        self, listing: ListingInput, photos: list[bytes] | None, replace_photos: bool
+    ) -> dict[str, Any]:
+        """Clean, embed, then database (one transaction), then the in-memory indexes."""
+        product_id = str(listing.product_id)
+        cleaned_photos = None
+        if photos is not None:
+            cleaned_photos = self._clean_photos(product_id, photos)
+        elif product_id in self._products.index:
+            cleaned_photos = self.store.images_frame([product_id])
+        image = _first_image(cleaned_photos)
+        category = listing.category
+        if not category:
+            ranked = self.model.predict_category(f"{listing.title}. {listing.description}", image, top=1)
+            category = ranked[0][0]
+        product = self._clean_listing(listing, category, cleaned_photos)
+        vector = self.model.encode_products(
+            product, cleaned_photos if cleaned_photos is not None else _no_photos()
+        )
+        with self._write_lock:
+            self.store.save_listing(
+                product, cleaned_photos, vector, self.model.version, replace_photos=replace_photos
+            )
+            self.searcher.add_products(product, vector)
+            table = self._products.drop(index=product_id, errors="ignore")
+            self._set_products(pd.concat([table, product.set_index(S.PRODUCT_ID, drop=False)]))
+            self._after_write()
+        return self.get_listing(product_id)
+
+    def _clean_listing(
+        self, listing: ListingInput, category: str, photos: pd.DataFrame | None
+    ) -> pd.DataFrame:
+        raw = pd.DataFrame(
+            {
+                "id": [listing.product_id],
+                "product_name": [listing.title],
+                "category": [category],
+                "product_description": [listing.description or ""],
+                "price": [None if listing.price is None else f"{float(listing.price):.2f}"],
+                "location": [listing.location or ""],
+            }
+        ).astype("str")
+        report = CleaningReport()
+        product, report = clean_products(
+            raw, self.settings.data.min_price, self.settings.data.max_price, strict=False, report=report
+        )
+        if product.empty:
+            reasons = ", ".join(report.dropped) or "invalid fields"
+            raise BadRequestError(f"listing rejected: {reasons}")
+        product[S.CREATED] = datetime.now(UTC).strftime("%Y-%m-%d")
+        product = attach_geo(product, report)
+        product = add_features(product, photos if photos is not None else _no_photos())
+        product[S.SPLIT] = hash_split(str(listing.product_id), self.settings.data.split_fractions)
+        return product
+
+    def _clean_photos(self, product_id: str, photos: list[bytes]) -> pd.DataFrame:
+        """Every photo must decode (an ImageError names the bad one); cleaned copies go to the cache."""
+        size = self.settings.data.image_size
+        folder = self.settings.cache_dir / f"uploads_{size}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for position, data in enumerate(photos):
+            cleaned = clean_image(
+                data, size, self.settings.data.max_image_pixels, self.settings.data.max_image_bytes
+            )
+            image_id = f"{product_id}-{position}-{uuid.uuid4().hex[:8]}"
+            path = folder / f"{image_id}.jpg"
+            cleaned.image.save(path, format="JPEG", quality=90)
+            rows.append(
+                {
+                    S.IMAGE_ID: image_id,
+                    S.PRODUCT_ID: product_id,
+                    S.IMAGE_PATH: str(path),
+                    S.WIDTH: cleaned.width,
+                    S.HEIGHT: cleaned.height,
+                    S.ASPECT: cleaned.width / max(cleaned.height, 1),
+                    S.ORIGINAL_MODE: cleaned.original_mode,
+                }
+            )
+        return pd.DataFrame(rows, columns=list(S.CLEAN_IMAGE_COLUMNS))
+
+    def _set_products(self, products: pd.DataFrame) -> None:
+        self._products = products
+        self._catalogue = Catalogue(products.reset_index(drop=True), self.settings.rank.affinity_level)
+
+    def _after_write(self) -> None:
+        self._writes_since_save += 1
+        if self._writes_since_save >= INDEX_SAVE_EVERY:
+            self.save_index()
+
+    # ------------------------------------------------------------------ helpers
+    def _buyer(self, query: BuyerQuery | None) -> tuple[Buyer, str, list[str]]:
+        if query is None:
+            return resolve_buyer(self.ranking.profiles)
+        fields = {k: v for k, v in asdict(query).items() if k != "user_id" and v is not None}
+        try:
+            return resolve_buyer(self.ranking.profiles, query.user_id, **fields)
+        except ValueError as error:
+            raise BadRequestError(str(error)) from error
+
+    def _filters(self, request: SearchRequest, buyer: Buyer) -> Filters:
+        if request.max_distance_km is not None and not buyer.has_location:
+            raise BadRequestError(
+                "max_distance_km needs the buyer's location (lat/lon, location or a known user)"
+            )
+        try:
+            return Filters(
+                category=request.category or None,
+                min_price=request.min_price,
+                max_price=request.max_price,
+                latitude=buyer.latitude if request.max_distance_km is not None else None,
+                longitude=buyer.longitude if request.max_distance_km is not None else None,
+                max_km=request.max_distance_km,
+            )
+        except ValueError as error:
+            raise BadRequestError(str(error)) from error
+
+    def _results(self, ranked: pd.DataFrame) -> list[ListingResult]:
+        ids = ranked[S.PRODUCT_ID].astype(str).tolist()
+        table = self._products.reindex(ids)
+        photo_counts = self._photo_counts(ids)
+        results = []
+        for pid, (_, row), (_, listing) in zip(ids, ranked.iterrows(), table.iterrows(), strict=True):
+            if pd.isna(listing.get(S.TITLE)):
+                continue  # deleted between retrieval and now
+            distance = row.get(DISTANCE_KM)
+            results.append(
+                ListingResult(
+                    product_id=pid,
+                    title=str(listing[S.TITLE]),
+                    category=str(listing[S.CATEGORY]),
+                    root_category=str(listing[S.ROOT_CATEGORY]),
+                    price=_plain(listing[S.PRICE]),
+                    location=str(listing[S.LOCATION] or ""),
+                    distance_km=_plain(distance),
+                    score=float(row["score"]),
+                    factors={k: float(v) for k, v in row["factors"].items()},
+                    image_count=photo_counts.get(pid, 0),
+                )
+            )
+        return results
+
+    def _photo_counts(self, product_ids: list[str]) -> dict[str, int]:
+        if not product_ids:
+            return {}
+        with self.store.engine.connect() as connection:
+            query = (
+                sa.select(images.c.product_id, sa.func.count())
+                .where(images.c.product_id.in_(product_ids))
+                .group_by(images.c.product_id)
+            )
+            return {pid: int(n) for pid, n in connection.execute(query)}
+
+
+def check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise BadRequestError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
+    return k
+
+
+def load_or_rebuild_index(
+    path: Path, ids: list[str], vectors: np.ndarray, settings: Settings
+) -> VectorIndex | None:
+    """The saved index when it agrees with the database's embeddings; otherwise repaired or rebuilt.
+
+    A corrupt file is logged and rebuilt from the database (which holds every embedding),
+    so a crash mid-save costs a rebuild, never a listing.
+    """
+    if not ids:
+        return None
+    index = None
+    if path.is_file():
+        try:
+            index = VectorIndex.load(path, settings.search)
+        except IndexLoadError as error:
+            log.warning("saved index unusable (%s): rebuilding from the database", error)
+    if index is not None and index.dim == vectors.shape[1]:
+        wanted = set(ids)
+        have = set(index.product_ids)
+        extra = have - wanted
+        if extra:
+            index.remove(sorted(extra))
+        position = {pid: i for i, pid in enumerate(ids)}
+        missing = sorted(wanted - have)
+        if missing:
+            index.add(missing, vectors[[position[pid] for pid in missing]])
+        if extra or missing:
+            log.info("index reconciled with the database: %d added, %d removed", len(missing), len(extra))
+            index.save(path)
+        return index
+    index = VectorIndex(vectors.shape[1], settings.search)
+    index.build(ids, vectors)
+    index.save(path)
+    return index
+
+
+def cold_ranking(products: pd.DataFrame, settings: Settings) -> RankingModels:
+    """No buyer data at all: rule-based ranking with flat category tastes."""
+    empty = pd.DataFrame(columns=["user_id", "product_id", "event", "timestamp"])
+    from fbmarket.recommend.buyers import BuyerProfiles, load_interactions
+
+    profiles = BuyerProfiles.build(None, load_interactions(empty), products, settings.rank)
+    return RankingModels(profiles, RuleRanker(settings.rank.rule_weights), None, {"note": "no buyer data"})
+
+
+def _plain(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _no_photos() -> pd.DataFrame:
+    return pd.DataFrame(columns=list(S.CLEAN_IMAGE_COLUMNS))
+
+
+def _first_image(photos: pd.DataFrame | None) -> Image.Image | None:
+    if photos is None or photos.empty:
+        return None
+    with Image.open(photos[S.IMAGE_PATH].iloc[0]) as image:
+        return image.convert("RGB")

@@ -165,19 +165,43 @@ class Store:
     # --- listings and photos ---
     def upsert_listings(self, products: pd.DataFrame, photos: pd.DataFrame | None = None) -> int:
         """Write clean listings (and their photos); returns rows inserted or changed."""
+        with self.engine.begin() as connection:
+            return self._write_listings(connection, products, photos)
+
+    def _write_listings(
+        self, connection: sa.Connection, products: pd.DataFrame, photos: pd.DataFrame | None
+    ) -> int:
         now = datetime.now(UTC)
         rows = _records(products, LISTING_FIELDS)
         for row in rows:
             row["updated_at"] = now
             row.setdefault("description", "")
             row.setdefault("geo_match", "unknown")
-        with self.engine.begin() as connection:
-            changed = self._upsert(connection, listings, rows, ["product_id"], touch="updated_at")
-            if photos is not None and len(photos):
-                photos = photos[photos[S.PRODUCT_ID].isin(products[S.PRODUCT_ID])].copy()
-                photos["position"] = photos.groupby(S.PRODUCT_ID).cumcount()
-                changed += self._upsert(connection, images, _records(photos, IMAGE_FIELDS), ["image_id"])
+        changed = self._upsert(connection, listings, rows, ["product_id"], touch="updated_at")
+        if photos is not None and len(photos):
+            photos = photos[photos[S.PRODUCT_ID].isin(products[S.PRODUCT_ID])].copy()
+            photos["position"] = photos.groupby(S.PRODUCT_ID).cumcount()
+            changed += self._upsert(connection, images, _records(photos, IMAGE_FIELDS), ["image_id"])
         return changed
+
+    def save_listing(
+        self,
+        product: pd.DataFrame,
+        photos: pd.DataFrame | None,
+        vector: np.ndarray | None,
+        model_version: str,
+        replace_photos: bool = False,
+    ) -> None:
+        """One live listing, its photos and its embedding in a single transaction: all or nothing."""
+        with self.engine.begin() as connection:
+            if replace_photos:
+                ids = product[S.PRODUCT_ID].astype(str).tolist()
+                connection.execute(sa.delete(images).where(images.c.product_id.in_(ids)))
+            self._write_listings(connection, product, photos)
+            if vector is not None:
+                self._write_embeddings(
+                    connection, product[S.PRODUCT_ID].astype(str).tolist(), vector, model_version
+                )
 
     def delete_listing(self, product_id: str) -> bool:
         with self.engine.begin() as connection:
@@ -219,7 +243,13 @@ class Store:
 
     # --- embeddings ---
     def upsert_embeddings(self, product_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> int:
-        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        with self.engine.begin() as connection:
+            return self._write_embeddings(connection, product_ids, vectors, model_version)
+
+    def _write_embeddings(
+        self, connection: sa.Connection, product_ids: Sequence[str], vectors: np.ndarray, model_version: str
+    ) -> int:
+        vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype="<f4")
         rows = [
             {
                 "product_id": pid,
@@ -229,8 +259,7 @@ class Store:
             }
             for pid, v in zip(product_ids, vectors, strict=True)
         ]
-        with self.engine.begin() as connection:
-            return self._upsert(connection, embeddings, rows, ["product_id"])
+        return self._upsert(connection, embeddings, rows, ["product_id"])
 
     def load_embeddings(self, model_version: str | None = None) -> tuple[list[str], np.ndarray]:
         query = sa.select(embeddings).order_by(embeddings.c.product_id)
