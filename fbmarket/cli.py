@@ -60,6 +60,86 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from fbmarket.data import schema as S
+    from fbmarket.data.sources import read_source
+    from fbmarket.data.split import hash_split
+    from fbmarket.pipeline import clean_raw
+    from fbmarket.service import Marketplace
+
+    market = Marketplace.open(args.bundle, args.database)
+    try:
+        settings = market.settings
+        raw = read_source(args.data)
+        products, photos, report = clean_raw(raw, settings, strict=False, show_progress=not args.quiet)
+        products[S.SPLIT] = products[S.PRODUCT_ID].map(
+            lambda pid: hash_split(str(pid), settings.data.split_fractions)
+        )
+        added = market.ingest(products, photos, show_progress=not args.quiet)
+        summary = {"source": raw.origin, "indexed": added, "index_size": len(market.searcher.table)}
+        print(json.dumps(summary | {"cleaning": report.to_json()}, indent=2, default=str))
+    finally:
+        market.close()
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from fbmarket.data.images import open_image
+    from fbmarket.service import BuyerQuery, Marketplace, SearchRequest
+
+    market = Marketplace.open(args.bundle, args.database)
+    try:
+        image = None
+        if args.image:
+            limits = market.settings.data
+            image = open_image(Path(args.image), limits.max_image_pixels, limits.max_image_bytes)
+        buyer = None
+        if args.user or args.lat is not None or args.location:
+            buyer = BuyerQuery(
+                user_id=args.user, latitude=args.lat, longitude=args.lon, location=args.location
+            )
+        request = SearchRequest(
+            query=args.query,
+            image=image,
+            buyer=buyer,
+            k=args.k,
+            category=args.category,
+            min_price=args.min_price,
+            max_price=args.max_price,
+            max_distance_km=args.max_distance_km,
+        )
+        response = market.search(request)
+    finally:
+        market.close()
+    if args.json:
+        print(json.dumps([asdict(r) for r in response.results], indent=2))
+        return 0
+    for note in response.notes:
+        print(f"note: {note}")
+    print(f"{len(response.results)} result(s), buyer {response.buyer_status}, retrieval {response.mode}")
+    for rank, result in enumerate(response.results, start=1):
+        price = "n/a" if result.price is None else f"£{result.price:,.2f}"
+        distance = "" if result.distance_km is None else f"{result.distance_km:.0f} km"
+        print(
+            f"{rank:3d}. {result.score:7.3f}  {result.title[:60]:60} {price:>11}  {result.location} {distance}"
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fbmarket.api.app import serve
+
+    settings = settings_from_args(args)
+    if args.host:
+        settings.serve.host = args.host
+    if args.port:
+        settings.serve.port = args.port
+    serve(settings, Path(args.bundle))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fbmarket", description="Multimodal marketplace search and recommendation."
@@ -90,6 +170,34 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--seed", type=int)
         command.add_argument("--database", help="SQLAlchemy URL (default SQLite inside --out)")
         command.add_argument("--quick", action="store_true", help="tiny settings for a fast end-to-end run")
+    index = add(
+        "index", cmd_index, "add or replace a dataset folder's listings in a bundle's database and index"
+    )
+    index.add_argument("--bundle", required=True, type=Path, help="trained bundle folder")
+    index.add_argument("--data", required=True, help="dataset folder (or SQLAlchemy URL) to index")
+    index.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
+
+    search = add("search", cmd_search, "personalised search over a bundle's index")
+    search.add_argument("--bundle", required=True, type=Path)
+    search.add_argument("query", nargs="?", default=None, help="words to search for")
+    search.add_argument("--image", type=Path, help="a photo to search with (alone or with words)")
+    search.add_argument("--user", help="buyer id (unknown ids are cold-start buyers)")
+    search.add_argument("--lat", type=float, help="buyer latitude")
+    search.add_argument("--lon", type=float, help="buyer longitude")
+    search.add_argument("--location", help='buyer location, "Town, County"')
+    search.add_argument("-k", type=int, default=10, help="number of results (1-100)")
+    search.add_argument("--category", help="root category or category path prefix")
+    search.add_argument("--min-price", type=float)
+    search.add_argument("--max-price", type=float)
+    search.add_argument("--max-distance-km", type=float)
+    search.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
+    search.add_argument("--json", action="store_true", help="print results as JSON")
+
+    serve = add("serve", cmd_serve, "serve the HTTP API and web page")
+    serve.add_argument("--bundle", required=True, type=Path)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     return parser
 
 
