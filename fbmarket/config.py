@@ -87,9 +87,12 @@ class SearchSettings:
     max_train_vectors: int = 100_000  # sample used to train IVF centroids / PQ codebooks
     max_k: int = 1000  # largest k a caller may ask for
     candidates: int = 200  # top-N handed to the ranker
-    fusion: str = "rrf"  # "rrf" (reciprocal-rank fusion) | "blend" (weighted normalised scores)
+    # "blend" (weighted min-max-scaled scores) | "rrf" (reciprocal-rank fusion). Measured on
+    # the dev data's validation split by benchmarks/search_fusion.py: blend at 0.2-0.35 beat
+    # RRF (equal weights let the weaker list in); re-measure with the trained embeddings.
+    fusion: str = "blend"
     rrf_k: int = 60
-    semantic_weight: float = 0.5  # "blend": weight of the semantic score (lexical gets 1 - this)
+    semantic_weight: float = 0.35  # "blend": weight of the semantic score (lexical gets 1 - this)
     title_weight: int = 2  # BM25: title tokens count this many times (a cheap field boost)
 
 

@@ -114,7 +114,7 @@ def test_exact_title_listing_comes_first(fusion):
 
 def test_candidates_carry_both_scores_and_ranks():
     products = catalogue()
-    hybrid = searcher(products)
+    hybrid = searcher(products, fusion="rrf")
     result = hybrid.retrieve(embed(["oak table"])[0], "oak table", n=30)
     assert tuple(result.columns) == CANDIDATE_COLUMNS
     assert len(result) == 30 and result[S.PRODUCT_ID].is_unique

@@ -11,7 +11,7 @@ import pytest
 
 from fbmarket.config import SearchSettings
 from fbmarket.search import storage
-from fbmarket.search.index import IndexLoadError, VectorIndex
+from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex
 
 DIM = 16
 # Exact, IVF (tombstones: IndexIDMap2 removal is wrong for IVF), HNSW (no removal at all),
@@ -296,3 +296,17 @@ def test_corrupt_or_missing_files_raise_index_load_error(tmp_path):
 
     # the index already in memory keeps serving
     assert serving.search(unit_vectors(1)[0], 3)
+
+
+def test_resolved_id_selection_matches_product_id_filter_and_goes_stale():
+    index, ids, x = built("HNSW16")
+    index.remove(["p4"])
+    wanted = [f"p{i}" for i in range(0, 60, 2)]
+    ints = index.internal_ids(wanted + ["nope"])
+    assert ints[2] == -1 and ints[-1] == -1 and (ints[[0, 1, 3]] >= 0).all()
+    selection = IdSelection(ints[ints >= 0], index.version)
+    q = unit_vectors(1, seed=8)[0]
+    assert index.search(q, 10, selection) == index.search(q, 10, wanted)
+    index.add(["late"], q)
+    with pytest.raises(ValueError, match="stale IdSelection"):
+        index.search(q, 10, selection)

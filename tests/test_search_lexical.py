@@ -9,7 +9,7 @@ import pytest
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.search import lexical
-from fbmarket.search.index import IndexLoadError
+from fbmarket.search.index import IdSelection, IndexLoadError
 from fbmarket.search.lexical import LexicalIndex, tokenize
 
 TITLES = [
@@ -221,3 +221,16 @@ def test_from_products_reads_the_clean_table():
     assert index.search("toaster", 5)[0][0] == "b"
     with pytest.raises(S.SchemaError, match="description"):
         LexicalIndex.from_products(products.drop(columns=[S.DESCRIPTION]))
+
+
+def test_positions_selection_matches_id_filter_and_goes_stale():
+    index = make_index()
+    index.add(["new"], ["Garden table"], ["Metal"])
+    wanted = ["p7", "p0", "new", "gone"]
+    pos = index.positions(wanted)
+    assert pos[-1] == -1 and (pos[:3] >= 0).all()
+    selection = IdSelection(pos[pos >= 0], index.version)
+    assert index.search("table", 10, selection) == index.search("table", 10, wanted)
+    index.remove(["p0"])
+    with pytest.raises(ValueError, match="stale IdSelection"):
+        index.search("table", 10, selection)

@@ -39,6 +39,7 @@ import json
 import math
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,24 @@ FORMAT = "fbmarket.vector_index"
 FORMAT_VERSION = 1
 ADD_CHUNK = 65_536  # vectors per faiss.add call: bounds the temporary copies, drives the progress bar
 EXACT_CHUNK = 65_536  # vectors reconstructed at a time by the exact fallback
+SMALL_LOOKUP = 2048  # id lists up to this long are resolved with a dict, longer ones with pandas
 MAX_OVERFETCH = 4096  # filtered search without selector support asks FAISS for at most this many
 
 
 class IndexLoadError(RuntimeError):
     """A saved index cannot be used: missing, truncated, corrupt, or out of step with its id map."""
+
+
+@dataclass(frozen=True)
+class IdSelection:
+    """Listings already resolved to an index's own ids, so a hot path can skip the lookup.
+
+    Made from `VectorIndex.internal_ids` / `LexicalIndex.positions` (dropping the -1s)
+    and valid only while the index's `version` is unchanged; a stale one is refused.
+    """
+
+    ids: np.ndarray
+    version: int
 
 
 def sidecar_path(path: Path, digest: str) -> Path:
@@ -145,6 +159,12 @@ class VectorIndex:
             self._can_reconstruct = True  # served by the exact refinement store
         self._index = idmap
 
+    def retune(self, settings: SearchSettings) -> None:
+        """Apply new search-time knobs (nprobe, efSearch, refine k-factor) without rebuilding."""
+        with self._lock:
+            self.settings = settings
+            self._configure(self._index)
+
     def _reset_ids(self) -> None:
         self._int_of: dict[str, int] = {}
         self._pid_of: dict[int, str] = {}
@@ -153,6 +173,7 @@ class VectorIndex:
         self._invalidate()
 
     def _invalidate(self) -> None:
+        self.version = getattr(self, "version", 0) + 1  # any write: resolved ids go stale
         self._lookup_cache: tuple[pd.Index, np.ndarray] | None = None
         self._live_bitmap_cache: np.ndarray | None = None
 
@@ -330,7 +351,7 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ searching
     def search(
-        self, vector: np.ndarray, k: int, allowed: Iterable[str] | None = None
+        self, vector: np.ndarray, k: int, allowed: Iterable[str] | IdSelection | None = None
     ) -> list[tuple[str, float]]:
         """The k listings most similar to one query vector: [(product_id, score)], best first.
 
@@ -343,7 +364,7 @@ class VectorIndex:
         return self.search_batch(q, k, allowed)[0]
 
     def search_batch(
-        self, vectors: np.ndarray, k: int, allowed: Iterable[str] | None = None
+        self, vectors: np.ndarray, k: int, allowed: Iterable[str] | IdSelection | None = None
     ) -> list[list[tuple[str, float]]]:
         """`search` for several query vectors at once (FAISS parallelises over queries)."""
         k = check_k(k, self.settings.max_k)
@@ -425,13 +446,30 @@ class VectorIndex:
         order = np.argsort(-best_scores, axis=1, kind="stable")
         return np.take_along_axis(best_scores, order, 1), np.take_along_axis(best_labels, order, 1)
 
-    def _allowed_ints(self, allowed: Iterable[str] | None) -> np.ndarray:
-        index, ints = self._lookup()
+    def internal_ids(self, product_ids: Iterable[str]) -> np.ndarray:
+        """This index's int64 id for each product id (-1 if absent), e.g. to build an IdSelection."""
+        with self._lock:
+            wanted = (
+                product_ids
+                if isinstance(product_ids, np.ndarray | pd.Index | pd.Series)
+                else list(product_ids)
+            )
+            if len(wanted) <= SMALL_LOOKUP:
+                get = self._int_of.get
+                return np.fromiter((get(p, -1) for p in wanted), dtype=np.int64, count=len(wanted))
+            index, ints = self._lookup()
+            pos = index.get_indexer(pd.Index(wanted, dtype=object))
+            return np.where(pos >= 0, ints[np.maximum(pos, 0)], -1)
+
+    def _allowed_ints(self, allowed: Iterable[str] | IdSelection | None) -> np.ndarray:
         if allowed is None:
-            return ints
-        wanted = allowed if isinstance(allowed, np.ndarray | pd.Index | pd.Series) else list(allowed)
-        pos = index.get_indexer(pd.Index(wanted, dtype=object).unique())
-        return ints[pos[pos >= 0]]
+            return self._lookup()[1]
+        if isinstance(allowed, IdSelection):
+            if allowed.version != self.version:
+                raise ValueError("stale IdSelection: the vector index changed since it was made")
+            return np.asarray(allowed.ids, dtype=np.int64)
+        ints = self.internal_ids(allowed)
+        return np.unique(ints[ints >= 0])
 
     def _lookup(self) -> tuple[pd.Index, np.ndarray]:
         if self._lookup_cache is None:

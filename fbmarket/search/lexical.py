@@ -44,7 +44,7 @@ import scipy.sparse as sp
 
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
-from fbmarket.search.index import IndexLoadError, check_k
+from fbmarket.search.index import SMALL_LOOKUP, IdSelection, IndexLoadError, check_k
 from fbmarket.search.storage import atomic_write_json
 
 FORMAT = "fbmarket.lexical_index"
@@ -205,7 +205,7 @@ class LexicalIndex:
     def _changed(self) -> None:
         self._version = getattr(self, "_version", 0) + 1
         self._delta_matrix: tuple[sp.csc_matrix, np.ndarray] | None = None
-        self._lookup: tuple[pd.Index, np.ndarray] | None = None
+        self._lookup: tuple[pd.Index, np.ndarray, dict[str, int]] | None = None
         self._cache: tuple[tuple[int, str], np.ndarray] | None = None
 
     def _rebuild(self) -> None:
@@ -260,7 +260,9 @@ class LexicalIndex:
         """Adds and removals not yet folded into the main bm25s segment."""
         return len(self._delta) + self._main_removed
 
-    def search(self, query: str, k: int, allowed: Iterable[str] | None = None) -> list[tuple[str, float]]:
+    def search(
+        self, query: str, k: int, allowed: Iterable[str] | IdSelection | None = None
+    ) -> list[tuple[str, float]]:
         """The k best BM25 matches: [(product_id, score)], best first.
 
         Only listings sharing at least one term with the query come back, so a query of
@@ -271,8 +273,13 @@ class LexicalIndex:
             pids, scores = self._all_scores(check_query(query))
             keep = scores > 0
             if allowed is not None:
+                if isinstance(allowed, IdSelection):
+                    if allowed.version != self._version:
+                        raise ValueError("stale IdSelection: the lexical index changed since it was made")
+                    pos = np.asarray(allowed.ids, dtype=np.int64)
+                else:
+                    pos = self._positions(allowed)
                 mask = np.zeros(len(pids), dtype=bool)
-                pos = self._positions(allowed)
                 mask[pos[pos >= 0]] = True
                 keep &= mask
             candidates = np.flatnonzero(keep)
@@ -290,19 +297,34 @@ class LexicalIndex:
             pos = self._positions(product_ids)
             return np.where(pos >= 0, scores[np.maximum(pos, 0)] if len(scores) else 0.0, 0.0)
 
+    @property
+    def version(self) -> int:
+        """Changes with every write; positions from `positions` are valid until it does."""
+        return self._version
+
+    def positions(self, product_ids: Iterable[str]) -> np.ndarray:
+        """Each listing's position in this index's score vector (-1 if absent), for an IdSelection."""
+        with self._lock:
+            return self._positions(product_ids)
+
     def _positions(self, product_ids: Iterable[str]) -> np.ndarray:
-        """Positions of live listings in the (main, delta) score vector; -1 for unknown ids."""
         if self._lookup is None:
             live_rows = np.flatnonzero(self._main_alive)
-            positions = np.concatenate([live_rows, self._n_main + np.arange(len(self._delta))])
+            positions = np.concatenate([live_rows, self._n_main + np.arange(len(self._delta))]).astype(
+                np.int64
+            )
             pids = np.concatenate([self._main_pids[live_rows], np.array(self._delta, dtype=object)])
-            self._lookup = (pd.Index(pids, dtype=object), positions.astype(np.int64))
-        index, positions = self._lookup
+            self._lookup = (
+                pd.Index(pids, dtype=object),
+                positions,
+                dict(zip(pids.tolist(), positions.tolist(), strict=True)),
+            )
+        index, positions, by_id = self._lookup
         wanted = (
             product_ids if isinstance(product_ids, np.ndarray | pd.Index | pd.Series) else list(product_ids)
         )
-        if len(wanted) == 0:
-            return np.zeros(0, dtype=np.int64)
+        if len(wanted) <= SMALL_LOOKUP:
+            return np.fromiter((by_id.get(p, -1) for p in wanted), dtype=np.int64, count=len(wanted))
         found = index.get_indexer(pd.Index(wanted, dtype=object))
         return np.where(found >= 0, positions[np.maximum(found, 0)], -1)
 
