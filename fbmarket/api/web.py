@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["quote"] = lambda value: quote(str(value), safe="")
 FORM_FIELDS = tuple(SearchParams.model_fields)
 PICKER_SIZE = 40  # buyers offered in the picker
+CHOICES_TTL_S = 60.0
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 
@@ -42,18 +44,51 @@ def _market(request: Request) -> Marketplace | None:
     return request.app.state.marketplace
 
 
-def _choices(market: Marketplace | None) -> dict[str, Any]:
-    """Buyers and categories for the pickers, when the marketplace can list them."""
-    buyers: list[dict[str, Any]] = []
-    categories: list[str] = []
-    if market is not None:
-        try:
-            if callable(list_buyers := getattr(market, "buyers", None)):
-                buyers = list(list_buyers(limit=PICKER_SIZE))
-            if callable(list_categories := getattr(market, "categories", None)):
-                categories = list(list_categories())
-        except Exception:  # the pickers are a convenience: the page works without them
-            log.exception("listing buyers/categories for the page failed")
+def _choices(request: Request) -> dict[str, Any]:
+    """Buyers and root categories for the pickers, refreshed at most once a minute.
+
+    The marketplace's own listing methods are used when it has them, else its store;
+    the pickers are a convenience, so a failure leaves free-text inputs in their place.
+    """
+    state = request.app.state
+    cached = getattr(state, "page_choices", None)
+    if cached is not None and time.monotonic() - cached[0] < CHOICES_TTL_S:
+        return cached[1]
+    market = state.marketplace
+    choices: dict[str, Any] = {"buyers": [], "categories": []}
+    if market is None:
+        return choices
+    try:
+        if callable(list_buyers := getattr(market, "buyers", None)):
+            choices["buyers"] = list(list_buyers(limit=PICKER_SIZE))
+        if callable(list_categories := getattr(market, "categories", None)):
+            choices["categories"] = list(list_categories())
+        store = getattr(market, "store", None)
+        if store is not None and not (choices["buyers"] and choices["categories"]):
+            from_store = _choices_from_store(store)
+            choices = {key: choices[key] or from_store[key] for key in choices}
+    except Exception:
+        log.exception("listing buyers/categories for the page failed")
+    state.page_choices = (time.monotonic(), choices)
+    return choices
+
+
+def _choices_from_store(store: Any) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from fbmarket.data.store import listings, users
+
+    with store.engine.connect() as connection:
+        buyer_rows = connection.execute(
+            sa.select(users.c.user_id, users.c.age, users.c.gender, users.c.location)
+            .order_by(users.c.user_id)
+            .limit(PICKER_SIZE)
+        ).mappings()
+        buyers = [dict(row) for row in buyer_rows]
+        roots = connection.execute(
+            sa.select(listings.c.root_category).distinct().order_by(listings.c.root_category)
+        )
+        categories = [row[0] for row in roots if row[0]]
     return {"buyers": buyers, "categories": categories}
 
 
@@ -67,9 +102,8 @@ def _thumbnail(image: Image.Image, size: int = 160) -> str:
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    market = _market(request)
-    context.setdefault("loading", market is None)
-    return templates.TemplateResponse(request, template, {**_choices(market), **context}, status_code=status)
+    context.setdefault("loading", _market(request) is None)
+    return templates.TemplateResponse(request, template, {**_choices(request), **context}, status_code=status)
 
 
 async def _search_page(request: Request, values: dict[str, str], upload: UploadFile | None) -> HTMLResponse:

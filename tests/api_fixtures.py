@@ -1,0 +1,167 @@
+"""Fixtures for the API and web tests: a tiny trained bundle and real uvicorn servers on loopback.
+
+Registered from tests/conftest.py (`pytest_plugins`), so the bundle is trained once per
+session however many test modules use it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from fbmarket.config import Settings
+
+API_SAMPLE_PRODUCTS = 160
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def run_server(app: Any, timeout: float = 30.0) -> Iterator[str]:
+    """Serve `app` with a real uvicorn server in a thread; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=timeout)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    api_key: str
+    settings: Settings
+    bundle: Path
+    marketplace: Any
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60.0, **kwargs)
+
+    @property
+    def write_headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key}
+
+
+def build_bundle(out_dir: Path, products: int = API_SAMPLE_PRODUCTS) -> Settings:
+    """Train the quick pipeline on the synthetic marketplace into `out_dir`."""
+    from fbmarket.workflow import run
+
+    settings = Settings().apply_quick()
+    settings.data.sample_products = products
+    settings.out_dir = out_dir
+    run(settings, show_progress=False)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def api_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained bundle (models, FAISS index, SQLite database) over a tiny synthetic marketplace."""
+    pytest.importorskip(
+        "fbmarket.bundle", reason="the model bundle module (fbmarket/bundle.py) is not there yet"
+    )
+    out_dir = tmp_path_factory.mktemp("api") / "bundle"
+    build_bundle(out_dir)
+    return out_dir
+
+
+def copy_bundle(bundle: Path, destination: Path) -> Path:
+    """An independent copy, for tests that write or kill servers without touching the shared one."""
+    shutil.copytree(bundle, destination)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def api_marketplace(api_bundle: Path) -> Iterator[Any]:
+    from fbmarket.service import Marketplace
+
+    market = Marketplace.open(api_bundle)
+    yield market
+    market.close()
+
+
+def serve_settings(api_key: str | None) -> Settings:
+    settings = Settings()
+    settings.serve.api_key = api_key
+    return settings
+
+
+@pytest.fixture(scope="session")
+def live_server(api_bundle: Path, api_marketplace: Any) -> Iterator[LiveServer]:
+    """The API and web page over the shared marketplace, with a random API key."""
+    from fbmarket.api.app import create_app
+
+    key = secrets.token_urlsafe(16)
+    settings = serve_settings(key)
+    with run_server(create_app(api_marketplace, settings)) as url:
+        yield LiveServer(url, key, settings, api_bundle, api_marketplace)
+
+
+@pytest.fixture
+def api(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with live_server.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def catalogue(api_bundle: Path) -> dict[str, Any]:
+    """Ids that exist in the bundle's database: listings with photos, buyers."""
+    import sqlalchemy as sa
+
+    from fbmarket.data import store as db
+
+    settings = Settings()
+    settings.out_dir = api_bundle
+    store = db.Store(settings.db_url)
+    try:
+        listings = store.listings_frame()
+        photos = store.images_frame()
+        with store.engine.connect() as connection:
+            users = [row[0] for row in connection.execute(sa.select(db.users.c.user_id).limit(20))]
+    finally:
+        store.close()
+    with_photos = [pid for pid in listings["product_id"] if pid in set(photos["product_id"])]
+    return {"listings": listings, "with_photos": with_photos, "users": users}
+
+
+def jpeg_bytes(size: tuple[int, int] = (96, 72), colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium, which the browser tests drive (CI installs it; elsewhere they may skip)."""
+    for candidate in (os.environ.get("FBMARKET_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None

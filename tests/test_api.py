@@ -1,0 +1,473 @@
+"""The HTTP API against a real uvicorn server over a tiny trained bundle (reads, writes, metrics)."""
+
+from __future__ import annotations
+
+import io
+import math
+import uuid
+
+import httpx
+import pytest
+from api_fixtures import LiveServer, jpeg_bytes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+
+def first_listing_with_photo(catalogue: dict) -> str:
+    assert catalogue["with_photos"], "the synthetic bundle has listings with photos"
+    return catalogue["with_photos"][0]
+
+
+def title_of(catalogue: dict, product_id: str) -> str:
+    listings = catalogue["listings"]
+    return str(listings.loc[listings["product_id"] == product_id, "title"].iloc[0])
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def test_health_and_ready(api: httpx.Client) -> None:
+    assert api.get("/health").json() == {"status": "ok"}
+    ready = api.get("/ready")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["ready"] is True
+    assert body["checks"] and all(body["checks"].values())
+
+
+def test_openapi_document_and_docs_page(api: httpx.Client) -> None:
+    schema = api.get("/openapi.json").json()
+    for path in (
+        "/health",
+        "/ready",
+        "/predict/category",
+        "/search",
+        "/listings",
+        "/listings/{product_id}",
+        "/listings/{product_id}/similar",
+        "/listings/{product_id}/images/{n}",
+        "/users/{user_id}/recommendations",
+        "/metrics",
+    ):
+        assert path in schema["paths"], path
+    assert set(schema["paths"]["/listings/{product_id}"]) >= {"get", "put", "delete"}
+    assert "APIKeyHeader" in schema["components"]["securitySchemes"]
+    docs = api.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def test_search_returns_ranked_listings_with_factors(api: httpx.Client, catalogue: dict) -> None:
+    title = title_of(catalogue, first_listing_with_photo(catalogue))
+    response = api.get("/search", params={"q": title, "k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["buyer_status"] == "anonymous"
+    assert 1 <= len(body["results"]) <= 5
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    for result in body["results"]:
+        assert math.isclose(sum(result["factors"].values()), result["score"], rel_tol=1e-3, abs_tol=1e-3)
+        assert result["url"] == f"/listings/{result['product_id']}"
+    with_photo = [r for r in body["results"] if r["image_count"]]
+    assert with_photo, "cards link their first photo"
+    photo = api.get(with_photo[0]["image_url"])
+    assert photo.status_code == 200 and photo.headers["content-type"].startswith("image/")
+    Image.open(io.BytesIO(photo.content)).verify()
+
+
+def test_search_buyers_known_inline_and_cold_start(api: httpx.Client, catalogue: dict) -> None:
+    assert catalogue["users"], "the bundle has simulated buyers"
+    known = api.get("/search", params={"q": "bike", "user_id": catalogue["users"][0]}).json()
+    assert known["buyer_status"] == "known"
+    inline = api.get(
+        "/search", params={"q": "bike", "age": 30, "gender": "female", "location": "Leeds"}
+    ).json()
+    assert inline["buyer_status"] == "inline"
+    cold = api.get("/search", params={"q": "bike", "user_id": "nobody-" + uuid.uuid4().hex[:8]})
+    assert cold.status_code == 200
+    assert cold.json()["buyer_status"] == "cold_start"
+
+
+def test_search_filters_are_honoured(api: httpx.Client, catalogue: dict) -> None:
+    listings = catalogue["listings"]
+    root = str(listings["root_category"].value_counts().index[0])
+    cap = float(listings["price"].median())
+    body = api.get(
+        "/search", params={"q": "good condition", "category": root, "max_price": cap, "k": 20}
+    ).json()
+    assert body["results"], "the most common category has listings under the median price"
+    for result in body["results"]:
+        assert result["root_category"] == root
+        assert result["price"] is not None and result["price"] <= cap
+    near = api.get(
+        "/search", params={"q": "sofa", "lat": 51.5, "lon": -0.12, "max_distance_km": 60, "k": 20}
+    ).json()
+    for result in near["results"]:
+        assert result["distance_km"] is not None and result["distance_km"] <= 60
+
+
+def test_search_by_photo(api: httpx.Client, catalogue: dict, api_marketplace) -> None:
+    product_id = first_listing_with_photo(catalogue)
+    photo = api_marketplace.image_path(product_id, 0).read_bytes()
+    response = api.post("/search", files={"photo": ("query.jpg", photo, "image/jpeg")}, data={"k": "10"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["results"] and body["mode"] in ("semantic", "hybrid")
+    both = api.post("/search", files={"photo": ("q.jpg", photo, "image/jpeg")}, data={"q": "bike", "k": "3"})
+    assert both.status_code == 200 and len(both.json()["results"]) <= 3
+
+
+def test_predict_category_from_text_photo_or_both(
+    api: httpx.Client, catalogue: dict, api_marketplace
+) -> None:
+    listings = catalogue["listings"]
+    known_categories = set(listings["category"]) | set(listings["root_category"])
+    text = api.post("/predict/category", data={"text": "mountain bike with 21 gears", "top": "3"})
+    assert text.status_code == 200, text.text
+    predictions = text.json()["predictions"]
+    assert len(predictions) == 3 and text.json()["inputs"] == ["text"]
+    probabilities = [p["probability"] for p in predictions]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(0.0 <= p <= 1.0 for p in probabilities) and sum(probabilities) <= 1.0 + 1e-6
+    assert all(p["category"] in known_categories for p in predictions)
+    photo = api_marketplace.image_path(first_listing_with_photo(catalogue), 0).read_bytes()
+    by_photo = api.post("/predict/category", files={"photo": ("p.jpg", photo, "image/jpeg")})
+    assert by_photo.status_code == 200 and by_photo.json()["inputs"] == ["photo"]
+    neither = api.post("/predict/category", data={"top": "2"})
+    assert neither.status_code == 422 and "text" in neither.json()["detail"]
+
+
+# --------------------------------------------------------------------------- listings
+
+
+def test_listing_similar_and_photos(api: httpx.Client, catalogue: dict) -> None:
+    product_id = first_listing_with_photo(catalogue)
+    listing = api.get(f"/listings/{product_id}").json()
+    assert listing["product_id"] == product_id and listing["title"] == title_of(catalogue, product_id)
+    assert listing["image_count"] >= 1 and listing["image_urls"][0] == f"/listings/{product_id}/images/0"
+    similar = api.get(f"/listings/{product_id}/similar", params={"k": 5}).json()
+    ids = [r["product_id"] for r in similar["results"]]
+    assert 1 <= len(ids) <= 5 and product_id not in ids
+    assert api.get(f"/listings/{product_id}/images/0").status_code == 200
+    assert api.get(f"/listings/{product_id}/images/999").status_code == 404
+    assert api.get(f"/listings/{product_id}/images/-1").status_code == 422
+
+
+def test_recommendations_for_known_and_unknown_users(api: httpx.Client, catalogue: dict) -> None:
+    feed = api.get(f"/users/{catalogue['users'][0]}/recommendations", params={"k": 7})
+    assert feed.status_code == 200, feed.text
+    assert 1 <= len(feed.json()["results"]) <= 7
+    missing = api.get("/users/no-such-user/recommendations")
+    assert missing.status_code == 404 and "no-such-user" in missing.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/listings/does-not-exist",
+        "/listings/does-not-exist/similar",
+        "/listings/does-not-exist/images/0",
+        "/listings/' OR '1'='1",
+        "/listings/1; DROP TABLE listings; --",
+        "/listings/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/listings/%2e%2e/images/0",
+        "/listings/" + "x" * 500,
+    ],
+)
+def test_unknown_or_hostile_ids_are_404(api: httpx.Client, path: str) -> None:
+    response = api.get(path)
+    assert response.status_code == 404, (path, response.status_code, response.text)
+    assert response.json()["detail"]
+
+
+def test_hostile_queries_are_harmless(api: httpx.Client, catalogue: dict) -> None:
+    for query in (
+        "'; DROP TABLE listings; --",
+        '" OR 1=1 --',
+        "../../etc/passwd",
+        "<script>alert(1)</script>",
+    ):
+        response = api.get("/search", params={"q": query, "user_id": "' OR '1'='1", "category": query})
+        assert response.status_code == 200, response.text
+        assert response.json()["buyer_status"] == "cold_start"
+    page = api.get("/", params={"q": "<script>alert(1)</script>"})
+    assert page.status_code == 200 and "<script>alert(1)</script>" not in page.text
+    listing_id = first_listing_with_photo(catalogue)
+    assert api.get(f"/listings/{listing_id}").status_code == 200, "the listings table is still there"
+
+
+# ------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"q": "x", "k": 0}, "k"),
+        ({"q": "x", "k": "many"}, "k"),
+        ({"q": "x", "k": 10_000}, "k"),
+        ({"q": "x", "lat": 200, "lon": 0}, "lat"),
+        ({"q": "x", "lat": 51.5}, "lon"),
+        ({"q": "x", "age": 3}, "age"),
+        ({"q": "x", "min_price": -1}, "min_price"),
+        ({"q": "x", "min_price": 50, "max_price": 10}, "max_price"),
+        ({"q": "x", "max_distance_km": "nan"}, "max_distance_km"),
+        ({"q": "x" * 600}, "q"),
+        ({"q": "nul\x00byte"}, "q"),
+    ],
+)
+def test_invalid_search_parameters_are_422_naming_the_field(
+    api: httpx.Client, params: dict, field: str
+) -> None:
+    response = api.get("/search", params=params)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["detail"].startswith(f"{field}:") or f"{field}:" in body["detail"], body
+    assert any(error.get("loc", [None])[-1] == field for error in body["errors"]), body
+
+
+def test_oversized_photo_is_413_before_reading_it(api: httpx.Client, live_server: LiveServer) -> None:
+    limit = live_server.settings.serve.max_upload_bytes
+    just_over = b"\xff\xd8" + b"\0" * (limit + 10)  # over the per-photo limit, inside the body limit
+    response = api.post("/search", files={"photo": ("big.jpg", just_over, "image/jpeg")})
+    assert response.status_code == 413 and response.json()["reason"] == "too_large"
+    far_over = b"\0" * (3 * limit)  # refused on Content-Length, before the body is read
+    response = api.post("/predict/category", files={"photo": ("huge.jpg", far_over, "image/jpeg")})
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: counted while it streams
+        yield b'--x\r\nContent-Disposition: form-data; name="photo"; filename="a.jpg"\r\n\r\n'
+        for _ in range(3 * limit // 65536):
+            yield b"\0" * 65536
+
+    streamed = api.post(
+        "/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert streamed.status_code == 413
+    assert api.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "statuses", "reason"),
+    [
+        (b"this is not a photo at all", {415}, "not_an_image"),
+        (b"", {422}, "empty_file"),
+        (jpeg_bytes((400, 300))[:700], {422}, "truncated"),
+        (b"GIF89a" + b"\x00" * 40, {415, 422}, None),
+    ],
+)
+def test_bad_photos_get_a_clear_4xx(
+    api: httpx.Client, payload: bytes, statuses: set, reason: str | None
+) -> None:
+    response = api.post("/search", files={"photo": ("upload.jpg", payload, "image/jpeg")}, data={"q": "x"})
+    assert response.status_code in statuses, response.text
+    body = response.json()
+    assert body["detail"].startswith("photo:") and len(body["detail"]) > 15
+    if reason:
+        assert body["reason"] == reason
+
+
+def test_decompression_bomb_is_422_and_the_server_carries_on(
+    api: httpx.Client, live_server: LiveServer
+) -> None:
+    side = int(math.sqrt(live_server.settings.data.max_image_pixels)) + 1000
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, "PNG")  # tiny file, huge when decoded
+    bomb = buffer.getvalue()
+    assert len(bomb) < 2_000_000
+    response = api.post("/predict/category", files={"photo": ("bomb.png", bomb, "image/png")})
+    assert response.status_code == 422 and response.json()["reason"] == "decompression_bomb"
+    assert api.get("/health").status_code == 200
+    assert api.get("/search", params={"q": "table"}).status_code == 200
+
+
+# ----------------------------------------------------------------------------- writes
+
+
+def listing_form(title: str, **extra: str) -> dict[str, str]:
+    return {"title": title, "description": "Solid, barely used. Collection only.", "price": "42.5", **extra}
+
+
+def test_writes_need_the_api_key(api: httpx.Client, live_server: LiveServer, catalogue: dict) -> None:
+    product_id = first_listing_with_photo(catalogue)
+    form = listing_form("Unauthorised lamp")
+    missing = api.post("/listings", data=form)
+    assert missing.status_code == 401 and "X-API-Key" in missing.json()["detail"]
+    wrong = api.post("/listings", data=form, headers={"X-API-Key": "not-the-key"})
+    assert wrong.status_code == 403
+    assert api.put(f"/listings/{product_id}", data={"price": "1"}).status_code == 401
+    assert api.delete(f"/listings/{product_id}", headers={"X-API-Key": "nope"}).status_code == 403
+    assert api.get(f"/listings/{product_id}").status_code == 200, "nothing was changed"
+    found = api.get("/search", params={"q": "Unauthorised lamp", "k": 50}).json()["results"]
+    assert "Unauthorised lamp" not in [r["title"] for r in found]
+
+
+def test_create_update_delete_are_visible_to_the_next_request(
+    api: httpx.Client, live_server: LiveServer
+) -> None:
+    word = "zq" + uuid.uuid4().hex[:10]  # a token no other listing has
+    headers = live_server.write_headers
+    created = api.post(
+        "/listings",
+        data=listing_form(f"Vintage {word} armchair", location="Leeds, West Yorkshire"),
+        files=[
+            ("photos", ("a.jpg", jpeg_bytes(), "image/jpeg")),
+            ("photos", ("b.jpg", jpeg_bytes(colour=(9, 99, 9)), "image/jpeg")),
+        ],
+        headers=headers,
+    )
+    assert created.status_code == 201, created.text
+    listing = created.json()
+    product_id = listing["product_id"]
+    assert created.headers["location"] == f"/listings/{product_id}"
+    assert listing["category"], "category predicted when missing"
+    assert listing["image_count"] == 2
+    assert api.get(listing["image_urls"][1]).status_code == 200
+
+    found = api.get("/search", params={"q": word, "k": 10}).json()["results"]
+    assert product_id in [r["product_id"] for r in found], "searchable by the very next request"
+
+    updated = api.put(
+        f"/listings/{product_id}", data={"price": "10", "title": f"Retro {word} chair"}, headers=headers
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["price"] == 10 and updated.json()["title"] == f"Retro {word} chair"
+    assert updated.json()["description"] == listing["description"], "fields not given are kept"
+    assert updated.json()["image_count"] == 2, "photos not given are kept"
+    assert api.get(f"/listings/{product_id}").json()["price"] == 10
+    cheap = api.get("/search", params={"q": word, "max_price": 20}).json()["results"]
+    assert product_id in [r["product_id"] for r in cheap]
+
+    deleted = api.delete(f"/listings/{product_id}", headers=headers)
+    assert deleted.status_code == 204
+    assert api.get(f"/listings/{product_id}").status_code == 404
+    after = api.get("/search", params={"q": word, "k": 50}).json()["results"]
+    assert product_id not in [r["product_id"] for r in after]
+    assert api.delete(f"/listings/{product_id}", headers=headers).status_code == 404
+
+
+def test_create_with_given_id_and_category(
+    api: httpx.Client, live_server: LiveServer, catalogue: dict
+) -> None:
+    category = str(catalogue["listings"]["category"].iloc[0])
+    product_id = "seller-" + uuid.uuid4().hex[:8]
+    form = listing_form("Garden bench", category=category, product_id=product_id)
+    created = api.post("/listings", data=form, headers=live_server.write_headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["product_id"] == product_id and created.json()["category"] == category
+    assert created.json()["image_count"] == 0
+    bad_id = api.post(
+        "/listings", data=listing_form("x", product_id="../etc"), headers=live_server.write_headers
+    )
+    assert bad_id.status_code == 422 and "product_id" in bad_id.json()["detail"]
+    api.delete(f"/listings/{product_id}", headers=live_server.write_headers)
+
+
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ({"description": "no title"}, "title"),
+        ({"title": ""}, "title"),
+        ({"title": "ok", "price": "-5"}, "price"),
+        ({"title": "ok", "price": "cheap"}, "price"),
+        ({"title": "t" * 300}, "title"),
+    ],
+)
+def test_invalid_listing_fields_are_422(
+    api: httpx.Client, live_server: LiveServer, form: dict, field: str
+) -> None:
+    response = api.post("/listings", data=form, headers=live_server.write_headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(f"{field}:")
+
+
+def test_a_bad_photo_refuses_the_whole_listing(api: httpx.Client, live_server: LiveServer) -> None:
+    word = "zq" + uuid.uuid4().hex[:10]
+    response = api.post(
+        "/listings",
+        data=listing_form(f"Broken {word} photo"),
+        files=[
+            ("photos", ("ok.jpg", jpeg_bytes(), "image/jpeg")),
+            ("photos", ("bad.jpg", b"nope", "image/jpeg")),
+        ],
+        headers=live_server.write_headers,
+    )
+    assert response.status_code == 415 and response.json()["detail"].startswith("photos[1]:")
+    found = api.get("/search", params={"q": word, "k": 50}).json()["results"]
+    assert not [r for r in found if word in r["title"]], "nothing half-written"
+
+
+def test_writes_are_refused_when_no_key_is_configured(api_marketplace) -> None:
+    from api_fixtures import run_server, serve_settings
+
+    from fbmarket.api.app import create_app
+
+    with (
+        run_server(create_app(api_marketplace, serve_settings(None))) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        response = client.post("/listings", data=listing_form("x"), headers={"X-API-Key": ""})
+        assert response.status_code in (401, 403)
+        response = client.post("/listings", data=listing_form("x"), headers={"X-API-Key": "anything"})
+        assert response.status_code == 403 and "FBMARKET_API_KEY" in response.json()["detail"]
+
+
+# ---------------------------------------------------------------------- loading, metrics
+
+
+def test_ready_is_503_until_loaded_and_says_why_loading_failed() -> None:
+    import threading
+
+    from api_fixtures import run_server, serve_settings
+
+    from fbmarket.api.app import create_app
+
+    gate = threading.Event()
+
+    def slow_failing_loader():
+        gate.wait(20)
+        raise FileNotFoundError("bundle /nowhere has no settings.json")
+
+    app = create_app(settings=serve_settings("k"), loader=slow_failing_loader)
+    with run_server(app) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/health").status_code == 200
+        loading = client.get("/ready")
+        assert loading.status_code == 503 and loading.json()["detail"] == "loading"
+        assert client.get("/search", params={"q": "x"}).status_code == 503
+        gate.set()
+        for _ in range(100):
+            if client.get("/ready").json()["detail"] != "loading":
+                break
+            threading.Event().wait(0.05)
+        failed = client.get("/ready")
+        assert failed.status_code == 503 and "settings.json" in failed.json()["detail"]
+        assert "settings.json" in client.get("/search", params={"q": "x"}).json()["detail"]
+
+
+def test_metrics_count_requests_by_route(api: httpx.Client, catalogue: dict) -> None:
+    api.get("/search", params={"q": "chair"})
+    api.get("/listings/does-not-exist")
+    text = api.get("/metrics").text
+    assert 'fbmarket_http_requests_total{method="GET",route="/search",status="200"}' in text
+    assert 'route="/listings/{product_id}",status="404"' in text
+    assert "fbmarket_http_request_duration_seconds_bucket" in text
+    assert "does-not-exist" not in text, "labels are route templates, not raw paths"
+
+
+@given(
+    params=st.dictionaries(
+        st.sampled_from(
+            ["q", "user_id", "age", "gender", "location", "min_price", "max_price", "k", "category", "x"]
+        ),
+        st.text(st.characters(exclude_categories=("Cs",)), max_size=30),
+        max_size=5,
+    )
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_page_never_fails_on_odd_parameters(api: httpx.Client, params: dict[str, str]) -> None:
+    response = api.get("/", params=params)
+    assert response.status_code in (200, 422), (params, response.status_code, response.text[-500:])
+    assert "<form" in response.text
