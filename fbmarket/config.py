@@ -159,6 +159,7 @@ class ServeSettings:
     max_photos_per_listing: int = 8
     log_level: str = "info"  # uvicorn's
     access_log: bool = False  # per-request log lines (the /metrics counters are always kept)
+    faiss_threads: int = 1  # OpenMP threads per FAISS search in the server (0: FAISS's default)
 
 
 @dataclass
