@@ -437,6 +437,8 @@ def test_ready_is_503_until_loaded_and_says_why_loading_failed() -> None:
         loading = client.get("/ready")
         assert loading.status_code == 503 and loading.json()["detail"] == "loading"
         assert client.get("/search", params={"q": "x"}).status_code == 503
+        page = client.get("/", params={"q": "x"})
+        assert page.status_code == 200 and "still loading" in page.text
         gate.set()
         for _ in range(100):
             if client.get("/ready").json()["detail"] != "loading":
