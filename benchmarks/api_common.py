@@ -166,7 +166,7 @@ def store_for(bundle: Path, database_url: str | None):  # noqa: ANN201 (a Store)
     from fbmarket.data.store import Store
 
     settings = Settings()
-    settings.out_dir = bundle
+    settings.out_dir = Path(bundle)
     settings.database_url = database_url
     return Store(settings.db_url)
 
