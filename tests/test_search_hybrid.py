@@ -20,11 +20,13 @@ from fbmarket.search.hybrid import (
     LEXICAL_RANK,
     SEMANTIC_RANK,
     SEMANTIC_SCORE,
+    VECTOR_FILE,
     Filters,
     HybridSearcher,
     reciprocal_rank_fusion,
     weighted_blend,
 )
+from fbmarket.search.index import IndexLoadError
 from fbmarket.search.lexical import tokenize
 
 DIM = 64
@@ -272,3 +274,27 @@ def test_live_add_and_remove():
         ids = set(hybrid.retrieve(vector, text, n=50)[S.PRODUCT_ID])
         assert not ids & {"fresh", "p1"}
     assert "p1" not in {pid for pid, _ in hybrid.similar("p2", k=50)}
+
+
+def test_save_load_and_a_failed_reload_keeps_the_served_indexes(tmp_path):
+    products = catalogue()
+    hybrid = searcher(products)
+    query = (embed(["vintage sofa"])[0], "vintage sofa")
+    expected = hybrid.retrieve(*query, n=20)
+    hybrid.save(tmp_path)
+    loaded = HybridSearcher.load(tmp_path, products)
+    pd.testing.assert_frame_equal(loaded.retrieve(*query, n=20), expected)
+
+    # another process writes a broken index: reload refuses it and keeps serving
+    (tmp_path / VECTOR_FILE).write_bytes(b"\x00" * 100)
+    with pytest.raises(IndexLoadError, match="corrupt"):
+        loaded.reload(tmp_path)
+    pd.testing.assert_frame_equal(loaded.retrieve(*query, n=20), expected)
+    with pytest.raises(IndexLoadError, match="no search index directory"):
+        HybridSearcher.load(tmp_path / "missing", products)
+
+    # a good rewrite is picked up
+    smaller = products.iloc[:80]
+    searcher(smaller).save(tmp_path)
+    loaded.reload(tmp_path)
+    assert len(loaded.vectors) == 80 and len(loaded.lexical) == 80

@@ -27,6 +27,7 @@ import numbers
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ import pandas as pd
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
-from fbmarket.search.index import IdSelection, VectorIndex, check_k
+from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex, check_k
 from fbmarket.search.lexical import LexicalIndex, check_query
 
 SEMANTIC_SCORE = "semantic_score"
@@ -44,6 +45,8 @@ LEXICAL_RANK = "lexical_rank"  # 1-based rank in the BM25 list; NaN if BM25 did 
 FUSED_SCORE = "fused_score"
 CANDIDATE_COLUMNS = (S.PRODUCT_ID, SEMANTIC_SCORE, LEXICAL_SCORE, SEMANTIC_RANK, LEXICAL_RANK, FUSED_SCORE)
 FUSIONS = ("rrf", "blend")
+VECTOR_FILE = "vectors.faiss"
+LEXICAL_FILE = "lexical.json"
 KM_PER_DEGREE_LAT = 111.2
 TABLE_COLUMNS = (
     S.PRODUCT_ID,
@@ -263,6 +266,41 @@ class HybridSearcher:
             vectors.build(ids, embeddings)
         return cls(products, vectors, lexical, settings)
 
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: Path | str) -> None:
+        """Write the indexes (each atomically) into a directory: vectors.faiss (+ id map), lexical.json.
+
+        The listing table is not saved: it is the clean products table (the database).
+        """
+        directory = Path(directory)
+        with self._lock:
+            if self.vectors is not None:
+                self.vectors.save(directory / VECTOR_FILE)
+            if self.lexical is not None:
+                self.lexical.save(directory / LEXICAL_FILE)
+
+    @classmethod
+    def load(
+        cls, directory: Path | str, products: pd.DataFrame, settings: SearchSettings | None = None
+    ) -> HybridSearcher:
+        """Open saved indexes over a products table; a missing index file means that index is absent.
+
+        A corrupt file raises `IndexLoadError` (a missing one is not an error: e.g. no
+        embeddings were trained yet).
+        """
+        vectors, lexical = _read_indexes(Path(directory), settings or SearchSettings())
+        return cls(products, vectors, lexical, settings)
+
+    def reload(self, directory: Path | str) -> None:
+        """Swap in indexes saved by another process; on any load error the current ones stay.
+
+        Raises `IndexLoadError` with the reason, having changed nothing.
+        """
+        vectors, lexical = _read_indexes(Path(directory), self.settings)
+        with self._lock:
+            self.vectors, self.lexical = vectors, lexical
+            self._align_key = None
+
     # ------------------------------------------------------------------ live listings
     def add_products(self, products: pd.DataFrame, embeddings: np.ndarray | None = None) -> None:
         """Add or replace listings: they are searchable when this returns."""
@@ -436,6 +474,19 @@ class HybridSearcher:
                     return []
                 hits = self.lexical.search(title, min(k + 1, self.settings.max_k), allowed)
             return [(pid, score) for pid, score in hits if pid != product_id][:k]
+
+
+def _read_indexes(
+    directory: Path, settings: SearchSettings
+) -> tuple[VectorIndex | None, LexicalIndex | None]:
+    if not directory.is_dir():
+        raise IndexLoadError(f"no search index directory at {directory}")
+    vector_path, lexical_path = directory / VECTOR_FILE, directory / LEXICAL_FILE
+    if not vector_path.exists() and not lexical_path.exists():
+        raise IndexLoadError(f"{directory} holds neither {VECTOR_FILE} nor {LEXICAL_FILE}")
+    vectors = VectorIndex.load(vector_path, settings) if vector_path.exists() else None
+    lexical = LexicalIndex.load(lexical_path, settings) if lexical_path.exists() else None
+    return vectors, lexical
 
 
 def _with_mode(frame: pd.DataFrame, mode: str) -> pd.DataFrame:

@@ -206,7 +206,8 @@ class LexicalIndex:
         self._version = getattr(self, "_version", 0) + 1
         self._delta_matrix: tuple[sp.csc_matrix, np.ndarray] | None = None
         self._lookup: tuple[pd.Index, np.ndarray, dict[str, int]] | None = None
-        self._cache: tuple[tuple[int, str], np.ndarray] | None = None
+        self._cache: tuple[tuple[int, str], tuple[np.ndarray, np.ndarray]] | None = None
+        self._all_pids: np.ndarray | None = None
 
     def _rebuild(self) -> None:
         """Re-index every live listing with bm25s; the vocabulary is compacted on the way."""
@@ -288,7 +289,7 @@ class LexicalIndex:
                 candidates = candidates[top]
             order = np.lexsort((candidates, -scores[candidates]))  # score desc, then index order
             best = candidates[order]
-            return [(str(pids[i]), float(scores[i])) for i in best]
+            return list(zip(pids[best].tolist(), scores[best].astype(float).tolist(), strict=True))
 
     def score(self, query: str, product_ids: Sequence[str]) -> np.ndarray:
         """BM25 scores of given listings for a query (0 for no match or an unknown id)."""
@@ -338,10 +339,12 @@ class LexicalIndex:
         main_ids = [i for i in qids if i < self._main_vocab]
         if self._main is not None and main_ids:
             main_scores = np.asarray(self._main.get_scores_from_ids(main_ids), dtype=np.float32)
-            main_scores[~self._main_alive] = 0.0
-        delta_scores = self._delta_scores(qids)
-        pids = np.concatenate([self._main_pids, np.array(self._delta, dtype=object)])
-        result = (pids, np.concatenate([main_scores, delta_scores]))
+            if self._main_removed:
+                main_scores[~self._main_alive] = 0.0
+        scores = np.concatenate([main_scores, self._delta_scores(qids)]) if self._delta else main_scores
+        if self._all_pids is None:  # once per version, not per query
+            self._all_pids = np.concatenate([self._main_pids, np.array(self._delta, dtype=object)])
+        result = (self._all_pids, scores)
         self._cache = (key, result)
         return result
 
