@@ -41,22 +41,24 @@ def profiles(products: pd.DataFrame) -> BuyerProfiles:
     return BuyerProfiles.build(buyers, load_interactions(make_interactions()), products, RankSettings())
 
 
-def synthetic_examples(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Factors in their natural ranges, labels from a known additive rule (distance and affinity matter)."""
+def synthetic_examples(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Factors in their natural ranges, labels from a known additive rule (distance and affinity
+    matter), rows grouped into sessions of 20."""
     rng = np.random.default_rng(seed)
     x = pd.DataFrame(rng.uniform(-1, 1, size=(n, len(FEATURES))), columns=list(FEATURES))
     logit = 2.5 * x["distance"] + 1.5 * x["affinity"] - 1.0
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
-    return x, y
+    return x, y, np.arange(n) // 20
 
 
 LEARNED_SETUP = {"hidden_units": 8, "seed": 3, "examples": 1500, "epochs": 5}
 
 
 def train_small(seed: int = LEARNED_SETUP["seed"]) -> LearnedRanker:
+    """The default (listwise) training on synthetic sessions."""
     ranker = LearnedRanker.build(RankSettings(hidden_units=LEARNED_SETUP["hidden_units"]), seed=seed)
-    x, y = synthetic_examples(LEARNED_SETUP["examples"], 2)
-    ranker.fit(x, y, epochs=LEARNED_SETUP["epochs"], batch_size=64, seed=seed)
+    x, y, groups = synthetic_examples(LEARNED_SETUP["examples"], 2)
+    ranker.fit(x, y, groups=groups, epochs=LEARNED_SETUP["epochs"], batch_size=8, seed=seed)
     return ranker
 
 
@@ -150,16 +152,32 @@ def test_learned_contributions_add_up_to_the_score(learned: LearnedRanker, value
 
 def test_learned_ranker_lowers_its_loss_and_learns_the_shape(learned: LearnedRanker) -> None:
     history = learned.meta["history"]
+    assert learned.meta["loss"] == "listwise"
     assert len(history["loss"]) == LEARNED_SETUP["epochs"]
     assert history["loss"][-1] < history["loss"][0]
+    assert history["val_loss"][-1] < history["val_loss"][0]
     curve = learned.shape("distance", np.array([-1.0, 0.0, 1.0]))
     assert curve[0] < curve[1] < curve[2]  # nearer is better, as in the labels
     flat = learned.shape("freshness", np.array([-1.0, 1.0]))  # freshness did not drive the labels
     assert abs(flat[1] - flat[0]) < abs(curve[2] - curve[0]) / 2
 
 
+def test_pointwise_training_lowers_its_loss() -> None:
+    ranker = LearnedRanker.build(RankSettings(hidden_units=4), seed=0)
+    x, y, _ = synthetic_examples(600, 5)
+    history = ranker.fit(x, y, loss="pointwise", epochs=3, batch_size=64)
+    assert history["loss"][-1] < history["loss"][0]
+    assert ranker.shape("distance", np.array([-1.0, 1.0])).tolist() == sorted(
+        ranker.shape("distance", np.array([-1.0, 1.0])).tolist()
+    )
+    with pytest.raises(ValueError, match="group"):
+        ranker.fit(x, y, loss="listwise")
+    with pytest.raises(ValueError, match="must match"):
+        ranker.fit(x, y[:-1], loss="pointwise")
+
+
 def test_save_load_round_trip_gives_identical_scores(learned: LearnedRanker, tmp_path) -> None:
-    x, _ = synthetic_examples(50, 9)
+    x, _, _ = synthetic_examples(50, 9)
     learned.save(tmp_path)
     assert LearnedRanker.exists(tmp_path)
     loaded = LearnedRanker.load(tmp_path)
@@ -175,7 +193,7 @@ def test_save_load_round_trip_gives_identical_scores(learned: LearnedRanker, tmp
 
 
 def test_training_is_deterministic(learned: LearnedRanker) -> None:
-    x, _ = synthetic_examples(100, 4)
+    x, _, _ = synthetic_examples(100, 4)
     again = train_small()
     np.testing.assert_array_equal(again.score(x)[0], learned.score(x)[0])
 
@@ -183,9 +201,12 @@ def test_training_is_deterministic(learned: LearnedRanker) -> None:
 def test_fallback_policy(learned: LearnedRanker) -> None:
     rule = RuleRanker()
     assert choose_ranker(True, learned, rule) is learned
-    assert choose_ranker(False, learned, rule) is rule
+    assert choose_ranker(False, learned, rule) is learned  # default: measured better for cold starts
     assert choose_ranker(True, None, rule) is rule
-    assert choose_ranker(False, learned, rule, RankSettings(cold_start_ranker="learned")) is learned
+    assert choose_ranker(False, None, rule) is rule
+    transparent = RankSettings(cold_start_ranker="rule")
+    assert choose_ranker(False, learned, rule, transparent) is rule
+    assert choose_ranker(True, learned, rule, transparent) is learned
 
 
 # ---- recommend / home feed ---------------------------------------------------------------------------
@@ -206,10 +227,16 @@ def test_home_feed_for_known_and_unknown_buyers(
         assert sum(row.factors.values()) == pytest.approx(row.score, abs=1e-9)
 
     cold = recommend("who-is-this", catalogue, profiles, learned=learned, k=5, now=NOW)
-    assert cold.status == "cold_start" and cold.ranker == "rule"
+    assert cold.status == "cold_start" and cold.ranker == "learned"
     assert any("cold-start" in note for note in cold.notes)
-    assert any("rule ranker" in note for note in cold.notes)
+    assert any("tastes from everyone" in note for note in cold.notes)
     assert len(cold.results) == 5
+    profiles.settings.cold_start_ranker = "rule"
+    try:
+        transparent = recommend("who-is-this", catalogue, profiles, learned=learned, k=5, now=NOW)
+    finally:
+        profiles.settings.cold_start_ranker = RankSettings().cold_start_ranker
+    assert transparent.ranker == "rule" and any("rule ranker" in note for note in transparent.notes)
 
     seen = set(feed.results[S.PRODUCT_ID])
     fresh = recommend("u1", catalogue, profiles, k=5, now=NOW, exclude=seen)

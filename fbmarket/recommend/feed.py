@@ -132,7 +132,8 @@ def recommend(
 
     With `candidates` (a search's candidate frame) they are re-ranked; without, a home
     feed is built. An unknown user id is a cold-start buyer: ranked with the tastes of
-    their cohort and, unless configured otherwise, by the rule ranker; the notes say so.
+    their cohort (everyone's, when nothing is known about them); the notes say so, and
+    which ranker ran (`choose_ranker`).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")

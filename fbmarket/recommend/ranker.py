@@ -5,13 +5,14 @@ exact answer: `score(features)` returns the scores and a contributions table (on
 column per factor plus `bias`) whose rows add up to the scores.
 
 * `RuleRanker`: contribution = weight x factor, with hand-set weights from
-  `RankSettings.rule_weights`. Transparent, needs no training data: the ranker for
-  buyers without history and whenever no learned ranker exists.
+  `RankSettings.rule_weights`. Transparent and needs no training data: the ranker
+  whenever no learned ranker exists (and, if configured, for buyers without history).
 * `LearnedRanker`: a generalised additive model in Keras (a "neural additive model"):
   one small tanh subnetwork per factor, f_i(x_i) - f_i(0) (so a neutral factor
-  contributes 0), plus a learned bias; trained on interactions with a pointwise logistic
-  loss. It learns the *shape* of each factor (e.g. how fast distance stops mattering)
-  but cannot invent interactions between factors, which is what keeps it explainable.
+  contributes 0), plus a learned bias; trained on interactions with a listwise (softmax
+  over a session's candidates) or pointwise (logistic) loss. It learns the *shape* of
+  each factor (e.g. how fast distance stops mattering) but cannot invent interactions
+  between factors, which is what keeps it explainable.
 """
 
 from __future__ import annotations
@@ -55,6 +56,36 @@ def _scored(contributions: np.ndarray, bias: float, index: pd.Index) -> tuple[np
     """(scores, contributions + bias column); the score is defined as the row sum."""
     table = np.column_stack([contributions, np.full(len(contributions), bias)])
     return table.sum(axis=1), pd.DataFrame(table, columns=list(CONTRIBUTION_COLUMNS), index=index)
+
+
+def _padded_lists(
+    x: np.ndarray, gain: np.ndarray, groups: np.ndarray, max_list: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Rows grouped by session -> ([candidates (G, L, F), mask (G, L)], target distribution (G, L)).
+
+    Sessions without a positive are dropped; longer sessions keep their positives and a
+    random sample of the rest."""
+    codes, starts = np.unique(groups, return_index=True)
+    lists = []
+    for code in codes[np.argsort(starts)]:
+        rows = np.flatnonzero(groups == code)
+        if gain[rows].sum() <= 0:
+            continue
+        if len(rows) > max_list:
+            positive, rest = rows[gain[rows] > 0], rows[gain[rows] <= 0]
+            rows = np.concatenate([positive, rng.permutation(rest)])[:max_list]
+        lists.append(rows)
+    if not lists:
+        raise ValueError("no session has a positive: nothing to learn an order from")
+    size = max(len(r) for r in lists)
+    batch = np.zeros((len(lists), size, x.shape[1]), dtype="float32")
+    mask = np.zeros((len(lists), size), dtype="float32")
+    target = np.zeros((len(lists), size), dtype="float32")
+    for i, rows in enumerate(lists):
+        batch[i, : len(rows)] = x[rows]
+        mask[i, : len(rows)] = 1.0
+        target[i, : len(rows)] = gain[rows] / gain[rows].sum()
+    return [batch, mask], target
 
 
 class RuleRanker:
@@ -138,7 +169,15 @@ def _layers():
         def call(self, contributions):
             return ops.sum(contributions, axis=-1, keepdims=True) + self.bias
 
-    return AdditiveFactors, AdditiveScore
+    @keras.saving.register_keras_serializable(package="fbmarket")
+    class MaskedLogits(keras.layers.Layer):
+        """[scores (batch, list, 1), mask (batch, list)] -> logits (batch, list); padding -> -1e9."""
+
+        def call(self, inputs):
+            scores, mask = inputs
+            return ops.squeeze(scores, -1) + (mask - 1.0) * 1e9
+
+    return AdditiveFactors, AdditiveScore, MaskedLogits
 
 
 class LearnedRanker:
@@ -157,7 +196,7 @@ class LearnedRanker:
     def build(cls, settings: RankSettings | None = None, seed: int = 0) -> LearnedRanker:
         settings = settings or RankSettings()
         keras = _keras()
-        AdditiveFactors, AdditiveScore = _layers()
+        AdditiveFactors, AdditiveScore, _ = _layers()
         keras.utils.set_random_seed(seed)
         inputs = keras.Input(shape=(len(FEATURES),), name="factors_in")
         contributions = AdditiveFactors(settings.hidden_units, name="factors")(inputs)
@@ -171,6 +210,7 @@ class LearnedRanker:
             "kind": "learned",
             "features": list(FEATURES),
             "hidden_units": settings.hidden_units,
+            "learning_rate": settings.learning_rate,
             "seed": seed,
         }
         return cls(model, meta)
@@ -180,44 +220,85 @@ class LearnedRanker:
         features: pd.DataFrame,
         labels: np.ndarray,
         sample_weight: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
+        loss: str = "listwise",
         epochs: int = 10,
         batch_size: int = 256,
-        validation: tuple[pd.DataFrame, np.ndarray, np.ndarray | None] | None = None,
+        validation_fraction: float = 0.1,
+        max_list: int = 64,
         seed: int = 0,
         verbose: int = 0,
     ) -> dict[str, list[float]]:
-        """Pointwise logistic training; returns the Keras history (loss per epoch)."""
+        """Train on labelled candidates; returns the Keras history (loss, val_loss per epoch).
+
+        "listwise" (needs `groups`, one id per session): softmax cross-entropy over each
+        session's candidates, the target being its positives in proportion to their weight.
+        Only differences *within* a session matter, so anything constant across a session
+        (its time, hence every listing's freshness drifting together) cannot pose as a
+        signal. "pointwise": weighted logistic loss per candidate. `batch_size` counts rows
+        (pointwise) or sessions (listwise); a held-out `validation_fraction` of rows or
+        sessions gives val_loss."""
         keras = _keras()
         x = _matrix(features, FEATURES).astype("float32")
-        y = np.asarray(labels, dtype="float32").reshape(-1, 1)
-        if len(x) != len(y):
-            raise ValueError(f"{len(x)} feature rows but {len(y)} labels")
+        y = np.asarray(labels, dtype="float32").ravel()
+        w = (
+            np.ones(len(y), dtype="float32")
+            if sample_weight is None
+            else np.asarray(sample_weight, "float32")
+        )
+        if not len(x) == len(y) == len(w):
+            raise ValueError(f"{len(x)} feature rows, {len(y)} labels and {len(w)} weights: they must match")
         if len(x) == 0:
             raise ValueError("no training examples")
+        rng = np.random.default_rng(seed)
         keras.utils.set_random_seed(seed)
-        validation_data = None
-        if validation is not None:
-            vx, vy, vw = validation
-            validation_data = (
-                _matrix(vx, FEATURES).astype("float32"),
-                np.asarray(vy, dtype="float32").reshape(-1, 1),
-                None if vw is None else np.asarray(vw, dtype="float32"),
-            )
-        history = self.model.fit(
-            x,
-            y,
-            sample_weight=None if sample_weight is None else np.asarray(sample_weight, dtype="float32"),
+        if loss == "pointwise":
+            inputs, targets, weights, model = x, y.reshape(-1, 1), w, self.model
+        elif loss == "listwise":
+            if groups is None or len(groups) != len(y):
+                raise ValueError("listwise training needs one group (session) id per row")
+            (inputs, targets), weights = _padded_lists(x, y * w, np.asarray(groups), max_list, rng), None
+            model = self._listwise_model(inputs[0].shape[1])
+        else:
+            raise ValueError(f"loss must be 'pointwise' or 'listwise', got {loss!r}")
+        n = len(targets)
+        order = rng.permutation(n)
+        n_val = int(round(validation_fraction * n)) if n >= 10 else 0
+        val, train = order[:n_val], order[n_val:]
+
+        def take(data, rows):
+            if data is None:
+                return None
+            return [d[rows] for d in data] if isinstance(data, list) else data[rows]
+
+        history = model.fit(
+            take(inputs, train),
+            targets[train],
+            sample_weight=take(weights, train),
             epochs=epochs,
             batch_size=batch_size,
             shuffle=True,
-            validation_data=validation_data,
+            validation_data=(take(inputs, val), targets[val], take(weights, val)) if n_val else None,
             verbose=verbose,
         )
         self._weights = None
         result = {k: [float(v) for v in values] for k, values in history.history.items()}
-        self.meta["history"] = result
-        self.meta["examples"] = int(len(x))
+        self.meta.update({"history": result, "examples": int(len(x)), "loss": loss})
         return result
+
+    def _listwise_model(self, list_size: int) -> Any:
+        """A training head sharing this model's layers: (lists of candidates, mask) -> logits."""
+        keras = _keras()
+        _, _, MaskedLogits = _layers()
+        candidates = keras.Input(shape=(list_size, len(FEATURES)), name="lists")
+        mask = keras.Input(shape=(list_size,), name="mask")
+        logits = MaskedLogits(name="masked")([self._score(self._factors(candidates)), mask])
+        model = keras.Model([candidates, mask], logits, name="listwise_trainer")
+        model.compile(
+            optimizer=keras.optimizers.Adam(float(self.meta.get("learning_rate", 1e-2))),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        )
+        return model
 
     def _numpy_weights(self) -> tuple[np.ndarray, ...]:
         if self._weights is None:
@@ -277,8 +358,9 @@ def choose_ranker(
     rule: RuleRanker,
     settings: RankSettings | None = None,
 ) -> Ranker:
-    """The fallback policy: the learned ranker when there is one and the buyer has history
-    (or `cold_start_ranker == "learned"`), else the rule ranker."""
+    """The fallback policy: the rule ranker when no learned ranker exists (no interaction data
+    yet, or too little to train on); otherwise the learned one, except for buyers without
+    history when `cold_start_ranker == "rule"`."""
     settings = settings or RankSettings()
     if learned is not None and (has_history or settings.cold_start_ranker == "learned"):
         return learned

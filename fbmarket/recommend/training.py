@@ -7,7 +7,8 @@ own clicks would leak into the affinity, budget and popularity factors and the r
 would over-trust them). In a session, the candidates are what retrieval returns for its
 query (or the home feed when there is none); positives are the candidates the buyer
 clicked, saved or messaged, negatives the ones they viewed and left, plus a sample of
-candidates they were never shown (weaker negatives: half weight).
+candidates they were never shown (weaker negatives: half weight for the pointwise loss).
+The default loss is listwise (`RankSettings.ranker_loss`): see `LearnedRanker.fit`.
 """
 
 from __future__ import annotations
@@ -106,8 +107,9 @@ def training_examples(
     retrieve: Retrieve,
     seed: int = 0,
     show_progress: bool = False,
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """(features, labels, weights) over the candidates of `sessions` (see the module docstring).
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, weights, groups) over the candidates of `sessions` (see the module
+    docstring); `groups` numbers the session each row comes from.
 
     Positives weigh gain / click weight (a message counts twice a click); sessions without
     a positive among their candidates teach nothing about order and are skipped."""
@@ -115,7 +117,7 @@ def training_examples(
     rng = np.random.default_rng(seed)
     click = settings.event_weights.get("click", 1.0) or 1.0
     cache: dict[str, pd.DataFrame] = {}
-    parts, labels, weights = [], [], []
+    parts, labels, weights, groups = [], [], [], []
     for session in tqdm(
         sessions.itertuples(index=False),
         total=len(sessions),
@@ -144,9 +146,15 @@ def training_examples(
             label, [positives.get(p, 0.0) / click for p in ids[keep]], np.where(viewed[keep], 1.0, 0.5)
         )
         weights.append(weight)
+        groups.append(np.full(len(keep), len(groups)))
     if not parts:
-        return pd.DataFrame(columns=list(FEATURES)), np.zeros(0), np.zeros(0)
-    return pd.concat(parts, ignore_index=True), np.concatenate(labels), np.concatenate(weights)
+        return pd.DataFrame(columns=list(FEATURES)), np.zeros(0), np.zeros(0), np.zeros(0, dtype=int)
+    return (
+        pd.concat(parts, ignore_index=True),
+        np.concatenate(labels),
+        np.concatenate(weights),
+        np.concatenate(groups),
+    )
 
 
 def train_learned_ranker(
@@ -171,22 +179,21 @@ def train_learned_ranker(
         )
     profiles = BuyerProfiles.build(buyers, past, catalogue.products, settings)
     sessions = session_table(future, settings)
-    features, labels, weights = training_examples(
+    features, labels, weights, groups = training_examples(
         sessions, catalogue, profiles, retrieve, seed, show_progress
     )
     if labels.sum() == 0 or labels.sum() == len(labels):
         raise ValueError("training examples need both positives and negatives; the log has too few clicks")
     ranker = LearnedRanker.build(settings, seed)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    n_val = max(1, int(0.1 * len(order)))
-    val, fit = order[:n_val], order[n_val:]
+    listwise = settings.ranker_loss == "listwise"
     history = ranker.fit(
-        features.iloc[fit],
-        labels[fit],
-        weights[fit],
+        features,
+        labels,
+        weights,
+        groups=groups,
+        loss=settings.ranker_loss,
         epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        validation=(features.iloc[val], labels[val], weights[val]),
+        batch_size=settings.list_batch_size if listwise else settings.batch_size,
         seed=seed,
     )
     report = {
