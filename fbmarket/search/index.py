@@ -59,7 +59,7 @@ SMALL_LOOKUP = 2048  # id lists up to this long are resolved with a dict, longer
 MAX_OVERFETCH = 4096  # filtered search without selector support asks FAISS for at most this many
 EXACT_DIRECT = 4096  # ... and scores this few allowed listings exactly instead
 EXACT_DIRECT_IN_PLACE = 32_768  # ... or this few when their exact vectors can be scored in place
-MAX_REFINE_BASE = 32_768  # approximate hits a refine stage re-ranks per over-fetching query
+MAX_REFINE_BASE = 8192  # approximate hits a refine stage re-ranks per over-fetching query
 
 
 class IndexLoadError(RuntimeError):
