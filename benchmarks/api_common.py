@@ -171,6 +171,20 @@ def store_for(bundle: Path, database_url: str | None):  # noqa: ANN201 (a Store)
     return Store(settings.db_url)
 
 
+def model_version(bundle: Path, database_url: str | None) -> str | None:
+    """The embedding model the served vectors came from (recorded with every figure)."""
+    import sqlalchemy as sa
+
+    from fbmarket.data.store import embeddings
+
+    store = store_for(bundle, database_url)
+    try:
+        with store.engine.connect() as connection:
+            return connection.execute(sa.select(embeddings.c.model_version).limit(1)).scalar()
+    finally:
+        store.close()
+
+
 def count_listings(bundle: Path, database_url: str | None) -> int:
     store = store_for(bundle, database_url)
     try:

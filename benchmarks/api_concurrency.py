@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from api_common import ServerProcess, build_bundle, copy_bundle, jpeg, sample_queries, write_result
+from api_common import (
+    ServerProcess,
+    build_bundle,
+    copy_bundle,
+    count_listings,
+    jpeg,
+    model_version,
+    sample_queries,
+    write_result,
+)
 
 
 @dataclass
@@ -188,6 +197,8 @@ def main() -> int:
     payload = {
         "benchmark": "api_concurrency",
         "bundle": str(source),
+        "model_version": model_version(source, None),
+        "listings_at_start": count_listings(source, None),
         "duration_s": args.duration,
         "searchers": args.searchers,
         "writers": args.writers,

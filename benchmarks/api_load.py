@@ -24,7 +24,14 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
-from api_common import ServerProcess, build_bundle, count_listings, sample_queries, write_result
+from api_common import (
+    ServerProcess,
+    build_bundle,
+    count_listings,
+    model_version,
+    sample_queries,
+    write_result,
+)
 
 WRK_SCRIPT = r"""
 local paths = {}
@@ -209,6 +216,7 @@ def main() -> int:
         "endpoint": "GET /search (hybrid retrieval + personalised re-ranking, half as known buyers)",
         "bundle": str(bundle),
         "listings": count_listings(bundle, args.database),
+        "model_version": model_version(bundle, args.database),
         "connections": args.connections,
         "duration_s": args.duration,
         "server_ready_s": round(ready_s, 1),

@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from api_common import ServerProcess, build_bundle, copy_bundle, jpeg, store_for, write_result
+from api_common import (
+    ServerProcess,
+    build_bundle,
+    copy_bundle,
+    count_listings,
+    jpeg,
+    model_version,
+    store_for,
+    write_result,
+)
 
 
 @dataclass
@@ -175,6 +184,8 @@ def main() -> int:
     payload = {
         "benchmark": "api_restart",
         "bundle": str(source),
+        "model_version": model_version(source, None),
+        "listings_at_start": count_listings(source, None),
         "cycles": cycles,
         "acknowledged_creates": len(writes.acknowledged),
         "acknowledged_deletes": len(writes.deleted),
