@@ -162,7 +162,7 @@ class Marketplace:
         store = Store(settings.db_url)
         products = store.listings_frame()
         ids, vectors = store.load_embeddings()
-        vector_index = load_or_rebuild_index(bundle_dir / INDEX_FILE, ids, vectors, settings)
+        vector_index = load_or_rebuild_index(bundle_dir / INDEX_FILE, ids, vectors, settings, model.embedding_dim)
         lexical = LexicalIndex.from_products(products, settings.search)
         searcher = HybridSearcher(products, vector_index, lexical, settings.search)
         ranking_dir = bundle_dir / RANKING_DIR
@@ -213,7 +213,10 @@ class Marketplace:
             if request.buyer is None or status == "anonymous":
                 raise BadRequestError("empty query: give words, a photo, or a buyer (for a home feed)")
             return self._feed(buyer, status, notes, k, filters)
-        query_vector = self.model.encode_query(text, request.image)
+        try:
+            query_vector = self.model.encode_query(text, request.image)
+        except ValueError as error:  # e.g. only punctuation: nothing to search with
+            raise BadRequestError(str(error)) from error
         try:
             candidates = self.searcher.retrieve(
                 query_vector, text, filters, n=self.settings.search.candidates
@@ -261,7 +264,10 @@ class Marketplace:
     ) -> list[tuple[str, float]]:
         if not (text and text.strip()) and image is None:
             raise BadRequestError("give text, a photo, or both to predict a category")
-        return self.model.predict_category(text, image, top=top)
+        try:
+            return self.model.predict_category(text, image, top=top)
+        except ValueError as error:
+            raise BadRequestError(str(error)) from error
 
     def get_listing(self, product_id: str) -> dict[str, Any]:
         listing = self.store.get_listing(product_id)
@@ -318,8 +324,12 @@ class Marketplace:
         image = _first_image(cleaned_photos)
         category = listing.category
         if not category:
-            ranked = self.model.predict_category(f"{listing.title}. {listing.description}", image, top=1)
-            category = ranked[0][0]
+            category = self.predict_category(f"{listing.title}. {listing.description}", image, top=1)[0][0]
+        root = category.split("/")[0].strip()
+        if root not in self.model.classes:
+            raise BadRequestError(
+                f"category {category!r}: the root must be one of the model's categories: {', '.join(self.model.classes)}"
+            )
         product = self._clean_listing(listing, category, cleaned_photos)
         vector = self.model.encode_products(
             product, cleaned_photos if cleaned_photos is not None else _no_photos()
@@ -473,8 +483,8 @@ def load_or_rebuild_index(
     A corrupt file is logged and rebuilt from the database (which holds every embedding),
     so a crash mid-save costs a rebuild, never a listing.
     """
-    if not ids:
-        return None
+    if not ids:  # an empty catalogue (e.g. a fresh database): live listings fill it
+        return VectorIndex(dim, settings.search)
     index = None
     if path.is_file():
         try:
