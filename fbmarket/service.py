@@ -162,7 +162,9 @@ class Marketplace:
         store = Store(settings.db_url)
         products = store.listings_frame()
         ids, vectors = store.load_embeddings()
-        vector_index = load_or_rebuild_index(bundle_dir / INDEX_FILE, ids, vectors, settings, model.embedding_dim)
+        vector_index = load_or_rebuild_index(
+            bundle_dir / INDEX_FILE, ids, vectors, settings, model.embedding_dim
+        )
         lexical = LexicalIndex.from_products(products, settings.search)
         searcher = HybridSearcher(products, vector_index, lexical, settings.search)
         ranking_dir = bundle_dir / RANKING_DIR
@@ -476,8 +478,8 @@ def check_k(k: object) -> int:
 
 
 def load_or_rebuild_index(
-    path: Path, ids: list[str], vectors: np.ndarray, settings: Settings
-) -> VectorIndex | None:
+    path: Path, ids: list[str], vectors: np.ndarray, settings: Settings, dim: int
+) -> VectorIndex:
     """The saved index when it agrees with the database's embeddings; otherwise repaired or rebuilt.
 
     A corrupt file is logged and rebuilt from the database (which holds every embedding),
