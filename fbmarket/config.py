@@ -31,14 +31,32 @@ class DataSettings:
 
 @dataclass
 class TextSettings:
-    """Tokeniser, Word2Vec and the Keras text branch."""
+    """Tokeniser, Word2Vec and the Keras text branch (wide bag + deep Word2Vec/Conv1D paths)."""
 
     w2v_dim: int = 300
     w2v_window: int = 5
-    w2v_min_count: int = 2
+    w2v_min_count: int = 2  # vocabulary of the Embedding layer
     w2v_epochs: int = 20
-    max_tokens: int = 128  # title + description, truncated
+    w2v_workers: int = 1  # 1 = reproducible for a seed (gensim threads race)
+    max_tokens: int = 128  # description tokens kept (title tokens: max_title_tokens)
+    max_title_tokens: int = 24
     vocab_size: int = 30_000
+    deep: bool = True  # Embedding(Word2Vec) -> Conv1D/max pool + masked mean
+    conv_filters: int = 128
+    conv_kernel: int = 3
+    wide: bool = True  # bag of word n-grams, title and description apart
+    wide_ngrams: int = 2
+    wide_max_tokens: int = 40_000
+    wide_mode: str = "multi_hot"  # TextVectorization output mode: "multi_hot" | "tf_idf" | "count"
+    text_dim: int = 256
+    dropout: float = 0.5
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    frozen_epochs: int = 12  # phase 1: Word2Vec embedding frozen
+    finetune_epochs: int = 6  # phase 2: embedding fine-tuned at finetune_learning_rate
+    finetune_learning_rate: float = 2e-4
+    label_smoothing: float = 0.1
+    patience: int = 3
 
 
 @dataclass
@@ -46,15 +64,22 @@ class VisionSettings:
     """ResNet50V2 image branch.
 
     `weights` is "imagenet" (Keras cache; downloading only when `allow_download`),
-    a path to a local `.h5`, or "none" (trained from scratch at `train_size`).
+    a path to a local `.h5`, or "none" (trained from scratch at `train_size`, with
+    augmentation, on the training split's photos). With pretrained weights the backbone
+    is frozen and its features are extracted at `feature_size`.
     """
 
     weights: str = "none"
     allow_download: bool = False
-    train_size: int = 96
+    train_size: int = 48
     feature_size: int = 224
     batch_size: int = 32
     max_photos_per_product: int = 4
+    epochs: int = 3  # from-scratch backbone training (real data: see benchmarks/train_real.py)
+    learning_rate: float = 1e-3
+    patience: int = 4
+    head_epochs: int = 30  # classifier head on frozen features
+    cache_features: bool = True
 
 
 @dataclass
@@ -62,12 +87,20 @@ class FusionSettings:
     """The multimodal fusion model and its training loop."""
 
     embedding_dim: int = 256
+    hidden_dim: int = 256
     batch_size: int = 64
     epochs: int = 30
-    learning_rate: float = 2e-3
-    contrastive_weight: float = 1.0
+    learning_rate: float = 1e-3
+    contrastive_weight: float = 0.5
     temperature: float = 0.05
     patience: int = 4
+    dropout: float = 0.3
+    label_smoothing: float = 0.1
+    photo_dropout: float = 0.3  # share of training products shown without photos
+    description_dropout: float = 0.1  # ... and without description (typed queries have none)
+    query_photo_share: float = 0.25  # pseudo-queries that are a photo (alone or with words)
+    init_text_from_text_model: bool = True  # start from the trained text-only branch
+    log_dir: str = "logs"  # TensorBoard runs go to <log_dir>/<run>/{text,image,fusion}
 
 
 @dataclass

@@ -1,0 +1,341 @@
+"""The model bundle: everything needed to serve, loadable on another machine (no pickle).
+
+Layout under the bundle folder (`artifacts/` by default):
+
+    bundle.json              manifest: version, classes, image weights used, sizes, metrics
+    settings.json            the run's settings
+    model/text_model.keras   text-only classifier (its vocabularies inside)
+    model/image_backbone.keras  ResNet50V2 feature extractor (trained or pretrained)
+    model/image_head.keras   image-only classifier over photo features
+    model/fusion.keras       FusionModel: product embedding, category head, query encoder
+    model/word2vec.bin       Word2Vec vectors (word2vec binary format)
+    model/vocabulary.json    Embedding-layer vocabulary with counts
+    model/labels.json        root categories in label order
+    model/tabular.json       price/location standardisation
+    metrics.json, reports/   evaluation figures and confusion matrices
+
+`Bundle.load(dir)` gives the serving API: `encode_products`, `encode_query`,
+`predict_category` (and `predict_products` for evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from PIL import Image
+
+from fbmarket.data import schema as S
+from fbmarket.fusion import model as _fusion_model  # noqa: F401  (registers FusionModel for loading)
+from fbmarket.fusion.dataset import FusionArrays, TabularScaler, product_batch
+from fbmarket.text import branch as _text_branch  # noqa: F401  (registers custom layers)
+from fbmarket.text.tokenize import get_tokenizer, join, tokenize_listings
+from fbmarket.vision.features import (
+    FeatureCache,
+    PhotoFeatures,
+    cached_photo_features,
+    product_photo_rows,
+)
+from fbmarket.vision.train import product_probabilities
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILE = "bundle.json"
+MODEL_DIR = "model"
+FORMAT_VERSION = 1
+FILES = {
+    "text_model": "text_model.keras",
+    "backbone": "image_backbone.keras",
+    "image_head": "image_head.keras",
+    "fusion": "fusion.keras",
+    "word2vec": "word2vec.bin",
+    "vocabulary": "vocabulary.json",
+    "labels": "labels.json",
+    "tabular": "tabular.json",
+}
+# Encode through the on-disk feature cache only for batches this large; single live
+# listings would otherwise rewrite the whole cache file each time.
+CACHE_MIN_PHOTOS = 256
+
+
+class BundleError(RuntimeError):
+    """A folder that is not a complete bundle; the message names what is missing."""
+
+
+@dataclass
+class ProductPredictions:
+    probabilities: dict[str, np.ndarray]  # branch -> (n, classes)
+    embeddings: np.ndarray  # (n, embedding_dim), unit length
+    without_photo: int
+    missing_photos: int
+    empty_descriptions: int
+
+
+class Bundle:
+    """A trained model bundle, loaded for serving and evaluation. Thread-safe for reads."""
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: dict[str, Any],
+        text_model: keras.Model,
+        backbone: keras.Model,
+        image_head: keras.Model,
+        fusion: keras.Model,
+        tabular: TabularScaler,
+    ):
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.text_model = text_model
+        self.backbone = backbone
+        self.image_head = image_head
+        self.fusion = fusion
+        self.tabular = tabular
+        self.classes: list[str] = list(manifest["classes"])
+        self.prior = np.asarray(manifest.get("prior") or np.full(len(self.classes), 1 / len(self.classes)))
+        self._cache_lock = threading.Lock()
+        self._products_fn = tf.function(lambda x: fusion(x, training=False), reduce_retracing=True)
+        self._query_fn = tf.function(lambda x: fusion.encode_query(x, training=False), reduce_retracing=True)
+        self._backbone_fn = tf.function(lambda x: backbone(x, training=False), reduce_retracing=True)
+        self._head_fn = tf.function(lambda x: image_head(x, training=False), reduce_retracing=True)
+        self._text_fn = tf.function(lambda t, d: text_model([t, d], training=False), reduce_retracing=True)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, directory: Path | str) -> Bundle:
+        directory = Path(directory)
+        manifest_path = directory / BUNDLE_FILE
+        if not manifest_path.is_file():
+            raise BundleError(
+                f"{directory} is not a model bundle: {BUNDLE_FILE} is missing (train one first)"
+            )
+        manifest = json.loads(manifest_path.read_text())
+        model_dir = directory / MODEL_DIR
+        missing = [name for name in FILES.values() if not (model_dir / name).is_file()]
+        if missing:
+            raise BundleError(
+                f"bundle {directory} is incomplete: missing {', '.join('model/' + m for m in missing)}"
+            )
+
+        def load_model(key: str) -> keras.Model:
+            return keras.models.load_model(model_dir / FILES[key], compile=False)
+
+        return cls(
+            directory,
+            manifest,
+            load_model("text_model"),
+            load_model("backbone"),
+            load_model("image_head"),
+            load_model("fusion"),
+            TabularScaler.load(model_dir / FILES["tabular"]),
+        )
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.manifest["embedding_dim"])
+
+    @property
+    def weights_info(self) -> dict[str, Any]:
+        return dict(self.manifest["weights"])
+
+    @property
+    def backbone_size(self) -> int:
+        return int(self.manifest["backbone_size"])
+
+    @property
+    def max_photos(self) -> int:
+        return int(self.manifest["max_photos"])
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        return self.directory / "cache" / "features"
+
+    # ------------------------------------------------------------------ inputs
+    def _photo_features(
+        self, images: pd.DataFrame, show_progress: bool, use_cache: bool | None
+    ) -> PhotoFeatures:
+        if use_cache is None:
+            use_cache = len(images) >= CACHE_MIN_PHOTOS
+        model = _Predictor(self._backbone_fn, self.backbone)
+        if not use_cache:
+            return cached_photo_features(model, images, self.backbone_size, 32, None, show_progress)
+        with self._cache_lock:
+            cache = FeatureCache(self.feature_cache_dir, self.manifest["feature_key"])
+            return cached_photo_features(model, images, self.backbone_size, 32, cache, show_progress)
+
+    def arrays(
+        self,
+        products: pd.DataFrame,
+        images: pd.DataFrame,
+        show_progress: bool = False,
+        use_cache: bool | None = None,
+    ) -> tuple[FusionArrays, PhotoFeatures]:
+        """Model inputs for clean listings (labels -1: evaluation attaches its own)."""
+        S.require_columns(products, (S.PRODUCT_ID, S.TITLE, S.DESCRIPTION), "products")
+        S.require_columns(images, (S.IMAGE_ID, S.PRODUCT_ID, S.IMAGE_PATH), "images")
+        ids = products[S.PRODUCT_ID].astype(str).tolist()
+        wanted = images[images[S.PRODUCT_ID].astype(str).isin(set(ids))]
+        photos = self._photo_features(wanted, show_progress, use_cache)
+        rows = product_photo_rows(photos, ids, self.max_photos)
+        titles, descriptions = tokenize_listings(
+            products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist(), show_progress
+        )
+        raw = TabularScaler.raw(products.reset_index(drop=True), [len(r) for r in rows])
+        features = (
+            photos.features
+            if len(photos.features)
+            else np.zeros((0, self.manifest["feature_dim"]), np.float32)
+        )
+        arrays = FusionArrays(
+            [join(t) for t in titles],
+            [join(d) for d in descriptions],
+            titles,
+            rows,
+            features,
+            self.tabular.transform(raw),
+            np.full(len(ids), -1),
+        )
+        return arrays, photos
+
+    # ------------------------------------------------------------------ products
+    def predict_products(
+        self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256
+    ) -> ProductPredictions:
+        """Category probabilities of every branch, and the fusion embeddings, for clean listings."""
+        arrays, photos = self.arrays(products, images, show_progress)
+        n = len(arrays)
+        text_probs, fusion_probs, embeddings = [], [], []
+        for start in range(0, n, batch_size):
+            index = list(range(start, min(n, start + batch_size)))
+            batch = product_batch(arrays, index, self.max_photos)
+            inputs = _tensors(batch)
+            out = self._products_fn(inputs)
+            fusion_probs.append(out["category"].numpy())
+            embeddings.append(out["embedding"].numpy())
+            text_probs.append(self._text_fn(inputs["title"], inputs["description"]).numpy())
+        photo_probs = (
+            self._head_fn(tf.constant(arrays.features)).numpy()
+            if len(arrays.features)
+            else np.zeros((0, len(self.classes)), np.float32)
+        )
+        image_probs = product_probabilities(photo_probs, arrays.photo_rows, self.prior)
+        k = len(self.classes)
+        return ProductPredictions(
+            {
+                "text": np.concatenate(text_probs) if n else np.zeros((0, k)),
+                "image": image_probs,
+                "fusion": np.concatenate(fusion_probs) if n else np.zeros((0, k)),
+            },
+            np.concatenate(embeddings) if n else np.zeros((0, self.embedding_dim), np.float32),
+            without_photo=sum(1 for r in arrays.photo_rows if not r),
+            missing_photos=photos.missing_files,
+            empty_descriptions=sum(1 for d in arrays.descriptions if not d),
+        )
+
+    def encode_products(
+        self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256
+    ) -> np.ndarray:
+        """(n, embedding_dim) unit vectors for clean listings, in row order."""
+        if products.empty:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        arrays, _ = self.arrays(products, images, show_progress)
+        out = []
+        for start in range(0, len(arrays), batch_size):
+            index = list(range(start, min(len(arrays), start + batch_size)))
+            out.append(
+                self._products_fn(_tensors(product_batch(arrays, index, self.max_photos)))[
+                    "embedding"
+                ].numpy()
+            )
+        return np.concatenate(out).astype(np.float32)
+
+    # ------------------------------------------------------------------ queries
+    def photo_vector(self, image: Image.Image) -> np.ndarray:
+        """Backbone features of one photo, cleaned the way training photos were."""
+        from fbmarket.data.images import letterbox, to_rgb
+
+        square = letterbox(to_rgb(image), int(self.manifest["image_size"]))
+        pixels = tf.image.resize(
+            tf.constant(np.asarray(square, dtype=np.float32)[None]), (self.backbone_size,) * 2, antialias=True
+        )
+        return self._backbone_fn(pixels).numpy()[0]
+
+    def _query_inputs(self, text: str | None, image: Image.Image | None) -> dict[str, tf.Tensor]:
+        words = join(get_tokenizer().tokenize(text)) if text else ""
+        if not words and image is None:
+            raise ValueError("a query needs words (letters or digits) or a photo")
+        dim = int(self.manifest["feature_dim"])
+        photo = np.zeros((1, 1, dim), np.float32)
+        mask = np.zeros((1, 1), np.float32)
+        if image is not None:
+            photo[0, 0] = self.photo_vector(image)
+            mask[0, 0] = 1.0
+        return {
+            "query_text": tf.constant([words]),
+            "query_text_mask": tf.constant([1.0 if words else 0.0]),
+            "query_photo": tf.constant(photo),
+            "query_photo_mask": tf.constant(mask),
+        }
+
+    def encode_query(self, text: str | None = None, image: Image.Image | None = None) -> np.ndarray:
+        """A search query (words, a photo, or both) as a unit vector in the product space."""
+        return self._query_fn(self._query_inputs(text, image)).numpy()[0].astype(np.float32)
+
+    def predict_category(
+        self, text: str | None = None, image: Image.Image | None = None, top: int = 3
+    ) -> list[tuple[str, float]]:
+        """Top root categories for a would-be listing described by text and/or a photo."""
+        tokens = get_tokenizer().tokenize(text) if text else []
+        if not tokens and image is None:
+            raise ValueError("give text with letters or digits, a photo, or both to predict a category")
+        title_length = int(self.manifest["max_title_tokens"])
+        title = join(tokens[:title_length])
+        description = join(tokens) if len(tokens) > title_length else ""
+        dim = int(self.manifest["feature_dim"])
+        photos = np.zeros((1, 1, dim), np.float32)
+        mask = np.zeros((1, 1), np.float32)
+        if image is not None:
+            photos[0, 0] = self.photo_vector(image)
+            mask[0, 0] = 1.0
+        raw = TabularScaler.raw(pd.DataFrame(index=[0]), [int(mask.sum())])
+        inputs = {
+            "title": tf.constant([title]),
+            "description": tf.constant([description]),
+            "photos": tf.constant(photos),
+            "photo_mask": tf.constant(mask),
+            "tabular": tf.constant(self.tabular.transform(raw)),
+        }
+        probs = self._products_fn(inputs)["category"].numpy()[0]
+        order = np.argsort(-probs)[: max(1, int(top))]
+        return [(self.classes[i], float(probs[i])) for i in order]
+
+
+class _Predictor:
+    """What `extract_features` needs from a model, backed by a compiled function."""
+
+    def __init__(self, fn: Any, model: keras.Model):
+        self._fn = fn
+        self.output_shape = model.output_shape
+
+    def predict_on_batch(self, batch: Any) -> np.ndarray:
+        return self._fn(batch).numpy()
+
+
+def _tensors(batch: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
+    return {
+        key: tf.constant(value.astype(str) if value.dtype == object else value)
+        for key, value in batch.items()
+    }

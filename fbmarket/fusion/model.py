@@ -1,0 +1,252 @@
+"""The multimodal fusion model: one L2-normalised embedding per listing, plus a category head.
+
+`FusionModel` (a `keras.Model` subclass, SPEC §5.3) holds small functional towers,
+each built with its input shapes at construction, so every weight exists before a
+saved `.keras` file is loaded back into it:
+
+* text: the text branch (title, description lemma strings) -> text features;
+* photos: (n photos, d) cached backbone features + mask -> masked mean -> dense;
+* tabular: log price, latitude/longitude, photo count (standardised) -> dense;
+* product tower: [text, photos, tabular] -> embedding (unit length) -> category logits;
+* query tower: free text through the *same* text branch (description empty) and/or
+  one photo through the *same* photo tower -> embedding in the product space.
+
+Training is multi-task (`compute_loss`): category cross-entropy plus a symmetric
+in-batch contrastive (InfoNCE) loss between each product and its pseudo-query, so
+one vector serves classification and search (SPEC §6).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+TEXT_INPUTS = ("title", "description")
+PRODUCT_INPUTS = ("title", "description", "photos", "photo_mask", "tabular")
+QUERY_INPUTS = ("query_text", "query_text_mask", "query_photo", "query_photo_mask")
+
+
+@keras.saving.register_keras_serializable(package="fbmarket")
+class MaskedPhotoMean(keras.layers.Layer):
+    """Mean over a product's photos (mask 1 = real photo); zeros when it has none."""
+
+    def call(self, photos, mask):
+        weights = ops.expand_dims(ops.cast(mask, photos.dtype), -1)
+        return ops.sum(photos * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="fbmarket")
+class L2Normalize(keras.layers.Layer):
+    def call(self, x):
+        return x / ops.maximum(ops.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def build_photo_tower(feature_dim: int, hidden: int, dropout: float, seed: int) -> keras.Model:
+    photos = keras.Input((None, feature_dim), name="photos")
+    mask = keras.Input((None,), name="photo_mask")
+    pooled = MaskedPhotoMean(name="photo_mean")(photos, mask)
+    has_photo = ops.cast(ops.greater(ops.sum(mask, axis=1, keepdims=True), 0), "float32")
+    hidden_out = keras.layers.Dropout(dropout, seed=seed)(pooled)
+    hidden_out = keras.layers.Dense(hidden, activation="relu", name="photo_dense")(hidden_out)
+    return keras.Model([photos, mask], hidden_out * has_photo, name="photo_tower")
+
+
+def build_tabular_tower(tabular_dim: int, hidden: int) -> keras.Model:
+    tabular = keras.Input((tabular_dim,), name="tabular")
+    out = keras.layers.Dense(hidden, activation="relu", name="tabular_dense")(tabular)
+    return keras.Model(tabular, out, name="tabular_tower")
+
+
+def build_product_tower(
+    text_dim: int,
+    photo_dim: int,
+    tabular_dim: int,
+    hidden: int,
+    embedding_dim: int,
+    dropout: float,
+    seed: int,
+) -> keras.Model:
+    text = keras.Input((text_dim,), name="text")
+    photo = keras.Input((photo_dim,), name="photo")
+    tabular = keras.Input((tabular_dim,), name="tabular")
+    joined = keras.layers.Concatenate()([text, photo, tabular])
+    joined = keras.layers.Dropout(dropout, seed=seed)(joined)
+    hidden_out = keras.layers.Dense(hidden, activation="relu", name="fuse")(joined)
+    embedding = keras.layers.Dense(embedding_dim, name="embed")(hidden_out)
+    return keras.Model([text, photo, tabular], L2Normalize(name="unit")(embedding), name="product_tower")
+
+
+def build_query_tower(text_dim: int, photo_dim: int, embedding_dim: int) -> keras.Model:
+    """Words and/or a photo -> embedding; a missing part (mask 0) contributes nothing."""
+    text = keras.Input((text_dim,), name="text")
+    text_mask = keras.Input((1,), name="text_mask")
+    photo = keras.Input((photo_dim,), name="photo")
+    photo_mask = keras.Input((1,), name="photo_mask")
+    from_text = keras.layers.Dense(embedding_dim, name="from_text")(text) * text_mask
+    from_photo = keras.layers.Dense(embedding_dim, name="from_photo")(photo) * photo_mask
+    summed = keras.layers.Add()([from_text, from_photo])
+    return keras.Model(
+        [text, text_mask, photo, photo_mask], L2Normalize(name="unit")(summed), name="query_tower"
+    )
+
+
+def build_category_head(embedding_dim: int, n_classes: int) -> keras.Model:
+    embedding = keras.Input((embedding_dim,), name="embedding")
+    logits = keras.layers.Dense(n_classes, name="category_logits")(embedding)
+    return keras.Model(embedding, logits, name="category_head")
+
+
+def info_nce(products, queries, temperature: float):
+    """Symmetric in-batch contrastive loss: product i should match query i, not query j."""
+    logits = ops.matmul(products, ops.transpose(queries)) / temperature
+    labels = ops.arange(ops.shape(logits)[0])
+    forward = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    backward = keras.losses.sparse_categorical_crossentropy(labels, ops.transpose(logits), from_logits=True)
+    return (ops.mean(forward) + ops.mean(backward)) / 2.0
+
+
+@keras.saving.register_keras_serializable(package="fbmarket")
+class FusionModel(keras.Model):
+    """Product embedding + category head + query encoder, trained multi-task.
+
+    `call(inputs)` takes a dict with PRODUCT_INPUTS (and, while training, QUERY_INPUTS)
+    and returns {"category": probabilities, "embedding": unit vectors[, "query_embedding"]}.
+    """
+
+    def __init__(
+        self,
+        text_encoder: keras.Model,
+        n_classes: int,
+        feature_dim: int,
+        tabular_dim: int,
+        embedding_dim: int = 256,
+        hidden_dim: int = 256,
+        dropout: float = 0.3,
+        temperature: float = 0.05,
+        contrastive_weight: float = 0.5,
+        label_smoothing: float = 0.1,
+        seed: int = 0,
+        photo_tower: keras.Model | None = None,
+        tabular_tower: keras.Model | None = None,
+        product_tower: keras.Model | None = None,
+        query_tower: keras.Model | None = None,
+        category_head: keras.Model | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.n_classes = int(n_classes)
+        self.feature_dim = int(feature_dim)
+        self.tabular_dim = int(tabular_dim)
+        self.embedding_dim = int(embedding_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.dropout = float(dropout)
+        self.temperature = float(temperature)
+        self.contrastive_weight = float(contrastive_weight)
+        self.label_smoothing = float(label_smoothing)
+        self.seed = int(seed)
+        text_dim = int(text_encoder.output_shape[-1])
+        tab_hidden = 32
+        self.text_encoder = text_encoder
+        self.photo_tower = photo_tower or build_photo_tower(feature_dim, hidden_dim, dropout, seed)
+        self.tabular_tower = tabular_tower or build_tabular_tower(tabular_dim, tab_hidden)
+        self.product_tower = product_tower or build_product_tower(
+            text_dim, hidden_dim, tab_hidden, hidden_dim, embedding_dim, dropout, seed + 1
+        )
+        self.query_tower = query_tower or build_query_tower(text_dim, hidden_dim, embedding_dim)
+        self.category_head = category_head or build_category_head(embedding_dim, n_classes)
+        self.category_loss_tracker = keras.metrics.Mean(name="category_loss")
+        self.contrastive_loss_tracker = keras.metrics.Mean(name="contrastive_loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.built = True  # every weight lives in the towers, all built above
+
+    # ---------------------------------------------------------------- forward
+    def embed_products(self, inputs: dict[str, Any], training: bool = False):
+        text = self.text_encoder([inputs["title"], inputs["description"]], training=training)
+        photo = self.photo_tower([inputs["photos"], inputs["photo_mask"]], training=training)
+        tabular = self.tabular_tower(inputs["tabular"], training=training)
+        return self.product_tower([text, photo, tabular], training=training)
+
+    def encode_query(self, inputs: dict[str, Any], training: bool = False):
+        no_description = tf.zeros_like(inputs["query_text"])  # a query is all title: "" description
+        text = self.text_encoder([inputs["query_text"], no_description], training=training)
+        photo = self.photo_tower([inputs["query_photo"], inputs["query_photo_mask"]], training=training)
+        has_photo = ops.cast(
+            ops.greater(ops.sum(inputs["query_photo_mask"], axis=1, keepdims=True), 0), "float32"
+        )
+        text_mask = ops.reshape(ops.cast(inputs["query_text_mask"], "float32"), (-1, 1))
+        return self.query_tower([text, text_mask, photo, has_photo], training=training)
+
+    def call(self, inputs: dict[str, Any], training: bool = False):
+        embedding = self.embed_products(inputs, training=training)
+        logits = self.category_head(embedding, training=training)
+        out = {"category": ops.softmax(logits), "logits": logits, "embedding": embedding}
+        if "query_text" in inputs:
+            out["query_embedding"] = self.encode_query(inputs, training=training)
+        return out
+
+    # ---------------------------------------------------------------- training
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        labels = ops.reshape(ops.cast(y, "int32"), (-1,))
+        onehot = ops.one_hot(labels, self.n_classes)
+        category = keras.losses.categorical_crossentropy(
+            onehot, y_pred["logits"], from_logits=True, label_smoothing=self.label_smoothing
+        )
+        category = ops.mean(category)
+        total = category
+        self.category_loss_tracker.update_state(category)
+        if "query_embedding" in y_pred and self.contrastive_weight > 0:
+            contrastive = info_nce(y_pred["embedding"], y_pred["query_embedding"], self.temperature)
+            total = total + self.contrastive_weight * contrastive
+            self.contrastive_loss_tracker.update_state(contrastive)
+        self.accuracy_tracker.update_state(labels, y_pred["category"])
+        if self.losses:
+            total = total + ops.sum(self.losses)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return self.get_metrics_result()
+
+    # ---------------------------------------------------------------- saving
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "n_classes": self.n_classes,
+                "feature_dim": self.feature_dim,
+                "tabular_dim": self.tabular_dim,
+                "embedding_dim": self.embedding_dim,
+                "hidden_dim": self.hidden_dim,
+                "dropout": self.dropout,
+                "temperature": self.temperature,
+                "contrastive_weight": self.contrastive_weight,
+                "label_smoothing": self.label_smoothing,
+                "seed": self.seed,
+            }
+        )
+        for name in (
+            "text_encoder",
+            "photo_tower",
+            "tabular_tower",
+            "product_tower",
+            "query_tower",
+            "category_head",
+        ):
+            config[name] = keras.saving.serialize_keras_object(getattr(self, name))
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FusionModel:
+        config = dict(config)
+        for name in (
+            "text_encoder",
+            "photo_tower",
+            "tabular_tower",
+            "product_tower",
+            "query_tower",
+            "category_head",
+        ):
+            config[name] = keras.saving.deserialize_keras_object(config[name])
+        return cls(**config)

@@ -1,0 +1,421 @@
+"""Train the whole model bundle: text-only, image-only and fusion, then score the test split.
+
+Order (each stage feeds the next):
+1. spaCy lemmas of every title and description; Word2Vec on all of them;
+2. the text-only classifier (Word2Vec embedding frozen, then fine-tuned);
+3. the image branch: ResNet50V2 trained from scratch on training photos (no weights
+   offline), or a pretrained one frozen; photo features cached on disk by image id
+   and backbone configuration; an image-only head;
+4. the fusion model, its text branch started from the trained text-only one, fed by a
+   streaming generator dataset, trained multi-task (category + contrastive);
+5. the bundle written (bundle.json, .keras models, Word2Vec, JSON vocabularies), loaded
+   back, and evaluated on the persisted test split (JSON + confusion PNGs).
+
+TensorBoard logs (losses, metrics, learning rate, hyper-parameters) go to
+`<fusion.log_dir>/<run>/`, best-epoch checkpoints to `<bundle>/checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from fbmarket.bundle import BUNDLE_FILE, FILES, FORMAT_VERSION, MODEL_DIR, Bundle
+from fbmarket.config import Settings
+from fbmarket.data import schema as S
+from fbmarket.evaluate import evaluate_bundle, summary_line
+from fbmarket.fusion.dataset import FusionArrays, TabularScaler, make_dataset
+from fbmarket.fusion.model import FusionModel
+from fbmarket.text.branch import build_text_classifier, build_text_encoder, set_embedding_trainable
+from fbmarket.text.tokenize import join, tokenize_listings
+from fbmarket.text.train import KeepBest, text_dataset, train_text_classifier
+from fbmarket.text.word2vec import Vocabulary, save_vectors, train_word2vec
+from fbmarket.vision.backbone import FEATURE_DIM, build_backbone, resolve_weights
+from fbmarket.vision.features import (
+    FeatureCache,
+    backbone_key,
+    cached_photo_features,
+    existing_photos,
+    product_photo_rows,
+)
+from fbmarket.vision.train import train_feature_head, train_scratch_backbone
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    bundle_dir: Path
+    log_dir: Path
+    summary: dict[str, Any]  # headline figures per branch (test split), weights, wall time
+    metrics: dict[str, Any]  # the full evaluation report
+    history: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Puts the optimiser's current learning rate into the epoch logs (TensorBoard plots it)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            rate = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+
+
+def _callbacks(
+    log_dir: Path, checkpoint: Path, monitor: str = "val_accuracy"
+) -> list[keras.callbacks.Callback]:
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    return [
+        LearningRateLogger(),
+        keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoint), monitor=monitor, mode="max", save_best_only=True, save_weights_only=True
+        ),
+    ]
+
+
+def log_hparams(log_dir: Path, run: str, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+    """One TensorBoard HParams record for the run: its settings and its test figures."""
+    from tensorboard.plugins.hparams import api as hp
+
+    flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+    with tf.summary.create_file_writer(str(log_dir / "hparams")).as_default():
+        hp.hparams(flat, trial_id=run)
+        for name, value in metrics.items():
+            tf.summary.scalar(name, value, step=0)
+
+
+def _weights_hash(model: keras.Model) -> str:
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _positions(frame: pd.DataFrame, split: str) -> np.ndarray:
+    return np.flatnonzero(frame[S.SPLIT].to_numpy() == split)
+
+
+def train_bundle(
+    prepared: Any, settings: Settings, out_dir: Path | None = None, show_progress: bool = True
+) -> TrainResult:
+    """Train text-only, image-only and fusion models on `prepared` and write the bundle.
+
+    `prepared` is a `fbmarket.pipeline.PreparedData` (products with a `split` column,
+    clean images, the category encoder). Returns the test-split figures.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir or settings.out_dir)
+    model_dir = out_dir / MODEL_DIR
+    model_dir.mkdir(parents=True, exist_ok=True)
+    verbose = 2 if show_progress else 0
+    seed = settings.seed
+    keras.utils.set_random_seed(seed)
+    timings: dict[str, float] = {}
+    history: dict[str, Any] = {}
+
+    def tick(name: str, since: float) -> float:
+        timings[name] = round(time.perf_counter() - since, 2)
+        if show_progress:
+            print(f"  {name}: {timings[name]:.1f} s", flush=True)
+        return time.perf_counter()
+
+    products = prepared.products.reset_index(drop=True)
+    S.require_columns(products, (S.PRODUCT_ID, S.TITLE, S.DESCRIPTION, S.ROOT_CATEGORY, S.SPLIT), "products")
+    classes = list(prepared.encoder.classes)
+    n_classes = len(classes)
+    labels = prepared.encoder.transform(products[S.ROOT_CATEGORY])
+    train_idx, val_idx, test_idx = (_positions(products, s) for s in S.SPLITS)
+    if len(train_idx) == 0:
+        raise ValueError("no listing is in the training split: cannot train")
+    if len(val_idx) == 0:
+        log.warning("no validation listings: early stopping watches the training split")
+        val_idx = train_idx
+    run = f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+    log_dir = Path(settings.fusion.log_dir) / run
+    checkpoints = out_dir / "checkpoints"
+    prior = np.bincount(labels[train_idx], minlength=n_classes) / len(train_idx)
+
+    # ---------------------------------------------------------------- 1. text
+    t = time.perf_counter()
+    title_tokens, description_tokens = tokenize_listings(
+        products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist(), show_progress
+    )
+    vectors = train_word2vec(title_tokens + description_tokens, settings.text, seed)
+    vocabulary = Vocabulary.build(
+        title_tokens + description_tokens, settings.text.w2v_min_count, settings.text.vocab_size
+    )
+    save_vectors(vectors, model_dir)
+    vocabulary.save(model_dir / FILES["vocabulary"])
+    titles = [join(t) for t in title_tokens]
+    descriptions = [join(d) for d in description_tokens]
+    t = tick("tokenise + Word2Vec", t)
+
+    def pick(values: list[str], index: np.ndarray) -> list[str]:
+        return [values[i] for i in index]
+
+    encoder = build_text_encoder(
+        settings.text,
+        vocabulary.words,
+        vocabulary.embedding_matrix(vectors, seed),
+        pick(titles, train_idx),
+        pick(descriptions, train_idx),
+        seed,
+    )
+    text_model = build_text_classifier(encoder, n_classes, settings.text.dropout / 2, seed)
+    text_train = text_dataset(
+        pick(titles, train_idx),
+        pick(descriptions, train_idx),
+        labels[train_idx],
+        settings.text.batch_size,
+        seed,
+    )
+    text_val = text_dataset(pick(titles, val_idx), pick(descriptions, val_idx), labels[val_idx], 256)
+    history["text"] = train_text_classifier(
+        text_model,
+        text_train,
+        text_val,
+        settings.text,
+        n_classes,
+        callbacks=_callbacks(log_dir / "text", checkpoints / "text.weights.h5"),
+        verbose=verbose,
+    )
+    text_model.save(model_dir / FILES["text_model"])
+    t = tick("text-only model", t)
+
+    # ---------------------------------------------------------------- 2. image
+    choice = resolve_weights(settings.vision)
+    kept_ids = set(products[S.PRODUCT_ID].astype(str))
+    photos, missing_files = existing_photos(
+        prepared.images[prepared.images[S.PRODUCT_ID].astype(str).isin(kept_ids)]
+    )
+    photo_split = photos[S.PRODUCT_ID].map(products.set_index(S.PRODUCT_ID)[S.SPLIT]).to_numpy()
+    photo_labels = prepared.encoder.transform(
+        photos[S.PRODUCT_ID].map(products.set_index(S.PRODUCT_ID)[S.ROOT_CATEGORY])
+    )
+    size = settings.vision.train_size if choice.trains_backbone else settings.vision.feature_size
+    backbone = build_backbone(size, choice.keras_weights)
+    head = None
+    if choice.trains_backbone:
+        on_train, on_val = photo_split == "train", photo_split == "val"
+        if on_train.sum() == 0:
+            log.warning("no training photos: the image branch stays untrained")
+        else:
+            head, history["image"] = train_scratch_backbone(
+                backbone,
+                photos.loc[on_train, S.IMAGE_PATH].tolist(),
+                photo_labels[on_train],
+                photos.loc[on_val, S.IMAGE_PATH].tolist(),
+                photo_labels[on_val],
+                settings.vision,
+                n_classes,
+                seed,
+                callbacks=_callbacks(log_dir / "image", checkpoints / "image.weights.h5"),
+                verbose=verbose,
+            )
+        fingerprint = f"scratch:{_weights_hash(backbone)}"
+    else:
+        fingerprint = choice.fingerprint
+    backbone.trainable = False
+    backbone.save(model_dir / FILES["backbone"])
+    t = tick("image backbone", t)
+
+    key = backbone_key(fingerprint, size, settings.data.image_size)
+    cache = FeatureCache(out_dir / "cache" / "features", key) if settings.vision.cache_features else None
+    features = cached_photo_features(backbone, photos, size, settings.vision.batch_size, cache, show_progress)
+    t = tick(
+        f"photo features ({features.computed} computed, {len(features.image_ids) - features.computed} cached)",
+        t,
+    )
+    if head is None:
+        feature_split = photo_split
+        on_train, on_val = feature_split == "train", feature_split == "val"
+        head, history["image_head"] = train_feature_head(
+            features.features[on_train],
+            photo_labels[on_train],
+            features.features[on_val],
+            photo_labels[on_val],
+            settings.vision,
+            n_classes,
+            seed,
+            verbose=0,
+        )
+    head.save(model_dir / FILES["image_head"])
+    t = tick("image-only head", t)
+
+    # ---------------------------------------------------------------- 3. fusion
+    product_ids = products[S.PRODUCT_ID].astype(str).tolist()
+    rows = product_photo_rows(features, product_ids, settings.vision.max_photos_per_product)
+    raw_tabular = TabularScaler.raw(products, [len(r) for r in rows])
+    scaler = TabularScaler.fit(raw_tabular.iloc[train_idx])
+    scaler.save(model_dir / FILES["tabular"])
+    feature_rows = features.features if len(features.features) else np.zeros((0, FEATURE_DIM), np.float32)
+    arrays = FusionArrays(
+        titles, descriptions, title_tokens, rows, feature_rows, scaler.transform(raw_tabular), labels
+    )
+    if settings.fusion.init_text_from_text_model:
+        fusion_text = keras.models.load_model(model_dir / FILES["text_model"], compile=False).get_layer(
+            "text_encoder"
+        )
+    else:
+        fusion_text = build_text_encoder(
+            settings.text,
+            vocabulary.words,
+            vocabulary.embedding_matrix(vectors, seed),
+            pick(titles, train_idx),
+            pick(descriptions, train_idx),
+            seed,
+        )
+    set_embedding_trainable(fusion_text, True)
+    fs = settings.fusion
+    fusion = FusionModel(
+        fusion_text,
+        n_classes,
+        FEATURE_DIM,
+        arrays.tabular.shape[1],
+        embedding_dim=fs.embedding_dim,
+        hidden_dim=fs.hidden_dim,
+        dropout=fs.dropout,
+        temperature=fs.temperature,
+        contrastive_weight=fs.contrastive_weight,
+        label_smoothing=fs.label_smoothing,
+        seed=seed,
+        name="fusion",
+    )
+    fusion.compile(optimizer=keras.optimizers.Adam(fs.learning_rate))
+    max_photos = settings.vision.max_photos_per_product
+    train_data = make_dataset(
+        arrays.subset(train_idx),
+        fs.batch_size,
+        max_photos,
+        seed,
+        training=True,
+        photo_dropout=fs.photo_dropout,
+        query_photo_share=fs.query_photo_share,
+        description_dropout=fs.description_dropout,
+    )
+    val_data = make_dataset(
+        arrays.subset(val_idx),
+        fs.batch_size,
+        max_photos,
+        seed,
+        training=False,
+        query_photo_share=fs.query_photo_share,
+    )
+    keep = KeepBest()
+    fitted = fusion.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=fs.epochs,
+        callbacks=[
+            keep,
+            keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5, patience=2),
+            keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=fs.patience),
+            *_callbacks(log_dir / "fusion", checkpoints / "fusion.weights.h5"),
+        ],
+        verbose=verbose,
+    )
+    keep.restore(fusion)
+    history["fusion"] = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
+    history["fusion"]["best_val_accuracy"] = [keep.best]
+    fusion.save(model_dir / FILES["fusion"])
+    t = tick("fusion model", t)
+
+    # ---------------------------------------------------------------- 4. bundle
+    (model_dir / FILES["labels"]).write_text(json.dumps({"classes": classes}, indent=2, ensure_ascii=False))
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    manifest = {
+        "format": FORMAT_VERSION,
+        "version": f"{run}-{_weights_hash(fusion)[:8]}",
+        "created": created,
+        "classes": classes,
+        "prior": prior.tolist(),
+        "weights": choice.to_json() | {"backbone_fingerprint": fingerprint},
+        "backbone_size": size,
+        "image_size": settings.data.image_size,
+        "feature_dim": FEATURE_DIM,
+        "feature_key": key,
+        "max_photos": max_photos,
+        "max_title_tokens": settings.text.max_title_tokens,
+        "embedding_dim": fs.embedding_dim,
+        "vocabulary_size": len(vocabulary),
+        "word2vec_coverage": vocabulary.coverage(vectors),
+        "tabular_columns": list(scaler.to_json()["columns"]),
+        "files": {k: f"{MODEL_DIR}/{v}" for k, v in FILES.items()},
+        "synthetic_data": bool(getattr(prepared, "synthetic", False)),
+        "log_dir": str(log_dir),
+    }
+    (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
+    settings.save(out_dir / "settings.json")
+
+    # ---------------------------------------------------------------- 5. evaluation
+    bundle = Bundle.load(out_dir)
+    eval_split, eval_idx = ("test", test_idx) if len(test_idx) else ("val", val_idx)
+    report_path = out_dir / "reports" / f"model_{eval_split}.json"
+    metrics = evaluate_bundle(
+        out_dir, products.iloc[eval_idx], prepared.images, report_path, show_progress=False, bundle=bundle
+    )
+    t = tick(f"evaluation on the {eval_split} split", t)
+    wall = round(time.perf_counter() - started, 1)
+    peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    summary = {
+        branch: {
+            "accuracy": metrics["branches"][branch]["accuracy"],
+            "macro_f1": metrics["branches"][branch]["macro_f1"],
+        }
+        for branch in ("text", "image", "fusion")
+    } | {
+        "evaluated_on": eval_split,
+        "n_products": metrics["n_products"],
+        "image_weights": choice.description,
+        "missing_photo_files": missing_files,
+        "train_wall_time_s": wall,
+        "peak_memory_mb": peak_mb,
+        "bundle": str(out_dir),
+        "version": manifest["version"],
+    }
+    (out_dir / "metrics.json").write_text(
+        json.dumps(
+            {"summary": summary, "timings_s": timings, "history": history, "test": metrics},
+            indent=2,
+            default=str,
+        )
+    )
+    manifest["metrics"] = summary
+    (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
+    hparams = {
+        "w2v_dim": settings.text.w2v_dim,
+        "text_wide": settings.text.wide,
+        "text_deep": settings.text.deep,
+        "image_weights": choice.kind,
+        "image_size": size,
+        "embedding_dim": fs.embedding_dim,
+        "contrastive_weight": fs.contrastive_weight,
+        "temperature": fs.temperature,
+        "learning_rate": fs.learning_rate,
+    }
+    log_hparams(
+        log_dir,
+        run,
+        hparams,
+        {f"test_{b}_accuracy": summary[b]["accuracy"] for b in ("text", "image", "fusion")},
+    )
+    if show_progress:
+        print(
+            f"  {eval_split}: {summary_line(metrics['branches'])} (image weights: {choice.description})",
+            flush=True,
+        )
+    return TrainResult(out_dir, log_dir, summary, metrics, history, timings)

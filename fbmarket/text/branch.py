@@ -1,0 +1,148 @@
+"""The Keras text branch: lemma strings in, a text feature vector out (SPEC §5.1).
+
+Inputs are two strings per listing, the title's and the description's lemmas joined by
+spaces (`fbmarket.text.tokenize`), so the saved model carries its own vocabularies
+(TextVectorization) and serving needs only the spaCy tokeniser in front.
+
+Two paths, both measured on the dev data (benchmarks/text_designs.py):
+
+* deep: token ids -> Embedding initialised from Word2Vec (frozen first, fine-tuned
+  after) -> Conv1D + global max pooling, next to a masked mean of the embeddings;
+* wide: bag of word uni- and bigrams (title and description apart) -> one dense layer.
+  On 3.7k training listings the wide path carries most of the accuracy; the deep path
+  adds robustness to wording it never saw (similar words have similar vectors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fbmarket.config import TextSettings
+
+TITLE = "title"
+DESCRIPTION = "description"
+EMBEDDING_LAYER = "word2vec_embedding"
+
+
+@keras.saving.register_keras_serializable(package="fbmarket")
+class MaskedMean(keras.layers.Layer):
+    """Mean of the embeddings of real tokens (id > 0); zeros for an empty text."""
+
+    def call(self, embedded, ids):
+        mask = keras.ops.expand_dims(keras.ops.cast(keras.ops.greater(ids, 0), embedded.dtype), -1)
+        total = keras.ops.sum(embedded * mask, axis=1)
+        return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
+
+
+def _adapt_bag(
+    name: str, texts: Sequence[str], max_tokens: int, ngrams: int, mode: str
+) -> keras.layers.TextVectorization:
+    layer = keras.layers.TextVectorization(
+        max_tokens=max_tokens,
+        standardize=None,  # the spaCy side already lower-cased and lemmatised
+        split="whitespace",
+        ngrams=ngrams if ngrams > 1 else None,
+        output_mode=mode,
+        name=name,
+    )
+    corpus = [t for t in texts if t] or ["empty"]
+    layer.adapt(tf.constant(corpus, dtype=tf.string), batch_size=512)
+    return layer
+
+
+def build_text_encoder(
+    settings: TextSettings,
+    words: Sequence[str],
+    embedding_matrix: np.ndarray,
+    train_titles: Sequence[str],
+    train_descriptions: Sequence[str],
+    seed: int,
+) -> keras.Model:
+    """(title string, description string) -> `settings.text_dim` features.
+
+    `words` is the vocabulary without its padding/OOV rows; `embedding_matrix` has
+    len(words) + 2 rows in the same order. The wide bags are fitted on training text only.
+    """
+    if embedding_matrix.shape[0] != len(words) + 2:
+        raise ValueError("embedding_matrix needs one row per word plus padding and out-of-vocabulary")
+    title = keras.Input((), dtype="string", name=TITLE)
+    description = keras.Input((), dtype="string", name=DESCRIPTION)
+    parts = []
+
+    if settings.deep:
+        title_ids = keras.layers.TextVectorization(
+            standardize=None,
+            split="whitespace",
+            vocabulary=list(words),
+            output_sequence_length=settings.max_title_tokens,
+            name="title_ids",
+        )(title)
+        description_ids = keras.layers.TextVectorization(
+            standardize=None,
+            split="whitespace",
+            vocabulary=list(words),
+            output_sequence_length=settings.max_tokens,
+            name="description_ids",
+        )(description)
+        ids = keras.layers.Concatenate(axis=1, name="token_ids")([title_ids, description_ids])
+        embedded = keras.layers.Embedding(
+            embedding_matrix.shape[0],
+            embedding_matrix.shape[1],
+            embeddings_initializer=keras.initializers.Constant(embedding_matrix),
+            trainable=False,  # frozen until the fine-tuning phase
+            name=EMBEDDING_LAYER,
+        )(ids)
+        embedded = keras.layers.SpatialDropout1D(settings.dropout / 2, seed=seed)(embedded)
+        conv = keras.layers.Conv1D(
+            settings.conv_filters, settings.conv_kernel, padding="same", activation="relu", name="conv"
+        )(embedded)
+        parts.append(keras.layers.GlobalMaxPooling1D(name="conv_max")(conv))
+        parts.append(MaskedMean(name="embedding_mean")(embedded, ids))
+
+    if settings.wide:
+        for name, text, corpus in (
+            ("title_bag", title, train_titles),
+            ("description_bag", description, train_descriptions),
+        ):
+            bag = _adapt_bag(name, corpus, settings.wide_max_tokens, settings.wide_ngrams, settings.wide_mode)
+            parts.append(keras.ops.cast(bag(text), "float32"))
+
+    if not parts:
+        raise ValueError("the text branch needs the deep path, the wide path, or both")
+    joined = keras.layers.Concatenate(name="text_parts")(parts) if len(parts) > 1 else parts[0]
+    hidden = keras.layers.Dropout(settings.dropout, seed=seed + 1)(joined)
+    features = keras.layers.Dense(settings.text_dim, activation="relu", name="text_features")(hidden)
+    return keras.Model([title, description], features, name="text_encoder")
+
+
+def build_text_classifier(encoder: keras.Model, n_classes: int, dropout: float, seed: int) -> keras.Model:
+    """The text-only model: the encoder plus a softmax over root categories."""
+    title = keras.Input((), dtype="string", name=TITLE)
+    description = keras.Input((), dtype="string", name=DESCRIPTION)
+    hidden = keras.layers.Dropout(dropout, seed=seed)(encoder([title, description]))
+    probs = keras.layers.Dense(n_classes, activation="softmax", name="category")(hidden)
+    return keras.Model([title, description], probs, name="text_classifier")
+
+
+def set_embedding_trainable(model: keras.Model, trainable: bool) -> bool:
+    """Freeze or unfreeze the Word2Vec embedding wherever it sits; False when there is none."""
+    for layer in _walk(model):
+        if layer.name == EMBEDDING_LAYER:
+            layer.trainable = trainable
+            return True
+    return False
+
+
+def _walk(model: keras.layers.Layer):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _walk(layer)
+
+
+def string_batch(values: Sequence[str]) -> tf.Tensor:
+    """(n,) string tensor, the shape the text inputs take."""
+    return tf.constant(list(values), dtype=tf.string, shape=(len(values),))

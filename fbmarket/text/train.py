@@ -1,0 +1,113 @@
+"""Training the text-only classifier: Word2Vec embedding frozen first, then fine-tuned.
+
+Phase 1 trains everything but the Word2Vec-initialised embedding, so the randomly
+initialised layers above it cannot wreck the vectors with large early gradients;
+phase 2 unfreezes the embedding at a lower learning rate. Both phases stop early on
+validation accuracy; the best weights over both phases are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fbmarket.config import TextSettings
+from fbmarket.text.branch import set_embedding_trainable
+
+
+def text_dataset(
+    titles: Sequence[str],
+    descriptions: Sequence[str],
+    labels: np.ndarray,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+    data = tf.data.Dataset.from_tensor_slices(
+        (
+            (tf.constant(list(titles), tf.string), tf.constant(list(descriptions), tf.string)),
+            labels.astype(np.int32),
+        )
+    )
+    if shuffle_seed is not None:
+        data = data.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_classifier(
+    model: keras.Model, learning_rate: float, label_smoothing: float, n_classes: int
+) -> None:
+    smoothing = float(label_smoothing)
+
+    def loss(y_true, y_pred):
+        onehot = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), n_classes)
+        return keras.losses.categorical_crossentropy(onehot, y_pred, label_smoothing=smoothing)
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Best weights by a validation metric across several `fit` calls (both phases)."""
+
+    def __init__(self, monitor: str = "val_accuracy"):
+        super().__init__()
+        self.monitor = monitor
+        self.best = -np.inf
+        self.best_weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best = float(value)
+            self.best_weights = self.model.get_weights()
+
+    def restore(self, model: keras.Model) -> None:
+        if self.best_weights is not None:
+            model.set_weights(self.best_weights)
+
+
+def train_text_classifier(
+    classifier: keras.Model,
+    train: tf.data.Dataset,
+    val: tf.data.Dataset,
+    settings: TextSettings,
+    n_classes: int,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 0,
+) -> dict[str, list[float]]:
+    """Two-phase fit; returns the concatenated history (with a `phase` entry per epoch)."""
+    history: dict[str, list[float]] = {}
+    keep = KeepBest()
+
+    def run(epochs: int, learning_rate: float, phase: int, initial_epoch: int) -> int:
+        if epochs <= 0:
+            return initial_epoch
+        compile_classifier(classifier, learning_rate, settings.label_smoothing, n_classes)
+        stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=settings.patience)
+        fitted = classifier.fit(
+            train,
+            validation_data=val,
+            epochs=initial_epoch + epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[keep, stop, *callbacks],
+            verbose=verbose,
+        )
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        history.setdefault("phase", []).extend([phase] * len(fitted.epoch))
+        return initial_epoch + len(fitted.epoch)
+
+    has_embedding = set_embedding_trainable(classifier, False)
+    done = run(settings.frozen_epochs, settings.learning_rate, 1, 0)
+    if has_embedding:
+        set_embedding_trainable(classifier, True)
+        run(settings.finetune_epochs, settings.finetune_learning_rate, 2, done)
+    keep.restore(classifier)
+    history["best_val_accuracy"] = [keep.best]
+    return history
