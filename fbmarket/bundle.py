@@ -66,7 +66,7 @@ FILES = {
 CACHE_MIN_PHOTOS = 256
 
 
-class BundleError(RuntimeError):
+class BundleError(FileNotFoundError):
     """A folder that is not a complete bundle; the message names what is missing."""
 
 

@@ -60,6 +60,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    if getattr(args, "image_weights", None):
+        settings.vision.weights = args.image_weights
+    if getattr(args, "allow_download", False):
+        settings.vision.allow_download = True
+    return settings
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Data -> clean/split -> text-only, image-only and fusion models -> bundle + test report."""
+    from fbmarket.fusion.train import train_bundle
+    from fbmarket.pipeline import prepare_data
+
+    settings = _apply_model_flags(settings_from_args(args), args)
+    prepared = prepare_data(settings, show_progress=not args.quiet)
+    result = train_bundle(prepared, settings, settings.out_dir, show_progress=not args.quiet)
+    print(json.dumps(result.summary, indent=2, default=str))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a trained bundle on any dataset folder in the input format, without retraining."""
+    from fbmarket.data.sources import read_source
+    from fbmarket.evaluate import evaluate_bundle, summary_line
+    from fbmarket.pipeline import clean_raw
+
+    settings = settings_from_args(args)
+    raw = read_source(args.data)
+    products, photos, _ = clean_raw(raw, settings, strict=False, show_progress=not args.quiet)
+    if products.empty:
+        raise ValueError(f"no listing in {raw.origin} survived cleaning: nothing to evaluate")
+    result = evaluate_bundle(args.bundle, products, photos, args.report, show_progress=not args.quiet)
+    for name, count in result["unseen_categories"].items():
+        print(f"note: {count} listing(s) in category {name!r}, unknown to the model, were not scored")
+    print(f"{result['n_products']} listings scored: {summary_line(result['branches'])}")
+    print(f"image weights: {result['weights']['description']}")
+    print(f"report: {args.report}")
+    return 0
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from fbmarket.data import schema as S
     from fbmarket.data.sources import read_source
@@ -170,6 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--seed", type=int)
         command.add_argument("--database", help="SQLAlchemy URL (default SQLite inside --out)")
         command.add_argument("--quick", action="store_true", help="tiny settings for a fast end-to-end run")
+    train = add(
+        "train", cmd_train, "train the text, image and fusion models into a bundle, with a test report"
+    )
+    train.add_argument("--data", help="dataset folder or SQLAlchemy URL (default: synthetic)")
+    train.add_argument("--out", type=Path, help="bundle folder to write (default artifacts/)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--database", help="SQLAlchemy URL (default SQLite inside --out)")
+    train.add_argument("--quick", action="store_true", help="tiny settings for a fast run")
+    train.add_argument(
+        "--image-weights", help="ResNet50V2 weights: none (train from scratch), imagenet, or a local .h5 path"
+    )
+    train.add_argument(
+        "--allow-download", action="store_true", help="let Keras download ImageNet weights if not cached"
+    )
+    evaluate = add("evaluate", cmd_evaluate, "score a trained bundle on a dataset folder, without retraining")
+    evaluate.add_argument("--bundle", required=True, type=Path, help="trained bundle folder")
+    evaluate.add_argument(
+        "--data", required=True, help="dataset folder in the input format (or SQLAlchemy URL)"
+    )
+    evaluate.add_argument("--report", required=True, type=Path, help="JSON report to write")
+
     index = add(
         "index", cmd_index, "add or replace a dataset folder's listings in a bundle's database and index"
     )

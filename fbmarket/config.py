@@ -42,12 +42,13 @@ class TextSettings:
     max_title_tokens: int = 24
     vocab_size: int = 30_000
     deep: bool = True  # Embedding(Word2Vec) -> Conv1D/max pool + masked mean
-    conv_filters: int = 128
+    conv_filters: int = 128  # 0: the deep path is the masked mean of the embeddings alone
     conv_kernel: int = 3
     wide: bool = True  # bag of word n-grams, title and description apart
     wide_ngrams: int = 2
     wide_max_tokens: int = 40_000
     wide_mode: str = "multi_hot"  # TextVectorization output mode: "multi_hot" | "tf_idf" | "count"
+    char_ngrams: int = 0  # >= 3: also bags of character 3..n-grams (misspellings, compounds)
     text_dim: int = 256
     dropout: float = 0.5
     batch_size: int = 64

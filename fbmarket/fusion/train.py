@@ -22,7 +22,7 @@ import json
 import logging
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -211,8 +211,10 @@ def train_bundle(
     head = None
     if choice.trains_backbone:
         on_train, on_val = photo_split == "train", photo_split == "val"
-        if on_train.sum() == 0:
-            log.warning("no training photos: the image branch stays untrained")
+        if on_train.sum() == 0 or settings.vision.epochs <= 0:
+            reason = "no training photos" if on_train.sum() == 0 else "vision.epochs is 0"
+            log.warning("%s: the backbone stays at its random initialisation", reason)
+            choice = replace(choice, description=f"none: random, untrained ResNet50V2 ({reason})")
         else:
             head, history["image"] = train_scratch_backbone(
                 backbone,
@@ -326,6 +328,7 @@ def train_bundle(
             keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=fs.patience),
             *_callbacks(log_dir / "fusion", checkpoints / "fusion.weights.h5"),
         ],
+        shuffle=False,  # the generator reshuffles itself each epoch
         verbose=verbose,
     )
     keep.restore(fusion)

@@ -39,13 +39,18 @@ class MaskedMean(keras.layers.Layer):
 
 
 def _adapt_bag(
-    name: str, texts: Sequence[str], max_tokens: int, ngrams: int, mode: str
+    name: str,
+    texts: Sequence[str],
+    max_tokens: int,
+    ngrams: int | tuple[int, ...],
+    mode: str,
+    split: str = "whitespace",
 ) -> keras.layers.TextVectorization:
     layer = keras.layers.TextVectorization(
         max_tokens=max_tokens,
         standardize=None,  # the spaCy side already lower-cased and lemmatised
-        split="whitespace",
-        ngrams=ngrams if ngrams > 1 else None,
+        split=split,
+        ngrams=ngrams if not isinstance(ngrams, int) or ngrams > 1 else None,
         output_mode=mode,
         name=name,
     )
@@ -97,10 +102,11 @@ def build_text_encoder(
             name=EMBEDDING_LAYER,
         )(ids)
         embedded = keras.layers.SpatialDropout1D(settings.dropout / 2, seed=seed)(embedded)
-        conv = keras.layers.Conv1D(
-            settings.conv_filters, settings.conv_kernel, padding="same", activation="relu", name="conv"
-        )(embedded)
-        parts.append(keras.layers.GlobalMaxPooling1D(name="conv_max")(conv))
+        if settings.conv_filters > 0:
+            conv = keras.layers.Conv1D(
+                settings.conv_filters, settings.conv_kernel, padding="same", activation="relu", name="conv"
+            )(embedded)
+            parts.append(keras.layers.GlobalMaxPooling1D(name="conv_max")(conv))
         parts.append(MaskedMean(name="embedding_mean")(embedded, ids))
 
     if settings.wide:
@@ -109,6 +115,14 @@ def build_text_encoder(
             ("description_bag", description, train_descriptions),
         ):
             bag = _adapt_bag(name, corpus, settings.wide_max_tokens, settings.wide_ngrams, settings.wide_mode)
+            parts.append(keras.ops.cast(bag(text), "float32"))
+    if settings.char_ngrams >= 3:
+        grams = tuple(range(3, settings.char_ngrams + 1))
+        for name, text, corpus in (
+            ("title_chars", title, train_titles),
+            ("description_chars", description, train_descriptions),
+        ):
+            bag = _adapt_bag(name, corpus, settings.wide_max_tokens, grams, settings.wide_mode, "character")
             parts.append(keras.ops.cast(bag(text), "float32"))
 
     if not parts:

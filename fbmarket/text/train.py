@@ -96,6 +96,7 @@ def train_text_classifier(
             epochs=initial_epoch + epochs,
             initial_epoch=initial_epoch,
             callbacks=[keep, stop, *callbacks],
+            shuffle=False,  # the dataset reshuffles itself each epoch
             verbose=verbose,
         )
         for key, values in fitted.history.items():

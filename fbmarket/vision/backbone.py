@@ -26,7 +26,7 @@ IMAGENET_NOTOP_FILE = "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
 FEATURE_DIM = 2048  # ResNet50V2's pooled output
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ValueError):
     """The configured weights cannot be had offline; the message says what to change."""
 
 

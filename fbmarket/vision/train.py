@@ -78,6 +78,7 @@ def train_scratch_backbone(
         validation_data=val,
         epochs=settings.epochs,
         callbacks=[keep, stop, *callbacks] if val is not None else list(callbacks),
+        shuffle=False,  # the dataset reshuffles itself each epoch
         verbose=verbose,
     )
     keep.restore(classifier)

@@ -1,0 +1,133 @@
+"""Text branch: spaCy lemmas, Word2Vec + vocabulary on disk, the Keras text model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from fbmarket.config import TextSettings
+from fbmarket.text.branch import (
+    EMBEDDING_LAYER,
+    build_text_classifier,
+    build_text_encoder,
+    set_embedding_trainable,
+    string_batch,
+)
+from fbmarket.text.tokenize import get_tokenizer, join, tokenize_listings
+from fbmarket.text.train import text_dataset, train_text_classifier
+from fbmarket.text.word2vec import OOV, PAD, Vocabulary, load_vectors, save_vectors, train_word2vec
+
+TITLES = ["Red leather sofa", "Oak dining table", "iPhone 12 case", "Kids bike 16 inch"] * 6
+DESCRIPTIONS = [
+    "Comfy red sofa, seats three. Collection only",
+    "Solid oak table with six chairs",
+    "Brand new case for iPhone 12 phones",
+    "Childrens bike with stabilisers, good tyres",
+] * 6
+LABELS = np.array([0, 1, 2, 3] * 6)
+
+
+def tiny_settings(**changes) -> TextSettings:
+    values = dict(
+        w2v_dim=12,
+        w2v_epochs=3,
+        w2v_min_count=1,
+        max_tokens=12,
+        max_title_tokens=5,
+        conv_filters=8,
+        text_dim=16,
+        wide_max_tokens=300,
+        batch_size=8,
+        frozen_epochs=2,
+        finetune_epochs=1,
+        patience=5,
+        dropout=0.1,
+    )
+    values.update(changes)
+    return TextSettings(**values)
+
+
+def test_tokeniser_lemmatises_without_a_model_download_and_splits_run_on_text() -> None:
+    tokens = get_tokenizer().tokenize("Sofas (grey)for sale! cookingServes 4 people 😀😀")
+    assert "sofa" in tokens  # lookup lemma of "Sofas"
+    assert "grey" in tokens and "for" in tokens  # ")" no longer glues words
+    assert "cook" in tokens and "serve" in tokens  # camel-case join split, then lemmatised
+    assert all(any(ch.isalnum() for ch in t) for t in tokens)  # no emoji or punctuation tokens
+
+
+@pytest.mark.parametrize("text", ["", "😀🔥👍", None, "  \n\t "])
+def test_empty_or_emoji_only_text_gives_no_tokens(text) -> None:
+    assert get_tokenizer().tokenize(text) == []
+
+
+def test_word2vec_and_vocabulary_round_trip_without_pickle(tmp_path: Path) -> None:
+    titles, descriptions = tokenize_listings(TITLES, DESCRIPTIONS)
+    vectors = train_word2vec(titles + descriptions, tiny_settings(), seed=1)
+    assert vectors.vector_size == 12 and "sofa" in vectors.key_to_index
+    save_vectors(vectors, tmp_path)
+    loaded = load_vectors(tmp_path)
+    np.testing.assert_allclose(loaded["sofa"], vectors["sofa"], rtol=1e-6)
+    assert (tmp_path / "word2vec.bin").read_bytes()[:1].isdigit()  # word2vec's own format, not a pickle
+
+    vocab = Vocabulary.build(titles + descriptions, min_count=2, max_size=1000)
+    assert vocab.tokens[:2] == [PAD, OOV]
+    assert all(c >= 2 for c in vocab.counts[2:])
+    vocab.save(tmp_path / "vocabulary.json")
+    assert Vocabulary.load(tmp_path / "vocabulary.json") == vocab
+    matrix = vocab.embedding_matrix(vectors, seed=0)
+    assert matrix.shape == (len(vocab), 12)
+    np.testing.assert_array_equal(matrix[0], 0)  # padding
+    row = vocab.tokens.index("sofa")
+    np.testing.assert_allclose(matrix[row], vectors["sofa"])  # initialised from Word2Vec
+
+
+def test_word2vec_refuses_an_empty_corpus() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        train_word2vec([[], []], tiny_settings(), seed=0)
+
+
+def _encoder(settings: TextSettings) -> tuple[keras.Model, list[str], list[str]]:
+    titles, descriptions = tokenize_listings(TITLES, DESCRIPTIONS)
+    vectors = train_word2vec(titles + descriptions, settings, seed=0)
+    vocab = Vocabulary.build(titles + descriptions, 1, 1000)
+    t, d = [join(x) for x in titles], [join(x) for x in descriptions]
+    encoder = build_text_encoder(settings, vocab.words, vocab.embedding_matrix(vectors, 0), t, d, seed=0)
+    return encoder, t, d
+
+
+@pytest.mark.parametrize("wide,deep", [(True, True), (False, True), (True, False)])
+def test_text_model_shapes_and_identical_predictions_after_save_load(tmp_path: Path, wide, deep) -> None:
+    settings = tiny_settings(wide=wide, deep=deep)
+    encoder, titles, descriptions = _encoder(settings)
+    model = build_text_classifier(encoder, 4, 0.1, seed=0)
+    inputs = [string_batch(titles[:5] + [""]), string_batch(descriptions[:5] + [""])]  # incl. empty text
+    assert encoder.predict(inputs, verbose=0).shape == (6, 16)
+    probs = model.predict(inputs, verbose=0)
+    assert probs.shape == (6, 4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    model.save(tmp_path / "text.keras")
+    again = keras.models.load_model(tmp_path / "text.keras", compile=False)
+    np.testing.assert_allclose(again.predict(inputs, verbose=0), probs, rtol=1e-6, atol=1e-7)
+
+
+def test_training_lowers_the_loss_and_unfreezes_the_embedding_in_phase_two() -> None:
+    settings = tiny_settings(frozen_epochs=3, finetune_epochs=2, learning_rate=5e-3)
+    encoder, titles, descriptions = _encoder(settings)
+    model = build_text_classifier(encoder, 4, 0.1, seed=0)
+    embedding = next(layer for layer in encoder.layers if layer.name == EMBEDDING_LAYER)
+    before = embedding.get_weights()[0].copy()
+    snapshots: list[np.ndarray] = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(embedding.get_weights()[0].copy())
+    )
+    train = text_dataset(titles, descriptions, LABELS, 8, shuffle_seed=0)
+    history = train_text_classifier(model, train, train, settings, 4, callbacks=[record])
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["phase"] == [1, 1, 1, 2, 2]
+    assert history["best_val_accuracy"][0] > 0.5  # four separable listings
+    np.testing.assert_array_equal(snapshots[2], before)  # frozen through phase 1
+    assert not np.allclose(snapshots[-1], before)  # fine-tuned in phase 2
+    assert set_embedding_trainable(model, False) is True

@@ -1,0 +1,130 @@
+"""Image branch: weight resolution, the ResNet50V2 backbone, the feature cache and pooling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fbmarket.config import VisionSettings
+from fbmarket.data import schema as S
+from fbmarket.vision.backbone import (
+    FEATURE_DIM,
+    WeightsUnavailable,
+    build_backbone,
+    build_photo_classifier,
+    keras_cache_dir,
+    resolve_weights,
+)
+from fbmarket.vision.features import (
+    FeatureCache,
+    backbone_key,
+    cached_photo_features,
+    extract_features,
+    gather_photos,
+    product_photo_rows,
+)
+from fbmarket.vision.train import product_probabilities
+
+SIZE = 32
+
+
+def test_weights_none_means_training_from_scratch() -> None:
+    choice = resolve_weights(VisionSettings(weights="none", train_size=40))
+    assert choice.kind == "none" and choice.keras_weights is None and choice.trains_backbone
+    assert "scratch" in choice.description and "40px" in choice.description
+
+
+def test_imagenet_without_cache_or_permission_fails_with_advice() -> None:
+    if (keras_cache_dir() / "models").is_dir() and any((keras_cache_dir() / "models").glob("resnet50v2*")):
+        pytest.skip("ImageNet weights are cached on this machine")
+    with pytest.raises(WeightsUnavailable, match="allow_download"):
+        resolve_weights(VisionSettings(weights="imagenet", allow_download=False))
+    allowed = resolve_weights(VisionSettings(weights="imagenet", allow_download=True))
+    assert allowed.keras_weights == "imagenet"  # Keras may download it, because we said so
+
+
+def test_local_weights_file_is_fingerprinted(tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailable, match="neither"):
+        resolve_weights(VisionSettings(weights=str(tmp_path / "missing.h5")))
+    wrong = tmp_path / "weights.bin"
+    wrong.write_bytes(b"x")
+    with pytest.raises(WeightsUnavailable, match=r"\.h5"):
+        resolve_weights(VisionSettings(weights=str(wrong)))
+    one, two = tmp_path / "a.h5", tmp_path / "b.h5"
+    one.write_bytes(b"first")
+    two.write_bytes(b"second")
+    a, b = (
+        resolve_weights(VisionSettings(weights=str(one))),
+        resolve_weights(VisionSettings(weights=str(two))),
+    )
+    assert a.kind == "file" and a.keras_weights == str(one)
+    assert a.fingerprint != b.fingerprint  # different files never share cached features
+    assert backbone_key(a.fingerprint, 64, 128) != backbone_key(b.fingerprint, 64, 128)
+    assert backbone_key(a.fingerprint, 64, 128) != backbone_key(a.fingerprint, 96, 128)
+
+
+def _photos(tmp_path: Path, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path)
+        rows.append({S.IMAGE_ID: f"img{i}", S.PRODUCT_ID: f"p{i // 2}", S.IMAGE_PATH: str(path)})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return build_backbone(SIZE, None)
+
+
+def test_backbone_and_photo_classifier_shapes(backbone) -> None:
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+    assert backbone.predict(pixels, verbose=0).shape == (3, FEATURE_DIM)
+    classifier, head = build_photo_classifier(backbone, 5, seed=0)
+    probs = classifier.predict(pixels, verbose=0)
+    assert probs.shape == (3, 5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert head.input_shape == (None, FEATURE_DIM)
+
+
+def test_feature_cache_computes_only_what_is_missing(tmp_path: Path, backbone) -> None:
+    photos = _photos(tmp_path, 6)
+    cache = FeatureCache(tmp_path / "features", "key1")
+    first = cached_photo_features(backbone, photos.iloc[:4], SIZE, 4, cache)
+    assert first.computed == 4 and first.features.shape == (4, FEATURE_DIM)
+    reopened = FeatureCache(tmp_path / "features", "key1")  # a second run
+    second = cached_photo_features(backbone, photos, SIZE, 4, reopened)
+    assert second.computed == 2  # only the two new photos went through the model
+    np.testing.assert_allclose(second.features[:4], first.features, rtol=1e-5)
+    direct = extract_features(backbone, photos[S.IMAGE_PATH].tolist(), SIZE, 4)
+    np.testing.assert_allclose(second.features, direct, rtol=1e-4, atol=1e-5)
+    third = cached_photo_features(backbone, photos, SIZE, 4, FeatureCache(tmp_path / "features", "key1"))
+    assert third.computed == 0
+    assert len(FeatureCache(tmp_path / "features", "other-config")) == 0  # keyed by configuration
+
+
+def test_missing_photo_files_are_skipped_and_counted(tmp_path: Path, backbone) -> None:
+    photos = _photos(tmp_path, 3)
+    Path(photos[S.IMAGE_PATH].iloc[1]).unlink()
+    result = cached_photo_features(backbone, photos, SIZE, 4, None)
+    assert result.missing_files == 1 and result.image_ids == ["img0", "img2"]
+
+
+def test_photos_pool_per_product_and_products_without_photos_get_the_prior() -> None:
+    features = np.arange(12, dtype=np.float32).reshape(4, 3)
+
+    class Photos:
+        product_ids = ["a", "a", "a", "b"]
+
+    rows = product_photo_rows(Photos(), ["a", "b", "c"], max_photos=2)
+    assert rows == [[0, 1], [3], []]
+    stacked, mask = gather_photos(features, rows, 2)
+    assert stacked.shape == (3, 2, 3) and mask.tolist() == [[1, 1], [1, 0], [0, 0]]
+    probs = np.array([[0.9, 0.1], [0.5, 0.5], [0.0, 1.0], [0.2, 0.8]])
+    pooled = product_probabilities(probs, rows, prior=np.array([0.3, 0.7]))
+    np.testing.assert_allclose(pooled, [[0.7, 0.3], [0.2, 0.8], [0.3, 0.7]])
