@@ -436,24 +436,29 @@ class Marketplace:
 
     def _results(self, ranked: pd.DataFrame) -> list[ListingResult]:
         ids = ranked[S.PRODUCT_ID].astype(str).tolist()
-        table = self._products.reindex(ids)
+        columns = [S.TITLE, S.CATEGORY, S.ROOT_CATEGORY, S.PRICE, S.LOCATION]
+        listings = self._products[columns].reindex(ids).to_dict("records")
+        scores = ranked["score"].to_numpy(float)
+        factors = ranked["factors"].tolist()
+        distances = (
+            ranked[DISTANCE_KM].to_numpy(float) if DISTANCE_KM in ranked else np.full(len(ids), np.nan)
+        )
         photo_counts = self._photo_counts(ids)
         results = []
-        for pid, (_, row), (_, listing) in zip(ids, ranked.iterrows(), table.iterrows(), strict=True):
-            if pd.isna(listing.get(S.TITLE)):
+        for i, (pid, listing) in enumerate(zip(ids, listings, strict=True)):
+            if not isinstance(listing[S.TITLE], str):
                 continue  # deleted between retrieval and now
-            distance = row.get(DISTANCE_KM)
             results.append(
                 ListingResult(
                     product_id=pid,
-                    title=str(listing[S.TITLE]),
+                    title=listing[S.TITLE],
                     category=str(listing[S.CATEGORY]),
                     root_category=str(listing[S.ROOT_CATEGORY]),
                     price=_plain(listing[S.PRICE]),
                     location=str(listing[S.LOCATION] or ""),
-                    distance_km=_plain(distance),
-                    score=float(row["score"]),
-                    factors={k: float(v) for k, v in row["factors"].items()},
+                    distance_km=_plain(distances[i]),
+                    score=float(scores[i]),
+                    factors={k: float(v) for k, v in factors[i].items()},
                     image_count=photo_counts.get(pid, 0),
                 )
             )

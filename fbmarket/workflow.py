@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from fbmarket.config import Settings
 from fbmarket.pipeline import SYNTHETIC_NOTE, PreparedData, prepare_data
 
@@ -76,11 +79,126 @@ def stage_baselines(state: RunState) -> None:
     state.summary["baselines"] = metrics
 
 
+def stage_train(state: RunState) -> None:
+    from fbmarket.fusion.train import train_bundle
+
+    assert state.prepared is not None
+    result = train_bundle(
+        state.prepared, state.settings, state.settings.out_dir, show_progress=state.show_progress
+    )
+    state.summary["models"] = result.summary
+
+
+def stage_index(state: RunState) -> None:
+    """Every listing's fusion embedding -> .npy + ids (bundle), the database, and the FAISS index."""
+    from fbmarket.bundle import Bundle
+    from fbmarket.data.store import Store
+    from fbmarket.search.index import VectorIndex
+    from fbmarket.service import INDEX_FILE
+
+    assert state.prepared is not None
+    out = state.settings.out_dir
+    model = Bundle.load(out)
+    products = state.prepared.products
+    vectors = model.encode_products(products, state.prepared.images, show_progress=state.show_progress)
+    ids = products["product_id"].astype(str).tolist()
+    np.save(out / EMBEDDINGS_FILE, vectors)
+    (out / EMBEDDING_IDS_FILE).write_text(json.dumps(ids))
+    store = Store(state.settings.db_url)
+    try:
+        store.upsert_embeddings(ids, vectors, model.version)
+    finally:
+        store.close()
+    index = VectorIndex(vectors.shape[1], state.settings.search)
+    index.build(ids, vectors)
+    index.save(out / INDEX_FILE)
+    state.summary["index"] = {"listings": len(ids), "dim": int(vectors.shape[1]), **index.describe()}
+
+
+def stage_ranking(state: RunState) -> None:
+    """Buyer profiles and the learned ranker, from the dataset's interactions or simulated ones."""
+    from fbmarket.bundle import Bundle
+    from fbmarket.data.store import Store
+    from fbmarket.recommend.buyers import towns_from_products
+    from fbmarket.recommend.simulator import USER_CSV_COLUMNS, simulate_buyers, simulate_interactions
+    from fbmarket.recommend.training import fit_ranking
+    from fbmarket.search.hybrid import HybridSearcher
+    from fbmarket.service import RANKING_DIR
+
+    assert state.prepared is not None
+    settings = state.settings
+    products = state.prepared.products
+    users, interactions = state.prepared.raw.users, state.prepared.raw.interactions
+    simulated = users is None or interactions is None
+    if simulated:
+        buyers = simulate_buyers(settings.rank.n_buyers, towns_from_products(products), seed=settings.seed)
+        interactions = simulate_interactions(
+            buyers, products, seed=settings.seed, sessions_per_buyer=settings.rank.sessions_per_buyer
+        )
+        users = buyers[list(USER_CSV_COLUMNS)]
+        store = Store(settings.db_url)
+        try:
+            store.upsert_users(users)
+            store.add_interactions(interactions)
+        finally:
+            store.close()
+    model = Bundle.load(settings.out_dir)
+    ids = json.loads((settings.out_dir / EMBEDDING_IDS_FILE).read_text())
+    searcher = HybridSearcher.build(
+        products, ids, np.load(settings.out_dir / EMBEDDINGS_FILE), settings.search
+    )
+
+    def retrieve(query: str) -> pd.DataFrame:
+        return searcher.retrieve(model.encode_query(query, None), query, None, n=settings.search.candidates)
+
+    ranking = fit_ranking(
+        products,
+        users,
+        interactions,
+        retrieve,
+        settings.rank,
+        seed=settings.seed,
+        show_progress=state.show_progress,
+    )
+    ranking.save(settings.out_dir / RANKING_DIR)
+    state.summary["ranking"] = {"simulated_buyers": simulated, **ranking.report}
+
+
+EXAMPLE_QUERIES = ("sofa", "iphone", "kids bike", "drill")
+
+
+def stage_examples(state: RunState) -> None:
+    """Open the bundle as the server would and print a few searches."""
+    from fbmarket.service import BuyerQuery, Marketplace, SearchRequest
+
+    market = Marketplace.open(state.settings.out_dir)
+    try:
+        buyer_id = next(iter(sorted(market.ranking.profiles.user_affinity)), None)
+        examples = {}
+        for query in EXAMPLE_QUERIES:
+            response = market.search(SearchRequest(query=query, buyer=BuyerQuery(user_id=buyer_id), k=3))
+            examples[query] = [(r.title, r.root_category, r.price, r.location) for r in response.results]
+            print(f"  search {query!r} for buyer {buyer_id} ({response.buyer_status}, {response.mode}):")
+            for result in response.results:
+                price = "n/a" if result.price is None else f"£{result.price:,.2f}"
+                print(f"    {result.score:6.3f}  {result.title[:50]:50}  {price:>10}  {result.location}")
+        state.summary["examples"] = examples
+    finally:
+        market.close()
+
+
 STAGES: list[tuple[str, Callable[[RunState], None]]] = [
     ("clean, geocode, features, split, database", stage_prepare),
     ("EDA plots", stage_eda),
     ("baselines", stage_baselines),
+    ("Word2Vec, text/image/fusion models, evaluation", stage_train),
+    ("embeddings and FAISS index", stage_index),
+    ("buyers and ranker", stage_ranking),
+    ("example searches", stage_examples),
 ]
+
+EMBEDDINGS_FILE = "embeddings.npy"
+EMBEDDING_IDS_FILE = "embedding_ids.json"
 
 
 def run(settings: Settings, show_progress: bool = True) -> RunState:
