@@ -12,6 +12,7 @@ Layout under the bundle folder (`artifacts/` by default):
     model/vocabulary.json    Embedding-layer vocabulary with counts
     model/labels.json        root categories in label order
     model/tabular.json       price/location standardisation
+    model/leaves.json        leaf categories of the fusion model's auxiliary head
     metrics.json, reports/   evaluation figures and confusion matrices
 
 `Bundle.load(dir)` gives the serving API: `encode_products`, `encode_query`,
@@ -61,6 +62,7 @@ FILES = {
     "labels": "labels.json",
     "tabular": "tabular.json",
 }
+LEAVES_FILE = "leaves.json"  # leaf categories of the auxiliary head (optional)
 # Encode through the on-disk feature cache only for batches this large; single live
 # listings would otherwise rewrite the whole cache file each time.
 CACHE_MIN_PHOTOS = 256

@@ -94,6 +94,7 @@ class FusionSettings:
     learning_rate: float = 1e-3
     contrastive_weight: float = 0.5
     temperature: float = 0.05
+    leaf_weight: float = 0.5  # auxiliary leaf-category loss (0 = off): neighbours share the fine category
     patience: int = 4
     dropout: float = 0.3
     label_smoothing: float = 0.1

@@ -173,5 +173,38 @@ def evaluate_bundle(
         result[f"{branch}_macro_f1"] = branches[branch]["macro_f1"]
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
+        table = prediction_table(scored, images, labels, predictions.probabilities, model.classes)
+        predictions_csv = report_path.with_name(f"{report_path.stem}_predictions.csv")
+        embeddings_npy = report_path.with_name(f"{report_path.stem}_embeddings.npy")
+        table.to_csv(predictions_csv, index=False)
+        np.save(embeddings_npy, predictions.embeddings)
+        result["files"] = {"predictions_csv": str(predictions_csv), "embeddings_npy": str(embeddings_npy)}
         report_path.write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def prediction_table(
+    products: pd.DataFrame,
+    images: pd.DataFrame,
+    labels: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+    classes: Sequence[str],
+) -> pd.DataFrame:
+    """One row per scored listing: truth, each branch's guess and confidence, its first photo.
+
+    What a reviewer needs to look at mistakes (the review notebook reads it); rows follow
+    the embeddings file saved beside it.
+    """
+    first_photo = images.drop_duplicates(S.PRODUCT_ID).set_index(S.PRODUCT_ID)[S.IMAGE_PATH]
+    table = pd.DataFrame(
+        {
+            S.PRODUCT_ID: products[S.PRODUCT_ID].astype(str).to_numpy(),
+            S.TITLE: products[S.TITLE].astype(str).to_numpy(),
+            "true": [classes[i] for i in labels],
+        }
+    )
+    for branch, probs in probabilities.items():
+        table[f"{branch}_predicted"] = [classes[i] for i in probs.argmax(axis=1)]
+        table[f"{branch}_confidence"] = probs.max(axis=1).round(4)
+    table["photo"] = table[S.PRODUCT_ID].map(first_photo).fillna("")
+    return table

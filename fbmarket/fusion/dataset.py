@@ -99,6 +99,7 @@ class FusionArrays:
     features: np.ndarray  # (n photos, feature dim)
     tabular: np.ndarray  # (n products, tabular dim)
     labels: np.ndarray  # (n products,) int
+    leaf_labels: np.ndarray | None = None  # (n products,) int, -1 = leaf unseen in training
 
     def __len__(self) -> int:
         return len(self.titles)
@@ -116,6 +117,7 @@ class FusionArrays:
             self.features,
             self.tabular[index],
             self.labels[index],
+            None if self.leaf_labels is None else self.leaf_labels[index],
         )
 
 
@@ -194,7 +196,9 @@ def query_batch(
     }
 
 
-def output_signature(feature_dim: int, tabular_dim: int, with_queries: bool) -> tuple:
+def output_signature(
+    feature_dim: int, tabular_dim: int, with_queries: bool, with_leaves: bool = False
+) -> tuple:
     spec = {
         "title": tf.TensorSpec((None,), tf.string),
         "description": tf.TensorSpec((None,), tf.string),
@@ -209,7 +213,8 @@ def output_signature(feature_dim: int, tabular_dim: int, with_queries: bool) -> 
             "query_photo": tf.TensorSpec((None, 1, feature_dim), tf.float32),
             "query_photo_mask": tf.TensorSpec((None, 1), tf.float32),
         }
-    return spec, tf.TensorSpec((None,), tf.int32)
+    labels = tf.TensorSpec((None,), tf.int32)
+    return spec, ({"category": labels, "leaf": labels} if with_leaves else labels)
 
 
 def batches(
@@ -245,7 +250,16 @@ def batches(
             )
             if with_queries:
                 inputs |= query_batch(arrays, index, rng, query_photo_share)
-            yield inputs, arrays.labels[index].astype(np.int32)
+            if arrays.leaf_labels is None:
+                yield inputs, arrays.labels[index].astype(np.int32)
+            else:
+                yield (
+                    inputs,
+                    {
+                        "category": arrays.labels[index].astype(np.int32),
+                        "leaf": arrays.leaf_labels[index].astype(np.int32),
+                    },
+                )
 
     return generate
 
@@ -273,7 +287,9 @@ def make_dataset(
         with_queries,
         description_dropout,
     )
-    signature = output_signature(arrays.feature_dim, arrays.tabular.shape[1], with_queries)
+    signature = output_signature(
+        arrays.feature_dim, arrays.tabular.shape[1], with_queries, arrays.leaf_labels is not None
+    )
     data = tf.data.Dataset.from_generator(generate, output_signature=signature)
     n_batches = len(arrays) // batch_size if training else -(-len(arrays) // batch_size)
     if training and len(arrays) % batch_size >= 2:

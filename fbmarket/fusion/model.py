@@ -7,7 +7,9 @@ saved `.keras` file is loaded back into it:
 * text: the text branch (title, description lemma strings) -> text features;
 * photos: (n photos, d) cached backbone features + mask -> masked mean -> dense;
 * tabular: log price, latitude/longitude, photo count (standardised) -> dense;
-* product tower: [text, photos, tabular] -> embedding (unit length) -> category logits;
+* product tower: [text, photos, tabular] -> embedding (unit length) -> category logits
+  (and, optionally, leaf-category logits: an auxiliary task that makes neighbours in
+  the embedding share the fine category, which "similar listings" needs);
 * query tower: free text through the *same* text branch (description empty) and/or
   one photo through the *same* photo tower -> embedding in the product space.
 
@@ -27,6 +29,15 @@ from keras import ops
 TEXT_INPUTS = ("title", "description")
 PRODUCT_INPUTS = ("title", "description", "photos", "photo_mask", "tabular")
 QUERY_INPUTS = ("query_text", "query_text_mask", "query_photo", "query_photo_mask")
+TOWERS = (
+    "text_encoder",
+    "photo_tower",
+    "tabular_tower",
+    "product_tower",
+    "query_tower",
+    "category_head",
+    "leaf_head",
+)
 
 
 @keras.saving.register_keras_serializable(package="fbmarket")
@@ -93,10 +104,10 @@ def build_query_tower(text_dim: int, photo_dim: int, embedding_dim: int) -> kera
     )
 
 
-def build_category_head(embedding_dim: int, n_classes: int) -> keras.Model:
+def build_category_head(embedding_dim: int, n_classes: int, name: str = "category_head") -> keras.Model:
     embedding = keras.Input((embedding_dim,), name="embedding")
-    logits = keras.layers.Dense(n_classes, name="category_logits")(embedding)
-    return keras.Model(embedding, logits, name="category_head")
+    logits = keras.layers.Dense(n_classes, name="logits")(embedding)
+    return keras.Model(embedding, logits, name=name)
 
 
 def info_nce(products, queries, temperature: float):
@@ -129,11 +140,14 @@ class FusionModel(keras.Model):
         contrastive_weight: float = 0.5,
         label_smoothing: float = 0.1,
         seed: int = 0,
+        n_leaves: int = 0,
+        leaf_weight: float = 0.0,
         photo_tower: keras.Model | None = None,
         tabular_tower: keras.Model | None = None,
         product_tower: keras.Model | None = None,
         query_tower: keras.Model | None = None,
         category_head: keras.Model | None = None,
+        leaf_head: keras.Model | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -147,6 +161,8 @@ class FusionModel(keras.Model):
         self.contrastive_weight = float(contrastive_weight)
         self.label_smoothing = float(label_smoothing)
         self.seed = int(seed)
+        self.n_leaves = int(n_leaves)
+        self.leaf_weight = float(leaf_weight)
         text_dim = int(text_encoder.output_shape[-1])
         tab_hidden = 32
         self.text_encoder = text_encoder
@@ -157,8 +173,12 @@ class FusionModel(keras.Model):
         )
         self.query_tower = query_tower or build_query_tower(text_dim, hidden_dim, embedding_dim)
         self.category_head = category_head or build_category_head(embedding_dim, n_classes)
+        self.leaf_head = None
+        if self.n_leaves > 0:
+            self.leaf_head = leaf_head or build_category_head(embedding_dim, self.n_leaves, "leaf_head")
         self.category_loss_tracker = keras.metrics.Mean(name="category_loss")
         self.contrastive_loss_tracker = keras.metrics.Mean(name="contrastive_loss")
+        self.leaf_loss_tracker = keras.metrics.Mean(name="leaf_loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.built = True  # every weight lives in the towers, all built above
 
@@ -183,13 +203,21 @@ class FusionModel(keras.Model):
         embedding = self.embed_products(inputs, training=training)
         logits = self.category_head(embedding, training=training)
         out = {"category": ops.softmax(logits), "logits": logits, "embedding": embedding}
+        if self.leaf_head is not None:
+            out["leaf_logits"] = self.leaf_head(embedding, training=training)
         if "query_text" in inputs:
             out["query_embedding"] = self.encode_query(inputs, training=training)
         return out
 
     # ---------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        labels = ops.reshape(ops.cast(y, "int32"), (-1,))
+        """Root-category cross-entropy + contrastive (+ leaf-category cross-entropy).
+
+        `y` is the root label, or {"category": root, "leaf": leaf} with leaf -1 for
+        leaves unseen in training (left out of the leaf term).
+        """
+        roots, leaves = (y["category"], y.get("leaf")) if isinstance(y, dict) else (y, None)
+        labels = ops.reshape(ops.cast(roots, "int32"), (-1,))
         onehot = ops.one_hot(labels, self.n_classes)
         category = keras.losses.categorical_crossentropy(
             onehot, y_pred["logits"], from_logits=True, label_smoothing=self.label_smoothing
@@ -201,6 +229,15 @@ class FusionModel(keras.Model):
             contrastive = info_nce(y_pred["embedding"], y_pred["query_embedding"], self.temperature)
             total = total + self.contrastive_weight * contrastive
             self.contrastive_loss_tracker.update_state(contrastive)
+        if leaves is not None and "leaf_logits" in y_pred and self.leaf_weight > 0:
+            leaf_labels = ops.reshape(ops.cast(leaves, "int32"), (-1,))
+            known = ops.cast(ops.greater_equal(leaf_labels, 0), "float32")
+            per_row = keras.losses.sparse_categorical_crossentropy(
+                ops.maximum(leaf_labels, 0), y_pred["leaf_logits"], from_logits=True
+            )
+            leaf = ops.sum(per_row * known) / ops.maximum(ops.sum(known), 1.0)
+            total = total + self.leaf_weight * leaf
+            self.leaf_loss_tracker.update_state(leaf)
         self.accuracy_tracker.update_state(labels, y_pred["category"])
         if self.losses:
             total = total + ops.sum(self.losses)
@@ -224,6 +261,8 @@ class FusionModel(keras.Model):
                 "contrastive_weight": self.contrastive_weight,
                 "label_smoothing": self.label_smoothing,
                 "seed": self.seed,
+                "n_leaves": self.n_leaves,
+                "leaf_weight": self.leaf_weight,
             }
         )
         for name in (

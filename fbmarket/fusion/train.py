@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from fbmarket.bundle import BUNDLE_FILE, FILES, FORMAT_VERSION, MODEL_DIR, Bundle
+from fbmarket.bundle import BUNDLE_FILE, FILES, FORMAT_VERSION, LEAVES_FILE, MODEL_DIR, Bundle
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.evaluate import evaluate_bundle, summary_line
@@ -103,6 +103,16 @@ def _weights_hash(model: keras.Model) -> str:
     for array in model.get_weights():
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
+
+
+def leaf_encoding(products: pd.DataFrame, train_idx: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Leaf categories seen in training (sorted) and every product's leaf label (-1: unseen)."""
+    if S.LEAF_CATEGORY not in products:
+        return [], np.full(len(products), -1)
+    leaf = products[S.LEAF_CATEGORY].astype(str)
+    leaves = sorted(set(leaf.iloc[train_idx]))
+    index = {name: i for i, name in enumerate(leaves)}
+    return leaves, leaf.map(lambda name: index.get(name, -1)).to_numpy(dtype=np.int64)
 
 
 def _positions(frame: pd.DataFrame, split: str) -> np.ndarray:
@@ -265,8 +275,18 @@ def train_bundle(
     scaler = TabularScaler.fit(raw_tabular.iloc[train_idx])
     scaler.save(model_dir / FILES["tabular"])
     feature_rows = features.features if len(features.features) else np.zeros((0, FEATURE_DIM), np.float32)
+    leaves, leaf_labels = leaf_encoding(products, train_idx)
+    (model_dir / LEAVES_FILE).write_text(json.dumps({"leaves": leaves}, indent=2, ensure_ascii=False))
+    fs = settings.fusion
     arrays = FusionArrays(
-        titles, descriptions, title_tokens, rows, feature_rows, scaler.transform(raw_tabular), labels
+        titles,
+        descriptions,
+        title_tokens,
+        rows,
+        feature_rows,
+        scaler.transform(raw_tabular),
+        labels,
+        leaf_labels if fs.leaf_weight > 0 and leaves else None,
     )
     if settings.fusion.init_text_from_text_model:
         fusion_text = keras.models.load_model(model_dir / FILES["text_model"], compile=False).get_layer(
@@ -282,7 +302,6 @@ def train_bundle(
             seed,
         )
     set_embedding_trainable(fusion_text, True)
-    fs = settings.fusion
     fusion = FusionModel(
         fusion_text,
         n_classes,
@@ -295,6 +314,8 @@ def train_bundle(
         contrastive_weight=fs.contrastive_weight,
         label_smoothing=fs.label_smoothing,
         seed=seed,
+        n_leaves=len(leaves) if arrays.leaf_labels is not None else 0,
+        leaf_weight=fs.leaf_weight,
         name="fusion",
     )
     fusion.compile(optimizer=keras.optimizers.Adam(fs.learning_rate))
@@ -354,6 +375,7 @@ def train_bundle(
         "max_photos": max_photos,
         "max_title_tokens": settings.text.max_title_tokens,
         "embedding_dim": fs.embedding_dim,
+        "n_leaves": len(leaves),
         "vocabulary_size": len(vocabulary),
         "word2vec_coverage": vocabulary.coverage(vectors),
         "tabular_columns": list(scaler.to_json()["columns"]),
@@ -408,6 +430,7 @@ def train_bundle(
         "embedding_dim": fs.embedding_dim,
         "contrastive_weight": fs.contrastive_weight,
         "temperature": fs.temperature,
+        "leaf_weight": fs.leaf_weight,
         "learning_rate": fs.learning_rate,
     }
     log_hparams(

@@ -1,0 +1,210 @@
+"""A tiny trained bundle end to end: training, save/load, serving calls, evaluation CLI, notebook.
+
+One small bundle is trained once for this module (a synthetic marketplace of ~100
+listings, a few epochs, an untrained 32px backbone) so the whole file runs in about
+a minute on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fbmarket.bundle import Bundle, BundleError
+from fbmarket.cli import main as cli
+from fbmarket.config import Settings
+from fbmarket.data import schema as S
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_settings(data_dir: Path, out_dir: Path) -> Settings:
+    settings = Settings()
+    settings.data_dir, settings.out_dir = data_dir, out_dir
+    settings.data.image_size = 48
+    t = settings.text
+    t.w2v_dim, t.w2v_epochs, t.max_tokens, t.max_title_tokens = 16, 3, 24, 8
+    t.conv_filters, t.text_dim, t.wide_max_tokens, t.frozen_epochs, t.finetune_epochs = 16, 32, 2000, 3, 1
+    v = settings.vision
+    v.train_size, v.epochs, v.head_epochs = 32, 0, 5  # untrained backbone: tests need speed, not skill
+    f = settings.fusion
+    f.embedding_dim, f.hidden_dim, f.epochs, f.batch_size = 16, 32, 2, 32
+    f.log_dir = str(out_dir / "logs")
+    return settings
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    from fbmarket.data.sample import write_sample
+    from fbmarket.fusion.train import train_bundle
+    from fbmarket.pipeline import prepare_data
+
+    root = tmp_path_factory.mktemp("model")
+    write_sample(root / "data", n_products=110, seed=3, show_progress=False)
+    settings = tiny_settings(root / "data", root / "bundle")
+    prepared = prepare_data(settings, show_progress=False, store=False)
+    result = train_bundle(prepared, settings, settings.out_dir, show_progress=False)
+    return result, prepared, settings
+
+
+def test_training_writes_a_complete_bundle_with_reports_and_logs(trained) -> None:
+    result, prepared, settings = trained
+    bundle = result.bundle_dir
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    for relative in manifest["files"].values():
+        assert (bundle / relative).is_file(), relative
+    assert not list(bundle.rglob("*.pkl")) and not list(bundle.rglob("*.pickle"))
+    assert manifest["classes"] == prepared.encoder.classes
+    assert "untrained" in manifest["weights"]["description"]  # every report says which weights
+    for branch in ("text", "image", "fusion"):
+        assert 0.0 <= result.summary[branch]["accuracy"] <= 1.0
+        assert Path(result.metrics["branches"][branch]["confusion_png"]).stat().st_size > 5000
+    assert result.summary["image_weights"] == manifest["weights"]["description"]
+    events = list(result.log_dir.rglob("events.out.tfevents.*"))
+    assert {p.relative_to(result.log_dir).parts[0] for p in events} >= {"text", "fusion", "hparams"}
+    assert (bundle / "checkpoints" / "fusion.weights.h5").is_file()
+    history = result.history["fusion"]
+    assert "learning_rate" in history and "val_contrastive_loss" in history
+
+
+def test_bundle_loads_elsewhere_and_predicts_identically(trained, tmp_path: Path) -> None:
+    result, prepared, _ = trained
+    moved = shutil.copytree(result.bundle_dir, tmp_path / "copied-bundle")  # another machine
+    shutil.rmtree(moved / "cache")  # nothing cached: features are recomputed from photos
+    products = prepared.part("test").head(12)
+    first = Bundle.load(result.bundle_dir).predict_products(products, prepared.images)
+    again = Bundle.load(moved).predict_products(products, prepared.images)
+    for branch in ("text", "image", "fusion"):
+        np.testing.assert_allclose(
+            again.probabilities[branch], first.probabilities[branch], rtol=1e-5, atol=1e-6
+        )
+    np.testing.assert_allclose(again.embeddings, first.embeddings, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(first.embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_serving_calls_text_photo_both_and_bad_input(trained) -> None:
+    result, prepared, _ = trained
+    model = Bundle.load(result.bundle_dir)
+    photo = Image.open(prepared.images[S.IMAGE_PATH].iloc[0])
+    for text, image in (("leather sofa", None), (None, photo), ("leather sofa", photo)):
+        vector = model.encode_query(text, image)
+        assert vector.shape == (model.embedding_dim,)
+        assert np.linalg.norm(vector) == pytest.approx(1.0, rel=1e-5)
+    grey = Image.new("L", (30, 90), 128)  # odd size and mode: cleaned like training photos
+    ranked = model.predict_category("mountain bike", grey, top=3)
+    assert len(ranked) == 3 and all(name in model.classes for name, _ in ranked)
+    assert ranked[0][1] >= ranked[1][1] >= ranked[2][1]
+    with pytest.raises(ValueError, match="words"):
+        model.encode_query("😀😀", None)  # an all-emoji query has no words
+    with pytest.raises(ValueError):
+        model.predict_category("", None)
+    vectors = model.encode_products(prepared.products.head(3), prepared.images.iloc[:0])  # no photos
+    assert vectors.shape == (3, model.embedding_dim)
+
+
+def test_loading_a_folder_that_is_not_a_bundle_names_what_is_missing(trained, tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="bundle.json"):
+        Bundle.load(tmp_path)
+    broken = shutil.copytree(
+        trained[0].bundle_dir, tmp_path / "broken", ignore=shutil.ignore_patterns("cache")
+    )
+    (broken / "model" / "fusion.keras").unlink()
+    with pytest.raises(BundleError, match="fusion.keras"):
+        Bundle.load(broken)
+
+
+def _dataset(tmp_path: Path, seed: int = 11) -> Path:
+    from fbmarket.data.sample import write_sample
+
+    folder = tmp_path / "other"
+    write_sample(folder, n_products=40, seed=seed, show_progress=False)
+    return folder
+
+
+def test_evaluate_cli_scores_another_folder_and_reports_unseen_categories(
+    trained, tmp_path: Path, capsys
+) -> None:
+    folder = _dataset(tmp_path)
+    products = pd.read_csv(folder / "Products.csv", index_col=0, lineterminator="\n", dtype=str)
+    products.loc[products.index[:3], "category"] = "Vehicles / Cars / Vans"  # a root the model never saw
+    products.loc[products.index[3], "product_description"] = "😀😀😀"
+    products.to_csv(folder / "Products.csv")
+    first_photo = next((folder / "images").glob("*.jpg"))
+    first_photo.write_bytes(b"not a jpeg")  # a photo that fails to decode
+    report = tmp_path / "report.json"
+    code = cli(
+        [
+            "evaluate",
+            "--bundle",
+            str(trained[0].bundle_dir),
+            "--data",
+            str(folder),
+            "--report",
+            str(report),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    result = json.loads(report.read_text())
+    for key in (
+        "accuracy",
+        "macro_f1",
+        "n_products",
+        "weights",
+        "branches",
+        "text_accuracy",
+        "image_accuracy",
+    ):
+        assert key in result
+    assert result["unseen_categories"] == {"Vehicles": 3}
+    assert result["n_products"] == result["n_listings_given"] - 3
+    assert result["products_without_photo"] > 0
+    assert Path(result["files"]["predictions_csv"]).is_file()
+    out = capsys.readouterr().out
+    assert "Vehicles" in out and "not scored" in out
+
+
+def test_evaluate_cli_names_the_missing_column(trained, tmp_path: Path, capsys) -> None:
+    folder = _dataset(tmp_path, seed=12)
+    products = pd.read_csv(folder / "Products.csv", index_col=0, lineterminator="\n", dtype=str)
+    products.drop(columns=["category"]).to_csv(folder / "Products.csv")
+    code = cli(
+        [
+            "evaluate",
+            "--bundle",
+            str(trained[0].bundle_dir),
+            "--data",
+            str(folder),
+            "--report",
+            str(tmp_path / "r.json"),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    assert "category" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_review_notebook_executes_on_the_bundle(trained, monkeypatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("FBMARKET_BUNDLE", str(trained[0].bundle_dir))
+    notebook = nbformat.read(ROOT / "notebooks" / "review.ipynb", as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "image weights:" in text and "embedding norms" in text
+    assert sum(1 for o in outputs if "image/png" in o.get("data", {})) >= 3
