@@ -271,8 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except (FileNotFoundError, ValueError) as error:  # user mistakes: a message, not a traceback
-        print(f"fbmarket {args.command}: error: {error}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, KeyError) as error:  # user mistakes: a message, not a traceback
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"fbmarket {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

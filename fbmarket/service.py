@@ -140,6 +140,11 @@ class Marketplace:
         self.ranking = ranking
         self._products = products.set_index(S.PRODUCT_ID, drop=False)
         self._catalogue = Catalogue(products, settings.rank.affinity_level)
+        self._shown = _ShownColumns(self._products)
+        # Photos per listing, kept in memory (a database query per search cost more than the
+        # rest of result assembly); every listing is present, 0 when it has no photo.
+        self._photo_count = dict.fromkeys(self._products.index.astype(str), 0)
+        self._photo_count.update(self._count_photos())
         self._write_lock = threading.RLock()
         self._writes_since_save = 0
         self._users = self._known_users()
@@ -311,7 +316,23 @@ class Marketplace:
                 raise NotFoundError(f"listing {product_id!r} not found")
             self.searcher.remove_products([product_id])
             self._set_products(self._products.drop(index=product_id, errors="ignore"))
+            self._photo_count.pop(product_id, None)
             self._after_write()
+
+    def ingest(self, products: pd.DataFrame, photos: pd.DataFrame, show_progress: bool = False) -> int:
+        """Add or replace a batch of clean listings (`fbmarket index`); returns how many."""
+        if products.empty:
+            return 0
+        vectors = self.model.encode_products(products, photos, show_progress=show_progress)
+        ids = products[S.PRODUCT_ID].astype(str).tolist()
+        with self._write_lock:
+            self.store.upsert_listings(products, photos)
+            self.store.upsert_embeddings(ids, vectors, self.model.version)
+            self.searcher.add_products(products, vectors)
+            table = self._products.drop(index=ids, errors="ignore")
+            self._set_products(pd.concat([table, products.set_index(S.PRODUCT_ID, drop=False)]))
+            self.save_index()
+        return len(ids)
 
     def _save(
         self, listing: ListingInput, photos: list[bytes] | None, replace_photos: bool
@@ -343,6 +364,7 @@ class Marketplace:
             self.searcher.add_products(product, vector)
             table = self._products.drop(index=product_id, errors="ignore")
             self._set_products(pd.concat([table, product.set_index(S.PRODUCT_ID, drop=False)]))
+            self._photo_count[product_id] = 0 if cleaned_photos is None else len(cleaned_photos)
             self._after_write()
         return self.get_listing(product_id)
 
@@ -401,6 +423,7 @@ class Marketplace:
     def _set_products(self, products: pd.DataFrame) -> None:
         self._products = products
         self._catalogue = Catalogue(products.reset_index(drop=True), self.settings.rank.affinity_level)
+        self._shown = _ShownColumns(products)
 
     def _after_write(self) -> None:
         self._writes_since_save += 1
@@ -436,8 +459,8 @@ class Marketplace:
 
     def _results(self, ranked: pd.DataFrame) -> list[ListingResult]:
         ids = ranked[S.PRODUCT_ID].astype(str).tolist()
-        columns = [S.TITLE, S.CATEGORY, S.ROOT_CATEGORY, S.PRICE, S.LOCATION]
-        listings = self._products[columns].reindex(ids).to_dict("records")
+        shown = self._shown  # one read: a concurrent write swaps in a new one whole
+        rows = shown.rows(ids)
         scores = ranked["score"].to_numpy(float)
         factors = ranked["factors"].tolist()
         distances = (
@@ -445,17 +468,19 @@ class Marketplace:
         )
         photo_counts = self._photo_counts(ids)
         results = []
-        for i, (pid, listing) in enumerate(zip(ids, listings, strict=True)):
-            if not isinstance(listing[S.TITLE], str):
+        for i, (pid, row) in enumerate(zip(ids, rows.tolist(), strict=True)):
+            title = shown.title[row] if row >= 0 else None
+            if not isinstance(title, str):
                 continue  # deleted between retrieval and now
+            location = shown.location[row]
             results.append(
                 ListingResult(
                     product_id=pid,
-                    title=listing[S.TITLE],
-                    category=str(listing[S.CATEGORY]),
-                    root_category=str(listing[S.ROOT_CATEGORY]),
-                    price=_plain(listing[S.PRICE]),
-                    location=str(listing[S.LOCATION] or ""),
+                    title=title,
+                    category=str(shown.category[row]),
+                    root_category=str(shown.root_category[row]),
+                    price=_plain(shown.price[row]),
+                    location=str(location or ""),
                     distance_km=_plain(distances[i]),
                     score=float(scores[i]),
                     factors={k: float(v) for k, v in factors[i].items()},
@@ -465,15 +490,35 @@ class Marketplace:
         return results
 
     def _photo_counts(self, product_ids: list[str]) -> dict[str, int]:
-        if not product_ids:
-            return {}
+        """From memory; a listing the in-memory count does not know is counted in the database."""
+        missing = [pid for pid in product_ids if pid not in self._photo_count]
+        if missing:
+            found = dict.fromkeys(missing, 0) | self._count_photos(missing)
+            self._photo_count.update(found)
+        return {pid: self._photo_count.get(pid, 0) for pid in product_ids}
+
+    def _count_photos(self, product_ids: list[str] | None = None) -> dict[str, int]:
+        query = sa.select(images.c.product_id, sa.func.count()).group_by(images.c.product_id)
+        if product_ids is not None:
+            query = query.where(images.c.product_id.in_(product_ids))
         with self.store.engine.connect() as connection:
-            query = (
-                sa.select(images.c.product_id, sa.func.count())
-                .where(images.c.product_id.in_(product_ids))
-                .group_by(images.c.product_id)
-            )
-            return {pid: int(n) for pid, n in connection.execute(query)}
+            return {str(pid): int(n) for pid, n in connection.execute(query)}
+
+
+class _ShownColumns:
+    """The listing fields a result shows, as arrays by row, with the id -> row lookup."""
+
+    def __init__(self, products: pd.DataFrame):
+        self.index = pd.Index(products.index.astype(str))
+        self.title = products[S.TITLE].to_numpy(dtype=object)
+        self.category = products[S.CATEGORY].to_numpy(dtype=object)
+        self.root_category = products[S.ROOT_CATEGORY].to_numpy(dtype=object)
+        self.price = pd.to_numeric(products[S.PRICE], errors="coerce").to_numpy(dtype=float)
+        self.location = products[S.LOCATION].to_numpy(dtype=object)
+
+    def rows(self, product_ids: list[str]) -> np.ndarray:
+        """Row of each id; -1 for an id no longer listed."""
+        return self.index.get_indexer(product_ids)
 
 
 def check_k(k: object) -> int:
