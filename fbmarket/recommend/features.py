@@ -51,6 +51,7 @@ class Catalogue:
         self.category_index = {str(name): i for i, name in enumerate(names)}
         created = table[S.CREATED] if S.CREATED in table else pd.Series(np.nan, index=table.index)
         self.created = pd.to_datetime(created, errors="coerce", format="mixed").to_numpy("datetime64[ns]")
+        self._positions_in: dict[tuple[str, ...], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,6 +59,18 @@ class Catalogue:
     def rows(self, product_ids: Iterable[str]) -> np.ndarray:
         """Row numbers of product ids; -1 for ids the catalogue does not have."""
         return self.row.get_indexer(pd.Index([str(p) for p in product_ids]))
+
+    def positions_in(self, categories: list[str]) -> np.ndarray:
+        """Each row's category as a position in `categories` (-1: missing or not there), cached per list."""
+        key = tuple(categories)
+        found = self._positions_in.get(key)
+        if found is None:
+            where = {name: i for i, name in enumerate(key)}
+            by_code = np.array([where.get(name, -1) for name in self.category_index], dtype=np.int64)
+            found = np.where(self.category_code >= 0, by_code[np.maximum(self.category_code, 0)], -1)
+            found = found if len(by_code) else np.full(len(self), -1, dtype=np.int64)
+            self._positions_in[key] = found
+        return found
 
     def newest(self) -> pd.Timestamp | None:
         valid = self.created[~np.isnat(self.created)]
@@ -107,7 +120,8 @@ def ranking_features(
     """
     S.require_columns(candidates, (S.PRODUCT_ID,), "candidates")
     n = len(candidates)
-    rows = catalogue.rows(candidates[S.PRODUCT_ID])
+    ids = candidates[S.PRODUCT_ID].to_numpy(dtype=object)  # plain objects: cheap to iterate
+    rows = catalogue.rows(ids)
 
     def score(column: str) -> np.ndarray:
         if column not in candidates:
@@ -131,8 +145,8 @@ def ranking_features(
     price_fit = price_feature(_take(catalogue.price, rows), budget)
 
     shares, _ = profiles.affinity(buyer)
-    categories = np.where(rows >= 0, catalogue.category[np.maximum(rows, 0)], None)
-    item_share = pd.Series(shares, index=profiles.categories).reindex(categories).to_numpy(float)
+    position = _take(catalogue.positions_in(profiles.categories), rows, fill=-1).astype(np.int64)
+    item_share = np.where(position >= 0, np.asarray(shares, dtype=float)[np.maximum(position, 0)], np.nan)
     affinity = affinity_feature(item_share, len(profiles.categories))
 
     now = pd.Timestamp.now() if now is None else pd.Timestamp(now)
@@ -143,21 +157,23 @@ def ranking_features(
     freshness = freshness_feature(created, now, profiles.settings.freshness_days)
 
     top = max(profiles.popularity.values(), default=0.0)
-    popularity = (
-        np.log1p(profiles.popularity_of(candidates[S.PRODUCT_ID])) / np.log1p(top) if top > 0 else np.zeros(n)
-    )
+    if top > 0:
+        counts = profiles.popularity
+        events = np.array([counts.get(str(pid), 0.0) for pid in ids], dtype=float)
+        popularity = np.log1p(np.nan_to_num(events, nan=0.0)) / np.log1p(top)
+    else:
+        popularity = np.zeros(n)
 
-    frame = pd.DataFrame(
-        {
-            "semantic": semantic,
-            "lexical": lexical,
-            "distance": distance,
-            "price_fit": price_fit,
-            "affinity": affinity,
-            "freshness": freshness,
-            "popularity": popularity,
-            DISTANCE_KM: km,
-        },
-        index=candidates.index,
-    )
-    return frame
+    columns = {
+        "semantic": semantic,
+        "lexical": lexical,
+        "distance": distance,
+        "price_fit": price_fit,
+        "affinity": affinity,
+        "freshness": freshness,
+        "popularity": popularity,
+        DISTANCE_KM: np.asarray(km, dtype=float),
+    }
+    # one float block: the rankers read it back as a matrix without gathering column by column
+    values = np.column_stack([columns[name] for name in (*FEATURES, DISTANCE_KM)]).reshape(n, -1)
+    return pd.DataFrame(values, columns=[*FEATURES, DISTANCE_KM], index=candidates.index)
