@@ -105,16 +105,18 @@ def rank(
     profiles: BuyerProfiles,
     ranker: Ranker,
     now: pd.Timestamp | str | None = None,
+    top: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(candidates + score sorted best first, contributions, features), all aligned row by row."""
+    """(candidates + score sorted best first, contributions, features), all aligned row by row.
+
+    `top` keeps only the best rows (what a page shows), sparing the reordering of the rest.
+    """
     features = ranking_features(candidates, catalogue, buyer, profiles, now)
     scores, contributions = ranker.score(features)
-    ranked = candidates.copy()
-    ranked["score"] = scores
-    ranked[DISTANCE_KM] = features[DISTANCE_KM].to_numpy()
-    order = np.argsort(-scores, kind="stable")
-    pick = ranked.index[order]
-    return ranked.loc[pick], contributions.loc[pick], features.loc[pick]
+    order = np.argsort(-scores, kind="stable")[:top]
+    ranked = candidates.iloc[order].assign(score=scores[order])
+    ranked[DISTANCE_KM] = features[DISTANCE_KM].to_numpy()[order]
+    return ranked, contributions.iloc[order], features.iloc[order]
 
 
 def recommend(
@@ -155,10 +157,10 @@ def recommend(
         candidates = home_feed_candidates(catalogue, buyer, profiles, exclude=exclude)
     elif exclude:
         candidates = candidates[~candidates[S.PRODUCT_ID].astype(str).isin(exclude)]
-    ranked, contributions, features = rank(candidates, catalogue, buyer, profiles, ranker, now)
-    ranked, contributions, features = ranked.head(k), contributions.head(k), features.head(k)
+    ranked, contributions, features = rank(candidates, catalogue, buyer, profiles, ranker, now, top=k)
     ranked = ranked.reset_index(drop=True)
     contributions = contributions.reset_index(drop=True)
     features = features.reset_index(drop=True)
-    ranked["factors"] = contributions.to_dict("records")
+    names = list(contributions.columns)
+    ranked["factors"] = [dict(zip(names, row, strict=True)) for row in contributions.to_numpy().tolist()]
     return Recommendation(ranked, contributions, features, buyer, status, mode, ranker.name, notes)
