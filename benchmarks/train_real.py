@@ -37,6 +37,7 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "train_real.json"
 
 # The real-data configuration: what the dev data can afford on a 2-core CPU.
 REAL = {
+    "vision.max_train_photos": 0,
     "vision.train_size": 64,
     "vision.epochs": 24,
     "vision.patience": 6,

@@ -115,6 +115,16 @@ def leaf_encoding(products: pd.DataFrame, train_idx: np.ndarray) -> tuple[list[s
     return leaves, leaf.map(lambda name: index.get(name, -1)).to_numpy(dtype=np.int64)
 
 
+def _cap(mask: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most `limit` True entries, chosen at random (limit <= 0: all)."""
+    chosen = np.flatnonzero(mask)
+    if limit <= 0 or len(chosen) <= limit:
+        return mask
+    keep = np.zeros_like(mask)
+    keep[np.random.default_rng(seed).choice(chosen, size=limit, replace=False)] = True
+    return keep
+
+
 def _positions(frame: pd.DataFrame, split: str) -> np.ndarray:
     return np.flatnonzero(frame[S.SPLIT].to_numpy() == split)
 
@@ -221,6 +231,8 @@ def train_bundle(
     head = None
     if choice.trains_backbone:
         on_train, on_val = photo_split == "train", photo_split == "val"
+        on_train = _cap(on_train, settings.vision.max_train_photos, seed)
+        on_val = _cap(on_val, settings.vision.max_train_photos // 4, seed + 1)
         if on_train.sum() == 0 or settings.vision.epochs <= 0:
             reason = "no training photos" if on_train.sum() == 0 else "vision.epochs is 0"
             log.warning("%s: the backbone stays at its random initialisation", reason)

@@ -8,9 +8,11 @@ new"), so camel-case joins and bracket runs are split before spaCy sees the text
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -29,15 +31,30 @@ def _keep(token: str) -> bool:
     return token not in _DROP and any(ch.isalnum() for ch in token)
 
 
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Silence a library's per-step INFO chatter (gensim logs every epoch) for one call."""
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(level, logger.level))
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, previous, strict=True):
+            logger.setLevel(old)
+
+
 class Tokenizer:
     """Lower-case lemmas of the alphanumeric tokens of a text."""
 
     def __init__(self) -> None:
         import spacy
 
-        self.nlp = spacy.blank("en")
-        self.nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
-        self.nlp.initialize()  # loads the lookup table from spacy-lookups-data (no download)
+        with quiet_loggers("spacy"):
+            self.nlp = spacy.blank("en")
+            self.nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
+            self.nlp.initialize()  # loads the lookup table from spacy-lookups-data (no download)
 
     def tokenize(self, text: str | None) -> list[str]:
         return self.tokenize_many([text or ""])[0]

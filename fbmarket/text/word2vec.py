@@ -17,6 +17,7 @@ import numpy as np
 from gensim.models import KeyedVectors, Word2Vec
 
 from fbmarket.config import TextSettings
+from fbmarket.text.tokenize import quiet_loggers
 
 PAD = ""  # Keras TextVectorization's reserved padding token
 OOV = "[UNK]"  # ... and its out-of-vocabulary token
@@ -33,16 +34,17 @@ def train_word2vec(sentences: Sequence[Sequence[str]], settings: TextSettings, s
     corpus = [list(s) for s in sentences if len(s) > 0]
     if not corpus:
         raise ValueError("Word2Vec needs some text: every title and description is empty")
-    model = Word2Vec(
-        sentences=corpus,
-        vector_size=settings.w2v_dim,
-        window=settings.w2v_window,
-        min_count=1,  # the vocabulary's own min_count decides; rare words still get a vector
-        sg=0,
-        epochs=settings.w2v_epochs,
-        workers=settings.w2v_workers,
-        seed=seed,
-    )
+    with quiet_loggers("gensim"):
+        model = Word2Vec(
+            sentences=corpus,
+            vector_size=settings.w2v_dim,
+            window=settings.w2v_window,
+            min_count=1,  # the vocabulary's own min_count decides; rare words still get a vector
+            sg=0,
+            epochs=settings.w2v_epochs,
+            workers=settings.w2v_workers,
+            seed=seed,
+        )
     return model.wv
 
 
@@ -95,9 +97,11 @@ class Vocabulary:
 def save_vectors(vectors: KeyedVectors, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / VECTORS_FILE
-    vectors.save_word2vec_format(str(path), binary=True)
+    with quiet_loggers("gensim"):
+        vectors.save_word2vec_format(str(path), binary=True)
     return path
 
 
 def load_vectors(directory: Path) -> KeyedVectors:
-    return KeyedVectors.load_word2vec_format(str(directory / VECTORS_FILE), binary=True)
+    with quiet_loggers("gensim"):
+        return KeyedVectors.load_word2vec_format(str(directory / VECTORS_FILE), binary=True)
