@@ -331,6 +331,8 @@ class Marketplace:
             self.searcher.add_products(products, vectors)
             table = self._products.drop(index=ids, errors="ignore")
             self._set_products(pd.concat([table, products.set_index(S.PRODUCT_ID, drop=False)]))
+            for pid in ids:  # recounted from the database on their next appearance in results
+                self._photo_count.pop(pid, None)
             self.save_index()
         return len(ids)
 

@@ -1,0 +1,80 @@
+"""Search results as `Marketplace` serves them: shown fields and photo counts agree with the database.
+
+Result assembly reads listing fields and photo counts from memory (not the database) on
+every search, so these check that memory follows creates, updates, ingests and deletes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from api_fixtures import copy_bundle, jpeg_bytes
+
+from fbmarket.data import schema as S
+
+
+@pytest.fixture(scope="module")
+def market(api_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    from fbmarket.service import Marketplace
+
+    market = Marketplace.open(copy_bundle(api_bundle, tmp_path_factory.mktemp("results") / "bundle"))
+    yield market
+    market.close()
+
+
+def shown(market, query: str, k: int = 10) -> dict:
+    from fbmarket.service import SearchRequest
+
+    return {r.product_id: r for r in market.search(SearchRequest(query=query, k=k)).results}
+
+
+def test_results_show_what_the_database_holds(market) -> None:
+    titles = market.store.listings_frame()[S.TITLE].astype(str).tolist()
+    checked = 0
+    for title in titles[:: max(1, len(titles) // 8)]:
+        for pid, result in shown(market, " ".join(title.split()[:2]), k=20).items():
+            listing = market.store.get_listing(pid)
+            assert listing is not None
+            assert result.title == listing["title"]
+            assert result.category == listing["category"]
+            assert result.price == pytest.approx(listing["price"])
+            assert result.location == (listing["location"] or "")
+            assert result.image_count == len(market.store.images_frame([pid]))
+            checked += 1
+    assert checked >= 20
+
+
+def test_photo_counts_and_fields_follow_writes(market) -> None:
+    from fbmarket.service import ListingInput
+
+    word = "zq" + uuid.uuid4().hex[:10]  # a token no other listing has
+    photos = [jpeg_bytes(), jpeg_bytes(colour=(9, 99, 9))]
+    listing = ListingInput(title=f"Vintage {word} armchair", price=40.0, location="Leeds, West Yorkshire")
+    pid = market.create_listing(listing, photos)["product_id"]
+    assert shown(market, word)[pid].image_count == 2
+
+    market.update_listing(pid, ListingInput(title=f"Retro {word} chair", price=12.5), [jpeg_bytes()])
+    result = shown(market, word)[pid]
+    assert (result.image_count, result.title, result.price) == (1, f"Retro {word} chair", 12.5)
+
+    market.update_listing(pid, ListingInput(title=f"Retro {word} chair", price=9.0), None)
+    assert shown(market, word)[pid].image_count == 1, "photos not given are kept"
+
+    market.delete_listing(pid)
+    assert pid not in shown(market, word)
+
+
+def test_ingested_listings_are_recounted(market) -> None:
+    pid = market.store.images_frame()[S.PRODUCT_ID].iloc[0]  # a listing with a photo
+    products = market.store.listings_frame([pid]).drop(columns=["updated_at"])
+    old = market.store.images_frame([pid])
+    shown(market, " ".join(products[S.TITLE].iloc[0].split()[:2]), k=50)  # counted in memory now
+    extra = old.head(1).assign(**{S.IMAGE_ID: f"{pid}-extra"})  # one more photo for the same listing
+    word = "zq" + uuid.uuid4().hex[:10]
+    products[S.TITLE] = f"{products[S.TITLE].iloc[0]} {word}"
+    market.ingest(products, extra)
+    expected = len(market.store.images_frame([pid]))
+    assert expected == len(old) + 1
+    assert shown(market, word)[pid].image_count == expected
