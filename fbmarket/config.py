@@ -115,9 +115,17 @@ class SearchSettings:
     of k * refine_k_factor hits): recall@10 0.974 at 1M random 256-d vectors, where
     IVF1024,Flat reached 0.83 at nprobe 512 and HNSW32 0.87 at efSearch 1024 (100k)
     (benchmarks/search_scale.py, search_latency.py).
+
+    An index (re)built from the database over `large_catalogue` listings or more uses
+    `large_index_factory` instead (`factory_for`). Whole `Marketplace.search` at 100k
+    listings, 256-d embeddings, one thread: CPU p50 / p99 15.6 / 19.4 ms with Flat, 12.9 /
+    16.4 ms with PQ128x4fs,RFlat, the same top 10 for every query; no gain at 30k
+    (benchmarks/search_e2e_latency.py). "" keeps `index_factory` at every size.
     """
 
     index_factory: str = "Flat"  # FAISS factory string; e.g. "IVF1024,Flat", "HNSW32"
+    large_index_factory: str = "PQ128x4fs,RFlat"  # from large_catalogue listings on ("" = never)
+    large_catalogue: int = 50_000
     nprobe: int = 16  # IVF lists scanned per query
     ef_search: int = 128  # HNSW search beam
     ef_construction: int = 40  # HNSW build beam (FAISS default)
@@ -132,6 +140,12 @@ class SearchSettings:
     rrf_k: int = 60
     semantic_weight: float = 0.35  # "blend": weight of the semantic score (lexical gets 1 - this)
     title_weight: int = 2  # BM25: title tokens count this many times (a cheap field boost)
+
+    def factory_for(self, listings: int) -> str:
+        """The FAISS factory for an index built over this many listings."""
+        if self.large_index_factory and listings >= self.large_catalogue:
+            return self.large_index_factory
+        return self.index_factory
 
 
 def _default_event_weights() -> dict[str, float]:

@@ -535,7 +535,9 @@ def load_or_rebuild_index(
     """The saved index when it agrees with the database's embeddings; otherwise repaired or rebuilt.
 
     A corrupt file is logged and rebuilt from the database (which holds every embedding),
-    so a crash mid-save costs a rebuild, never a listing.
+    so a crash mid-save costs a rebuild, never a listing. A rebuilt index gets the FAISS
+    factory the catalogue's size calls for (`SearchSettings.factory_for`); a saved one
+    keeps its own.
     """
     if not ids:  # an empty catalogue (e.g. a fresh database): live listings fill it
         return VectorIndex(dim, settings.search)
@@ -559,7 +561,12 @@ def load_or_rebuild_index(
             log.info("index reconciled with the database: %d added, %d removed", len(missing), len(extra))
             index.save(path)
         return index
-    index = VectorIndex(vectors.shape[1], settings.search)
+    factory = settings.search.factory_for(len(ids))
+    try:
+        index = VectorIndex(vectors.shape[1], settings.search, factory=factory)
+    except ValueError as error:  # e.g. a PQ layout that does not divide this embedding width
+        log.warning("%s: using %r instead", error, settings.search.index_factory)
+        index = VectorIndex(vectors.shape[1], settings.search)
     index.build(ids, vectors)
     index.save(path)
     return index
