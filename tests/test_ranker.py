@@ -245,6 +245,20 @@ def test_home_feed_for_known_and_unknown_buyers(
         recommend("u1", catalogue, profiles, k=0)
 
 
+def test_no_candidates_gives_an_empty_ranking_not_an_error(
+    catalogue: Catalogue, profiles: BuyerProfiles, learned: LearnedRanker
+) -> None:
+    """A filter that matches nothing (a £0 budget, say) leaves no candidates: empty, not a crash."""
+    everything = set(catalogue.products[S.PRODUCT_ID].astype(str))
+    for ranker in (learned, None):
+        feed = recommend("u1", catalogue, profiles, learned=ranker, k=5, now=NOW, exclude=everything)
+        assert feed.mode == "feed" and feed.results.empty and feed.contributions.empty
+        none = home_feed_candidates(catalogue, profiles.buyer("u1"), profiles, n=10).iloc[:0]
+        search = recommend("u1", catalogue, profiles, learned=ranker, k=5, now=NOW, candidates=none)
+        assert search.mode == "search" and search.results.empty
+    assert list(ranking_features(none, catalogue, profiles.buyer("u1"), profiles, NOW).columns)[: len(FEATURES)] == list(FEATURES)
+
+
 # ---- evaluation ---------------------------------------------------------------------------------------
 
 

@@ -175,5 +175,6 @@ def ranking_features(
         DISTANCE_KM: np.asarray(km, dtype=float),
     }
     # one float block: the rankers read it back as a matrix without gathering column by column
-    values = np.column_stack([columns[name] for name in (*FEATURES, DISTANCE_KM)]).reshape(n, -1)
-    return pd.DataFrame(values, columns=[*FEATURES, DISTANCE_KM], index=candidates.index)
+    names = (*FEATURES, DISTANCE_KM)
+    values = np.column_stack([columns[name] for name in names]).reshape(n, len(names))
+    return pd.DataFrame(values, columns=list(names), index=candidates.index)
