@@ -38,9 +38,9 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "train_real.json"
 # The real-data configuration: what the dev data can afford on a 2-core CPU.
 REAL = {
     "vision.max_train_photos": 0,
-    "vision.train_size": 64,
-    "vision.epochs": 24,
-    "vision.patience": 6,
+    "vision.train_size": 48,
+    "vision.epochs": 30,
+    "vision.patience": 8,
     "vision.batch_size": 32,
     "fusion.epochs": 30,
     "fusion.patience": 5,

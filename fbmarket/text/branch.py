@@ -59,6 +59,17 @@ def _adapt_bag(
     return layer
 
 
+def _bag_features(bag, normalize: bool, name: str):
+    """Bag counts as floats, optionally scaled to unit length (long descriptions stop dominating)."""
+    values = keras.ops.cast(bag, "float32")
+    return keras.layers.UnitNormalization(name=f"{name}_unit")(values) if normalize else values
+
+
+def _unit(values, settings: TextSettings, name: str):
+    """Unit length when parts are normalised, so no part wins by sheer magnitude."""
+    return keras.layers.UnitNormalization(name=f"{name}_unit")(values) if settings.normalize_parts else values
+
+
 def build_text_encoder(
     settings: TextSettings,
     words: Sequence[str],
@@ -106,8 +117,8 @@ def build_text_encoder(
             conv = keras.layers.Conv1D(
                 settings.conv_filters, settings.conv_kernel, padding="same", activation="relu", name="conv"
             )(embedded)
-            parts.append(keras.layers.GlobalMaxPooling1D(name="conv_max")(conv))
-        parts.append(MaskedMean(name="embedding_mean")(embedded, ids))
+            parts.append(_unit(keras.layers.GlobalMaxPooling1D(name="conv_max")(conv), settings, "conv_max"))
+        parts.append(_unit(MaskedMean(name="embedding_mean")(embedded, ids), settings, "embedding_mean"))
 
     if settings.wide:
         for name, text, corpus in (
@@ -115,7 +126,7 @@ def build_text_encoder(
             ("description_bag", description, train_descriptions),
         ):
             bag = _adapt_bag(name, corpus, settings.wide_max_tokens, settings.wide_ngrams, settings.wide_mode)
-            parts.append(keras.ops.cast(bag(text), "float32"))
+            parts.append(_bag_features(bag(text), settings.normalize_parts, name))
     if settings.char_ngrams >= 3:
         grams = tuple(range(3, settings.char_ngrams + 1))
         for name, text, corpus in (
@@ -123,7 +134,7 @@ def build_text_encoder(
             ("description_chars", description, train_descriptions),
         ):
             bag = _adapt_bag(name, corpus, settings.wide_max_tokens, grams, settings.wide_mode, "character")
-            parts.append(keras.ops.cast(bag(text), "float32"))
+            parts.append(_bag_features(bag(text), settings.normalize_parts, name))
 
     if not parts:
         raise ValueError("the text branch needs the deep path, the wide path, or both")

@@ -54,7 +54,7 @@ def train_scratch_backbone(
     verbose: int = 0,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Fit backbone + head on photos (label = the product's root category); returns the head."""
-    classifier, head = build_photo_classifier(backbone, n_classes, seed)
+    classifier, head = build_photo_classifier(backbone, n_classes, seed, augment=settings.augment)
     size = int(backbone.input_shape[1])
     steps = max(1, (len(train_paths) + settings.batch_size - 1) // settings.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
