@@ -1,0 +1,332 @@
+"""Retrieval quality with the trained embeddings on the real dev data: embedding vs BM25 vs hybrid.
+
+Usage: .venv/bin/python benchmarks/search_quality.py --bundle DIR [--out FILE]
+
+DIR is a bundle trained by `python main.py --data ../shared/data/gumtree-dev --out DIR`:
+its database holds the clean listings with the product-level split the pipeline
+persisted, and its model was trained on the train split (val for early stopping) only.
+Listings are encoded with `Bundle.encode_products`, queries with `Bundle.encode_query`.
+Skips with a message (exit 0) when the bundle is absent.
+
+Three pools ("worlds"), each indexed by `HybridSearcher` (FAISS + BM25):
+
+* val: the validation listings; every choice (fusion method, blend weight) is made here;
+* test: the test listings, never seen in training or in a choice; the headline figures;
+* catalogue: every listing, with the test listings as queries (how search is used: a new
+  listing's neighbours among everything on sale), for comparison with the TF-IDF baseline
+  (benchmarks/results/baselines.json: 0.400 leaf / 0.632 root; test-only 0.200 / 0.425).
+
+Three query kinds, relevant = listings of the query's leaf category:
+
+* similar: each listing of the pool (in the catalogue world: each test listing) asks for
+  its 10 nearest other listings; precision@10 of the same leaf and of the same root.
+  Embedding-only is the listing's own vector (what `similar()` serves); BM25-only is its
+  title as the query; hybrid fuses both;
+* leaf: the leaf category's name as typed text ("Sofas, Armchairs & Suites"), for every
+  leaf with a listing in the pool;
+* fragment: 1-3 content words of a pool listing's title, the listing itself excluded from
+  the results; precision@10 same leaf and known-item recall@10 (is the listing found?).
+
+Each query is retrieved once (200 candidates: FAISS top 200 + BM25 top 200, both scores
+for every candidate, as `HybridSearcher.retrieve` serves them); embedding-only, BM25-only,
+RRF and blends are orderings of that set. P@10 is capped when a pool holds fewer than 10
+other listings of a leaf (the test pool has 795 listings over ~300 leaves), so each
+table also gives the ceiling: the P@10 a perfect ranker would reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fbmarket.config import SearchSettings, Settings  # noqa: E402
+from fbmarket.data import schema as S  # noqa: E402
+from fbmarket.data.store import Store  # noqa: E402
+from fbmarket.search.hybrid import (  # noqa: E402
+    LEXICAL_RANK,
+    LEXICAL_SCORE,
+    SEMANTIC_RANK,
+    SEMANTIC_SCORE,
+    HybridSearcher,
+    reciprocal_rank_fusion,
+    weighted_blend,
+)
+from fbmarket.search.lexical import tokenize  # noqa: E402
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "search_quality.json"
+BASELINES = REPO / "benchmarks" / "results" / "baselines.json"
+K = 10
+BLEND_WEIGHTS = (0.2, 0.35, 0.5, 0.65, 0.8)
+BARS = {"similar_leaf": 0.55, "similar_root": 0.80}
+TIE = 0.005  # P@10 differences below this are noise at ~800 queries (standard error ~0.01)
+
+
+def orderings(frame: pd.DataFrame, rrf_k: int) -> dict[str, np.ndarray]:
+    """Candidate ids best first, by each method."""
+    sem, lex = frame[SEMANTIC_SCORE].to_numpy(float), frame[LEXICAL_SCORE].to_numpy(float)
+    sem_rank, lex_rank = frame[SEMANTIC_RANK].to_numpy(float), frame[LEXICAL_RANK].to_numpy(float)
+    ids = frame[S.PRODUCT_ID].to_numpy(object)
+
+    def by(score: np.ndarray) -> np.ndarray:
+        return ids[np.lexsort((np.arange(len(ids)), -score))]
+
+    def listed(rank: np.ndarray) -> np.ndarray:
+        return ids[np.argsort(np.nan_to_num(rank, nan=np.inf), kind="stable")][: int(np.isfinite(rank).sum())]
+
+    out = {
+        "embedding": listed(sem_rank),
+        "bm25": listed(lex_rank),
+        f"rrf_k{rrf_k}": by(reciprocal_rank_fusion([sem_rank, lex_rank], rrf_k)),
+    }
+    for w in BLEND_WEIGHTS:
+        out[f"blend_w{w}"] = by(weighted_blend(sem, lex, w))
+    return out
+
+
+class World:
+    """One pool of listings, indexed, with the labels to judge results by."""
+
+    def __init__(self, name: str, pool: pd.DataFrame, vectors: np.ndarray, settings: SearchSettings):
+        self.name = name
+        self.pool = pool.reset_index(drop=True)
+        ids = self.pool[S.PRODUCT_ID].astype(str).tolist()
+        self.searcher = HybridSearcher.build(self.pool, ids, vectors, settings)
+        self.vectors = dict(zip(ids, vectors, strict=True))
+        self.leaf = dict(zip(ids, self.pool[S.LEAF_CATEGORY], strict=True))
+        self.root = dict(zip(ids, self.pool[S.ROOT_CATEGORY], strict=True))
+        self.leaf_size = self.pool[S.LEAF_CATEGORY].value_counts()
+        self.settings = settings
+
+
+def judge(
+    world: World,
+    vector: np.ndarray,
+    text: str,
+    leaf: str,
+    root: str | None,
+    exclude: str | None,
+) -> dict[str, tuple[float, float, float]]:
+    """method -> (P@10 same leaf, P@10 same root or NaN, known-item hit or NaN)."""
+    frame = world.searcher.retrieve(vector, text, None, world.settings.candidates)
+    out = {}
+    for method, ranked in orderings(frame, world.settings.rrf_k).items():
+        top = [pid for pid in ranked if pid != exclude][:K]
+        leaf_hits = sum(world.leaf[pid] == leaf for pid in top) / K
+        root_hits = sum(world.root[pid] == root for pid in top) / K if root is not None else np.nan
+        known = float(exclude in ranked[:K]) if exclude is not None else np.nan
+        out[method] = (leaf_hits, root_hits, known)
+    return out
+
+
+def evaluate(world: World, queries: pd.DataFrame, model, kind: str, rng: np.random.Generator) -> dict:
+    """Mean figures per method for one query kind, plus the ceiling P@10."""
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    ceilings = []
+    if kind == "leaf":
+        leaves = queries.drop_duplicates(S.LEAF_CATEGORY)
+        items = [(None, r[S.LEAF_NAME], r[S.LEAF_CATEGORY], None, None) for _, r in leaves.iterrows()]
+    else:
+        items = []
+        for _, r in queries.iterrows():
+            pid = str(r[S.PRODUCT_ID])
+            if kind == "similar":
+                items.append((world.vectors[pid], r[S.TITLE], r[S.LEAF_CATEGORY], r[S.ROOT_CATEGORY], pid))
+                continue
+            words = list(dict.fromkeys(w for w in str(r[S.TITLE]).split() if tokenize(w)))
+            if not words:
+                continue
+            take = rng.choice(len(words), min(len(words), int(rng.integers(1, 4))), replace=False)
+            items.append((None, " ".join(words[i] for i in sorted(take)), r[S.LEAF_CATEGORY], None, pid))
+    for vector, text, leaf, root, exclude in tqdm(items, desc=f"{world.name}/{kind}", leave=False):
+        if not tokenize(text):
+            continue
+        if vector is None:
+            vector = model.encode_query(text, None)
+        in_pool = int(world.leaf_size.get(leaf, 0)) - (1 if exclude is not None else 0)
+        ceilings.append(min(K, in_pool) / K)
+        for method, value in judge(world, vector, text, leaf, root, exclude).items():
+            rows.setdefault(method, []).append(value)
+    table = {}
+    for method, values in rows.items():
+        a = np.array(values, dtype=float)
+        entry = {"p_at_10_leaf": round(float(a[:, 0].mean()), 4)}
+        if kind == "similar":
+            entry["p_at_10_root"] = round(float(a[:, 1].mean()), 4)
+        if kind == "fragment":
+            entry["known_item_recall_at_10"] = round(float(np.nanmean(a[:, 2])), 4)
+        table[method] = entry
+    return {
+        "queries": len(ceilings),
+        "ceiling_p_at_10_leaf": round(float(np.mean(ceilings)), 4),
+        "methods": table,
+    }
+
+
+def choose(val: dict) -> dict[str, str]:
+    """The fused method to use per query kind, chosen on the validation world only.
+
+    Similar listings: the best P@10 of the same leaf. Text search (leaf + fragment queries)
+    gets one choice, since one setting serves both: among the methods whose mean P@10 is
+    within `TIE` of the best (closer than the noise between 800 queries), the one that
+    finds the listing a fragment was cut from most often (known-item recall@10).
+    """
+    fused = [m for m in val["similar"]["methods"] if m not in ("embedding", "bm25")]
+
+    def p10(kind: str, method: str) -> float:
+        return val[kind]["methods"][method]["p_at_10_leaf"]
+
+    text = {m: (p10("leaf", m) + p10("fragment", m)) / 2 for m in fused}
+    near = [m for m in fused if text[m] >= max(text.values()) - TIE]
+    best_text = max(near, key=lambda m: val["fragment"]["methods"][m]["known_item_recall_at_10"])
+    return {"similar": max(fused, key=lambda m: p10("similar", m)), "leaf": best_text, "fragment": best_text}
+
+
+def print_table(results: dict, chosen: dict[str, str]) -> None:
+    for world, kinds in results.items():
+        print(f"\n{world} world")
+        for kind, block in kinds.items():
+            print(
+                f"  {kind} ({block['queries']} queries, ceiling P@10 leaf {block['ceiling_p_at_10_leaf']:.3f})"
+            )
+            for method, entry in block["methods"].items():
+                mark = " <- chosen on val" if chosen.get(kind) == method else ""
+                figures = "  ".join(f"{k} {v:.3f}" for k, v in entry.items())
+                print(f"    {method:12s} {figures}{mark}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    if not (args.bundle / "bundle.json").is_file() or not (args.bundle / "settings.json").is_file():
+        print(f"SKIP: {args.bundle} is not a trained bundle (python main.py --data DIR --out {args.bundle})")
+        return 0
+    from fbmarket.bundle import Bundle
+
+    started = time.perf_counter()
+    settings = Settings.load(args.bundle / "settings.json")
+    settings.out_dir = args.bundle
+    if settings.data_dir is None:
+        print("note: this bundle was trained on the synthetic marketplace, not the real dev data")
+    store = Store(settings.db_url)
+    try:
+        products = store.listings_frame()
+        images = store.images_frame()
+    finally:
+        store.close()
+    products = products[products[S.SPLIT].isin(S.SPLITS)].reset_index(drop=True)
+    model = Bundle.load(args.bundle)
+    vectors = model.encode_products(products, images, show_progress=True)
+    search = SearchSettings()  # the code's defaults; the bundle's own are not what is being chosen
+    part = {name: (products[S.SPLIT] == name).to_numpy() for name in S.SPLITS}
+    worlds = {
+        "val": World("val", products[part["val"]], vectors[part["val"]], search),
+        "test": World("test", products[part["test"]], vectors[part["test"]], search),
+        "catalogue": World("catalogue", products, vectors, search),
+    }
+    queries = {
+        "val": products[part["val"]],
+        "test": products[part["test"]],
+        "catalogue": products[part["test"]],
+    }
+
+    results: dict[str, dict] = {}
+    for name, world in worlds.items():
+        results[name] = {}
+        for kind in ("similar", "leaf", "fragment"):
+            rng = np.random.default_rng(args.seed)
+            results[name][kind] = evaluate(world, queries[name], model, kind, rng)
+    chosen = choose(results["val"])
+    print_table(results, chosen)
+
+    baseline = {}
+    if BASELINES.is_file():
+        similar = json.loads(BASELINES.read_text()).get("similar_listings", {})
+        baseline = {
+            pool: {
+                "p_at_10_leaf": similar[pool]["precision_at_k_leaf"],
+                "p_at_10_root": similar[pool]["precision_at_k_root"],
+            }
+            for pool in ("test_only", "catalogue")
+            if pool in similar
+        }
+    headline = {
+        world: {
+            "similar_embedding": results[world]["similar"]["methods"]["embedding"],
+            "similar_bm25": results[world]["similar"]["methods"]["bm25"],
+            f"similar_hybrid ({chosen['similar']})": results[world]["similar"]["methods"][chosen["similar"]],
+            "leaf_embedding": results[world]["leaf"]["methods"]["embedding"],
+            "leaf_bm25": results[world]["leaf"]["methods"]["bm25"],
+            f"leaf_hybrid ({chosen['leaf']})": results[world]["leaf"]["methods"][chosen["leaf"]],
+            "similar_ceiling_leaf": results[world]["similar"]["ceiling_p_at_10_leaf"],
+            "leaf_ceiling": results[world]["leaf"]["ceiling_p_at_10_leaf"],
+        }
+        for world in ("test", "catalogue")
+    }
+    payload = {
+        "bundle": str(args.bundle),
+        "model_version": model.version,
+        "data_dir": str(settings.data_dir),
+        "listings": {name: int(mask.sum()) for name, mask in part.items()},
+        "k": K,
+        "candidates": search.candidates,
+        "chosen_on_val": chosen,
+        "headline": headline,
+        "bars": BARS,
+        "tfidf_baseline_similar": baseline,
+        "results": results,
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": "benchmarks/search_quality.py " + " ".join(sys.argv[1:]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print_headline(results, chosen, baseline)
+    print(f"-> {args.out}")
+    return 0
+
+
+def print_headline(results: dict, chosen: dict[str, str], baseline: dict) -> None:
+    """One table: similar listings (leaf, root) and leaf-name queries, per method and pool."""
+    print("\nP@10 (same leaf / same root for similar listings; same leaf for leaf-name queries)")
+    print(f"{'pool':10s} {'method':22s} {'similar leaf':>12s} {'similar root':>12s} {'leaf-name':>10s}")
+    for world, pool in (("test", "test_only"), ("catalogue", "catalogue")):
+        rows = [
+            ("embedding", "embedding", "embedding"),
+            ("BM25", "bm25", "bm25"),
+            (f"hybrid {chosen['similar']}/{chosen['leaf']}", chosen["similar"], chosen["leaf"]),
+            ("hybrid rrf_k60", "rrf_k60", "rrf_k60"),
+        ]
+        for label, similar_method, leaf_method in rows:
+            sim = results[world]["similar"]["methods"][similar_method]
+            leaf = results[world]["leaf"]["methods"][leaf_method]["p_at_10_leaf"]
+            print(
+                f"{world:10s} {label:22s} {sim['p_at_10_leaf']:12.3f} {sim['p_at_10_root']:12.3f} {leaf:10.3f}"
+            )
+        if pool in baseline:
+            b = baseline[pool]
+            print(
+                f"{world:10s} {'TF-IDF cosine':22s} {b['p_at_10_leaf']:12.3f} {b['p_at_10_root']:12.3f} {'':>10s}"
+            )
+        ceiling_sim = results[world]["similar"]["ceiling_p_at_10_leaf"]
+        ceiling_leaf = results[world]["leaf"]["ceiling_p_at_10_leaf"]
+        print(f"{world:10s} {'ceiling (perfect)':22s} {ceiling_sim:12.3f} {1.0:12.3f} {ceiling_leaf:10.3f}")
+    print(f"bars: similar leaf >= {BARS['similar_leaf']}, root >= {BARS['similar_root']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
