@@ -105,6 +105,7 @@ class FusionSettings:
     description_dropout: float = 0.1  # ... and without description (typed queries have none)
     query_photo_share: float = 0.25  # pseudo-queries that are a photo (alone or with words)
     init_text_from_text_model: bool = True  # start from the trained text-only branch
+    text_skip: bool = True  # text features -> category logits directly too (fusion/model.py)
     log_dir: str = "logs"  # TensorBoard runs go to <log_dir>/<run>/{text,image,fusion}
 
 

@@ -48,7 +48,7 @@ def arrays() -> FusionArrays:
     )
 
 
-def model(data: FusionArrays, contrastive_weight: float = 0.5) -> FusionModel:
+def model(data: FusionArrays, contrastive_weight: float = 0.5, text_skip: bool = False) -> FusionModel:
     settings = TextSettings(
         conv_filters=4, text_dim=8, wide_max_tokens=100, max_tokens=8, max_title_tokens=4, dropout=0.0
     )
@@ -57,7 +57,7 @@ def model(data: FusionArrays, contrastive_weight: float = 0.5) -> FusionModel:
     encoder = build_text_encoder(settings, words, matrix, data.titles, data.descriptions, seed=0)
     return FusionModel(
         encoder, 4, DIM, len(TABULAR_COLUMNS), embedding_dim=8, hidden_dim=8, dropout=0.0,
-        contrastive_weight=contrastive_weight, seed=0,
+        contrastive_weight=contrastive_weight, seed=0, text_skip=text_skip,
     )  # fmt: skip
 
 
@@ -108,10 +108,12 @@ def test_contrastive_loss_rewards_matching_pairs() -> None:
     assert float(info_nce(eye, tf.roll(eye, 1, axis=0), 0.1)) > 5
 
 
-def test_training_lowers_both_losses_and_save_load_predicts_identically(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text_skip", [False, True])
+def test_training_lowers_both_losses_and_save_load_predicts_identically(tmp_path: Path, text_skip: bool) -> None:
     keras.utils.set_random_seed(0)
     data = arrays()
-    fusion = model(data)
+    fusion = model(data, text_skip=text_skip)
+    assert (fusion.text_head is not None) == text_skip
     fusion.compile(optimizer=keras.optimizers.Adam(1e-2))
     train = make_dataset(data, 8, 2, seed=0, training=True, query_photo_share=0.3)
     history = fusion.fit(train, epochs=8, verbose=0).history
@@ -121,7 +123,7 @@ def test_training_lowers_both_losses_and_save_load_predicts_identically(tmp_path
     before = fusion(x)
     fusion.save(tmp_path / "fusion.keras")
     loaded = keras.models.load_model(tmp_path / "fusion.keras", compile=False)
-    assert isinstance(loaded, FusionModel)
+    assert isinstance(loaded, FusionModel) and loaded.text_skip == text_skip
     after = loaded(x)
     for key in ("category", "embedding", "query_embedding"):
         np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-6)

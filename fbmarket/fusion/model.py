@@ -10,6 +10,11 @@ saved `.keras` file is loaded back into it:
 * product tower: [text, photos, tabular] -> embedding (unit length) -> category logits
   (and, optionally, leaf-category logits: an auxiliary task that makes neighbours in
   the embedding share the fine category, which "similar listings" needs);
+* text head (optional, `text_skip`): a linear map from the text features straight to
+  the category logits, added to the embedding's. Started from the text-only model's
+  output layer, the fusion begins where the text model ends and the photos and
+  tabular features only have to explain what text leaves over. Without it, the extra
+  layers overfit 3.7k real listings and fusion fell below text alone (0.803 vs 0.813);
 * query tower: free text through the *same* text branch (description empty) and/or
   one photo through the *same* photo tower -> embedding in the product space.
 
@@ -37,7 +42,9 @@ TOWERS = (
     "query_tower",
     "category_head",
     "leaf_head",
+    "text_head",
 )
+SAVED_TOWERS = ("text_encoder", "photo_tower", "tabular_tower", "product_tower", "query_tower", "category_head")
 
 
 @keras.saving.register_keras_serializable(package="fbmarket")
@@ -142,12 +149,14 @@ class FusionModel(keras.Model):
         seed: int = 0,
         n_leaves: int = 0,
         leaf_weight: float = 0.0,
+        text_skip: bool = False,
         photo_tower: keras.Model | None = None,
         tabular_tower: keras.Model | None = None,
         product_tower: keras.Model | None = None,
         query_tower: keras.Model | None = None,
         category_head: keras.Model | None = None,
         leaf_head: keras.Model | None = None,
+        text_head: keras.Model | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -163,6 +172,7 @@ class FusionModel(keras.Model):
         self.seed = int(seed)
         self.n_leaves = int(n_leaves)
         self.leaf_weight = float(leaf_weight)
+        self.text_skip = bool(text_skip)
         text_dim = int(text_encoder.output_shape[-1])
         tab_hidden = 32
         self.text_encoder = text_encoder
@@ -176,6 +186,9 @@ class FusionModel(keras.Model):
         self.leaf_head = None
         if self.n_leaves > 0:
             self.leaf_head = leaf_head or build_category_head(embedding_dim, self.n_leaves, "leaf_head")
+        self.text_head = None
+        if self.text_skip:
+            self.text_head = text_head or build_category_head(text_dim, n_classes, "text_head")
         self.category_loss_tracker = keras.metrics.Mean(name="category_loss")
         self.contrastive_loss_tracker = keras.metrics.Mean(name="contrastive_loss")
         self.leaf_loss_tracker = keras.metrics.Mean(name="leaf_loss")
@@ -184,10 +197,14 @@ class FusionModel(keras.Model):
 
     # ---------------------------------------------------------------- forward
     def embed_products(self, inputs: dict[str, Any], training: bool = False):
+        return self._embed_products(inputs, training)[0]
+
+    def _embed_products(self, inputs: dict[str, Any], training: bool):
+        """(unit embedding, text features): the category logits read both."""
         text = self.text_encoder([inputs["title"], inputs["description"]], training=training)
         photo = self.photo_tower([inputs["photos"], inputs["photo_mask"]], training=training)
         tabular = self.tabular_tower(inputs["tabular"], training=training)
-        return self.product_tower([text, photo, tabular], training=training)
+        return self.product_tower([text, photo, tabular], training=training), text
 
     def encode_query(self, inputs: dict[str, Any], training: bool = False):
         no_description = tf.zeros_like(inputs["query_text"])  # a query is all title: "" description
@@ -200,8 +217,10 @@ class FusionModel(keras.Model):
         return self.query_tower([text, text_mask, photo, has_photo], training=training)
 
     def call(self, inputs: dict[str, Any], training: bool = False):
-        embedding = self.embed_products(inputs, training=training)
+        embedding, text = self._embed_products(inputs, training)
         logits = self.category_head(embedding, training=training)
+        if self.text_head is not None:
+            logits = logits + self.text_head(text, training=training)
         out = {"category": ops.softmax(logits), "logits": logits, "embedding": embedding}
         if self.leaf_head is not None:
             out["leaf_logits"] = self.leaf_head(embedding, training=training)
@@ -263,29 +282,16 @@ class FusionModel(keras.Model):
                 "seed": self.seed,
                 "n_leaves": self.n_leaves,
                 "leaf_weight": self.leaf_weight,
+                "text_skip": self.text_skip,
             }
         )
-        for name in (
-            "text_encoder",
-            "photo_tower",
-            "tabular_tower",
-            "product_tower",
-            "query_tower",
-            "category_head",
-        ):
+        for name in SAVED_TOWERS:  # the leaf and text heads are rebuilt from n_leaves / text_skip
             config[name] = keras.saving.serialize_keras_object(getattr(self, name))
         return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FusionModel:
         config = dict(config)
-        for name in (
-            "text_encoder",
-            "photo_tower",
-            "tabular_tower",
-            "product_tower",
-            "query_tower",
-            "category_head",
-        ):
+        for name in SAVED_TOWERS:
             config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)

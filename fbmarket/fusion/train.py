@@ -300,10 +300,10 @@ def train_bundle(
         labels,
         leaf_labels if fs.leaf_weight > 0 and leaves else None,
     )
+    text_only = None
     if settings.fusion.init_text_from_text_model:
-        fusion_text = keras.models.load_model(model_dir / FILES["text_model"], compile=False).get_layer(
-            "text_encoder"
-        )
+        text_only = keras.models.load_model(model_dir / FILES["text_model"], compile=False)
+        fusion_text = text_only.get_layer("text_encoder")
     else:
         fusion_text = build_text_encoder(
             settings.text,
@@ -328,8 +328,12 @@ def train_bundle(
         seed=seed,
         n_leaves=len(leaves) if arrays.leaf_labels is not None else 0,
         leaf_weight=fs.leaf_weight,
+        text_skip=fs.text_skip,
         name="fusion",
     )
+    if fusion.text_head is not None and text_only is not None:
+        # softmax(Wx + b) of the text-only model -> the logits Wx + b the fusion adds to its own
+        fusion.text_head.get_layer("logits").set_weights(text_only.get_layer("category").get_weights())
     fusion.compile(optimizer=keras.optimizers.Adam(fs.learning_rate))
     max_photos = settings.vision.max_photos_per_product
     train_data = make_dataset(
