@@ -143,6 +143,10 @@ class SearchSettings:
     fusion: str = "blend"
     rrf_k: int = 60
     semantic_weight: float = 0.35  # "blend": weight of the semantic score (lexical gets 1 - this)
+    # similar listings: a listing's embedding neighbours blended with BM25 on its title
+    # (1.0 = embedding only). Chosen on the dev data's validation split by
+    # benchmarks/search_quality.py (similar-listing precision@10 of the same leaf).
+    similar_semantic_weight: float = 0.5
     title_weight: int = 2  # BM25: title tokens count this many times (a cheap field boost)
 
     def factory_for(self, listings: int) -> str:

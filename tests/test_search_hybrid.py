@@ -227,20 +227,37 @@ def test_filter_matching_nothing_returns_empty():
     assert result.empty and tuple(result.columns) == CANDIDATE_COLUMNS
 
 
-def test_similar_excludes_itself_and_respects_filters():
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_similar_excludes_itself_and_respects_filters(weight: float):
     products = catalogue()
-    hybrid = searcher(products)
+    hybrid = searcher(products, similar_semantic_weight=weight)
     similar = hybrid.similar("p5", k=8)
     assert len(similar) == 8 and "p5" not in {pid for pid, _ in similar}
+    scores = [score for _, score in similar]
+    assert scores == sorted(scores, reverse=True)
     own = embeddings_of(products.iloc[[5]])[0]
-    assert similar[0][1] == pytest.approx(
-        float(embeddings_of(products.iloc[[int(similar[0][0][1:])]])[0] @ own), abs=1e-5
-    )
+    if weight == 1.0:  # the embedding alone: scores are cosine similarities
+        assert similar[0][1] == pytest.approx(
+            float(embeddings_of(products.iloc[[int(similar[0][0][1:])]])[0] @ own), abs=1e-5
+        )
     cheap = hybrid.similar("p5", k=8, filters=Filters(max_price=100))
     prices = products.set_index(S.PRODUCT_ID).loc[[pid for pid, _ in cheap], S.PRICE]
-    assert len(cheap) == 8 and (prices <= 100).all()
+    assert len(cheap) == 8 and (prices <= 100).all() and "p5" not in {pid for pid, _ in cheap}
     with pytest.raises(KeyError, match="nope"):
         hybrid.similar("nope")
+
+
+def test_similar_blend_lifts_a_same_title_listing():
+    """A listing with the same title but other words in its description: the embedding
+    alone ranks it low, the blend with BM25 on the title lifts it to the top few."""
+    products = catalogue()
+    twin = products.iloc[[5]].assign(
+        **{S.PRODUCT_ID: "twin", S.DESCRIPTION: "completely different words here"}
+    )
+    products = pd.concat([products, twin], ignore_index=True)
+    embedding_only = searcher(products, similar_semantic_weight=1.0).similar("p5", k=4)
+    blended = searcher(products, similar_semantic_weight=0.5).similar("p5", k=3)
+    assert "twin" not in {pid for pid, _ in embedding_only} and "twin" in {pid for pid, _ in blended}
 
 
 def test_lexical_only_searcher_and_similar_by_title():

@@ -407,6 +407,7 @@ class HybridSearcher:
         semantic: list[tuple[str, float]],
         lexical: list[tuple[str, float]],
         n: int,
+        semantic_weight: float | None = None,
     ) -> pd.DataFrame:
         sem_rank = {pid: r for r, (pid, _) in enumerate(semantic, start=1)}
         lex_rank = {pid: r for r, (pid, _) in enumerate(lexical, start=1)}
@@ -429,7 +430,8 @@ class HybridSearcher:
             lex_scores = np.asarray(self.lexical.score(query_text, ids), dtype=float)
 
         if self.settings.fusion == "blend":
-            fused = weighted_blend(sem_scores, lex_scores, self.settings.semantic_weight)
+            weight = self.settings.semantic_weight if semantic_weight is None else semantic_weight
+            fused = weighted_blend(sem_scores, lex_scores, weight)
         else:
             fused = reciprocal_rank_fusion([sem_ranks, lex_ranks], self.settings.rrf_k)
         order = np.lexsort((np.arange(len(ids)), -fused))[:n]  # ties keep semantic-then-lexical order
@@ -447,10 +449,12 @@ class HybridSearcher:
     def similar(
         self, product_id: str, k: int = 10, filters: Filters | None = None
     ) -> list[tuple[str, float]]:
-        """Listings most like a given one (its embedding's neighbours), itself excluded.
+        """Listings most like a given one, itself excluded, best first with their scores.
 
-        Without an embedding for it (no vector index, or not in it) its title is used as
-        a BM25 query instead. An unknown product id raises KeyError.
+        Its embedding's neighbours blended with the BM25 matches of its own title
+        (`similar_semantic_weight`; 1.0 keeps the embedding alone, and its scores are
+        cosine similarities). Without an embedding for it, its title alone is the query.
+        An unknown product id raises KeyError.
         """
         k = check_k(k, self.settings.max_k)
         product_id = str(product_id)
@@ -460,22 +464,34 @@ class HybridSearcher:
                 mask = self.table.mask(filters) & (self.table.ids != product_id)
                 if not mask.any():
                     return []
+            title = self.table.title(product_id)
+            has_title = self.lexical is not None and isinstance(title, str) and bool(title.strip())
+            vec_allowed = lex_allowed = None
+            if mask is not None:
+                vec_align, lex_align = self._alignment()
+                if self.vectors is not None:
+                    vec_allowed = IdSelection(vec_align[mask][vec_align[mask] >= 0], self.vectors.version)
+                if self.lexical is not None:
+                    lex_allowed = IdSelection(lex_align[mask][lex_align[mask] >= 0], self.lexical.version)
+            n = min(k + 1, self.settings.max_k)
             if self.vectors is not None and product_id in self.vectors:
                 vector = self.vectors.reconstruct(product_id)
-                if mask is None:
-                    hits = self.vectors.search(vector, min(k + 1, self.settings.max_k))
-                else:
-                    ids = self._alignment()[0][mask]
-                    hits = self.vectors.search(vector, k, IdSelection(ids[ids >= 0], self.vectors.version))
+                weight = self.settings.similar_semantic_weight
+                if weight >= 1.0 or not has_title:
+                    hits = self.vectors.search(vector, n, vec_allowed)
+                else:  # both lists over the usual candidate pool, then the blend
+                    pool = max(n, min(self.settings.candidates, self.settings.max_k))
+                    semantic = self.vectors.search(vector, pool, vec_allowed)
+                    lexical = self.lexical.search(title, pool, lex_allowed)
+                    frame = self._score_candidates(vector, title, semantic, lexical, pool, weight)
+                    hits = list(zip(frame[S.PRODUCT_ID].tolist(), frame[FUSED_SCORE].tolist(), strict=True))
             else:
-                allowed = None if mask is None else self.table.ids[mask]
-                title = self.table.title(product_id)
                 if title is None:
                     raise KeyError(f"product {product_id!r} is not in the catalogue")
-                if self.lexical is None or not isinstance(title, str) or not title.strip():
+                if not has_title:
                     return []
-                hits = self.lexical.search(title, min(k + 1, self.settings.max_k), allowed)
-            return [(pid, score) for pid, score in hits if pid != product_id][:k]
+                hits = self.lexical.search(title, n, lex_allowed)
+            return [(pid, float(score)) for pid, score in hits if pid != product_id][:k]
 
 
 def _read_indexes(
