@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fbmarket.config import TextSettings
 from fbmarket.text.branch import (
@@ -131,3 +132,39 @@ def test_training_lowers_the_loss_and_unfreezes_the_embedding_in_phase_two() -> 
     np.testing.assert_array_equal(snapshots[2], before)  # frozen through phase 1
     assert not np.allclose(snapshots[-1], before)  # fine-tuned in phase 2
     assert set_embedding_trainable(model, False) is True
+
+
+def test_sparse_input_dense_matches_dense_and_trains(tmp_path) -> None:
+    """Same outputs and gradients as keras Dense on a mostly-zero input, and it saves and loads."""
+    from fbmarket.text.branch import SparseInputDense
+
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random((5, 300)) < 0.03, rng.random((5, 300)), 0.0).astype("float32")
+    x[3] = 0.0  # an all-zero row (an empty text) is still a row of output
+    sparse = SparseInputDense(7, activation="relu")
+    dense = keras.layers.Dense(7, activation="relu")
+    sparse.build((None, 300))
+    dense.build((None, 300))
+    dense.set_weights([w + 0.1 for w in sparse.get_weights()])
+    sparse.set_weights(dense.get_weights())
+    np.testing.assert_allclose(sparse(x), dense(x), rtol=1e-5, atol=1e-6)
+
+    tensor = tf.constant(x)
+    grads = []
+    for layer in (sparse, dense):
+        with tf.GradientTape() as tape:
+            tape.watch(tensor)
+            loss = tf.reduce_sum(layer(tensor) ** 2)
+        grads.append(tape.gradient(loss, [tensor, layer.kernel, layer.bias]))
+    (x_sparse, *weights_sparse), (x_dense, *weights_dense) = grads
+    for got, want in zip(weights_sparse, weights_dense, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    present = x != 0  # an input that is exactly zero counts as absent: no gradient reaches it
+    np.testing.assert_allclose(tf.convert_to_tensor(x_sparse).numpy()[present], x_dense.numpy()[present], rtol=1e-4)
+
+    inputs = keras.Input((300,))
+    model = keras.Model(inputs, sparse(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.layers[-1], SparseInputDense)
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)

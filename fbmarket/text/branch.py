@@ -4,13 +4,18 @@ Inputs are two strings per listing, the title's and the description's lemmas joi
 spaces (`fbmarket.text.tokenize`), so the saved model carries its own vocabularies
 (TextVectorization) and serving needs only the spaCy tokeniser in front.
 
-Two paths, both measured on the dev data (benchmarks/text_designs.py):
+Two paths:
 
 * deep: token ids -> Embedding initialised from Word2Vec (frozen first, fine-tuned
   after) -> Conv1D + global max pooling, next to a masked mean of the embeddings;
 * wide: bag of word uni- and bigrams (title and description apart) -> one dense layer.
   On 3.7k training listings the wide path carries most of the accuracy; the deep path
   adds robustness to wording it never saw (similar words have similar vectors).
+
+The bags make the dense layer's input ~140k wide on the dev data (a 144 MB kernel).
+`SparseInputDense` multiplies by only the kernel rows whose input is non-zero: a typed
+query has a few dozen, and reading the whole kernel made query encoding the slowest
+step of a search.
 """
 
 from __future__ import annotations
@@ -36,6 +41,27 @@ class MaskedMean(keras.layers.Layer):
         mask = keras.ops.expand_dims(keras.ops.cast(keras.ops.greater(ids, 0), embedded.dtype), -1)
         total = keras.ops.sum(embedded * mask, axis=1)
         return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="fbmarket")
+class SparseInputDense(keras.layers.Dense):
+    """A Dense layer whose input is mostly zeros: x @ W reads only the rows of W where x != 0.
+
+    Same weights, result and weight gradients as `keras.layers.Dense`; the cost follows
+    the non-zeros of the input (n-gram bags of one listing or query) instead of its width.
+    An input that is exactly zero counts as absent and gets no gradient, which changes
+    nothing here: the zeros come from the bags (nothing to train before them) or from
+    ReLUs (whose gradient at zero is zero anyway).
+    """
+
+    def call(self, inputs, training=None):
+        flat = tf.reshape(inputs, (-1, tf.shape(inputs)[-1]))
+        outputs = tf.sparse.sparse_dense_matmul(tf.sparse.from_dense(flat), self.kernel)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
 
 
 def _adapt_bag(
@@ -140,7 +166,8 @@ def build_text_encoder(
         raise ValueError("the text branch needs the deep path, the wide path, or both")
     joined = keras.layers.Concatenate(name="text_parts")(parts) if len(parts) > 1 else parts[0]
     hidden = keras.layers.Dropout(settings.dropout, seed=seed + 1)(joined)
-    features = keras.layers.Dense(settings.text_dim, activation="relu", name="text_features")(hidden)
+    dense = SparseInputDense if (settings.wide or settings.char_ngrams >= 3) else keras.layers.Dense
+    features = dense(settings.text_dim, activation="relu", name="text_features")(hidden)
     return keras.Model([title, description], features, name="text_encoder")
 
 
