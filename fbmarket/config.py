@@ -124,8 +124,8 @@ class SearchSettings:
 
     An index (re)built from the database over `large_catalogue` listings or more uses
     `large_index_factory` instead (`factory_for`). Whole `Marketplace.search` at 100k
-    listings, 256-d embeddings, one thread: CPU p50 / p99 15.6 / 19.4 ms with Flat, 12.9 /
-    16.4 ms with PQ128x4fs,RFlat, the same top 10 for every query; no gain at 30k
+    listings, 256-d embeddings, known buyer: wall p50 / p99 15.9 / 19.2 ms with Flat,
+    13.2 / 17.9 ms with PQ128x4fs,RFlat (retrieval 7.4 -> 4.8 ms CPU)
     (benchmarks/search_e2e_latency.py). "" keeps `index_factory` at every size.
     """
 
@@ -139,16 +139,17 @@ class SearchSettings:
     max_train_vectors: int = 100_000  # sample used to train IVF centroids / PQ codebooks
     max_k: int = 1000  # largest k a caller may ask for
     candidates: int = 200  # top-N handed to the ranker
-    # "blend" (weighted min-max-scaled scores) | "rrf" (reciprocal-rank fusion). Re-measured
-    # with the trained embeddings on the dev data's validation split (benchmarks/search_quality.py):
-    # leaf-name and title-fragment queries, mean P@10 same leaf: blend 0.35 0.1835, 0.5 0.1837,
-    # 0.2 0.180, RRF 0.181; known-item recall@10 0.969 at 0.35 vs 0.950 at 0.5 and 0.914 RRF.
+    # "blend" (weighted min-max-scaled scores) | "rrf" (reciprocal-rank fusion). Measured with
+    # the trained embeddings on the dev data's validation split (benchmarks/search_quality.py):
+    # leaf-name queries P@10 same leaf blend 0.2/0.35/0.5 0.177/0.176/0.173, RRF 0.171;
+    # known-item recall@10 of title fragments 0.969/0.966/0.964, RRF 0.913.
     fusion: str = "blend"
     rrf_k: int = 60
     semantic_weight: float = 0.35  # "blend": weight of the semantic score (lexical gets 1 - this)
     # similar listings: a listing's embedding neighbours blended with BM25 on its title
     # (1.0 = embedding only). Chosen on the dev data's validation split by
-    # benchmarks/search_quality.py (similar-listing precision@10 of the same leaf).
+    # benchmarks/search_quality.py: P@10 same leaf / root 0.311 / 0.760, embedding alone
+    # 0.261 / 0.780, w = 0.65: 0.309 / 0.776.
     similar_semantic_weight: float = 0.5
     title_weight: int = 2  # BM25: title tokens count this many times (a cheap field boost)
 

@@ -13,11 +13,11 @@ Fusion (`SearchSettings.fusion`):
   in; it needs no score calibration but gives both lists equal say.
 benchmarks/search_quality.py measured both with the trained embeddings on the dev
 data (choices on the validation split, figures on the test split): for typed queries
-blend at w = 0.35 matched RRF on same-leaf precision@10 (test: leaf names 0.167 vs
-0.167, title fragments 0.165 vs 0.161) and beat it on finding the listing a query was
-cut from (0.956 vs 0.908), because RRF lets the weaker list push good lexical matches
-down; 0.35 stays the default (0.5 ties on precision, known-item recall 0.950 vs 0.969
-on val). Both beat either list alone (embedding 0.120 / BM25 0.150 on leaf names).
+blend at w = 0.35 matched or beat RRF on same-leaf precision@10 (test: leaf names 0.170
+vs 0.168, title fragments 0.168 vs 0.163) and beat it on finding the listing a query was
+cut from (0.961 vs 0.911), because RRF lets the weaker list push good lexical matches
+down. Both beat either list alone (embedding 0.105 / BM25 0.150 on leaf names). On
+validation w = 0.2-0.5 are within 0.01 of each other; 0.35 stays the default.
 
 Filters (`Filters`) are applied inside both searches (FAISS IDSelector, BM25 mask), not
 after them, so n results come back whenever n matching listings exist.
