@@ -3,7 +3,8 @@
 Usage: .venv/bin/python scripts/screenshots.py --bundle DIR [--query "sofa"] [--user ID]
            [--out readme_images]
 
-Starts `fbmarket serve --bundle DIR` on a free loopback port, waits for /ready, searches
+Starts `fbmarket serve --bundle DIR` on a free loopback port (benchmarks/api_common.py's
+runner; writes need no key here), waits for /ready, searches
 the page as a buyer would (typed words and a picked buyer), saves the results page as
 web_search.png, opens the first result and saves the listing page (with its similar
 listings) as web_listing.png. Needs Debian's chromium (apt-get install chromium) and
@@ -15,37 +16,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-import httpx
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from api_common import ServerProcess  # noqa: E402  (the benchmarks' `fbmarket serve` runner)
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, server: subprocess.Popen, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} was not ready after {timeout:.0f} s")
 
 
 def main() -> int:
@@ -61,12 +41,8 @@ def main() -> int:
         return 2
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "fbmarket.cli", "serve", "--bundle", str(args.bundle), "--port", str(port)]
-    server = subprocess.Popen(command, cwd=REPO)
+    server = ServerProcess(args.bundle).start()
     try:
-        wait_ready(url, server)
         params = {"q": args.query, "k": 10}
         if args.user:
             params["user_id"] = args.user
@@ -74,7 +50,7 @@ def main() -> int:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{url}/?{urlencode(params)}")
+            page.goto(f"{server.url}/?{urlencode(params)}")
             page.wait_for_selector("#results .card")
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(args.out / "web_search.png"))
@@ -84,8 +60,7 @@ def main() -> int:
             browser.close()
         print(f"written: {args.out / 'web_search.png'}, {args.out / 'web_listing.png'}")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
     return 0
 
 
