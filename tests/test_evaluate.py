@@ -127,6 +127,12 @@ def _dataset(tmp_path: Path, seed: int = 11) -> Path:
     return folder
 
 
+def evaluate_cli(trained, folder: Path, report: Path) -> int:
+    """`fbmarket evaluate` of the session's tiny bundle on `folder`; the exit code."""
+    bundle = str(trained[0].bundle_dir)
+    return cli(["evaluate", "--bundle", bundle, "--data", str(folder), "--report", str(report), "--quiet"])
+
+
 def test_evaluate_cli_scores_another_folder_and_reports_unseen_categories(
     trained, tmp_path: Path, capsys
 ) -> None:
@@ -138,18 +144,7 @@ def test_evaluate_cli_scores_another_folder_and_reports_unseen_categories(
     first_photo = next((folder / "images").glob("*.jpg"))
     first_photo.write_bytes(b"not a jpeg")  # a photo that fails to decode
     report = tmp_path / "report.json"
-    code = cli(
-        [
-            "evaluate",
-            "--bundle",
-            str(trained[0].bundle_dir),
-            "--data",
-            str(folder),
-            "--report",
-            str(report),
-            "--quiet",
-        ]
-    )
+    code = evaluate_cli(trained, folder, report)
     assert code == 0
     result = json.loads(report.read_text())
     for key in (
@@ -174,18 +169,7 @@ def test_evaluate_cli_names_the_missing_column(trained, tmp_path: Path, capsys) 
     folder = _dataset(tmp_path, seed=12)
     products = pd.read_csv(folder / "Products.csv", index_col=0, lineterminator="\n", dtype=str)
     products.drop(columns=["category"]).to_csv(folder / "Products.csv")
-    code = cli(
-        [
-            "evaluate",
-            "--bundle",
-            str(trained[0].bundle_dir),
-            "--data",
-            str(folder),
-            "--report",
-            str(tmp_path / "r.json"),
-            "--quiet",
-        ]
-    )
+    code = evaluate_cli(trained, folder, tmp_path / "r.json")
     assert code == 2
     assert "category" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()

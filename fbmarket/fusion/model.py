@@ -36,16 +36,7 @@ from keras import ops
 TEXT_INPUTS = ("title", "description")
 PRODUCT_INPUTS = ("title", "description", "photos", "photo_mask", "tabular")
 QUERY_INPUTS = ("query_text", "query_text_mask", "query_photo", "query_photo_mask")
-TOWERS = (
-    "text_encoder",
-    "photo_tower",
-    "tabular_tower",
-    "product_tower",
-    "query_tower",
-    "category_head",
-    "leaf_head",
-    "text_head",
-)
+# towers serialised in the config; the leaf and text heads are rebuilt from n_leaves / text_skip
 SAVED_TOWERS = ("text_encoder", "photo_tower", "tabular_tower", "product_tower", "query_tower", "category_head")
 
 
@@ -287,7 +278,7 @@ class FusionModel(keras.Model):
                 "text_skip": self.text_skip,
             }
         )
-        for name in SAVED_TOWERS:  # the leaf and text heads are rebuilt from n_leaves / text_skip
+        for name in SAVED_TOWERS:
             config[name] = keras.saving.serialize_keras_object(getattr(self, name))
         return config
 

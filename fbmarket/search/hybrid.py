@@ -368,19 +368,24 @@ class HybridSearcher:
                 mask = self.table.mask(filters)
                 if not mask.any():
                     return _with_mode(empty_candidates(), mode)
-                vec_align, lex_align = self._alignment()
-                if use_vectors:
-                    ids = vec_align[mask]
-                    vec_allowed = IdSelection(ids[ids >= 0], self.vectors.version)
-                if use_text:
-                    ids = lex_align[mask]
-                    lex_allowed = IdSelection(ids[ids >= 0], self.lexical.version)
+                vec_allowed, lex_allowed = self._selections(mask)
             semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
             lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
             frame = self._score_candidates(
                 query_vector if use_vectors else None, query_text if use_text else None, semantic, lexical, n
             )
         return _with_mode(frame, mode)
+
+    def _selections(self, mask: np.ndarray) -> tuple[IdSelection | None, IdSelection | None]:
+        """A row mask over the table -> the allowed ids inside the vector and lexical indexes."""
+        selections: list[IdSelection | None] = []
+        for index, aligned in zip((self.vectors, self.lexical), self._alignment(), strict=True):
+            if index is None:
+                selections.append(None)
+                continue
+            ids = aligned[mask]
+            selections.append(IdSelection(ids[ids >= 0], index.version))
+        return selections[0], selections[1]
 
     def _alignment(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Table rows -> ids inside each index, cached until the table or an index changes.
@@ -466,13 +471,7 @@ class HybridSearcher:
                     return []
             title = self.table.title(product_id)
             has_title = self.lexical is not None and isinstance(title, str) and bool(title.strip())
-            vec_allowed = lex_allowed = None
-            if mask is not None:
-                vec_align, lex_align = self._alignment()
-                if self.vectors is not None:
-                    vec_allowed = IdSelection(vec_align[mask][vec_align[mask] >= 0], self.vectors.version)
-                if self.lexical is not None:
-                    lex_allowed = IdSelection(lex_align[mask][lex_align[mask] >= 0], self.lexical.version)
+            vec_allowed, lex_allowed = (None, None) if mask is None else self._selections(mask)
             n = min(k + 1, self.settings.max_k)
             if self.vectors is not None and product_id in self.vectors:
                 vector = self.vectors.reconstruct(product_id)

@@ -55,8 +55,7 @@ class SparseInputDense(keras.layers.Dense):
     """
 
     def call(self, inputs, training=None):
-        flat = tf.reshape(inputs, (-1, tf.shape(inputs)[-1]))
-        outputs = tf.sparse.sparse_dense_matmul(tf.sparse.from_dense(flat), self.kernel)
+        outputs = tf.sparse.sparse_dense_matmul(tf.sparse.from_dense(inputs), self.kernel)
         if self.use_bias:
             outputs = outputs + self.bias
         if self.activation is not None:
@@ -83,12 +82,6 @@ def _adapt_bag(
     corpus = [t for t in texts if t] or ["empty"]
     layer.adapt(tf.constant(corpus, dtype=tf.string), batch_size=512)
     return layer
-
-
-def _bag_features(bag, normalize: bool, name: str):
-    """Bag counts as floats, optionally scaled to unit length (long descriptions stop dominating)."""
-    values = keras.ops.cast(bag, "float32")
-    return keras.layers.UnitNormalization(name=f"{name}_unit")(values) if normalize else values
 
 
 def _unit(values, settings: TextSettings, name: str):
@@ -152,7 +145,7 @@ def build_text_encoder(
             ("description_bag", description, train_descriptions),
         ):
             bag = _adapt_bag(name, corpus, settings.wide_max_tokens, settings.wide_ngrams, settings.wide_mode)
-            parts.append(_bag_features(bag(text), settings.normalize_parts, name))
+            parts.append(_unit(keras.ops.cast(bag(text), "float32"), settings, name))
     if settings.char_ngrams >= 3:
         grams = tuple(range(3, settings.char_ngrams + 1))
         for name, text, corpus in (
@@ -160,7 +153,7 @@ def build_text_encoder(
             ("description_chars", description, train_descriptions),
         ):
             bag = _adapt_bag(name, corpus, settings.wide_max_tokens, grams, settings.wide_mode, "character")
-            parts.append(_bag_features(bag(text), settings.normalize_parts, name))
+            parts.append(_unit(keras.ops.cast(bag(text), "float32"), settings, name))
 
     if not parts:
         raise ValueError("the text branch needs the deep path, the wide path, or both")
