@@ -97,8 +97,13 @@ class FusionSettings:
     learning_rate: float = 1e-3
     contrastive_weight: float = 0.5
     temperature: float = 0.05
-    leaf_weight: float = 0.5  # auxiliary leaf-category loss (0 = off): neighbours share the fine category
+    leaf_weight: float = 1.0  # auxiliary leaf-category loss (0 = off): neighbours share the fine category
     patience: int = 4
+    # Early stopping / best weights: a val_* metric (*_loss falls, others rise). The total
+    # validation loss, not root accuracy: the text encoder starts from the trained text-only
+    # model, so root accuracy peaks in epoch 1-2 while the leaf and contrastive terms, which
+    # shape the embedding search reads, still improve for 15+ epochs.
+    monitor: str = "val_loss"
     dropout: float = 0.3
     label_smoothing: float = 0.1
     photo_dropout: float = 0.3  # share of training products shown without photos
@@ -109,6 +114,11 @@ class FusionSettings:
     # it moved fusion accuracy by noise (0.803 -> 0.806) but left the category to the skip,
     # so the embedding clustered worse (similar-listing P@10 same root 0.750 -> 0.690).
     text_skip: bool = False
+    # > 0: the category and leaf heads are cosine classifiers (logits = scale * cos) at this
+    # scale, so classes gather around prototypes in the embedding; 0: plain Dense heads.
+    # Dev data, with monitor val_loss: similar-listing P@10 same leaf 0.338 -> 0.549 over the
+    # catalogue, leaf-head accuracy 0.23 -> 0.61, fusion accuracy 0.805 -> 0.809.
+    cosine_scale: float = 20.0
     log_dir: str = "logs"  # TensorBoard runs go to <log_dir>/<run>/{text,image,fusion}
 
 

@@ -19,7 +19,7 @@ from fbmarket.fusion.dataset import (
     make_dataset,
     pseudo_query,
 )
-from fbmarket.fusion.model import PRODUCT_INPUTS, QUERY_INPUTS, FusionModel, info_nce
+from fbmarket.fusion.model import PRODUCT_INPUTS, QUERY_INPUTS, CosineLogits, FusionModel, info_nce
 from fbmarket.text.branch import build_text_encoder
 
 DIM = 6  # photo feature size in these tests
@@ -27,7 +27,7 @@ N = 24
 TITLES = ["red sofa", "oak table", "iphone case", "kid bike"]
 
 
-def arrays() -> FusionArrays:
+def arrays(with_leaves: bool = False) -> FusionArrays:
     rng = np.random.default_rng(0)
     labels = np.arange(N) % 4
     centres = np.repeat(np.eye(4, DIM) * 3, [8, 8, 7, 7], axis=0)
@@ -45,10 +45,13 @@ def arrays() -> FusionArrays:
         features,
         rng.normal(size=(N, len(TABULAR_COLUMNS))).astype(np.float32),
         labels,
+        (np.arange(N) % 8 if with_leaves else None),
     )
 
 
-def model(data: FusionArrays, contrastive_weight: float = 0.5, text_skip: bool = False) -> FusionModel:
+def model(
+    data: FusionArrays, contrastive_weight: float = 0.5, text_skip: bool = False, cosine_scale: float = 0.0
+) -> FusionModel:
     settings = TextSettings(
         conv_filters=4, text_dim=8, wide_max_tokens=100, max_tokens=8, max_title_tokens=4, dropout=0.0
     )
@@ -57,7 +60,8 @@ def model(data: FusionArrays, contrastive_weight: float = 0.5, text_skip: bool =
     encoder = build_text_encoder(settings, words, matrix, data.titles, data.descriptions, seed=0)
     return FusionModel(
         encoder, 4, DIM, len(TABULAR_COLUMNS), embedding_dim=8, hidden_dim=8, dropout=0.0,
-        contrastive_weight=contrastive_weight, seed=0, text_skip=text_skip,
+        contrastive_weight=contrastive_weight, seed=0, text_skip=text_skip, cosine_scale=cosine_scale,
+        n_leaves=0 if data.leaf_labels is None else 8, leaf_weight=0.5,
     )  # fmt: skip
 
 
@@ -108,25 +112,47 @@ def test_contrastive_loss_rewards_matching_pairs() -> None:
     assert float(info_nce(eye, tf.roll(eye, 1, axis=0), 0.1)) > 5
 
 
-@pytest.mark.parametrize("text_skip", [False, True])
-def test_training_lowers_both_losses_and_save_load_predicts_identically(tmp_path: Path, text_skip: bool) -> None:
+@pytest.mark.parametrize(("text_skip", "cosine_scale"), [(False, 0.0), (True, 0.0), (False, 16.0)])
+def test_training_lowers_the_losses_and_save_load_predicts_identically(
+    tmp_path: Path, text_skip: bool, cosine_scale: float
+) -> None:
     keras.utils.set_random_seed(0)
-    data = arrays()
-    fusion = model(data, text_skip=text_skip)
+    data = arrays(with_leaves=cosine_scale > 0)
+    fusion = model(data, text_skip=text_skip, cosine_scale=cosine_scale)
     assert (fusion.text_head is not None) == text_skip
+    head_layer = fusion.category_head.get_layer("logits")
+    assert isinstance(head_layer, CosineLogits) == (cosine_scale > 0)
     fusion.compile(optimizer=keras.optimizers.Adam(1e-2))
     train = make_dataset(data, 8, 2, seed=0, training=True, query_photo_share=0.3)
     history = fusion.fit(train, epochs=8, verbose=0).history
-    assert history["category_loss"][-1] < history["category_loss"][0]
-    assert history["contrastive_loss"][-1] < history["contrastive_loss"][0]
+    losses = ["category_loss", "contrastive_loss"] + (["leaf_loss"] if cosine_scale > 0 else [])
+    for name in losses:
+        assert history[name][-1] < history[name][0], name
     x, _ = next(iter(make_dataset(data, N, 2, seed=0, training=False)))
     before = fusion(x)
     fusion.save(tmp_path / "fusion.keras")
     loaded = keras.models.load_model(tmp_path / "fusion.keras", compile=False)
     assert isinstance(loaded, FusionModel) and loaded.text_skip == text_skip
+    assert loaded.cosine_scale == cosine_scale
     after = loaded(x)
-    for key in ("category", "embedding", "query_embedding"):
-        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-6)
+    keys = ("category", "embedding", "query_embedding") + (("leaf_logits",) if cosine_scale > 0 else ())
+    for key in keys:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5)
+
+
+def test_cosine_logits_read_only_the_angle() -> None:
+    layer = CosineLogits(3, scale=10.0)
+    x = tf.constant([[3.0, 4.0], [-1.0, 0.0]])
+    logits = layer(x).numpy()
+    prototypes = layer.prototypes.numpy()
+    expected = 10.0 * (x.numpy() / np.linalg.norm(x.numpy(), axis=1, keepdims=True)) @ (
+        prototypes / np.linalg.norm(prototypes, axis=0, keepdims=True)
+    )
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer(x * 7.0).numpy(), logits, rtol=1e-5, atol=1e-5)  # length ignored
+    assert np.all(np.abs(logits) <= 10.0 + 1e-4)
+    layer.prototypes.assign(prototypes * np.array([1.0, 5.0, 0.1], np.float32))
+    np.testing.assert_allclose(layer(x).numpy(), logits, rtol=1e-5, atol=1e-5)  # so is the prototypes'
 
 
 def test_query_encoder_handles_words_photo_or_both() -> None:

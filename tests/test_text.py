@@ -18,7 +18,7 @@ from fbmarket.text.branch import (
     string_batch,
 )
 from fbmarket.text.tokenize import get_tokenizer, join, tokenize_listings
-from fbmarket.text.train import text_dataset, train_text_classifier
+from fbmarket.text.train import KeepBest, text_dataset, train_text_classifier
 from fbmarket.text.word2vec import OOV, PAD, Vocabulary, load_vectors, save_vectors, train_word2vec
 
 TITLES = ["Red leather sofa", "Oak dining table", "iPhone 12 case", "Kids bike 16 inch"] * 6
@@ -168,3 +168,19 @@ def test_sparse_input_dense_matches_dense_and_trains(tmp_path) -> None:
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert isinstance(loaded.layers[-1], SparseInputDense)
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("monitor", "mode", "kept"), [("val_loss", "min", 2.0), ("val_accuracy", "max", 3.0)])
+def test_keep_best_follows_the_monitor_direction(monitor: str, mode: str, kept: float) -> None:
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    keep = KeepBest(monitor, mode)
+    keep.set_model(model)
+    epochs = [(1.0, {"val_loss": 2.0, "val_accuracy": 0.5}), (2.0, {"val_loss": 0.5, "val_accuracy": 0.6}),
+              (3.0, {"val_loss": 1.0, "val_accuracy": 0.7})]  # fmt: skip
+    for epoch, (weight, logs) in enumerate(epochs):
+        model.layers[0].set_weights([np.full((1, 1), weight, np.float32), np.zeros(1, np.float32)])
+        keep.on_epoch_end(epoch, logs)
+    model.layers[0].set_weights([np.zeros((1, 1), np.float32), np.zeros(1, np.float32)])
+    keep.restore(model)
+    assert float(model.layers[0].get_weights()[0][0, 0]) == kept
+    assert keep.best_logs == epochs[int(kept) - 1][1]

@@ -9,7 +9,9 @@ saved `.keras` file is loaded back into it:
 * tabular: log price, latitude/longitude, photo count (standardised) -> dense;
 * product tower: [text, photos, tabular] -> embedding (unit length) -> category logits
   (and, optionally, leaf-category logits: an auxiliary task that makes neighbours in
-  the embedding share the fine category, which "similar listings" needs);
+  the embedding share the fine category, which "similar listings" needs). The heads are
+  Dense, or cosine classifiers (`CosineLogits`) that score only the angle to a class
+  prototype, so learning the categories gathers each one's listings in the embedding;
 * text head (optional, `text_skip`): a linear map from the text features straight to
   the category logits, added to the embedding's. Started from the text-only model's
   output layer, the fusion begins where the text model ends and the photos and
@@ -104,9 +106,43 @@ def build_query_tower(text_dim: int, photo_dim: int, embedding_dim: int) -> kera
     )
 
 
-def build_category_head(embedding_dim: int, n_classes: int, name: str = "category_head") -> keras.Model:
+@keras.saving.register_keras_serializable(package="fbmarket")
+class CosineLogits(keras.layers.Layer):
+    """logits = scale * cos(embedding, class prototype): a cosine (NormFace) classifier.
+
+    A plain Dense head on a unit embedding can raise a class by growing its weight
+    norm; here only the angle counts, so classifying well means each class's listings
+    gather around their prototype, which is what nearest-neighbour search reads.
+    """
+
+    def __init__(self, units: int, scale: float = 20.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.scale = float(scale)
+
+    def build(self, input_shape) -> None:
+        self.prototypes = self.add_weight(
+            shape=(int(input_shape[-1]), self.units), initializer="glorot_uniform", name="prototypes"
+        )
+
+    def call(self, x):
+        prototypes = self.prototypes / ops.maximum(ops.norm(self.prototypes, axis=0, keepdims=True), 1e-12)
+        unit = x / ops.maximum(ops.norm(x, axis=-1, keepdims=True), 1e-12)
+        return self.scale * ops.matmul(unit, prototypes)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "scale": self.scale}
+
+
+def build_category_head(
+    embedding_dim: int, n_classes: int, name: str = "category_head", cosine_scale: float = 0.0
+) -> keras.Model:
+    """Linear logits, or cosine logits when `cosine_scale` > 0."""
     embedding = keras.Input((embedding_dim,), name="embedding")
-    logits = keras.layers.Dense(n_classes, name="logits")(embedding)
+    if cosine_scale > 0:
+        logits = CosineLogits(n_classes, cosine_scale, name="logits")(embedding)
+    else:
+        logits = keras.layers.Dense(n_classes, name="logits")(embedding)
     return keras.Model(embedding, logits, name=name)
 
 
@@ -143,6 +179,7 @@ class FusionModel(keras.Model):
         n_leaves: int = 0,
         leaf_weight: float = 0.0,
         text_skip: bool = False,
+        cosine_scale: float = 0.0,
         photo_tower: keras.Model | None = None,
         tabular_tower: keras.Model | None = None,
         product_tower: keras.Model | None = None,
@@ -166,6 +203,7 @@ class FusionModel(keras.Model):
         self.n_leaves = int(n_leaves)
         self.leaf_weight = float(leaf_weight)
         self.text_skip = bool(text_skip)
+        self.cosine_scale = float(cosine_scale)
         text_dim = int(text_encoder.output_shape[-1])
         tab_hidden = 32
         self.text_encoder = text_encoder
@@ -175,10 +213,14 @@ class FusionModel(keras.Model):
             text_dim, hidden_dim, tab_hidden, hidden_dim, embedding_dim, dropout, seed + 1
         )
         self.query_tower = query_tower or build_query_tower(text_dim, hidden_dim, embedding_dim)
-        self.category_head = category_head or build_category_head(embedding_dim, n_classes)
+        self.category_head = category_head or build_category_head(
+            embedding_dim, n_classes, cosine_scale=self.cosine_scale
+        )
         self.leaf_head = None
         if self.n_leaves > 0:
-            self.leaf_head = leaf_head or build_category_head(embedding_dim, self.n_leaves, "leaf_head")
+            self.leaf_head = leaf_head or build_category_head(
+                embedding_dim, self.n_leaves, "leaf_head", self.cosine_scale
+            )
         self.text_head = None
         if self.text_skip:
             self.text_head = text_head or build_category_head(text_dim, n_classes, "text_head")
@@ -276,6 +318,7 @@ class FusionModel(keras.Model):
                 "n_leaves": self.n_leaves,
                 "leaf_weight": self.leaf_weight,
                 "text_skip": self.text_skip,
+                "cosine_scale": self.cosine_scale,
             }
         )
         for name in SAVED_TOWERS:

@@ -82,9 +82,18 @@ def _callbacks(
         LearningRateLogger(),
         keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False),
         keras.callbacks.ModelCheckpoint(
-            str(checkpoint), monitor=monitor, mode="max", save_best_only=True, save_weights_only=True
+            str(checkpoint),
+            monitor=monitor,
+            mode=_mode(monitor),
+            save_best_only=True,
+            save_weights_only=True,
         ),
     ]
+
+
+def _mode(monitor: str) -> str:
+    """Losses fall, accuracies rise."""
+    return "min" if monitor.endswith("loss") else "max"
 
 
 def log_hparams(log_dir: Path, run: str, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
@@ -329,6 +338,7 @@ def train_bundle(
         n_leaves=len(leaves) if arrays.leaf_labels is not None else 0,
         leaf_weight=fs.leaf_weight,
         text_skip=fs.text_skip,
+        cosine_scale=fs.cosine_scale,
         name="fusion",
     )
     if fusion.text_head is not None and text_only is not None:
@@ -354,23 +364,23 @@ def train_bundle(
         training=False,
         query_photo_share=fs.query_photo_share,
     )
-    keep = KeepBest()
+    keep = KeepBest(fs.monitor, _mode(fs.monitor))
     fitted = fusion.fit(
         train_data,
         validation_data=val_data,
         epochs=fs.epochs,
         callbacks=[
             keep,
-            keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5, patience=2),
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=fs.patience),
-            *_callbacks(log_dir / "fusion", checkpoints / "fusion.weights.h5"),
+            keras.callbacks.ReduceLROnPlateau(monitor=fs.monitor, mode=_mode(fs.monitor), factor=0.5, patience=2),
+            keras.callbacks.EarlyStopping(monitor=fs.monitor, mode=_mode(fs.monitor), patience=fs.patience),
+            *_callbacks(log_dir / "fusion", checkpoints / "fusion.weights.h5", fs.monitor),
         ],
         shuffle=False,  # the generator reshuffles itself each epoch
         verbose=verbose,
     )
     keep.restore(fusion)
     history["fusion"] = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
-    history["fusion"]["best_val_accuracy"] = [keep.best]
+    history["fusion"]["best_val_accuracy"] = [keep.best_logs.get("val_accuracy", float("nan"))]
     fusion.save(model_dir / FILES["fusion"])
     t = tick("fusion model", t)
 
@@ -447,6 +457,8 @@ def train_bundle(
         "contrastive_weight": fs.contrastive_weight,
         "temperature": fs.temperature,
         "leaf_weight": fs.leaf_weight,
+        "cosine_scale": fs.cosine_scale,
+        "monitor": fs.monitor,
         "learning_rate": fs.learning_rate,
     }
     log_hparams(

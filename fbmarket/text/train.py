@@ -55,16 +55,19 @@ def compile_classifier(
 class KeepBest(keras.callbacks.Callback):
     """Best weights by a validation metric across several `fit` calls (both phases)."""
 
-    def __init__(self, monitor: str = "val_accuracy"):
+    def __init__(self, monitor: str = "val_accuracy", mode: str = "max"):
         super().__init__()
         self.monitor = monitor
-        self.best = -np.inf
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.best = -np.inf * self.sign
+        self.best_logs: dict[str, float] = {}
         self.best_weights: list[np.ndarray] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = (logs or {}).get(self.monitor)
-        if value is not None and value > self.best:
+        if value is not None and self.sign * value > self.sign * self.best:
             self.best = float(value)
+            self.best_logs = {k: float(v) for k, v in (logs or {}).items()}
             self.best_weights = self.model.get_weights()
 
     def restore(self, model: keras.Model) -> None:
