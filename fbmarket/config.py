@@ -151,16 +151,17 @@ class SearchSettings:
     candidates: int = 200  # top-N handed to the ranker
     # "blend" (weighted min-max-scaled scores) | "rrf" (reciprocal-rank fusion). Measured with
     # the trained embeddings on the dev data's validation split (benchmarks/search_quality.py):
-    # leaf-name queries P@10 same leaf blend 0.2/0.35/0.5 0.177/0.176/0.173, RRF 0.171;
-    # known-item recall@10 of title fragments 0.969/0.966/0.964, RRF 0.913.
+    # leaf-name queries P@10 same leaf blend 0.35/0.5/0.65 0.192/0.192/0.189, RRF 0.188;
+    # title fragments P@10 same leaf 0.209/0.217/0.220 and known-item recall@10
+    # 0.979/0.974/0.931, RRF 0.206 / 0.960.
     fusion: str = "blend"
     rrf_k: int = 60
-    semantic_weight: float = 0.35  # "blend": weight of the semantic score (lexical gets 1 - this)
+    semantic_weight: float = 0.5  # "blend": weight of the semantic score (lexical gets 1 - this)
     # similar listings: a listing's embedding neighbours blended with BM25 on its title
     # (1.0 = embedding only). Chosen on the dev data's validation split by
-    # benchmarks/search_quality.py: P@10 same leaf / root 0.311 / 0.760, embedding alone
-    # 0.261 / 0.780, w = 0.65: 0.309 / 0.776.
-    similar_semantic_weight: float = 0.5
+    # benchmarks/search_quality.py: P@10 same leaf / root 0.387 / 0.706, embedding alone
+    # 0.387 / 0.712, w = 0.65: 0.384 / 0.696, w = 0.5: 0.375 / 0.678.
+    similar_semantic_weight: float = 0.8
     title_weight: int = 2  # BM25: title tokens count this many times (a cheap field boost)
 
     def factory_for(self, listings: int) -> str:

@@ -13,11 +13,11 @@ Fusion (`SearchSettings.fusion`):
   in; it needs no score calibration but gives both lists equal say.
 benchmarks/search_quality.py measured both with the trained embeddings on the dev
 data (choices on the validation split, figures on the test split): for typed queries
-blend at w = 0.35 matched or beat RRF on same-leaf precision@10 (test: leaf names 0.170
-vs 0.168, title fragments 0.168 vs 0.163) and beat it on finding the listing a query was
-cut from (0.961 vs 0.911), because RRF lets the weaker list push good lexical matches
-down. Both beat either list alone (embedding 0.105 / BM25 0.150 on leaf names). On
-validation w = 0.2-0.5 are within 0.01 of each other; 0.35 stays the default.
+blend at w = 0.5 beat RRF on same-leaf precision@10 (test: leaf names 0.188 vs 0.182,
+title fragments 0.187 vs 0.176) and on finding the listing a query was cut from (0.959
+vs 0.941), because RRF lets the weaker list push good lexical matches down. Both beat
+either list alone (embedding 0.171 / BM25 0.150 on leaf names). On validation w =
+0.35-0.65 are within 0.01 of each other on precision; 0.65 loses known items (0.931).
 
 Filters (`Filters`) are applied inside both searches (FAISS IDSelector, BM25 mask), not
 after them, so n results come back whenever n matching listings exist.
