@@ -135,8 +135,8 @@ class SearchSettings:
 
     An index (re)built from the database over `large_catalogue` listings or more uses
     `large_index_factory` instead (`factory_for`). Whole `Marketplace.search` at 100k
-    listings, 256-d embeddings, known buyer: wall p50 / p99 15.9 / 19.2 ms with Flat,
-    13.2 / 17.9 ms with PQ128x4fs,RFlat (retrieval 7.4 -> 4.8 ms CPU)
+    listings, 256-d embeddings, known buyer: wall p50 / p99 15.3 / 17.9 ms with Flat,
+    12.7 / 14.5 ms with PQ128x4fs,RFlat (retrieval 6.9 -> 4.3 ms CPU)
     (benchmarks/search_e2e_latency.py). "" keeps `index_factory` at every size.
     """
 
