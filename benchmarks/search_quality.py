@@ -27,9 +27,11 @@ Three query kinds, relevant = listings of the query's leaf category:
 * fragment: 1-3 content words of a pool listing's title, the listing itself excluded from
   the results; precision@10 same leaf and known-item recall@10 (is the listing found?).
 
-Each query is retrieved once (200 candidates: FAISS top 200 + BM25 top 200, both scores
-for every candidate, as `HybridSearcher.retrieve` serves them); embedding-only, BM25-only,
-RRF and blends are orderings of that set. P@10 is capped when a pool holds fewer than 10
+Each query is retrieved once (FAISS top 200 + BM25 top 200, both scores for every
+candidate, as `HybridSearcher.retrieve` scores them, but without its cut to the 200 best
+by the default fusion, which would judge the embedding and BM25 lists by what survived
+another method's ordering); embedding-only, BM25-only, RRF and blends are orderings of
+that set. P@10 is capped when a pool holds fewer than 10
 other listings of a leaf (the test pool has 795 listings over ~300 leaves), so each
 table also gives the ceiling: the P@10 a perfect ranker would reach.
 """
@@ -120,7 +122,7 @@ def judge(
     exclude: str | None,
 ) -> dict[str, tuple[float, float, float]]:
     """method -> (P@10 same leaf, P@10 same root or NaN, known-item hit or NaN)."""
-    frame = world.searcher.retrieve(vector, text, None, world.settings.candidates)
+    frame = world.searcher.retrieve(vector, text, None, world.settings.candidates, truncate=False)
     out = {}
     for method, ranked in orderings(frame, world.settings.rrf_k).items():
         top = [pid for pid in ranked if pid != exclude][:K]

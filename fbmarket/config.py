@@ -118,7 +118,7 @@ class FusionSettings:
     # scale, so classes gather around prototypes in the embedding; 0: plain Dense heads.
     # Dev data, with monitor val_loss (benchmarks/train_real.py, search_quality.py): fusion
     # accuracy 0.805 -> 0.818, leaf-head accuracy 0.23 -> 0.60, similar-listing P@10 same
-    # leaf 0.338 -> 0.545 over the catalogue (embedding only; same root 0.785 -> 0.782).
+    # leaf 0.337 -> 0.545 over the catalogue (embedding only; same root 0.785 -> 0.782).
     cosine_scale: float = 20.0
     log_dir: str = "logs"  # TensorBoard runs go to <log_dir>/<run>/{text,image,fusion}
 
@@ -153,15 +153,15 @@ class SearchSettings:
     # "blend" (weighted min-max-scaled scores) | "rrf" (reciprocal-rank fusion). Measured with
     # the trained embeddings on the dev data's validation split (benchmarks/search_quality.py):
     # leaf-name queries P@10 same leaf blend 0.35/0.5/0.65 0.192/0.192/0.189, RRF 0.188;
-    # title fragments P@10 same leaf 0.209/0.217/0.220 and known-item recall@10
-    # 0.979/0.974/0.931, RRF 0.206 / 0.960.
+    # title fragments P@10 same leaf 0.207/0.216/0.220 and known-item recall@10
+    # 0.979/0.972/0.933, RRF 0.206 / 0.960.
     fusion: str = "blend"
     rrf_k: int = 60
     semantic_weight: float = 0.5  # "blend": weight of the semantic score (lexical gets 1 - this)
     # similar listings: a listing's embedding neighbours blended with BM25 on its title
     # (1.0 = embedding only). Chosen on the dev data's validation split by
-    # benchmarks/search_quality.py: P@10 same leaf / root 0.387 / 0.706, embedding alone
-    # 0.387 / 0.712, w = 0.65: 0.384 / 0.696, w = 0.5: 0.375 / 0.678.
+    # benchmarks/search_quality.py: P@10 same leaf / root 0.388 / 0.705, embedding alone
+    # 0.387 / 0.712, w = 0.65: 0.384 / 0.694, w = 0.5: 0.373 / 0.675.
     similar_semantic_weight: float = 0.8
     title_weight: int = 2  # BM25: title tokens count this many times (a cheap field boost)
 

@@ -129,6 +129,18 @@ def test_candidates_carry_both_scores_and_ranks():
     np.testing.assert_allclose(result[FUSED_SCORE], expected)
 
 
+def test_untruncated_candidates_keep_both_lists_whole():
+    products = catalogue()
+    hybrid = searcher(products, semantic_weight=0.2)
+    vector, text = embed(["oak table"])[0], "oak table"
+    cut = hybrid.retrieve(vector, text, n=10)
+    whole = hybrid.retrieve(vector, text, n=10, truncate=False)
+    assert len(cut) == 10 and 10 < len(whole) <= 20
+    assert cut[S.PRODUCT_ID].tolist() == whole[S.PRODUCT_ID].head(10).tolist()  # same scores, same order
+    for rank in (SEMANTIC_RANK, LEXICAL_RANK):  # each search's own top 10, all present
+        assert sorted(whole[rank].dropna().astype(int)) == list(range(1, 11))
+
+
 def test_rrf_and_blend_arithmetic():
     np.testing.assert_allclose(
         reciprocal_rank_fusion([np.array([1, np.nan, 2]), np.array([np.nan, 1, 1])], k=60),

@@ -14,7 +14,7 @@ Fusion (`SearchSettings.fusion`):
 benchmarks/search_quality.py measured both with the trained embeddings on the dev
 data (choices on the validation split, figures on the test split): for typed queries
 blend at w = 0.5 beat RRF on same-leaf precision@10 (test: leaf names 0.188 vs 0.182,
-title fragments 0.187 vs 0.176) and on finding the listing a query was cut from (0.959
+title fragments 0.186 vs 0.176) and on finding the listing a query was cut from (0.957
 vs 0.941), because RRF lets the weaker list push good lexical matches down. Both beat
 either list alone (embedding 0.171 / BM25 0.150 on leaf names). On validation w =
 0.35-0.65 are within 0.01 of each other on precision; 0.65 loses known items (0.931).
@@ -344,11 +344,14 @@ class HybridSearcher:
         query_text: str | None,
         filters: Filters | None = None,
         n: int | None = None,
+        truncate: bool = True,
     ) -> pd.DataFrame:
         """Up to n candidates, best fused score first (columns: CANDIDATE_COLUMNS).
 
         Give a query vector (from the query encoder), query text, or both. Empty text is
         an error; text of only unknown words simply finds nothing lexically.
+        `truncate=False` keeps every listing either search found (up to 2n), so each
+        list can be judged on its own, not only on what survived the fusion cut.
         """
         n = check_k(self.settings.candidates if n is None else n, self.settings.max_k)
         if query_text is not None:
@@ -372,7 +375,11 @@ class HybridSearcher:
             semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
             lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
             frame = self._score_candidates(
-                query_vector if use_vectors else None, query_text if use_text else None, semantic, lexical, n
+                query_vector if use_vectors else None,
+                query_text if use_text else None,
+                semantic,
+                lexical,
+                n if truncate else len(semantic) + len(lexical),
             )
         return _with_mode(frame, mode)
 
