@@ -40,7 +40,7 @@ from fbmarket.fusion.dataset import FusionArrays, TabularScaler, make_dataset
 from fbmarket.fusion.model import FusionModel
 from fbmarket.text.branch import build_text_classifier, build_text_encoder, set_embedding_trainable
 from fbmarket.text.tokenize import join, tokenize_listings
-from fbmarket.text.train import KeepBest, text_dataset, train_text_classifier
+from fbmarket.text.train import KeepBest, metric_mode, text_dataset, train_text_classifier
 from fbmarket.text.word2vec import Vocabulary, save_vectors, train_word2vec
 from fbmarket.vision.backbone import FEATURE_DIM, build_backbone, resolve_weights
 from fbmarket.vision.features import (
@@ -84,16 +84,11 @@ def _callbacks(
         keras.callbacks.ModelCheckpoint(
             str(checkpoint),
             monitor=monitor,
-            mode=_mode(monitor),
+            mode=metric_mode(monitor),
             save_best_only=True,
             save_weights_only=True,
         ),
     ]
-
-
-def _mode(monitor: str) -> str:
-    """Losses fall, accuracies rise."""
-    return "min" if monitor.endswith("loss") else "max"
 
 
 def log_hparams(log_dir: Path, run: str, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
@@ -364,15 +359,16 @@ def train_bundle(
         training=False,
         query_photo_share=fs.query_photo_share,
     )
-    keep = KeepBest(fs.monitor, _mode(fs.monitor))
+    keep = KeepBest(fs.monitor)
+    mode = metric_mode(fs.monitor)
     fitted = fusion.fit(
         train_data,
         validation_data=val_data,
         epochs=fs.epochs,
         callbacks=[
             keep,
-            keras.callbacks.ReduceLROnPlateau(monitor=fs.monitor, mode=_mode(fs.monitor), factor=0.5, patience=2),
-            keras.callbacks.EarlyStopping(monitor=fs.monitor, mode=_mode(fs.monitor), patience=fs.patience),
+            keras.callbacks.ReduceLROnPlateau(monitor=fs.monitor, mode=mode, factor=0.5, patience=2),
+            keras.callbacks.EarlyStopping(monitor=fs.monitor, mode=mode, patience=fs.patience),
             *_callbacks(log_dir / "fusion", checkpoints / "fusion.weights.h5", fs.monitor),
         ],
         shuffle=False,  # the generator reshuffles itself each epoch

@@ -385,14 +385,15 @@ class HybridSearcher:
 
     def _selections(self, mask: np.ndarray) -> tuple[IdSelection | None, IdSelection | None]:
         """A row mask over the table -> the allowed ids inside the vector and lexical indexes."""
-        selections: list[IdSelection | None] = []
-        for index, aligned in zip((self.vectors, self.lexical), self._alignment(), strict=True):
-            if index is None:
-                selections.append(None)
-                continue
+
+        def allowed(index: VectorIndex | LexicalIndex | None, aligned: np.ndarray | None) -> IdSelection | None:
+            if index is None or aligned is None:
+                return None
             ids = aligned[mask]
-            selections.append(IdSelection(ids[ids >= 0], index.version))
-        return selections[0], selections[1]
+            return IdSelection(ids[ids >= 0], index.version)
+
+        vec_align, lex_align = self._alignment()
+        return allowed(self.vectors, vec_align), allowed(self.lexical, lex_align)
 
     def _alignment(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Table rows -> ids inside each index, cached until the table or an index changes.

@@ -52,13 +52,18 @@ def compile_classifier(
     )
 
 
+def metric_mode(monitor: str) -> str:
+    """Keras callback mode for a metric: losses fall, accuracies rise."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
 class KeepBest(keras.callbacks.Callback):
     """Best weights by a validation metric across several `fit` calls (both phases)."""
 
-    def __init__(self, monitor: str = "val_accuracy", mode: str = "max"):
+    def __init__(self, monitor: str = "val_accuracy", mode: str | None = None):
         super().__init__()
         self.monitor = monitor
-        self.sign = 1.0 if mode == "max" else -1.0
+        self.sign = 1.0 if (mode or metric_mode(monitor)) == "max" else -1.0
         self.best = -np.inf * self.sign
         self.best_logs: dict[str, float] = {}
         self.best_weights: list[np.ndarray] | None = None
