@@ -20,8 +20,10 @@ Three query kinds, relevant = listings of the query's leaf category:
 
 * similar: each listing of the pool (in the catalogue world: each test listing) asks for
   its 10 nearest other listings; precision@10 of the same leaf and of the same root.
-  Embedding-only is the listing's own vector (what `similar()` serves); BM25-only is its
-  title as the query; hybrid fuses both;
+  Embedding-only is the listing's own vector; BM25-only is its title as the query; hybrid
+  blends both; "+root a+leaf b" adds a * P(same root) + b * P(same leaf) by the fusion
+  model's category heads, as `HybridSearcher.similar_scored` serves it (a grid of weights,
+  chosen on val by the mean of same-leaf and same-root P@10);
 * leaf: the leaf category's name as typed text ("Sofas, Armchairs & Suites"), for every
   leaf with a listing in the pool;
 * fragment: 1-3 content words of a pool listing's title, the listing itself excluded from
@@ -57,6 +59,7 @@ sys.path.insert(0, str(REPO))
 from fbmarket.config import SearchSettings, Settings  # noqa: E402
 from fbmarket.data import schema as S  # noqa: E402
 from fbmarket.data.store import Store  # noqa: E402
+from fbmarket.search.categories import CategorySpace  # noqa: E402
 from fbmarket.search.hybrid import (  # noqa: E402
     LEXICAL_RANK,
     LEXICAL_SCORE,
@@ -72,12 +75,28 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "search_quality.json"
 BASELINES = REPO / "benchmarks" / "results" / "baselines.json"
 K = 10
 BLEND_WEIGHTS = (0.2, 0.35, 0.5, 0.65, 0.8)
+# similar listings: the blend (w 0.65 / 0.8 / 1.0) plus these weights times P(same root) and
+# P(same leaf) by the model's category heads, as HybridSearcher.similar_scored adds them
+SIMILAR_BLENDS = (0.65, 0.8, 1.0)
+CATEGORY_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 BARS = {"similar_leaf": 0.55, "similar_root": 0.80}
 TIE = 0.005  # P@10 differences below this are noise at ~800 queries (standard error ~0.01)
 
 
-def orderings(frame: pd.DataFrame, rrf_k: int) -> dict[str, np.ndarray]:
-    """Candidate ids best first, by each method."""
+def category_method(blend: float, root: float, leaf: float) -> str:
+    return f"blend_w{blend}+root{root}+leaf{leaf}"
+
+
+def category_weights(method: str) -> tuple[float, float, float]:
+    """(blend weight, root weight, leaf weight) of a category_method name."""
+    blend, root, leaf = method.removeprefix("blend_w").split("+")
+    return float(blend), float(root.removeprefix("root")), float(leaf.removeprefix("leaf"))
+
+
+def orderings(
+    frame: pd.DataFrame, rrf_k: int, agreement: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Candidate ids best first, by each method (and with category agreement, when given)."""
     sem, lex = frame[SEMANTIC_SCORE].to_numpy(float), frame[LEXICAL_SCORE].to_numpy(float)
     sem_rank, lex_rank = frame[SEMANTIC_RANK].to_numpy(float), frame[LEXICAL_RANK].to_numpy(float)
     ids = frame[S.PRODUCT_ID].to_numpy(object)
@@ -95,18 +114,34 @@ def orderings(frame: pd.DataFrame, rrf_k: int) -> dict[str, np.ndarray]:
     }
     for w in BLEND_WEIGHTS:
         out[f"blend_w{w}"] = by(weighted_blend(sem, lex, w))
+    if agreement is not None:
+        same_root, same_leaf = agreement
+        for w in SIMILAR_BLENDS:
+            blend = weighted_blend(sem, lex, w)
+            for a in CATEGORY_WEIGHTS:
+                for b in CATEGORY_WEIGHTS:
+                    if a or b:
+                        out[category_method(w, a, b)] = by(blend + a * same_root + b * same_leaf)
     return out
 
 
 class World:
     """One pool of listings, indexed, with the labels to judge results by."""
 
-    def __init__(self, name: str, pool: pd.DataFrame, vectors: np.ndarray, settings: SearchSettings):
+    def __init__(
+        self,
+        name: str,
+        pool: pd.DataFrame,
+        vectors: np.ndarray,
+        settings: SearchSettings,
+        categories: CategorySpace | None = None,
+    ):
         self.name = name
         self.pool = pool.reset_index(drop=True)
         ids = self.pool[S.PRODUCT_ID].astype(str).tolist()
         self.searcher = HybridSearcher.build(self.pool, ids, vectors, settings)
         self.vectors = dict(zip(ids, vectors, strict=True))
+        self.categories = categories
         self.leaf = dict(zip(ids, self.pool[S.LEAF_CATEGORY], strict=True))
         self.root = dict(zip(ids, self.pool[S.ROOT_CATEGORY], strict=True))
         self.leaf_size = self.pool[S.LEAF_CATEGORY].value_counts()
@@ -123,8 +158,12 @@ def judge(
 ) -> dict[str, tuple[float, float, float]]:
     """method -> (P@10 same leaf, P@10 same root or NaN, known-item hit or NaN)."""
     frame = world.searcher.retrieve(vector, text, None, world.settings.candidates, truncate=False)
+    agreement = None
+    if world.categories is not None and root is not None:  # similar listings
+        candidates = np.stack([world.vectors[pid] for pid in frame[S.PRODUCT_ID]])
+        agreement = world.categories.agreement(vector, candidates)
     out = {}
-    for method, ranked in orderings(frame, world.settings.rrf_k).items():
+    for method, ranked in orderings(frame, world.settings.rrf_k, agreement).items():
         top = [pid for pid in ranked if pid != exclude][:K]
         leaf_hits = sum(world.leaf[pid] == leaf for pid in top) / K
         root_hits = sum(world.root[pid] == root for pid in top) / K if root is not None else np.nan
@@ -180,12 +219,14 @@ def evaluate(world: World, queries: pd.DataFrame, model, kind: str, rng: np.rand
 def choose(val: dict) -> dict[str, str]:
     """The fused method to use per query kind, chosen on the validation world only.
 
-    Similar listings: the best P@10 of the same leaf. Text search (leaf + fragment queries)
+    Similar listings are judged on the same leaf and the same root alike (their mean
+    P@10); among the methods within `TIE` of the best, the one that moves least from the
+    embedding alone (smallest category weights, then least BM25). Text search (leaf + fragment queries)
     gets one choice, since one setting serves both: among the methods whose mean P@10 is
     within `TIE` of the best (closer than the noise between 800 queries), the one that
     finds the listing a fragment was cut from most often (known-item recall@10).
     """
-    fused = [m for m in val["similar"]["methods"] if m not in ("embedding", "bm25")]
+    fused = [m for m in val["leaf"]["methods"] if m not in ("embedding", "bm25")]
 
     def p10(kind: str, method: str) -> float:
         return val[kind]["methods"][method]["p_at_10_leaf"]
@@ -193,7 +234,30 @@ def choose(val: dict) -> dict[str, str]:
     text = {m: (p10("leaf", m) + p10("fragment", m)) / 2 for m in fused}
     near = [m for m in fused if text[m] >= max(text.values()) - TIE]
     best_text = max(near, key=lambda m: val["fragment"]["methods"][m]["known_item_recall_at_10"])
-    return {"similar": max(fused, key=lambda m: p10("similar", m)), "leaf": best_text, "fragment": best_text}
+    similar = {
+        m: (entry["p_at_10_leaf"] + entry["p_at_10_root"]) / 2
+        for m, entry in val["similar"]["methods"].items()
+        if m not in ("embedding", "bm25") and not m.startswith("rrf")
+    }
+
+    def least_moved(methods: list[str]) -> str:
+        near = [m for m in methods if similar[m] >= max(similar[m] for m in methods) - TIE]
+        return min(near, key=_extra_weight)
+
+    return {
+        "similar": least_moved(list(similar)),
+        "similar_without_categories": least_moved([m for m in similar if "+root" not in m]),
+        "leaf": best_text,
+        "fragment": best_text,
+    }
+
+
+def _extra_weight(method: str) -> tuple[float, float]:
+    """How far a similar-listing method moves from the embedding alone: category weight, then BM25."""
+    if "+root" in method:
+        blend, root, leaf = category_weights(method)
+        return root + leaf, 1.0 - blend
+    return 0.0, 1.0 - float(method.removeprefix("blend_w"))
 
 
 def print_table(results: dict, chosen: dict[str, str]) -> None:
@@ -204,6 +268,8 @@ def print_table(results: dict, chosen: dict[str, str]) -> None:
                 f"  {kind} ({block['queries']} queries, ceiling P@10 leaf {block['ceiling_p_at_10_leaf']:.3f})"
             )
             for method, entry in block["methods"].items():
+                if "+root" in method and method != chosen.get(kind):
+                    continue  # the category-weight grid: in the JSON, too long to print
                 mark = " <- chosen on val" if chosen.get(kind) == method else ""
                 figures = "  ".join(f"{k} {v:.3f}" for k, v in entry.items())
                 print(f"    {method:12s} {figures}{mark}")
@@ -235,11 +301,12 @@ def main() -> int:
     model = Bundle.load(args.bundle)
     vectors = model.encode_products(products, images, show_progress=True)
     search = SearchSettings()  # the code's defaults; the bundle's own are not what is being chosen
+    heads = model.category_space()
     part = {name: (products[S.SPLIT] == name).to_numpy() for name in S.SPLITS}
     worlds = {
-        "val": World("val", products[part["val"]], vectors[part["val"]], search),
-        "test": World("test", products[part["test"]], vectors[part["test"]], search),
-        "catalogue": World("catalogue", products, vectors, search),
+        "val": World("val", products[part["val"]], vectors[part["val"]], search, heads),
+        "test": World("test", products[part["test"]], vectors[part["test"]], search, heads),
+        "catalogue": World("catalogue", products, vectors, search, heads),
     }
     queries = {
         "val": products[part["val"]],
@@ -272,6 +339,9 @@ def main() -> int:
             "similar_embedding": results[world]["similar"]["methods"]["embedding"],
             "similar_bm25": results[world]["similar"]["methods"]["bm25"],
             f"similar_hybrid ({chosen['similar']})": results[world]["similar"]["methods"][chosen["similar"]],
+            f"similar_hybrid_without_categories ({chosen['similar_without_categories']})": results[world][
+                "similar"
+            ]["methods"][chosen["similar_without_categories"]],
             "leaf_embedding": results[world]["leaf"]["methods"]["embedding"],
             "leaf_bm25": results[world]["leaf"]["methods"]["bm25"],
             f"leaf_hybrid ({chosen['leaf']})": results[world]["leaf"]["methods"][chosen["leaf"]],
@@ -305,28 +375,37 @@ def main() -> int:
 def print_headline(results: dict, chosen: dict[str, str], baseline: dict) -> None:
     """One table: similar listings (leaf, root) and leaf-name queries, per method and pool."""
     print("\nP@10 (same leaf / same root for similar listings; same leaf for leaf-name queries)")
-    print(f"{'pool':10s} {'method':22s} {'similar leaf':>12s} {'similar root':>12s} {'leaf-name':>10s}")
+    print(f"{'pool':10s} {'method':30s} {'similar leaf':>12s} {'similar root':>12s} {'leaf-name':>10s}")
     for world, pool in (("test", "test_only"), ("catalogue", "catalogue")):
         rows = [
             ("embedding", "embedding", "embedding"),
             ("BM25", "bm25", "bm25"),
-            (f"hybrid {chosen['similar']}/{chosen['leaf']}", chosen["similar"], chosen["leaf"]),
+            (
+                f"hybrid {chosen['similar_without_categories']}/{chosen['leaf']}",
+                chosen["similar_without_categories"],
+                chosen["leaf"],
+            ),
+            (
+                chosen["similar"],
+                chosen["similar"],
+                chosen["leaf"],
+            ),
             ("hybrid rrf_k60", "rrf_k60", "rrf_k60"),
         ]
         for label, similar_method, leaf_method in rows:
             sim = results[world]["similar"]["methods"][similar_method]
             leaf = results[world]["leaf"]["methods"][leaf_method]["p_at_10_leaf"]
             print(
-                f"{world:10s} {label:22s} {sim['p_at_10_leaf']:12.3f} {sim['p_at_10_root']:12.3f} {leaf:10.3f}"
+                f"{world:10s} {label:30s} {sim['p_at_10_leaf']:12.3f} {sim['p_at_10_root']:12.3f} {leaf:10.3f}"
             )
         if pool in baseline:
             b = baseline[pool]
             print(
-                f"{world:10s} {'TF-IDF cosine':22s} {b['p_at_10_leaf']:12.3f} {b['p_at_10_root']:12.3f} {'':>10s}"
+                f"{world:10s} {'TF-IDF cosine':30s} {b['p_at_10_leaf']:12.3f} {b['p_at_10_root']:12.3f} {'':>10s}"
             )
         ceiling_sim = results[world]["similar"]["ceiling_p_at_10_leaf"]
         ceiling_leaf = results[world]["leaf"]["ceiling_p_at_10_leaf"]
-        print(f"{world:10s} {'ceiling (perfect)':22s} {ceiling_sim:12.3f} {1.0:12.3f} {ceiling_leaf:10.3f}")
+        print(f"{world:10s} {'ceiling (perfect)':30s} {ceiling_sim:12.3f} {1.0:12.3f} {ceiling_leaf:10.3f}")
     print(f"bars: similar leaf >= {BARS['similar_leaf']}, root >= {BARS['similar_root']}")
 
 

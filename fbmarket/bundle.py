@@ -35,8 +35,9 @@ import tensorflow as tf
 from PIL import Image
 
 from fbmarket.data import schema as S
-from fbmarket.fusion import model as _fusion_model  # noqa: F401  (registers FusionModel for loading)
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, product_batch
+from fbmarket.fusion.model import CosineLogits  # the import also registers FusionModel for loading
+from fbmarket.search.categories import CategoryHead, CategorySpace
 from fbmarket.text import branch as _text_branch  # noqa: F401  (registers custom layers)
 from fbmarket.text.tokenize import get_tokenizer, join, tokenize_listings
 from fbmarket.vision.features import (
@@ -164,6 +165,19 @@ class Bundle:
     @property
     def feature_cache_dir(self) -> Path:
         return self.directory / "cache" / "features"
+
+    def category_space(self) -> CategorySpace:
+        """The fusion model's root (and leaf) heads over the embedding, as matrices for search."""
+
+        def head(model: keras.Model) -> CategoryHead:
+            layer = model.get_layer("logits")
+            weights = layer.get_weights()
+            if isinstance(layer, CosineLogits):
+                return CategoryHead(weights[0], scale=layer.scale)
+            return CategoryHead(weights[0], weights[1] if len(weights) > 1 else None)
+
+        leaf = self.fusion.leaf_head
+        return CategorySpace(head(self.fusion.category_head), head(leaf) if leaf is not None else None)
 
     # ------------------------------------------------------------------ inputs
     def _photo_features(

@@ -159,10 +159,16 @@ class SearchSettings:
     rrf_k: int = 60
     semantic_weight: float = 0.5  # "blend": weight of the semantic score (lexical gets 1 - this)
     # similar listings: a listing's embedding neighbours blended with BM25 on its title
-    # (1.0 = embedding only). Chosen on the dev data's validation split by
-    # benchmarks/search_quality.py: P@10 same leaf / root 0.388 / 0.705, embedding alone
-    # 0.387 / 0.712, w = 0.65: 0.384 / 0.694, w = 0.5: 0.373 / 0.675.
-    similar_semantic_weight: float = 0.8
+    # (1.0 = embedding only), plus these weights times the probability that the two share a
+    # root / a leaf category by the fusion model's heads (search/categories.py; 0 = off).
+    # Chosen on the dev data's validation split by benchmarks/search_quality.py (mean of
+    # same-leaf and same-root P@10; the smallest weights within 0.005 of the best): val
+    # 0.409 / 0.778, blend 0.8 without the heads 0.388 / 0.705. Test split, whole catalogue:
+    # 0.579 / 0.807 (without the heads 0.551 / 0.780); test listings alone 0.350 / 0.744
+    # (0.328 / 0.678).
+    similar_semantic_weight: float = 0.65
+    similar_root_weight: float = 0.5
+    similar_leaf_weight: float = 0.5
     title_weight: int = 2  # BM25: title tokens count this many times (a cheap field boost)
 
     def factory_for(self, listings: int) -> str:

@@ -32,7 +32,7 @@ from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
 from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.recommend.training import RankingModels
-from fbmarket.search.hybrid import Filters, HybridSearcher
+from fbmarket.search.hybrid import SAME_LEAF, SAME_ROOT, SIMILARITY, Filters, HybridSearcher
 from fbmarket.search.index import IndexLoadError, VectorIndex
 from fbmarket.search.lexical import LexicalIndex
 
@@ -171,7 +171,7 @@ class Marketplace:
             bundle_dir / INDEX_FILE, ids, vectors, settings, model.embedding_dim
         )
         lexical = LexicalIndex.from_products(products, settings.search)
-        searcher = HybridSearcher(products, vector_index, lexical, settings.search)
+        searcher = HybridSearcher(products, vector_index, lexical, settings.search, model.category_space())
         ranking_dir = bundle_dir / RANKING_DIR
         if (ranking_dir / "profiles.json").is_file():
             ranking = RankingModels.load(ranking_dir)
@@ -260,9 +260,9 @@ class Marketplace:
         k = check_k(k)
         if product_id not in self._products.index:
             raise NotFoundError(f"listing {product_id!r} not found")
-        hits = self.searcher.similar(product_id, k)
-        frame = pd.DataFrame({S.PRODUCT_ID: [pid for pid, _ in hits], "score": [score for _, score in hits]})
-        frame["factors"] = [{"similarity": score} for score in frame["score"]]
+        frame = self.searcher.similar_scored(product_id, k)
+        parts = frame[[SIMILARITY, SAME_ROOT, SAME_LEAF]]
+        frame["factors"] = parts.to_dict("records")  # they add up to the score
         frame[DISTANCE_KM] = np.nan
         return self._results(frame)
 

@@ -14,12 +14,18 @@ from hypothesis import strategies as st
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
+from fbmarket.search.categories import CategoryHead, CategorySpace
 from fbmarket.search.hybrid import (
     CANDIDATE_COLUMNS,
     FUSED_SCORE,
     LEXICAL_RANK,
+    SAME_LEAF,
+    SAME_ROOT,
     SEMANTIC_RANK,
     SEMANTIC_SCORE,
+    SIMILAR_COLUMNS,
+    SIMILAR_SCORE,
+    SIMILARITY,
     VECTOR_FILE,
     Filters,
     HybridSearcher,
@@ -270,6 +276,79 @@ def test_similar_blend_lifts_a_same_title_listing():
     embedding_only = searcher(products, similar_semantic_weight=1.0).similar("p5", k=4)
     blended = searcher(products, similar_semantic_weight=0.5).similar("p5", k=3)
     assert "twin" not in {pid for pid, _ in embedding_only} and "twin" in {pid for pid, _ in blended}
+
+
+def category_space(products: pd.DataFrame, scale: float = 20.0) -> CategorySpace:
+    """Cosine heads whose prototypes are each category's mean embedding: a stand-in for trained heads."""
+    vectors = embeddings_of(products)
+
+    def head(column: str) -> CategoryHead:
+        names = sorted(products[column].unique())
+        prototypes = np.stack([vectors[(products[column] == name).to_numpy()].mean(axis=0) for name in names])
+        return CategoryHead(prototypes.T, scale=scale)
+
+    return CategorySpace(head(S.ROOT_CATEGORY), head(S.LEAF_CATEGORY))
+
+
+def test_category_heads_give_probabilities_and_agreement():
+    rng = np.random.default_rng(0)
+    kernel, bias = rng.normal(size=(5, 3)), rng.normal(size=3)
+    x = rng.normal(size=(4, 5)).astype(np.float32)
+    dense = CategoryHead(kernel, bias)
+    logits = x @ kernel + bias
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(dense.probabilities(x), expected, rtol=1e-5)
+    cosine = CategoryHead(kernel * np.array([1.0, 9.0, 0.2]), scale=10.0)  # prototype lengths ignored
+    probs = cosine.probabilities(x)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(cosine.probabilities(3.0 * x), probs, rtol=1e-5)  # so is the vector's
+    unit = kernel / np.linalg.norm(kernel, axis=0)
+    assert (probs.argmax(axis=1) == (x @ unit).argmax(axis=1)).all()
+
+    space = CategorySpace(cosine, dense)
+    same_root, same_leaf = space.agreement(x[0], x)
+    np.testing.assert_allclose(same_root, probs @ probs[0], rtol=1e-5)
+    np.testing.assert_allclose(same_leaf, expected @ expected[0], rtol=1e-5)
+    no_leaf = CategorySpace(cosine).agreement(x[0], x)[1]
+    assert no_leaf.shape == (4,) and not no_leaf.any()
+
+
+def test_similar_with_category_heads_keeps_the_predicted_category_and_explains_the_score():
+    products = catalogue()
+    space = category_space(products)
+    predicted_root = space.root.probabilities(embeddings_of(products)).argmax(axis=1)
+    root_of = dict(zip(products[S.PRODUCT_ID], predicted_root, strict=True))
+    plain = searcher(products, similar_semantic_weight=1.0)
+    guided = searcher(products, similar_semantic_weight=1.0, similar_root_weight=5.0, similar_leaf_weight=0.0)
+    guided.categories = space
+    shares = {"plain": [], "guided": []}
+    for i in range(0, 160, 7):
+        pid = f"p{i}"
+        before = [p for p, _ in plain.similar(pid, k=10)]
+        after = guided.similar_scored(pid, k=10)
+        assert (
+            tuple(after.columns) == SIMILAR_COLUMNS
+            and len(after) == 10
+            and pid not in set(after[S.PRODUCT_ID])
+        )
+        assert after[SIMILAR_SCORE].is_monotonic_decreasing
+        np.testing.assert_allclose(
+            after[SIMILAR_SCORE], after[SIMILARITY] + after[SAME_ROOT] + after[SAME_LEAF]
+        )
+        assert (after[SAME_LEAF] == 0).all() and after[SAME_ROOT].between(0, 5.0).all()
+        shares["plain"].append(np.mean([root_of[p] == root_of[pid] for p in before]))
+        shares["guided"].append(np.mean([root_of[p] == root_of[pid] for p in after[S.PRODUCT_ID]]))
+    # neighbours of the listing's predicted root come first: a large weight all but decides it
+    assert np.mean(shares["guided"]) >= 0.95 > np.mean(shares["plain"])
+
+    # zero weights, or no heads at all: the plain path, cosine scores
+    off = searcher(products, similar_semantic_weight=1.0, similar_root_weight=0.0, similar_leaf_weight=0.0)
+    off.categories = space
+    assert off.similar("p3", k=6) == plain.similar("p3", k=6)
+    assert (
+        plain.categories is None
+        and (plain.similar_scored("p3", k=6)[[SAME_ROOT, SAME_LEAF]] == 0).all().all()
+    )
 
 
 def test_lexical_only_searcher_and_similar_by_title():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from api_fixtures import copy_bundle, jpeg_bytes
 
@@ -78,3 +79,28 @@ def test_ingested_listings_are_recounted(market) -> None:
     expected = len(market.store.images_frame([pid]))
     assert expected == len(old) + 1
     assert shown(market, word)[pid].image_count == expected
+
+
+def test_category_heads_read_from_the_bundle_match_the_model(market) -> None:
+    """Search reads the fusion model's heads as matrices: they must predict what the model does."""
+    products = market.store.listings_frame().head(40)
+    images = market.store.images_frame(products[S.PRODUCT_ID].tolist())
+    predictions = market.model.predict_products(products, images)
+    space = market.model.category_space()
+    np.testing.assert_allclose(
+        space.root.probabilities(predictions.embeddings), predictions.probabilities["fusion"], atol=1e-4
+    )
+    assert space.leaf is not None and space.leaf.kernel.shape[1] == market.model.manifest["n_leaves"]
+
+
+def test_similar_listings_explain_their_score(market) -> None:
+    settings = market.settings.search
+    assert settings.similar_root_weight > 0 and settings.similar_leaf_weight > 0  # the served defaults
+    pid = str(market.store.listings_frame()[S.PRODUCT_ID].iloc[3])
+    results = market.similar(pid, k=8)
+    assert len(results) == 8 and pid not in {r.product_id for r in results}
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    for result in results:
+        assert set(result.factors) == {"similarity", "same_root", "same_leaf"}
+        assert sum(result.factors.values()) == pytest.approx(result.score, abs=1e-6)
+        assert 0.0 <= result.factors["same_root"] <= settings.similar_root_weight + 1e-6

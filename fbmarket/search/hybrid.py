@@ -21,6 +21,12 @@ either list alone (embedding 0.171 / BM25 0.150 on leaf names). On validation w 
 
 Filters (`Filters`) are applied inside both searches (FAISS IDSelector, BM25 mask), not
 after them, so n results come back whenever n matching listings exist.
+
+Similar listings (`similar_scored`) use a listing's own vector and title as the query,
+blended the same way, plus the probability that each candidate shares its root and leaf
+category by the fusion model's heads (`categories`, search/categories.py), when given:
+on the dev data that lifted precision@10 of the same leaf / root over the catalogue from
+0.551 / 0.780 to 0.579 / 0.807.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import pandas as pd
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
+from fbmarket.search.categories import CategorySpace
 from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex, check_k
 from fbmarket.search.lexical import LexicalIndex, check_query
 
@@ -45,6 +52,12 @@ LEXICAL_SCORE = "lexical_score"
 SEMANTIC_RANK = "semantic_rank"  # 1-based rank in the FAISS list; NaN if FAISS did not return it
 LEXICAL_RANK = "lexical_rank"  # 1-based rank in the BM25 list; NaN if BM25 did not return it
 FUSED_SCORE = "fused_score"
+# similar listings: the score and its parts, which add up to it
+SIMILARITY = "similarity"  # embedding/BM25 blend, min-max scaled over the candidates
+SAME_ROOT = "same_root"  # similar_root_weight * P(same root category), from the model's head
+SAME_LEAF = "same_leaf"  # similar_leaf_weight * P(same leaf category)
+SIMILAR_SCORE = "score"
+SIMILAR_COLUMNS = (S.PRODUCT_ID, SIMILARITY, SAME_ROOT, SAME_LEAF, SIMILAR_SCORE)
 CANDIDATE_COLUMNS = (S.PRODUCT_ID, SEMANTIC_SCORE, LEXICAL_SCORE, SEMANTIC_RANK, LEXICAL_RANK, FUSED_SCORE)
 FUSIONS = ("rrf", "blend")
 VECTOR_FILE = "vectors.faiss"
@@ -239,8 +252,10 @@ class HybridSearcher:
         vectors: VectorIndex | None = None,
         lexical: LexicalIndex | None = None,
         settings: SearchSettings | None = None,
+        categories: CategorySpace | None = None,
     ):
         self.settings = settings or SearchSettings()
+        self.categories = categories  # the model's category heads: similar() favours shared categories
         if self.settings.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.settings.fusion!r}")
         self.vectors = vectors
@@ -257,6 +272,7 @@ class HybridSearcher:
         product_ids: list[str] | None = None,
         embeddings: np.ndarray | None = None,
         settings: SearchSettings | None = None,
+        categories: CategorySpace | None = None,
     ) -> HybridSearcher:
         """Index a clean products table (BM25) and, when given, its embeddings (FAISS)."""
         settings = settings or SearchSettings()
@@ -266,7 +282,7 @@ class HybridSearcher:
             ids = product_ids if product_ids is not None else products[S.PRODUCT_ID].astype(str).tolist()
             vectors = VectorIndex(int(np.shape(embeddings)[1]), settings)
             vectors.build(ids, embeddings)
-        return cls(products, vectors, lexical, settings)
+        return cls(products, vectors, lexical, settings, categories)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path | str) -> None:
@@ -283,7 +299,11 @@ class HybridSearcher:
 
     @classmethod
     def load(
-        cls, directory: Path | str, products: pd.DataFrame, settings: SearchSettings | None = None
+        cls,
+        directory: Path | str,
+        products: pd.DataFrame,
+        settings: SearchSettings | None = None,
+        categories: CategorySpace | None = None,
     ) -> HybridSearcher:
         """Open saved indexes over a products table; a missing index file means that index is absent.
 
@@ -291,7 +311,7 @@ class HybridSearcher:
         embeddings were trained yet).
         """
         vectors, lexical = _read_indexes(Path(directory), settings or SearchSettings())
-        return cls(products, vectors, lexical, settings)
+        return cls(products, vectors, lexical, settings, categories)
 
     def reload(self, directory: Path | str) -> None:
         """Swap in indexes saved by another process; on any load error the current ones stay.
@@ -386,7 +406,9 @@ class HybridSearcher:
     def _selections(self, mask: np.ndarray) -> tuple[IdSelection | None, IdSelection | None]:
         """A row mask over the table -> the allowed ids inside the vector and lexical indexes."""
 
-        def allowed(index: VectorIndex | LexicalIndex | None, aligned: np.ndarray | None) -> IdSelection | None:
+        def allowed(
+            index: VectorIndex | LexicalIndex | None, aligned: np.ndarray | None
+        ) -> IdSelection | None:
             if index is None or aligned is None:
                 return None
             ids = aligned[mask]
@@ -462,12 +484,22 @@ class HybridSearcher:
     def similar(
         self, product_id: str, k: int = 10, filters: Filters | None = None
     ) -> list[tuple[str, float]]:
-        """Listings most like a given one, itself excluded, best first with their scores.
+        """Listings most like a given one, itself excluded, best first with their scores."""
+        frame = self.similar_scored(product_id, k, filters)
+        return list(
+            zip(frame[S.PRODUCT_ID].tolist(), frame[SIMILAR_SCORE].astype(float).tolist(), strict=True)
+        )
 
-        Its embedding's neighbours blended with the BM25 matches of its own title
-        (`similar_semantic_weight`; 1.0 keeps the embedding alone, and its scores are
-        cosine similarities). Without an embedding for it, its title alone is the query.
-        An unknown product id raises KeyError.
+    def similar_scored(self, product_id: str, k: int = 10, filters: Filters | None = None) -> pd.DataFrame:
+        """Listings most like a given one (columns SIMILAR_COLUMNS), itself excluded, best first.
+
+        The candidates are its embedding's neighbours and the BM25 matches of its own
+        title; `similarity` is their blend (`similar_semantic_weight`, min-max scaled; 1.0
+        is the embedding alone). With the model's category heads (`categories`), each
+        candidate also gets `similar_root_weight` * P(same root) and `similar_leaf_weight`
+        * P(same leaf), and the score is the sum of the three. Without category weights
+        and with the embedding alone the score is the cosine similarity. A listing
+        without an embedding is matched by its title alone. An unknown id raises KeyError.
         """
         k = check_k(k, self.settings.max_k)
         product_id = str(product_id)
@@ -476,29 +508,69 @@ class HybridSearcher:
             if filters is not None and filters.active:
                 mask = self.table.mask(filters) & (self.table.ids != product_id)
                 if not mask.any():
-                    return []
+                    return _similar_frame([], [])
             title = self.table.title(product_id)
             has_title = self.lexical is not None and isinstance(title, str) and bool(title.strip())
             vec_allowed, lex_allowed = (None, None) if mask is None else self._selections(mask)
             n = min(k + 1, self.settings.max_k)
-            if self.vectors is not None and product_id in self.vectors:
-                vector = self.vectors.reconstruct(product_id)
-                weight = self.settings.similar_semantic_weight
-                if weight >= 1.0 or not has_title:
-                    hits = self.vectors.search(vector, n, vec_allowed)
-                else:  # both lists over the usual candidate pool, then the blend
-                    pool = max(n, min(self.settings.candidates, self.settings.max_k))
-                    semantic = self.vectors.search(vector, pool, vec_allowed)
-                    lexical = self.lexical.search(title, pool, lex_allowed)
-                    frame = self._score_candidates(vector, title, semantic, lexical, pool, weight)
-                    hits = list(zip(frame[S.PRODUCT_ID].tolist(), frame[FUSED_SCORE].tolist(), strict=True))
-            else:
+            if self.vectors is None or product_id not in self.vectors:
                 if title is None:
                     raise KeyError(f"product {product_id!r} is not in the catalogue")
-                if not has_title:
-                    return []
-                hits = self.lexical.search(title, n, lex_allowed)
-            return [(pid, float(score)) for pid, score in hits if pid != product_id][:k]
+                hits = self.lexical.search(title, n, lex_allowed) if has_title else []
+                return _similar_frame(*_unzip(hits), exclude=product_id, k=k)
+            vector = self.vectors.reconstruct(product_id)
+            weight = self.settings.similar_semantic_weight
+            use_title = weight < 1.0 and has_title
+            categories = self.categories if self._category_weights() != (0.0, 0.0) else None
+            if not use_title and categories is None:
+                return _similar_frame(
+                    *_unzip(self.vectors.search(vector, n, vec_allowed)), exclude=product_id, k=k
+                )
+            pool = max(n, min(self.settings.candidates, self.settings.max_k))
+            semantic = self.vectors.search(vector, pool, vec_allowed)
+            lexical = self.lexical.search(title, pool, lex_allowed) if use_title else []
+            scored = self._score_candidates(
+                vector, title if use_title else None, semantic, lexical, len(semantic) + len(lexical), weight
+            )
+            scored = scored[scored[S.PRODUCT_ID] != product_id]
+            ids = scored[S.PRODUCT_ID].tolist()
+            same_root = same_leaf = np.zeros(len(ids))
+            if categories is not None and ids:
+                root_weight, leaf_weight = self._category_weights()
+                same_root, same_leaf = categories.agreement(vector, self.vectors.vectors_of(ids))
+                same_root, same_leaf = root_weight * same_root, leaf_weight * same_leaf
+            return _similar_frame(ids, scored[FUSED_SCORE].to_numpy(float), same_root, same_leaf, k=k)
+
+    def _category_weights(self) -> tuple[float, float]:
+        if self.categories is None:
+            return 0.0, 0.0
+        leaf = self.settings.similar_leaf_weight if self.categories.leaf is not None else 0.0
+        return float(self.settings.similar_root_weight), float(leaf)
+
+
+def _unzip(hits: list[tuple[str, float]]) -> tuple[list[str], list[float]]:
+    return [pid for pid, _ in hits], [score for _, score in hits]
+
+
+def _similar_frame(
+    ids: list[str],
+    similarity: Iterable[float],
+    same_root: np.ndarray | None = None,
+    same_leaf: np.ndarray | None = None,
+    exclude: str | None = None,
+    k: int | None = None,
+) -> pd.DataFrame:
+    """Similar-listing candidates with their score parts, best first, at most k."""
+    frame = pd.DataFrame(
+        {S.PRODUCT_ID: pd.Series(ids, dtype=object), SIMILARITY: np.asarray(list(similarity), float)}
+    )
+    frame[SAME_ROOT] = 0.0 if same_root is None else np.asarray(same_root, float)
+    frame[SAME_LEAF] = 0.0 if same_leaf is None else np.asarray(same_leaf, float)
+    frame[SIMILAR_SCORE] = frame[SIMILARITY] + frame[SAME_ROOT] + frame[SAME_LEAF]
+    if exclude is not None:
+        frame = frame[frame[S.PRODUCT_ID] != exclude]
+    order = np.lexsort((np.arange(len(frame)), -frame[SIMILAR_SCORE].to_numpy()))
+    return frame.iloc[order[:k] if k is not None else order].reset_index(drop=True)
 
 
 def _read_indexes(
