@@ -269,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it loaded
     try:
         return args.handler(args)
     except (FileNotFoundError, ValueError, KeyError) as error:  # user mistakes: a message, not a traceback

@@ -31,6 +31,7 @@ per-document tokens, so a loaded index could not take further adds or rebuilds.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import unicodedata
@@ -46,6 +47,9 @@ from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.search.index import SMALL_LOOKUP, IdSelection, IndexLoadError, check_k
 from fbmarket.search.storage import atomic_write_json
+
+# bm25s sets its own logger to DEBUG on import, so every index build would print a line
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 FORMAT = "fbmarket.lexical_index"
 FORMAT_VERSION = 1
