@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ FILES = {
     "labels": "labels.json",
     "tabular": "tabular.json",
 }
+PARTS = ("text_model", "backbone", "image_head")  # models a typed search does not need (Bundle.load lazy)
 LEAVES_FILE = "leaves.json"  # leaf categories of the auxiliary head (optional)
 # Encode through the on-disk feature cache only for batches this large; single live
 # listings would otherwise rewrite the whole cache file each time.
@@ -89,17 +91,13 @@ class Bundle:
         self,
         directory: Path,
         manifest: dict[str, Any],
-        text_model: keras.Model,
-        backbone: keras.Model,
-        image_head: keras.Model,
         fusion: keras.Model,
         tabular: TabularScaler,
+        load_part: Callable[[str], keras.Model],
+        lazy: bool = False,
     ):
         self.directory = Path(directory)
         self.manifest = manifest
-        self.text_model = text_model
-        self.backbone = backbone
-        self.image_head = image_head
         self.fusion = fusion
         self.tabular = tabular
         self.classes: list[str] = list(manifest["classes"])
@@ -107,13 +105,19 @@ class Bundle:
         self._cache_lock = threading.Lock()
         self._products_fn = tf.function(lambda x: fusion(x, training=False), reduce_retracing=True)
         self._query_fn = tf.function(lambda x: fusion.encode_query(x, training=False), reduce_retracing=True)
-        self._backbone_fn = tf.function(lambda x: backbone(x, training=False), reduce_retracing=True)
-        self._head_fn = tf.function(lambda x: image_head(x, training=False), reduce_retracing=True)
-        self._text_fn = tf.function(lambda t, d: text_model([t, d], training=False), reduce_retracing=True)
+        self._load_part = load_part
+        self._parts: dict[str, keras.Model] = {}
+        self._part_fns: dict[str, Any] = {}
+        self._parts_lock = threading.RLock()
+        if not lazy:
+            for key in PARTS:
+                self._part_fn(key)
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, directory: Path | str) -> Bundle:
+    def load(cls, directory: Path | str, lazy: bool = False) -> Bundle:
+        """Open a bundle. `lazy` defers the text-only model, the photo backbone and the image
+        head (about half of the loading time) to their first use: a typed search needs none."""
         directory = Path(directory)
         manifest_path = directory / BUNDLE_FILE
         if not manifest_path.is_file():
@@ -131,15 +135,46 @@ class Bundle:
         def load_model(key: str) -> keras.Model:
             return keras.models.load_model(model_dir / FILES[key], compile=False)
 
+        fusion = load_model("fusion")
         return cls(
-            directory,
-            manifest,
-            load_model("text_model"),
-            load_model("backbone"),
-            load_model("image_head"),
-            load_model("fusion"),
-            TabularScaler.load(model_dir / FILES["tabular"]),
+            directory, manifest, fusion, TabularScaler.load(model_dir / FILES["tabular"]), load_model, lazy
         )
+
+    def _part_fn(self, key: str) -> Any:
+        """The compiled call of a part (PARTS), loading the part on first use."""
+        with self._parts_lock:
+            if key not in self._part_fns:
+                model = self._parts[key] = self._load_part(key)
+                if key == "text_model":
+                    self._part_fns[key] = tf.function(
+                        lambda t, d: model([t, d], training=False), reduce_retracing=True
+                    )
+                else:
+                    self._part_fns[key] = tf.function(
+                        lambda x: model(x, training=False), reduce_retracing=True
+                    )
+            return self._part_fns[key]
+
+    @property
+    def loaded_parts(self) -> tuple[str, ...]:
+        """Which of PARTS are loaded so far."""
+        with self._parts_lock:
+            return tuple(key for key in PARTS if key in self._parts)
+
+    @property
+    def text_model(self) -> keras.Model:
+        self._part_fn("text_model")
+        return self._parts["text_model"]
+
+    @property
+    def backbone(self) -> keras.Model:
+        self._part_fn("backbone")
+        return self._parts["backbone"]
+
+    @property
+    def image_head(self) -> keras.Model:
+        self._part_fn("image_head")
+        return self._parts["image_head"]
 
     # ------------------------------------------------------------------ facts
     @property
@@ -185,7 +220,7 @@ class Bundle:
     ) -> PhotoFeatures:
         if use_cache is None:
             use_cache = len(images) >= CACHE_MIN_PHOTOS
-        model = _Predictor(self._backbone_fn, self.backbone)
+        model = _Predictor(self._part_fn("backbone"), self.backbone)
         if not use_cache:
             return cached_photo_features(model, images, self.backbone_size, 32, None, show_progress)
         with self._cache_lock:
@@ -234,6 +269,7 @@ class Bundle:
         arrays, photos = self.arrays(products, images, show_progress)
         n = len(arrays)
         text_probs, fusion_probs, embeddings = [], [], []
+        text_fn = self._part_fn("text_model")
         for start in range(0, n, batch_size):
             index = list(range(start, min(n, start + batch_size)))
             batch = product_batch(arrays, index, self.max_photos)
@@ -241,9 +277,9 @@ class Bundle:
             out = self._products_fn(inputs)
             fusion_probs.append(out["category"].numpy())
             embeddings.append(out["embedding"].numpy())
-            text_probs.append(self._text_fn(inputs["title"], inputs["description"]).numpy())
+            text_probs.append(text_fn(inputs["title"], inputs["description"]).numpy())
         photo_probs = (
-            self._head_fn(tf.constant(arrays.features)).numpy()
+            self._part_fn("image_head")(tf.constant(arrays.features)).numpy()
             if len(arrays.features)
             else np.zeros((0, len(self.classes)), np.float32)
         )
@@ -287,7 +323,7 @@ class Bundle:
         pixels = tf.image.resize(
             tf.constant(np.asarray(square, dtype=np.float32)[None]), (self.backbone_size,) * 2, antialias=True
         )
-        return self._backbone_fn(pixels).numpy()[0]
+        return self._part_fn("backbone")(pixels).numpy()[0]
 
     def _query_inputs(self, text: str | None, image: Image.Image | None) -> dict[str, tf.Tensor]:
         words = join(get_tokenizer().tokenize(text)) if text else ""

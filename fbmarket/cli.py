@@ -107,7 +107,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from fbmarket.pipeline import clean_raw
     from fbmarket.service import Marketplace
 
-    market = Marketplace.open(args.bundle, args.database)
+    market = Marketplace.open(args.bundle, args.database, lazy_models=True)
     try:
         settings = market.settings
         raw = read_source(args.data)
@@ -129,7 +129,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from fbmarket.data.images import open_image
     from fbmarket.service import BuyerQuery, Marketplace, SearchRequest
 
-    market = Marketplace.open(args.bundle, args.database)
+    market = Marketplace.open(args.bundle, args.database, lazy_models=True)
     try:
         image = None
         if args.image:

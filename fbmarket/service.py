@@ -151,7 +151,12 @@ class Marketplace:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def open(cls, bundle_dir: Path | str, database_url: str | None = None) -> Marketplace:
+    def open(
+        cls, bundle_dir: Path | str, database_url: str | None = None, lazy_models: bool = False
+    ) -> Marketplace:
+        """Load the bundle, database and indexes. `lazy_models` loads the models a typed
+        search does not use (text-only, photo backbone, image head) on first use instead:
+        for one-shot commands; a server loads everything before it says it is ready."""
         bundle_dir = Path(bundle_dir)
         if not (bundle_dir / SETTINGS_FILE).is_file():
             raise FileNotFoundError(
@@ -163,7 +168,7 @@ class Marketplace:
             settings.database_url = database_url
         from fbmarket.bundle import Bundle
 
-        model = Bundle.load(bundle_dir)
+        model = Bundle.load(bundle_dir, lazy=lazy_models)
         store = Store(settings.db_url)
         products = store.listings_frame()
         ids, vectors = store.load_embeddings()

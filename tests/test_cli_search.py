@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from api_fixtures import copy_bundle
+from api_fixtures import copy_bundle, jpeg_bytes
 
 from fbmarket.data.sample import write_sample
 
@@ -80,3 +81,27 @@ def test_search_errors_are_messages_not_tracebacks(bundle: Path) -> None:
     assert cold.returncode == 0 and "cold-start" in cold.stdout
     missing = fbmarket("search", "--bundle", str(bundle / "nope"), "sofa")
     assert missing.returncode == 2 and "not a model bundle" in missing.stderr
+
+
+def test_a_lazy_bundle_loads_what_a_query_needs_and_answers_alike(bundle: Path, tmp_path: Path) -> None:
+    """`fbmarket search` opens the bundle lazily: a typed query must not wait for the photo models."""
+    import io
+
+    from PIL import Image
+
+    from fbmarket.bundle import PARTS, Bundle
+
+    eager, lazy = Bundle.load(bundle), Bundle.load(bundle, lazy=True)
+    assert eager.loaded_parts == PARTS and lazy.loaded_parts == ()
+    np.testing.assert_allclose(lazy.encode_query("kids bike"), eager.encode_query("kids bike"), atol=1e-6)
+    assert lazy.loaded_parts == ()
+    photo = Image.open(io.BytesIO(jpeg_bytes()))
+    np.testing.assert_allclose(lazy.encode_query("bike", photo), eager.encode_query("bike", photo), atol=1e-5)
+    assert lazy.loaded_parts == ("backbone",)
+
+    (tmp_path / "photo.jpg").write_bytes(jpeg_bytes())
+    found = fbmarket(
+        "search", "--bundle", str(bundle), "bike", "--image", str(tmp_path / "photo.jpg"), "--json"
+    )
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert json.loads(found.stdout) and "bm25s" not in found.stderr and "faiss.loader" not in found.stderr
