@@ -94,6 +94,20 @@ def test_features_are_bounded_and_handle_missing_values(
     assert nowhere["distance"].eq(0.0).all() and nowhere["distance_km"].isna().all()
 
 
+def test_price_fit_is_neutral_only_when_nothing_gives_the_budget(
+    catalogue: Catalogue, profiles: BuyerProfiles
+) -> None:
+    ids = catalogue.ids[:40]
+    candidates = pd.DataFrame({S.PRODUCT_ID: ids})
+    priced = np.isfinite(catalogue.price[:40])
+    anonymous = ranking_features(candidates, catalogue, Buyer(), profiles, NOW)
+    assert profiles.budget(Buyer())[1] == "everyone" and anonymous["price_fit"].eq(0.0).all()
+    for buyer in (Buyer(budget_gbp=5.0), Buyer(age=30, gender="female")):  # stated; a cohort's
+        fit = ranking_features(candidates, catalogue, buyer, profiles, NOW)["price_fit"]
+        assert profiles.budget(buyer)[1] not in ("everyone", "default")
+        assert fit[priced].ne(0.0).any() and fit[~priced].eq(0.0).all()
+
+
 def test_distance_beyond_travel_lowers_the_score(
     catalogue: Catalogue, profiles: BuyerProfiles, learned: LearnedRanker
 ) -> None:
