@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from fbmarket.data.sample_vocab import COUNTY_ONLY, GARBLED_LOCATIONS, ROOT_NAME
 from fbmarket.data.sources import read_folder
 from fbmarket.recommend.simulator import (
     DEFAULT_PRIORS,
+    DEFAULT_SESSION_MODEL,
     USER_CSV_COLUMNS,
     BuyerPriors,
     priors_markdown,
@@ -368,6 +370,36 @@ def test_simulation_is_deterministic() -> None:
     log = simulate_interactions(first, products, seed=5, sessions_per_buyer=3)
     pd.testing.assert_frame_equal(log, simulate_interactions(first, products, seed=5, sessions_per_buyer=3))
     assert not log.equals(simulate_interactions(first, products, seed=6, sessions_per_buyer=3))
+
+
+def test_intent_share_makes_same_leaf_listings_relevant_without_the_words() -> None:
+    """Listings of one leaf are titled with three different words: with an intent share, a
+    buyer who typed one of them also clicks the others; without, only the explore slots do."""
+    products = catalogue(390)
+    leaf = np.arange(len(products)) % 26
+    products["leaf_category"] = [
+        f"{root} / leaf {k}" for root, k in zip(products["root_category"], leaf, strict=True)
+    ]
+    products["title"] = [f"w{k}{'abc'[i % 3]} x{i}" for i, k in enumerate(leaf)]
+    buyers = cohort(30, "female", 80)
+    leaf_of = dict(zip(products["product_id"], products["leaf_category"], strict=True))
+    words_of = dict(zip(products["product_id"], products["title"].str.split(), strict=True))
+
+    def wordless_clicks(intent: float) -> tuple[float, float]:
+        model = replace(DEFAULT_SESSION_MODEL, intent_share=intent)
+        log = simulate_interactions(buyers, products, seed=2, sessions_per_buyer=4, model=model)
+        clicks = log[(log.event == "click") & (log["query"] != "")]
+        typed = clicks["query"].str.split()
+        wordless = [not set(q) & set(words_of[pid]) for q, pid in zip(typed, clicks.product_id, strict=True)]
+        seed_leaf = [leaf_of[next(p for p, w in words_of.items() if set(q) <= set(w))] for q in typed]
+        same_leaf = [
+            w and leaf_of[pid] == s for w, pid, s in zip(wordless, clicks.product_id, seed_leaf, strict=True)
+        ]
+        return float(np.mean(wordless)), float(np.mean(same_leaf))
+
+    without, with_intent = wordless_clicks(0.0), wordless_clicks(0.5)
+    assert with_intent[1] > 0.2 and with_intent[1] > 5 * without[1]
+    assert with_intent[0] > without[0]
 
 
 def test_demographic_priors_shift_behaviour() -> None:

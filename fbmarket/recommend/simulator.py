@@ -26,6 +26,7 @@ from fbmarket.data.sample_vocab import ROOT_NAMES
 from fbmarket.data.schema import (
     INTERACTION_EVENTS,
     LATITUDE,
+    LEAF_CATEGORY,
     LOCATION,
     LONGITUDE,
     PRICE,
@@ -161,7 +162,10 @@ class SessionModel:
     candidates: int = 20  # listings shown per session
     query_prob: float = 0.8  # else the buyer browses a category without typing
     explore_share: float = 0.2  # shown slots filled with other nearby listings, any category
-    w_relevance: float = 2.5  # x share of query words in the title
+    w_relevance: float = 2.5  # x relevance: share of query words in the title, or the intent share
+    # a listing of the same leaf category as the listing the query's words came from is this
+    # relevant even without those words: the buyer wants a sofa, and a "couch" will do
+    intent_share: float = 0.5
     w_affinity: float = 1.0  # x log(affinity / uniform)
     w_distance: float = 0.6  # x -log(1 + distance / max travel), capped at -4
     search_radius: float = 2.0  # the marketplace favours listings within this many x max travel
@@ -292,6 +296,8 @@ def simulate_interactions(
 
     ids = items[PRODUCT_ID].astype(str).to_numpy()
     titles = items[TITLE].astype(str).tolist()
+    # what kind of thing each listing is (the intent a query shares); without leaves, none
+    kinds = items[LEAF_CATEGORY].astype(str).to_numpy() if LEAF_CATEGORY in items else None
     roots = items[ROOT_CATEGORY].astype(str).to_numpy()
     prices = pd.to_numeric(items[PRICE], errors="coerce").to_numpy(float)
     lats = pd.to_numeric(items[LATITUDE], errors="coerce").to_numpy(float)
@@ -355,8 +361,10 @@ def simulate_interactions(
             category = categories[int(rng.choice(len(categories), p=category_weight))]
             pool = by_category[category]
             query = ""
+            seed_item = -1
             if rng.random() < model.query_prob:
-                seed_tokens = tokens[int(pool[rng.integers(len(pool))])]
+                seed_item = int(pool[rng.integers(len(pool))])
+                seed_tokens = tokens[seed_item]
                 if seed_tokens:
                     length = int(min(len(seed_tokens), rng.integers(1, 4)))
                     first = int(rng.integers(0, len(seed_tokens) - length + 1))
@@ -364,6 +372,8 @@ def simulate_interactions(
             query_words = [vocabulary[w] for w in dict.fromkeys(query.split()) if w in vocabulary]
             if query_words:
                 relevance = np.asarray(title_matrix[:, query_words].sum(axis=1)).ravel() / len(query_words)
+                if kinds is not None and model.intent_share > 0:
+                    relevance = np.maximum(relevance, model.intent_share * (kinds == kinds[seed_item]))
             else:
                 relevance = np.zeros(len(items))
 
@@ -456,7 +466,8 @@ def priors_markdown(priors: BuyerPriors = DEFAULT_PRIORS, model: SessionModel = 
         "candidates": "listings shown per session",
         "query_prob": "share of sessions with a typed query (else category browsing)",
         "explore_share": "shown slots filled with other nearby listings, any category",
-        "w_relevance": "weight of the share of query words in the title",
+        "w_relevance": "weight of relevance: the share of query words in the title, or the intent share if higher",
+        "intent_share": "relevance of a listing of the leaf category the query's words came from, whatever its words",
         "w_affinity": "weight of log(category affinity / uniform)",
         "w_distance": "weight of -log(1 + distance / max travel), capped at -4",
         "search_radius": "shown listings favour proximity exp(-distance / (radius x max travel))",
