@@ -18,7 +18,8 @@ from the database exactly as a server would.
 
 Queries are 1-3 content words of a listing title, or a leaf category name. Scenarios:
 a known buyer (personalised ranking, distance, budget), an anonymous one, and a known
-buyer with a root-category filter. For each query, wall-clock and CPU time (this
+buyer with a root-category filter; and similar listings of an original listing
+(`Marketplace.similar`: its vector and title as the query, blend + category agreement). For each query, wall-clock and CPU time (this
 process) are recorded; on a shared machine wall time includes waiting for a core, so
 the load average is written next to the figures. A second pass times the stages apart.
 Results go to benchmarks/results/search_e2e_latency.json and, as a plot, to
@@ -41,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -57,7 +59,13 @@ from fbmarket.config import SearchSettings, Settings  # noqa: E402
 from fbmarket.data import schema as S  # noqa: E402
 from fbmarket.data.store import Store  # noqa: E402
 from fbmarket.search.lexical import tokenize  # noqa: E402
-from fbmarket.service import SETTINGS_FILE, BuyerQuery, Marketplace, SearchRequest  # noqa: E402
+from fbmarket.service import (  # noqa: E402
+    SETTINGS_FILE,
+    BuyerQuery,
+    ListingResult,
+    Marketplace,
+    SearchRequest,
+)
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "search_e2e_latency.json"
 DEFAULT_PLOT = REPO / "readme_images" / "latency_vs_catalogue.png"
@@ -192,27 +200,38 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def search(market: Marketplace, request: SearchRequest) -> list[ListingResult]:
+    return market.search(request).results
+
+
+def similar(market: Marketplace, product_id: str) -> list[ListingResult]:
+    return market.similar(product_id, 10)
+
+
 def timed(
-    markets: list[Marketplace], requests: list[SearchRequest]
+    markets: list[Marketplace],
+    requests: list[Any],
+    call: Callable[[Marketplace, Any], list[ListingResult]] = search,
 ) -> tuple[list[dict], list[list[list[str]]]]:
-    """Per market: wall and CPU percentiles of whole searches, and the ids each search returned.
+    """Per market: wall and CPU percentiles of whole calls (searches by default), and the ids
+    each returned.
 
     Markets take turns query by query (the order rotating), so a burst of load from other
     jobs on a shared machine falls on all of them alike.
     """
     for market in markets:
         for request in requests[:WARMUP]:
-            market.search(request)
+            call(market, request)
     wall: list[list[float]] = [[] for _ in markets]
     cpu: list[list[float]] = [[] for _ in markets]
     ids: list[list[list[str]]] = [[] for _ in markets]
     for i, request in enumerate(requests):
         for j in np.roll(np.arange(len(markets)), i).tolist():
             w, c = time.perf_counter(), time.process_time()
-            response = markets[j].search(request)
+            results = call(markets[j], request)
             cpu[j].append((time.process_time() - c) * 1000)
             wall[j].append((time.perf_counter() - w) * 1000)
-            ids[j].append([r.product_id for r in response.results])
+            ids[j].append([r.product_id for r in results])
     stats = [{"wall_ms": summary(w), "cpu_ms": summary(c)} for w, c in zip(wall, cpu, strict=True)]
     return stats, ids
 
@@ -335,6 +354,19 @@ def run_size(n: int, factories: list[str], args: argparse.Namespace) -> list[dic
                     f" | CPU p50 {r['cpu_ms']['p50']:6.2f} p99 {r['cpu_ms']['p99']:6.2f} ms",
                     flush=True,
                 )
+        # similar listings of original listings (blend + the model's category agreement)
+        originals = markets[0]._products[S.PRODUCT_ID].astype(str)
+        originals = originals[~originals.str.contains("~", regex=False)].to_numpy()
+        sample = np.random.default_rng(args.seed).choice(originals, args.queries + WARMUP).tolist()
+        stats, ids = timed(markets, sample, similar)
+        for j, (factory, r) in enumerate(zip(factories, stats, strict=True)):
+            results[j]["similar_listings"] = r
+            agreement[j]["similar_listings"] = overlap(ids[j], ids[0])
+            print(
+                f"  {factory:16s} {'similar_listings':24s} wall p50 {r['wall_ms']['p50']:6.2f} p99 {r['wall_ms']['p99']:6.2f} ms"
+                f" | CPU p50 {r['cpu_ms']['p50']:6.2f} p99 {r['cpu_ms']['p99']:6.2f} ms",
+                flush=True,
+            )
         load_after = os.getloadavg()
         runs = []
         all_stages = stage_times(markets, plans["known_buyer"])

@@ -135,8 +135,9 @@ class SearchSettings:
 
     An index (re)built from the database over `large_catalogue` listings or more uses
     `large_index_factory` instead (`factory_for`). Whole `Marketplace.search` at 100k
-    listings, 256-d embeddings, known buyer: wall p50 / p99 15.3 / 17.9 ms with Flat,
-    12.7 / 14.5 ms with PQ128x4fs,RFlat (retrieval 6.9 -> 4.3 ms CPU)
+    listings, 256-d embeddings, known buyer: wall p50 / p99 12.2 / 17.1 ms with Flat,
+    10.2 / 17.1 ms with PQ128x4fs,RFlat (retrieval 6.2 -> 3.9 ms CPU p50; anonymous p99
+    22.9 vs 17.5 ms)
     (benchmarks/search_e2e_latency.py). "" keeps `index_factory` at every size.
     """
 
