@@ -150,11 +150,16 @@ def _keep_only(db: Path, keep: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- queries
+def original_listings(market: Marketplace) -> pd.DataFrame:
+    """The bundle's own listings, not the replicas grown from them (ids with "~")."""
+    products = market._products
+    return products[~products[S.PRODUCT_ID].astype(str).str.contains("~", regex=False)]
+
+
 def make_queries(market: Marketplace, count: int, seed: int) -> list[str]:
     """Title fragments (1-3 content words) and leaf category names, from the original listings."""
     rng = np.random.default_rng(seed)
-    products = market._products
-    originals = products[~products[S.PRODUCT_ID].astype(str).str.contains("~", regex=False)]
+    originals = original_listings(market)
     leaves = sorted(originals[S.LEAF_NAME].dropna().astype(str).unique())
     queries: list[str] = []
     titles = originals[S.TITLE].astype(str).to_numpy()
@@ -344,8 +349,12 @@ def run_size(n: int, factories: list[str], args: argparse.Namespace) -> list[dic
         load_before = os.getloadavg()
         results: list[dict] = [{} for _ in markets]
         agreement: list[dict] = [{} for _ in markets]
-        for name, requests in plans.items():
-            stats, ids = timed(markets, requests)
+        # similar listings of original listings (blend + the model's category agreement)
+        originals = original_listings(markets[0])[S.PRODUCT_ID].astype(str).to_numpy()
+        sample = np.random.default_rng(args.seed).choice(originals, args.queries + WARMUP).tolist()
+        timings = [(name, requests, search) for name, requests in plans.items()]
+        for name, requests, call in [*timings, ("similar_listings", sample, similar)]:
+            stats, ids = timed(markets, requests, call)
             for j, (factory, r) in enumerate(zip(factories, stats, strict=True)):
                 results[j][name] = r
                 agreement[j][name] = overlap(ids[j], ids[0])
@@ -354,19 +363,6 @@ def run_size(n: int, factories: list[str], args: argparse.Namespace) -> list[dic
                     f" | CPU p50 {r['cpu_ms']['p50']:6.2f} p99 {r['cpu_ms']['p99']:6.2f} ms",
                     flush=True,
                 )
-        # similar listings of original listings (blend + the model's category agreement)
-        originals = markets[0]._products[S.PRODUCT_ID].astype(str)
-        originals = originals[~originals.str.contains("~", regex=False)].to_numpy()
-        sample = np.random.default_rng(args.seed).choice(originals, args.queries + WARMUP).tolist()
-        stats, ids = timed(markets, sample, similar)
-        for j, (factory, r) in enumerate(zip(factories, stats, strict=True)):
-            results[j]["similar_listings"] = r
-            agreement[j]["similar_listings"] = overlap(ids[j], ids[0])
-            print(
-                f"  {factory:16s} {'similar_listings':24s} wall p50 {r['wall_ms']['p50']:6.2f} p99 {r['wall_ms']['p99']:6.2f} ms"
-                f" | CPU p50 {r['cpu_ms']['p50']:6.2f} p99 {r['cpu_ms']['p99']:6.2f} ms",
-                flush=True,
-            )
         load_after = os.getloadavg()
         runs = []
         all_stages = stage_times(markets, plans["known_buyer"])

@@ -108,10 +108,10 @@ class Bundle:
         self._load_part = load_part
         self._parts: dict[str, keras.Model] = {}
         self._part_fns: dict[str, Any] = {}
-        self._parts_lock = threading.RLock()
+        self._parts_lock = threading.Lock()
         if not lazy:
             for key in PARTS:
-                self._part_fn(key)
+                self._part(key)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -140,20 +140,22 @@ class Bundle:
             directory, manifest, fusion, TabularScaler.load(model_dir / FILES["tabular"]), load_model, lazy
         )
 
-    def _part_fn(self, key: str) -> Any:
-        """The compiled call of a part (PARTS), loading the part on first use."""
+    def _part(self, key: str) -> keras.Model:
+        """A part (PARTS), loaded with its compiled call on first use."""
         with self._parts_lock:
-            if key not in self._part_fns:
+            if key not in self._parts:
                 model = self._parts[key] = self._load_part(key)
                 if key == "text_model":
-                    self._part_fns[key] = tf.function(
-                        lambda t, d: model([t, d], training=False), reduce_retracing=True
-                    )
+                    call = tf.function(lambda t, d: model([t, d], training=False), reduce_retracing=True)
                 else:
-                    self._part_fns[key] = tf.function(
-                        lambda x: model(x, training=False), reduce_retracing=True
-                    )
-            return self._part_fns[key]
+                    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+                self._part_fns[key] = call
+            return self._parts[key]
+
+    def _part_fn(self, key: str) -> Any:
+        """The compiled call of a part."""
+        self._part(key)
+        return self._part_fns[key]
 
     @property
     def loaded_parts(self) -> tuple[str, ...]:
@@ -163,18 +165,15 @@ class Bundle:
 
     @property
     def text_model(self) -> keras.Model:
-        self._part_fn("text_model")
-        return self._parts["text_model"]
+        return self._part("text_model")
 
     @property
     def backbone(self) -> keras.Model:
-        self._part_fn("backbone")
-        return self._parts["backbone"]
+        return self._part("backbone")
 
     @property
     def image_head(self) -> keras.Model:
-        self._part_fn("image_head")
-        return self._parts["image_head"]
+        return self._part("image_head")
 
     # ------------------------------------------------------------------ facts
     @property

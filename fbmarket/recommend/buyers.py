@@ -49,6 +49,8 @@ SESSION_ID = "session_id"
 BUYER_COLUMNS = (USER_ID, AGE, GENDER, S.LOCATION, REGION, S.LATITUDE, S.LONGITUDE, BUDGET, MAX_TRAVEL)
 UNKNOWN = "unknown"
 PROFILE_FORMAT = 1
+# `BuyerProfiles.budget` sources that say nothing about the buyer themselves
+GENERIC_BUDGET_SOURCES = ("everyone", "default")
 
 _GENDER_WORDS = {
     "f": "female", "female": "female", "woman": "female", "w": "female",

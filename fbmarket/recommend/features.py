@@ -24,17 +24,12 @@ import pandas as pd
 
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
-from fbmarket.recommend.buyers import Buyer, BuyerProfiles
+from fbmarket.recommend.buyers import GENERIC_BUDGET_SOURCES, Buyer, BuyerProfiles
 
 FEATURES = ("semantic", "lexical", "distance", "price_fit", "affinity", "freshness", "popularity")
 SEMANTIC_SCORE = "semantic_score"
 LEXICAL_SCORE = "lexical_score"
 DISTANCE_KM = "distance_km"  # extra, not a factor: shown to the buyer
-# budget sources that say nothing about the buyer (BuyerProfiles.budget): price_fit stays 0.
-# Pricing an anonymous search by everyone's median budget pushed dear listings down for
-# someone who may well want one (dev data, anonymous title searches: the listing itself in
-# the top 10 0.948 -> 0.990 once neutral).
-UNKNOWN_BUDGET = ("everyone", "default")
 
 
 class Catalogue:
@@ -147,7 +142,11 @@ def ranking_features(
     distance = distance_feature(np.asarray(km, dtype=float), profiles.max_travel(buyer))
 
     budget, source = profiles.budget(buyer)
-    if source in UNKNOWN_BUDGET:  # nothing known of this buyer: their budget is unknown, not average
+    if source in GENERIC_BUDGET_SOURCES:
+        # Nothing known of this buyer: their budget is unknown, not average. Pricing an
+        # anonymous search by everyone's median budget pushed dear listings down for someone
+        # who may well want one (dev data, anonymous title searches: the listing itself in
+        # the top 10 0.948 -> 0.990 once neutral).
         price_fit = np.zeros(n)
     else:
         price_fit = price_feature(_take(catalogue.price, rows), budget)

@@ -521,8 +521,9 @@ class HybridSearcher:
             vector = self.vectors.reconstruct(product_id)
             weight = self.settings.similar_semantic_weight
             use_title = weight < 1.0 and has_title
-            categories = self.categories if self._category_weights() != (0.0, 0.0) else None
-            if not use_title and categories is None:
+            root_weight, leaf_weight = self._category_weights()
+            use_heads = bool(root_weight or leaf_weight)
+            if not use_title and not use_heads:
                 return _similar_frame(
                     *_unzip(self.vectors.search(vector, n, vec_allowed)), exclude=product_id, k=k
                 )
@@ -534,14 +535,14 @@ class HybridSearcher:
             )
             scored = scored[scored[S.PRODUCT_ID] != product_id]
             ids = scored[S.PRODUCT_ID].tolist()
-            same_root = same_leaf = np.zeros(len(ids))
-            if categories is not None and ids:
-                root_weight, leaf_weight = self._category_weights()
-                same_root, same_leaf = categories.agreement(vector, self.vectors.vectors_of(ids))
+            same_root = same_leaf = None
+            if use_heads and ids:
+                same_root, same_leaf = self.categories.agreement(vector, self.vectors.vectors_of(ids))
                 same_root, same_leaf = root_weight * same_root, leaf_weight * same_leaf
             return _similar_frame(ids, scored[FUSED_SCORE].to_numpy(float), same_root, same_leaf, k=k)
 
     def _category_weights(self) -> tuple[float, float]:
+        """(root, leaf) weights of category agreement in similar(); 0 where there is no head."""
         if self.categories is None:
             return 0.0, 0.0
         leaf = self.settings.similar_leaf_weight if self.categories.leaf is not None else 0.0
