@@ -26,13 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_settings(data_dir: Path, out_dir: Path) -> Settings:
     settings = Settings()
+    settings.auto_plan = False  # exactly these settings, whatever the data's size
     settings.data_dir, settings.out_dir = data_dir, out_dir
     settings.data.image_size = 48
     t = settings.text
     t.w2v_dim, t.w2v_epochs, t.max_tokens, t.max_title_tokens = 16, 3, 24, 8
     t.conv_filters, t.text_dim, t.wide_max_tokens, t.frozen_epochs, t.finetune_epochs = 16, 32, 2000, 3, 1
     v = settings.vision
-    v.train_size, v.epochs, v.head_epochs = 32, 0, 5  # untrained backbone: tests need speed, not skill
+    v.backbone, v.train_size, v.epochs, v.head_epochs = "resnet50v2", 32, 0, 5  # untrained: speed, not skill
     f = settings.fusion
     f.embedding_dim, f.hidden_dim, f.epochs, f.batch_size = 16, 32, 2, 32
     f.log_dir = str(out_dir / "logs")
