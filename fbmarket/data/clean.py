@@ -124,6 +124,15 @@ class CleaningReport:
     images: dict = field(default_factory=dict)
     geocoding: dict = field(default_factory=dict)
 
+    unread: int = 0  # data rows of the file the reader could not take (malformed), also in rows_in
+
+    def count_unread(self, rows: int, reason: str = "malformed_row") -> None:
+        """Rows the CSV reader counted as malformed: part of rows_in, and dropped with a reason,
+        so rows_in is always the file's number of data rows and rows_in = rows_out + dropped."""
+        if rows:
+            self.unread += rows
+            self.dropped[reason] += rows
+
     def drop(self, reason: str, ids: pd.Series) -> None:
         if len(ids):
             self.dropped[reason] += len(ids)
@@ -162,7 +171,7 @@ def clean_products(
     """
     S.require_columns(raw, S.RAW_PRODUCT_COLUMNS, "Products.csv")
     report = report or CleaningReport()
-    report.rows_in = len(raw)
+    report.rows_in = len(raw) + report.unread
     titles = raw["product_name"].map(split_title if scraped_titles else clean_text)
     descriptions = raw["product_description"].map(clean_text)
     readings = raw["price"].map(read_price)
@@ -247,7 +256,8 @@ def attach_created(products: pd.DataFrame, raw_images: pd.DataFrame) -> pd.DataF
         return products
     dates = pd.to_datetime(raw_images["create_time"], format="%d/%m/%Y", errors="coerce")
     first = dates.groupby(raw_images["product_id"]).min()
-    created = products[S.PRODUCT_ID].map(first)
+    # reindex, not map: pandas cannot map through an empty datetime table (an Images.csv with no rows)
+    created = pd.Series(first.reindex(products[S.PRODUCT_ID]).to_numpy(), index=products.index)
     products[S.CREATED] = created.dt.strftime("%Y-%m-%d").astype(object).where(created.notna(), None)
     return products
 
