@@ -51,3 +51,9 @@ def test_typed_text_is_cleaned_like_scraped_text() -> None:
 def test_a_typed_description_is_cut_at_the_configured_limit() -> None:
     row = clean_listing(description="word " * 10_000)
     assert len(row[S.DESCRIPTION]) <= Settings().data.max_description_chars
+
+
+def test_a_typed_location_with_a_postcode_is_placed_at_the_town() -> None:
+    row = clean_listing(location="Leeds LS6 2AB, West Yorkshire")
+    assert row[S.GEO_MATCH] == "town" and row[S.TOWN] == "Leeds"
+    assert row[S.LOCATION] == "Leeds LS6 2AB, West Yorkshire"  # as the seller wrote it
