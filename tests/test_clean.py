@@ -71,6 +71,10 @@ def test_price_examples(raw, expected) -> None:
         ("£free", 0.0, ("free",)),
         ("Swap", 0.0, ("swap",)),
         ("swaps considered", 0.0, ("swap",)),
+        ("Swap for PS4", 0.0, ("swap",)),  # digits that are not money
+        ("free 2 chairs", 0.0, ("free",)),
+        ("£20 or swap", 20.0, ()),
+        ("free delivery £20", 20.0, ()),
         # multipliers and pence
         ("£1.2k", 1200.0, ("k_suffix",)),
         ("£3K", 3000.0, ("k_suffix",)),
@@ -97,6 +101,10 @@ def test_price_examples(raw, expected) -> None:
         ("£10 to 20", 10.0, ("range",)),
         ("£10 – £20", 10.0, ("range",)),
         ("10-20", 10.0, ("range",)),
+        ("between £10 and £20", 10.0, ("range",)),
+        ("£5-£10 each", 5.0, ("each", "range")),
+        ("£1,2k", 1200.0, ("decimal_comma", "k_suffix")),
+        ("£1.2 k ono", 1200.0, ("negotiable", "k_suffix")),
         # pounds however written
         ("GBP 40", 40.0, ()),
         ("40 pounds", 40.0, ()),
@@ -122,6 +130,7 @@ def test_price_wording_is_understood_and_flagged(raw: str, amount: float, flags:
         ("20 euros", "foreign_currency", "euros"),
         ("100 kr", "foreign_currency", "kr"),
         ("-£5.00", "negative_price", "GBP"),
+        ("£-5.00", "negative_price", "GBP"),
         ("POA", "price_on_request", "GBP"),
         ("Offers", "price_on_request", "GBP"),
         ("£ono", "price_on_request", "GBP"),
@@ -199,6 +208,9 @@ def test_clean_text_strips_emoji_controls_and_folds_space() -> None:
         ("\u200esofa\u200f", "sofa"),  # bidi marks
         ("\u202asofa\u202c \u2060bed", "sofa bed"),  # embedding, word joiner
         ("tab\tand\x00nul", "tab and nul"),  # other controls still separate words
+        ("so\ufe0ffa caf\u034fe", "sofa cafe"),  # variation selector, combining grapheme joiner
+        ("Sofa<script>alert(1)</script> <STYLE>p {}</STYLE>bed", "Sofa bed"),  # code is not text
+        ("&amp;nbsp;x&nbsp;y", "x y"),
     ],
 )
 def test_clean_text_entities_tags_and_format_characters(raw: str, expected: str) -> None:
@@ -218,11 +230,20 @@ def test_clean_text_entities_tags_and_format_characters(raw: str, expected: str)
         ("Sofa | grey velvet | 3 seater", "Sofa | grey velvet | 3 seater"),  # not scraped: whole
         ("No bars at all", "No bars at all"),
         ("Tom &amp; Jerry DVD | in Leeds, West Yorkshire | Gumtree", "Tom & Jerry DVD"),
+        ("Sofa | in great condition | in Leeds, West Yorkshire | Gumtree", "Sofa | in great condition"),
     ],
 )  # fmt: skip
 def test_split_title_removes_only_the_scraped_suffix(name: str, title: str) -> None:
     assert split_title(name) == title
     assert split_title(float("nan")) == ""
+
+
+def test_the_location_in_a_title_is_the_scrapers_last_segment() -> None:
+    raw = raw_rows([{"id": "a", "location": np.nan,
+                     "product_name": "Sofa | in great condition | in Leeds, West Yorkshire | Gumtree"}])  # fmt: skip
+    clean, report = clean_products(raw, 0, 20_000)
+    assert clean.loc[0, S.LOCATION] == "Leeds, West Yorkshire"
+    assert clean.loc[0, S.TITLE] == "Sofa | in great condition" and report.notes["location_from_title"] == 1
 
 
 def test_zero_width_space_no_longer_splits_a_searchable_word() -> None:

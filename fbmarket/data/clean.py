@@ -23,14 +23,17 @@ from fbmarket.data.prices import PRICE_REASONS, read_price
 from fbmarket.data.prices import parse_price as parse_price  # re-exported: the historical home
 
 _SPACES = re.compile(r"\s+")
-_TITLE_LOCATION = re.compile(r"\|\s*in\s+(?P<location>[^|]+?)\s*\|", re.IGNORECASE)
-# The scraper's suffix: "<title> | in Town, County | Gumtree" (the site name may be absent).
-_SCRAPED_SUFFIX = re.compile(r"\s*\|\s*in\s+[^|]*\|[^|]*$", re.IGNORECASE)
+# The scraper's suffix: "<title> | in Town, County | Gumtree" (the site name may be absent);
+# the last "| in ... |" is the location ("Sofa | in great condition | in Leeds | Gumtree").
+_SCRAPED_SUFFIX = re.compile(r"\s*\|\s*in\s+(?P<location>[^|]*?)\s*\|[^|]*$", re.IGNORECASE)
 _SITE_SUFFIX = re.compile(r"\s*\|\s*gumtree(?:\.com)?\s*$", re.IGNORECASE)
 # Character references need their ';': HTML5 also reads "&not" in "&nothing" or "&para" in
 # "&paragraph", and free text is full of bare ampersands ("B&Q", "M&S", "Black&Decker").
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _TAG = re.compile(r"</?(?P<name>[A-Za-z][A-Za-z0-9]*)(?:\s[^<>]*)?/?>")
+_SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)  # code, not text
+# Invisible marks outside Cf that also split words: variation selectors, combining grapheme joiner.
+_INVISIBLE = re.compile("[\u034f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 # Tags inside a word ("<b>So</b>fa") vanish; the others (br, p, li, div, ...) separate words.
 _INLINE_TAGS = frozenset(
     {"a", "b", "i", "u", "s", "em", "strong", "span", "font", "small", "big", "sub", "sup"}
@@ -48,6 +51,7 @@ def _unescape(text: str) -> str:
 
 
 def _strip_tags(text: str) -> str:
+    text = _SCRIPT.sub(" ", text)
     return _TAG.sub(lambda m: "" if m.group("name").lower() in _INLINE_TAGS else " ", text)
 
 
@@ -68,7 +72,7 @@ def clean_text(value: object) -> str:
     text = _strip_tags(_unescape(str(value)))
     text = emoji.replace_emoji(unicodedata.normalize("NFKC", text), replace=" ")
     # Symbols ("So") cover pictographs the emoji table lacks; "C*" are control/format/private-use.
-    text = "".join(map(_character, text))
+    text = "".join(map(_character, _INVISIBLE.sub("", text)))
     return _SPACES.sub(" ", text).strip()
 
 
@@ -98,8 +102,8 @@ def truncate(text: str, limit: int | None) -> str:
 def location_from_title(product_name: object) -> str | None:
     if not isinstance(product_name, str):
         return None
-    match = _TITLE_LOCATION.search(product_name)
-    return clean_text(match.group("location")) if match else None
+    match = _SCRAPED_SUFFIX.search(product_name)
+    return (clean_text(match.group("location")) or None) if match else None
 
 
 def normalise_category(path: object) -> str | None:
@@ -255,7 +259,7 @@ def attach_created(products: pd.DataFrame, raw_images: pd.DataFrame) -> pd.DataF
         products[S.CREATED] = None
         return products
     dates = pd.to_datetime(raw_images["create_time"], format="%d/%m/%Y", errors="coerce")
-    first = dates.groupby(raw_images["product_id"]).min()
+    first = dates.groupby(raw_images["product_id"].astype("str").str.strip()).min()  # ids as cleaned
     # reindex, not map: pandas cannot map through an empty datetime table (an Images.csv with no rows)
     created = pd.Series(first.reindex(products[S.PRODUCT_ID]).to_numpy(), index=products.index)
     products[S.CREATED] = created.dt.strftime("%Y-%m-%d").astype(object).where(created.notna(), None)

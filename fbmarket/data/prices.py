@@ -12,7 +12,7 @@ formats); the wording around it is handled explicitly:
 - "each", "ea", "per item" are dropped, flagged `each` (the amount is the unit price);
 - a "k" suffix multiplies by 1,000 (`k_suffix`), an "m" by a million (`m_suffix`);
   "50p" is £0.50 (`pence`);
-- a range "£10-£20" / "£10 to 20" is read as its low end, flagged `range`;
+- a range "£10-£20" / "£10 to 20" / "between £10 and £20" is read as its low end, flagged `range`;
 - a decimal comma ("£12,50" = 12.50) is flagged `decimal_comma`.
 
 Refused with a reason (never silently relabelled or guessed): `missing_price`,
@@ -74,7 +74,10 @@ _K_SUFFIX = re.compile(r"\s?k\b", re.IGNORECASE)
 _M_SUFFIX = re.compile(r"\s?(?:m|mil|million)\b", re.IGNORECASE)
 _P_SUFFIX = re.compile(r"\s?p\b", re.IGNORECASE)
 _RANGE_JOIN = re.compile(r"^\s*(?:[-\u2010-\u2015]|to)\s*$", re.IGNORECASE)
-_NEGATIVE = re.compile(r"^\s*[-\u2212\u2012\u2013]\s*(?:£|gbp)?\s*[0-9]", re.IGNORECASE)
+_BETWEEN = re.compile(r"\bbetween\b", re.IGNORECASE)  # "between £10 and £20"
+_AND = re.compile(r"\s*(?:and|&)\s*", re.IGNORECASE)
+# What comes before the number of a negative price: "-£5", "£-5", "- 5".
+_NEGATIVE = re.compile(r"\s*(?:£|gbp)?\s*[-\u2212\u2012\u2013]\s*(?:£|gbp)?\s*", re.IGNORECASE)
 _DECIMAL_COMMA = re.compile(r",[0-9]{1,2}$")
 _LONG_FRACTION = re.compile(r"[0-9][.,'][0-9]{4,}$")  # "1,2345": neither decimals nor a thousands group
 
@@ -136,7 +139,9 @@ def read_price(value: object) -> PriceReading:
     text = unicodedata.normalize("NFKC", str(value)).replace("Â£", "£").strip()
     flags: list[str] = []
     numbers = list(_NUMBER.finditer(text))
-    if not numbers:
+    # "Swap for PS4", "Free, 2 chairs": free/swap wording whose digits are not money.
+    wording_only = not _GBP_MARKER.search(text) and (not numbers or numbers[0].start() > 0)
+    if not numbers or (wording_only and (_FREE.search(text) or _SWAP.search(text))):
         if _FREE.search(text):
             return PriceReading(0.0, flags=("free",))
         if _SWAP.search(text):
@@ -147,7 +152,7 @@ def read_price(value: object) -> PriceReading:
     foreign = _foreign_currency(text, numbers[0])
     if foreign is not None:
         return PriceReading(None, "foreign_currency", currency=foreign)
-    if _NEGATIVE.match(text):
+    if _NEGATIVE.fullmatch(text[: numbers[0].start()]):
         return PriceReading(None, "negative_price")
 
     stripped, n_negotiable = _NEGOTIABLE.subn(" ", text)
@@ -158,9 +163,9 @@ def read_price(value: object) -> PriceReading:
         flags.append("each")
     numbers = list(_NUMBER.finditer(stripped))
     high: float | None = None
-    if len(numbers) == 2 and _RANGE_JOIN.match(
-        _GBP_MARKER.sub("", stripped[numbers[0].end() : numbers[1].start()])
-    ):
+    joiner = _GBP_MARKER.sub("", stripped[numbers[0].end() : numbers[1].start()]) if len(numbers) == 2 else ""
+    between = _BETWEEN.search(stripped[: numbers[0].start()]) and _AND.fullmatch(joiner)
+    if len(numbers) == 2 and (_RANGE_JOIN.match(joiner) or between):
         flags.append("range")  # read as its low end: "items from £10"
         high, _ = _amount(numbers[1].group(0))
     elif len(numbers) != 1:
