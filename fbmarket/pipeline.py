@@ -81,7 +81,7 @@ def clean_raw(
     products = attach_created(products, raw.images)
     products = attach_geo(products, report)
 
-    known = raw.images[raw.images["product_id"].isin(products[S.PRODUCT_ID])]
+    known = raw.images[raw.images["product_id"].astype("str").str.strip().isin(products[S.PRODUCT_ID])]
     orphans = len(raw.images) - len(known)
     if raw.image_dir is None:
         photos = pd.DataFrame(columns=list(S.CLEAN_IMAGE_COLUMNS))

@@ -474,6 +474,7 @@ def test_photo_files_are_found_whatever_the_extension_case(tmp_path: Path) -> No
         "def.JPG": "def.JPG",
         "ghi.jpg": "ghi.png",  # the id's extension is not the file's
         "jkl.jpeg": "jkl.JPG",
+        "scan": "scan.JFIF",
     }
     for file_name in names.values():
         image = Image.open(io.BytesIO(photo))
@@ -485,6 +486,11 @@ def test_photo_files_are_found_whatever_the_extension_case(tmp_path: Path) -> No
     clean, skipped = run(frame, images, tmp_path / "cache")
     assert sorted(clean["image_id"]) == sorted(names)
     assert skipped["reason"].tolist() == ["missing_file"]
+    # a hand-edited Images.csv with spaces around the ids
+    spaced = pd.DataFrame({"id": [" abc.jpg ", "IMG_1234 "], "product_id": [" p1", "p2 "]})
+    clean, skipped = run(spaced, images, tmp_path / "cache2")
+    assert clean["image_id"].tolist() == ["abc.jpg", "IMG_1234"] and skipped.empty
+    assert clean["product_id"].tolist() == ["p1", "p2"]
 
 
 def test_a_real_miss_says_which_names_were_tried(tmp_path: Path) -> None:

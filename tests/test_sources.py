@@ -205,3 +205,24 @@ def test_crlf_and_bom_files_read_like_any_other(tmp_path: Path) -> None:
         "location",
     ]
     assert list(tables.products["location"]) == ["Leeds, West Yorkshire"] * 2
+
+
+def test_a_utf16_export_with_its_bom_is_read(tmp_path: Path) -> None:
+    body = HEADER + product_line(0, "Caf\u00e9 chair") + product_line(1)
+    tables = read_folder(write_dataset(tmp_path, body.encode("utf-16")))
+    assert list(tables.products["price"]) == ["£5.00", "£5.00"]
+    assert tables.products.loc[0, "product_description"] == "Caf\u00e9 chair"
+    assert tables.issues.non_utf8_files == []
+
+
+def test_photo_rows_match_their_listing_despite_stray_spaces(tmp_path: Path) -> None:
+    from PIL import Image
+
+    images = b",id,product_id,image_ref,create_time\n0, IMG_1 , p0 ,r,24/02/2022\n"
+    folder = write_dataset(tmp_path / "data", (HEADER + product_line(0)).encode(), images)
+    (folder / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "images" / "IMG_1.JPG", format="JPEG")
+    tables = read_folder(folder)
+    products, photos, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
+    assert report.images["orphan_rows"] == 0 and report.images["cleaned"] == 1
+    assert photos["product_id"].tolist() == ["p0"] and products.loc[0, "created"] == "2022-02-24"

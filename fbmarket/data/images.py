@@ -50,7 +50,7 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM")  # JPEG c
 _LOAD_WITHOUT_CHECKS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "PPM"})
 # Where a photo may live when `images/<id>.jpg` is absent (datasets brought by users); the
 # extension may be in any letter case, and an id may carry its own ("abc.jpg").
-SOURCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+SOURCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".jpe")
 JPEG_QUALITY = 90
 MANIFEST_NAME = "manifest.json"
 _MANIFEST_FORMAT = 1
@@ -526,8 +526,11 @@ def _plan(images: pd.DataFrame) -> tuple[list[_Job], list[dict[str, str]]]:
     skipped: list[dict[str, str]] = []
     seen: set[str] = set()
     for raw_id, raw_product in zip(images["id"].tolist(), images["product_id"].tolist(), strict=True):
-        image_id = "" if raw_id is None or (isinstance(raw_id, float) and np.isnan(raw_id)) else str(raw_id)
-        product_id = "" if pd.isna(raw_product) else str(raw_product)
+        # Stripped: " abc.jpg" in a hand-edited Images.csv is the file abc.jpg, not an unsafe id.
+        image_id = (
+            "" if raw_id is None or (isinstance(raw_id, float) and np.isnan(raw_id)) else str(raw_id).strip()
+        )
+        product_id = "" if pd.isna(raw_product) else str(raw_product).strip()
         if not is_safe_image_id(image_id):
             reason, message = "unsafe_id", f"image id {image_id!r} is not a safe file name"
         elif not product_id:

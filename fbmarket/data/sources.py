@@ -7,6 +7,7 @@ what could not be read. Interpretation (prices, categories, locations) belongs t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -105,7 +106,10 @@ def _decode(raw: bytes, name: str, issues: ReadIssues) -> str:
     """
     text: str
     try:
-        text = raw.decode("utf-8-sig")
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
+            text = raw.decode("utf-16")
+        else:
+            text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         issues.non_utf8_files.append(name)
         text = raw.decode("utf-8-sig", errors="surrogateescape")
