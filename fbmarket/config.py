@@ -30,6 +30,10 @@ class DataSettings:
     min_price: float = 0.0  # £0.00 is a real "free to collector" listing; negatives are not
     max_price: float = 20_000.0  # above: typos and placeholder prices (e.g. £1,233,333)
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    # Cleaned titles / descriptions are cut at these lengths (cut rows are counted in the
+    # cleaning report). The dev data's longest are 150 and 9,767 characters.
+    max_title_chars: int = 300
+    max_description_chars: int = 20_000
 
 
 @dataclass

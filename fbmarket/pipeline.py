@@ -20,7 +20,7 @@ from fbmarket.data.categories import CategoryEncoder
 from fbmarket.data.clean import CleaningReport, attach_created, attach_geo, clean_products
 from fbmarket.data.features import add_features
 from fbmarket.data.images import clean_images
-from fbmarket.data.sources import RawTables, read_source
+from fbmarket.data.sources import PRODUCTS_FILE, RawTables, read_source
 from fbmarket.data.split import assign_split
 from fbmarket.data.store import Store
 
@@ -68,13 +68,20 @@ def clean_raw(
 ) -> tuple[pd.DataFrame, pd.DataFrame, CleaningReport]:
     """Raw tables -> clean products (geocoded, featured) and clean photos, with the report."""
     report = CleaningReport(read_issues=raw.issues.to_json())
+    report.count_unread(raw.issues.malformed_rows.get(PRODUCTS_FILE, 0))
     products, report = clean_products(
-        raw.products, settings.data.min_price, settings.data.max_price, strict=strict, report=report
+        raw.products,
+        settings.data.min_price,
+        settings.data.max_price,
+        strict=strict,
+        report=report,
+        max_title_chars=settings.data.max_title_chars,
+        max_description_chars=settings.data.max_description_chars,
     )
     products = attach_created(products, raw.images)
     products = attach_geo(products, report)
 
-    known = raw.images[raw.images["product_id"].isin(products[S.PRODUCT_ID])]
+    known = raw.images[raw.images["product_id"].astype("str").str.strip().isin(products[S.PRODUCT_ID])]
     orphans = len(raw.images) - len(known)
     if raw.image_dir is None:
         photos = pd.DataFrame(columns=list(S.CLEAN_IMAGE_COLUMNS))

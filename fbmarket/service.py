@@ -389,8 +389,16 @@ class Marketplace:
             }
         ).astype("str")
         report = CleaningReport()
+        # The title is the seller's own: none of the scraped "Title | in Town | Gumtree" rule.
         product, report = clean_products(
-            raw, self.settings.data.min_price, self.settings.data.max_price, strict=False, report=report
+            raw,
+            self.settings.data.min_price,
+            self.settings.data.max_price,
+            strict=False,
+            report=report,
+            scraped_titles=False,
+            max_title_chars=self.settings.data.max_title_chars,
+            max_description_chars=self.settings.data.max_description_chars,
         )
         if product.empty:
             reasons = ", ".join(report.dropped) or "invalid fields"

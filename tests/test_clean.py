@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from fbmarket.data import schema as S
 from fbmarket.data.categories import CategoryEncoder
-from fbmarket.data.clean import attach_created, clean_products, clean_text, parse_price, split_title
+from fbmarket.data.clean import (
+    attach_created,
+    clean_products,
+    clean_text,
+    parse_price,
+    read_price,
+    split_title,
+)
+from fbmarket.search.lexical import tokenize
 
 
 @given(st.decimals(min_value=0, max_value=10_000_000, places=2, allow_nan=False, allow_infinity=False))
@@ -34,9 +42,7 @@ def test_price_parser_never_raises_and_is_non_negative(text: str) -> None:
         (" £ 20 ", 20.0),
         ("450", 450.0),
         ("£0.00", 0.0),
-        ("free", None),
         ("£ono", None),
-        ("1.250,00", None),
         ("-£5.00", None),
         ("", None),
         (None, None),
@@ -45,6 +51,130 @@ def test_price_parser_never_raises_and_is_non_negative(text: str) -> None:
 )
 def test_price_examples(raw, expected) -> None:
     assert parse_price(raw) == expected
+
+
+# Issue 14, kind 1: the example values and their variants.
+@pytest.mark.parametrize(
+    ("raw", "amount", "flags"),
+    [
+        # a comma is a decimal comma only where it is one
+        ("£12,50", 12.5, ("decimal_comma",)),
+        ("£1,250", 1250.0, ()),
+        ("£12,5", 12.5, ("decimal_comma",)),
+        ("1.250,00", 1250.0, ("decimal_comma",)),
+        ("£1.250,00", 1250.0, ("decimal_comma",)),
+        ("£1 234,56", 1234.56, ("decimal_comma",)),
+        ("£5,000.50", 5000.5, ()),
+        # free and swap wording is £0, flagged
+        ("Free", 0.0, ("free",)),
+        ("FREE to collector", 0.0, ("free",)),
+        ("£free", 0.0, ("free",)),
+        ("Swap", 0.0, ("swap",)),
+        ("swaps considered", 0.0, ("swap",)),
+        ("Swap for PS4", 0.0, ("swap",)),  # digits that are not money
+        ("free 2 chairs", 0.0, ("free",)),
+        ("£20 or swap", 20.0, ()),
+        ("free delivery £20", 20.0, ()),
+        # multipliers and pence
+        ("£1.2k", 1200.0, ("k_suffix",)),
+        ("£3K", 3000.0, ("k_suffix",)),
+        ("2.5k", 2500.0, ("k_suffix",)),
+        ("£1.5m", 1_500_000.0, ("m_suffix",)),
+        ("50p", 0.5, ("pence",)),
+        # negotiation and unit wording
+        ("£20 ono", 20.0, ("negotiable",)),
+        ("£20 o.n.o", 20.0, ("negotiable",)),
+        ("£20 O.N.O.", 20.0, ("negotiable",)),
+        ("£20 ovno", 20.0, ("negotiable",)),
+        ("£20 o.v.n.o.", 20.0, ("negotiable",)),
+        ("£20 or nearest offer", 20.0, ("negotiable",)),
+        ("£20 or near offer", 20.0, ("negotiable",)),
+        ("£100 OIRO", 100.0, ("negotiable",)),
+        ("offers over £100", 100.0, ("negotiable",)),
+        ("£20 neg", 20.0, ("negotiable",)),
+        ("£5 each", 5.0, ("each",)),
+        ("£5 ea", 5.0, ("each",)),
+        ("£5/each", 5.0, ("each",)),
+        ("£5 per item", 5.0, ("each",)),
+        # ranges: the low end
+        ("£10-£20", 10.0, ("range",)),
+        ("£10 to 20", 10.0, ("range",)),
+        ("£10 – £20", 10.0, ("range",)),
+        ("10-20", 10.0, ("range",)),
+        ("between £10 and £20", 10.0, ("range",)),
+        ("£5-£10 each", 5.0, ("each", "range")),
+        ("£1,2k", 1200.0, ("decimal_comma", "k_suffix")),
+        ("£1.2 k ono", 1200.0, ("negotiable", "k_suffix")),
+        # pounds however written
+        ("GBP 40", 40.0, ()),
+        ("40 pounds", 40.0, ()),
+        ("Â£5.00", 5.0, ()),  # the mojibake of a cp1252 re-decode
+        ("£.50", 0.5, ()),
+        ("20 collection only Leeds", 20.0, ()),  # "Le" is a currency, Leeds is not
+    ],
+)
+def test_price_wording_is_understood_and_flagged(raw: str, amount: float, flags: tuple[str, ...]) -> None:
+    reading = read_price(raw)
+    assert reading.amount == pytest.approx(amount) and reading.reason is None
+    assert reading.flags == flags and reading.currency == "GBP"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "currency"),
+    [
+        ("$40", "foreign_currency", "$"),
+        ("US$40", "foreign_currency", "US$"),
+        ("1.250,00 €", "foreign_currency", "€"),
+        ("€12,50", "foreign_currency", "€"),
+        ("EUR 20", "foreign_currency", "EUR"),
+        ("20 euros", "foreign_currency", "euros"),
+        ("100 kr", "foreign_currency", "kr"),
+        ("-£5.00", "negative_price", "GBP"),
+        ("£-5.00", "negative_price", "GBP"),
+        ("POA", "price_on_request", "GBP"),
+        ("Offers", "price_on_request", "GBP"),
+        ("£ono", "price_on_request", "GBP"),
+        ("2 for £10", "ambiguous_price", "GBP"),
+        ("was £50 now £30", "ambiguous_price", "GBP"),
+        ("£20-10", "ambiguous_price", "GBP"),
+        ("£1,2345", "ambiguous_price", "GBP"),
+        ("call me", "price_on_request", "GBP"),
+        ("tbc", "unparseable_price", "GBP"),
+        ("  ", "missing_price", "GBP"),
+    ],
+)
+def test_prices_refused_with_a_precise_reason(raw: str, reason: str, currency: str) -> None:
+    reading = read_price(raw)
+    assert reading.amount is None and parse_price(raw) is None
+    assert reading.reason == reason and reading.currency == currency
+
+
+def test_price_reasons_and_flags_reach_the_report() -> None:
+    raw = raw_rows(
+        [
+            {"id": "comma", "price": "£12,50"},
+            {"id": "free", "price": "Free", "product_description": "a"},
+            {"id": "k", "price": "£1.2k", "product_description": "b"},
+            {"id": "range", "price": "£10-£20", "product_description": "c"},
+            {"id": "ono", "price": "£20 ono", "product_description": "d"},
+            {"id": "zero", "price": "£0.00", "product_description": "e"},
+            {"id": "dollar", "price": "$40"},
+            {"id": "euro", "price": "1.250,00 €"},
+            {"id": "poa", "price": "POA"},
+        ]
+    )
+    clean, report = clean_products(raw, min_price=0, max_price=20_000)
+    prices = clean.set_index(S.PRODUCT_ID)[S.PRICE].to_dict()
+    assert prices == {"comma": 12.5, "free": 0.0, "k": 1200.0, "range": 10.0, "ono": 20.0, "zero": 0.0}
+    assert dict(report.dropped) == {"foreign_currency": 2, "price_on_request": 1}
+    assert report.examples["foreign_currency"] == ["dollar", "euro"]
+    for note in ("price_decimal_comma", "price_free", "price_k_suffix", "price_range", "price_negotiable"):
+        assert report.notes[note] == 1, note
+    # live listings keep the row, with no price, and say why
+    lenient, notes = clean_products(raw, min_price=0, max_price=20_000, strict=False)
+    assert len(lenient) == 9 and lenient[S.PRICE].isna().sum() == 3
+    assert notes.notes["foreign_currency_kept_as_nan"] == 2
+    assert notes.notes["price_on_request_kept_as_nan"] == 1
 
 
 def test_clean_text_strips_emoji_controls_and_folds_space() -> None:
@@ -56,10 +186,102 @@ def test_clean_text_strips_emoji_controls_and_folds_space() -> None:
     assert clean_text("ｆｕｌｌ width") == "full width"  # NFKC
 
 
-def test_split_title_takes_text_before_first_bar() -> None:
-    assert split_title("Sun loungers | in Skegness, Lincolnshire | Gumtree") == "Sun loungers"
-    assert split_title("No bars at all") == "No bars at all"
+# Issue 14, kind 4: entities, tags, format characters and whole titles.
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Tom &amp; Jerry", "Tom & Jerry"),
+        ("Tom &amp;amp; Jerry", "Tom & Jerry"),  # escaped twice
+        ("&quot;Vintage&quot; lamp", '"Vintage" lamp'),
+        ("caf&eacute; &#163;5 &#x2013; &#x27;ok&#39;", "café £5 – 'ok'"),
+        ("Line one<br>line two<br/>line three", "Line one line two line three"),
+        ("<b>Bold</b> <i>claim</i>", "Bold claim"),
+        ("<b>So</b>fa", "Sofa"),
+        ("&lt;br&gt;escaped tag", "escaped tag"),
+        ("<p>para</p><p>graph</p>", "para graph"),
+        ("B&Q, M&S, Black&Decker &nothing", "B&Q, M&S, Black&Decker &nothing"),  # bare ampersands stay
+        ("3 < 5 and 7 > 2", "3 < 5 and 7 > 2"),  # not tags
+        ("so\u200bfa", "sofa"),  # zero-width space
+        ("so\u200dfa", "sofa"),  # zero-width joiner
+        ("so\u00adfa", "sofa"),  # soft hyphen
+        ("\ufeffsofa", "sofa"),  # byte-order mark
+        ("\u200esofa\u200f", "sofa"),  # bidi marks
+        ("\u202asofa\u202c \u2060bed", "sofa bed"),  # embedding, word joiner
+        ("tab\tand\x00nul", "tab and nul"),  # other controls still separate words
+        ("so\ufe0ffa caf\u034fe", "sofa cafe"),  # variation selector, combining grapheme joiner
+        ("Sofa<script>alert(1)</script> <STYLE>p {}</STYLE>bed", "Sofa bed"),  # code is not text
+        ("&amp;nbsp;x&nbsp;y", "x y"),
+    ],
+)
+def test_clean_text_entities_tags_and_format_characters(raw: str, expected: str) -> None:
+    assert clean_text(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "title"),
+    [
+        ("Sun loungers | in Skegness, Lincolnshire | Gumtree", "Sun loungers"),
+        ("Sofa | grey velvet | 3 seater | in Leeds, West Yorkshire | Gumtree", "Sofa | grey velvet | 3 seater"),
+        ("Digital Piano (Gear4Music) | 88 Weighted Keys | Pedal | in Wimbledon, London | Gumtree",
+         "Digital Piano (Gear4Music) | 88 Weighted Keys | Pedal"),
+        ("SMUG| Pink Satin Eye Mask. | in Croydon, London | Gumtree", "SMUG| Pink Satin Eye Mask."),
+        ("Kettle | in Leeds, West Yorkshire |", "Kettle"),  # no site name
+        ("Kettle | Gumtree", "Kettle"),
+        ("Sofa | grey velvet | 3 seater", "Sofa | grey velvet | 3 seater"),  # not scraped: whole
+        ("No bars at all", "No bars at all"),
+        ("Tom &amp; Jerry DVD | in Leeds, West Yorkshire | Gumtree", "Tom & Jerry DVD"),
+        ("Sofa | in great condition | in Leeds, West Yorkshire | Gumtree", "Sofa | in great condition"),
+    ],
+)  # fmt: skip
+def test_split_title_removes_only_the_scraped_suffix(name: str, title: str) -> None:
+    assert split_title(name) == title
     assert split_title(float("nan")) == ""
+
+
+def test_the_location_in_a_title_is_the_scrapers_last_segment() -> None:
+    raw = raw_rows([{"id": "a", "location": np.nan,
+                     "product_name": "Sofa | in great condition | in Leeds, West Yorkshire | Gumtree"}])  # fmt: skip
+    clean, report = clean_products(raw, 0, 20_000)
+    assert clean.loc[0, S.LOCATION] == "Leeds, West Yorkshire"
+    assert clean.loc[0, S.TITLE] == "Sofa | in great condition" and report.notes["location_from_title"] == 1
+
+
+def test_zero_width_space_no_longer_splits_a_searchable_word() -> None:
+    raw = raw_rows([{"id": "a", "product_name": "Grey so\u200bfa | in Leeds, West Yorkshire | Gumtree",
+                     "product_description": "Comfy so\u200bfa, Tom &amp; Jerry cushions<br>collect only"}])  # fmt: skip
+    clean, _ = clean_products(raw, 0, 20_000)
+    assert clean.loc[0, S.TITLE] == "Grey sofa"
+    assert clean.loc[0, S.DESCRIPTION] == "Comfy sofa, Tom & Jerry cushions collect only"
+    # what the BM25 index and the display both read: one word, found by "sofa"
+    terms = tokenize(f"{clean.loc[0, S.TITLE]} {clean.loc[0, S.DESCRIPTION]}")
+    assert terms.count("sofa") == 2 and "so" not in terms and "fa" not in terms
+
+
+def test_seller_typed_titles_are_kept_whole() -> None:
+    typed = raw_rows([{"id": "a", "product_name": "Sofa | grey velvet | 3 seater", "location": ""}])
+    clean, report = clean_products(typed, 0, 20_000, strict=False, scraped_titles=False)
+    assert clean.loc[0, S.TITLE] == "Sofa | grey velvet | 3 seater"
+    # a seller's title that looks scraped is still the seller's: kept, and no location read from it
+    looks_scraped = raw_rows([{"id": "b", "product_name": "Lamp | in Leeds, West Yorkshire | Gumtree",
+                               "location": ""}])  # fmt: skip
+    clean, report = clean_products(looks_scraped, 0, 20_000, strict=False, scraped_titles=False)
+    assert clean.loc[0, S.TITLE] == "Lamp | in Leeds, West Yorkshire | Gumtree"
+    assert clean.loc[0, S.LOCATION] == "" and "location_from_title" not in report.notes
+
+
+def test_long_text_is_truncated_to_the_limits_and_counted() -> None:
+    raw = raw_rows(
+        [
+            {"id": "long", "product_description": "word " * 30_000, "product_name": "T" * 500 + " | in X | Gumtree"},
+            {"id": "short", "product_description": "fine"},
+        ]
+    )  # fmt: skip
+    clean, report = clean_products(raw, 0, 20_000, max_title_chars=300, max_description_chars=20_000)
+    row = clean.set_index(S.PRODUCT_ID).loc["long"]
+    assert len(row[S.DESCRIPTION]) <= 20_000 and row[S.DESCRIPTION].endswith("word")
+    assert len(row[S.TITLE]) == 300
+    assert report.notes["description_truncated"] == 1 and report.notes["title_truncated"] == 1
+    assert clean.set_index(S.PRODUCT_ID).loc["short", S.DESCRIPTION] == "fine"
 
 
 def raw_rows(rows: list[dict]) -> pd.DataFrame:
@@ -81,7 +303,7 @@ def test_clean_products_drops_with_reasons_and_keeps_the_rest() -> None:
             {"id": "nocat", "category": np.nan},
             {"id": "notitle", "product_name": " | in Leeds, West Yorkshire | Gumtree"},
             {"id": "noprice", "price": np.nan},
-            {"id": "badprice", "price": "swap"},
+            {"id": "badprice", "price": "tbc"},
             {"id": "huge", "price": "£1,233,333.00"},
             {"id": "ok", "product_description": "same id again"},
             {"id": "dupe"},  # same listing as "ok" under another id
@@ -115,7 +337,7 @@ def test_clean_products_drops_with_reasons_and_keeps_the_rest() -> None:
 
 
 def test_lenient_mode_keeps_listings_with_bad_prices() -> None:
-    raw = raw_rows([{"id": "a", "price": "swap"}, {"id": "b", "price": "£99,999.00"}, {"id": "c"}])
+    raw = raw_rows([{"id": "a", "price": "tbc"}, {"id": "b", "price": "£99,999.00"}, {"id": "c"}])
     clean, report = clean_products(raw, min_price=0, max_price=20_000, strict=False)
     assert list(clean[S.PRODUCT_ID]) == ["a", "b", "c"]
     assert clean[S.PRICE].isna().tolist() == [True, True, False]

@@ -243,6 +243,108 @@ def test_load_is_cached_and_bundled_file_is_small(gazetteer: Gazetteer) -> None:
     assert (places["admin2"] != "").all()
 
 
+# ---- issue 14, kind 8: postcodes, sub-areas, Ireland -----------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("Leeds LS6 2AB, West Yorkshire", "Leeds, West Yorkshire"),
+        ("Leeds LS62AB, West Yorkshire", "Leeds, West Yorkshire"),
+        ("Leeds LS6, West Yorkshire", "Leeds, West Yorkshire"),
+        ("Leeds ls6, West Yorkshire", "Leeds, West Yorkshire"),
+        ("Leeds 2AB, West Yorkshire", "Leeds, West Yorkshire"),
+        ("LS6 2AB Leeds, West Yorkshire", "Leeds, West Yorkshire"),
+        ("Leeds (LS6), West Yorkshire", "Leeds, West Yorkshire"),
+        ("Leeds, LS6 2AB, West Yorkshire", "Leeds, West Yorkshire"),
+        ("London SW1A 1AA", "London"),
+        ("Dublin 6W, Dublin", "Dublin, Dublin"),
+        ("Dublin D04 X285", "Dublin"),
+        ("3rd Avenue, London", "3rd Avenue, London"),  # ordinals are not inward codes
+        ("Stoke-on-Trent, Staffordshire", "Stoke-on-Trent, Staffordshire"),
+    ],
+)
+def test_postcode_fragments_are_stripped(raw: str, clean: str) -> None:
+    assert geo.strip_postcodes(raw) == clean
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "Leeds LS6 2AB, West Yorkshire",
+        "Leeds LS6, West Yorkshire",
+        "Leeds 2AB, West Yorkshire",
+        "LS6 2AB Leeds, West Yorkshire",
+        "Leeds (LS6 2AB), West Yorkshire",
+    ],
+)
+def test_postcodes_no_longer_push_a_town_to_its_county(gazetteer: Gazetteer, location: str) -> None:
+    row = locate(gazetteer, location)
+    assert row[S.GEO_MATCH] == "town" and row[S.TOWN] == "Leeds" and row[S.COUNTY] == "West Yorkshire"
+    assert km_from(row, 53.80, -1.55) < 5
+
+
+def test_a_postcode_alone_is_unknown_not_an_error(gazetteer: Gazetteer) -> None:
+    assert locate(gazetteer, "LS6 2AB")[S.GEO_MATCH] == "unknown"
+    assert locate(gazetteer, "LS6 2AB, West Yorkshire")[S.GEO_MATCH] == "county"
+
+
+@pytest.mark.parametrize(
+    ("location", "town", "lat", "lon"),
+    [
+        ("Headingley, Leeds, West Yorkshire", "Leeds", 53.80, -1.55),  # Headingley is not in the table
+        ("Delph, Saddleworth, Manchester", "Delph", 53.567, -2.017),  # the most local part first
+        ("Somewhere New, Bolton, Manchester", "Bolton", 53.58, -2.43),
+    ],
+)
+def test_sub_areas_are_tried_part_by_part(
+    gazetteer: Gazetteer, location: str, town: str, lat: float, lon: float
+) -> None:
+    row = locate(gazetteer, location)
+    assert row[S.GEO_MATCH] == "town" and row[S.TOWN] == town
+    assert km_from(row, lat, lon) < 5
+
+
+@pytest.mark.parametrize(
+    ("location", "lat", "lon"),
+    [
+        ("Dublin", 53.35, -6.26),
+        ("Dublin, Dublin", 53.35, -6.26),
+        ("Dublin 4, Dublin", 53.35, -6.26),
+        ("Dublin, County Dublin", 53.35, -6.26),
+        ("Swords, Co. Dublin", 53.46, -6.22),
+        ("Cork", 51.90, -8.47),
+        ("Cork, County Cork", 51.90, -8.47),
+        ("Galway, County Galway", 53.27, -9.05),
+        ("Limerick", 52.66, -8.63),
+        ("Dundalk, County Louth", 54.00, -6.40),  # not Louth in Lincolnshire
+        ("Navan, Meath", 53.65, -6.68),  # Meath is "An Mhi" in GeoNames
+    ],
+)
+def test_irish_places_are_placed(gazetteer: Gazetteer, location: str, lat: float, lon: float) -> None:
+    row = locate(gazetteer, location)
+    assert row[S.GEO_MATCH] == "town", row.to_dict()
+    assert km_from(row, lat, lon) < 8
+
+
+def test_ireland_does_not_take_over_gb_answers(gazetteer: Gazetteer) -> None:
+    # a GB county region keeps its county-level answer rather than an Irish homonym
+    assert locate(gazetteer, "Clapham, London")[S.GEO_MATCH] == "county"
+    newry = locate(gazetteer, "Newry, County Down")  # Northern Ireland is in the GB table
+    assert newry[S.GEO_MATCH] == "town" and km_from(newry, 54.18, -6.34) < 5
+    county = locate(gazetteer, "Ballsbridge, Dublin")  # an Irish county, town unknown
+    assert county[S.GEO_MATCH] == "county" and km_from(county, 53.35, -6.26) < 15
+    rates = gazetteer.match_rate(gazetteer.geocode(pd.Series(["Dublin", "Leeds LS6, West Yorkshire", "??"])))
+    assert rates == {"town": 2 / 3, "county": 0.0, "unknown": 1 / 3, "matched": 2 / 3}
+
+
+def test_the_irish_table_is_small_and_in_ireland(gazetteer: Gazetteer) -> None:
+    assert geo.IE_PLACES_FILE.stat().st_size < 100_000
+    ireland = gazetteer.neighbour
+    assert ireland is not None and ireland.neighbour is None
+    assert ireland.places["latitude"].between(51.3, 55.5).all()
+    assert region_key("Co. Cork") == region_key("County Cork") == "cork"
+    assert region_key("Co Durham") == "durham"
+
+
 # ---- distances and outline ------------------------------------------------------------------
 def test_haversine_known_distances() -> None:
     assert haversine_km(*LONDON, *MANCHESTER) == pytest.approx(262, abs=3)

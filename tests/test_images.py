@@ -20,6 +20,7 @@ from fbmarket.data.images import (
     SKIPPED_IMAGE_COLUMNS,
     ImageError,
     cache_path,
+    candidate_names,
     clean_image,
     clean_images,
     is_safe_image_id,
@@ -27,6 +28,7 @@ from fbmarket.data.images import (
     load_pixels,
     load_pixels_batch,
     open_image,
+    source_path,
 )
 from fbmarket.data.schema import CLEAN_IMAGE_COLUMNS
 
@@ -455,3 +457,73 @@ def test_real_photos_clean(tmp_path: Path) -> None:
     assert (clean["width"] > 0).all() and (clean["height"] > 0).all()
     batch = load_pixels_batch(clean["path"].head(8).tolist(), 64)
     assert batch.shape == (8, 64, 64, 3) and batch.std() > 10  # real photos, not blank squares
+
+
+# ---- issue 14, kind 9: extensions in any case, ids with their own extension -----------------------
+def test_photo_files_are_found_whatever_the_extension_case(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    photo = encode(Image.new("RGB", (20, 10), (10, 200, 10)), "JPEG")
+    names = {
+        "IMG_1234": "IMG_1234.JPG",
+        "upper_jpeg": "upper_jpeg.JPEG",
+        "mixed": "mixed.Jpeg",
+        "png_upper": "png_upper.PNG",
+        "webp": "webp.webp",
+        "abc.jpg": "abc.jpg",  # the id carries its extension
+        "def.JPG": "def.JPG",
+        "ghi.jpg": "ghi.png",  # the id's extension is not the file's
+        "jkl.jpeg": "jkl.JPG",
+        "scan": "scan.JFIF",
+    }
+    for file_name in names.values():
+        image = Image.open(io.BytesIO(photo))
+        fmt = {"png": "PNG", "webp": "WEBP"}.get(file_name.rsplit(".", 1)[1].lower(), "JPEG")
+        (images / file_name).write_bytes(encode(image, fmt))
+    for image_id, file_name in names.items():
+        assert source_path(images, image_id) == images / file_name, image_id
+    frame = pd.DataFrame({"id": [*names, "nothing"], "product_id": "p1"})
+    clean, skipped = run(frame, images, tmp_path / "cache")
+    assert sorted(clean["image_id"]) == sorted(names)
+    assert skipped["reason"].tolist() == ["missing_file"]
+    # a hand-edited Images.csv with spaces around the ids
+    spaced = pd.DataFrame({"id": [" abc.jpg ", "IMG_1234 "], "product_id": [" p1", "p2 "]})
+    clean, skipped = run(spaced, images, tmp_path / "cache2")
+    assert clean["image_id"].tolist() == ["abc.jpg", "IMG_1234"] and skipped.empty
+    assert clean["product_id"].tolist() == ["p1", "p2"]
+
+
+def test_a_real_miss_says_which_names_were_tried(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    frame = pd.DataFrame({"id": ["absent", "gone.jpg"], "product_id": "p1"})
+    _, skipped = run(frame, images, tmp_path / "cache")
+    messages = dict(zip(skipped["image_id"], skipped["message"], strict=True))
+    assert set(skipped["reason"]) == {"missing_file"}
+    assert "tried absent.jpg, absent.jpeg, absent.png, absent.webp" in messages["absent"]
+    assert "any letter case" in messages["absent"] and str(images) in messages["absent"]
+    assert "tried gone.jpg, gone.jpeg, gone.png" in messages["gone.jpg"]
+    assert candidate_names("gone.jpg")[:2] == ["gone.jpg", "gone.jpeg"]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "max_pixels"),
+    [
+        (30_000, 30_000, 40_000_000),  # PIL's hard error
+        (10_000, 10_000, 40_000_000),  # PIL's warning band
+        (2_000, 2_000, 1_000_000),  # our check
+    ],
+)
+def test_bomb_messages_quote_the_configured_limit(width: int, height: int, max_pixels: int) -> None:
+    with pytest.raises(ImageError) as caught:
+        open_image(png_declaring(width, height), max_pixels, MAX_BYTES)
+    message = caught.value.message
+    assert f"{max_pixels:,}" in message and f"{width * height:,} pixels" in message
+    assert "89,478,485" not in message and "89478485" not in message and "178956970" not in message
+
+
+def test_a_bomb_within_our_limit_but_over_pils_hard_limit_says_so() -> None:
+    with pytest.raises(ImageError) as caught:
+        open_image(png_declaring(30_000, 30_000), 1_000_000_000, MAX_BYTES)
+    assert caught.value.reason == "decompression_bomb"
+    assert "within the configured limit of 1,000,000,000" in caught.value.message

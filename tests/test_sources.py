@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from fbmarket.config import Settings
 from fbmarket.data.schema import SchemaError
 from fbmarket.data.sources import read_folder, read_source
+from fbmarket.pipeline import clean_raw
 
 HEADER = ",id,product_name,category,product_description,price,location\n"
 
@@ -94,3 +97,132 @@ def test_sql_source_without_products_table_is_clear(tmp_path: Path) -> None:
     sa.create_engine(url).dispose()
     with pytest.raises(SchemaError, match="products"):
         read_source(url)
+
+
+# ---- issue 14, kinds 2 and 3: one stray byte, huge fields, and an account of every row ----------
+def product_line(i: int, description: str = "Works well", price: str = "£5.00") -> str:
+    return f'{i},p{i},"Kettle {i} | in Leeds, West Yorkshire | Gumtree",Appliances / Kettles,{description},{price},"Leeds, West Yorkshire"\n'
+
+
+def test_one_stray_cp1252_byte_damages_only_its_own_field(tmp_path: Path) -> None:
+    lines = [product_line(i).encode() for i in range(40)]
+    lines[7] = (
+        product_line(7, description="Was POUND30 new").encode().replace(b"POUND", b"\xa3")
+    )  # one stray byte
+    tables = read_folder(write_dataset(tmp_path, HEADER.encode() + b"".join(lines)))
+    products = tables.products
+    assert len(products) == 40
+    assert products["price"].eq("£5.00").all()  # not "Â£5.00"
+    assert products.loc[7, "product_description"] == "Was £30 new"
+    assert not products["product_name"].str.contains("Â").any()
+    assert tables.issues.non_utf8_files == ["Products.csv"]
+    assert tables.issues.cp1252_fields == {"Products.csv": 1}
+    assert tables.issues.cp1252_rows == {"Products.csv": 1}
+    _, _, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
+    assert report.rows_in == 40 and report.rows_out == 40 and not report.dropped
+    assert report.to_json()["read_issues"]["cp1252_repaired_rows"] == {"Products.csv": 1}
+
+
+def test_mixed_bytes_in_one_field_keep_their_utf8_part(tmp_path: Path) -> None:
+    line = product_line(0, description="Caf\u00e9 chair").encode().replace(b"chair", b"\x93chair\x94")
+    tables = read_folder(write_dataset(tmp_path, HEADER.encode() + line))
+    assert tables.products.loc[0, "product_description"] == "Caf\u00e9 \u201cchair\u201d"
+
+
+def test_a_150000_character_description_is_kept_and_truncated(tmp_path: Path) -> None:
+    lines = [product_line(i, description="x" * 150_000 if i == 4 else "desc") for i in range(10)]
+    tables = read_folder(write_dataset(tmp_path, (HEADER + "".join(lines)).encode()))
+    assert len(tables.products) == 10 and tables.issues.malformed_rows == {}
+    assert len(tables.products.loc[4, "product_description"]) == 150_000
+    settings = Settings(out_dir=tmp_path / "out")
+    products, _, report = clean_raw(tables, settings, show_progress=False)
+    assert report.rows_in == 10 and report.rows_out == 10
+    assert report.notes["description_truncated"] == 1
+    long = products.set_index("product_id").loc["p4", "description"]
+    assert len(long) == settings.data.max_description_chars
+    assert csv.field_size_limit() == 131_072  # the process-wide limit is back as it was
+
+
+ODD_FILES: dict[str, tuple[str, int, int, dict[str, int]]] = {
+    # name: (Products.csv body after the header, data rows, rows kept, dropped by reason)
+    "huge field": ("".join(product_line(i, "y" * 200_000 if i == 1 else "d") for i in range(3)), 3, 3, {}),
+    "too many fields": (
+        product_line(0) + "1,p1,too,many,fields,here,x,y,z,w\n" + product_line(2),
+        3, 2, {"malformed_row": 1},
+    ),
+    "too few fields": (product_line(0) + "1,p1,Lamp | in X | Gumtree\n" + product_line(2), 3, 2, {"missing_category": 1}),
+    "unterminated quote": (
+        product_line(0) + '1,p1,"Lamp | in X | Gumtree,Home,broken,£5.00,X\n' + product_line(2) + product_line(3),
+        4, 3, {"malformed_row": 1},
+    ),
+    "unterminated quote on the last line": (
+        product_line(0) + product_line(1) + '2,p2,Lamp,Home,"broken,£5.00,X\n', 3, 2, {"malformed_row": 1},
+    ),
+    "unterminated quote on the last lines": (
+        product_line(0) + '1,p1,Lamp,Home,"broken,£5.00,X\n2,p2,x,y\n3,p3,z\n', 4, 1, {"malformed_row": 1, "missing_price": 1, "missing_category": 1},
+    ),
+    "blank lines": ("\n" + product_line(0) + "\n\n" + product_line(1) + "   \n", 2, 2, {}),
+    "quoted newlines": (product_line(0, '"two\nlines, and ""quotes"""') + product_line(1), 2, 2, {}),
+    "bare carriage return": (product_line(0, "one\rtwo") + product_line(1), 2, 2, {}),
+    "NUL byte": (product_line(0, "nul\x00here") + product_line(1), 2, 2, {}),
+    "stray inch quote": (product_line(0, 'a 5" TV') + product_line(1), 2, 2, {}),
+    "no final newline": (product_line(0) + product_line(1).rstrip("\n"), 2, 2, {}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(ODD_FILES))
+def test_rows_in_is_every_data_row_of_odd_files(tmp_path: Path, case: str) -> None:
+    body, data_rows, kept, dropped = ODD_FILES[case]
+    tables = read_folder(write_dataset(tmp_path, (HEADER + body).encode()))
+    issues = tables.issues
+    assert issues.data_rows["Products.csv"] == data_rows
+    assert len(tables.products) + issues.malformed_rows.get("Products.csv", 0) == data_rows
+    _, _, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
+    assert report.rows_in == data_rows
+    assert report.rows_out == kept and dict(report.dropped) == dropped
+    assert report.rows_in == report.rows_out + sum(report.dropped.values())
+
+
+def test_malformed_rows_say_why_and_where(tmp_path: Path) -> None:
+    body, *_ = ODD_FILES["unterminated quote"]
+    tables = read_folder(write_dataset(tmp_path, (HEADER + body).encode()))
+    assert list(tables.products["id"]) == ["p0", "p2", "p3"]  # the rows after it are not swallowed
+    assert tables.issues.malformed_reasons == {"Products.csv": {"unterminated_quote": 1}}
+    assert tables.issues.malformed_examples["Products.csv"][0].startswith(
+        "line 3 (unterminated_quote): 1,p1,"
+    )
+
+
+def test_crlf_and_bom_files_read_like_any_other(tmp_path: Path) -> None:
+    body = "\ufeff" + HEADER + product_line(0) + product_line(1)
+    tables = read_folder(write_dataset(tmp_path, body.replace("\n", "\r\n").encode()))
+    assert list(tables.products.columns) == [
+        "id",
+        "product_name",
+        "category",
+        "product_description",
+        "price",
+        "location",
+    ]
+    assert list(tables.products["location"]) == ["Leeds, West Yorkshire"] * 2
+
+
+def test_a_utf16_export_with_its_bom_is_read(tmp_path: Path) -> None:
+    body = HEADER + product_line(0, "Caf\u00e9 chair") + product_line(1)
+    tables = read_folder(write_dataset(tmp_path, body.encode("utf-16")))
+    assert list(tables.products["price"]) == ["£5.00", "£5.00"]
+    assert tables.products.loc[0, "product_description"] == "Caf\u00e9 chair"
+    assert tables.issues.non_utf8_files == []
+
+
+def test_photo_rows_match_their_listing_despite_stray_spaces(tmp_path: Path) -> None:
+    from PIL import Image
+
+    images = b",id,product_id,image_ref,create_time\n0, IMG_1 , p0 ,r,24/02/2022\n"
+    folder = write_dataset(tmp_path / "data", (HEADER + product_line(0)).encode(), images)
+    (folder / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "images" / "IMG_1.JPG", format="JPEG")
+    tables = read_folder(folder)
+    products, photos, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
+    assert report.images["orphan_rows"] == 0 and report.images["cleaned"] == 1
+    assert photos["product_id"].tolist() == ["p0"] and products.loc[0, "created"] == "2022-02-24"

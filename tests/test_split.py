@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from fbmarket.data import schema as S
-from fbmarket.data.split import assign_split, hash_split, load_split, make_split
+from fbmarket.data.split import (
+    NotEnoughListingsError,
+    assign_split,
+    hash_split,
+    load_split,
+    make_split,
+    min_listings,
+    split_sizes,
+)
 
 
 def products(n: int = 300, roots: int = 5) -> pd.DataFrame:
@@ -65,3 +73,81 @@ def test_tiny_or_unbalanced_data_still_splits() -> None:
 def test_fractions_must_add_up() -> None:
     with pytest.raises(ValueError, match="add up to 1"):
         make_split(products(), (0.5, 0.2, 0.2), seed=0)
+
+
+# ---- issue 14, kind 11: tiny datasets ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "fractions", [(0.7, 0.15, 0.15), (0.8, 0.1, 0.1), (0.5, 0.25, 0.25), (0.6, 0.3, 0.1)]
+)
+def test_split_sizes_are_what_the_split_gives(fractions: tuple[float, float, float]) -> None:
+    for n in range(min_listings(fractions), 60):
+        split = make_split(products(n, roots=3), fractions, seed=0)
+        counts = split.value_counts()
+        assert tuple(int(counts.get(part, 0)) for part in S.SPLITS) == split_sizes(n, fractions)
+
+
+def test_the_smallest_dataset_is_documented_and_splits() -> None:
+    assert min_listings((0.7, 0.15, 0.15)) == 4  # README "Input format"
+    assert split_sizes(5297, (0.7, 0.15, 0.15)) == (3707, 795, 795)  # the dev data, unchanged
+    split = make_split(products(4, roots=2), (0.7, 0.15, 0.15), seed=0)
+    assert split.value_counts().to_dict() == {"train": 2, "val": 1, "test": 1}
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3])
+def test_fewer_listings_fail_with_a_clear_message(n: int) -> None:
+    with pytest.raises(NotEnoughListingsError) as caught:
+        make_split(products(n, roots=1), (0.7, 0.15, 0.15), seed=0)
+    message = str(caught.value)
+    assert f"{n} listing(s) survived cleaning" in message and "needs at least 4" in message
+    assert "2/1/1" in message and "3 listings in every root category" in message
+    assert isinstance(caught.value, ValueError)  # the CLI prints ValueErrors as messages
+
+
+def test_stratification_steps_aside_when_a_side_cannot_hold_every_root() -> None:
+    # 4 roots x 3 listings, 5% + 5% held out: 2 held-out listings cannot hold 4 roots
+    frame = pd.DataFrame(
+        {S.PRODUCT_ID: [f"p{i}" for i in range(12)], S.ROOT_CATEGORY: [f"r{i % 4}" for i in range(12)]}
+    )
+    split = make_split(frame, (0.9, 0.05, 0.05), seed=0)
+    assert split.value_counts().to_dict() == {"train": 10, "val": 1, "test": 1}
+
+
+def test_zero_fractions_are_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="above 0"):
+        make_split(products(), (0.8, 0.2, 0.0), seed=0)
+
+
+def write_products(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True)
+    rows = [",id,product_name,category,product_description,price,location"]
+    for i in range(n):
+        root = ("Appliances / Kettles", "Home & Garden / Sofas")[i % 2]
+        rows.append(
+            f'{i},p{i},"Item {i} | in Leeds, West Yorkshire | Gumtree",{root},Thing number {i},£{i + 5}.00,"Leeds, West Yorkshire"'
+        )
+    (folder / "Products.csv").write_text("\n".join(rows) + "\n")
+    (folder / "Images.csv").write_text(",id,product_id,image_ref,create_time\n")
+    return folder
+
+
+def test_prepare_on_the_smallest_dataset_works(tmp_path: Path) -> None:
+    from fbmarket.config import Settings
+    from fbmarket.pipeline import prepare_data
+
+    data = write_products(tmp_path / "four", 4)
+    prepared = prepare_data(Settings(data_dir=data, out_dir=tmp_path / "out"), show_progress=False)
+    assert prepared.report.rows_out == 4
+    assert prepared.products[S.SPLIT].value_counts().to_dict() == {"train": 2, "val": 1, "test": 1}
+
+
+def test_prepare_on_three_listings_says_how_many_are_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fbmarket.cli import main
+
+    data = write_products(tmp_path / "three", 3)
+    code = main(["prepare", "--data", str(data), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "fbmarket prepare: error: 3 listing(s) survived cleaning" in err and "needs at least 4" in err
+    assert "Traceback" not in err and "n_samples" not in err

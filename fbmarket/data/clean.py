@@ -7,6 +7,7 @@ with `price = NaN`, because a listing's category does not depend on its price ta
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import unicodedata
@@ -18,45 +19,91 @@ import numpy as np
 import pandas as pd
 
 from fbmarket.data import schema as S
+from fbmarket.data.prices import PRICE_REASONS, read_price
+from fbmarket.data.prices import parse_price as parse_price  # re-exported: the historical home
 
-_PRICE_JUNK = re.compile(r"[£$€\s,]|gbp", re.IGNORECASE)
-_PRICE_NUMBER = re.compile(r"^\d+(\.\d{1,2})?$")
 _SPACES = re.compile(r"\s+")
-_TITLE_LOCATION = re.compile(r"\|\s*in\s+(?P<location>[^|]+?)\s*\|", re.IGNORECASE)
+# The scraper's suffix: "<title> | in Town, County | Gumtree" (the site name may be absent);
+# the last "| in ... |" is the location ("Sofa | in great condition | in Leeds | Gumtree").
+_SCRAPED_SUFFIX = re.compile(r"\s*\|\s*in\s+(?P<location>[^|]*?)\s*\|[^|]*$", re.IGNORECASE)
+_SITE_SUFFIX = re.compile(r"\s*\|\s*gumtree(?:\.com)?\s*$", re.IGNORECASE)
+# Character references need their ';': HTML5 also reads "&not" in "&nothing" or "&para" in
+# "&paragraph", and free text is full of bare ampersands ("B&Q", "M&S", "Black&Decker").
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_TAG = re.compile(r"</?(?P<name>[A-Za-z][A-Za-z0-9]*)(?:\s[^<>]*)?/?>")
+_SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)  # code, not text
+# Invisible marks outside Cf that also split words: variation selectors, combining grapheme joiner.
+_INVISIBLE = re.compile("[\u034f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# Tags inside a word ("<b>So</b>fa") vanish; the others (br, p, li, div, ...) separate words.
+_INLINE_TAGS = frozenset(
+    {"a", "b", "i", "u", "s", "em", "strong", "span", "font", "small", "big", "sub", "sup"}
+)
 
 
-def parse_price(value: object) -> float | None:
-    """'£1,250.00' -> 1250.0; anything that is not plainly a non-negative amount -> None."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    text = _PRICE_JUNK.sub("", str(value))
-    if not _PRICE_NUMBER.match(text):
-        return None
-    return float(text)
+def _unescape(text: str) -> str:
+    """Decode HTML character references, also double-escaped ones ("&amp;amp;" -> "&")."""
+    for _ in range(3):
+        decoded = _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _strip_tags(text: str) -> str:
+    text = _SCRIPT.sub(" ", text)
+    return _TAG.sub(lambda m: "" if m.group("name").lower() in _INLINE_TAGS else " ", text)
+
+
+def _character(ch: str) -> str:
+    """Format characters (Cf: zero-width space/joiner, soft hyphen, BOM, bidi marks) sit inside
+    words, so they go without a trace; other controls, private use and pictographs become spaces."""
+    category = unicodedata.category(ch)
+    if category == "Cf":
+        return ""
+    return " " if category[0] == "C" or category == "So" else ch
 
 
 def clean_text(value: object) -> str:
-    """Emoji and control characters out, unicode compatibility-normalised, whitespace folded."""
+    """HTML entities decoded and tags stripped, emoji and control characters out, unicode
+    compatibility-normalised, whitespace folded."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    text = emoji.replace_emoji(unicodedata.normalize("NFKC", str(value)), replace=" ")
+    text = _strip_tags(_unescape(str(value)))
+    text = emoji.replace_emoji(unicodedata.normalize("NFKC", text), replace=" ")
     # Symbols ("So") cover pictographs the emoji table lacks; "C*" are control/format/private-use.
-    text = "".join(
-        " " if unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) == "So" else ch for ch in text
-    )
+    text = "".join(map(_character, _INVISIBLE.sub("", text)))
     return _SPACES.sub(" ", text).strip()
 
 
 def split_title(product_name: object) -> str:
-    """The listing title is what comes before the first '|' of 'Title | in Town, County | Gumtree'."""
-    return clean_text(str(product_name).split("|", 1)[0]) if isinstance(product_name, str) else ""
+    """A scraped name "Sofa | grey velvet | in Leeds, West Yorkshire | Gumtree" -> "Sofa | grey velvet".
+
+    Only the scraper's trailing "| in Town, County | Site" goes: bars before it are the
+    seller's own ("Digital Piano | 88 Weighted Keys | Pedal").
+    """
+    if not isinstance(product_name, str):
+        return ""
+    title = _SCRAPED_SUFFIX.sub("", product_name)
+    if title == product_name:
+        title = _SITE_SUFFIX.sub("", product_name)
+    return clean_text(title)
+
+
+def truncate(text: str, limit: int | None) -> str:
+    """At most `limit` characters, cut at the last space before the limit when there is one."""
+    if limit is None or len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit * 0.8 else cut).rstrip()
 
 
 def location_from_title(product_name: object) -> str | None:
     if not isinstance(product_name, str):
         return None
-    match = _TITLE_LOCATION.search(product_name)
-    return clean_text(match.group("location")) if match else None
+    match = _SCRAPED_SUFFIX.search(product_name)
+    return (clean_text(match.group("location")) or None) if match else None
 
 
 def normalise_category(path: object) -> str | None:
@@ -80,6 +127,15 @@ class CleaningReport:
     read_issues: dict = field(default_factory=dict)
     images: dict = field(default_factory=dict)
     geocoding: dict = field(default_factory=dict)
+
+    unread: int = 0  # data rows of the file the reader could not take (malformed), also in rows_in
+
+    def count_unread(self, rows: int, reason: str = "malformed_row") -> None:
+        """Rows the CSV reader counted as malformed: part of rows_in, and dropped with a reason,
+        so rows_in is always the file's number of data rows and rows_in = rows_out + dropped."""
+        if rows:
+            self.unread += rows
+            self.dropped[reason] += rows
 
     def drop(self, reason: str, ids: pd.Series) -> None:
         if len(ids):
@@ -106,23 +162,39 @@ def clean_products(
     max_price: float,
     strict: bool = True,
     report: CleaningReport | None = None,
+    scraped_titles: bool = True,
+    max_title_chars: int | None = None,
+    max_description_chars: int | None = None,
 ) -> tuple[pd.DataFrame, CleaningReport]:
-    """Raw Products.csv rows -> the clean product table of `schema.CLEAN_PRODUCT_COLUMNS` (no geo yet)."""
+    """Raw Products.csv rows -> the clean product table of `schema.CLEAN_PRODUCT_COLUMNS` (no geo yet).
+
+    `scraped_titles=False` is for titles a seller typed (the API): they are kept whole, and
+    no location is read out of them. Titles and descriptions longer than the limits are
+    cut (counted as `title_truncated` / `description_truncated`), so one pasted novel
+    cannot dominate the models' inputs or the database.
+    """
     S.require_columns(raw, S.RAW_PRODUCT_COLUMNS, "Products.csv")
     report = report or CleaningReport()
-    report.rows_in = len(raw)
+    report.rows_in = len(raw) + report.unread
+    titles = raw["product_name"].map(split_title if scraped_titles else clean_text)
+    descriptions = raw["product_description"].map(clean_text)
+    readings = raw["price"].map(read_price)
     frame = pd.DataFrame(
         {
             S.PRODUCT_ID: raw["id"].astype("str").str.strip(),
             "_product_name": raw["product_name"],
-            S.TITLE: raw["product_name"].map(split_title),
-            S.DESCRIPTION: raw["product_description"].map(clean_text),
+            S.TITLE: titles.map(lambda text: truncate(text, max_title_chars)),
+            S.DESCRIPTION: descriptions.map(lambda text: truncate(text, max_description_chars)),
             S.CATEGORY: raw["category"].map(normalise_category),
             "_price_raw": raw["price"],
             S.LOCATION: raw["location"].map(clean_text),
+            S.PRICE: readings.map(lambda reading: reading.amount).astype(float),
+            "_price_reason": readings.map(lambda reading: reading.reason),
+            "_price_flags": readings.map(lambda reading: reading.flags),
         }
     )
-    frame[S.PRICE] = frame["_price_raw"].map(parse_price).astype(float)
+    frame["_title_cut"] = titles.str.len() > frame[S.TITLE].str.len()
+    frame["_description_cut"] = descriptions.str.len() > frame[S.DESCRIPTION].str.len()
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal frame
@@ -133,38 +205,49 @@ def clean_products(
     drop(frame[S.TITLE] == "", "missing_title")
     drop(frame[S.CATEGORY].isna(), "missing_category")
 
-    missing_price = frame["_price_raw"].isna()
-    unparseable = ~missing_price & frame[S.PRICE].isna()
     outlier = frame[S.PRICE].notna() & ((frame[S.PRICE] < min_price) | (frame[S.PRICE] > max_price))
     if strict:
-        drop(missing_price, "missing_price")
-        drop(unparseable.reindex(frame.index), "unparseable_price")
+        for reason in PRICE_REASONS:  # missing, unparseable, foreign currency, negative, ...
+            drop(frame["_price_reason"] == reason, reason)
         drop(outlier.reindex(frame.index), "price_outlier")
     else:
-        for mask, reason in (
-            (missing_price, "missing_price"),
-            (unparseable, "unparseable_price"),
-            (outlier, "price_outlier"),
-        ):
-            if mask.any():
-                report.notes[f"{reason}_kept_as_nan"] += int(mask.sum())
-        frame.loc[outlier.reindex(frame.index), S.PRICE] = np.nan
+        for reason, count in frame["_price_reason"].value_counts().items():
+            report.notes[f"{reason}_kept_as_nan"] += int(count)
+        if outlier.any():
+            report.notes["price_outlier_kept_as_nan"] += int(outlier.sum())
+        frame.loc[outlier, S.PRICE] = np.nan
 
     drop(frame[S.PRODUCT_ID].duplicated(keep="first"), "duplicate_id")
     listing_key = [S.TITLE, S.DESCRIPTION, S.CATEGORY, S.LOCATION, "_price_raw"]
     drop(frame.duplicated(subset=listing_key, keep="first"), "duplicate_listing")
 
     no_location = frame[S.LOCATION] == ""
-    if no_location.any():
+    if scraped_titles and no_location.any():
         recovered = frame.loc[no_location, "_product_name"].map(location_from_title)
         frame.loc[no_location, S.LOCATION] = recovered.fillna("")
         report.notes["location_from_title"] += int(recovered.notna().sum())
+
+    # How kept rows were read: "price_free", "price_range", ... and truncations.
+    flags = Counter(flag for row_flags in frame["_price_flags"] for flag in row_flags)
+    for flag, count in flags.items():
+        report.notes[f"price_{flag}"] += count
+    for column, note in (("_title_cut", "title_truncated"), ("_description_cut", "description_truncated")):
+        if frame[column].any():
+            report.notes[note] += int(frame[column].sum())
 
     parts = frame[S.CATEGORY].str.split(" / ")
     frame[S.ROOT_CATEGORY] = parts.str[0]
     frame[S.LEAF_CATEGORY] = frame[S.CATEGORY]
     frame[S.LEAF_NAME] = parts.str[-1]
-    frame = frame.drop(columns=["_product_name", "_price_raw"]).reset_index(drop=True)
+    hidden = [
+        "_product_name",
+        "_price_raw",
+        "_price_reason",
+        "_price_flags",
+        "_title_cut",
+        "_description_cut",
+    ]
+    frame = frame.drop(columns=hidden).reset_index(drop=True)
     report.rows_out = len(frame)
     return frame, report
 
@@ -176,8 +259,9 @@ def attach_created(products: pd.DataFrame, raw_images: pd.DataFrame) -> pd.DataF
         products[S.CREATED] = None
         return products
     dates = pd.to_datetime(raw_images["create_time"], format="%d/%m/%Y", errors="coerce")
-    first = dates.groupby(raw_images["product_id"]).min()
-    created = products[S.PRODUCT_ID].map(first)
+    first = dates.groupby(raw_images["product_id"].astype("str").str.strip()).min()  # ids as cleaned
+    # reindex, not map: pandas cannot map through an empty datetime table (an Images.csv with no rows)
+    created = pd.Series(first.reindex(products[S.PRODUCT_ID]).to_numpy(), index=products.index)
     products[S.CREATED] = created.dt.strftime("%Y-%m-%d").astype(object).where(created.notna(), None)
     return products
 

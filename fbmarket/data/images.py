@@ -48,8 +48,9 @@ SKIPPED_IMAGE_COLUMNS = (IMAGE_ID, PRODUCT_ID, REASON, MESSAGE)
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM")  # JPEG covers MPO
 # Formats whose load() never runs PIL's size check again, so decoding them needs no lock.
 _LOAD_WITHOUT_CHECKS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "PPM"})
-# Where a photo may live when `images/<id>.jpg` is absent (datasets brought by users).
-SOURCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+# Where a photo may live when `images/<id>.jpg` is absent (datasets brought by users); the
+# extension may be in any letter case, and an id may carry its own ("abc.jpg").
+SOURCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".jpe")
 JPEG_QUALITY = 90
 MANIFEST_NAME = "manifest.json"
 _MANIFEST_FORMAT = 1
@@ -125,6 +126,30 @@ def _bomb_filter(max_pixels: int) -> str:
     return "error" if pil_limit is not None and max_pixels <= pil_limit else "ignore"
 
 
+_PIL_PIXELS = re.compile(r"\(([0-9]+) pixels\)")
+
+
+def _bomb_error(exc: Exception, label: str, max_pixels: int) -> ImageError:
+    """PIL's own message quotes PIL's limit (89,478,485 pixels, or twice that for its hard
+    error), not ours: say how many pixels the image declares and the limit configured."""
+    match = _PIL_PIXELS.search(str(exc))
+    if match is None:
+        return ImageError(
+            "decompression_bomb", f"{label} declares more pixels than the limit of {max_pixels:,}"
+        )
+    pixels = int(match.group(1))
+    if pixels > max_pixels:
+        return ImageError(
+            "decompression_bomb", f"{label} declares {pixels:,} pixels; the limit is {max_pixels:,}"
+        )
+    hard = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return ImageError(
+        "decompression_bomb",
+        f"{label} declares {pixels:,} pixels: within the configured limit of {max_pixels:,} "
+        f"but over the image library's hard limit of {hard:,}",
+    )
+
+
 def _decode_failure(exc: Exception, label: str, what: str) -> ImageError:
     """PIL reports a short file as OSError/EOFError mentioning truncation; the rest is 'unreadable'."""
     text = str(exc)
@@ -147,7 +172,7 @@ def _decode(
             warnings.simplefilter(action, Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError("decompression_bomb", f"{label}: {exc}") from exc
+        raise _bomb_error(exc, label, max_pixels) from exc
     except UnidentifiedImageError as exc:
         raise ImageError(
             "not_an_image", f"{label} is not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
@@ -175,7 +200,7 @@ def _decode(
                 warnings.simplefilter(action, Image.DecompressionBombWarning)
                 image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError("decompression_bomb", f"{label}: {exc}") from exc
+        raise _bomb_error(exc, label, max_pixels) from exc
     except Exception as exc:
         raise _decode_failure(exc, label, "cannot decode image") from exc
 
@@ -287,21 +312,78 @@ def cache_path(cache_dir: Path, size: int, image_id: str) -> Path:
     return Path(cache_dir) / f"images_{size}" / f"{image_id}.jpg"
 
 
-def _find_source(image_dir: Path, image_id: str) -> tuple[Path, tuple[int, int]] | None:
-    """The photo's file and its (size, mtime_ns), trying `.jpg` first; None if there is none."""
-    for extension in SOURCE_EXTENSIONS:
-        candidate = image_dir / f"{image_id}{extension}"
+def candidate_names(image_id: str) -> list[str]:
+    """File names a photo may have, most likely first: "<id>.jpg" and the other extensions; for
+    an id that already ends in an image extension ("abc.jpg"), the id itself first and then
+    its stem with the other extensions ("abc.png")."""
+    stem, own = os.path.splitext(image_id)
+    names = [f"{image_id}{extension}" for extension in SOURCE_EXTENSIONS]
+    if own.lower() in SOURCE_EXTENSIONS:
+        names = [image_id] + [f"{stem}{extension}" for extension in SOURCE_EXTENSIONS] + names
+    return list(dict.fromkeys(names))
+
+
+class _Folder:
+    """A photo folder, looked up by exact name first, then in any letter case ("IMG_1234.JPG").
+
+    The case-insensitive listing is made once, on the first miss, and shared by the threads
+    of a run, so the common case (`<id>.jpg` exists) costs one stat as before.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._by_folded_name: dict[str, str] | None = None
+
+    def _listing(self) -> dict[str, str]:
+        with self._lock:
+            if self._by_folded_name is None:
+                names: dict[str, str] = {}
+                try:
+                    with os.scandir(self.path) as entries:
+                        for entry in entries:
+                            names.setdefault(entry.name.casefold(), entry.name)
+                except OSError:
+                    pass  # a missing folder: every photo is reported missing_file
+                self._by_folded_name = names
+            return self._by_folded_name
+
+    def _stat(self, name: str) -> tuple[Path, tuple[int, int]] | None:
+        candidate = self.path / name
         try:
             stat = candidate.stat()
         except OSError:
-            continue
-        if stat_is_file(stat.st_mode):
-            return candidate, (stat.st_size, stat.st_mtime_ns)
-    return None
+            return None
+        return (candidate, (stat.st_size, stat.st_mtime_ns)) if stat_is_file(stat.st_mode) else None
+
+    def find(self, image_id: str) -> tuple[Path, tuple[int, int]] | None:
+        """The photo's file and its (size, mtime_ns); None if no candidate name exists in any case."""
+        names = candidate_names(image_id)
+        for name in names:
+            if found := self._stat(name):
+                return found
+        listing = self._listing()
+        for name in names:
+            actual = listing.get(name.casefold())
+            if actual is not None and (found := self._stat(actual)):
+                return found
+        return None
+
+    def missing(self, image_id: str) -> str:
+        """The missing_file message: which names were looked for, and where."""
+        return (
+            f"no file for image {image_id} in {self.path}: tried "
+            f"{', '.join(candidate_names(image_id))} (in any letter case)"
+        )
+
+
+def _find_source(image_dir: Path, image_id: str) -> tuple[Path, tuple[int, int]] | None:
+    """The photo's file and its (size, mtime_ns), trying `<id>.jpg` first; None if there is none."""
+    return _Folder(image_dir).find(image_id)
 
 
 def source_path(image_dir: Path, image_id: str) -> Path | None:
-    """`image_dir/<id>.jpg`, or the same stem with another common extension; None if absent."""
+    """`image_dir/<id>.jpg`, or the same id with another extension, in any letter case; None if absent."""
     found = _find_source(Path(image_dir), image_id)
     return found[0] if found else None
 
@@ -373,6 +455,7 @@ class _Cleaner:
         self, image_dir: Path, out_dir: Path, size: int, max_pixels: int, max_bytes: int, manifest: dict
     ) -> None:
         self.image_dir = image_dir
+        self.folder = _Folder(image_dir)
         self.image_dir_abs = os.path.abspath(image_dir)
         self.out_dir = out_dir
         self.size = size
@@ -402,7 +485,7 @@ class _Cleaner:
 
     def __call__(self, job: _Job) -> _Outcome:
         cached = self.out_dir / f"{job.image_id}.jpg"
-        found = _find_source(self.image_dir, job.image_id)
+        found = self.folder.find(job.image_id)
         entry = self.manifest.get(job.image_id)
         if not _valid_entry(entry) or os.path.dirname(entry["source"]) != self.image_dir_abs:
             entry = None  # unusable, or the same id from another dataset folder
@@ -421,7 +504,7 @@ class _Cleaner:
                     return self._from_entry(job, cached, entry)
 
         if found is None:
-            return _Outcome(None, ("missing_file", f"no file for image {job.image_id} in {self.image_dir}"))
+            return _Outcome(None, ("missing_file", self.folder.missing(job.image_id)))
         source, (n_bytes, mtime_ns) = found
         base = {"source": os.path.abspath(source), "bytes": n_bytes, "mtime_ns": mtime_ns}
         try:
@@ -443,8 +526,11 @@ def _plan(images: pd.DataFrame) -> tuple[list[_Job], list[dict[str, str]]]:
     skipped: list[dict[str, str]] = []
     seen: set[str] = set()
     for raw_id, raw_product in zip(images["id"].tolist(), images["product_id"].tolist(), strict=True):
-        image_id = "" if raw_id is None or (isinstance(raw_id, float) and np.isnan(raw_id)) else str(raw_id)
-        product_id = "" if pd.isna(raw_product) else str(raw_product)
+        # Stripped: " abc.jpg" in a hand-edited Images.csv is the file abc.jpg, not an unsafe id.
+        image_id = (
+            "" if raw_id is None or (isinstance(raw_id, float) and np.isnan(raw_id)) else str(raw_id).strip()
+        )
+        product_id = "" if pd.isna(raw_product) else str(raw_product).strip()
         if not is_safe_image_id(image_id):
             reason, message = "unsafe_id", f"image id {image_id!r} is not a safe file name"
         elif not product_id:

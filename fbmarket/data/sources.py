@@ -7,10 +7,17 @@ what could not be read. Interpretation (prices, categories, locations) belongs t
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -32,17 +39,42 @@ IMAGES_DIR = "images"
 
 @dataclass
 class ReadIssues:
-    """What reading could not take as given: malformed rows and undecodable bytes, per file."""
+    """What reading could not take as given, per file.
+
+    `data_rows` is every record after the header (kept + malformed). Malformed rows are
+    counted by reason (`too_many_fields`, `unterminated_quote`); rows with too few fields
+    are kept, padded with empty values, and counted in `padded_rows`. Bytes that are not
+    UTF-8 are read as cp1252 one by one, so only the fields holding them change: such a
+    file is listed in `non_utf8_files`, and the fields and rows repaired are counted.
+    """
 
     malformed_rows: dict[str, int] = field(default_factory=dict)
     malformed_examples: dict[str, list[str]] = field(default_factory=dict)
+    malformed_reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    padded_rows: dict[str, int] = field(default_factory=dict)
+    data_rows: dict[str, int] = field(default_factory=dict)
     non_utf8_files: list[str] = field(default_factory=list)
+    cp1252_fields: dict[str, int] = field(default_factory=dict)
+    cp1252_rows: dict[str, int] = field(default_factory=dict)
+
+    def malformed(self, name: str, reason: str, line: int, fields: list[str]) -> None:
+        self.malformed_rows[name] = self.malformed_rows.get(name, 0) + 1
+        reasons = self.malformed_reasons.setdefault(name, {})
+        reasons[reason] = reasons.get(reason, 0) + 1
+        examples = self.malformed_examples.setdefault(name, [])
+        if len(examples) < 5:
+            examples.append(f"line {line} ({reason}): " + ",".join(fields)[:200])
 
     def to_json(self) -> dict:
         return {
+            "data_rows": self.data_rows,
             "malformed_rows": self.malformed_rows,
+            "malformed_reasons": self.malformed_reasons,
             "malformed_examples": self.malformed_examples,
+            "padded_rows": self.padded_rows,
             "non_utf8_files": self.non_utf8_files,
+            "cp1252_repaired_fields": self.cp1252_fields,
+            "cp1252_repaired_rows": self.cp1252_rows,
         }
 
 
@@ -59,50 +91,175 @@ class RawTables:
     origin: str = ""
 
 
+# Bytes that were not UTF-8, as `surrogateescape` keeps them: one lone surrogate per byte.
+_UNDECODED = re.compile("[\udc80-\udcff]+")
+# The csv module refuses fields over 131,072 characters by default, and pandas' python
+# engine then loses the row without a word. A field can be as long as the file.
+_CSV_LIMIT_LOCK = threading.Lock()
+
+
 def _decode(raw: bytes, name: str, issues: ReadIssues) -> str:
-    """UTF-8 when it is; otherwise keep every row by decoding as cp1252 (what old exports use)."""
+    """UTF-8, keeping any byte that is not as a lone surrogate for `_repair` to read as cp1252.
+
+    Decoding a whole file as cp1252 because of one stray byte would turn every "£" of
+    the rest into "Â£"; this way only the fields holding the stray bytes change.
+    """
     text: str
     try:
-        text = raw.decode("utf-8-sig")
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
+            text = raw.decode("utf-16")
+        else:
+            text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         issues.non_utf8_files.append(name)
-        text = raw.decode("cp1252", errors="replace")
+        text = raw.decode("utf-8-sig", errors="surrogateescape")
     # Descriptions scraped from the web carry bare carriage returns inside unquoted fields;
     # as line breaks they would split one listing into several rows.
     return text.replace("\r\n", "\n").replace("\r", " ")
 
 
+def _as_cp1252(match: re.Match[str]) -> str:
+    raw = match.group(0).encode("utf-8", errors="surrogateescape")
+    return raw.decode("cp1252", errors="replace")  # 0x81, 0x8D, 0x8F, 0x90, 0x9D: U+FFFD
+
+
+def _repair(fields: list[str]) -> tuple[list[str], int]:
+    """Read the undecoded bytes of each field as cp1252; returns the fields and how many changed."""
+    repaired = 0
+    for i, value in enumerate(fields):
+        if _UNDECODED.search(value):
+            fields[i] = _UNDECODED.sub(_as_cp1252, value)
+            repaired += 1
+    return fields, repaired
+
+
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Raise the csv module's (process-wide) field size limit for one read, then restore it."""
+    with _CSV_LIMIT_LOCK:
+        previous = csv.field_size_limit()
+        csv.field_size_limit(max(previous, min(limit, 2**31 - 1)))
+        try:
+            yield
+        finally:
+            csv.field_size_limit(previous)
+
+
+def _is_blank(record: list[str]) -> bool:
+    return not record or (len(record) == 1 and not record[0].strip())
+
+
+def _unterminated(lines: list[str]) -> bool:
+    """True when these lines end inside a quoted field (a quote opened and never closed)."""
+    try:
+        for _ in csv.reader(lines, strict=True):
+            pass
+    except csv.Error as error:
+        return "unexpected end of data" in str(error)
+    return False
+
+
+def _records(text: str) -> Iterator[tuple[int, list[str], bool]]:
+    """(first line number, fields, complete) for every CSV record, blank ones included.
+
+    A quote that opens and never closes makes the csv module read on into the next lines
+    (to the end of the file, or to the next row's quote), silently merging rows. A record
+    that spans lines yet has the wrong number of fields, or that ends the file inside a
+    quote, is such a merge: it comes as (line, [that first line], False), and reading
+    starts again on the next line. Quoted line breaks in a row of the right width stay.
+    """
+    lines = io.StringIO(text).readlines()
+    width: int | None = None
+    start = 0
+    while start < len(lines):
+        reader = csv.reader(lines[start:])
+        begin = 0  # where the current record starts, within lines[start:]
+        restart = None
+        for record in reader:
+            end = reader.line_num
+            first = start + begin
+            if width is None:
+                width = None if _is_blank(record) else len(record)  # the header
+            elif (end - begin > 1 and len(record) != width) or (
+                start + end == len(lines) and _unterminated(lines[first : start + end])
+            ):
+                restart = first
+                break
+            yield first + 1, record, True
+            begin = end
+        if restart is None:
+            return
+        yield restart + 1, [lines[restart].rstrip("\n")], False
+        start = restart + 1
+
+
+def _header(record: list[str]) -> list[str]:
+    """Column names as pandas would give them: blanks become "Unnamed: i", repeats get ".1", ".2"."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for i, raw_name in enumerate(record):
+        name = raw_name.strip() or f"Unnamed: {i}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}.{seen[name]}"
+        else:
+            seen[name] = 0
+        names.append(name)
+    return names
+
+
 def read_csv_table(path: Path, required: tuple[str, ...], issues: ReadIssues) -> pd.DataFrame:
-    """Read one CSV as strings; a row with the wrong number of fields is counted, not fatal."""
+    """Read one CSV as strings, giving an account of every record after the header.
+
+    Each record is kept (fields of any length; too few fields are padded with empty
+    values) or counted as malformed with a reason (too many fields, a quote that never
+    closes), so `issues.data_rows[name]` = rows returned + `issues.malformed_rows[name]`.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: a dataset folder needs {path.name}")
-    text = _decode(path.read_bytes(), path.name, issues)
-    bad: list[list[str]] = []
-
-    def on_bad_line(fields: list[str]) -> None:
-        bad.append(fields)
-        return None
-
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            engine="python",
-            index_col=False,  # never guess an index from a row with extra fields
-            on_bad_lines=on_bad_line,
-        )
-    except pd.errors.EmptyDataError as error:
-        raise SchemaError(f"{path.name} is empty: expected columns {', '.join(required)}") from error
-    first = str(frame.columns[0]) if len(frame.columns) else ""
-    if first == "" or first.startswith("Unnamed"):
-        frame = frame.drop(columns=frame.columns[0])  # the pandas index the exporter wrote
-    frame.columns = [str(c).strip() for c in frame.columns]
-    require_columns(frame, required, path.name)
-    if bad:
-        issues.malformed_rows[path.name] = len(bad)
-        issues.malformed_examples[path.name] = [",".join(f)[:200] for f in bad[:5]]
+    name = path.name
+    text = _decode(path.read_bytes(), name, issues)
+    damaged = name in issues.non_utf8_files
+    columns: list[str] | None = None
+    rows: list[list[str]] = []
+    data_rows = padded = repaired_fields = repaired_rows = 0
+    with _csv_field_limit(len(text) + 1):
+        for line, record, complete in _records(text):
+            if complete and _is_blank(record):
+                continue
+            if damaged:
+                record, repaired = _repair(record)
+                if repaired and complete and columns is not None:
+                    repaired_fields += repaired
+                    repaired_rows += 1
+            if columns is None:
+                if not complete:
+                    raise SchemaError(f"{name}: the header (line {line}) has a quote that never closes")
+                columns = _header(record)
+                continue
+            data_rows += 1
+            if not complete:
+                issues.malformed(name, "unterminated_quote", line, record)
+            elif len(record) > len(columns):
+                issues.malformed(name, "too_many_fields", line, record)
+            else:
+                if len(record) < len(columns):
+                    padded += 1
+                    record = record + [""] * (len(columns) - len(record))
+                rows.append(record)
+    if columns is None:
+        raise SchemaError(f"{name} is empty: expected columns {', '.join(required)}")
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    frame = frame.where(frame != "", np.nan).astype(str)
+    if columns[0].startswith("Unnamed"):
+        frame = frame.drop(columns=columns[0])  # the pandas index the exporter wrote
+    require_columns(frame, required, name)
+    issues.data_rows[name] = data_rows
+    if padded:
+        issues.padded_rows[name] = padded
+    if repaired_fields:
+        issues.cp1252_fields[name] = repaired_fields
+        issues.cp1252_rows[name] = repaired_rows
     return frame.reset_index(drop=True)
 
 

@@ -8,34 +8,88 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from fbmarket.data import schema as S
 
+MIN_PER_ROOT_TO_STRATIFY = 3
+
+
+class NotEnoughListingsError(ValueError):
+    """Too few listings survived cleaning to give train, validation and test one each."""
+
+
+def split_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """(train, val, test) sizes for n listings, exactly as the two train_test_split calls round
+    them: the held-out part is ceil(n * (val + test)), its test share ceil(rest * test / (val + test))."""
+    _, val_frac, test_frac = fractions
+    rest = math.ceil((val_frac + test_frac) * n)
+    test = math.ceil(test_frac / (val_frac + test_frac) * rest)
+    return n - rest, rest - test, test
+
+
+def min_listings(fractions: tuple[float, float, float]) -> int:
+    """The smallest number of listings that gives every split at least one (4 for 70/15/15)."""
+    n = 3
+    while min(split_sizes(n, fractions)) < 1:
+        n += 1
+    return n
+
+
+def _check_fractions(fractions: tuple[float, float, float]) -> None:
+    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must add up to 1, got {fractions}")
+    if min(fractions) <= 0:
+        raise ValueError(f"split fractions must all be above 0 (train, validation, test), got {fractions}")
+
+
+def _stratify(labels: np.ndarray, n_test: int) -> np.ndarray | None:
+    """Stratify by root when every root has a few listings and each side can hold every root;
+    otherwise (tiny or lopsided data) a plain random split, as scikit-learn would refuse."""
+    counts = pd.Series(labels).value_counts()
+    n_train = len(labels) - n_test
+    usable = len(counts) > 1 and counts.min() >= MIN_PER_ROOT_TO_STRATIFY
+    return labels if usable and min(n_test, n_train) >= len(counts) else None
+
 
 def make_split(products: pd.DataFrame, fractions: tuple[float, float, float], seed: int) -> pd.Series:
-    """product_id -> 'train' | 'val' | 'test', stratified by root category where every root has enough rows."""
-    train_frac, val_frac, test_frac = fractions
-    if abs(train_frac + val_frac + test_frac - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must add up to 1, got {fractions}")
+    """product_id -> 'train' | 'val' | 'test', stratified by root category where every root has enough rows.
+
+    Raises NotEnoughListingsError (a ValueError, so the CLI prints it) when the listings
+    cannot give every split at least one: `min_listings(fractions)`, 4 for the default
+    70/15/15. Stratifying also needs `MIN_PER_ROOT_TO_STRATIFY` listings in every root
+    category; without them the split is random, not refused.
+    """
+    _check_fractions(fractions)
+    _, val_frac, test_frac = fractions
+    n = len(products)
+    if min(split_sizes(n, fractions)) < 1:
+        needed = min_listings(fractions)
+        shares = "/".join(f"{fraction:.0%}" for fraction in fractions)
+        raise NotEnoughListingsError(
+            f"{n} listing(s) survived cleaning; a train/validation/test split of {shares} needs at least "
+            f"{needed} (one or more in each part: {needed} listings split "
+            f"{'/'.join(map(str, split_sizes(needed, fractions)))}). Add listings, or change the split "
+            f"fractions. Stratifying by root category also needs {MIN_PER_ROOT_TO_STRATIFY} listings "
+            "in every root category; with fewer the split is random."
+        )
     ids = products[S.PRODUCT_ID].to_numpy()
     roots = products[S.ROOT_CATEGORY].to_numpy()
-
-    def stratify(labels):
-        counts = pd.Series(labels).value_counts()
-        return labels if len(counts) > 1 and counts.min() >= 3 else None
-
+    held_out = val_frac + test_frac
     train_ids, rest_ids, _, rest_roots = train_test_split(
-        ids, roots, test_size=val_frac + test_frac, random_state=seed, stratify=stratify(roots)
+        ids, roots, test_size=held_out, random_state=seed, stratify=_stratify(roots, math.ceil(held_out * n))
     )
+    test_share = test_frac / held_out
     val_ids, test_ids = train_test_split(
         rest_ids,
-        test_size=test_frac / (val_frac + test_frac),
+        test_size=test_share,
         random_state=seed,
-        stratify=stratify(rest_roots),
+        stratify=_stratify(rest_roots, math.ceil(test_share * len(rest_ids))),
     )
     split = pd.Series("train", index=pd.Index(ids, name=S.PRODUCT_ID), name=S.SPLIT, dtype=object)
     split[val_ids] = "val"

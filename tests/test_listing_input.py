@@ -1,0 +1,59 @@
+"""A listing typed into POST /listings is cleaned as the seller's own text (issue 14, kind 4).
+
+`Marketplace._clean_listing` needs only the settings, so it is tested without a trained
+bundle or a server.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from fbmarket.config import Settings
+from fbmarket.data import schema as S
+from fbmarket.service import ListingInput, Marketplace
+
+
+def clean_listing(**fields: object) -> pd.Series:
+    listing = ListingInput(**({"title": "Lamp", "product_id": "live-1"} | fields))  # type: ignore[arg-type]
+    owner = SimpleNamespace(settings=Settings())
+    product = Marketplace._clean_listing(owner, listing, "Home & Garden / Sofas", None)  # type: ignore[arg-type]
+    assert len(product) == 1
+    return product.iloc[0]
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Sofa | grey velvet | 3 seater",
+        "Lamp | in Leeds, West Yorkshire | Gumtree",  # looks scraped, is still the seller's
+    ],
+)
+def test_a_typed_title_is_kept_whole(title: str) -> None:
+    row = clean_listing(title=title, location="")
+    assert row[S.TITLE] == title
+    assert row[S.LOCATION] == ""  # nothing read out of the seller's title
+
+
+def test_typed_text_is_cleaned_like_scraped_text() -> None:
+    row = clean_listing(
+        title="Grey so\u200bfa &amp; footstool",
+        description="Tom &amp;amp; Jerry<br>cushions",
+        price=12.5,
+    )
+    assert row[S.TITLE] == "Grey sofa & footstool"
+    assert row[S.DESCRIPTION] == "Tom & Jerry cushions"
+    assert row[S.PRICE] == 12.5
+
+
+def test_a_typed_description_is_cut_at_the_configured_limit() -> None:
+    row = clean_listing(description="word " * 10_000)
+    assert len(row[S.DESCRIPTION]) <= Settings().data.max_description_chars
+
+
+def test_a_typed_location_with_a_postcode_is_placed_at_the_town() -> None:
+    row = clean_listing(location="Leeds LS6 2AB, West Yorkshire")
+    assert row[S.GEO_MATCH] == "town" and row[S.TOWN] == "Leeds"
+    assert row[S.LOCATION] == "Leeds LS6 2AB, West Yorkshire"  # as the seller wrote it
