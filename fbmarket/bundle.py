@@ -84,6 +84,19 @@ class ProductPredictions:
     empty_descriptions: int
 
 
+@dataclass
+class EncodedListings:
+    embeddings: np.ndarray  # (n, embedding_dim), unit length
+    photo_vectors: np.ndarray  # (n, feature_dim): mean of each listing's photo features, unit length
+    has_photo: np.ndarray  # (n,) bool; rows without a photo are zeros in photo_vectors
+
+
+@dataclass
+class PhotoQuery:
+    features: np.ndarray  # (feature_dim,) backbone features of the photo
+    root_probs: np.ndarray  # (classes,) image-only head, in `Bundle.classes` order
+
+
 class Bundle:
     """A trained model bundle, loaded for serving and evaluation. Thread-safe for reads."""
 
@@ -187,6 +200,16 @@ class Bundle:
     @property
     def weights_info(self) -> dict[str, Any]:
         return dict(self.manifest["weights"])
+
+    @property
+    def model_info(self) -> dict[str, str]:
+        """Which model serves: version, image backbone and its weights (for /ready and the page)."""
+        weights = self.weights_info
+        return {
+            "version": self.version,
+            "backbone": str(self.manifest.get("backbone") or weights.get("arch") or "resnet50v2"),
+            "image_weights": str(weights.get("description", "")),
+        }
 
     @property
     def backbone_size(self) -> int:
@@ -304,9 +327,20 @@ class Bundle:
         self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256
     ) -> np.ndarray:
         """(n, embedding_dim) unit vectors for clean listings, in row order."""
+        return self.encode_listings(products, images, show_progress, batch_size).embeddings
+
+    def encode_listings(
+        self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256
+    ) -> EncodedListings:
+        """Embeddings and pooled photo vectors for clean listings, in row order (one photo pass)."""
+        dim = int(self.manifest["feature_dim"])
         if products.empty:
-            return np.zeros((0, self.embedding_dim), np.float32)
+            return EncodedListings(
+                np.zeros((0, self.embedding_dim), np.float32), np.zeros((0, dim), np.float32), np.zeros(0, bool)
+            )
         arrays, _ = self.arrays(products, images, show_progress)
+        pooled, has_photo = pool_products(arrays.features, arrays.photo_rows)
+        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         out = []
         for start in range(0, len(arrays), batch_size):
             index = list(range(start, min(len(arrays), start + batch_size)))
@@ -315,7 +349,7 @@ class Bundle:
                     "embedding"
                 ].numpy()
             )
-        return np.concatenate(out).astype(np.float32)
+        return EncodedListings(np.concatenate(out).astype(np.float32), (pooled / norms).astype(np.float32), has_photo)
 
     # ------------------------------------------------------------------ queries
     def photo_vector(self, image: Image.Image) -> np.ndarray:
@@ -328,14 +362,25 @@ class Bundle:
         )
         return self._part_fn("backbone")(pixels).numpy()[0]
 
-    def _query_inputs(self, text: str | None, image: Image.Image | None) -> dict[str, tf.Tensor]:
+    def photo_query(self, image: Image.Image) -> PhotoQuery:
+        """A query photo's backbone features and the image-only head's root probabilities."""
+        features = self.photo_vector(image)
+        probs = self._part_fn("image_head")(tf.constant(features[None])).numpy()[0]
+        return PhotoQuery(features.astype(np.float32), probs.astype(np.float32))
+
+    def _query_inputs(
+        self, text: str | None, image: Image.Image | None, photo_features: np.ndarray | None = None
+    ) -> dict[str, tf.Tensor]:
         words = join(get_tokenizer().tokenize(text)) if text else ""
-        if not words and image is None:
+        if not words and image is None and photo_features is None:
             raise ValueError("a query needs words (letters or digits) or a photo")
         dim = int(self.manifest["feature_dim"])
         photo = np.zeros((1, 1, dim), np.float32)
         mask = np.zeros((1, 1), np.float32)
-        if image is not None:
+        if photo_features is not None:
+            photo[0, 0] = photo_features
+            mask[0, 0] = 1.0
+        elif image is not None:
             photo[0, 0] = self.photo_vector(image)
             mask[0, 0] = 1.0
         return {
@@ -345,9 +390,14 @@ class Bundle:
             "query_photo_mask": tf.constant(mask),
         }
 
-    def encode_query(self, text: str | None = None, image: Image.Image | None = None) -> np.ndarray:
-        """A search query (words, a photo, or both) as a unit vector in the product space."""
-        return self._query_fn(self._query_inputs(text, image)).numpy()[0].astype(np.float32)
+    def encode_query(
+        self, text: str | None = None, image: Image.Image | None = None, photo_features: np.ndarray | None = None
+    ) -> np.ndarray:
+        """A search query (words, a photo, or both) as a unit vector in the product space.
+
+        `photo_features` (from `photo_query`) stands in for `image` so the backbone runs once.
+        """
+        return self._query_fn(self._query_inputs(text, image, photo_features)).numpy()[0].astype(np.float32)
 
     def predict_category(
         self, text: str | None = None, image: Image.Image | None = None, top: int = 3

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
 INDEX_FILE = "index/vectors.faiss"
+PHOTO_INDEX_FILE = "index/photos.faiss"  # pooled photo features of each listing with photos
 RANKING_DIR = "ranking"
 MAX_K = 100
 INDEX_SAVE_EVERY = 25  # live writes between index saves (the database is the truth in between)
@@ -176,7 +177,10 @@ class Marketplace:
             bundle_dir / INDEX_FILE, ids, vectors, settings, model.embedding_dim
         )
         lexical = LexicalIndex.from_products(products, settings.search)
-        searcher = HybridSearcher(products, vector_index, lexical, settings.search, model.category_space())
+        photo_index = load_or_rebuild_photo_index(bundle_dir / PHOTO_INDEX_FILE, products, store, model, settings)
+        searcher = HybridSearcher(
+            products, vector_index, lexical, settings.search, model.category_space(), photo_index
+        )
         ranking_dir = bundle_dir / RANKING_DIR
         if (ranking_dir / "profiles.json").is_file():
             ranking = RankingModels.load(ranking_dir)
@@ -206,6 +210,8 @@ class Marketplace:
     def save_index(self) -> None:
         if self.searcher.vectors is not None:
             self.searcher.vectors.save(self.bundle_dir / INDEX_FILE)
+        if self.searcher.photos is not None:
+            self.searcher.photos.save(self.bundle_dir / PHOTO_INDEX_FILE)
         self._writes_since_save = 0
 
     def _known_users(self) -> set[str]:
@@ -225,13 +231,19 @@ class Marketplace:
             if request.buyer is None or status == "anonymous":
                 raise BadRequestError("empty query: give words, a photo, or a buyer (for a home feed)")
             return self._feed(buyer, status, notes, k, filters)
+        photo = self.model.photo_query(request.image) if request.image is not None else None
         try:
-            query_vector = self.model.encode_query(text, request.image)
+            query_vector = self.model.encode_query(text, photo_features=None if photo is None else photo.features)
         except ValueError as error:  # e.g. only punctuation: nothing to search with
             raise BadRequestError(str(error)) from error
         try:
             candidates = self.searcher.retrieve(
-                query_vector, text, filters, n=self.settings.search.candidates
+                query_vector,
+                text,
+                filters,
+                n=self.settings.search.candidates,
+                query_photo=None if photo is None else photo.features,
+                photo_root_probs=None if photo is None else photo.root_probs,
             )
         except ValueError as error:
             raise BadRequestError(str(error)) from error
@@ -328,12 +340,13 @@ class Marketplace:
         """Add or replace a batch of clean listings (`fbmarket index`); returns how many."""
         if products.empty:
             return 0
-        vectors = self.model.encode_products(products, photos, show_progress=show_progress)
+        encoded = self.model.encode_listings(products, photos, show_progress=show_progress)
+        vectors = encoded.embeddings
         ids = products[S.PRODUCT_ID].astype(str).tolist()
         with self._write_lock:
             self.store.upsert_listings(products, photos)
             self.store.upsert_embeddings(ids, vectors, self.model.version)
-            self.searcher.add_products(products, vectors)
+            self.searcher.add_products(products, vectors, encoded.photo_vectors, encoded.has_photo)
             table = self._products.drop(index=ids, errors="ignore")
             self._set_products(pd.concat([table, products.set_index(S.PRODUCT_ID, drop=False)]))
             for pid in ids:  # recounted from the database on their next appearance in results
@@ -361,14 +374,15 @@ class Marketplace:
                 f"category {category!r}: the root must be one of the model's categories: {', '.join(self.model.classes)}"
             )
         product = self._clean_listing(listing, category, cleaned_photos)
-        vector = self.model.encode_products(
+        encoded = self.model.encode_listings(
             product, cleaned_photos if cleaned_photos is not None else _no_photos()
         )
+        vector = encoded.embeddings
         with self._write_lock:
             self.store.save_listing(
                 product, cleaned_photos, vector, self.model.version, replace_photos=replace_photos
             )
-            self.searcher.add_products(product, vector)
+            self.searcher.add_products(product, vector, encoded.photo_vectors, encoded.has_photo)
             table = self._products.drop(index=product_id, errors="ignore")
             self._set_products(pd.concat([table, product.set_index(S.PRODUCT_ID, drop=False)]))
             self._photo_count[product_id] = 0 if cleaned_photos is None else len(cleaned_photos)
@@ -582,6 +596,47 @@ def load_or_rebuild_index(
         index = VectorIndex(vectors.shape[1], settings.search)
     index.build(ids, vectors)
     index.save(path)
+    return index
+
+
+def load_or_rebuild_photo_index(
+    path: Path, products: pd.DataFrame, store: Store, model: Any, settings: Settings
+) -> VectorIndex:
+    """The saved photo index, reconciled with the database's listings and photos.
+
+    Photo vectors are derived data (the backbone over the cleaned photo files the database
+    points to), so a missing or corrupt index, or listings it lacks, are recomputed
+    from the photos, through the bundle's feature cache when it holds them.
+    """
+    dim = int(model.manifest["feature_dim"])
+    index = None
+    if path.is_file():
+        try:
+            index = VectorIndex.load(path, settings.search)
+        except IndexLoadError as error:
+            log.warning("saved photo index unusable (%s): rebuilding from the photos", error)
+        if index is not None and index.dim != dim:
+            log.warning("saved photo index is %d-d, the bundle's backbone %d-d: rebuilding", index.dim, dim)
+            index = None
+    if index is None:
+        index = VectorIndex(dim, settings.search, factory="Flat")
+    ids = products[S.PRODUCT_ID].astype(str).tolist() if not products.empty else []
+    photos = store.images_frame() if ids else pd.DataFrame()
+    with_photos = set(photos[S.PRODUCT_ID].astype(str)) if not photos.empty else set()
+    extra = sorted(set(index.product_ids) - with_photos)
+    if extra:
+        index.remove(extra)
+    missing = [pid for pid in ids if pid in with_photos and pid not in index]
+    if missing:
+        wanted = products[products[S.PRODUCT_ID].astype(str).isin(set(missing))]
+        encoded = model.encode_listings(wanted, photos[photos[S.PRODUCT_ID].astype(str).isin(set(missing))])
+        keep = encoded.has_photo
+        found = wanted[S.PRODUCT_ID].astype(str).to_numpy()[keep].tolist()
+        if found:
+            index.add(found, encoded.photo_vectors[keep])
+    if extra or missing or not path.is_file():
+        log.info("photo index reconciled: %d added, %d removed", len(missing), len(extra))
+        index.save(path)
     return index
 
 

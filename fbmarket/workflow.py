@@ -94,14 +94,18 @@ def stage_index(state: RunState) -> None:
     from fbmarket.bundle import Bundle
     from fbmarket.data.store import Store
     from fbmarket.search.index import VectorIndex
-    from fbmarket.service import INDEX_FILE
+    from fbmarket.service import INDEX_FILE, PHOTO_INDEX_FILE
 
     assert state.prepared is not None
     out = state.settings.out_dir
     model = Bundle.load(out)
     products = state.prepared.products
-    vectors = model.encode_products(products, state.prepared.images, show_progress=state.show_progress)
+    encoded = model.encode_listings(products, state.prepared.images, show_progress=state.show_progress)
+    vectors = encoded.embeddings
     ids = products["product_id"].astype(str).tolist()
+    photos = VectorIndex(encoded.photo_vectors.shape[1], state.settings.search, factory="Flat")
+    photos.build(np.asarray(ids, dtype=object)[encoded.has_photo].tolist(), encoded.photo_vectors[encoded.has_photo])
+    photos.save(out / PHOTO_INDEX_FILE)
     np.save(out / EMBEDDINGS_FILE, vectors)
     (out / EMBEDDING_IDS_FILE).write_text(json.dumps(ids))
     store = Store(state.settings.db_url)
@@ -112,7 +116,12 @@ def stage_index(state: RunState) -> None:
     index = VectorIndex(vectors.shape[1], state.settings.search)
     index.build(ids, vectors)
     index.save(out / INDEX_FILE)
-    state.summary["index"] = {"listings": len(ids), "dim": int(vectors.shape[1]), **index.describe()}
+    state.summary["index"] = {
+        "listings": len(ids),
+        "dim": int(vectors.shape[1]),
+        "listings_with_photos": len(photos),
+        **index.describe(),
+    }
 
 
 def stage_ranking(state: RunState) -> None:

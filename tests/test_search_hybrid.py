@@ -19,6 +19,7 @@ from fbmarket.search.hybrid import (
     CANDIDATE_COLUMNS,
     FUSED_SCORE,
     LEXICAL_RANK,
+    PHOTO_SCORE,
     SAME_LEAF,
     SAME_ROOT,
     SEMANTIC_RANK,
@@ -406,3 +407,50 @@ def test_save_load_and_a_failed_reload_keeps_the_served_indexes(tmp_path):
     searcher(smaller).save(tmp_path)
     loaded.reload(tmp_path)
     assert len(loaded.vectors) == 80 and len(loaded.lexical) == 80
+
+
+def photo_searcher(products: pd.DataFrame, **overrides) -> tuple[HybridSearcher, np.ndarray]:
+    """A searcher whose listings (all but every 10th) have random 32-d photo vectors."""
+    from fbmarket.search.index import VectorIndex
+
+    rng = np.random.default_rng(5)
+    photos = rng.normal(size=(len(products), 32)).astype(np.float32)
+    photos /= np.linalg.norm(photos, axis=1, keepdims=True)
+    has = np.arange(len(products)) % 10 != 0
+    index = VectorIndex(32, factory="Flat")
+    ids = products[S.PRODUCT_ID].astype(str).to_numpy(object)
+    index.build(ids[has].tolist(), photos[has])
+    built = searcher(products, **overrides)
+    built.photos = index
+    return built, photos
+
+
+def test_photo_query_finds_the_listing_whose_photo_it_is_and_obeys_filters() -> None:
+    products = catalogue()
+    built, photos = photo_searcher(products, photo_root_weight=0.0, photo_leaf_weight=0.0)
+    for row in (1, 7, 42):
+        noisy = photos[row] + 0.05 * np.random.default_rng(row).normal(size=32)
+        vector = embeddings_of(products.iloc[[row]])[0]
+        frame = built.retrieve(vector, None, n=10, query_photo=noisy)
+        assert frame.attrs["mode"] == "photo" and PHOTO_SCORE in frame
+        assert frame[S.PRODUCT_ID].iloc[0] == f"p{row}"
+        assert frame[SEMANTIC_SCORE].between(0, 1).all()  # the ranker reads the fused photo score
+    root = products[S.ROOT_CATEGORY].iloc[0]
+    filtered = built.retrieve(None, None, Filters(category=root), n=15, query_photo=photos[3])
+    assert len(filtered) == 15
+    assert set(products.set_index(S.PRODUCT_ID).loc[filtered[S.PRODUCT_ID], S.ROOT_CATEGORY]) == {root}
+    words = built.retrieve(embed(["sofa"])[0], "sofa", n=5, query_photo=photos[3])
+    assert words.attrs["mode"] == "photo+words"
+
+
+def test_photo_index_follows_live_adds_and_removals() -> None:
+    products = catalogue()
+    built, photos = photo_searcher(products)
+    assert "p5" in built.photos
+    built.remove_products(["p5"])
+    assert "p5" not in built.photos and "p5" not in built.vectors
+    row = products.iloc[[5]]
+    built.add_products(row, embeddings_of(row), photos[[5]], np.array([True]))
+    assert "p5" in built.photos
+    built.add_products(row, embeddings_of(row), np.zeros((1, 32), np.float32), np.array([False]))
+    assert "p5" not in built.photos  # replaced without photos: no photo match any more

@@ -76,9 +76,12 @@ def ready(request: Request) -> JSONResponse | ReadyOut:
     checks = {name: bool(value) for name, value in market.ready().items()}
     ok = all(checks.values())
     state.metrics.ready.set(int(ok))
+    model = market.model.model_info
     if not ok:
-        return JSONResponse(ReadyOut(ready=False, checks=checks, detail="not ready").model_dump(), 503)
-    return ReadyOut(ready=True, checks=checks)
+        return JSONResponse(
+            ReadyOut(ready=False, checks=checks, detail="not ready", model=model).model_dump(), 503
+        )
+    return ReadyOut(ready=True, checks=checks, model=model)
 
 
 @router.get(

@@ -113,6 +113,9 @@ class ReadyOut(BaseModel):
     ready: bool
     checks: dict[str, bool]
     detail: str | None = None
+    model: dict[str, str] | None = Field(
+        default=None, description="the bundle serving: version, image backbone and its weights"
+    )
 
 
 class CategoryPrediction(BaseModel):
@@ -162,7 +165,7 @@ class ListingCard(BaseModel):
 class SearchOut(BaseModel):
     results: list[ListingCard]
     buyer_status: str = Field(description="known | cold_start | anonymous | inline")
-    mode: str = Field(description="hybrid | lexical | semantic | feed: the retrieval that ran")
+    mode: str = Field(description="hybrid | lexical | semantic | photo | photo+words | feed: the retrieval that ran")
     notes: list[str]
 
     @classmethod

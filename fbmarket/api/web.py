@@ -102,7 +102,9 @@ def _thumbnail(image: Image.Image, size: int = 160) -> str:
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    context.setdefault("loading", _market(request) is None)
+    market = _market(request)
+    context.setdefault("loading", market is None)
+    context.setdefault("model_info", market.model.model_info if market is not None else None)
     return templates.TemplateResponse(request, template, {**_choices(request), **context}, status_code=status)
 
 

@@ -57,11 +57,18 @@ class CategorySpace:
     root: CategoryHead
     leaf: CategoryHead | None = None
 
-    def agreement(self, vector: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(P(same root), P(same leaf)) of one vector with each candidate row; leaf 0 without a leaf head."""
+    def agreement(
+        self, vector: np.ndarray, candidates: np.ndarray, root_probs: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(P(same root), P(same leaf)) of one vector with each candidate row; leaf 0 without a leaf head.
+
+        `root_probs` replaces the vector's own root probabilities when the query's category
+        is better estimated elsewhere (a photo query: the image-only head, in class order).
+        """
         candidates = np.asarray(candidates, dtype=np.float32).reshape(-1, self.root.dim)
         vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        same_root = self.root.probabilities(candidates) @ self.root.probabilities(vector)[0]
+        query_root = self.root.probabilities(vector)[0] if root_probs is None else np.asarray(root_probs)
+        same_root = self.root.probabilities(candidates) @ query_root
         if self.leaf is None:
             return same_root, np.zeros(len(candidates))
         same_leaf = self.leaf.probabilities(candidates) @ self.leaf.probabilities(vector)[0]

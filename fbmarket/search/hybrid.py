@@ -22,6 +22,16 @@ either list alone (embedding 0.171 / BM25 0.150 on leaf names). On validation w 
 Filters (`Filters`) are applied inside both searches (FAISS IDSelector, BM25 mask), not
 after them, so n results come back whenever n matching listings exist.
 
+Photo queries (`retrieve(..., query_photo=...)`) add a third list: the listings whose
+photos look most like the query photo (`photos`, an index of each listing's pooled,
+unit-length backbone features: EfficientNet-Lite2 puts a re-encoded, 10%-cropped or
+half-size copy of a dev listing's photo on its own listing first 97-98.5% of the time).
+Every candidate is scored on the photo match, the embedding/BM25 blend and the
+probability that it shares the photo's root and leaf category (root from the image-only
+head, leaf from the query embedding through the fusion model's heads); the weights
+(`SearchSettings.photo_*`) were chosen on the dev data's validation split by
+benchmarks/photo_search.py.
+
 Similar listings (`similar_scored`) use a listing's own vector and title as the query,
 blended the same way, plus the probability that each candidate shares its root and leaf
 category by the fusion model's heads (`categories`, search/categories.py), when given:
@@ -59,8 +69,10 @@ SAME_LEAF = "same_leaf"  # similar_leaf_weight * P(same leaf category)
 SIMILAR_SCORE = "score"
 SIMILAR_COLUMNS = (S.PRODUCT_ID, SIMILARITY, SAME_ROOT, SAME_LEAF, SIMILAR_SCORE)
 CANDIDATE_COLUMNS = (S.PRODUCT_ID, SEMANTIC_SCORE, LEXICAL_SCORE, SEMANTIC_RANK, LEXICAL_RANK, FUSED_SCORE)
+PHOTO_SCORE = "photo_score"  # cosine of the query photo with the listing's pooled photo features
 FUSIONS = ("rrf", "blend")
 VECTOR_FILE = "vectors.faiss"
+PHOTO_FILE = "photos.faiss"
 LEXICAL_FILE = "lexical.json"
 KM_PER_DEGREE_LAT = 111.2
 TABLE_COLUMNS = (
@@ -253,6 +265,7 @@ class HybridSearcher:
         lexical: LexicalIndex | None = None,
         settings: SearchSettings | None = None,
         categories: CategorySpace | None = None,
+        photos: VectorIndex | None = None,
     ):
         self.settings = settings or SearchSettings()
         self.categories = categories  # the model's category heads: similar() favours shared categories
@@ -260,6 +273,7 @@ class HybridSearcher:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.settings.fusion!r}")
         self.vectors = vectors
         self.lexical = lexical
+        self.photos = photos  # listing id -> pooled unit photo features (listings with photos only)
         self.table = ListingTable(products)
         self._lock = threading.RLock()
         self._align_key: tuple | None = None
@@ -294,6 +308,8 @@ class HybridSearcher:
         with self._lock:
             if self.vectors is not None:
                 self.vectors.save(directory / VECTOR_FILE)
+            if self.photos is not None:
+                self.photos.save(directory / PHOTO_FILE)
             if self.lexical is not None:
                 self.lexical.save(directory / LEXICAL_FILE)
 
@@ -324,8 +340,18 @@ class HybridSearcher:
             self._align_key = None
 
     # ------------------------------------------------------------------ live listings
-    def add_products(self, products: pd.DataFrame, embeddings: np.ndarray | None = None) -> None:
-        """Add or replace listings: they are searchable when this returns."""
+    def add_products(
+        self,
+        products: pd.DataFrame,
+        embeddings: np.ndarray | None = None,
+        photo_vectors: np.ndarray | None = None,
+        has_photo: np.ndarray | None = None,
+    ) -> None:
+        """Add or replace listings: they are searchable when this returns.
+
+        `photo_vectors` (n, photo dim) with `has_photo` (n,) bool update the photo index:
+        a replaced listing that no longer has a photo leaves it.
+        """
         S.require_columns(products, (*TABLE_COLUMNS, S.DESCRIPTION), "products")
         ids = products[S.PRODUCT_ID].astype(str).tolist()
         with self._lock:
@@ -333,6 +359,11 @@ class HybridSearcher:
                 if self.vectors is None:
                     raise ValueError("this searcher has no vector index to add embeddings to")
                 self.vectors.add(ids, embeddings)
+            if photo_vectors is not None and self.photos is not None:
+                keep = np.ones(len(ids), bool) if has_photo is None else np.asarray(has_photo, bool)
+                self.photos.remove([pid for pid, k in zip(ids, keep, strict=True) if not k])
+                if keep.any():
+                    self.photos.add([pid for pid, k in zip(ids, keep, strict=True) if k], photo_vectors[keep])
             if self.lexical is not None:
                 self.lexical.add(ids, products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist())
             merged = pd.concat([self.table.frame, products.loc[:, list(TABLE_COLUMNS)]], ignore_index=True)
@@ -344,6 +375,8 @@ class HybridSearcher:
         with self._lock:
             if self.vectors is not None:
                 self.vectors.remove(ids)
+            if self.photos is not None:
+                self.photos.remove(ids)
             if self.lexical is not None:
                 self.lexical.remove(ids)
             frame = self.table.frame
@@ -365,6 +398,8 @@ class HybridSearcher:
         filters: Filters | None = None,
         n: int | None = None,
         truncate: bool = True,
+        query_photo: np.ndarray | None = None,
+        photo_root_probs: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """Up to n candidates, best fused score first (columns: CANDIDATE_COLUMNS).
 
@@ -372,7 +407,14 @@ class HybridSearcher:
         an error; text of only unknown words simply finds nothing lexically.
         `truncate=False` keeps every listing either search found (up to 2n), so each
         list can be judged on its own, not only on what survived the fusion cut.
+        `query_photo` (the query photo's backbone features) with a photo index adds the
+        photo match (`retrieve_photo`); `photo_root_probs` is the image head's estimate of
+        the photo's root category, in class order.
         """
+        if query_photo is not None and self.photos is not None and len(self.photos):
+            return self.retrieve_photo(
+                query_photo, query_vector, query_text, filters, n, photo_root_probs, truncate
+            )
         n = check_k(self.settings.candidates if n is None else n, self.settings.max_k)
         if query_text is not None:
             check_query(query_text)
@@ -402,6 +444,98 @@ class HybridSearcher:
                 n if truncate else len(semantic) + len(lexical),
             )
         return _with_mode(frame, mode)
+
+    def retrieve_photo(
+        self,
+        query_photo: np.ndarray,
+        query_vector: np.ndarray | None,
+        query_text: str | None = None,
+        filters: Filters | None = None,
+        n: int | None = None,
+        root_probs: np.ndarray | None = None,
+        truncate: bool = True,
+    ) -> pd.DataFrame:
+        """Candidates for a query with a photo (and maybe words), best first.
+
+        The union of the photo index's neighbours and the usual embedding/BM25 lists, each
+        scored as photo_weight * (photo cosine, min-max scaled) + (1 - photo_weight) * the
+        usual blend + photo_root_weight * P(same root) + photo_leaf_weight * P(same leaf).
+        Columns: CANDIDATE_COLUMNS plus PHOTO_SCORE; FUSED_SCORE is that score and, so the
+        ranker orders by it, SEMANTIC_SCORE carries it too, scaled to [0, 1].
+
+        Args:
+            query_photo: (photo dim,) backbone features of the query photo.
+            query_vector: the query embedding (photo and words through the query tower).
+            root_probs: (classes,) the image head's root probabilities for the photo.
+        """
+        n = check_k(self.settings.candidates if n is None else n, self.settings.max_k)
+        if query_text is not None:
+            check_query(query_text)
+        if self.photos is None:
+            raise ValueError("this searcher has no photo index")
+        q = np.asarray(query_photo, dtype=np.float32).reshape(-1)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        with self._lock:
+            photo_allowed = vec_allowed = lex_allowed = None
+            if filters is not None and filters.active:
+                mask = self.table.mask(filters)
+                if not mask.any():
+                    return _with_mode(empty_candidates(), "photo")
+                vec_allowed, lex_allowed = self._selections(mask)
+                allowed_ids = self.table.ids[mask]
+                photo_allowed = [pid for pid in allowed_ids if pid in self.photos]
+            photo_hits = self.photos.search(q, n, photo_allowed)
+            use_vectors = query_vector is not None and self.vectors is not None
+            use_text = query_text is not None and self.lexical is not None
+            semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
+            lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
+            base = self._score_candidates(
+                query_vector if use_vectors else None,
+                query_text if use_text else None,
+                semantic,
+                lexical,
+                len(semantic) + len(lexical),
+            )
+            found = dict(photo_hits)
+            ids = list(dict.fromkeys([pid for pid, _ in photo_hits] + base[S.PRODUCT_ID].tolist()))
+            if not ids:
+                return _with_mode(empty_candidates(), "photo")
+            rest = [pid for pid in ids if pid not in found and pid in self.photos]
+            if rest:
+                found.update(zip(rest, (self.photos.vectors_of(rest) @ q).tolist(), strict=True))
+            photo = np.array([found.get(pid, np.nan) for pid in ids], dtype=float)
+            blend = base.set_index(S.PRODUCT_ID)[FUSED_SCORE].reindex(ids).to_numpy(float)
+            parts = base.set_index(S.PRODUCT_ID).reindex(ids)
+            settings = self.settings
+            weight = settings.photo_weight
+            fused = weight * np.nan_to_num(min_max(photo), nan=0.0) + (1 - weight) * np.nan_to_num(
+                min_max(blend) if use_text or use_vectors else np.zeros(len(ids)), nan=0.0
+            )
+            if self.categories is not None and use_vectors and (settings.photo_root_weight or settings.photo_leaf_weight):
+                in_vectors = np.array([pid in self.vectors for pid in ids])
+                same_root = np.zeros(len(ids))
+                same_leaf = np.zeros(len(ids))
+                if in_vectors.any():
+                    kept = [pid for pid, k in zip(ids, in_vectors, strict=True) if k]
+                    root, leaf = self.categories.agreement(query_vector, self.vectors.vectors_of(kept), root_probs)
+                    same_root[in_vectors], same_leaf[in_vectors] = root, leaf
+                fused = fused + settings.photo_root_weight * same_root + settings.photo_leaf_weight * same_leaf
+            order = np.lexsort((np.arange(len(ids)), -fused))
+            if truncate:
+                order = order[:n]
+            top = max(float(fused.max()), 1e-12)
+            frame = pd.DataFrame(
+                {
+                    S.PRODUCT_ID: np.array(ids, dtype=object)[order],
+                    SEMANTIC_SCORE: np.clip(fused[order] / top, 0.0, 1.0),
+                    LEXICAL_SCORE: parts[LEXICAL_SCORE].to_numpy(float)[order],
+                    SEMANTIC_RANK: parts[SEMANTIC_RANK].to_numpy(float)[order],
+                    LEXICAL_RANK: parts[LEXICAL_RANK].to_numpy(float)[order],
+                    FUSED_SCORE: fused[order],
+                    PHOTO_SCORE: photo[order],
+                }
+            )
+        return _with_mode(frame, "photo+words" if use_text else "photo")
 
     def _selections(self, mask: np.ndarray) -> tuple[IdSelection | None, IdSelection | None]:
         """A row mask over the table -> the allowed ids inside the vector and lexical indexes."""

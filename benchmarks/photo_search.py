@@ -1,0 +1,237 @@
+"""Photo search quality on the real dev data: category precision and finding a re-encoded photo.
+
+Usage: .venv/bin/python benchmarks/photo_search.py --bundle DIR [--out FILE] [--served 200]
+
+DIR is a bundle trained on the dev data (`fbmarket train --data ../shared/data/gumtree-dev
+--out DIR`); its database holds the clean listings and `split.json` the product-level split.
+Skips with a message (exit 0) when the bundle is absent.
+
+Every listing is encoded with `Bundle.encode_listings` (embedding + pooled photo vector) and
+indexed over the whole catalogue, as `fbmarket serve` holds it. Queries are the first
+photo of each validation / test listing with photos (its cleaned cached copy, as a buyer's
+upload would be cleaned), through `Bundle.photo_query` and `Bundle.encode_query`:
+
+* category: the query's own listing excluded, precision@10 of listings in the same root
+  and in the same leaf category (bars: root >= 0.55, leaf >= 0.25);
+* duplicates: the same photo JPEG re-encoded at quality 60, cropped by 10% (5% off each
+  side, then re-encoded) and resized to half its side: recall@1 of its own listing
+  (bar >= 0.95), the base of duplicate-listing detection.
+
+The weights of `HybridSearcher.retrieve_photo` (photo match vs embedding blend, root and
+leaf agreement) are chosen on the validation queries: the best mean of root and leaf
+P@10 among settings whose duplicate recall@1 stays >= 0.97 (the smallest weights within
+0.005 of the best); the test figures are then reported for the chosen and the default
+setting. `--served N` also runs N test photos through `Marketplace.search` (the learned
+ranker, anonymous buyer) on a copy of the bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fbmarket.config import Settings  # noqa: E402
+from fbmarket.data import schema as S  # noqa: E402
+from fbmarket.data.store import Store  # noqa: E402
+from fbmarket.search.hybrid import HybridSearcher  # noqa: E402
+from fbmarket.search.index import VectorIndex  # noqa: E402
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "photo_search.json"
+K = 10
+PHOTO_WEIGHTS = (0.4, 0.6, 0.8, 1.0)
+ROOT_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+LEAF_WEIGHTS = (0.0, 0.25, 0.5)
+MIN_RECALL = 0.97  # choice constraint on validation (bar 0.95 on test)
+TIE = 0.005
+VARIANTS = ("reencode", "crop10", "resize50")
+
+
+def variants(image: Image.Image) -> dict[str, Image.Image]:
+    """The same photo as a re-poster would upload it."""
+
+    def jpeg(img: Image.Image, quality: int) -> Image.Image:
+        buffer = io.BytesIO()
+        img.convert("RGB").save(buffer, "JPEG", quality=quality)
+        return Image.open(io.BytesIO(buffer.getvalue()))
+
+    w, h = image.size
+    return {
+        "reencode": jpeg(image, 60),
+        "crop10": jpeg(image.crop((int(w * 0.05), int(h * 0.05), int(w * 0.95), int(h * 0.95))), 85),
+        "resize50": image.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.BICUBIC),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--served", type=int, default=0, help="test photos also run through Marketplace.search")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many queries per split (0: all)")
+    args = parser.parse_args()
+    if not (args.bundle / "bundle.json").is_file():
+        print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
+        return 0
+    from fbmarket.bundle import Bundle
+
+    started = time.perf_counter()
+    settings = Settings.load(args.bundle / "settings.json")
+    settings.out_dir = args.bundle
+    model = Bundle.load(args.bundle)
+    store = Store(settings.db_url)
+    products = store.listings_frame()
+    images = store.images_frame()
+    store.close()
+    split = json.loads((args.bundle / "split.json").read_text())
+    split = split.get("assignments", split) if isinstance(split, dict) else split
+    products[S.SPLIT] = products[S.PRODUCT_ID].astype(str).map(split)
+    encoded = model.encode_listings(products, images, show_progress=True)
+    ids = products[S.PRODUCT_ID].astype(str).tolist()
+    searcher = HybridSearcher.build(products, ids, encoded.embeddings, settings.search, model.category_space())
+    photos = VectorIndex(encoded.photo_vectors.shape[1], settings.search, factory="Flat")
+    photos.build(np.asarray(ids, dtype=object)[encoded.has_photo].tolist(), encoded.photo_vectors[encoded.has_photo])
+    searcher.photos = photos
+    root = dict(zip(ids, products[S.ROOT_CATEGORY].astype(str), strict=True))
+    leaf = dict(zip(ids, products[S.LEAF_CATEGORY].astype(str), strict=True))
+
+    first = images.sort_values([S.PRODUCT_ID, "position"]).drop_duplicates(S.PRODUCT_ID)
+    first = first.set_index(first[S.PRODUCT_ID].astype(str))[S.IMAGE_PATH]
+    queries: dict[str, list[dict]] = {}
+    for name in ("val", "test"):
+        pids = [p for p in products.loc[products[S.SPLIT] == name, S.PRODUCT_ID].astype(str) if p in first.index]
+        if args.limit:
+            pids = pids[: args.limit]
+        rows = []
+        for pid in tqdm(pids, desc=f"{name} query photos", unit="photo"):
+            image = Image.open(first[pid])
+            image.load()
+            photo = model.photo_query(image)
+            row = {"pid": pid, "photo": photo, "vector": model.encode_query(photo_features=photo.features)}
+            for kind, copy in variants(image).items():
+                p = model.photo_query(copy)
+                row[kind] = (p, model.encode_query(photo_features=p.features))
+            rows.append(row)
+        queries[name] = rows
+
+    def measure(rows: list[dict], search) -> dict[str, float]:
+        same_root, same_leaf, recall = [], [], {k: [] for k in VARIANTS}
+        for row in rows:
+            pid = row["pid"]
+            hits = search(row["photo"], row["vector"], K + 1)
+            others = [h for h in hits if h != pid][:K]
+            same_root.append(np.mean([root[h] == root[pid] for h in others]) if others else 0.0)
+            same_leaf.append(np.mean([leaf[h] == leaf[pid] for h in others]) if others else 0.0)
+            for kind in VARIANTS:
+                photo, vector = row[kind]
+                top = search(photo, vector, 1)
+                recall[kind].append(bool(top) and top[0] == pid)
+        out = {"root_p10": float(np.mean(same_root)), "leaf_p10": float(np.mean(same_leaf))}
+        out |= {f"recall1_{k}": float(np.mean(v)) for k, v in recall.items()}
+        out["recall1_min"] = min(out[f"recall1_{k}"] for k in VARIANTS)
+        out["n"] = len(rows)
+        return out
+
+    def searcher_with(weight: float, root_w: float, leaf_w: float):
+        tuned = replace(settings.search, photo_weight=weight, photo_root_weight=root_w, photo_leaf_weight=leaf_w)
+        s = HybridSearcher(products, searcher.vectors, searcher.lexical, tuned, model.category_space(), photos)
+
+        def search(photo, vector, n):
+            frame = s.retrieve_photo(photo.features, vector, None, None, max(n, 50), photo.root_probs)
+            return frame[S.PRODUCT_ID].tolist()[:n]
+
+        return search
+
+    def raw_photo_search(photo, vector, n):
+        return [pid for pid, _ in photos.search(photo.features / np.linalg.norm(photo.features), n)]
+
+    grid = {}
+    for weight, root_w, leaf_w in tqdm(
+        list(itertools.product(PHOTO_WEIGHTS, ROOT_WEIGHTS, LEAF_WEIGHTS)), desc="weights on val"
+    ):
+        grid[(weight, root_w, leaf_w)] = measure(queries["val"], searcher_with(weight, root_w, leaf_w))
+    eligible = {k: v for k, v in grid.items() if v["recall1_min"] >= MIN_RECALL}
+    score = {k: (v["root_p10"] + v["leaf_p10"]) / 2 for k, v in eligible.items()}
+    best = max(score.values())
+    chosen = min((k for k, v in score.items() if v >= best - TIE), key=lambda k: (k[1] + k[2], -k[0]))
+    default = (settings.search.photo_weight, settings.search.photo_root_weight, settings.search.photo_leaf_weight)
+    result = {
+        "bundle": str(args.bundle),
+        "backbone": model.manifest.get("backbone", "resnet50v2"),
+        "weights": model.weights_info.get("description"),
+        "chosen_on_val": {"photo_weight": chosen[0], "root_weight": chosen[1], "leaf_weight": chosen[2]},
+        "val": {"chosen": grid[chosen], "raw_photo_nn": measure(queries["val"], raw_photo_search)},
+        "test": {
+            "chosen": measure(queries["test"], searcher_with(*chosen)),
+            "default": measure(queries["test"], searcher_with(*default)),
+            "raw_photo_nn": measure(queries["test"], raw_photo_search),
+        },
+        "grid_val": {f"w{k[0]}_root{k[1]}_leaf{k[2]}": v for k, v in grid.items()},
+    }
+    if args.served:
+        result["test"]["served"] = served(args.bundle, queries["test"][: args.served], root, leaf)
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=float))
+    for name in ("chosen", "default", "raw_photo_nn", "served"):
+        if name in result["test"]:
+            r = result["test"][name]
+            print(
+                f"test {name:13s} root P@10 {r['root_p10']:.3f}  leaf P@10 {r['leaf_p10']:.3f}  "
+                f"recall@1 reencode {r['recall1_reencode']:.3f} crop10 {r['recall1_crop10']:.3f} "
+                f"resize50 {r['recall1_resize50']:.3f}  (n={r['n']})"
+            )
+    print(f"chosen on val: {result['chosen_on_val']}; wrote {args.out}")
+    return 0
+
+
+def served(bundle: Path, rows: list[dict], root: dict, leaf: dict) -> dict[str, float]:
+    """The same measures through `Marketplace.search` (ranker included), anonymous buyer."""
+    from fbmarket.service import Marketplace, SearchRequest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "bundle"
+        shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("logs", "checkpoints"))
+        market = Marketplace.open(copy)
+        images = market.store.images_frame()
+        first = images.sort_values([S.PRODUCT_ID, "position"]).drop_duplicates(S.PRODUCT_ID)
+        paths = dict(zip(first[S.PRODUCT_ID].astype(str), first[S.IMAGE_PATH], strict=True))
+        same_root, same_leaf, recall = [], [], {k: [] for k in VARIANTS}
+        try:
+            for row in tqdm(rows, desc="served photo searches"):
+                pid = row["pid"]
+                image = Image.open(paths[pid])
+                image.load()
+                results = market.search(SearchRequest(image=image, k=K + 1)).results
+                others = [r.product_id for r in results if r.product_id != pid][:K]
+                same_root.append(np.mean([root[h] == root[pid] for h in others]) if others else 0.0)
+                same_leaf.append(np.mean([leaf[h] == leaf[pid] for h in others]) if others else 0.0)
+                for kind, copy_image in variants(image).items():
+                    top = market.search(SearchRequest(image=copy_image, k=1)).results
+                    recall[kind].append(bool(top) and top[0].product_id == pid)
+        finally:
+            market.close()
+    out = {"root_p10": float(np.mean(same_root)), "leaf_p10": float(np.mean(same_leaf)), "n": len(rows)}
+    out |= {f"recall1_{k}": float(np.mean(v)) for k, v in recall.items()}
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
