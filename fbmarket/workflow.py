@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fbmarket.config import Settings
+from fbmarket.data.prices import PRICE_REASONS as READ_PRICE_REASONS
 from fbmarket.pipeline import SYNTHETIC_NOTE, PreparedData, prepare_data
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def stage_ranking(state: RunState) -> None:
 
 # Reasons that strict (training) cleaning drops a row for and lenient cleaning (`fbmarket
 # index`, live listings) keeps the row for, with an unknown price (fbmarket/data/clean.py).
-PRICE_REASONS = ("missing_price", "unparseable_price", "price_outlier")
+PRICE_REASONS = (*READ_PRICE_REASONS, "price_outlier")
 
 EXAMPLE_QUERIES = ("sofa", "iphone", "kids bike", "drill")
 

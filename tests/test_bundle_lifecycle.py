@@ -25,6 +25,7 @@ from api_fixtures import REPO, ServeProcess, free_port, jpeg_bytes, run_server
 
 from fbmarket.data.clean import clean_products
 from fbmarket.data.sample import write_sample
+from fbmarket.data.sources import read_source
 from fbmarket.workflow import PRICE_REASONS
 
 pytestmark = pytest.mark.slow
@@ -76,8 +77,7 @@ def titles(folder: Path) -> dict[str, str]:
 
 def strict_price_drops(folder: Path) -> dict[str, int]:
     """Rows of a folder that training's strict cleaning drops for their price, by reason."""
-    raw = pd.read_csv(folder / "Products.csv", index_col=0, lineterminator="\n", dtype=str)
-    _, report = clean_products(raw, 0.0, 20_000.0, strict=True)
+    _, report = clean_products(read_source(folder).products, 0.0, 20_000.0, strict=True)
     return {reason: n for reason, n in report.dropped.items() if reason in PRICE_REASONS}
 
 
