@@ -171,6 +171,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     market = Marketplace.open(args.bundle, args.database, lazy_models=True)
     try:
+        for name, (ok, text) in market.readiness().items():
+            if not ok:  # answer anyway, but never silently from a partial index
+                print(f"fbmarket search: warning: {name}: {text}", file=sys.stderr)
         image = None
         if args.image:
             limits = market.settings.data

@@ -141,7 +141,10 @@ def test_train_writes_a_complete_bundle_that_index_extends_and_serve_serves(
 
 
 def test_a_listing_without_an_embedding_gets_one_when_the_bundle_opens(
-    trained: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained: tuple[Path, dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import fbmarket.service as service
     from fbmarket.api.app import create_app
@@ -177,6 +180,12 @@ def test_a_listing_without_an_embedding_gets_one_when_the_bundle_opens(
         assert f"fbmarket index --bundle {bundle}" in detail and "simulated embedding failure" in detail
     finally:
         market.close()
+    # `fbmarket search` still answers, but says the index is partial.
+    from fbmarket import cli
+
+    assert cli.main(["search", "--bundle", str(bundle), "quokka lamp", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: index:" in err and "1 listing(s) without an embedding" in err, err
     monkeypatch.undo()
 
     # `fbmarket index --bundle B` (no --data) embeds it ...
