@@ -85,6 +85,8 @@ def make_catalogue(source: Path, target: Path, n: int, factory: str, seed: int) 
     for name in BUNDLE_FILES:
         shutil.copy2(source / name, target / name)
     (target / "model").symlink_to((source / "model").resolve(), target_is_directory=True)
+    if (source / "cache").is_dir():  # photo paths are stored relative to the bundle
+        (target / "cache").symlink_to((source / "cache").resolve(), target_is_directory=True)
     if (source / "ranking").is_dir():
         shutil.copytree(source / "ranking", target / "ranking")
     # sqlite3's backup API copies a consistent snapshot even if the file is open elsewhere

@@ -291,7 +291,7 @@ def main() -> int:
     settings.out_dir = args.bundle
     if settings.data_dir is None:
         print("note: this bundle was trained on the synthetic marketplace, not the real dev data")
-    store = Store(settings.db_url)
+    store = Store(settings.db_url, root=args.bundle)
     try:
         products = store.listings_frame()
         images = store.images_frame()

@@ -20,8 +20,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings()
     bundle = getattr(args, "bundle", None)
     if bundle is not None and (Path(bundle) / "settings.json").is_file():
-        settings = Settings.load(Path(bundle) / "settings.json")
-        settings.out_dir = Path(bundle)
+        from fbmarket.service import load_bundle_settings
+
+        settings = load_bundle_settings(bundle)  # paths made the bundle's own, wherever it now is
     if getattr(args, "data", None):
         settings.data_dir = Path(args.data) if "://" not in str(args.data) else args.data
     if getattr(args, "out", None):
@@ -77,14 +78,17 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> Settings
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Data -> clean/split -> text-only, image-only and fusion models -> bundle + test report."""
-    from fbmarket.fusion.train import train_bundle
-    from fbmarket.pipeline import prepare_data
+    """Data -> clean/split -> text-only, image-only and fusion models (+ test report) -> every
+    listing embedded and indexed -> buyer profiles and the learned ranker.
+
+    The bundle is complete: `serve` is ready on it and ranks with the learned ranker, as on
+    the bundle `python main.py` writes (the same stages, fbmarket/workflow.py TRAIN_STAGES).
+    """
+    from fbmarket.workflow import train
 
     settings = _apply_model_flags(settings_from_args(args), args)
-    prepared = prepare_data(settings, show_progress=not args.quiet)
-    result = train_bundle(prepared, settings, settings.out_dir, show_progress=not args.quiet)
-    print(json.dumps(result.summary, indent=2, default=str))
+    state = train(settings, show_progress=not args.quiet)
+    print(json.dumps(state.summary, indent=2, default=str))
     return 0
 
 
@@ -109,23 +113,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    """Add or replace a dataset's listings in a bundle's database and index; with no --data,
+    embed and index the listings the database already holds without an embedding.
+
+    Cleaning is lenient, as for live listings: a listing whose price is missing, unparseable
+    or out of range is indexed with an unknown price (it is still for sale, and buyers search
+    its words and photos), where training's strict cleaning drops it (the models learn from
+    prices). The report counts those listings so that the two reports agree.
+    """
     from fbmarket.data import schema as S
     from fbmarket.data.sources import read_source
     from fbmarket.data.split import hash_split
     from fbmarket.pipeline import clean_raw
     from fbmarket.service import Marketplace
+    from fbmarket.workflow import PRICE_REASONS
 
     market = Marketplace.open(args.bundle, args.database, lazy_models=True)
     try:
-        settings = market.settings
-        raw = read_source(args.data)
-        products, photos, report = clean_raw(raw, settings, strict=False, show_progress=not args.quiet)
-        products[S.SPLIT] = products[S.PRODUCT_ID].map(
-            lambda pid: hash_split(str(pid), settings.data.split_fractions)
-        )
-        added = market.ingest(products, photos, show_progress=not args.quiet)
-        summary = {"source": raw.origin, "indexed": added, "index_size": len(market.searcher.table)}
-        print(json.dumps(summary | {"cleaning": report.to_json()}, indent=2, default=str))
+        summary: dict[str, object] = {"embedded_on_open": market.embedded_on_open}
+        if args.data:
+            settings = market.settings
+            raw = read_source(args.data)
+            products, photos, report = clean_raw(raw, settings, strict=False, show_progress=not args.quiet)
+            products[S.SPLIT] = products[S.PRODUCT_ID].map(
+                lambda pid: hash_split(str(pid), settings.data.split_fractions)
+            )
+            added = market.ingest(products, photos, show_progress=not args.quiet)
+            cleaning = report.to_json()
+            kept = {
+                reason: int(cleaning["repaired"].get(f"{reason}_kept_as_nan", 0)) for reason in PRICE_REASONS
+            }
+            kept = {reason: n for reason, n in kept.items() if n}
+            summary |= {"source": raw.origin, "indexed": added}
+            if kept:
+                summary["kept_that_training_drops"] = kept
+                summary["note"] = (
+                    f"{sum(kept.values())} listing(s) that training's strict cleaning would drop for their "
+                    f"price ({', '.join(f'{r}={n}' for r, n in kept.items())}) were indexed with an "
+                    "unknown price"
+                )
+            summary["cleaning"] = cleaning
+        summary["index_size"] = len(market.searcher.table)
+        problems = [text for ok, text in market.readiness().values() if not ok]
+        if problems:
+            summary["not_ready"] = problems
+        print(json.dumps(summary, indent=2, default=str))
     finally:
         market.close()
     return 0
@@ -139,6 +171,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     market = Marketplace.open(args.bundle, args.database, lazy_models=True)
     try:
+        for name, (ok, text) in market.readiness().items():
+            if not ok:  # answer anyway, but never silently from a partial index
+                print(f"fbmarket search: warning: {name}: {text}", file=sys.stderr)
         image = None
         if args.image:
             limits = market.settings.data
@@ -245,7 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             _add_model_flags(command, f"{RUN_BUDGET_HELP}")
     train = add(
-        "train", cmd_train, "train the text, image and fusion models into a bundle, with a test report"
+        "train",
+        cmd_train,
+        "train the text, image and fusion models, embed and index the listings and train the ranker: "
+        "a bundle ready to serve, with a test report",
     )
     train.add_argument("--data", help="dataset folder or SQLAlchemy URL (default: synthetic)")
     train.add_argument("--out", type=Path, help="bundle folder to write (default artifacts/)")
@@ -264,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         "index", cmd_index, "add or replace a dataset folder's listings in a bundle's database and index"
     )
     index.add_argument("--bundle", required=True, type=Path, help="trained bundle folder")
-    index.add_argument("--data", required=True, help="dataset folder (or SQLAlchemy URL) to index")
+    index.add_argument(
+        "--data",
+        help="dataset folder (or SQLAlchemy URL) to index; without it, embed and index the listings "
+        "the database holds without an embedding",
+    )
     index.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
 
     search = add("search", cmd_search, "personalised search over a bundle's index")

@@ -9,6 +9,7 @@ embeddings on start when they disagree).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -44,6 +45,8 @@ PHOTO_INDEX_FILE = "index/photos.faiss"  # pooled photo features of each listing
 RANKING_DIR = "ranking"
 MAX_K = 100
 INDEX_SAVE_EVERY = 25  # live writes between index saves (the database is the truth in between)
+DATABASE_FILE = "fbmarket.db"  # the default SQLite database inside a bundle (Settings.db_url)
+EMBED_CHUNK = 2048  # listings embedded per database write when opening a bundle
 
 
 class NotFoundError(KeyError):
@@ -149,6 +152,8 @@ class Marketplace:
         self._write_lock = threading.RLock()
         self._writes_since_save = 0
         self._users = self._known_users()
+        self.embedded_on_open = 0  # listings `open` found without an embedding and embedded
+        self._embed_error: str | None = None  # why opening could not embed every listing
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -158,26 +163,38 @@ class Marketplace:
         """Load the bundle, database and indexes. `lazy_models` loads the models a typed
         search does not use (text-only, photo backbone, image head) on first use instead:
         for one-shot commands; a server loads everything before it says it is ready."""
-        bundle_dir = Path(bundle_dir)
-        if not (bundle_dir / SETTINGS_FILE).is_file():
-            raise FileNotFoundError(
-                f"{bundle_dir} is not a model bundle (no {SETTINGS_FILE}): run `python main.py`"
-            )
-        settings = Settings.load(bundle_dir / SETTINGS_FILE).with_environment()
-        settings.out_dir = bundle_dir
+        # Absolute once, here: every path derived from it (photo cache, index, database)
+        # then means the same thing whatever the process's cwd is later.
+        bundle_dir = Path(os.path.abspath(bundle_dir))
+        settings = load_bundle_settings(bundle_dir).with_environment()
         if database_url:
             settings.database_url = database_url
         from fbmarket.bundle import Bundle
 
         model = Bundle.load(bundle_dir, lazy=lazy_models)
-        store = Store(settings.db_url)
+        store = Store(settings.db_url, root=bundle_dir)
+        rebased = store.rebase_photo_paths()
+        if rebased:
+            log.info("%d photo path(s) re-based onto the bundle at %s", rebased, bundle_dir)
         products = store.listings_frame()
-        ids, vectors = store.load_embeddings()
+        embed_error, embedded = None, 0
+        try:
+            embedded = embed_missing(store, model, products)
+        except Exception as error:  # serve what is embedded; /ready names what is not, and why
+            log.exception("embedding the listings that have no embedding failed")
+            embed_error = f"{type(error).__name__}: {error}"
+        ids, vectors = store.load_embeddings(model.version)
         vector_index = load_or_rebuild_index(
             bundle_dir / INDEX_FILE, ids, vectors, settings, model.embedding_dim
         )
         lexical = LexicalIndex.from_products(products, settings.search)
-        photo_index = load_or_rebuild_photo_index(bundle_dir / PHOTO_INDEX_FILE, products, store, model, settings)
+        try:
+            photo_index = load_or_rebuild_photo_index(
+                bundle_dir / PHOTO_INDEX_FILE, products, store, model, settings
+            )
+        except Exception:  # photo search falls back to the query embedding; words are unaffected
+            log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
+            photo_index = None
         searcher = HybridSearcher(
             products, vector_index, lexical, settings.search, model.category_space(), photo_index
         )
@@ -186,13 +203,39 @@ class Marketplace:
             ranking = RankingModels.load(ranking_dir)
         else:
             ranking = cold_ranking(products, settings)
-        return cls(bundle_dir, settings, store, model, searcher, ranking, products)
+        market = cls(bundle_dir, settings, store, model, searcher, ranking, products)
+        market.embedded_on_open, market._embed_error = embedded, embed_error
+        return market
 
     def ready(self) -> dict[str, bool]:
+        return {name: ok for name, (ok, _) in self.readiness().items()}
+
+    def readiness(self) -> dict[str, tuple[bool, str]]:
+        """Each readiness check with a sentence: when it fails, what is missing and the command
+        that fixes it (an operator reads this in /ready's `detail`)."""
+        vectors = self.searcher.vectors
+        indexed = len(vectors) if vectors is not None else 0
+        listings = len(self._products)
+        if indexed == listings:
+            index = (True, f"the vector index holds all {listings} listings")
+        else:
+            index = (
+                False,
+                f"the vector index holds {indexed} of {listings} listings: "
+                f"{max(listings - indexed, 0)} listing(s) without an embedding"
+                + (f" ({self._embed_error})" if self._embed_error else "")
+                + f"; run `fbmarket index --bundle {self.bundle_dir}` to embed them, then restart",
+            )
+        alive = self._database_alive()
+        database = (
+            (True, "the database answers")
+            if alive
+            else (False, "the database does not answer: check --database / FBMARKET_DATABASE_URL")
+        )
         return {
-            "bundle": self.model is not None,
-            "index": self.searcher.vectors is not None and len(self.searcher.vectors) == len(self._products),
-            "database": self._database_alive(),
+            "bundle": (self.model is not None, "the model bundle is loaded"),
+            "index": index,
+            "database": database,
         }
 
     def _database_alive(self) -> bool:
@@ -640,6 +683,74 @@ def load_or_rebuild_photo_index(
     return index
 
 
+def load_bundle_settings(bundle_dir: Path | str) -> Settings:
+    """A bundle's saved settings, made to describe the bundle where it is now.
+
+    settings.json records where training ran: `out_dir` (often relative to that cwd) and,
+    when `--database` or FBMARKET_DATABASE_URL named it, the URL of the bundle's own SQLite
+    file by its old absolute path. A copied or moved bundle must use its own folder and its
+    own database, never the old place (where SQLite would silently create an empty file).
+    """
+    bundle_dir = Path(os.path.abspath(bundle_dir))
+    if not (bundle_dir / SETTINGS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{bundle_dir} is not a model bundle (no {SETTINGS_FILE}): train one with "
+            "`fbmarket train` or `python main.py`"
+        )
+    settings = Settings.load(bundle_dir / SETTINGS_FILE)
+    saved_out_dir = settings.out_dir
+    settings.out_dir = bundle_dir
+    if _is_bundle_database(settings.database_url, saved_out_dir, bundle_dir):
+        settings.database_url = None  # Settings.db_url: the SQLite file inside this bundle
+    return settings
+
+
+def _is_bundle_database(url: str | None, saved_out_dir: Path | None, bundle_dir: Path) -> bool:
+    """Whether `url` is the default SQLite file of the folder the bundle was saved in (or of
+    this bundle): `sqlite:///<out_dir>/fbmarket.db`, `out_dir` absolute, or relative to the
+    cwd training ran in (then it matches the end of the file's folder)."""
+    if not url or not url.startswith("sqlite:///"):
+        return False
+    file = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    if file.name != DATABASE_FILE:
+        return False
+    folder = file.parent
+    if folder == bundle_dir:
+        return True
+    if saved_out_dir is None:
+        return False
+    saved = Path(saved_out_dir)
+    if saved.is_absolute():
+        return folder == saved
+    tail = saved.parts
+    return bool(tail) and folder.parts[-len(tail) :] == tail
+
+
+def embed_missing(store: Store, model: Any, products: pd.DataFrame) -> int:
+    """Embed every listing in the database that has no embedding of this model (none at all, or
+    one from another model version); returns how many were embedded.
+
+    The database is the state: listings can arrive without embeddings (`fbmarket train` before
+    it embedded its data, `prepare`, another tool writing the tables, a retrained model), and
+    the vector index is rebuilt from the embeddings, so without this they would never be found
+    and readiness (index holds every listing) would never turn true.
+    """
+    if products.empty:
+        return 0
+    versions = store.embedding_versions()
+    ids = products[S.PRODUCT_ID].astype(str)
+    stale = products[ids.map(lambda pid: versions.get(pid) != model.version).to_numpy()]
+    if stale.empty:
+        return 0
+    log.info("embedding %d listing(s) that have no embedding of model %s", len(stale), model.version)
+    for start in range(0, len(stale), EMBED_CHUNK):
+        chunk = stale.iloc[start : start + EMBED_CHUNK]
+        chunk_ids = chunk[S.PRODUCT_ID].astype(str).tolist()
+        vectors = model.encode_products(chunk, store.images_frame(chunk_ids))
+        store.upsert_embeddings(chunk_ids, vectors, model.version)
+    return len(stale)
+
+
 def cold_ranking(products: pd.DataFrame, settings: Settings) -> RankingModels:
     """No buyer data at all: rule-based ranking with flat category tastes."""
     empty = pd.DataFrame(columns=["user_id", "product_id", "event", "timestamp"])
@@ -664,7 +775,14 @@ def _no_photos() -> pd.DataFrame:
 
 
 def _first_image(photos: pd.DataFrame | None) -> Image.Image | None:
+    """The listing's first photo that opens. A cached copy that has gone missing must not turn an
+    edit of the price into a server error: the listing is then embedded from what remains."""
     if photos is None or photos.empty:
         return None
-    with Image.open(photos[S.IMAGE_PATH].iloc[0]) as image:
-        return image.convert("RGB")
+    for path in photos[S.IMAGE_PATH]:
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except OSError as error:  # missing or unreadable cached copy
+            log.warning("photo %s unusable: %s", path, error)
+    return None

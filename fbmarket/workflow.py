@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 
 from fbmarket.config import Settings
+from fbmarket.data.prices import PRICE_REASONS as READ_PRICE_REASONS
 from fbmarket.pipeline import SYNTHETIC_NOTE, PreparedData, prepare_data
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,13 @@ def stage_prepare(state: RunState) -> None:
         "geocoded_share": report["geocoding"].get("matched"),
         "split": counts,
     }
+    price_drops = {r: n for r, n in report["dropped"].items() if r in PRICE_REASONS}
+    if price_drops:
+        state.summary["data"]["note"] = (
+            f"training's strict cleaning dropped {sum(price_drops.values())} listing(s) for their price "
+            f"({', '.join(f'{r}={n}' for r, n in price_drops.items())}); `fbmarket index` on the same "
+            "data keeps them, with an unknown price"
+        )
 
 
 def stage_eda(state: RunState) -> None:
@@ -108,7 +117,7 @@ def stage_index(state: RunState) -> None:
     photos.save(out / PHOTO_INDEX_FILE)
     np.save(out / EMBEDDINGS_FILE, vectors)
     (out / EMBEDDING_IDS_FILE).write_text(json.dumps(ids))
-    store = Store(state.settings.db_url)
+    store = Store(state.settings.db_url, root=out)
     try:
         store.upsert_embeddings(ids, vectors, model.version)
     finally:
@@ -145,7 +154,7 @@ def stage_ranking(state: RunState) -> None:
             buyers, products, seed=settings.seed, sessions_per_buyer=settings.rank.sessions_per_buyer
         )
         users = buyers[list(USER_CSV_COLUMNS)]
-        store = Store(settings.db_url)
+        store = Store(settings.db_url, root=settings.out_dir)
         try:
             store.upsert_users(users)
             store.add_interactions(interactions)
@@ -172,6 +181,10 @@ def stage_ranking(state: RunState) -> None:
     ranking.save(settings.out_dir / RANKING_DIR)
     state.summary["ranking"] = {"simulated_buyers": simulated, **ranking.report}
 
+
+# Reasons that strict (training) cleaning drops a row for and lenient cleaning (`fbmarket
+# index`, live listings) keeps the row for, with an unknown price (fbmarket/data/clean.py).
+PRICE_REASONS = (*READ_PRICE_REASONS, "price_outlier")
 
 EXAMPLE_QUERIES = ("sofa", "iphone", "kids bike", "drill")
 
@@ -206,23 +219,52 @@ STAGES: list[tuple[str, Callable[[RunState], None]]] = [
     ("example searches", stage_examples),
 ]
 
+# `fbmarket train`: the stages that make a bundle `serve` and `search` use as it is (models,
+# every listing embedded and indexed, buyer profiles and the learned ranker), without the
+# plots, baselines and example searches of `python main.py`.
+TRAIN_STAGES: list[tuple[str, Callable[[RunState], None]]] = [
+    ("clean, geocode, features, split, database", stage_prepare),
+    ("Word2Vec, text/image/fusion models, evaluation", stage_train),
+    ("embeddings and FAISS index", stage_index),
+    ("buyers and ranker", stage_ranking),
+]
+
 EMBEDDINGS_FILE = "embeddings.npy"
 EMBEDDING_IDS_FILE = "embedding_ids.json"
 
 
 def run(settings: Settings, show_progress: bool = True) -> RunState:
     """Run every stage; the summary is printed, and written as JSON next to the bundle."""
+    state = run_stages(settings, STAGES, show_progress, out=sys.stdout)
+    print(format_summary(state.summary))
+    return state
+
+
+def train(settings: Settings, show_progress: bool = True) -> RunState:
+    """`fbmarket train`: a complete, servable bundle (TRAIN_STAGES); stage names go to stderr
+    so that stdout stays the JSON summary."""
+    return run_stages(settings, TRAIN_STAGES, show_progress, out=sys.stderr if show_progress else None)
+
+
+def run_stages(
+    settings: Settings,
+    stages: list[tuple[str, Callable[[RunState], None]]],
+    show_progress: bool = True,
+    out: TextIO | None = None,
+) -> RunState:
+    """Run `stages` in order, timed (their names printed to `out`); the summary is written as
+    JSON next to the bundle."""
     state = RunState(settings=settings, show_progress=show_progress)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     settings.save(settings.out_dir / "settings.json")
-    for number, (name, stage) in enumerate(STAGES, start=1):
-        print(f"[{number}/{len(STAGES)}] {name}", flush=True)
+    for number, (name, stage) in enumerate(stages, start=1):
+        if out is not None:
+            print(f"[{number}/{len(stages)}] {name}", file=out, flush=True)
         started = time.perf_counter()
         stage(state)
         state.timings[name] = round(time.perf_counter() - started, 2)
     state.summary["timings_s"] = state.timings
     write_summary(state.summary, settings.out_dir)
-    print(format_summary(state.summary))
     return state
 
 

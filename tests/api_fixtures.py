@@ -10,7 +10,10 @@ import io
 import os
 import secrets
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -54,6 +57,51 @@ def run_server(app: Any, timeout: float = 30.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=timeout)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ServeProcess:
+    """`fbmarket serve` as a real process (as an operator starts it), from `cwd` if given."""
+
+    def __init__(self, bundle: Path, port: int, key: str, log: Path, cwd: Path | None = None):
+        self.url = f"http://127.0.0.1:{port}"
+        command = [
+            sys.executable,
+            "-m",
+            "fbmarket.cli",
+            "serve",
+            "--bundle",
+            str(bundle),
+            "--port",
+            str(port),
+        ]
+        env = {**os.environ, "FBMARKET_API_KEY": key, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        if cwd is not None:  # the package must still import from this checkout
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        self.log = log
+        with open(log, "ab") as handle:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd
+            )
+
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"server exited early:\n{self.log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"server not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
 
 
 @dataclass

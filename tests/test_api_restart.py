@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -14,45 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_fixtures import copy_bundle, free_port, jpeg_bytes
+from api_fixtures import ServeProcess, copy_bundle, free_port, jpeg_bytes
 
 pytestmark = pytest.mark.slow
-
-
-class ServeProcess:
-    def __init__(self, bundle: Path, port: int, key: str, log: Path):
-        self.url = f"http://127.0.0.1:{port}"
-        command = [
-            sys.executable,
-            "-m",
-            "fbmarket.cli",
-            "serve",
-            "--bundle",
-            str(bundle),
-            "--port",
-            str(port),
-        ]
-        env = {**os.environ, "FBMARKET_API_KEY": key, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self.log = log
-        with open(log, "ab") as handle:
-            self.process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 240.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"server exited early:\n{self.log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"server not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
 
 
 def stored_titles(bundle: Path) -> dict[str, str]:

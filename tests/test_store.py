@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
+import sqlalchemy as sa
 
 from fbmarket.data import schema as S
-from fbmarket.data.store import Store
+from fbmarket.data.store import Store, images, rebased_photo_path
 
 
 def listings() -> pd.DataFrame:
@@ -126,3 +130,88 @@ def test_users_and_interactions_are_idempotent(database_url: str) -> None:
         assert store.count("interactions") == 2
     finally:
         store.close()
+
+
+def test_photo_paths_are_stored_relative_to_the_bundle_and_read_back_absolute(
+    database_url: str, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    inside = bundle / "cache" / "images_64"
+    outside = tmp_path / "elsewhere" / "x.jpg"
+    frame = photos()
+    frame[S.IMAGE_PATH] = [str(inside / "i1.jpg"), str(outside), str(inside / "o.jpg")]
+    store = Store(database_url, root=bundle)
+    try:
+        store.upsert_listings(listings(), frame)
+        with store.engine.connect() as connection:
+            stored = dict(connection.execute(sa.select(images.c.image_id, images.c.path)).all())
+        assert stored == {"i1": "cache/images_64/i1.jpg", "i2": str(outside)}
+        read = store.images_frame(["a"]).set_index(S.IMAGE_ID)[S.IMAGE_PATH]
+        assert read.to_dict() == {"i1": str(inside / "i1.jpg"), "i2": str(outside)}
+        assert store.upsert_listings(listings(), frame) == 0  # the same input is the same row
+    finally:
+        store.close()
+
+
+def test_legacy_photo_paths_are_rebased_onto_the_bundle_once(database_url: str, tmp_path: Path) -> None:
+    """Paths written before they were bundle-relative: relative to the cwd training ran in, or
+    absolute at a place the bundle has since left; both point into <something>/cache/images_*."""
+    bundle = tmp_path / "moved"
+    (bundle / "cache" / "images_64").mkdir(parents=True)
+    elsewhere = tmp_path / "keep" / "photo.jpg"  # not in a photo cache: stays as it is
+    still_there = tmp_path / "old" / "cache" / "images_64" / "kept.jpg"  # the bundle has no copy
+    still_there.parent.mkdir(parents=True)
+    still_there.write_bytes(b"x")
+    (bundle / "cache" / "images_64" / "i2.jpg").write_bytes(b"x")
+    legacy = {
+        "i1": "artifacts/cache/images_64/i1.jpg",
+        "i2": "/gone/old/place/artifacts/cache/images_64/i2.jpg",
+        "i3": str(elsewhere),
+        "i4": str(still_there),
+        "i5": "cache/uploads_64/i5.jpg",
+    }
+    frame = pd.DataFrame(
+        {
+            S.IMAGE_ID: list(legacy),
+            S.PRODUCT_ID: ["a"] * len(legacy),
+            S.IMAGE_PATH: list(legacy.values()),
+            S.WIDTH: 1,
+            S.HEIGHT: 1,
+            S.ASPECT: 1.0,
+            S.ORIGINAL_MODE: "RGB",
+        }
+    )
+    old_writer = Store(database_url)  # no root: paths stored as given
+    old_writer.upsert_listings(listings(), frame)
+    old_writer.close()
+    store = Store(database_url, root=bundle)
+    try:
+        # Read correctly before any migration, and migrated in place on request.
+        read = store.images_frame(["a"]).set_index(S.IMAGE_ID)[S.IMAGE_PATH].to_dict()
+        assert read["i1"] == str(bundle / "cache/images_64/i1.jpg")
+        assert read["i2"] == str(bundle / "cache/images_64/i2.jpg")
+        assert read["i3"] == str(elsewhere)
+        assert read["i4"] == str(still_there)
+        assert read["i5"] == str(bundle / "cache/uploads_64/i5.jpg")
+        assert store.rebase_photo_paths() == 2
+        assert store.rebase_photo_paths() == 0
+        with store.engine.connect() as connection:
+            stored = dict(connection.execute(sa.select(images.c.image_id, images.c.path)).all())
+        assert stored == legacy | {"i1": "cache/images_64/i1.jpg", "i2": "cache/images_64/i2.jpg"}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("cache/images_128/a.jpg", "cache/images_128/a.jpg"),
+        ("artifacts/cache/images_128/a.jpg", "cache/images_128/a.jpg"),
+        ("/srv/runs/cache/bundle/cache/uploads_64/b.jpg", "cache/uploads_64/b.jpg"),
+        ("/srv/photos/c.jpg", "/srv/photos/c.jpg"),
+        ("/srv/cache/images_x/c.jpg", "/srv/cache/images_x/c.jpg"),  # not a photo cache folder
+    ],
+)
+def test_rebased_photo_path(path: str, expected: str) -> None:
+    assert rebased_photo_path(path, Path("/bundle")) == expected
+    assert rebased_photo_path(expected, Path("/bundle")) == expected  # idempotent

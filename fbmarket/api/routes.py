@@ -73,13 +73,16 @@ def ready(request: Request) -> JSONResponse | ReadyOut:
         detail = f"failed to load: {state.load_error}" if state.load_error else "loading"
         state.metrics.ready.set(0)
         return JSONResponse(ReadyOut(ready=False, checks=checks, detail=detail).model_dump(), 503)
-    checks = {name: bool(value) for name, value in market.ready().items()}
+    readiness = market.readiness()
+    checks = {name: bool(ok) for name, (ok, _) in readiness.items()}
     ok = all(checks.values())
     state.metrics.ready.set(int(ok))
     model = market.model.model_info
     if not ok:
+        # What is missing and the command that fixes it: "not ready" alone leaves an operator guessing.
+        detail = "; ".join(f"{name}: {text}" for name, (good, text) in readiness.items() if not good)
         return JSONResponse(
-            ReadyOut(ready=False, checks=checks, detail="not ready", model=model).model_dump(), 503
+            ReadyOut(ready=False, checks=checks, detail=detail, model=model).model_dump(), 503
         )
     return ReadyOut(ready=True, checks=checks, model=model)
 

@@ -475,7 +475,9 @@ class _Cleaner:
         row = {
             IMAGE_ID: job.image_id,
             PRODUCT_ID: job.product_id,
-            IMAGE_PATH: str(cached),
+            # Absolute: the frame is read later (training, features, the database) from
+            # wherever the process runs; the database stores it relative to the bundle.
+            IMAGE_PATH: os.path.abspath(cached),
             WIDTH: width,
             HEIGHT: height,
             ASPECT: width / height,

@@ -3,11 +3,18 @@
 SQLite file by default, PostgreSQL by URL (SQLAlchemy 2 Core). Writes are upserts keyed
 by id that only touch a row when a value actually changed, so ingesting the same
 folder twice leaves the database exactly as it was.
+
+Photo paths are stored relative to the model bundle they belong to (`Store(url, root=bundle)`),
+so a bundle copied or moved elsewhere, or shared by API processes that see it at different
+places, finds its photos. Databases written before that hold paths relative to the directory
+training ran in, or absolute ones; `rebase_photo_paths` migrates them (see `rebased_photo_path`).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +110,77 @@ LISTING_FIELDS = [c.name for c in listings.columns if c.name != "updated_at"]
 IMAGE_FIELDS = [c.name for c in images.columns]
 
 
+# `<anything>/cache/images_<size>/<file>` (clean_images) or `.../cache/uploads_<size>/<file>`
+# (live listings): where every photo path a bundle writes points.
+CACHE_DIR_NAME = "cache"
+_CACHE_FOLDER = re.compile(r"^(images|uploads)_\d+$")
+
+
+def _cache_tail(parts: Sequence[str]) -> tuple[str, ...] | None:
+    """`cache/<images_N|uploads_N>/<file>`, the end of a path into a photo cache, or None."""
+    if (
+        len(parts) >= 3
+        and parts[-3] == CACHE_DIR_NAME
+        and _CACHE_FOLDER.match(parts[-2])
+        and parts[-1] not in ("", ".", "..")
+    ):
+        return tuple(parts[-3:])
+    return None
+
+
+def _split(path: str) -> tuple[str, ...]:
+    return tuple(part for part in path.replace("\\", "/").split("/") if part)
+
+
+def stored_photo_path(path: str, root: Path) -> str:
+    """How a photo path is written: relative to the bundle `root` (POSIX separators) when the
+    file lies inside it, else absolute. A relative input is relative to the process's cwd."""
+    absolute = os.path.abspath(path)
+    if not _inside(absolute, root):
+        return absolute
+    return Path(os.path.relpath(absolute, os.path.abspath(root))).as_posix()
+
+
+def _inside(absolute: str, root: Path) -> bool:
+    base = os.path.abspath(root)
+    try:
+        return os.path.commonpath([absolute, base]) == base
+    except ValueError:  # another drive (Windows)
+        return False
+
+
+def rebased_photo_path(path: str, root: Path) -> str:
+    """A stored photo path as the bundle at `root` reads it (relative to `root`, or absolute).
+
+    Relative paths are bundle-relative, except those of databases written before paths were:
+    relative to the directory training ran in (`artifacts/cache/images_128/x.jpg`). Such a
+    path, or an absolute one, that points into `<anything>/cache/images_N|uploads_N/<file>` is
+    re-based onto this bundle's cache (`cache/images_128/x.jpg`), which is where a bundle that
+    was copied or moved keeps its photos. An absolute path elsewhere stays as it is.
+    """
+    parts = _split(path)
+    tail = _cache_tail(parts)
+    if not os.path.isabs(path):
+        return "/".join(tail) if tail is not None else "/".join(parts)
+    if _inside(os.path.abspath(path), root):
+        return stored_photo_path(path, root)
+    return "/".join(tail) if tail is not None else path
+
+
+def _only_old_copy_exists(old: str, new: Path) -> bool:
+    """An absolute old path that still opens while the re-based one does not: keep the old."""
+    return os.path.isabs(old) and not new.is_file() and os.path.isfile(old)
+
+
+def readable_photo_path(path: str, root: Path) -> str:
+    """An openable (absolute) path for a stored photo path of the bundle at `root`."""
+    rebased = rebased_photo_path(path, root)
+    if os.path.isabs(rebased):
+        return rebased
+    inside = os.path.join(os.path.abspath(root), rebased)
+    return path if _only_old_copy_exists(path, Path(inside)) else inside
+
+
 def _plain(value: Any) -> Any:
     """numpy/pandas scalars -> Python values a DB driver accepts; NaN -> NULL."""
     if value is None or value is pd.NA or value is pd.NaT:
@@ -123,9 +201,15 @@ def _records(frame: pd.DataFrame, fields: Sequence[str]) -> list[dict[str, Any]]
 
 
 class Store:
-    """One database; create it with `Store(url)`, tables are created on first use."""
+    """One database; create it with `Store(url, root=bundle)`, tables are created on first use.
 
-    def __init__(self, url: str):
+    `root` is the model bundle whose photo cache the stored photo paths point into: paths are
+    written relative to it and read back absolute. Without it paths are stored and returned
+    as given (tests of the database alone).
+    """
+
+    def __init__(self, url: str, root: Path | str | None = None):
+        self.root = Path(os.path.abspath(root)) if root is not None else None
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url, future=True)
@@ -181,6 +265,9 @@ class Store:
         if photos is not None and len(photos):
             photos = photos[photos[S.PRODUCT_ID].isin(products[S.PRODUCT_ID])].copy()
             photos["position"] = photos.groupby(S.PRODUCT_ID).cumcount()
+            if self.root is not None:
+                root = self.root
+                photos[S.IMAGE_PATH] = photos[S.IMAGE_PATH].map(lambda p: stored_photo_path(str(p), root))
             changed += self._upsert(connection, images, _records(photos, IMAGE_FIELDS), ["image_id"])
         return changed
 
@@ -227,11 +314,44 @@ class Store:
             return pd.read_sql(query.order_by(listings.c.product_id), connection)
 
     def images_frame(self, product_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Photo rows in order; with a `root`, `path` is absolute (openable from any cwd)."""
         query = sa.select(images)
         if product_ids is not None:
             query = query.where(images.c.product_id.in_(list(product_ids)))
         with self.engine.connect() as connection:
-            return pd.read_sql(query.order_by(images.c.product_id, images.c.position), connection)
+            frame = pd.read_sql(query.order_by(images.c.product_id, images.c.position), connection)
+        if self.root is not None and len(frame):
+            root = self.root
+            frame[S.IMAGE_PATH] = frame[S.IMAGE_PATH].map(lambda p: readable_photo_path(str(p), root))
+        return frame
+
+    def rebase_photo_paths(self) -> int:
+        """Migrate photo paths to bundle-relative ones (see `rebased_photo_path`); returns how
+        many rows changed. Idempotent and cheap once done: rows already under `cache/` are
+        not read. An absolute path whose file exists while the bundle has no copy of it is
+        left alone (a bundle moved without its cache still shows its photos)."""
+        if self.root is None:
+            return 0
+        query = sa.select(images.c.image_id, images.c.path).where(
+            sa.not_(images.c.path.startswith(f"{CACHE_DIR_NAME}/"))
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        updates = []
+        for image_id, path in rows:
+            new = rebased_photo_path(str(path), self.root)
+            if new == path or _only_old_copy_exists(str(path), self.root / new):
+                continue
+            updates.append({"key": image_id, "new_path": new})
+        if updates:
+            statement = (
+                sa.update(images)
+                .where(images.c.image_id == sa.bindparam("key"))
+                .values(path=sa.bindparam("new_path"))
+            )
+            with self.engine.begin() as connection:
+                connection.execute(statement, updates)
+        return len(updates)
 
     def count(self, table: str) -> int:
         with self.engine.connect() as connection:
@@ -260,6 +380,12 @@ class Store:
             for pid, v in zip(product_ids, vectors, strict=True)
         ]
         return self._upsert(connection, embeddings, rows, ["product_id"])
+
+    def embedding_versions(self) -> dict[str, str]:
+        """product id -> the model version its stored embedding came from."""
+        query = sa.select(embeddings.c.product_id, embeddings.c.model_version)
+        with self.engine.connect() as connection:
+            return {str(pid): str(version) for pid, version in connection.execute(query)}
 
     def load_embeddings(self, model_version: str | None = None) -> tuple[list[str], np.ndarray]:
         query = sa.select(embeddings).order_by(embeddings.c.product_id)
