@@ -186,13 +186,14 @@ class SearchSettings:
     similar_root_weight: float = 0.5
     similar_leaf_weight: float = 0.5
     title_weight: int = 2  # BM25: title tokens count this many times (a cheap field boost)
-    # photo queries (HybridSearcher.retrieve_photo): weight of the photo match (min-max scaled
-    # cosine of pooled backbone features) against the embedding/BM25 blend, plus these weights
-    # times P(same root) (image-only head) and P(same leaf) (query embedding through the leaf
-    # head). Chosen on the dev data's validation split by benchmarks/photo_search.py.
-    photo_weight: float = 0.6
-    photo_root_weight: float = 0.5
-    photo_leaf_weight: float = 0.25
+    # photo queries (HybridSearcher.retrieve_photo), in units of the photo cosine (pooled
+    # backbone features): + this weight times the embedding/BM25 blend (min-max scaled),
+    # + P(same root) (image-only head) and P(same leaf) (query embedding through the leaf
+    # head) times theirs. Chosen on the dev data's validation split by
+    # benchmarks/photo_search.py.
+    photo_blend_weight: float = 0.1
+    photo_root_weight: float = 0.2
+    photo_leaf_weight: float = 0.1
 
     def factory_for(self, listings: int) -> str:
         """The FAISS factory for an index built over this many listings."""

@@ -427,7 +427,7 @@ def photo_searcher(products: pd.DataFrame, **overrides) -> tuple[HybridSearcher,
 
 def test_photo_query_finds_the_listing_whose_photo_it_is_and_obeys_filters() -> None:
     products = catalogue()
-    built, photos = photo_searcher(products, photo_root_weight=0.0, photo_leaf_weight=0.0)
+    built, photos = photo_searcher(products, photo_blend_weight=0.0, photo_root_weight=0.0, photo_leaf_weight=0.0)
     for row in (1, 7, 42):
         noisy = photos[row] + 0.05 * np.random.default_rng(row).normal(size=32)
         vector = embeddings_of(products.iloc[[row]])[0]

@@ -458,10 +458,13 @@ class HybridSearcher:
         """Candidates for a query with a photo (and maybe words), best first.
 
         The union of the photo index's neighbours and the usual embedding/BM25 lists, each
-        scored as photo_weight * (photo cosine, min-max scaled) + (1 - photo_weight) * the
-        usual blend + photo_root_weight * P(same root) + photo_leaf_weight * P(same leaf).
-        Columns: CANDIDATE_COLUMNS plus PHOTO_SCORE; FUSED_SCORE is that score and, so the
-        ranker orders by it, SEMANTIC_SCORE carries it too, scaled to [0, 1].
+        scored in photo-cosine units: cos(query photo, listing's pooled photo) +
+        photo_blend_weight * the usual blend (min-max scaled) + photo_root_weight * P(same
+        root) + photo_leaf_weight * P(same leaf). The cosine is not rescaled: a re-encoded
+        copy of a listing's photo scores ~0.95-1.0 against it and rarely above 0.85 against
+        any other, and that gap is what keeps duplicates first. Columns: CANDIDATE_COLUMNS plus
+        PHOTO_SCORE; FUSED_SCORE is the score, and SEMANTIC_SCORE carries it divided by the sum
+        of the weights (so within [-1, 1], order kept) for the ranker to read as relevance.
 
         Args:
             query_photo: (photo dim,) backbone features of the query photo.
@@ -507,10 +510,9 @@ class HybridSearcher:
             blend = base.set_index(S.PRODUCT_ID)[FUSED_SCORE].reindex(ids).to_numpy(float)
             parts = base.set_index(S.PRODUCT_ID).reindex(ids)
             settings = self.settings
-            weight = settings.photo_weight
-            fused = weight * np.nan_to_num(min_max(photo), nan=0.0) + (1 - weight) * np.nan_to_num(
-                min_max(blend) if use_text or use_vectors else np.zeros(len(ids)), nan=0.0
-            )
+            fused = np.nan_to_num(photo, nan=0.0)
+            if use_text or use_vectors:
+                fused = fused + settings.photo_blend_weight * np.nan_to_num(min_max(blend), nan=0.0)
             if self.categories is not None and use_vectors and (settings.photo_root_weight or settings.photo_leaf_weight):
                 in_vectors = np.array([pid in self.vectors for pid in ids])
                 same_root = np.zeros(len(ids))
@@ -520,14 +522,14 @@ class HybridSearcher:
                     root, leaf = self.categories.agreement(query_vector, self.vectors.vectors_of(kept), root_probs)
                     same_root[in_vectors], same_leaf[in_vectors] = root, leaf
                 fused = fused + settings.photo_root_weight * same_root + settings.photo_leaf_weight * same_leaf
+            scale = 1.0 + settings.photo_blend_weight + settings.photo_root_weight + settings.photo_leaf_weight
             order = np.lexsort((np.arange(len(ids)), -fused))
             if truncate:
                 order = order[:n]
-            top = max(float(fused.max()), 1e-12)
             frame = pd.DataFrame(
                 {
                     S.PRODUCT_ID: np.array(ids, dtype=object)[order],
-                    SEMANTIC_SCORE: np.clip(fused[order] / top, 0.0, 1.0),
+                    SEMANTIC_SCORE: np.clip(fused[order] / scale, -1.0, 1.0),
                     LEXICAL_SCORE: parts[LEXICAL_SCORE].to_numpy(float)[order],
                     SEMANTIC_RANK: parts[SEMANTIC_RANK].to_numpy(float)[order],
                     LEXICAL_RANK: parts[LEXICAL_RANK].to_numpy(float)[order],
