@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 
 import faiss
@@ -406,3 +407,21 @@ def test_save_load_and_a_failed_reload_keeps_the_served_indexes(tmp_path):
     searcher(smaller).save(tmp_path)
     loaded.reload(tmp_path)
     assert len(loaded.vectors) == 80 and len(loaded.lexical) == 80
+
+
+def test_an_old_lexical_index_in_a_saved_searcher_is_rebuilt_from_the_products(tmp_path):
+    products = catalogue(40)
+    products.loc[0, [S.TITLE, S.DESCRIPTION]] = ["Storage box", "Plastic, with lid."]
+    products.loc[1, [S.TITLE, S.DESCRIPTION]] = ["Party dress", "Size 10."]
+    hybrid = searcher(products)
+    hybrid.save(tmp_path)
+    path = tmp_path / "lexical.json"
+    saved = json.loads(path.read_text())
+    del saved["normalisation"]  # as files were before the normalisation was recorded ...
+    saved["stemmer"] = "harman-s"
+    saved["vocab"] = ["junk" + str(i) for i in range(len(saved["vocab"]))]  # ... with other terms
+    path.write_text(json.dumps(saved))
+    loaded = HybridSearcher.load(tmp_path, products)
+    for query, pid in (("boxes", "p0"), ("dresses", "p1")):
+        result = loaded.retrieve(None, query, n=3)
+        assert result[S.PRODUCT_ID].iloc[0] == pid and result["lexical_score"].iloc[0] > 0

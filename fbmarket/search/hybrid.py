@@ -308,9 +308,10 @@ class HybridSearcher:
         """Open saved indexes over a products table; a missing index file means that index is absent.
 
         A corrupt file raises `IndexLoadError` (a missing one is not an error: e.g. no
-        embeddings were trained yet).
+        embeddings were trained yet). A lexical index saved with an older term normalisation
+        is rebuilt from `products` when they carry descriptions (`LexicalIndex.load`).
         """
-        vectors, lexical = _read_indexes(Path(directory), settings or SearchSettings())
+        vectors, lexical = _read_indexes(Path(directory), settings or SearchSettings(), products)
         return cls(products, vectors, lexical, settings, categories)
 
     def reload(self, directory: Path | str) -> None:
@@ -575,7 +576,7 @@ def _similar_frame(
 
 
 def _read_indexes(
-    directory: Path, settings: SearchSettings
+    directory: Path, settings: SearchSettings, products: pd.DataFrame | None = None
 ) -> tuple[VectorIndex | None, LexicalIndex | None]:
     if not directory.is_dir():
         raise IndexLoadError(f"no search index directory at {directory}")
@@ -583,7 +584,10 @@ def _read_indexes(
     if not vector_path.exists() and not lexical_path.exists():
         raise IndexLoadError(f"{directory} holds neither {VECTOR_FILE} nor {LEXICAL_FILE}")
     vectors = VectorIndex.load(vector_path, settings) if vector_path.exists() else None
-    lexical = LexicalIndex.load(lexical_path, settings) if lexical_path.exists() else None
+    table = None
+    if products is not None and {S.PRODUCT_ID, S.TITLE, S.DESCRIPTION} <= set(products.columns):
+        table = products  # lets an index saved with another normalisation be rebuilt exactly
+    lexical = LexicalIndex.load(lexical_path, settings, table) if lexical_path.exists() else None
     return vectors, lexical
 
 
