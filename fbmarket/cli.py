@@ -153,12 +153,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         response = market.search(request)
     finally:
         market.close()
-    if args.json:
+    if args.json:  # stdout stays a plain list of results; what a buyer should know goes to stderr
+        for note in response.notes:
+            print(f"note: {note}", file=sys.stderr)
         print(json.dumps([asdict(r) for r in response.results], indent=2))
         return 0
     for note in response.notes:
         print(f"note: {note}")
-    print(f"{len(response.results)} result(s), buyer {response.buyer_status}, retrieval {response.mode}")
+    retrieval = "none (no known word: nothing searched)" if response.mode == "none" else response.mode
+    print(f"{len(response.results)} result(s), buyer {response.buyer_status}, retrieval {retrieval}")
     for rank, result in enumerate(response.results, start=1):
         price = "n/a" if result.price is None else f"£{result.price:,.2f}"
         distance = "" if result.distance_km is None else f"{result.distance_km:.0f} km"

@@ -32,7 +32,15 @@ from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
 from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.recommend.training import RankingModels
-from fbmarket.search.hybrid import SAME_LEAF, SAME_ROOT, SIMILARITY, Filters, HybridSearcher
+from fbmarket.search.hybrid import (
+    NOTES,
+    SAME_LEAF,
+    SAME_ROOT,
+    SIMILARITY,
+    Filters,
+    HybridSearcher,
+    QueryVocabulary,
+)
 from fbmarket.search.index import IndexLoadError, VectorIndex
 from fbmarket.search.lexical import LexicalIndex
 
@@ -97,7 +105,9 @@ class ListingResult:
 class SearchResponse:
     results: list[ListingResult]
     buyer_status: str  # "known" | "cold_start" (unknown or new user) | "anonymous" | "inline"
-    mode: str  # "hybrid" | "lexical" | "semantic" | "feed" — what retrieval actually ran
+    # "hybrid" | "lexical" | "semantic" | "feed" | "none" — what retrieval actually ran ("none": the
+    # query has no word the catalogue or the model knows, so nothing was searched; a note says so)
+    mode: str
     notes: list[str] = field(default_factory=list)  # e.g. "user u123 not found: cold-start buyer"
 
 
@@ -176,7 +186,14 @@ class Marketplace:
             bundle_dir / INDEX_FILE, ids, vectors, settings, model.embedding_dim
         )
         lexical = LexicalIndex.from_products(products, settings.search)
-        searcher = HybridSearcher(products, vector_index, lexical, settings.search, model.category_space())
+        searcher = HybridSearcher(
+            products,
+            vector_index,
+            lexical,
+            settings.search,
+            model.category_space(),
+            query_vocabulary(bundle_dir),
+        )
         ranking_dir = bundle_dir / RANKING_DIR
         if (ranking_dir / "profiles.json").is_file():
             ranking = RankingModels.load(ranking_dir)
@@ -231,11 +248,18 @@ class Marketplace:
             raise BadRequestError(str(error)) from error
         try:
             candidates = self.searcher.retrieve(
-                query_vector, text, filters, n=self.settings.search.candidates
+                query_vector,
+                text,
+                filters,
+                n=self.settings.search.candidates,
+                photo=request.image is not None,
             )
         except ValueError as error:
             raise BadRequestError(str(error)) from error
         mode = candidates.attrs.get("mode", "hybrid")
+        notes = notes + candidates.attrs.get(NOTES, [])
+        if mode == "none":  # no known word: nothing was searched, and the note says why
+            return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
         recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, candidates=candidates)
@@ -575,6 +599,23 @@ def load_or_rebuild_index(
     index.build(ids, vectors)
     index.save(path)
     return index
+
+
+def query_vocabulary(bundle_dir: Path) -> QueryVocabulary | None:
+    """The words the bundle's query encoder learnt (model/vocabulary.json) and its tokeniser.
+
+    None (every query vector used, as before) when the file is missing or unreadable.
+    """
+    from fbmarket.text.tokenize import get_tokenizer
+    from fbmarket.text.word2vec import OOV, PAD, VOCAB_FILE, Vocabulary
+
+    path = bundle_dir / "model" / VOCAB_FILE
+    try:
+        tokens = Vocabulary.load(path).tokens
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("no query vocabulary (%s): queries of unknown words are not detected", error)
+        return None
+    return QueryVocabulary(frozenset(t for t in tokens if t not in (PAD, OOV)), get_tokenizer().tokenize)
 
 
 def cold_ranking(products: pd.DataFrame, settings: Settings) -> RankingModels:

@@ -200,6 +200,38 @@ def test_hostile_queries_are_harmless(api: httpx.Client, catalogue: dict) -> Non
     assert api.get(f"/listings/{listing_id}").status_code == 200, "the listings table is still there"
 
 
+# ------------------------------------------------------- issue 14: queries with no known word
+
+UNKNOWN_WORD_QUERIES = ["диван", "沙发", "xqzvvk blorf", "Qwpoe zzxv!"]
+
+
+@pytest.mark.parametrize("query", UNKNOWN_WORD_QUERIES)
+def test_a_query_of_unknown_words_returns_nothing_and_says_so(api: httpx.Client, query: str) -> None:
+    """Before: the same five unrelated listings for each, mode "hybrid", no note."""
+    response = api.get("/search", params={"q": query, "k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["results"] == [] and body["mode"] == "none"
+    assert any("no word of" in note and "try other words or a photo" in note for note in body["notes"])
+    page = api.get("/", params={"q": query})
+    assert page.status_code == 200 and "no search ran" in page.text
+    assert "None of these words is known here" in page.text and "no word of" in page.text
+
+
+def test_a_photo_query_is_searched_whatever_its_words(api: httpx.Client) -> None:
+    photo = jpeg_bytes()
+    for data in ({"k": "5"}, {"q": "диван", "k": "5"}):
+        response = api.post("/search", data=data, files={"photo": ("p.jpg", photo, "image/jpeg")})
+        assert response.status_code == 200, response.text
+        assert response.json()["mode"] != "none" and len(response.json()["results"]) == 5
+
+
+def test_one_known_word_among_unknown_ones_is_searched(api: httpx.Client, catalogue: dict) -> None:
+    word = str(catalogue["listings"]["title"].str.split().str[0].str.lower().value_counts().index[0])
+    body = api.get("/search", params={"q": f"xqzvvk {word}", "k": 5}).json()
+    assert body["mode"] in ("hybrid", "lexical") and body["results"]
+
+
 # ------------------------------------------------------------------------- bad input
 
 

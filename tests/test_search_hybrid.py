@@ -20,6 +20,7 @@ from fbmarket.search.hybrid import (
     CANDIDATE_COLUMNS,
     FUSED_SCORE,
     LEXICAL_RANK,
+    NOTES,
     SAME_LEAF,
     SAME_ROOT,
     SEMANTIC_RANK,
@@ -30,6 +31,7 @@ from fbmarket.search.hybrid import (
     VECTOR_FILE,
     Filters,
     HybridSearcher,
+    QueryVocabulary,
     reciprocal_rank_fusion,
     weighted_blend,
 )
@@ -235,7 +237,9 @@ def test_bad_queries_and_filters_are_clear_errors():
 def test_unknown_words_never_crash():
     hybrid = searcher()
     lexical_only = hybrid.retrieve(None, "qwertyuiop zxcvb")
-    assert lexical_only.empty and lexical_only.attrs["mode"] == "lexical"
+    assert lexical_only.empty and lexical_only.attrs["mode"] == "none"  # nothing could match
+    assert "no word of 'qwertyuiop zxcvb' is known" in lexical_only.attrs[NOTES][0]
+    # without the encoder's vocabulary the vector cannot be judged, so it is used
     mixed = hybrid.retrieve(embed(["grey couch"])[0], "qwertyuiop", n=5)
     assert len(mixed) == 5 and mixed[LEXICAL_RANK].isna().all()
     assert (mixed["lexical_score"] == 0).all()
@@ -407,6 +411,62 @@ def test_save_load_and_a_failed_reload_keeps_the_served_indexes(tmp_path):
     searcher(smaller).save(tmp_path)
     loaded.reload(tmp_path)
     assert len(loaded.vectors) == 80 and len(loaded.lexical) == 80
+
+
+# ---------------------------------------------------------------- issue 14: unknown words, categories
+
+
+def vocabulary_searcher(products: pd.DataFrame) -> tuple[HybridSearcher, QueryVocabulary, np.ndarray]:
+    """A searcher that knows its encoder's words; `encode` maps unknown words to one OOV vector,
+    as the trained encoder does."""
+    known = {"sofa", "couch", "table", "bike", "speaker", "red", "grey", "the", "and"}
+    vocabulary = QueryVocabulary(frozenset(known), lambda text: tokenize(text))
+    hybrid = HybridSearcher.build(products, embeddings=embeddings_of(products), query_vocabulary=vocabulary)
+    oov = embed(["collection cash pickup"])[0]  # some fixed direction: the same for every unknown query
+    return hybrid, vocabulary, oov
+
+
+def encode(vocabulary: QueryVocabulary, oov: np.ndarray, text: str) -> np.ndarray:
+    words = [t for t in tokenize(text) if t in vocabulary.words]
+    return embed([" ".join(words)])[0] if words else oov
+
+
+@pytest.mark.parametrize("query", ["диван", "沙发", "xqzvvk blorf", "the and", "Xqzvvk, BLORF!!"])
+def test_a_query_with_no_known_word_finds_nothing_and_says_why(query):
+    products = catalogue()
+    hybrid, vocabulary, oov = vocabulary_searcher(products)
+    assert vocabulary.known(query) == [] and hybrid.lexical.known_terms(query) == []
+    result = hybrid.retrieve(encode(vocabulary, oov, query), query, n=5)
+    assert result.empty and result.attrs["mode"] == "none"
+    assert "no word of" in result.attrs[NOTES][0] and "try other words or a photo" in result.attrs[NOTES][0]
+    # before issue 14 every such query got the OOV vector's neighbours: the same five listings
+    unguarded = HybridSearcher.build(products, embeddings=embeddings_of(products))
+    assert len(unguarded.retrieve(oov, query, n=5)) == 5
+
+
+def test_a_photo_is_a_signal_whatever_the_words():
+    products = catalogue()
+    hybrid, vocabulary, oov = vocabulary_searcher(products)
+    photo_vector = embeddings_of(products.iloc[[7]])[0]
+    result = hybrid.retrieve(photo_vector, "диван", n=5, photo=True)
+    assert result.attrs["mode"] == "hybrid" and len(result) == 5
+    assert result[S.PRODUCT_ID].iloc[0] == "p7"
+
+
+def test_one_known_word_is_enough_and_unknown_to_the_encoder_means_words_only():
+    products = catalogue()
+    hybrid, vocabulary, oov = vocabulary_searcher(products)
+    query = "xqzvvk sofa"
+    result = hybrid.retrieve(encode(vocabulary, oov, query), query, n=10)
+    assert result.attrs["mode"] == "hybrid" and result.attrs[NOTES] == []
+    titles = products.set_index(S.PRODUCT_ID).loc[result[S.PRODUCT_ID], S.TITLE]
+    assert titles.str.contains("sofa").head(5).all()
+    # "settee": listings have it, the encoder does not know it: BM25 alone, said so
+    words_only = hybrid.retrieve(encode(vocabulary, oov, "settee"), "settee", n=10)
+    assert words_only.attrs["mode"] == "lexical" and "matched by words only" in words_only.attrs[NOTES][0]
+    assert len(words_only) and words_only[SEMANTIC_SCORE].isna().all()
+    titles = products.set_index(S.PRODUCT_ID).loc[words_only[S.PRODUCT_ID], S.TITLE]
+    assert titles.str.contains("settee").all()
 
 
 def test_an_old_lexical_index_in_a_saved_searcher_is_rebuilt_from_the_products(tmp_path):

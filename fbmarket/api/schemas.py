@@ -162,7 +162,11 @@ class ListingCard(BaseModel):
 class SearchOut(BaseModel):
     results: list[ListingCard]
     buyer_status: str = Field(description="known | cold_start | anonymous | inline")
-    mode: str = Field(description="hybrid | lexical | semantic | feed: the retrieval that ran")
+    mode: str = Field(
+        description="hybrid | lexical | semantic | feed | none: the retrieval that ran; none = the "
+        "query has no word the catalogue or the search model knows, so nothing was searched "
+        "(no results, a note says so)"
+    )
     notes: list[str]
 
     @classmethod

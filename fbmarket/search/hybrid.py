@@ -22,6 +22,18 @@ either list alone (embedding 0.171 / BM25 0.150 on leaf names). On validation w 
 Filters (`Filters`) are applied inside both searches (FAISS IDSelector, BM25 mask), not
 after them, so n results come back whenever n matching listings exist.
 
+Queries with no known word. The query encoder maps every word outside its vocabulary to
+one out-of-vocabulary embedding, so a query made only of such words ("диван", "沙发",
+"xqzvvk blorf") encodes to about the same vector whatever it says, and its neighbours
+are the same unrelated listings (issue 14). `retrieve` therefore only uses the vector
+of a typed query when the query has at least one word the encoder learnt
+(`QueryVocabulary`: the text branch's vocabulary, stopwords aside), and runs no search
+at all (mode "none", with a note) when it also has no word any listing contains (BM25
+vocabulary). One known word is the threshold, not a share of the words: a single real
+word ("xqzvvk sofa", "sofa 2seater") changes the vector and carries the intent, while
+unknown extras are common (typos, model numbers). A photo is always a signal: a query
+with a photo is never cut.
+
 Similar listings (`similar_scored`) use a listing's own vector and title as the query,
 blended the same way, plus the probability that each candidate shares its root and leaf
 category by the fusion model's heads (`categories`, search/categories.py), when given:
@@ -33,7 +45,7 @@ from __future__ import annotations
 
 import numbers
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -45,7 +57,7 @@ from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
 from fbmarket.search.categories import CategorySpace
 from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex, check_k
-from fbmarket.search.lexical import LexicalIndex, check_query
+from fbmarket.search.lexical import STOPWORDS, LexicalIndex, check_query
 
 SEMANTIC_SCORE = "semantic_score"
 LEXICAL_SCORE = "lexical_score"
@@ -60,6 +72,7 @@ SIMILAR_SCORE = "score"
 SIMILAR_COLUMNS = (S.PRODUCT_ID, SIMILARITY, SAME_ROOT, SAME_LEAF, SIMILAR_SCORE)
 CANDIDATE_COLUMNS = (S.PRODUCT_ID, SEMANTIC_SCORE, LEXICAL_SCORE, SEMANTIC_RANK, LEXICAL_RANK, FUSED_SCORE)
 FUSIONS = ("rrf", "blend")
+NOTES = "notes"  # retrieve(...).attrs[NOTES]: sentences for the buyer about what ran and why
 VECTOR_FILE = "vectors.faiss"
 LEXICAL_FILE = "lexical.json"
 KM_PER_DEGREE_LAT = 111.2
@@ -123,6 +136,21 @@ class Filters:
     @property
     def active(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+@dataclass(frozen=True)
+class QueryVocabulary:
+    """The words the query encoder learnt and the tokeniser it reads queries with.
+
+    `known` is what the encoder can tell apart: the query's tokens in its vocabulary,
+    stopwords aside (they are in every vocabulary and say nothing about an item).
+    """
+
+    words: frozenset[str]
+    tokenize: Callable[[str], list[str]]
+
+    def known(self, text: str) -> list[str]:
+        return [t for t in self.tokenize(text) if t in self.words and t not in STOPWORDS]
 
 
 class ListingTable:
@@ -253,9 +281,12 @@ class HybridSearcher:
         lexical: LexicalIndex | None = None,
         settings: SearchSettings | None = None,
         categories: CategorySpace | None = None,
+        query_vocabulary: QueryVocabulary | None = None,
     ):
         self.settings = settings or SearchSettings()
         self.categories = categories  # the model's category heads: similar() favours shared categories
+        # the encoder's words: a typed query with none of them has no semantic signal (None: not judged)
+        self.query_vocabulary = query_vocabulary
         if self.settings.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.settings.fusion!r}")
         self.vectors = vectors
@@ -273,6 +304,7 @@ class HybridSearcher:
         embeddings: np.ndarray | None = None,
         settings: SearchSettings | None = None,
         categories: CategorySpace | None = None,
+        query_vocabulary: QueryVocabulary | None = None,
     ) -> HybridSearcher:
         """Index a clean products table (BM25) and, when given, its embeddings (FAISS)."""
         settings = settings or SearchSettings()
@@ -282,7 +314,7 @@ class HybridSearcher:
             ids = product_ids if product_ids is not None else products[S.PRODUCT_ID].astype(str).tolist()
             vectors = VectorIndex(int(np.shape(embeddings)[1]), settings)
             vectors.build(ids, embeddings)
-        return cls(products, vectors, lexical, settings, categories)
+        return cls(products, vectors, lexical, settings, categories, query_vocabulary)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path | str) -> None:
@@ -304,6 +336,7 @@ class HybridSearcher:
         products: pd.DataFrame,
         settings: SearchSettings | None = None,
         categories: CategorySpace | None = None,
+        query_vocabulary: QueryVocabulary | None = None,
     ) -> HybridSearcher:
         """Open saved indexes over a products table; a missing index file means that index is absent.
 
@@ -312,7 +345,7 @@ class HybridSearcher:
         is rebuilt from `products` when they carry descriptions (`LexicalIndex.load`).
         """
         vectors, lexical = _read_indexes(Path(directory), settings or SearchSettings(), products)
-        return cls(products, vectors, lexical, settings, categories)
+        return cls(products, vectors, lexical, settings, categories, query_vocabulary)
 
     def reload(self, directory: Path | str) -> None:
         """Swap in indexes saved by another process; on any load error the current ones stay.
@@ -359,6 +392,19 @@ class HybridSearcher:
             return None
         return self.table.ids[self.table.mask(filters)]
 
+    def query_signal(self, query_text: str, photo: bool = False) -> tuple[list[str], bool | None]:
+        """(query terms some listing contains, whether the query vector means anything).
+
+        The vector means something with a photo, or when a word of the text is in the
+        encoder's vocabulary; None when this searcher has no vocabulary to judge by.
+        """
+        known_terms = self.lexical.known_terms(query_text) if self.lexical is not None else []
+        if photo:
+            return known_terms, True
+        if self.query_vocabulary is None:
+            return known_terms, None
+        return known_terms, bool(self.query_vocabulary.known(query_text))
+
     def retrieve(
         self,
         query_vector: np.ndarray | None,
@@ -366,13 +412,18 @@ class HybridSearcher:
         filters: Filters | None = None,
         n: int | None = None,
         truncate: bool = True,
+        photo: bool = False,
     ) -> pd.DataFrame:
         """Up to n candidates, best fused score first (columns: CANDIDATE_COLUMNS).
 
-        Give a query vector (from the query encoder), query text, or both. Empty text is
-        an error; text of only unknown words simply finds nothing lexically.
-        `truncate=False` keeps every listing either search found (up to 2n), so each
-        list can be judged on its own, not only on what survived the fusion cut.
+        Give a query vector (from the query encoder), query text, or both; `photo` says
+        the vector holds a photo. Empty text is an error. A typed query without a photo
+        whose words the encoder never learnt is searched by its words alone (mode
+        "lexical"), and when no listing has any of them either, not at all: no candidates,
+        mode "none" (see the module docstring); `attrs[NOTES]` says so in a sentence.
+        Without a `query_vocabulary` the vector is always used. `truncate=False` keeps
+        every listing either search found (up to 2n), so each list can be judged on its
+        own, not only on what survived the fusion cut.
         """
         n = check_k(self.settings.candidates if n is None else n, self.settings.max_k)
         if query_text is not None:
@@ -384,6 +435,22 @@ class HybridSearcher:
         if not (use_vectors or use_text):
             missing = "vector index (no trained embeddings)" if query_vector is not None else "lexical index"
             raise ValueError(f"this searcher has no {missing} for this query")
+        notes: list[str] = []
+        if query_text is not None:
+            known_terms, meaningful = self.query_signal(query_text, photo)
+            if not known_terms and (meaningful is False or not use_vectors):
+                words = " ".join(query_text.split())
+                note = (
+                    f"no results: no word of {words!r} is known to this marketplace (no listing "
+                    "contains one and the search model never learnt one); try other words or a photo"
+                )
+                return _with_mode(empty_candidates(), "none", [note])
+            if use_vectors and meaningful is False:
+                use_vectors = False  # the out-of-vocabulary vector: the same neighbours for any query
+                notes.append(
+                    "matched by words only: the search model knows none of the query's words, "
+                    "so it cannot judge meaning"
+                )
         mode = "hybrid" if use_vectors and use_text else "semantic" if use_vectors else "lexical"
 
         with self._lock:
@@ -391,7 +458,7 @@ class HybridSearcher:
             if filters is not None and filters.active:
                 mask = self.table.mask(filters)
                 if not mask.any():
-                    return _with_mode(empty_candidates(), mode)
+                    return _with_mode(empty_candidates(), mode, notes)
                 vec_allowed, lex_allowed = self._selections(mask)
             semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
             lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
@@ -402,7 +469,7 @@ class HybridSearcher:
                 lexical,
                 n if truncate else len(semantic) + len(lexical),
             )
-        return _with_mode(frame, mode)
+        return _with_mode(frame, mode, notes)
 
     def _selections(self, mask: np.ndarray) -> tuple[IdSelection | None, IdSelection | None]:
         """A row mask over the table -> the allowed ids inside the vector and lexical indexes."""
@@ -591,6 +658,7 @@ def _read_indexes(
     return vectors, lexical
 
 
-def _with_mode(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
+def _with_mode(frame: pd.DataFrame, mode: str, notes: list[str] | None = None) -> pd.DataFrame:
     frame.attrs["mode"] = mode
+    frame.attrs[NOTES] = list(notes or [])
     return frame

@@ -415,6 +415,12 @@ class LexicalIndex:
             best = candidates[order]
             return list(zip(pids[best].tolist(), scores[best].astype(float).tolist(), strict=True))
 
+    def known_terms(self, query: str) -> list[str]:
+        """The query's index terms that some listing contains (the vocabulary of the last build
+        plus later adds; a term only removed listings had may linger until the next rebuild)."""
+        with self._lock:
+            return [term for term in tokenize(check_query(query)) if term in self._vocab]
+
     def score(self, query: str, product_ids: Sequence[str]) -> np.ndarray:
         """BM25 scores of given listings for a query (0 for no match or an unknown id)."""
         with self._lock:
