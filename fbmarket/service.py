@@ -40,6 +40,7 @@ from fbmarket.search.hybrid import (
     Filters,
     HybridSearcher,
     QueryVocabulary,
+    UnknownCategoryError,
 )
 from fbmarket.search.index import IndexLoadError, VectorIndex
 from fbmarket.search.lexical import LexicalIndex
@@ -58,7 +59,23 @@ class NotFoundError(KeyError):
 
 
 class BadRequestError(ValueError):
-    """A request that cannot be served as asked (empty query, k out of range): HTTP 422."""
+    """A request that cannot be served as asked (empty query, k out of range): HTTP 422.
+
+    `field` names the request field at fault when there is one; `reason` is the
+    machine-readable cause and `details` any structured help (e.g. the valid choices).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        reason: str = "bad_request",
+        details: dict[str, Any] | None = None,
+    ):
+        super().__init__(message)
+        self.field = field
+        self.reason = reason
+        self.details = details or {}
 
 
 @dataclass
@@ -472,10 +489,34 @@ class Marketplace:
             raise BadRequestError(str(error)) from error
 
     def _filters(self, request: SearchRequest, buyer: Buyer) -> Filters:
+        """The request's filters, refusing what cannot be honoured (HTTP 422) instead of
+        returning nothing: a category no listing or model class has, a distance limit
+        around a location that could not be placed."""
         if request.max_distance_km is not None and not buyer.has_location:
+            given = request.buyer.location if request.buyer is not None else None
+            if given or buyer.location:
+                whose = "location" if given else f"the location of user {buyer.user_id!r}"
+                raise BadRequestError(
+                    f"{whose} {given or buyer.location!r} could not be placed (no UK town or county "
+                    "of that name in the offline gazetteer), so max_distance_km cannot be applied: "
+                    'give a known town ("Leeds" or "Leeds, West Yorkshire") or lat and lon',
+                    field="location",
+                    reason="location_not_placed",
+                )
             raise BadRequestError(
-                "max_distance_km needs the buyer's location (lat/lon, location or a known user)"
+                "max_distance_km needs the buyer's location (lat/lon, location or a known user)",
+                field="max_distance_km",
             )
+        if request.category:
+            try:
+                self.searcher.check_category(request.category, roots=self.model.classes)
+            except UnknownCategoryError as error:
+                raise BadRequestError(
+                    str(error),
+                    field="category",
+                    reason="unknown_category",
+                    details={"valid_roots": error.roots},
+                ) from error
         try:
             return Filters(
                 category=request.category or None,

@@ -32,6 +32,8 @@ from fbmarket.search.hybrid import (
     Filters,
     HybridSearcher,
     QueryVocabulary,
+    UnknownCategoryError,
+    category_key,
     reciprocal_rank_fusion,
     weighted_blend,
 )
@@ -467,6 +469,51 @@ def test_one_known_word_is_enough_and_unknown_to_the_encoder_means_words_only():
     assert len(words_only) and words_only[SEMANTIC_SCORE].isna().all()
     titles = products.set_index(S.PRODUCT_ID).loc[words_only[S.PRODUCT_ID], S.TITLE]
     assert titles.str.contains("settee").all()
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["home & garden", "HOME & GARDEN", "Home and Garden", "  home &  garden ", "home & garden / furniture",
+     "Home & Garden/Furniture", "home & garden / furniture / sofas"],
+)  # fmt: skip
+def test_category_filter_ignores_case_spacing_and_and(spelling):
+    products = catalogue()
+    hybrid = searcher(products)
+    canonical = next(
+        path for path in ("Home & Garden / Furniture / Sofas", "Home & Garden / Furniture", "Home & Garden")
+        if category_key(path) == category_key(spelling)
+    )  # fmt: skip
+    hybrid.check_category(spelling)  # no error
+    assert set(hybrid.allowed_ids(Filters(category=spelling))) == set(
+        hybrid.allowed_ids(Filters(category=canonical))
+    )
+    assert len(hybrid.allowed_ids(Filters(category=spelling))) > 0
+    result = hybrid.retrieve(embed(["red sofa"])[0], "red sofa", Filters(category=spelling), n=10)
+    assert len(result) == 10
+    assert (
+        products.set_index(S.PRODUCT_ID).loc[result[S.PRODUCT_ID], S.CATEGORY].str.startswith(canonical).all()
+    )
+    root = Filters(root_category="electronics")
+    assert set(hybrid.allowed_ids(root)) == set(hybrid.allowed_ids(Filters(root_category="Electronics")))
+
+
+def test_an_unknown_category_is_an_error_that_lists_the_roots_and_the_nearest_spelling():
+    hybrid = searcher()
+    with pytest.raises(UnknownCategoryError) as caught:
+        hybrid.check_category("Home & Gardn")
+    error = caught.value
+    assert error.suggestion == "Home & Garden"
+    assert error.roots == ["Electronics", "Home & Garden", "Sports & Leisure"]
+    assert "Did you mean 'Home & Garden'?" in str(error) and "Sports & Leisure" in str(error)
+    with pytest.raises(UnknownCategoryError, match="Home & Garden / Furniture"):
+        hybrid.check_category("home & garden / furnitur")
+    with pytest.raises(UnknownCategoryError, match="the roots are"):
+        hybrid.check_category("Home & Garden / Sofas")  # a level skipped: no such path
+    # a root the model knows is valid even when no listing has it yet (0 results, not an error)
+    hybrid.check_category("vehicles", roots=["Vehicles"])
+    with pytest.raises(UnknownCategoryError) as caught:
+        hybrid.check_category("vehicle", roots=["Vehicles"])
+    assert caught.value.suggestion == "Vehicles" and "Vehicles" in caught.value.roots
 
 
 def test_an_old_lexical_index_in_a_saved_searcher_is_rebuilt_from_the_products(tmp_path):

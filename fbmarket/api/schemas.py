@@ -64,7 +64,10 @@ class SearchParams(BaseModel):
     min_price: float | None = Field(None, ge=0, le=1e7, description="GBP")
     max_price: float | None = Field(None, ge=0, le=1e7, description="GBP")
     category: OptionalText = Field(
-        None, max_length=200, description='root category or full path "Root / Sub / Leaf"'
+        None,
+        max_length=200,
+        description='a root category or a path under one ("Root / Sub / Leaf" or any prefix), any case; '
+        "an unknown category is a 422 that lists the roots",
     )
     k: int = Field(10, ge=1, le=MAX_K, description="number of results")
 

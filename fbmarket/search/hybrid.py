@@ -20,7 +20,11 @@ either list alone (embedding 0.171 / BM25 0.150 on leaf names). On validation w 
 0.35-0.65 are within 0.01 of each other on precision; 0.65 loses known items (0.931).
 
 Filters (`Filters`) are applied inside both searches (FAISS IDSelector, BM25 mask), not
-after them, so n results come back whenever n matching listings exist.
+after them, so n results come back whenever n matching listings exist. Category filters
+match a path or any prefix of it, ignoring case, spacing around " / " and "and" for "&"
+("home & garden", "Home and Garden/Furniture"); `HybridSearcher.check_category` tells a
+category no listing has (a typo) from one that matches, with the valid roots and the
+nearest spelling, so a caller can refuse it instead of returning nothing.
 
 Queries with no known word. The query encoder maps every word outside its vocabulary to
 one out-of-vocabulary embedding, so a query made only of such words ("диван", "沙发",
@@ -43,7 +47,10 @@ on the dev data that lifted precision@10 of the same leaf / root over the catalo
 
 from __future__ import annotations
 
+import difflib
+import functools
 import numbers
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
@@ -93,8 +100,10 @@ class Filters:
     """Which listings may be returned. Every field is optional; given fields all apply.
 
     `category` is a category path or any prefix of it ("Home & Garden",
-    "Home & Garden / Furniture", or a full leaf path). A price bound excludes listings
-    without a price; a distance limit excludes listings whose location is unknown.
+    "Home & Garden / Furniture", or a full leaf path), matched ignoring case, spacing
+    around "/" and "and" for "&" (`category_key`); `root_category` and `leaf_category`
+    match a whole root or leaf the same way. A price bound excludes listings without a
+    price; a distance limit excludes listings whose location is unknown.
     """
 
     category: str | None = None
@@ -138,6 +147,33 @@ class Filters:
         return any(getattr(self, f.name) is not None for f in fields(self))
 
 
+_SLASH = re.compile(r"\s*/\s*")
+_AND = re.compile(r"\s+and\s+")
+
+
+def category_key(path: str) -> str:
+    """How category paths compare: case-folded, spaces collapsed, " / " between levels, & for and."""
+    return _AND.sub(" & ", _SLASH.sub(" / ", " ".join(path.split()))).casefold().strip()
+
+
+def _is_under(path_key: str, prefix_key: str) -> bool:
+    return path_key == prefix_key or path_key.startswith(prefix_key + " / ")
+
+
+class UnknownCategoryError(ValueError):
+    """A category filter that names no category of the catalogue (a typo, another marketplace's name)."""
+
+    def __init__(self, category: str, roots: list[str], suggestion: str | None):
+        self.category = category
+        self.roots = roots
+        self.suggestion = suggestion
+        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+        super().__init__(
+            f"unknown category {category!r}.{hint} A category is a root or a path under one "
+            f'("Root / Sub / Leaf", any case); the roots are: {"; ".join(roots)}'
+        )
+
+
 @dataclass(frozen=True)
 class QueryVocabulary:
     """The words the query encoder learnt and the tokeniser it reads queries with.
@@ -167,10 +203,11 @@ class ListingTable:
         self.price = pd.to_numeric(frame[S.PRICE], errors="coerce").to_numpy(dtype=float)
         self.latitude = pd.to_numeric(frame[S.LATITUDE], errors="coerce").to_numpy(dtype=float)
         self.longitude = pd.to_numeric(frame[S.LONGITUDE], errors="coerce").to_numpy(dtype=float)
-        self._codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
+        self._codes: dict[str, tuple[np.ndarray, pd.Index, list[str | None]]] = {}
         for column in (S.CATEGORY, S.ROOT_CATEGORY, S.LEAF_CATEGORY):
             codes, uniques = pd.factorize(frame[column].astype(object), use_na_sentinel=True)
-            self._codes[column] = (codes, pd.Index(uniques, dtype=object))
+            keys = [category_key(v) if isinstance(v, str) else None for v in uniques]
+            self._codes[column] = (codes, pd.Index(uniques, dtype=object), keys)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -180,15 +217,32 @@ class ListingTable:
         return None if row < 0 else self.frame.at[row, S.TITLE]
 
     def _equals(self, column: str, value: str) -> np.ndarray:
-        codes, uniques = self._codes[column]
-        hits = np.flatnonzero(uniques.to_numpy(dtype=object) == value)
-        return np.isin(codes, hits)
+        codes, _, keys = self._codes[column]
+        wanted = category_key(value)
+        return np.isin(codes, [i for i, key in enumerate(keys) if key == wanted])
 
     def _under(self, column: str, prefix: str) -> np.ndarray:
-        codes, uniques = self._codes[column]
-        paths = uniques.to_numpy(dtype=object)
-        hits = [i for i, path in enumerate(paths) if isinstance(path, str) and _is_under(path, prefix)]
-        return np.isin(codes, hits)
+        codes, _, keys = self._codes[column]
+        wanted = category_key(prefix)
+        return np.isin(codes, [i for i, key in enumerate(keys) if key is not None and _is_under(key, wanted)])
+
+    @functools.cached_property
+    def category_prefixes(self) -> dict[str, str]:
+        """category_key -> as written, for every category path in the catalogue and every prefix
+        of one (a table never changes: writes make a new one, so this is computed once)."""
+        prefixes: dict[str, str] = {}
+        for column in (S.CATEGORY, S.ROOT_CATEGORY):
+            for path in self._codes[column][1]:
+                if isinstance(path, str):
+                    parts = [part.strip() for part in path.split(" / ")]
+                    for depth in range(1, len(parts) + 1):
+                        written = " / ".join(parts[:depth])
+                        prefixes.setdefault(category_key(written), written)
+        return prefixes
+
+    @property
+    def roots(self) -> list[str]:
+        return [root for root in self._codes[S.ROOT_CATEGORY][1] if isinstance(root, str)]
 
     def mask(self, filters: Filters | None) -> np.ndarray:
         """Boolean mask over the rows that pass every filter."""
@@ -225,10 +279,6 @@ class ListingTable:
         lat_rows = np.where(rows >= 0, self.latitude[np.maximum(rows, 0)], np.nan)
         lon_rows = np.where(rows >= 0, self.longitude[np.maximum(rows, 0)], np.nan)
         return np.asarray(haversine_km(lat, lon, lat_rows, lon_rows), dtype=float)
-
-
-def _is_under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + " / ")
 
 
 def reciprocal_rank_fusion(ranks: Iterable[np.ndarray], k: int = 60) -> np.ndarray:
@@ -391,6 +441,20 @@ class HybridSearcher:
         if filters is None or not filters.active:
             return None
         return self.table.ids[self.table.mask(filters)]
+
+    def check_category(self, category: str, roots: Iterable[str] = ()) -> None:
+        """Raise `UnknownCategoryError` unless `category` is a catalogue category or a prefix of
+        one (as `Filters` match it), or names one of `roots` (e.g. the model's categories,
+        which may have no listing yet). The error lists the roots and the nearest spelling."""
+        table = self.table  # one read: a concurrent write swaps in a new table whole
+        key = category_key(category)
+        extra = {category_key(root): root for root in roots}
+        if key in table.category_prefixes or key in extra:
+            return
+        known = extra | table.category_prefixes
+        close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+        all_roots = sorted(set(extra.values()) | set(table.roots))
+        raise UnknownCategoryError(category, all_roots, known[close[0]] if close else None)
 
     def query_signal(self, query_text: str, photo: bool = False) -> tuple[list[str], bool | None]:
         """(query terms some listing contains, whether the query vector means anything).
