@@ -196,12 +196,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         response = market.search(request)
     finally:
         market.close()
-    if args.json:
+    if args.json:  # stdout stays a plain list of results; what a buyer should know goes to stderr
+        for note in response.notes:
+            print(f"note: {note}", file=sys.stderr)
         print(json.dumps([asdict(r) for r in response.results], indent=2))
         return 0
     for note in response.notes:
         print(f"note: {note}")
-    print(f"{len(response.results)} result(s), buyer {response.buyer_status}, retrieval {response.mode}")
+    retrieval = "none (no known word: nothing searched)" if response.mode == "none" else response.mode
+    print(f"{len(response.results)} result(s), buyer {response.buyer_status}, retrieval {retrieval}")
     for rank, result in enumerate(response.results, start=1):
         price = "n/a" if result.price is None else f"£{result.price:,.2f}"
         distance = "" if result.distance_km is None else f"{result.distance_km:.0f} km"
@@ -318,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--lon", type=float, help="buyer longitude")
     search.add_argument("--location", help='buyer location, "Town, County"')
     search.add_argument("-k", type=int, default=10, help="number of results (1-100)")
-    search.add_argument("--category", help="root category or category path prefix")
+    search.add_argument(
+        "--category", help='root category or category path prefix, any case ("home & garden / furniture")'
+    )
     search.add_argument("--min-price", type=float)
     search.add_argument("--max-price", type=float)
     search.add_argument("--max-distance-km", type=float)

@@ -11,9 +11,43 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+MASK = "***"  # what a masked password reads as (SQLAlchemy's hide_password form)
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<password>[^@]*)@")
+
+
+def url_password(url: str) -> str | None:
+    """The password inside a database URL ("postgresql://user:pw@host/db" -> "pw"), if any."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except (ArgumentError, ValueError, TypeError):
+        match = _USERINFO.search(url)  # not a URL SQLAlchemy reads: still never leak its userinfo
+        password = match.group("password") if match else None
+    return str(password) if password else None
+
+
+def mask_url_password(url: str) -> str:
+    """A URL safe to write or show: its password replaced by ***; anything else is unchanged."""
+    if "://" not in url or not url_password(url):
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError, TypeError):
+        return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+
+
+def url_password_masked(url: str) -> bool:
+    return url_password(url) == MASK
 
 
 @dataclass
@@ -297,6 +331,13 @@ class Settings:
     # Paths derived from out_dir, so every stage agrees on where things live.
     @property
     def db_url(self) -> str:
+        """The database to use. A URL read back from settings.json has its password masked
+        (`to_json`): then the real one must come from --database or FBMARKET_DATABASE_URL."""
+        if self.database_url and url_password_masked(self.database_url):
+            raise ValueError(
+                f"the database URL {self.database_url} has its password masked (settings.json never "
+                "holds secrets): give the full URL with --database or FBMARKET_DATABASE_URL"
+            )
         return self.database_url or f"sqlite:///{(self.out_dir / 'fbmarket.db').resolve()}"
 
     @property
@@ -308,6 +349,11 @@ class Settings:
         return self.out_dir / "reports"
 
     def to_json(self) -> dict[str, Any]:
+        """The settings as JSON for settings.json and reports, without secrets: no API key, and
+        database URLs (`database_url`, a `data_dir` URL) with the password masked as ***, so a
+        bundle can be copied or published. A run reads its password from --database or
+        FBMARKET_DATABASE_URL again (`db_url` says so when it is missing)."""
+
         def convert(value: Any) -> Any:
             if isinstance(value, Path):
                 return str(value)
@@ -318,8 +364,29 @@ class Settings:
             return value
 
         payload = convert(dataclasses.asdict(self))
-        payload["serve"]["api_key"] = None  # secrets never go to disk
+        # secrets never go to disk: no API key, database URLs with their password masked
+        payload["serve"]["api_key"] = None
+        for key in ("database_url", "data_dir"):
+            if isinstance(payload.get(key), str):
+                payload[key] = mask_url_password(payload[key])
         return payload
+
+    def secrets(self) -> list[str]:
+        """The secret strings this run holds (API key, database passwords): for redacting
+        messages that may quote them (e.g. an error shown on /ready)."""
+        found = [self.serve.api_key] if self.serve.api_key else []
+        for url in (self.database_url, self.data_dir):
+            if isinstance(url, str) and (password := url_password(url)):
+                found.append(password)
+                if (raw := _USERINFO.search(url)) and raw["password"] != password:
+                    found.append(raw["password"])  # as written: percent-encoded
+        return [secret for secret in found if secret != MASK]
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret of this run replaced by ***."""
+        for secret in self.secrets():
+            text = text.replace(secret, MASK)
+        return text
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

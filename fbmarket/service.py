@@ -33,7 +33,16 @@ from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
 from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.recommend.training import RankingModels
-from fbmarket.search.hybrid import SAME_LEAF, SAME_ROOT, SIMILARITY, Filters, HybridSearcher
+from fbmarket.search.hybrid import (
+    NOTES,
+    SAME_LEAF,
+    SAME_ROOT,
+    SIMILARITY,
+    Filters,
+    HybridSearcher,
+    QueryVocabulary,
+    UnknownCategoryError,
+)
 from fbmarket.search.index import IndexLoadError, VectorIndex
 from fbmarket.search.lexical import LexicalIndex
 
@@ -54,7 +63,23 @@ class NotFoundError(KeyError):
 
 
 class BadRequestError(ValueError):
-    """A request that cannot be served as asked (empty query, k out of range): HTTP 422."""
+    """A request that cannot be served as asked (empty query, k out of range): HTTP 422.
+
+    `field` names the request field at fault when there is one; `reason` is the
+    machine-readable cause and `details` any structured help (e.g. the valid choices).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        reason: str = "bad_request",
+        details: dict[str, Any] | None = None,
+    ):
+        super().__init__(message)
+        self.field = field
+        self.reason = reason
+        self.details = details or {}
 
 
 @dataclass
@@ -101,7 +126,9 @@ class ListingResult:
 class SearchResponse:
     results: list[ListingResult]
     buyer_status: str  # "known" | "cold_start" (unknown or new user) | "anonymous" | "inline"
-    mode: str  # "hybrid" | "lexical" | "semantic" | "feed" — what retrieval actually ran
+    # "hybrid" | "lexical" | "semantic" | "feed" | "none" — what retrieval actually ran ("none": the
+    # query has no word the catalogue or the model knows, so nothing was searched; a note says so)
+    mode: str
     notes: list[str] = field(default_factory=list)  # e.g. "user u123 not found: cold-start buyer"
 
 
@@ -196,7 +223,13 @@ class Marketplace:
             log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
             photo_index = None
         searcher = HybridSearcher(
-            products, vector_index, lexical, settings.search, model.category_space(), photo_index
+            products,
+            vector_index,
+            lexical,
+            settings.search,
+            model.category_space(),
+            photos=photo_index,
+            query_vocabulary=query_vocabulary(bundle_dir),
         )
         ranking_dir = bundle_dir / RANKING_DIR
         if (ranking_dir / "profiles.json").is_file():
@@ -285,12 +318,16 @@ class Marketplace:
                 text,
                 filters,
                 n=self.settings.search.candidates,
+                photo=request.image is not None,
                 query_photo=None if photo is None else photo.features,
                 photo_root_probs=None if photo is None else photo.root_probs,
             )
         except ValueError as error:
             raise BadRequestError(str(error)) from error
         mode = candidates.attrs.get("mode", "hybrid")
+        notes = notes + candidates.attrs.get(NOTES, [])
+        if mode == "none":  # no known word: nothing was searched, and the note says why
+            return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
         recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, candidates=candidates)
@@ -513,10 +550,34 @@ class Marketplace:
             raise BadRequestError(str(error)) from error
 
     def _filters(self, request: SearchRequest, buyer: Buyer) -> Filters:
+        """The request's filters, refusing what cannot be honoured (HTTP 422) instead of
+        returning nothing: a category no listing or model class has, a distance limit
+        around a location that could not be placed."""
         if request.max_distance_km is not None and not buyer.has_location:
+            given = request.buyer.location if request.buyer is not None else None
+            if given or buyer.location:
+                whose = "location" if given else f"the location of user {buyer.user_id!r}"
+                raise BadRequestError(
+                    f"{whose} {given or buyer.location!r} could not be placed (no UK town or county "
+                    "of that name in the offline gazetteer), so max_distance_km cannot be applied: "
+                    'give a known town ("Leeds" or "Leeds, West Yorkshire") or lat and lon',
+                    field="location",
+                    reason="location_not_placed",
+                )
             raise BadRequestError(
-                "max_distance_km needs the buyer's location (lat/lon, location or a known user)"
+                "max_distance_km needs the buyer's location (lat/lon, location or a known user)",
+                field="max_distance_km",
             )
+        if request.category:
+            try:
+                self.searcher.check_category(request.category, roots=self.model.classes)
+            except UnknownCategoryError as error:
+                raise BadRequestError(
+                    str(error),
+                    field="category",
+                    reason="unknown_category",
+                    details={"valid_roots": error.roots},
+                ) from error
         try:
             return Filters(
                 category=request.category or None,
@@ -749,6 +810,23 @@ def embed_missing(store: Store, model: Any, products: pd.DataFrame) -> int:
         vectors = model.encode_products(chunk, store.images_frame(chunk_ids))
         store.upsert_embeddings(chunk_ids, vectors, model.version)
     return len(stale)
+
+
+def query_vocabulary(bundle_dir: Path) -> QueryVocabulary | None:
+    """The words the bundle's query encoder learnt (model/vocabulary.json) and its tokeniser.
+
+    None (every query vector used, as before) when the file is missing or unreadable.
+    """
+    from fbmarket.text.tokenize import get_tokenizer
+    from fbmarket.text.word2vec import OOV, PAD, VOCAB_FILE, Vocabulary
+
+    path = bundle_dir / "model" / VOCAB_FILE
+    try:
+        tokens = Vocabulary.load(path).tokens
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("no query vocabulary (%s): queries of unknown words are not detected", error)
+        return None
+    return QueryVocabulary(frozenset(t for t in tokens if t not in (PAD, OOV)), get_tokenizer().tokenize)
 
 
 def cold_ranking(products: pd.DataFrame, settings: Settings) -> RankingModels:

@@ -193,7 +193,8 @@ def stage_examples(state: RunState) -> None:
     """Open the bundle as the server would and print a few searches."""
     from fbmarket.service import BuyerQuery, Marketplace, SearchRequest
 
-    market = Marketplace.open(state.settings.out_dir)
+    # the run's own database URL: settings.json holds it with the password masked
+    market = Marketplace.open(state.settings.out_dir, state.settings.database_url)
     try:
         buyer_id = next(iter(sorted(market.ranking.profiles.user_affinity)), None)
         examples = {}

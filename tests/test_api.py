@@ -199,13 +199,103 @@ def test_hostile_queries_are_harmless(api: httpx.Client, catalogue: dict) -> Non
         "../../etc/passwd",
         "<script>alert(1)</script>",
     ):
-        response = api.get("/search", params={"q": query, "user_id": "' OR '1'='1", "category": query})
+        response = api.get("/search", params={"q": query, "user_id": "' OR '1'='1"})
         assert response.status_code == 200, response.text
         assert response.json()["buyer_status"] == "cold_start"
+        as_category = api.get("/search", params={"q": "sofa", "category": query})
+        assert as_category.status_code == 422 and as_category.json()["reason"] == "unknown_category"
     page = api.get("/", params={"q": "<script>alert(1)</script>"})
     assert page.status_code == 200 and "<script>alert(1)</script>" not in page.text
     listing_id = first_listing_with_photo(catalogue)
     assert api.get(f"/listings/{listing_id}").status_code == 200, "the listings table is still there"
+
+
+# ------------------------------------------------- issue 14: unknown words, categories, places
+
+UNKNOWN_WORD_QUERIES = ["диван", "沙发", "xqzvvk blorf", "Qwpoe zzxv!"]
+
+
+@pytest.mark.parametrize("query", UNKNOWN_WORD_QUERIES)
+def test_a_query_of_unknown_words_returns_nothing_and_says_so(api: httpx.Client, query: str) -> None:
+    """Before: the same five unrelated listings for each, mode "hybrid", no note."""
+    response = api.get("/search", params={"q": query, "k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["results"] == [] and body["mode"] == "none"
+    assert any("no word of" in note and "try other words or a photo" in note for note in body["notes"])
+    page = api.get("/", params={"q": query})
+    assert page.status_code == 200 and "no search ran" in page.text
+    assert "None of these words is known here" in page.text and "no word of" in page.text
+
+
+def test_a_photo_query_is_searched_whatever_its_words(api: httpx.Client) -> None:
+    photo = jpeg_bytes()
+    for data in ({"k": "5"}, {"q": "диван", "k": "5"}):
+        response = api.post("/search", data=data, files={"photo": ("p.jpg", photo, "image/jpeg")})
+        assert response.status_code == 200, response.text
+        assert response.json()["mode"] != "none" and len(response.json()["results"]) == 5
+
+
+def test_one_known_word_among_unknown_ones_is_searched(api: httpx.Client, catalogue: dict) -> None:
+    word = str(catalogue["listings"]["title"].str.split().str[0].str.lower().value_counts().index[0])
+    body = api.get("/search", params={"q": f"xqzvvk {word}", "k": 5}).json()
+    assert body["mode"] in ("hybrid", "lexical") and body["results"]
+
+
+def test_category_filter_ignores_case_and_takes_path_prefixes(api: httpx.Client, catalogue: dict) -> None:
+    """Before: category=home & garden (lower case) gave 0 results without a word."""
+    listings = catalogue["listings"]
+    root = str(listings["root_category"].value_counts().index[0])
+    path = str(listings.loc[listings["root_category"] == root, "category"].iloc[0])
+    sub = " / ".join(path.split(" / ")[:2])
+    exact = api.get("/search", params={"q": "good condition", "category": root, "k": 20}).json()
+    for spelling, prefix in (
+        (root.lower(), root),
+        (root.upper(), root),
+        (sub.lower().replace(" / ", "/"), sub),
+    ):
+        body = api.get("/search", params={"q": "good condition", "category": spelling, "k": 20}).json()
+        assert body["results"], spelling
+        assert all(r["category"].startswith(prefix) for r in body["results"]), spelling
+        if prefix == root:
+            assert [r["product_id"] for r in body["results"]] == [r["product_id"] for r in exact["results"]]
+
+
+def test_an_unknown_category_is_422_listing_the_roots(api: httpx.Client, live_server: LiveServer) -> None:
+    roots = live_server.marketplace.model.classes
+    misspelt = roots[0][:-1] + "x"
+    for response in (
+        api.get("/search", params={"q": "sofa", "category": misspelt}),
+        api.post("/search", data={"q": "sofa", "category": "Not A Category"}),
+        api.get("/search", params={"user_id": "u0001", "category": "Not A Category"}),  # home feed too
+    ):
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert body["reason"] == "unknown_category" and "unknown category" in body["detail"]
+        error = body["errors"][0]
+        assert error["field"] == "category" and error["loc"][-1] == "category"
+        assert set(roots) <= set(error["valid_roots"])
+        assert all(root in body["detail"] for root in roots)
+    suggestion = api.get("/search", params={"q": "sofa", "category": misspelt}).json()["detail"]
+    assert f"Did you mean {roots[0]!r}?" in suggestion
+
+
+def test_a_location_that_cannot_be_placed_is_422_saying_so(api: httpx.Client) -> None:
+    params = {"q": "sofa", "location": "Xyzzyville Qwerty", "max_distance_km": 20}
+    response = api.get("/search", params=params)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert "could not be placed" in body["detail"] and "Xyzzyville Qwerty" in body["detail"]
+    assert "needs the buyer's location" not in body["detail"]
+    assert body["reason"] == "location_not_placed" and body["errors"][0]["field"] == "location"
+    # without a distance limit the place is not needed: a note, not an error
+    plain = api.get("/search", params={"q": "sofa", "location": "Xyzzyville Qwerty"})
+    assert plain.status_code == 200 and any("not recognised" in n for n in plain.json()["notes"])
+    # no location at all: the old message, which is right there
+    nowhere = api.get("/search", params={"q": "sofa", "max_distance_km": 20})
+    assert nowhere.status_code == 422 and "needs the buyer's location" in nowhere.json()["detail"]
+    page = api.get("/", params=params)
+    assert page.status_code == 422 and "could not be placed" in page.text
 
 
 # ------------------------------------------------------------------------- bad input

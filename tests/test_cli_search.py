@@ -105,3 +105,35 @@ def test_a_lazy_bundle_loads_what_a_query_needs_and_answers_alike(bundle: Path, 
     )
     assert found.returncode == 0, found.stderr[-3000:]
     assert json.loads(found.stdout) and "bm25s" not in found.stderr and "faiss.loader" not in found.stderr
+
+
+def test_search_says_when_no_word_is_known_and_refuses_bad_filters(bundle: Path) -> None:
+    """Issue 14 in the CLI: unknown words, a misspelt or lower-case category, an unplaceable town."""
+    unknown = fbmarket("search", "--bundle", str(bundle), "xqzvvk blorf")
+    assert unknown.returncode == 0, unknown.stderr[-3000:]
+    assert "note: no results: no word of 'xqzvvk blorf' is known" in unknown.stdout
+    assert "0 result(s)" in unknown.stdout and "retrieval none" in unknown.stdout
+    as_json = fbmarket("search", "--bundle", str(bundle), "диван", "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == []
+    assert "note: no results: no word of 'диван'" in as_json.stderr
+
+    lower = fbmarket(
+        "search", "--bundle", str(bundle), "good condition", "--category", "home & garden", "--json"
+    )
+    assert lower.returncode == 0, lower.stderr[-3000:]
+    results = json.loads(lower.stdout)
+    assert results and all(r["category"].startswith("Home & Garden") for r in results)
+
+    misspelt = fbmarket("search", "--bundle", str(bundle), "sofa", "--category", "Home & Gardn")
+    assert misspelt.returncode == 2 and "Traceback" not in misspelt.stderr
+    assert (
+        "unknown category 'Home & Gardn'" in misspelt.stderr
+        and "Did you mean 'Home & Garden'?" in misspelt.stderr
+    )
+    assert "the roots are" in misspelt.stderr
+
+    nowhere = fbmarket(
+        "search", "--bundle", str(bundle), "sofa", "--location", "Xyzzyville", "--max-distance-km", "20"
+    )
+    assert nowhere.returncode == 2 and "Traceback" not in nowhere.stderr
+    assert "location 'Xyzzyville' could not be placed" in nowhere.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 
 import faiss
@@ -19,6 +20,7 @@ from fbmarket.search.hybrid import (
     CANDIDATE_COLUMNS,
     FUSED_SCORE,
     LEXICAL_RANK,
+    NOTES,
     PHOTO_SCORE,
     SAME_LEAF,
     SAME_ROOT,
@@ -30,6 +32,9 @@ from fbmarket.search.hybrid import (
     VECTOR_FILE,
     Filters,
     HybridSearcher,
+    QueryVocabulary,
+    UnknownCategoryError,
+    category_key,
     reciprocal_rank_fusion,
     weighted_blend,
 )
@@ -235,7 +240,9 @@ def test_bad_queries_and_filters_are_clear_errors():
 def test_unknown_words_never_crash():
     hybrid = searcher()
     lexical_only = hybrid.retrieve(None, "qwertyuiop zxcvb")
-    assert lexical_only.empty and lexical_only.attrs["mode"] == "lexical"
+    assert lexical_only.empty and lexical_only.attrs["mode"] == "none"  # nothing could match
+    assert "no word of 'qwertyuiop zxcvb' is known" in lexical_only.attrs[NOTES][0]
+    # without the encoder's vocabulary the vector cannot be judged, so it is used
     mixed = hybrid.retrieve(embed(["grey couch"])[0], "qwertyuiop", n=5)
     assert len(mixed) == 5 and mixed[LEXICAL_RANK].isna().all()
     assert (mixed["lexical_score"] == 0).all()
@@ -454,3 +461,120 @@ def test_photo_index_follows_live_adds_and_removals() -> None:
     assert "p5" in built.photos
     built.add_products(row, embeddings_of(row), np.zeros((1, 32), np.float32), np.array([False]))
     assert "p5" not in built.photos  # replaced without photos: no photo match any more
+# ---------------------------------------------------------------- issue 14: unknown words, categories
+
+
+def vocabulary_searcher(products: pd.DataFrame) -> tuple[HybridSearcher, QueryVocabulary, np.ndarray]:
+    """A searcher that knows its encoder's words; `encode` maps unknown words to one OOV vector,
+    as the trained encoder does."""
+    known = {"sofa", "couch", "table", "bike", "speaker", "red", "grey", "the", "and"}
+    vocabulary = QueryVocabulary(frozenset(known), lambda text: tokenize(text))
+    hybrid = HybridSearcher.build(products, embeddings=embeddings_of(products), query_vocabulary=vocabulary)
+    oov = embed(["collection cash pickup"])[0]  # some fixed direction: the same for every unknown query
+    return hybrid, vocabulary, oov
+
+
+def encode(vocabulary: QueryVocabulary, oov: np.ndarray, text: str) -> np.ndarray:
+    words = [t for t in tokenize(text) if t in vocabulary.words]
+    return embed([" ".join(words)])[0] if words else oov
+
+
+@pytest.mark.parametrize("query", ["диван", "沙发", "xqzvvk blorf", "the and", "Xqzvvk, BLORF!!"])
+def test_a_query_with_no_known_word_finds_nothing_and_says_why(query):
+    products = catalogue()
+    hybrid, vocabulary, oov = vocabulary_searcher(products)
+    assert vocabulary.known(query) == [] and hybrid.lexical.known_terms(query) == []
+    result = hybrid.retrieve(encode(vocabulary, oov, query), query, n=5)
+    assert result.empty and result.attrs["mode"] == "none"
+    assert "no word of" in result.attrs[NOTES][0] and "try other words or a photo" in result.attrs[NOTES][0]
+    # before issue 14 every such query got the OOV vector's neighbours: the same five listings
+    unguarded = HybridSearcher.build(products, embeddings=embeddings_of(products))
+    assert len(unguarded.retrieve(oov, query, n=5)) == 5
+
+
+def test_a_photo_is_a_signal_whatever_the_words():
+    products = catalogue()
+    hybrid, vocabulary, oov = vocabulary_searcher(products)
+    photo_vector = embeddings_of(products.iloc[[7]])[0]
+    result = hybrid.retrieve(photo_vector, "диван", n=5, photo=True)
+    assert result.attrs["mode"] == "hybrid" and len(result) == 5
+    assert result[S.PRODUCT_ID].iloc[0] == "p7"
+
+
+def test_one_known_word_is_enough_and_unknown_to_the_encoder_means_words_only():
+    products = catalogue()
+    hybrid, vocabulary, oov = vocabulary_searcher(products)
+    query = "xqzvvk sofa"
+    result = hybrid.retrieve(encode(vocabulary, oov, query), query, n=10)
+    assert result.attrs["mode"] == "hybrid" and result.attrs[NOTES] == []
+    titles = products.set_index(S.PRODUCT_ID).loc[result[S.PRODUCT_ID], S.TITLE]
+    assert titles.str.contains("sofa").head(5).all()
+    # "settee": listings have it, the encoder does not know it: BM25 alone, said so
+    words_only = hybrid.retrieve(encode(vocabulary, oov, "settee"), "settee", n=10)
+    assert words_only.attrs["mode"] == "lexical" and "matched by words only" in words_only.attrs[NOTES][0]
+    assert len(words_only) and words_only[SEMANTIC_SCORE].isna().all()
+    titles = products.set_index(S.PRODUCT_ID).loc[words_only[S.PRODUCT_ID], S.TITLE]
+    assert titles.str.contains("settee").all()
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["home & garden", "HOME & GARDEN", "Home and Garden", "  home &  garden ", "home & garden / furniture",
+     "Home & Garden/Furniture", "home & garden / furniture / sofas"],
+)  # fmt: skip
+def test_category_filter_ignores_case_spacing_and_and(spelling):
+    products = catalogue()
+    hybrid = searcher(products)
+    canonical = next(
+        path for path in ("Home & Garden / Furniture / Sofas", "Home & Garden / Furniture", "Home & Garden")
+        if category_key(path) == category_key(spelling)
+    )  # fmt: skip
+    hybrid.check_category(spelling)  # no error
+    assert set(hybrid.allowed_ids(Filters(category=spelling))) == set(
+        hybrid.allowed_ids(Filters(category=canonical))
+    )
+    assert len(hybrid.allowed_ids(Filters(category=spelling))) > 0
+    result = hybrid.retrieve(embed(["red sofa"])[0], "red sofa", Filters(category=spelling), n=10)
+    assert len(result) == 10
+    assert (
+        products.set_index(S.PRODUCT_ID).loc[result[S.PRODUCT_ID], S.CATEGORY].str.startswith(canonical).all()
+    )
+    root = Filters(root_category="electronics")
+    assert set(hybrid.allowed_ids(root)) == set(hybrid.allowed_ids(Filters(root_category="Electronics")))
+
+
+def test_an_unknown_category_is_an_error_that_lists_the_roots_and_the_nearest_spelling():
+    hybrid = searcher()
+    with pytest.raises(UnknownCategoryError) as caught:
+        hybrid.check_category("Home & Gardn")
+    error = caught.value
+    assert error.suggestion == "Home & Garden"
+    assert error.roots == ["Electronics", "Home & Garden", "Sports & Leisure"]
+    assert "Did you mean 'Home & Garden'?" in str(error) and "Sports & Leisure" in str(error)
+    with pytest.raises(UnknownCategoryError, match="Home & Garden / Furniture"):
+        hybrid.check_category("home & garden / furnitur")
+    with pytest.raises(UnknownCategoryError, match="the roots are"):
+        hybrid.check_category("Home & Garden / Sofas")  # a level skipped: no such path
+    # a root the model knows is valid even when no listing has it yet (0 results, not an error)
+    hybrid.check_category("vehicles", roots=["Vehicles"])
+    with pytest.raises(UnknownCategoryError) as caught:
+        hybrid.check_category("vehicle", roots=["Vehicles"])
+    assert caught.value.suggestion == "Vehicles" and "Vehicles" in caught.value.roots
+
+
+def test_an_old_lexical_index_in_a_saved_searcher_is_rebuilt_from_the_products(tmp_path):
+    products = catalogue(40)
+    products.loc[0, [S.TITLE, S.DESCRIPTION]] = ["Storage box", "Plastic, with lid."]
+    products.loc[1, [S.TITLE, S.DESCRIPTION]] = ["Party dress", "Size 10."]
+    hybrid = searcher(products)
+    hybrid.save(tmp_path)
+    path = tmp_path / "lexical.json"
+    saved = json.loads(path.read_text())
+    del saved["normalisation"]  # as files were before the normalisation was recorded ...
+    saved["stemmer"] = "harman-s"
+    saved["vocab"] = ["junk" + str(i) for i in range(len(saved["vocab"]))]  # ... with other terms
+    path.write_text(json.dumps(saved))
+    loaded = HybridSearcher.load(tmp_path, products)
+    for query, pid in (("boxes", "p0"), ("dresses", "p1")):
+        result = loaded.retrieve(None, query, n=3)
+        assert result[S.PRODUCT_ID].iloc[0] == pid and result["lexical_score"].iloc[0] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,10 +57,83 @@ def random_corpus(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str
 
 
 def test_tokenize_lowercases_stems_plurals_and_drops_stopwords():
-    assert tokenize("The Chairs and TABLES of Children's bikes") == ["chair", "table", "children", "bike"]
-    assert tokenize("Batteries, glasses, bus, 1990s") == ["battery", "glasse", "bus", "1990"]
+    assert tokenize("The Chairs and TABLES of Children's bikes") == tokenize("chair table child bike")
+    assert tokenize("The Chairs and TABLES of Children's bikes") == ["chair", "table", "child", "bike"]
+    assert tokenize("Batteries, glasses, bus, 1990s") == ["battery", "glass", "bus", "1990"]
     assert tokenize("Café crème — ½ price!") == ["café", "crème", "1", "2", "price"]
     assert tokenize(None) == [] and tokenize(float("nan")) == []
+
+
+# Issue 14, kind 5: plural and singular must meet. The examples were "boxes" -> "boxe" and
+# "dresses" -> "dresse" (Harman's S-stemmer); the rest are the same kind: regular -es/-ies/-ves
+# plurals, irregular ones, words whose singular ends in -s, and plurals of words no table knows.
+PLURALS = [
+    ("boxes", "box"),
+    ("dresses", "dress"),
+    ("watches", "watch"),
+    ("benches", "bench"),
+    ("brushes", "brush"),
+    ("glasses", "glass"),
+    ("buses", "bus"),
+    ("lenses", "lens"),
+    ("vases", "vase"),
+    ("crosses", "cross"),
+    ("cookies", "cookie"),
+    ("potatoes", "potato"),
+    ("halves", "half"),
+    ("xboxes", "xbox"),
+    ("batteries", "battery"),
+    ("ladies", "lady"),
+    ("knives", "knife"),
+    ("shelves", "shelf"),
+    ("wolves", "wolf"),
+    ("leaves", "leaf"),
+    ("children", "child"),
+    ("men", "man"),
+    ("women", "woman"),
+    ("mens", "men's"),
+    ("feet", "foot"),
+    ("teeth", "tooth"),
+    ("mice", "mouse"),
+    ("cacti", "cactus"),
+    ("comics", "comic"),
+    ("ottomans", "ottoman"),
+    ("chairs", "chair"),
+    ("sofas", "sofa"),
+    ("iphones", "iphone"),
+    ("tvs", "tv"),
+    ("ps4s", "ps4"),
+]
+
+
+@pytest.mark.parametrize(("plural", "singular"), PLURALS)
+def test_plural_and_singular_normalise_to_the_same_term(plural, singular):
+    assert tokenize(plural) == tokenize(singular) == tokenize(plural.upper())
+    assert len(tokenize(plural)) == 1
+
+
+def test_words_that_only_look_plural_keep_their_meaning():
+    assert tokenize("news") == ["news"] and tokenize("series") == ["series"]
+    assert tokenize("bus glass tennis cactus gas") == ["bus", "glass", "tennis", "cactus", "gas"]
+    assert tokenize("heating gaming fitted") == ["heating", "gaming", "fitted"]  # no stemming beyond number
+    assert tokenize("4s") == ["4s"]  # iPhone 4S, not "4"
+
+
+@pytest.mark.parametrize(
+    ("plural", "singular"), [("boxes", "box"), ("dresses", "dress"), ("knives", "knife")]
+)
+def test_a_plural_query_finds_the_singular_listing_first_and_the_reverse(plural, singular):
+    """Issue 14: "boxes" ranked the listing titled "box" 57th with lexical score 0."""
+    titles = [f"Storage {singular}", "Garden shed", "Wooden table", f"Vintage {singular} set"]
+    descriptions = ["Good condition.", "Needs paint.", "Seats four.", "Collection only."]
+    plural_titles = [t.replace(singular, plural) for t in titles]
+    for index_titles, query in ((titles, plural), (plural_titles, singular)):
+        index = LexicalIndex()
+        index.build(["a", "b", "c", "d"], index_titles, descriptions)
+        hits = index.search(query, 4)
+        assert {pid for pid, _ in hits} == {"a", "d"}
+        assert all(score > 0 for _, score in hits)
+        assert index.score(query, ["a"])[0] > 0
 
 
 def test_exact_title_ranks_first_and_plurals_match():
@@ -207,6 +282,82 @@ def test_load_errors_are_clear(tmp_path):
     make_index().save(path)
     with pytest.raises(IndexLoadError, match="title_weight"):
         LexicalIndex.load(path, SearchSettings(title_weight=3))
+
+
+def legacy_file(path, titles: list[str], descriptions: list[str], weight: int = 2) -> None:
+    """A lexical.json as saved before the normalisation changed (Harman's S-stemmer)."""
+
+    def harman(token: str) -> str:
+        if len(token) <= 3 or not token.endswith("s") or token.isdigit():
+            return token
+        if token.endswith("ies") and not token.endswith(("eies", "aies")):
+            return token[:-3] + "y"
+        if token.endswith("es") and not token.endswith(("aes", "ees", "oes")):
+            return token[:-1]
+        return token[:-1] if not token.endswith(("us", "ss")) else token
+
+    def terms(text: str) -> list[str]:
+        words = lexical._WORD.findall(text.lower())
+        return [harman(w) for w in words if w not in lexical.STOPWORDS]
+
+    vocab: dict[str, int] = {}
+    docs = []
+    for title, description in zip(titles, descriptions, strict=True):
+        doc = terms(title) * weight + terms(description)
+        docs.append([vocab.setdefault(t, len(vocab)) for t in doc])
+    path.write_text(
+        json.dumps(
+            {
+                "format": lexical.FORMAT,
+                "version": 1,
+                "title_weight": weight,
+                "stemmer": "harman-s",
+                "vocab": list(vocab),
+                "product_ids": [f"p{i}" for i in range(len(titles))],
+                "docs": docs,
+            }
+        )
+    )
+
+
+LEGACY_TITLES = ["Storage boxes", "Party dresses", "Kitchen knives", "Oak table", "Camera lens"]
+LEGACY_DESCRIPTIONS = ["Set of three.", "Size 10.", "Sharp.", "Seats four.", "50 mm."]
+
+
+def test_an_index_saved_with_the_old_stemmer_is_migrated_on_load(tmp_path):
+    path = tmp_path / "lexical.json"
+    legacy_file(path, LEGACY_TITLES, LEGACY_DESCRIPTIONS)
+    assert "boxe" in json.loads(path.read_text())["vocab"]
+    loaded = LexicalIndex.load(path)  # no products table: stored terms re-normalised
+    assert len(loaded) == 5
+    assert loaded.search("box", 2)[0][0] == "p0"
+    assert loaded.search("dress", 2)[0][0] == "p1"
+    assert loaded.search("knife", 2)[0][0] == "p2"
+    assert loaded.search("oak tables", 2)[0][0] == "p3"
+    loaded.save(path)  # saved again: today's normalisation, recorded
+    assert json.loads(path.read_text())["normalisation"] == lexical.normalisation()
+    assert LexicalIndex.load(path).search("boxes", 1)[0][0] == "p0"
+
+
+def test_an_old_index_is_rebuilt_exactly_from_the_products_table(tmp_path):
+    path = tmp_path / "lexical.json"
+    legacy_file(path, LEGACY_TITLES, LEGACY_DESCRIPTIONS)
+    products = pd.DataFrame(
+        {
+            S.PRODUCT_ID: [f"p{i}" for i in range(5)],
+            S.TITLE: LEGACY_TITLES,
+            S.DESCRIPTION: LEGACY_DESCRIPTIONS,
+        }
+    )
+    # Harman cut "lens" to "len", which cannot be told from a word "len" term by term
+    assert LexicalIndex.load(path).search("lens", 2) == []
+    loaded = LexicalIndex.load(path, products=products)  # the table: rebuilt exactly
+    assert loaded.search("lenses", 2)[0][0] == "p4"
+    fresh = LexicalIndex.from_products(products)
+    assert loaded.search("storage box", 4) == fresh.search("storage box", 4)
+    # a different title weight is rebuilt from the table too instead of refused
+    legacy_file(path, LEGACY_TITLES, LEGACY_DESCRIPTIONS, weight=3)
+    assert LexicalIndex.load(path, products=products).search("box", 1)[0][0] == "p0"
 
 
 def test_from_products_reads_the_clean_table():

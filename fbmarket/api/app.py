@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -110,8 +111,11 @@ def _load(app: FastAPI, loader: Callable[[], Marketplace]) -> None:
         app.state.marketplace = loader()
         log.info("marketplace loaded: %s", app.state.marketplace.ready())
     except Exception as exc:  # the server stays up to say why in /ready
-        app.state.load_error = f"{type(exc).__name__}: {exc}"
-        log.exception("loading the marketplace failed")
+        # a driver's message may quote the database URL: secrets are masked in /ready and the log
+        settings: Settings = app.state.settings
+        app.state.load_error = settings.redact(f"{type(exc).__name__}: {exc}")
+        trace = settings.redact("".join(traceback.format_exception(exc)))
+        log.error("loading the marketplace failed: %s\n%s", app.state.load_error, trace)
 
 
 def serve(settings: Settings, bundle_dir: Path) -> None:

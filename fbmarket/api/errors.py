@@ -102,8 +102,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(message_of(exc), reason="not_found"), 404)
 
     @app.exception_handler(BadRequestError)
-    async def bad_request(_request: Request, exc: BadRequestError) -> JSONResponse:
-        return JSONResponse(error_body(message_of(exc), reason="bad_request"), 422)
+    async def bad_request(request: Request, exc: BadRequestError) -> JSONResponse:
+        message = message_of(exc)
+        field = getattr(exc, "field", None)
+        reason = getattr(exc, "reason", "bad_request")
+        errors = None
+        if field:  # where it is: GET parameters are in the query string, POST ones in the form
+            location = "query" if request.method == "GET" else "body"
+            error = {"loc": [location, field], "msg": message, "type": reason, "field": field}
+            errors = [error | dict(getattr(exc, "details", {}))]
+        return JSONResponse(error_body(message, errors, reason), 422)
 
     @app.exception_handler(ImageError)
     async def bad_image(_request: Request, exc: ImageError) -> JSONResponse:

@@ -64,7 +64,10 @@ class SearchParams(BaseModel):
     min_price: float | None = Field(None, ge=0, le=1e7, description="GBP")
     max_price: float | None = Field(None, ge=0, le=1e7, description="GBP")
     category: OptionalText = Field(
-        None, max_length=200, description='root category or full path "Root / Sub / Leaf"'
+        None,
+        max_length=200,
+        description='a root category or a path under one ("Root / Sub / Leaf" or any prefix), any case; '
+        "an unknown category is a 422 that lists the roots",
     )
     k: int = Field(10, ge=1, le=MAX_K, description="number of results")
 
@@ -165,7 +168,11 @@ class ListingCard(BaseModel):
 class SearchOut(BaseModel):
     results: list[ListingCard]
     buyer_status: str = Field(description="known | cold_start | anonymous | inline")
-    mode: str = Field(description="hybrid | lexical | semantic | photo | photo+words | feed: the retrieval that ran")
+    mode: str = Field(
+        description="hybrid | lexical | semantic | photo | photo+words | feed | none: the retrieval "
+        "that ran; none = the query has no word the catalogue or the search model knows, so nothing "
+        "was searched (no results, a note says so)"
+    )
     notes: list[str]
 
     @classmethod

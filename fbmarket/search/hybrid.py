@@ -20,7 +20,23 @@ either list alone (embedding 0.171 / BM25 0.150 on leaf names). On validation w 
 0.35-0.65 are within 0.01 of each other on precision; 0.65 loses known items (0.931).
 
 Filters (`Filters`) are applied inside both searches (FAISS IDSelector, BM25 mask), not
-after them, so n results come back whenever n matching listings exist.
+after them, so n results come back whenever n matching listings exist. Category filters
+match a path or any prefix of it, ignoring case, spacing around " / " and "and" for "&"
+("home & garden", "Home and Garden/Furniture"); `HybridSearcher.check_category` tells a
+category no listing has (a typo) from one that matches, with the valid roots and the
+nearest spelling, so a caller can refuse it instead of returning nothing.
+
+Queries with no known word. The query encoder maps every word outside its vocabulary to
+one out-of-vocabulary embedding, so a query made only of such words ("диван", "沙发",
+"xqzvvk blorf") encodes to about the same vector whatever it says, and its neighbours
+are the same unrelated listings (issue 14). `retrieve` therefore only uses the vector
+of a typed query when the query has at least one word the encoder learnt
+(`QueryVocabulary`: the text branch's vocabulary, stopwords aside), and runs no search
+at all (mode "none", with a note) when it also has no word any listing contains (BM25
+vocabulary). One known word is the threshold, not a share of the words: a single real
+word ("xqzvvk sofa", "sofa 2seater") changes the vector and carries the intent, while
+unknown extras are common (typos, model numbers). A photo is always a signal: a query
+with a photo is never cut.
 
 Photo queries (`retrieve(..., query_photo=...)`) add a third list: the listings whose
 photos look most like the query photo (`photos`, an index of each listing's pooled,
@@ -41,9 +57,12 @@ on the dev data that lifted precision@10 of the same leaf / root over the catalo
 
 from __future__ import annotations
 
+import difflib
+import functools
 import numbers
+import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -55,7 +74,7 @@ from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
 from fbmarket.search.categories import CategorySpace
 from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex, check_k
-from fbmarket.search.lexical import LexicalIndex, check_query
+from fbmarket.search.lexical import STOPWORDS, LexicalIndex, check_query
 
 SEMANTIC_SCORE = "semantic_score"
 LEXICAL_SCORE = "lexical_score"
@@ -71,6 +90,7 @@ SIMILAR_COLUMNS = (S.PRODUCT_ID, SIMILARITY, SAME_ROOT, SAME_LEAF, SIMILAR_SCORE
 CANDIDATE_COLUMNS = (S.PRODUCT_ID, SEMANTIC_SCORE, LEXICAL_SCORE, SEMANTIC_RANK, LEXICAL_RANK, FUSED_SCORE)
 PHOTO_SCORE = "photo_score"  # cosine of the query photo with the listing's pooled photo features
 FUSIONS = ("rrf", "blend")
+NOTES = "notes"  # retrieve(...).attrs[NOTES]: sentences for the buyer about what ran and why
 VECTOR_FILE = "vectors.faiss"
 PHOTO_FILE = "photos.faiss"
 LEXICAL_FILE = "lexical.json"
@@ -92,8 +112,10 @@ class Filters:
     """Which listings may be returned. Every field is optional; given fields all apply.
 
     `category` is a category path or any prefix of it ("Home & Garden",
-    "Home & Garden / Furniture", or a full leaf path). A price bound excludes listings
-    without a price; a distance limit excludes listings whose location is unknown.
+    "Home & Garden / Furniture", or a full leaf path), matched ignoring case, spacing
+    around "/" and "and" for "&" (`category_key`); `root_category` and `leaf_category`
+    match a whole root or leaf the same way. A price bound excludes listings without a
+    price; a distance limit excludes listings whose location is unknown.
     """
 
     category: str | None = None
@@ -137,6 +159,48 @@ class Filters:
         return any(getattr(self, f.name) is not None for f in fields(self))
 
 
+_SLASH = re.compile(r"\s*/\s*")
+_AND = re.compile(r"\s+and\s+")
+
+
+def category_key(path: str) -> str:
+    """How category paths compare: case-folded, spaces collapsed, " / " between levels, & for and."""
+    return _AND.sub(" & ", _SLASH.sub(" / ", " ".join(path.split()))).casefold().strip()
+
+
+def _is_under(path_key: str, prefix_key: str) -> bool:
+    return path_key == prefix_key or path_key.startswith(prefix_key + " / ")
+
+
+class UnknownCategoryError(ValueError):
+    """A category filter that names no category of the catalogue (a typo, another marketplace's name)."""
+
+    def __init__(self, category: str, roots: list[str], suggestion: str | None):
+        self.category = category
+        self.roots = roots
+        self.suggestion = suggestion
+        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+        super().__init__(
+            f"unknown category {category!r}.{hint} A category is a root or a path under one "
+            f'("Root / Sub / Leaf", any case); the roots are: {"; ".join(roots)}'
+        )
+
+
+@dataclass(frozen=True)
+class QueryVocabulary:
+    """The words the query encoder learnt and the tokeniser it reads queries with.
+
+    `known` is what the encoder can tell apart: the query's tokens in its vocabulary,
+    stopwords aside (they are in every vocabulary and say nothing about an item).
+    """
+
+    words: frozenset[str]
+    tokenize: Callable[[str], list[str]]
+
+    def known(self, text: str) -> list[str]:
+        return [t for t in self.tokenize(text) if t in self.words and t not in STOPWORDS]
+
+
 class ListingTable:
     """The columns filters read, as arrays (categories factorised) for fast masks."""
 
@@ -151,10 +215,11 @@ class ListingTable:
         self.price = pd.to_numeric(frame[S.PRICE], errors="coerce").to_numpy(dtype=float)
         self.latitude = pd.to_numeric(frame[S.LATITUDE], errors="coerce").to_numpy(dtype=float)
         self.longitude = pd.to_numeric(frame[S.LONGITUDE], errors="coerce").to_numpy(dtype=float)
-        self._codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
+        self._codes: dict[str, tuple[np.ndarray, pd.Index, list[str | None]]] = {}
         for column in (S.CATEGORY, S.ROOT_CATEGORY, S.LEAF_CATEGORY):
             codes, uniques = pd.factorize(frame[column].astype(object), use_na_sentinel=True)
-            self._codes[column] = (codes, pd.Index(uniques, dtype=object))
+            keys = [category_key(v) if isinstance(v, str) else None for v in uniques]
+            self._codes[column] = (codes, pd.Index(uniques, dtype=object), keys)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -164,15 +229,32 @@ class ListingTable:
         return None if row < 0 else self.frame.at[row, S.TITLE]
 
     def _equals(self, column: str, value: str) -> np.ndarray:
-        codes, uniques = self._codes[column]
-        hits = np.flatnonzero(uniques.to_numpy(dtype=object) == value)
-        return np.isin(codes, hits)
+        codes, _, keys = self._codes[column]
+        wanted = category_key(value)
+        return np.isin(codes, [i for i, key in enumerate(keys) if key == wanted])
 
     def _under(self, column: str, prefix: str) -> np.ndarray:
-        codes, uniques = self._codes[column]
-        paths = uniques.to_numpy(dtype=object)
-        hits = [i for i, path in enumerate(paths) if isinstance(path, str) and _is_under(path, prefix)]
-        return np.isin(codes, hits)
+        codes, _, keys = self._codes[column]
+        wanted = category_key(prefix)
+        return np.isin(codes, [i for i, key in enumerate(keys) if key is not None and _is_under(key, wanted)])
+
+    @functools.cached_property
+    def category_prefixes(self) -> dict[str, str]:
+        """category_key -> as written, for every category path in the catalogue and every prefix
+        of one (a table never changes: writes make a new one, so this is computed once)."""
+        prefixes: dict[str, str] = {}
+        for column in (S.CATEGORY, S.ROOT_CATEGORY):
+            for path in self._codes[column][1]:
+                if isinstance(path, str):
+                    parts = [part.strip() for part in path.split(" / ")]
+                    for depth in range(1, len(parts) + 1):
+                        written = " / ".join(parts[:depth])
+                        prefixes.setdefault(category_key(written), written)
+        return prefixes
+
+    @property
+    def roots(self) -> list[str]:
+        return [root for root in self._codes[S.ROOT_CATEGORY][1] if isinstance(root, str)]
 
     def mask(self, filters: Filters | None) -> np.ndarray:
         """Boolean mask over the rows that pass every filter."""
@@ -209,10 +291,6 @@ class ListingTable:
         lat_rows = np.where(rows >= 0, self.latitude[np.maximum(rows, 0)], np.nan)
         lon_rows = np.where(rows >= 0, self.longitude[np.maximum(rows, 0)], np.nan)
         return np.asarray(haversine_km(lat, lon, lat_rows, lon_rows), dtype=float)
-
-
-def _is_under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + " / ")
 
 
 def reciprocal_rank_fusion(ranks: Iterable[np.ndarray], k: int = 60) -> np.ndarray:
@@ -266,9 +344,12 @@ class HybridSearcher:
         settings: SearchSettings | None = None,
         categories: CategorySpace | None = None,
         photos: VectorIndex | None = None,
+        query_vocabulary: QueryVocabulary | None = None,
     ):
         self.settings = settings or SearchSettings()
         self.categories = categories  # the model's category heads: similar() favours shared categories
+        # the encoder's words: a typed query with none of them has no semantic signal (None: not judged)
+        self.query_vocabulary = query_vocabulary
         if self.settings.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.settings.fusion!r}")
         self.vectors = vectors
@@ -287,6 +368,7 @@ class HybridSearcher:
         embeddings: np.ndarray | None = None,
         settings: SearchSettings | None = None,
         categories: CategorySpace | None = None,
+        query_vocabulary: QueryVocabulary | None = None,
     ) -> HybridSearcher:
         """Index a clean products table (BM25) and, when given, its embeddings (FAISS)."""
         settings = settings or SearchSettings()
@@ -296,7 +378,7 @@ class HybridSearcher:
             ids = product_ids if product_ids is not None else products[S.PRODUCT_ID].astype(str).tolist()
             vectors = VectorIndex(int(np.shape(embeddings)[1]), settings)
             vectors.build(ids, embeddings)
-        return cls(products, vectors, lexical, settings, categories)
+        return cls(products, vectors, lexical, settings, categories, query_vocabulary)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path | str) -> None:
@@ -320,14 +402,16 @@ class HybridSearcher:
         products: pd.DataFrame,
         settings: SearchSettings | None = None,
         categories: CategorySpace | None = None,
+        query_vocabulary: QueryVocabulary | None = None,
     ) -> HybridSearcher:
         """Open saved indexes over a products table; a missing index file means that index is absent.
 
         A corrupt file raises `IndexLoadError` (a missing one is not an error: e.g. no
-        embeddings were trained yet).
+        embeddings were trained yet). A lexical index saved with an older term normalisation
+        is rebuilt from `products` when they carry descriptions (`LexicalIndex.load`).
         """
-        vectors, lexical = _read_indexes(Path(directory), settings or SearchSettings())
-        return cls(products, vectors, lexical, settings, categories)
+        vectors, lexical = _read_indexes(Path(directory), settings or SearchSettings(), products)
+        return cls(products, vectors, lexical, settings, categories, query_vocabulary)
 
     def reload(self, directory: Path | str) -> None:
         """Swap in indexes saved by another process; on any load error the current ones stay.
@@ -391,6 +475,33 @@ class HybridSearcher:
             return None
         return self.table.ids[self.table.mask(filters)]
 
+    def check_category(self, category: str, roots: Iterable[str] = ()) -> None:
+        """Raise `UnknownCategoryError` unless `category` is a catalogue category or a prefix of
+        one (as `Filters` match it), or names one of `roots` (e.g. the model's categories,
+        which may have no listing yet). The error lists the roots and the nearest spelling."""
+        table = self.table  # one read: a concurrent write swaps in a new table whole
+        key = category_key(category)
+        extra = {category_key(root): root for root in roots}
+        if key in table.category_prefixes or key in extra:
+            return
+        known = extra | table.category_prefixes
+        close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+        all_roots = sorted(set(extra.values()) | set(table.roots))
+        raise UnknownCategoryError(category, all_roots, known[close[0]] if close else None)
+
+    def query_signal(self, query_text: str, photo: bool = False) -> tuple[list[str], bool | None]:
+        """(query terms some listing contains, whether the query vector means anything).
+
+        The vector means something with a photo, or when a word of the text is in the
+        encoder's vocabulary; None when this searcher has no vocabulary to judge by.
+        """
+        known_terms = self.lexical.known_terms(query_text) if self.lexical is not None else []
+        if photo:
+            return known_terms, True
+        if self.query_vocabulary is None:
+            return known_terms, None
+        return known_terms, bool(self.query_vocabulary.known(query_text))
+
     def retrieve(
         self,
         query_vector: np.ndarray | None,
@@ -398,18 +509,23 @@ class HybridSearcher:
         filters: Filters | None = None,
         n: int | None = None,
         truncate: bool = True,
+        photo: bool = False,
         query_photo: np.ndarray | None = None,
         photo_root_probs: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """Up to n candidates, best fused score first (columns: CANDIDATE_COLUMNS).
 
-        Give a query vector (from the query encoder), query text, or both. Empty text is
-        an error; text of only unknown words simply finds nothing lexically.
-        `truncate=False` keeps every listing either search found (up to 2n), so each
-        list can be judged on its own, not only on what survived the fusion cut.
-        `query_photo` (the query photo's backbone features) with a photo index adds the
-        photo match (`retrieve_photo`); `photo_root_probs` is the image head's estimate of
-        the photo's root category, in class order.
+        Give a query vector (from the query encoder), query text, or both; `photo` says
+        the vector holds a photo. Empty text is an error. A typed query without a photo
+        whose words the encoder never learnt is searched by its words alone (mode
+        "lexical"), and when no listing has any of them either, not at all: no candidates,
+        mode "none" (see the module docstring); `attrs[NOTES]` says so in a sentence.
+        Without a `query_vocabulary` the vector is always used. `truncate=False` keeps
+        every listing either search found (up to 2n), so each list can be judged on its
+        own, not only on what survived the fusion cut. `query_photo` (the query photo's
+        backbone features) with a photo index adds the photo match (`retrieve_photo`);
+        `photo_root_probs` is the image head's estimate of the photo's root category, in
+        class order.
         """
         if query_photo is not None and self.photos is not None and len(self.photos):
             return self.retrieve_photo(
@@ -425,6 +541,22 @@ class HybridSearcher:
         if not (use_vectors or use_text):
             missing = "vector index (no trained embeddings)" if query_vector is not None else "lexical index"
             raise ValueError(f"this searcher has no {missing} for this query")
+        notes: list[str] = []
+        if query_text is not None:
+            known_terms, meaningful = self.query_signal(query_text, photo)
+            if not known_terms and (meaningful is False or not use_vectors):
+                words = " ".join(query_text.split())
+                note = (
+                    f"no results: no word of {words!r} is known to this marketplace (no listing "
+                    "contains one and the search model never learnt one); try other words or a photo"
+                )
+                return _with_mode(empty_candidates(), "none", [note])
+            if use_vectors and meaningful is False:
+                use_vectors = False  # the out-of-vocabulary vector: the same neighbours for any query
+                notes.append(
+                    "matched by words only: the search model knows none of the query's words, "
+                    "so it cannot judge meaning"
+                )
         mode = "hybrid" if use_vectors and use_text else "semantic" if use_vectors else "lexical"
 
         with self._lock:
@@ -432,7 +564,7 @@ class HybridSearcher:
             if filters is not None and filters.active:
                 mask = self.table.mask(filters)
                 if not mask.any():
-                    return _with_mode(empty_candidates(), mode)
+                    return _with_mode(empty_candidates(), mode, notes)
                 vec_allowed, lex_allowed = self._selections(mask)
             semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
             lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
@@ -443,7 +575,7 @@ class HybridSearcher:
                 lexical,
                 n if truncate else len(semantic) + len(lexical),
             )
-        return _with_mode(frame, mode)
+        return _with_mode(frame, mode, notes)
 
     def retrieve_photo(
         self,
@@ -711,7 +843,7 @@ def _similar_frame(
 
 
 def _read_indexes(
-    directory: Path, settings: SearchSettings
+    directory: Path, settings: SearchSettings, products: pd.DataFrame | None = None
 ) -> tuple[VectorIndex | None, LexicalIndex | None]:
     if not directory.is_dir():
         raise IndexLoadError(f"no search index directory at {directory}")
@@ -719,10 +851,14 @@ def _read_indexes(
     if not vector_path.exists() and not lexical_path.exists():
         raise IndexLoadError(f"{directory} holds neither {VECTOR_FILE} nor {LEXICAL_FILE}")
     vectors = VectorIndex.load(vector_path, settings) if vector_path.exists() else None
-    lexical = LexicalIndex.load(lexical_path, settings) if lexical_path.exists() else None
+    table = None
+    if products is not None and {S.PRODUCT_ID, S.TITLE, S.DESCRIPTION} <= set(products.columns):
+        table = products  # lets an index saved with another normalisation be rebuilt exactly
+    lexical = LexicalIndex.load(lexical_path, settings, table) if lexical_path.exists() else None
     return vectors, lexical
 
 
-def _with_mode(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
+def _with_mode(frame: pd.DataFrame, mode: str, notes: list[str] | None = None) -> pd.DataFrame:
     frame.attrs["mode"] = mode
+    frame.attrs[NOTES] = list(notes or [])
     return frame
