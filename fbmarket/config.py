@@ -254,6 +254,12 @@ def _default_rule_weights() -> dict[str, float]:
     }
 
 
+def _default_photo_rule_weights() -> dict[str, float]:
+    # A photo search asks for this thing: its relevance (the photo match, min-max scaled over
+    # the candidates) outweighs everything else; the buyer's factors order near-ties.
+    return _default_rule_weights() | {"semantic": 8.0}
+
+
 @dataclass
 class RankSettings:
     """Buyers, simulator and the second-stage ranker."""
@@ -273,6 +279,7 @@ class RankSettings:
     feed_categories: int = 4  # affinity categories the home feed draws from
     feed_popular_share: float = 0.2  # share of the home-feed pool taken by popular listings
     rule_weights: dict[str, float] = field(default_factory=_default_rule_weights)
+    photo_rule_weights: dict[str, float] = field(default_factory=_default_photo_rule_weights)
     # Learned (additive) ranker.
     hidden_units: int = 16  # per-factor subnetwork width
     ranker_loss: str = "listwise"  # "listwise" (softmax over a session's candidates) | "pointwise"

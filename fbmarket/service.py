@@ -330,7 +330,9 @@ class Marketplace:
             return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
-        recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, candidates=candidates)
+        recommendation = self.ranking.recommend(
+            buyer, self._catalogue, k=k, candidates=candidates, photo_query=mode.startswith("photo")
+        )
         return SearchResponse(
             self._results(recommendation.results), status, mode, notes + recommendation.notes
         )

@@ -129,13 +129,15 @@ def recommend(
     candidates: pd.DataFrame | None = None,
     now: pd.Timestamp | str | None = None,
     exclude: set[str] | None = None,
+    rule_reason: str | None = None,
 ) -> Recommendation:
     """Top-`k` listings for a buyer (a `Buyer`, a user id, or None for anonymous).
 
     With `candidates` (a search's candidate frame) they are re-ranked; without, a home
     feed is built. An unknown user id is a cold-start buyer: ranked with the tastes of
     their cohort (everyone's, when nothing is known about them); the notes say so, and
-    which ranker ran (`choose_ranker`).
+    which ranker ran (`choose_ranker`). `rule_reason` makes the rule ranker rank whatever
+    the buyer, for candidates the learned ranker was never trained on (it goes in the notes).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -146,8 +148,10 @@ def recommend(
         buyer, status, notes = resolve_buyer(profiles, buyer)
     rule = rule or RuleRanker(profiles.settings.rule_weights)
     history = profiles.has_history(buyer)
-    ranker = choose_ranker(history, learned, rule, profiles.settings)
-    if learned is not None and ranker is rule:
+    ranker = rule if rule_reason else choose_ranker(history, learned, rule, profiles.settings)
+    if rule_reason:
+        notes.append(f"ranked by the rule ranker: {rule_reason}")
+    elif learned is not None and ranker is rule:
         notes.append("ranked by the rule ranker: the buyer has no history for the learned one")
     elif learned is None:
         notes.append("ranked by the rule ranker: no learned ranker is loaded")

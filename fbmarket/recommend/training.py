@@ -231,10 +231,25 @@ class RankingModels:
         candidates: pd.DataFrame | None = None,
         now: pd.Timestamp | str | None = None,
         exclude: set[str] | None = None,
+        photo_query: bool = False,
     ) -> Recommendation:
-        return recommend(
-            buyer, catalogue, self.profiles, self.rule, self.learned, k, candidates, now, exclude
-        )
+        """Top-k for a buyer; `photo_query` ranks a photo search's candidates by the rule ranker
+        with `RankSettings.photo_rule_weights`.
+
+        The learned ranker was trained on typed searches, whose semantic score is the query
+        embedding's cosine; a photo query's is the photo match (HybridSearcher.retrieve_photo),
+        which it never saw, and with the typed-search weights freshness, popularity and taste
+        outweighed the photo match (the synthetic test bundle: a listing's own photo found
+        its listing first 2 times in 6). A photo asks for this thing: relevance first, the
+        buyer's factors after.
+        """
+        if photo_query:
+            rule = RuleRanker(self.profiles.settings.photo_rule_weights)
+            reason = "a photo search puts the photo match first (photo_rule_weights)"
+            return recommend(
+                buyer, catalogue, self.profiles, rule, self.learned, k, candidates, now, exclude, reason
+            )
+        return recommend(buyer, catalogue, self.profiles, self.rule, self.learned, k, candidates, now, exclude)
 
     def save(self, directory: Path) -> Path:
         directory = Path(directory)

@@ -378,7 +378,7 @@ class HybridSearcher:
             ids = product_ids if product_ids is not None else products[S.PRODUCT_ID].astype(str).tolist()
             vectors = VectorIndex(int(np.shape(embeddings)[1]), settings)
             vectors.build(ids, embeddings)
-        return cls(products, vectors, lexical, settings, categories, query_vocabulary)
+        return cls(products, vectors, lexical, settings, categories, query_vocabulary=query_vocabulary)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path | str) -> None:
@@ -411,7 +411,7 @@ class HybridSearcher:
         is rebuilt from `products` when they carry descriptions (`LexicalIndex.load`).
         """
         vectors, lexical = _read_indexes(Path(directory), settings or SearchSettings(), products)
-        return cls(products, vectors, lexical, settings, categories, query_vocabulary)
+        return cls(products, vectors, lexical, settings, categories, query_vocabulary=query_vocabulary)
 
     def reload(self, directory: Path | str) -> None:
         """Swap in indexes saved by another process; on any load error the current ones stay.
@@ -595,8 +595,10 @@ class HybridSearcher:
         root) + photo_leaf_weight * P(same leaf). The cosine is not rescaled: a re-encoded
         copy of a listing's photo scores ~0.95-1.0 against it and rarely above 0.85 against
         any other, and that gap is what keeps duplicates first. Columns: CANDIDATE_COLUMNS plus
-        PHOTO_SCORE; FUSED_SCORE is the score, and SEMANTIC_SCORE carries it divided by the sum
-        of the weights (so within [-1, 1], order kept) for the ranker to read as relevance.
+        PHOTO_SCORE; FUSED_SCORE is the score, and SEMANTIC_SCORE carries it min-max scaled over
+        the candidates (best 1, weakest 0) for the ranker to read as relevance: in raw cosine
+        units the gap between a duplicate and the next photo (~0.15) was smaller than what
+        freshness, popularity and taste move, and the ranker put other listings first.
 
         Args:
             query_photo: (photo dim,) backbone features of the query photo.
@@ -654,14 +656,13 @@ class HybridSearcher:
                     root, leaf = self.categories.agreement(query_vector, self.vectors.vectors_of(kept), root_probs)
                     same_root[in_vectors], same_leaf[in_vectors] = root, leaf
                 fused = fused + settings.photo_root_weight * same_root + settings.photo_leaf_weight * same_leaf
-            scale = 1.0 + settings.photo_blend_weight + settings.photo_root_weight + settings.photo_leaf_weight
             order = np.lexsort((np.arange(len(ids)), -fused))
             if truncate:
                 order = order[:n]
             frame = pd.DataFrame(
                 {
                     S.PRODUCT_ID: np.array(ids, dtype=object)[order],
-                    SEMANTIC_SCORE: np.clip(fused[order] / scale, -1.0, 1.0),
+                    SEMANTIC_SCORE: min_max(fused)[order],
                     LEXICAL_SCORE: parts[LEXICAL_SCORE].to_numpy(float)[order],
                     SEMANTIC_RANK: parts[SEMANTIC_RANK].to_numpy(float)[order],
                     LEXICAL_RANK: parts[LEXICAL_RANK].to_numpy(float)[order],
