@@ -9,13 +9,13 @@ the 2-core development machine, and takes the richest tier that fits
 `Settings.time_budget_min` (default 30 minutes for `train`; `run`, i.e. `python main.py`,
 uses `RUN_BUDGET_MIN` so the synthetic demo stays under 5 minutes end to end).
 
-Costs (idle 2-core CPU, TensorFlow 2.21, dev data): EfficientNet-Lite2 at 260 px ~30
-photos/s and Lite0 at 224 px ~60 photos/s (issue 13's measurements); text branch with
-character n-grams ~5.1 ms per training listing per epoch and fusion ~7.2 ms (session 7:
-303 s for 16 text epochs and 535 s for 20 fusion epochs over 3,707 listings); without
-character n-grams the text branch costs about half. Fixed costs (tokenising, Word2Vec,
-loading, evaluation) are ~3 min on the dev data. The figures are estimates for choosing,
-reported beside the choice, never promises.
+Costs (2-core CPU, TensorFlow 2.21, dev data, measured in issue 13's work): EfficientNet-Lite2
+at 260 px ~30 photos/s and Lite0 at 224 px ~60 photos/s; the text branch with character
+n-grams ~12 ms per training listing per epoch (59-155 s an epoch over 3,707 listings, the
+low end with the machine to itself), about half that without them; the fusion stage, with
+the text encoder frozen, ~9 ms (31-40 s an epoch). Fixed costs (tokenising, Word2Vec,
+loading, evaluation, embedding the catalogue) are ~3 min on the dev data. The figures are
+estimates for choosing, reported beside the choice, never promises.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ RUN_BUDGET_MIN = 4.0  # `python main.py` / `fbmarket run`: the whole demo stays 
 
 PHOTOS_PER_S = {"efficientnet_lite2": 30.0, "efficientnet_lite0": 60.0}  # at the native size
 NATIVE_SIZE = {"efficientnet_lite2": 260, "efficientnet_lite0": 224}
-TEXT_MS_PER_LISTING_EPOCH = {True: 5.1, False: 2.6}  # with / without character n-grams
-FUSION_MS_PER_LISTING_EPOCH = 7.2
+TEXT_MS_PER_LISTING_EPOCH = {True: 12.0, False: 6.0}  # with / without character n-grams
+FUSION_MS_PER_LISTING_EPOCH = 9.0  # text encoder frozen (FusionSettings.freeze_text)
 FIXED_S_PER_1000_LISTINGS = 35.0  # tokenise, Word2Vec, evaluation: ~3 min for 5,300 listings
 
 
@@ -55,7 +55,9 @@ class Tier:
 TIERS: tuple[Tier, ...] = (
     # the real-data configuration (benchmarks/train_real.py): character n-grams add ~1.5
     # points of root accuracy on the dev data; Lite2 at 260 px 0.566 vs Lite0 0.537 image-only
-    Tier("full", 5, 12, 4, 20, 4, "efficientnet_lite2"),
+    # text validation accuracy stops rising after ~10 epochs on the dev data (0.828 at 8,
+    # 0.830 at 11, 0.824 at 15)
+    Tier("full", 5, 10, 3, 16, 4, "efficientnet_lite2"),
     Tier("standard", 5, 8, 3, 12, 4, "efficientnet_lite0"),
     # the demo's: plain photos of a synthetic catalogue need no 224 px (cost ~ pixels)
     Tier("small", 0, 8, 3, 12, 4, "efficientnet_lite0", 160),

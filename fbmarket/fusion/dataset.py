@@ -144,12 +144,22 @@ def product_batch(
     rng: np.random.Generator | None = None,
     photo_dropout: float = 0.0,
     description_dropout: float = 0.0,
+    text_dropout: float = 0.0,
 ) -> dict[str, np.ndarray]:
-    """Model inputs for products `index` (photos shuffled/hidden only when `rng` is given)."""
+    """Model inputs for products `index` (photos shuffled/hidden only when `rng` is given).
+
+    `text_dropout`: the share of products with photos shown without any text (title and
+    description empty), so the photos must carry the category on their own (modality dropout).
+    """
     n, dim = len(index), arrays.feature_dim
+    titles = [arrays.titles[i] for i in index]
     descriptions = [arrays.descriptions[i] for i in index]
     if rng is not None and description_dropout:
         descriptions = ["" if rng.random() < description_dropout else d for d in descriptions]
+    if rng is not None and text_dropout:
+        for k, i in enumerate(index):
+            if arrays.photo_rows[i] and rng.random() < text_dropout:
+                titles[k], descriptions[k] = "", ""
     photos = np.zeros((n, max_photos, dim), np.float32)
     mask = np.zeros((n, max_photos), np.float32)
     for k, i in enumerate(index):
@@ -163,7 +173,7 @@ def product_batch(
             photos[k, : len(rows)] = arrays.features[rows]
             mask[k, : len(rows)] = 1.0
     return {
-        "title": np.array([arrays.titles[i] for i in index], dtype=object).reshape(n),
+        "title": np.array(titles, dtype=object).reshape(n),
         "description": np.array(descriptions, dtype=object).reshape(n),
         "photos": photos,
         "photo_mask": mask,
@@ -227,6 +237,7 @@ def batches(
     query_photo_share: float = 0.0,
     with_queries: bool = True,
     description_dropout: float = 0.0,
+    text_dropout: float = 0.0,
 ) -> Iterator:
     """A generator factory: each call is one epoch (a new permutation when training)."""
     epoch = {"n": 0}
@@ -247,6 +258,7 @@ def batches(
                 rng if training else None,
                 photo_dropout if training else 0.0,
                 description_dropout if training else 0.0,
+                text_dropout if training else 0.0,
             )
             if with_queries:
                 inputs |= query_batch(arrays, index, rng, query_photo_share)
@@ -274,6 +286,7 @@ def make_dataset(
     query_photo_share: float = 0.0,
     with_queries: bool = True,
     description_dropout: float = 0.0,
+    text_dropout: float = 0.0,
 ) -> tf.data.Dataset:
     """The streaming dataset `FusionModel.fit` consumes (prefetched one batch ahead)."""
     generate = batches(
@@ -286,6 +299,7 @@ def make_dataset(
         query_photo_share,
         with_queries,
         description_dropout,
+        text_dropout,
     )
     signature = output_signature(
         arrays.feature_dim, arrays.tabular.shape[1], with_queries, arrays.leaf_labels is not None

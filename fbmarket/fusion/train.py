@@ -332,6 +332,8 @@ def train_bundle(
             seed,
         )
     set_embedding_trainable(fusion_text, True)
+    if settings.fusion.freeze_text and text_only is not None:
+        fusion_text.trainable = False  # the trained text-only encoder, as a fixed feature extractor
     fusion = FusionModel(
         fusion_text,
         n_classes,
@@ -364,6 +366,7 @@ def train_bundle(
         photo_dropout=fs.photo_dropout,
         query_photo_share=fs.query_photo_share,
         description_dropout=fs.description_dropout,
+        text_dropout=fs.text_dropout,
     )
     val_data = make_dataset(
         arrays.subset(val_idx),
