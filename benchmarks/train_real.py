@@ -1,14 +1,15 @@
 """Train and evaluate the text-only, image-only and fusion models on the real Gumtree dev data.
 
 Usage: .venv/bin/python benchmarks/train_real.py [--data DIR] [--work DIR] [--out FILE]
-           [--image-weights none|imagenet|PATH.h5] [--image-size PX] [--image-epochs N]
-           [--fusion-epochs N] [--seed N] [--serving-bundle] [--quiet]
+           [--backbone NAME] [--image-weights none|imagenet|PATH.h5] [--image-size PX]
+           [--image-epochs N] [--time-budget MIN] [--seed N] [--serving-bundle] [--quiet]
 
 Runs prepare_data (clean, geocode, photos, product-level split persisted in --work),
 then `train_bundle` into --work, and reports the persisted test split's accuracy and
 macro-F1 per branch, the image weights used, the wall time and the peak memory, as a
-table and as JSON (--out). Long: with weights "none" the ResNet50V2 backbone trains
-from scratch on ~6.5k photos on the CPU; run it in the background. Skips with a
+table and as JSON (--out), with the settings `fbmarket train` would use (the tier chosen
+for the data's size and the time budget). Long (~30 min on 2 cores): run it in the
+background. Skips with a
 message (exit 0) when the data folder is absent.
 
 --serving-bundle also writes the listings to the bundle's database and runs the index
@@ -40,40 +41,23 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
 DEFAULT_WORK = REPO / "artifacts-real"  # git-ignored; shares its split and photo cache with the baselines
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "train_real.json"
 
-# The real-data configuration: what the dev data can afford on a 2-core CPU.
-# The image epochs are bounded by time (~80 s an epoch at 48px over ~6.5k photos on an
-# idle 2-core machine; validation accuracy was still rising after 4 epochs: 0.13 -> 0.18); character 3-5-gram bags add ~1.5 points of root accuracy to a linear
-# text model on this data (val 0.835 -> 0.845, test 0.810 -> 0.825 with TF-IDF + SVM).
-REAL = {
-    "vision.max_train_photos": 0,
-    "vision.train_size": 48,
-    "vision.epochs": 12,
-    "vision.patience": 3,
-    "vision.batch_size": 32,
-    "fusion.epochs": 20,
-    "fusion.patience": 4,
-    "text.char_ngrams": 5,
-    "text.frozen_epochs": 12,
-    "text.finetune_epochs": 4,
-}
-
-
 def real_settings(args: argparse.Namespace) -> Settings:
+    """The defaults `fbmarket train` uses (the tier fbmarket/plan.py picks for the data's size
+    and the time budget), with only the flags given here changed."""
     settings = Settings()
     settings.data_dir = args.data
     settings.out_dir = args.work
     settings.seed = args.seed
-    for dotted, value in REAL.items():
-        section, name = dotted.split(".")
-        setattr(getattr(settings, section), name, value)
-    settings.vision.weights = args.image_weights
+    if args.time_budget is not None:
+        settings.time_budget_min = args.time_budget
+    if args.backbone:
+        settings.vision.backbone = args.backbone
+    if args.image_weights:
+        settings.vision.weights = args.image_weights
     if args.image_size:
         settings.vision.train_size = args.image_size
-        settings.vision.feature_size = args.image_size
     if args.image_epochs is not None:
         settings.vision.epochs = args.image_epochs
-    if args.fusion_epochs is not None:
-        settings.fusion.epochs = args.fusion_epochs
     settings.fusion.log_dir = str(REPO / "logs")
     return settings
 
@@ -85,10 +69,11 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--image-weights", default="none")
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--image-epochs", type=int)
-    parser.add_argument("--fusion-epochs", type=int)
+    parser.add_argument("--backbone", help="auto (default) | efficientnet_lite2 | efficientnet_lite0 | resnet50v2")
+    parser.add_argument("--image-weights", help="ResNet50V2 only: none | imagenet | PATH.h5")
+    parser.add_argument("--image-size", type=int, help="ResNet50V2 from scratch: training resolution")
+    parser.add_argument("--image-epochs", type=int, help="ResNet50V2 from scratch: epochs")
+    parser.add_argument("--time-budget", type=float, help="minutes (default 30, as fbmarket train)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--serving-bundle", action="store_true", help="also database, index and ranker")
     parser.add_argument("--quiet", action="store_true")

@@ -9,13 +9,14 @@ the 2-core development machine, and takes the richest tier that fits
 `Settings.time_budget_min` (default 30 minutes for `train`; `run`, i.e. `python main.py`,
 uses `RUN_BUDGET_MIN` so the synthetic demo stays under 5 minutes end to end).
 
-Costs (2-core CPU, TensorFlow 2.21, dev data, measured in issue 13's work): EfficientNet-Lite2
-at 260 px ~30 photos/s and Lite0 at 224 px ~60 photos/s; the text branch with character
-n-grams ~12 ms per training listing per epoch (59-155 s an epoch over 3,707 listings, the
-low end with the machine to itself), about half that without them; the fusion stage, with
-the text encoder frozen, ~9 ms (31-40 s an epoch). Fixed costs (tokenising, Word2Vec,
-loading, evaluation, embedding the catalogue) are ~3 min on the dev data. The figures are
-estimates for choosing, reported beside the choice, never promises.
+Costs (2-core CPU, TensorFlow 2.21, dev data, `fbmarket train` with the machine to
+itself): EfficientNet-Lite2 at 260 px ~23 photos/s (9,312 photos in 410 s) and Lite0 at
+224 px ~60 photos/s (issue 13's measurement); the text branch with character n-grams ~14.5
+ms per training listing per epoch (695 s for 13 epochs over 3,707 listings), about half
+that without them; the fusion stage, text encoder frozen, ~9 ms (31-40 s an epoch). Fixed
+costs (cleaning and caching photos, tokenising, Word2Vec, evaluation, embedding and
+indexing the catalogue, the buyer simulator and ranker) are ~5 min on the dev data. The
+figures are estimates for choosing, reported beside the choice, never promises.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ log = logging.getLogger(__name__)
 TRAIN_BUDGET_MIN = 30.0  # `fbmarket train`: the dev data's full configuration fits
 RUN_BUDGET_MIN = 4.0  # `python main.py` / `fbmarket run`: the whole demo stays under 5 min
 
-PHOTOS_PER_S = {"efficientnet_lite2": 30.0, "efficientnet_lite0": 60.0}  # at the native size
+PHOTOS_PER_S = {"efficientnet_lite2": 23.0, "efficientnet_lite0": 60.0}  # at the native size
 NATIVE_SIZE = {"efficientnet_lite2": 260, "efficientnet_lite0": 224}
-TEXT_MS_PER_LISTING_EPOCH = {True: 12.0, False: 6.0}  # with / without character n-grams
+TEXT_MS_PER_LISTING_EPOCH = {True: 14.5, False: 7.0}  # with / without character n-grams
 FUSION_MS_PER_LISTING_EPOCH = 9.0  # text encoder frozen (FusionSettings.freeze_text)
-FIXED_S_PER_1000_LISTINGS = 35.0  # tokenise, Word2Vec, evaluation: ~3 min for 5,300 listings
+FIXED_S_PER_1000_LISTINGS = 57.0  # photos, tokenise, Word2Vec, evaluation, index, ranker: ~5 min for 5,300
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ class Tier:
 TIERS: tuple[Tier, ...] = (
     # the real-data configuration (benchmarks/train_real.py): character n-grams add ~1.5
     # points of root accuracy on the dev data; Lite2 at 260 px 0.566 vs Lite0 0.537 image-only
-    # text validation accuracy stops rising after ~10 epochs on the dev data (0.828 at 8,
-    # 0.830 at 11, 0.824 at 15)
-    Tier("full", 5, 10, 3, 16, 4, "efficientnet_lite2"),
+    # text validation accuracy stops rising after ~9 epochs on the dev data (0.819 at 8,
+    # 0.831 at 9, 0.826-0.828 after); a 13-epoch text / 16-epoch fusion run took 35 min
+    Tier("full", 5, 8, 2, 12, 4, "efficientnet_lite2"),
     Tier("standard", 5, 8, 3, 12, 4, "efficientnet_lite0"),
     # the demo's: plain photos of a synthetic catalogue need no 224 px (cost ~ pixels)
     Tier("small", 0, 8, 3, 12, 4, "efficientnet_lite0", 160),

@@ -11,7 +11,7 @@ def test_dev_sized_data_gets_the_full_tier_within_the_default_budget() -> None:
     plan = plan_training(settings, train_listings=3707, listings=5297, photos=9312)
     assert plan is not None and plan.tier == "full" and plan.estimated_min <= 30
     assert settings.vision.lite_variant == "efficientnet_lite2" and settings.vision.feature_size == 0
-    assert settings.text.char_ngrams == 5 and settings.fusion.epochs == 16
+    assert settings.text.char_ngrams == 5 and settings.fusion.epochs == 12
 
 
 def test_the_synthetic_demo_budget_gets_the_small_tier() -> None:

@@ -23,7 +23,6 @@ so the saved `.keras` file is the whole recipe from pixels to features.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import keras
 
 from fbmarket.config import VisionSettings
 from fbmarket.vision import efficientnet_lite as lite
+from fbmarket.vision.efficientnet_lite import file_sha256
 
 IMAGENET_NOTOP_FILE = "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
 RESNET_FEATURE_DIM = 2048  # ResNet50V2's pooled output
@@ -69,14 +69,6 @@ def keras_cache_dir() -> Path:
         return Path(keras_home())
     except ImportError:  # older/newer Keras layouts: its documented default
         return Path.home() / ".keras"
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resnet_imagenet_cached() -> Path | None:
