@@ -96,7 +96,7 @@ def main() -> int:
     settings = Settings.load(args.bundle / "settings.json")
     settings.out_dir = args.bundle
     model = Bundle.load(args.bundle)
-    store = Store(settings.db_url)
+    store = Store(settings.db_url, root=args.bundle)  # photo paths are stored relative to the bundle
     products = store.listings_frame()
     images = store.images_frame()
     store.close()
