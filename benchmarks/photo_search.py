@@ -56,9 +56,9 @@ from fbmarket.search.index import VectorIndex  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "photo_search.json"
 K = 10
-BLEND_WEIGHTS = (0.0, 0.1, 0.25)
-ROOT_WEIGHTS = (0.0, 0.1, 0.2, 0.4)
-LEAF_WEIGHTS = (0.0, 0.1, 0.2)
+BLEND_WEIGHTS = (0.0, 0.1)
+ROOT_WEIGHTS = (0.0, 0.2, 0.4)
+LEAF_WEIGHTS = (0.0, 0.1)
 MIN_RECALL = 0.97  # choice constraint on validation (bar 0.95 on test)
 TIE = 0.005
 VARIANTS = ("reencode", "crop10", "resize50")
