@@ -19,7 +19,7 @@ upload would be cleaned), through `Bundle.photo_query` and `Bundle.encode_query`
 
 The weights of `HybridSearcher.retrieve_photo` (embedding blend, root and leaf agreement,
 in units of the photo cosine) are chosen on the validation queries: the best mean of root and leaf
-P@10 among settings whose duplicate recall@1 stays >= 0.97 (the smallest weights within
+P@10 among settings whose duplicate recall@1 stays >= 0.95 (the smallest weights within
 0.005 of the best); the test figures are then reported for the chosen and the default
 setting. `--served N` also runs N test photos through `Marketplace.search` (the learned
 ranker, anonymous buyer) on a copy of the bundle.
@@ -59,7 +59,7 @@ K = 10
 BLEND_WEIGHTS = (0.0, 0.1)
 ROOT_WEIGHTS = (0.0, 0.2, 0.4)
 LEAF_WEIGHTS = (0.0, 0.1)
-MIN_RECALL = 0.97  # choice constraint on validation (bar 0.95 on test)
+MIN_RECALL = 0.95  # choice constraint on validation (the bar); none meeting it: the best recall
 TIE = 0.005
 VARIANTS = ("reencode", "crop10", "resize50")
 
@@ -170,6 +170,9 @@ def main() -> int:
     ):
         grid[(blend_w, root_w, leaf_w)] = measure(queries["val"], searcher_with(blend_w, root_w, leaf_w))
     eligible = {k: v for k, v in grid.items() if v["recall1_min"] >= MIN_RECALL}
+    if not eligible:  # no setting keeps duplicates first often enough: keep the ones that do best
+        top_recall = max(v["recall1_min"] for v in grid.values())
+        eligible = {k: v for k, v in grid.items() if v["recall1_min"] >= top_recall - TIE}
     score = {k: (v["root_p10"] + v["leaf_p10"]) / 2 for k, v in eligible.items()}
     best = max(score.values())
     chosen = min((k for k, v in score.items() if v >= best - TIE), key=lambda k: (sum(k), k))
