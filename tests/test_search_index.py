@@ -121,7 +121,13 @@ def test_hnsw_removal_uses_tombstones_and_compact_reclaims_them():
     before = index.search_batch(q, 15)
     assert index.compact() == 3
     assert index.tombstone_count == 0 and index.describe()["ntotal"] == 597
-    assert index.search_batch(q, 15) == before
+    after = index.search_batch(q, 15)
+    # the same neighbours in the same order; scores equal up to float rounding (compaction
+    # re-adds the vectors, and the distance kernel may sum them in another order)
+    assert [[pid for pid, _ in row] for row in after] == [[pid for pid, _ in row] for row in before]
+    np.testing.assert_allclose(
+        [[score for _, score in row] for row in after], [[score for _, score in row] for row in before], atol=1e-6
+    )
     assert index.search(x[1], 5)[0][0] != "p1"
 
 
