@@ -339,8 +339,7 @@ class Bundle:
                 np.zeros((0, self.embedding_dim), np.float32), np.zeros((0, dim), np.float32), np.zeros(0, bool)
             )
         arrays, _ = self.arrays(products, images, show_progress)
-        pooled, has_photo = pool_products(arrays.features, arrays.photo_rows)
-        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        photo_vectors, has_photo = _unit_pooled(arrays.features, arrays.photo_rows)
         out = []
         for start in range(0, len(arrays), batch_size):
             index = list(range(start, min(len(arrays), start + batch_size)))
@@ -349,7 +348,16 @@ class Bundle:
                     "embedding"
                 ].numpy()
             )
-        return EncodedListings(np.concatenate(out).astype(np.float32), (pooled / norms).astype(np.float32), has_photo)
+        return EncodedListings(np.concatenate(out).astype(np.float32), photo_vectors, has_photo)
+
+    def photo_vectors(
+        self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n, feature_dim) unit pooled photo vectors and (n,) has-photo, without the text
+        and fusion passes `encode_listings` also makes (the photo index needs only these)."""
+        ids = products[S.PRODUCT_ID].astype(str).tolist()
+        photos = self._photo_features(images[images[S.PRODUCT_ID].astype(str).isin(set(ids))], show_progress, None)
+        return _unit_pooled(photos.features, product_photo_rows(photos, ids, self.max_photos))
 
     # ------------------------------------------------------------------ queries
     def photo_vector(self, image: Image.Image) -> np.ndarray:
@@ -437,6 +445,13 @@ class _Predictor:
 
     def predict_on_batch(self, batch: Any) -> np.ndarray:
         return self._fn(batch).numpy()
+
+
+def _unit_pooled(features: np.ndarray, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each product's mean photo features at unit length (zeros without a photo), and has-photo."""
+    pooled, has_photo = pool_products(features, rows)
+    norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return (pooled / norms).astype(np.float32), has_photo
 
 
 def _tensors(batch: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:

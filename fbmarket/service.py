@@ -735,11 +735,10 @@ def load_or_rebuild_photo_index(
     missing = [pid for pid in ids if pid in with_photos and pid not in index]
     if missing:
         wanted = products[products[S.PRODUCT_ID].astype(str).isin(set(missing))]
-        encoded = model.encode_listings(wanted, photos[photos[S.PRODUCT_ID].astype(str).isin(set(missing))])
-        keep = encoded.has_photo
+        vectors, keep = model.photo_vectors(wanted, photos)
         found = wanted[S.PRODUCT_ID].astype(str).to_numpy()[keep].tolist()
         if found:
-            index.add(found, encoded.photo_vectors[keep])
+            index.add(found, vectors[keep])
     if extra or missing or not path.is_file():
         log.info("photo index reconciled: %d added, %d removed", len(missing), len(extra))
         index.save(path)

@@ -229,9 +229,8 @@ def train_bundle(
 
     # ---------------------------------------------------------------- 2. image
     choice = resolve_weights(settings.vision)
-    kept_ids = set(products[S.PRODUCT_ID].astype(str))
     photos, missing_files = existing_photos(
-        prepared.images[prepared.images[S.PRODUCT_ID].astype(str).isin(kept_ids)]
+        prepared.images[prepared.images[S.PRODUCT_ID].astype(str).isin(kept)]
     )
     photo_split = photos[S.PRODUCT_ID].map(products.set_index(S.PRODUCT_ID)[S.SPLIT]).to_numpy()
     photo_labels = prepared.encoder.transform(

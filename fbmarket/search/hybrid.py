@@ -641,8 +641,8 @@ class HybridSearcher:
             if rest:
                 found.update(zip(rest, (self.photos.vectors_of(rest) @ q).tolist(), strict=True))
             photo = np.array([found.get(pid, np.nan) for pid in ids], dtype=float)
-            blend = base.set_index(S.PRODUCT_ID)[FUSED_SCORE].reindex(ids).to_numpy(float)
             parts = base.set_index(S.PRODUCT_ID).reindex(ids)
+            blend = parts[FUSED_SCORE].to_numpy(float)
             settings = self.settings
             fused = np.nan_to_num(photo, nan=0.0)
             if use_text or use_vectors:
