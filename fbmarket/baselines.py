@@ -21,7 +21,6 @@ import pandas as pd
 from PIL import Image
 from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
 from sklearn.pipeline import FeatureUnion
@@ -29,6 +28,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler, normalize
 from tqdm.auto import tqdm
 
 from fbmarket.data import schema as S
+from fbmarket.text.tfidf import product_text, text_vectorisers
 
 ORIGINAL_PRICE_RMSE_GBP = 167.6  # reported by the original course project (its own split and cleaning)
 TEXT_C_GRID = (10.0, 30.0)
@@ -42,23 +42,9 @@ REQUIRED_COLUMNS = (
 )  # fmt: skip
 
 
-def product_text(frame: pd.DataFrame) -> np.ndarray:
-    """Title + description, the text every baseline reads."""
-    return (
-        frame[S.TITLE].fillna("").astype(str) + " . " + frame[S.DESCRIPTION].fillna("").astype(str)
-    ).to_numpy()
-
-
 def text_vectoriser(n_train: int) -> FeatureUnion:
-    """Word 1-2 grams + character 2-5 grams: the char half survives typos and run-on words."""
-    min_df = 2 if n_train >= 50 else 1  # tiny sets would otherwise lose their whole vocabulary
-    common = {"sublinear_tf": True, "min_df": min_df, "dtype": np.float32, "max_features": 50_000}
-    return FeatureUnion(
-        [
-            ("word", TfidfVectorizer(ngram_range=(1, 2), **common)),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), **common)),
-        ]
-    )
+    """The TF-IDF member's vectorisers (word 1-2 + char_wb 2-5 grams) as one transformer."""
+    return FeatureUnion(list(text_vectorisers(n_train).items()))
 
 
 def _fit_quietly(model: Any, x: Any, y: Any) -> tuple[Any, bool]:

@@ -13,10 +13,15 @@ Layout under the bundle folder (`artifacts/` by default):
     model/labels.json        root categories in label order
     model/tabular.json       price/location standardisation
     model/leaves.json        leaf categories of the fusion model's auxiliary head
+    model/tfidf.json, tfidf.npz   TF-IDF text model (vocabularies; idf and coefficients)
+    model/late_fusion.keras  the pooling head over every member (fusion/late.py)
     metrics.json, reports/   evaluation figures and confusion matrices
 
 `Bundle.load(dir)` gives the serving API: `encode_products`, `encode_query`,
-`predict_category` (and `predict_products` for evaluation).
+`predict_category` (and `predict_products` for evaluation). The category called
+"fusion" is the late-fusion head's pooling of the members when the bundle has one
+(bundles from before it, or trained with `fusion.late_fusion` off, use the fusion
+network's own head).
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ import tensorflow as tf
 from PIL import Image
 
 from fbmarket.data import schema as S
+from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, product_batch
 from fbmarket.fusion.model import CosineLogits  # the import also registers FusionModel for loading
 from fbmarket.search.categories import CategoryHead, CategorySpace
 from fbmarket.text import branch as _text_branch  # noqa: F401  (registers custom layers)
+from fbmarket.text.tfidf import VOCABULARY_FILE as TFIDF_FILE
+from fbmarket.text.tfidf import TfidfClassifier, product_text
 from fbmarket.text.tokenize import get_tokenizer, join, tokenize_listings
 from fbmarket.vision.features import (
     FeatureCache,
@@ -66,6 +74,7 @@ FILES = {
 }
 PARTS = ("text_model", "backbone", "image_head")  # models a typed search does not need (Bundle.load lazy)
 LEAVES_FILE = "leaves.json"  # leaf categories of the auxiliary head (optional)
+LATE_FUSION_FILE = "late_fusion.keras"  # optional: without it "fusion" is the network's head
 # Encode through the on-disk feature cache only for batches this large; single live
 # listings would otherwise rewrite the whole cache file each time.
 CACHE_MIN_PHOTOS = 256
@@ -82,6 +91,7 @@ class ProductPredictions:
     without_photo: int
     missing_photos: int
     empty_descriptions: int
+    photo_rows: Sequence[Sequence[int]] = ()  # each listing's rows of photo features (empty: none)
 
 
 @dataclass
@@ -122,6 +132,15 @@ class Bundle:
         self._parts: dict[str, keras.Model] = {}
         self._part_fns: dict[str, Any] = {}
         self._parts_lock = threading.Lock()
+        self.late_fusion: keras.Model | None = None
+        self.tfidf: TfidfClassifier | None = None
+        model_dir = self.directory / MODEL_DIR
+        if (model_dir / LATE_FUSION_FILE).is_file():
+            self.late_fusion = keras.models.load_model(model_dir / LATE_FUSION_FILE, compile=False)
+            if "tfidf" in self.late_fusion.get_layer("pooling").members:
+                if not (model_dir / TFIDF_FILE).is_file():
+                    raise BundleError(f"bundle {self.directory} is incomplete: missing model/{TFIDF_FILE}")
+                self.tfidf = TfidfClassifier.load(model_dir)
         if not lazy:
             for key in PARTS:
                 self._part(key)
@@ -287,7 +306,42 @@ class Bundle:
     def predict_products(
         self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256
     ) -> ProductPredictions:
-        """Category probabilities of every branch, and the fusion embeddings, for clean listings."""
+        """Category probabilities of every branch, and the fusion embeddings, for clean listings.
+
+        Branches: "text", "image", "fusion" (the late-fusion pooling when the bundle has
+        one), and with it its other members, "fusion_network" and "tfidf".
+        """
+        predictions = self.member_predictions(products, images, show_progress, batch_size)
+        if self.late_fusion is None:
+            return predictions
+        members = predictions.probabilities
+        members["fusion_network"] = members.pop("fusion")
+        has_photo = np.array([bool(rows) for rows in predictions.photo_rows], np.float32)
+        members["fusion"] = self.pool(members, has_photo)
+        return predictions
+
+    def pool(
+        self, probabilities: dict[str, np.ndarray], has_photo: np.ndarray, has_text: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(n, C) late-fusion probabilities from each member's (n, C) probabilities.
+
+        `has_photo` / `has_text` (n,) in {0, 1} silence the image member and the two text
+        members for listings without photos / words. Requires `late_fusion`.
+        """
+        assert self.late_fusion is not None
+        n = len(has_photo)
+        ones = np.ones(n, np.float32)
+        text_mask = ones if has_text is None else np.asarray(has_text, np.float32)
+        log_probs = {name: np.log(np.clip(p, 1e-12, 1.0)) for name, p in probabilities.items()}
+        masks = {"fusion_network": ones, "image": np.asarray(has_photo, np.float32)}
+        masks |= {"text": text_mask, "tfidf": text_mask}
+        return late.pool(self.late_fusion, log_probs, masks)
+
+    def member_predictions(
+        self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256
+    ) -> ProductPredictions:
+        """Every member's own probabilities ("fusion" is the network's head here): what the
+        late-fusion head is fit on and pools."""
         arrays, photos = self.arrays(products, images, show_progress)
         n = len(arrays)
         text_probs, fusion_probs, embeddings = [], [], []
@@ -302,16 +356,20 @@ class Bundle:
             text_probs.append(text_fn(inputs["title"], inputs["description"]).numpy())
         image_probs = self.image_probabilities(arrays.features, arrays.photo_rows)
         k = len(self.classes)
+        probabilities = {
+            "text": np.concatenate(text_probs) if n else np.zeros((0, k)),
+            "image": image_probs,
+            "fusion": np.concatenate(fusion_probs) if n else np.zeros((0, k)),
+        }
+        if self.tfidf is not None:
+            probabilities["tfidf"] = self.tfidf.predict_proba(product_text(products))
         return ProductPredictions(
-            {
-                "text": np.concatenate(text_probs) if n else np.zeros((0, k)),
-                "image": image_probs,
-                "fusion": np.concatenate(fusion_probs) if n else np.zeros((0, k)),
-            },
+            probabilities,
             np.concatenate(embeddings) if n else np.zeros((0, self.embedding_dim), np.float32),
             without_photo=sum(1 for r in arrays.photo_rows if not r),
             missing_photos=photos.missing_files,
             empty_descriptions=sum(1 for d in arrays.descriptions if not d),
+            photo_rows=arrays.photo_rows,
         )
 
     def image_probabilities(self, features: np.ndarray, photo_rows: Sequence[Sequence[int]]) -> np.ndarray:
@@ -336,7 +394,9 @@ class Bundle:
         dim = int(self.manifest["feature_dim"])
         if products.empty:
             return EncodedListings(
-                np.zeros((0, self.embedding_dim), np.float32), np.zeros((0, dim), np.float32), np.zeros(0, bool)
+                np.zeros((0, self.embedding_dim), np.float32),
+                np.zeros((0, dim), np.float32),
+                np.zeros(0, bool),
             )
         arrays, _ = self.arrays(products, images, show_progress)
         photo_vectors, has_photo = _unit_pooled(arrays.features, arrays.photo_rows)
@@ -356,7 +416,9 @@ class Bundle:
         """(n, feature_dim) unit pooled photo vectors and (n,) has-photo, without the text
         and fusion passes `encode_listings` also makes (the photo index needs only these)."""
         ids = products[S.PRODUCT_ID].astype(str).tolist()
-        photos = self._photo_features(images[images[S.PRODUCT_ID].astype(str).isin(set(ids))], show_progress, None)
+        photos = self._photo_features(
+            images[images[S.PRODUCT_ID].astype(str).isin(set(ids))], show_progress, None
+        )
         return _unit_pooled(photos.features, product_photo_rows(photos, ids, self.max_photos))
 
     # ------------------------------------------------------------------ queries
@@ -399,7 +461,10 @@ class Bundle:
         }
 
     def encode_query(
-        self, text: str | None = None, image: Image.Image | None = None, photo_features: np.ndarray | None = None
+        self,
+        text: str | None = None,
+        image: Image.Image | None = None,
+        photo_features: np.ndarray | None = None,
     ) -> np.ndarray:
         """A search query (words, a photo, or both) as a unit vector in the product space.
 
@@ -432,6 +497,15 @@ class Bundle:
             "tabular": tf.constant(self.tabular.transform(raw)),
         }
         probs = self._products_fn(inputs)["category"].numpy()[0]
+        if self.late_fusion is not None:
+            members = {"fusion_network": probs[None]}
+            members["text"] = self._part_fn("text_model")(inputs["title"], inputs["description"]).numpy()
+            members["image"] = self.image_probabilities(photos[0], [[0]] if image is not None else [[]])
+            if self.tfidf is not None:
+                members["tfidf"] = self.tfidf.predict_proba([text or ""])
+            probs = self.pool(members, np.array([float(image is not None)]), np.array([float(bool(tokens))]))[
+                0
+            ]
         order = np.argsort(-probs)[: max(1, int(top))]
         return [(self.classes[i], float(probs[i])) for i in order]
 

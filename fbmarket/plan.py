@@ -37,6 +37,7 @@ NATIVE_SIZE = {"efficientnet_lite2": 260, "efficientnet_lite0": 224}
 TEXT_MS_PER_LISTING_EPOCH = {True: 14.5, False: 7.0}  # with / without character n-grams
 FUSION_MS_PER_LISTING_EPOCH = 9.0  # text encoder frozen (FusionSettings.freeze_text)
 FIXED_S_PER_1000_LISTINGS = 57.0  # photos, tokenise, Word2Vec, evaluation, index, ranker: ~5 min for 5,300
+LATE_FUSION_S_PER_1000_LISTINGS = 12.0  # two TF-IDF fits, the val predictions, the pooling head
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def estimate_seconds(tier: Tier, train_listings: int, listings: int, photos: int
     native = NATIVE_SIZE[tier.lite_variant]
     size = tier.feature_size or native
     photo_s = photos / (PHOTOS_PER_S[tier.lite_variant] * (native / size) ** 2)
-    return text_s + fusion_s + photo_s + FIXED_S_PER_1000_LISTINGS * listings / 1000
+    fixed = FIXED_S_PER_1000_LISTINGS + LATE_FUSION_S_PER_1000_LISTINGS
+    return text_s + fusion_s + photo_s + fixed * listings / 1000
 
 
 def plan_training(settings: Settings, train_listings: int, listings: int, photos: int) -> TrainingPlan | None:

@@ -8,7 +8,10 @@ Order (each stage feeds the next):
    and backbone configuration; an image-only head;
 4. the fusion model, its text branch started from the trained text-only one, fed by a
    streaming generator dataset, trained multi-task (category + contrastive);
-5. the bundle written (bundle.json, .keras models, Word2Vec, JSON vocabularies), loaded
+5. a TF-IDF logistic regression (text/tfidf.py) and the late-fusion head (fusion/late.py):
+   the four members' log-probabilities on the validation split, pooled with weights fit
+   there; then the two cheap members refit on train + val;
+6. the bundle written (bundle.json, .keras models, Word2Vec, JSON vocabularies), loaded
    back, and evaluated on the persisted test split (JSON + confusion PNGs).
 
 TensorBoard logs (losses, metrics, learning rate, hyper-parameters) go to
@@ -32,14 +35,24 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from fbmarket.bundle import BUNDLE_FILE, FILES, FORMAT_VERSION, LEAVES_FILE, MODEL_DIR, Bundle
+from fbmarket.bundle import (
+    BUNDLE_FILE,
+    FILES,
+    FORMAT_VERSION,
+    LATE_FUSION_FILE,
+    LEAVES_FILE,
+    MODEL_DIR,
+    Bundle,
+)
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.evaluate import evaluate_bundle, summary_line
+from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, make_dataset
 from fbmarket.fusion.model import FusionModel
 from fbmarket.plan import plan_training
 from fbmarket.text.branch import build_text_classifier, build_text_encoder, set_embedding_trainable
+from fbmarket.text.tfidf import TfidfClassifier, product_text
 from fbmarket.text.tokenize import join, tokenize_listings
 from fbmarket.text.train import KeepBest, metric_mode, text_dataset, train_text_classifier
 from fbmarket.text.word2vec import Vocabulary, save_vectors, train_word2vec
@@ -135,6 +148,65 @@ def _positions(frame: pd.DataFrame, split: str) -> np.ndarray:
     return np.flatnonzero(frame[S.SPLIT].to_numpy() == split)
 
 
+def fit_late_fusion_head(
+    out_dir: Path,
+    products: pd.DataFrame,
+    images: pd.DataFrame,
+    labels: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    settings: Settings,
+    pooled_photos: tuple[np.ndarray, np.ndarray] | None,
+    history: dict[str, Any],
+) -> dict[str, Any]:
+    """Fit the late-fusion head on the validation split, then refit the cheap members.
+
+    Reads the bundle written so far (every member saved), writes
+    `model/late_fusion.keras` and, with `fusion.refit_on_val`, a TF-IDF model and an
+    image head trained on train + val (the image head for the number of epochs that
+    was best on val; only for frozen pretrained features, `pooled_photos`). Returns
+    what bundle.json records: the member weights and what was refit.
+    """
+    model_dir = out_dir / MODEL_DIR
+    fs = settings.fusion
+    predictions = Bundle.load(out_dir).member_predictions(products.iloc[val_idx], images)
+    names = [name for name in late.MEMBERS if name in predictions.probabilities]
+    has_photo = np.array([bool(rows) for rows in predictions.photo_rows], np.float32)
+    log_probs = np.stack(
+        [np.log(np.clip(predictions.probabilities[name], 1e-12, 1.0)) for name in names], axis=1
+    )
+    mask = np.ones(log_probs.shape[:2], np.float32)
+    mask[:, names.index("image")] = has_photo
+    head = late.fit_late_fusion(log_probs, mask, labels[val_idx], names, seed=settings.seed)
+    head.save(model_dir / LATE_FUSION_FILE)
+    record: dict[str, Any] = {
+        "members": late.member_weights(head),
+        "fit_on": {"split": "val", "listings": len(val_idx)},
+        "refit_on_train_val": [],
+    }
+    if not fs.refit_on_val:
+        return record
+    both = np.concatenate([train_idx, val_idx])
+    texts = product_text(products)
+    TfidfClassifier.fit(texts[both], labels[both], log_probs.shape[2], fs.tfidf_c, settings.seed).save(
+        model_dir
+    )
+    record["refit_on_train_val"].append("tfidf")
+    if pooled_photos is not None:
+        pooled, with_photo = pooled_photos
+        rows = np.intersect1d(both, np.flatnonzero(with_photo))
+        accuracy = history.get("image_head", {}).get("val_accuracy") or []
+        epochs = int(np.argmax(accuracy)) + 1 if accuracy else settings.vision.head_epochs
+        head_settings = replace(settings.vision, head_epochs=epochs)
+        image_head, _ = train_feature_head(
+            pooled[rows], labels[rows], pooled[:0], labels[:0], head_settings, log_probs.shape[2],
+            settings.seed,
+        )  # fmt: skip
+        image_head.save(model_dir / FILES["image_head"])
+        record["refit_on_train_val"].append(f"image head ({epochs} epochs)")
+    return record
+
+
 def train_bundle(
     prepared: Any, settings: Settings, out_dir: Path | None = None, show_progress: bool = True
 ) -> TrainResult:
@@ -167,7 +239,8 @@ def train_bundle(
     train_idx, val_idx, test_idx = (_positions(products, s) for s in S.SPLITS)
     if len(train_idx) == 0:
         raise ValueError("no listing is in the training split: cannot train")
-    if len(val_idx) == 0:
+    held_out_val = len(val_idx) > 0
+    if not held_out_val:
         log.warning("no validation listings: early stopping watches the training split")
         val_idx = train_idx
     run = f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-seed{seed}"
@@ -282,8 +355,10 @@ def train_bundle(
     )
     product_ids = products[S.PRODUCT_ID].astype(str).tolist()
     rows = product_photo_rows(features, product_ids, settings.vision.max_photos_per_product)
+    pooled_photos: tuple[np.ndarray, np.ndarray] | None = None  # the head's inputs, for its refit
     if head is None:
         pooled, has_photo = pool_products(features.features, rows)
+        pooled_photos = (pooled, has_photo)
         on_train = np.intersect1d(train_idx, np.flatnonzero(has_photo))
         on_val = np.intersect1d(val_idx, np.flatnonzero(has_photo))
         head, history["image_head"] = train_feature_head(
@@ -298,6 +373,14 @@ def train_bundle(
         )
     head.save(model_dir / FILES["image_head"])
     t = tick("image-only head", t)
+    texts = product_text(products)
+    fs = settings.fusion
+    late_fusion = fs.late_fusion and held_out_val and len(np.unique(labels[train_idx])) > 1
+    if fs.late_fusion and not late_fusion:
+        log.warning("no validation listings (or one category): 'fusion' is the fusion network's own head")
+    if late_fusion:
+        TfidfClassifier.fit(texts[train_idx], labels[train_idx], n_classes, fs.tfidf_c, seed).save(model_dir)
+        t = tick("TF-IDF text model", t)
 
     # ---------------------------------------------------------------- 3. fusion
     raw_tabular = TabularScaler.raw(products, [len(r) for r in rows])
@@ -306,7 +389,6 @@ def train_bundle(
     feature_rows = features.features if len(features.features) else np.zeros((0, feature_dim), np.float32)
     leaves, leaf_labels = leaf_encoding(products, train_idx)
     (model_dir / LEAVES_FILE).write_text(json.dumps({"leaves": leaves}, indent=2, ensure_ascii=False))
-    fs = settings.fusion
     arrays = FusionArrays(
         titles,
         descriptions,
@@ -425,6 +507,12 @@ def train_bundle(
     }
     (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
     settings.save(out_dir / "settings.json")
+    if late_fusion:
+        manifest["late_fusion"] = fit_late_fusion_head(
+            out_dir, products, prepared.images, labels, train_idx, val_idx, settings, pooled_photos, history
+        )
+        (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
+        t = tick("late-fusion head", t)
 
     # ---------------------------------------------------------------- 5. evaluation
     bundle = Bundle.load(out_dir)

@@ -1,0 +1,190 @@
+"""TF-IDF + logistic regression over a listing's text: the linear text member of the fusion.
+
+Why a second text model next to the Keras text branch: the two make different
+mistakes. The Keras branch reads lemmas through Word2Vec and a learned n-gram
+encoder; this one reads raw word 1-2 grams and character 2-5 grams (`char_wb`), which
+survive typos, run-on words and model numbers. On the dev product split each alone
+scores about the same (test 0.810 / 0.809), their log-probabilities together 0.826
+(`benchmarks/results/late_fusion.json`), which is why `fusion/late.py` pools both.
+
+Saved without pickle: the two vocabularies (JSON, in column order), their idf
+weights and the regression coefficients (`.npz`), rebuilt into scikit-learn
+vectorisers on load (`TfidfVectorizer(vocabulary=...)` plus its public `idf_`).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.special import softmax
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from fbmarket.data import schema as S
+
+VOCABULARY_FILE = "tfidf.json"
+WEIGHTS_FILE = "tfidf.npz"
+FORMAT = 1
+MAX_FEATURES = 50_000  # per analyser: the 50k most frequent word and char n-grams
+ANALYSERS: dict[str, dict[str, Any]] = {
+    "word": {"ngram_range": (1, 2)},
+    "char": {"analyzer": "char_wb", "ngram_range": (2, 5)},
+}
+
+
+def product_text(frame: pd.DataFrame) -> np.ndarray:
+    """Title + description, the text both this model and the baselines read."""
+    return (
+        frame[S.TITLE].fillna("").astype(str) + " . " + frame[S.DESCRIPTION].fillna("").astype(str)
+    ).to_numpy()
+
+
+def text_vectorisers(n_train: int) -> dict[str, TfidfVectorizer]:
+    """Word 1-2 grams + character 2-5 grams, sublinear tf, each L2-normalised.
+
+    `min_df` is 2 except on tiny sets (under 50 texts), which would otherwise lose
+    their whole vocabulary.
+    """
+    min_df = 2 if n_train >= 50 else 1
+    common = {"sublinear_tf": True, "min_df": min_df, "dtype": np.float32, "max_features": MAX_FEATURES}
+    return {name: TfidfVectorizer(**params, **common) for name, params in ANALYSERS.items()}
+
+
+def transform(vectorisers: dict[str, TfidfVectorizer], texts: Sequence[str]) -> sparse.csr_matrix:
+    """(n, n_word + n_char) TF-IDF rows for fitted vectorisers."""
+    return sparse.hstack([v.transform(texts) for v in vectorisers.values()], format="csr")
+
+
+class TfidfClassifier:
+    """Root category from TF-IDF text, multinomial logistic regression (L2, lbfgs).
+
+    `predict_proba(texts)` gives (n, n_classes) in label order; a class absent from the
+    training labels gets probability 0.
+    """
+
+    def __init__(
+        self,
+        vectorisers: dict[str, TfidfVectorizer],
+        coef: np.ndarray,
+        intercept: np.ndarray,
+        class_index: np.ndarray,
+        n_classes: int,
+        c: float,
+    ):
+        self.vectorisers = vectorisers
+        self.coef = np.asarray(coef, np.float32)  # (classes seen, features)
+        self.intercept = np.asarray(intercept, np.float32)  # (classes seen,)
+        self.class_index = np.asarray(class_index, np.int64)  # label of each row of coef
+        self.n_classes = int(n_classes)
+        self.c = float(c)
+
+    @classmethod
+    def fit(
+        cls, texts: Sequence[str], labels: np.ndarray, n_classes: int, c: float = 30.0, seed: int = 0
+    ) -> TfidfClassifier:
+        """Fit on training texts. Raises ValueError when fewer than two classes are present.
+
+        `c` is scikit-learn's inverse L2 strength; 30 was the better of (10, 30) on the
+        dev validation split (val 0.835 vs 0.833).
+        """
+        labels = np.asarray(labels, np.int64)
+        seen = np.unique(labels)
+        if len(seen) < 2:
+            raise ValueError("the TF-IDF text model needs at least two categories in its training rows")
+        vectorisers = text_vectorisers(len(texts))
+        x = sparse.hstack([v.fit_transform(texts) for v in vectorisers.values()], format="csr")
+        model = LogisticRegression(C=c, max_iter=1000, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a few iterations short still ranks well
+            model.fit(x, labels)
+        coef, intercept = model.coef_, model.intercept_
+        if len(seen) == 2:  # scikit-learn keeps one row for two classes: make it symmetric
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        return cls(vectorisers, coef, intercept, model.classes_, n_classes, c)
+
+    def log_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, n_classes) log-probabilities; -inf (floored at -1e9) for classes never seen."""
+        out = np.full((len(texts), self.n_classes), -1e9, np.float32)
+        if len(texts):
+            logits = transform(self.vectorisers, texts) @ self.coef.T + self.intercept
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            out[:, self.class_index] = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return out
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, n_classes) probabilities, rows summing to 1."""
+        return softmax(self.log_proba(texts), axis=1).astype(np.float32)
+
+    # ---------------------------------------------------------------- saving
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "format": FORMAT,
+            "n_classes": self.n_classes,
+            "C": self.c,
+            "analysers": {
+                name: {
+                    "params": {k: v for k, v in ANALYSERS[name].items()}
+                    | {"sublinear_tf": True, "min_df": v.min_df},
+                    "vocabulary": _ordered_vocabulary(v),
+                }
+                for name, v in self.vectorisers.items()
+            },
+        }
+        (directory / VOCABULARY_FILE).write_text(json.dumps(config, ensure_ascii=False))
+        np.savez(
+            directory / WEIGHTS_FILE,
+            coef=self.coef,
+            intercept=self.intercept,
+            class_index=self.class_index,
+            **{f"idf_{name}": v.idf_.astype(np.float32) for name, v in self.vectorisers.items()},
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> TfidfClassifier:
+        """Raises FileNotFoundError when the files are absent, ValueError when they disagree."""
+        directory = Path(directory)
+        config = json.loads((directory / VOCABULARY_FILE).read_text())
+        if config.get("format") != FORMAT:
+            raise ValueError(
+                f"{directory / VOCABULARY_FILE}: unknown TF-IDF model format {config.get('format')}"
+            )
+        with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as arrays:
+            weights = {key: arrays[key] for key in arrays.files}
+        vectorisers = {}
+        for name, spec in config["analysers"].items():
+            params = dict(spec["params"])
+            params["ngram_range"] = tuple(params["ngram_range"])
+            vectoriser = TfidfVectorizer(vocabulary=spec["vocabulary"], dtype=np.float32, **params)
+            vectoriser.idf_ = weights[f"idf_{name}"]
+            if len(vectoriser.idf_) != len(spec["vocabulary"]):
+                raise ValueError(f"{directory}: the {name} idf weights do not match its vocabulary")
+            vectorisers[name] = vectoriser
+        width = sum(len(spec["vocabulary"]) for spec in config["analysers"].values())
+        if weights["coef"].shape[1] != width:
+            raise ValueError(
+                f"{directory}: coefficients for {weights['coef'].shape[1]} features, vocabulary {width}"
+            )
+        return cls(
+            vectorisers,
+            weights["coef"],
+            weights["intercept"],
+            weights["class_index"],
+            int(config["n_classes"]),
+            float(config["C"]),
+        )
+
+
+def _ordered_vocabulary(vectoriser: TfidfVectorizer) -> list[str]:
+    """The vocabulary as a list whose position is the feature column."""
+    return [term for term, _ in sorted(vectoriser.vocabulary_.items(), key=lambda item: item[1])]
