@@ -3,7 +3,9 @@
 Usage: .venv/bin/python benchmarks/feature_throughput.py [--data DIR] [--photos N]
            [--size PX] [--batch N] [--repeats N] [--out FILE]
 
-Both sides run the same ResNet50V2 backbone over the same photos in one process:
+Both sides run the same backbone (`--backbone`: the default EfficientNet-Lite2 with its
+packaged ImageNet weights at its native 260 px, or ResNet50V2 from scratch) over the same
+photos, cleaned as the pipeline caches them (`DataSettings.image_size`), in one process:
 "bare" is `model.predict` on pixels already decoded into memory (the model alone);
 "pipeline" is `fbmarket.vision.features.extract_features`, which reads and decodes
 the JPEG files in a parallel, prefetching tf.data pipeline while the model runs. The
@@ -31,16 +33,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from fbmarket.config import DataSettings, VisionSettings  # noqa: E402
 from fbmarket.data.images import load_pixels_batch  # noqa: E402
-from fbmarket.vision.backbone import build_backbone  # noqa: E402
+from fbmarket.vision.backbone import build_backbone, build_chosen_backbone, resolve_weights  # noqa: E402
 from fbmarket.vision.features import extract_features  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "feature_throughput.json"
 
 
-def photo_paths(data: Path, n: int, workdir: Path) -> tuple[list[str], str]:
-    """Cleaned 128px copies of the dev photos (as the pipeline stores them), or synthetic ones."""
+def photo_paths(data: Path, n: int, workdir: Path, side: int) -> tuple[list[str], str]:
+    """Cleaned copies of the dev photos (as the pipeline stores them), or synthetic ones."""
     source = data / "images"
     if source.is_dir():
         from fbmarket.data.images import letterbox, open_image
@@ -48,16 +51,16 @@ def photo_paths(data: Path, n: int, workdir: Path) -> tuple[list[str], str]:
         paths = []
         for path in sorted(source.glob("*.jpg"))[:n]:
             target = workdir / path.name
-            letterbox(open_image(path, 40_000_000, 10_000_000), 128).save(target, quality=90)
+            letterbox(open_image(path, 40_000_000, 10_000_000), side).save(target, quality=90)
             paths.append(str(target))
-        return paths, f"real dev photos from {source} (cleaned to 128px)"
+        return paths, f"real dev photos from {source} (cleaned to {side}px)"
     rng = np.random.default_rng(0)
     paths = []
     for i in range(n):
         target = workdir / f"synthetic{i}.jpg"
-        Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(target, quality=90)
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(target, quality=90)
         paths.append(str(target))
-    return paths, "synthetic random 128px JPEGs (real data absent)"
+    return paths, f"synthetic random {side}px JPEGs (real data absent)"
 
 
 def main() -> int:
@@ -66,16 +69,35 @@ def main() -> int:
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--photos", type=int, default=512)
-    parser.add_argument("--size", type=int, default=64, help="backbone input size (the from-scratch size)")
+    parser.add_argument(
+        "--backbone",
+        default="efficientnet_lite2",
+        choices=("efficientnet_lite2", "efficientnet_lite0", "resnet50v2"),
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=0,
+        help="backbone input size (0: the backbone's native size; 64 for resnet50v2)",
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths, source = photo_paths(args.data, args.photos, Path(tmp))
-        model = build_backbone(args.size, None)
-        pixels = load_pixels_batch(paths, 128, workers=2)  # decoded once, outside the timing
+        side = DataSettings().image_size
+        paths, source = photo_paths(args.data, args.photos, Path(tmp), side)
+        if args.backbone == "resnet50v2":
+            args.size = args.size or 64
+            model = build_backbone(args.size, None)
+            described = f"ResNet50V2 (include_top=False, avg pool, untrained) at {args.size}px"
+        else:
+            choice = resolve_weights(VisionSettings(backbone=args.backbone))
+            args.size = args.size or choice.native_size
+            model = build_chosen_backbone(choice, args.size)
+            described = f"{choice.description} at {args.size}px"
+        pixels = load_pixels_batch(paths, side, workers=2)  # decoded once, outside the timing
         import tensorflow as tf
 
         pixels = tf.image.resize(pixels.astype(np.float32), (args.size, args.size), antialias=True).numpy()
@@ -96,7 +118,7 @@ def main() -> int:
         "command": "benchmarks/feature_throughput.py " + " ".join(sys.argv[1:]),
         "photos": len(paths),
         "source": source,
-        "backbone": f"ResNet50V2 (include_top=False, avg pool) at {args.size}px, batch {args.batch}",
+        "backbone": f"{described}, batch {args.batch}",
         "bare_predict_photos_per_s": round(bare_rate, 1),
         "pipeline_photos_per_s": round(pipeline_rate, 1),
         "ratio": round(pipeline_rate / bare_rate, 3),

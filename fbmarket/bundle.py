@@ -135,12 +135,12 @@ class Bundle:
         self.late_fusion: keras.Model | None = None
         self.tfidf: TfidfClassifier | None = None
         model_dir = self.directory / MODEL_DIR
+        if (model_dir / TFIDF_FILE).is_file():
+            self.tfidf = TfidfClassifier.load(model_dir)
         if (model_dir / LATE_FUSION_FILE).is_file():
             self.late_fusion = keras.models.load_model(model_dir / LATE_FUSION_FILE, compile=False)
-            if "tfidf" in self.late_fusion.get_layer("pooling").members:
-                if not (model_dir / TFIDF_FILE).is_file():
-                    raise BundleError(f"bundle {self.directory} is incomplete: missing model/{TFIDF_FILE}")
-                self.tfidf = TfidfClassifier.load(model_dir)
+            if "tfidf" in self.late_fusion.get_layer("pooling").members and self.tfidf is None:
+                raise BundleError(f"bundle {self.directory} is incomplete: missing model/{TFIDF_FILE}")
         if not lazy:
             for key in PARTS:
                 self._part(key)
@@ -224,10 +224,16 @@ class Bundle:
     def model_info(self) -> dict[str, str]:
         """Which model serves: version, image backbone and its weights (for /ready and the page)."""
         weights = self.weights_info
+        if self.late_fusion is not None:
+            members = self.late_fusion.get_layer("pooling").members
+            category = f"late fusion of {', '.join(members)}"
+        else:
+            category = "fusion network"
         return {
             "version": self.version,
             "backbone": str(self.manifest.get("backbone") or weights.get("arch") or "resnet50v2"),
             "image_weights": str(weights.get("description", "")),
+            "category_model": category,
         }
 
     @property
@@ -312,10 +318,11 @@ class Bundle:
         one), and with it its other members, "fusion_network" and "tfidf".
         """
         predictions = self.member_predictions(products, images, show_progress, batch_size)
-        if self.late_fusion is None:
-            return predictions
         members = predictions.probabilities
-        members["fusion_network"] = members.pop("fusion")
+        if self.late_fusion is None:
+            members["fusion"] = members.pop("fusion_network")
+            members.pop("tfidf", None)
+            return predictions
         has_photo = np.array([bool(rows) for rows in predictions.photo_rows], np.float32)
         members["fusion"] = self.pool(members, has_photo)
         return predictions
@@ -340,8 +347,9 @@ class Bundle:
     def member_predictions(
         self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256
     ) -> ProductPredictions:
-        """Every member's own probabilities ("fusion" is the network's head here): what the
-        late-fusion head is fit on and pools."""
+        """Every member's own probabilities (`fusion.late.MEMBERS`: "fusion_network", "text",
+        "image" and, when the bundle has it, "tfidf"): what the late-fusion head is fit on
+        and pools."""
         arrays, photos = self.arrays(products, images, show_progress)
         n = len(arrays)
         text_probs, fusion_probs, embeddings = [], [], []
@@ -359,7 +367,7 @@ class Bundle:
         probabilities = {
             "text": np.concatenate(text_probs) if n else np.zeros((0, k)),
             "image": image_probs,
-            "fusion": np.concatenate(fusion_probs) if n else np.zeros((0, k)),
+            "fusion_network": np.concatenate(fusion_probs) if n else np.zeros((0, k)),
         }
         if self.tfidf is not None:
             probabilities["tfidf"] = self.tfidf.predict_proba(product_text(products))

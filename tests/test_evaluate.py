@@ -74,6 +74,29 @@ def test_training_writes_a_complete_bundle_with_reports_and_logs(trained) -> Non
     assert "learning_rate" in history and "val_contrastive_loss" in history
 
 
+def test_fusion_is_the_late_fusion_of_its_members(trained) -> None:
+    """ "fusion" pools the network, text, image and TF-IDF members with weights fit on val."""
+    result, prepared, _ = trained
+    manifest = json.loads((result.bundle_dir / "bundle.json").read_text())
+    weights = manifest["late_fusion"]["members"]
+    assert set(weights) == {"fusion_network", "text", "image", "tfidf"}
+    assert all(w >= 0 for w in weights.values()) and sum(weights.values()) > 0
+    assert manifest["late_fusion"]["fit_on"] == {"split": "val", "listings": len(prepared.part("val"))}
+    assert manifest["late_fusion"]["refit_on_train_val"][0] == "tfidf"
+    assert (result.bundle_dir / "model" / "late_fusion.keras").is_file()
+    model = Bundle.load(result.bundle_dir)
+    products = prepared.part("test").head(20)
+    predictions = model.predict_products(products, prepared.images)
+    probs = predictions.probabilities
+    assert set(probs) == {"text", "image", "fusion", "fusion_network", "tfidf"}
+    members = {name: probs[name] for name in ("fusion_network", "text", "image", "tfidf")}
+    has_photo = np.array([bool(rows) for rows in predictions.photo_rows], np.float32)
+    np.testing.assert_allclose(model.pool(members, has_photo), probs["fusion"], atol=1e-5)
+    np.testing.assert_allclose(probs["fusion"].sum(1), 1.0, atol=1e-5)
+    for branch in ("fusion_network", "tfidf"):
+        assert branch in result.metrics["branches"]
+
+
 def test_bundle_loads_elsewhere_and_predicts_identically(trained, tmp_path: Path) -> None:
     result, prepared, _ = trained
     moved = shutil.copytree(result.bundle_dir, tmp_path / "copied-bundle")  # another machine

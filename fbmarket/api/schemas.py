@@ -117,7 +117,7 @@ class ReadyOut(BaseModel):
     checks: dict[str, bool]
     detail: str | None = None
     model: dict[str, str] | None = Field(
-        default=None, description="the bundle serving: version, image backbone and its weights"
+        default=None, description="the bundle serving: version, image backbone and its weights, the category model"
     )
 
 

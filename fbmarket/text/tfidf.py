@@ -165,10 +165,11 @@ class TfidfClassifier:
         for name, spec in config["analysers"].items():
             params = dict(spec["params"])
             params["ngram_range"] = tuple(params["ngram_range"])
-            vectoriser = TfidfVectorizer(vocabulary=spec["vocabulary"], dtype=np.float32, **params)
-            vectoriser.idf_ = weights[f"idf_{name}"]
-            if len(vectoriser.idf_) != len(spec["vocabulary"]):
+            idf = weights[f"idf_{name}"]
+            if len(idf) != len(spec["vocabulary"]):
                 raise ValueError(f"{directory}: the {name} idf weights do not match its vocabulary")
+            vectoriser = TfidfVectorizer(vocabulary=spec["vocabulary"], dtype=np.float32, **params)
+            vectoriser.idf_ = idf
             vectorisers[name] = vectoriser
         width = sum(len(spec["vocabulary"]) for spec in config["analysers"].values())
         if weights["coef"].shape[1] != width:
