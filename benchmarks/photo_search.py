@@ -17,6 +17,9 @@ upload would be cleaned), through `Bundle.photo_query` and `Bundle.encode_query`
   side, then re-encoded) and resized to half its side: recall@1 of its own listing
   (bar >= 0.95), the base of duplicate-listing detection.
 
+`SearchSettings.photo_match_cosine` (a listing whose pooled photo vector is at least that
+close to the query photo is pinned first) is chosen on the validation queries with the
+default weights (the weight grid runs without it), among MATCH_CUTOFFS.
 The weights of `HybridSearcher.retrieve_photo` (embedding blend, root and leaf agreement,
 in units of the photo cosine) are chosen on the validation queries: the best mean of root and leaf
 P@10 among settings whose duplicate recall@1 stays >= 0.95 (the smallest weights within
@@ -62,6 +65,7 @@ LEAF_WEIGHTS = (0.0, 0.1)
 MIN_RECALL = 0.95  # choice constraint on validation (the bar); none meeting it: the best recall
 TIE = 0.005
 VARIANTS = ("reencode", "crop10", "resize50")
+MATCH_CUTOFFS = (0.0, 0.8, 0.85, 0.9, 0.95)  # SearchSettings.photo_match_cosine candidates
 
 
 def variants(image: Image.Image) -> dict[str, Image.Image]:
@@ -149,9 +153,13 @@ def main() -> int:
         out["n"] = len(rows)
         return out
 
-    def searcher_with(blend_w: float, root_w: float, leaf_w: float):
+    def searcher_with(blend_w: float, root_w: float, leaf_w: float, cutoff: float = 0.0):
         tuned = replace(
-            settings.search, photo_blend_weight=blend_w, photo_root_weight=root_w, photo_leaf_weight=leaf_w
+            settings.search,
+            photo_blend_weight=blend_w,
+            photo_root_weight=root_w,
+            photo_leaf_weight=leaf_w,
+            photo_match_cosine=cutoff,
         )
         s = HybridSearcher(products, searcher.vectors, searcher.lexical, tuned, model.category_space(), photos)
 
@@ -178,6 +186,12 @@ def main() -> int:
     chosen = min((k for k, v in score.items() if v >= best - TIE), key=lambda k: (sum(k), k))
     search = settings.search
     default = (search.photo_blend_weight, search.photo_root_weight, search.photo_leaf_weight)
+    # the photo-match cutoff, with the default weights: the highest cutoff within TIE of the
+    # best duplicate recall on val (a higher cutoff pins fewer look-alikes of other listings)
+    cutoffs_val = {c: measure(queries["val"], searcher_with(*default, cutoff=c)) for c in MATCH_CUTOFFS}
+    top_recall = max(v["recall1_min"] for v in cutoffs_val.values())
+    chosen_cutoff = max(c for c, v in cutoffs_val.items() if v["recall1_min"] >= top_recall - TIE)
+    default_cutoff = search.photo_match_cosine
     result = {
         "bundle": str(args.bundle),
         "backbone": model.manifest.get("backbone", "resnet50v2"),
@@ -186,10 +200,13 @@ def main() -> int:
         "val": {"chosen": grid[chosen], "raw_photo_nn": measure(queries["val"], raw_photo_search)},
         "test": {
             "chosen": measure(queries["test"], searcher_with(*chosen)),
-            "default": measure(queries["test"], searcher_with(*default)),
+            "default": measure(queries["test"], searcher_with(*default, cutoff=default_cutoff)),
+            "default_weights_chosen_cutoff": measure(queries["test"], searcher_with(*default, cutoff=chosen_cutoff)),
             "raw_photo_nn": measure(queries["test"], raw_photo_search),
         },
         "grid_val": {f"blend{k[0]}_root{k[1]}_leaf{k[2]}": v for k, v in grid.items()},
+        "match_cutoff": {"default": default_cutoff, "chosen_on_val": chosen_cutoff},
+        "match_cutoffs_val": {str(c): v for c, v in cutoffs_val.items()},
     }
     if args.served:
         result["test"]["served"] = served(args.bundle, queries["test"][: args.served], root, leaf)

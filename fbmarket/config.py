@@ -244,6 +244,9 @@ class SearchSettings:
     photo_blend_weight: float = 0.1
     photo_root_weight: float = 0.2
     photo_leaf_weight: float = 0.1
+    # A listing whose pooled photo vector has at least this cosine with the query photo is
+    # treated as the photo's own listing and kept first by the ranker (0 = off).
+    photo_match_cosine: float = 0.0
 
     def factory_for(self, listings: int) -> str:
         """The FAISS factory for an index built over this many listings."""

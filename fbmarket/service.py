@@ -35,6 +35,7 @@ from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.recommend.training import RankingModels
 from fbmarket.search.hybrid import (
     NOTES,
+    PHOTO_MATCH,
     SAME_LEAF,
     SAME_ROOT,
     SIMILARITY,
@@ -330,6 +331,11 @@ class Marketplace:
             return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
+        if PHOTO_MATCH in candidates and candidates[PHOTO_MATCH].any():
+            matched = int(candidates[PHOTO_MATCH].sum())
+            notes = notes + [
+                f"{matched} listing(s) show this photo (or a re-encoded, cropped or resized copy): shown first"
+            ]
         recommendation = self.ranking.recommend(
             buyer, self._catalogue, k=k, candidates=candidates, photo_query=mode.startswith("photo")
         )

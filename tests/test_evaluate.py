@@ -97,6 +97,27 @@ def test_fusion_is_the_late_fusion_of_its_members(trained) -> None:
         assert branch in result.metrics["branches"]
 
 
+def test_a_bundle_without_the_late_fusion_head_serves_the_network(trained, tmp_path: Path) -> None:
+    """Bundles from before the late fusion (or trained with it off) still load and predict."""
+    result, prepared, _ = trained
+    older = shutil.copytree(result.bundle_dir, tmp_path / "older-bundle")
+    for name in ("late_fusion.keras", "tfidf.json", "tfidf.npz"):
+        (older / "model" / name).unlink()
+    products = prepared.part("test").head(8)
+    current = Bundle.load(result.bundle_dir).predict_products(products, prepared.images).probabilities
+    model = Bundle.load(older)
+    probs = model.predict_products(products, prepared.images).probabilities
+    assert set(probs) == {"text", "image", "fusion"}
+    np.testing.assert_allclose(probs["fusion"], current["fusion_network"], atol=1e-6)
+    assert model.model_info["category_model"] == "fusion network"
+    assert model.predict_category("mountain bike", None, top=1)[0][0] in model.classes
+    (older / "model" / "late_fusion.keras").write_bytes(
+        (result.bundle_dir / "model" / "late_fusion.keras").read_bytes()
+    )
+    with pytest.raises(BundleError, match="tfidf.json"):
+        Bundle.load(older)
+
+
 def test_bundle_loads_elsewhere_and_predicts_identically(trained, tmp_path: Path) -> None:
     result, prepared, _ = trained
     moved = shutil.copytree(result.bundle_dir, tmp_path / "copied-bundle")  # another machine

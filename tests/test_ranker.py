@@ -132,6 +132,20 @@ def test_favoured_category_ranks_higher(catalogue: Catalogue, profiles: BuyerPro
     assert sports.results[S.PRODUCT_ID].iloc[0] == "spo-1"
 
 
+def test_a_photo_match_stays_first_whatever_the_buyer_factors_say(
+    catalogue: Catalogue, profiles: BuyerProfiles
+) -> None:
+    """A photo search's own listing (PHOTO_MATCH) is pinned above a buyer's favourite category."""
+    from fbmarket.recommend.feed import PHOTO_MATCH
+
+    candidates = pd.DataFrame({S.PRODUCT_ID: ["app-1", "spo-1", "bab-1"], PHOTO_MATCH: [False, True, False]})
+    result = recommend("u1", catalogue, profiles, k=3, candidates=candidates, now=NOW)
+    assert result.results[S.PRODUCT_ID].tolist()[0] == "spo-1"  # u1 prefers bab-1 (test above)
+    assert result.results[S.PRODUCT_ID].tolist()[1] == "bab-1"  # the rest in score order
+    top = recommend("u1", catalogue, profiles, k=1, candidates=candidates, now=NOW)
+    assert top.results[S.PRODUCT_ID].tolist() == ["spo-1"]
+
+
 # ---- rankers -----------------------------------------------------------------------------------------
 
 factor_frames = arrays(
@@ -270,7 +284,9 @@ def test_no_candidates_gives_an_empty_ranking_not_an_error(
         none = home_feed_candidates(catalogue, profiles.buyer("u1"), profiles, n=10).iloc[:0]
         search = recommend("u1", catalogue, profiles, learned=ranker, k=5, now=NOW, candidates=none)
         assert search.mode == "search" and search.results.empty
-    assert list(ranking_features(none, catalogue, profiles.buyer("u1"), profiles, NOW).columns)[: len(FEATURES)] == list(FEATURES)
+    assert list(ranking_features(none, catalogue, profiles.buyer("u1"), profiles, NOW).columns)[
+        : len(FEATURES)
+    ] == list(FEATURES)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------

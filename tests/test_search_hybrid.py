@@ -434,7 +434,9 @@ def photo_searcher(products: pd.DataFrame, **overrides) -> tuple[HybridSearcher,
 
 def test_photo_query_finds_the_listing_whose_photo_it_is_and_obeys_filters() -> None:
     products = catalogue()
-    built, photos = photo_searcher(products, photo_blend_weight=0.0, photo_root_weight=0.0, photo_leaf_weight=0.0)
+    built, photos = photo_searcher(
+        products, photo_blend_weight=0.0, photo_root_weight=0.0, photo_leaf_weight=0.0
+    )
     for row in (1, 7, 42):
         noisy = photos[row] + 0.05 * np.random.default_rng(row).normal(size=32)
         vector = embeddings_of(products.iloc[[row]])[0]
@@ -450,6 +452,24 @@ def test_photo_query_finds_the_listing_whose_photo_it_is_and_obeys_filters() -> 
     assert words.attrs["mode"] == "photo+words"
 
 
+def test_a_photo_match_is_flagged_first_even_against_strong_category_agreement() -> None:
+    """photo_match_cosine pins the photo's own listing above higher fused scores, and only it."""
+    from fbmarket.recommend.feed import PHOTO_MATCH as RANKER_COLUMN
+    from fbmarket.search.hybrid import PHOTO_MATCH
+
+    assert RANKER_COLUMN == PHOTO_MATCH  # the two modules agree on the column
+    products = catalogue()
+    # a blend weight so large that the embedding, not the photo, decides the order
+    loose, photos = photo_searcher(products, photo_blend_weight=5.0, photo_match_cosine=0.0)
+    pinned, _ = photo_searcher(products, photo_blend_weight=5.0, photo_match_cosine=0.9)
+    other = embeddings_of(products.iloc[[60]])[0]  # the query's words/embedding point elsewhere
+    query = photos[7] + 0.02 * np.random.default_rng(0).normal(size=32)
+    assert loose.retrieve(other, None, n=10, query_photo=query)[S.PRODUCT_ID].iloc[0] != "p7"
+    frame = pinned.retrieve(other, None, n=10, query_photo=query)
+    assert frame[S.PRODUCT_ID].iloc[0] == "p7"
+    assert frame[PHOTO_MATCH].tolist() == [True] + [False] * 9  # random photos of others: no match
+
+
 def test_photo_index_follows_live_adds_and_removals() -> None:
     products = catalogue()
     built, photos = photo_searcher(products)
@@ -461,6 +481,8 @@ def test_photo_index_follows_live_adds_and_removals() -> None:
     assert "p5" in built.photos
     built.add_products(row, embeddings_of(row), np.zeros((1, 32), np.float32), np.array([False]))
     assert "p5" not in built.photos  # replaced without photos: no photo match any more
+
+
 # ---------------------------------------------------------------- issue 14: unknown words, categories
 
 

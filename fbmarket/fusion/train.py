@@ -52,6 +52,8 @@ from fbmarket.fusion.dataset import FusionArrays, TabularScaler, make_dataset
 from fbmarket.fusion.model import FusionModel
 from fbmarket.plan import plan_training
 from fbmarket.text.branch import build_text_classifier, build_text_encoder, set_embedding_trainable
+from fbmarket.text.tfidf import VOCABULARY_FILE as TFIDF_FILE
+from fbmarket.text.tfidf import WEIGHTS_FILE as TFIDF_WEIGHTS_FILE
 from fbmarket.text.tfidf import TfidfClassifier, product_text
 from fbmarket.text.tokenize import join, tokenize_listings
 from fbmarket.text.train import KeepBest, metric_mode, text_dataset, train_text_classifier
@@ -378,6 +380,9 @@ def train_bundle(
     late_fusion = fs.late_fusion and held_out_val and len(np.unique(labels[train_idx])) > 1
     if fs.late_fusion and not late_fusion:
         log.warning("no validation listings (or one category): 'fusion' is the fusion network's own head")
+    # a bundle folder trained into before must not keep serving an older run's head and members
+    for stale in (LATE_FUSION_FILE, TFIDF_FILE, TFIDF_WEIGHTS_FILE):
+        (model_dir / stale).unlink(missing_ok=True)
     if late_fusion:
         TfidfClassifier.fit(texts[train_idx], labels[train_idx], n_classes, fs.tfidf_c, seed).save(model_dir)
         t = tick("TF-IDF text model", t)

@@ -25,6 +25,7 @@ from fbmarket.recommend.features import (
 from fbmarket.recommend.ranker import LearnedRanker, Ranker, RuleRanker, choose_ranker
 
 SOURCE = "source"  # why a listing is a home-feed candidate: "affinity" | "popular"
+PHOTO_MATCH = "photo_match"  # candidate column (search/hybrid.py): the query photo is this listing's
 
 
 def home_feed_candidates(
@@ -110,10 +111,16 @@ def rank(
     """(candidates + score sorted best first, contributions, features), all aligned row by row.
 
     `top` keeps only the best rows (what a page shows), sparing the reordering of the rest.
+    Candidates flagged PHOTO_MATCH (a photo search whose photo is the listing's own) come
+    first, in score order among themselves.
     """
     features = ranking_features(candidates, catalogue, buyer, profiles, now)
     scores, contributions = ranker.score(features)
-    order = np.argsort(-scores, kind="stable")[:top]
+    order = np.argsort(-scores, kind="stable")
+    if PHOTO_MATCH in candidates:  # the query photo's own listing(s) first, whatever else says
+        pinned = candidates[PHOTO_MATCH].to_numpy(dtype=bool)[order]
+        order = order[np.argsort(~pinned, kind="stable")]
+    order = order[:top]
     ranked = candidates.iloc[order].assign(score=scores[order])
     ranked[DISTANCE_KM] = features[DISTANCE_KM].to_numpy()[order]
     return ranked, contributions.iloc[order], features.iloc[order]

@@ -89,6 +89,9 @@ SIMILAR_SCORE = "score"
 SIMILAR_COLUMNS = (S.PRODUCT_ID, SIMILARITY, SAME_ROOT, SAME_LEAF, SIMILAR_SCORE)
 CANDIDATE_COLUMNS = (S.PRODUCT_ID, SEMANTIC_SCORE, LEXICAL_SCORE, SEMANTIC_RANK, LEXICAL_RANK, FUSED_SCORE)
 PHOTO_SCORE = "photo_score"  # cosine of the query photo with the listing's pooled photo features
+# True when that cosine reaches SearchSettings.photo_match_cosine: the query photo is this
+# listing's own (re-encoded, cropped, resized); the ranker keeps such listings first
+PHOTO_MATCH = "photo_match"
 FUSIONS = ("rrf", "blend")
 NOTES = "notes"  # retrieve(...).attrs[NOTES]: sentences for the buyer about what ran and why
 VECTOR_FILE = "vectors.faiss"
@@ -656,7 +659,9 @@ class HybridSearcher:
                     root, leaf = self.categories.agreement(query_vector, self.vectors.vectors_of(kept), root_probs)
                     same_root[in_vectors], same_leaf[in_vectors] = root, leaf
                 fused = fused + settings.photo_root_weight * same_root + settings.photo_leaf_weight * same_leaf
-            order = np.lexsort((np.arange(len(ids)), -fused))
+            cutoff = settings.photo_match_cosine
+            match = np.nan_to_num(photo, nan=0.0) >= cutoff if cutoff > 0 else np.zeros(len(ids), bool)
+            order = np.lexsort((np.arange(len(ids)), -fused, ~match))
             if truncate:
                 order = order[:n]
             frame = pd.DataFrame(
@@ -668,6 +673,7 @@ class HybridSearcher:
                     LEXICAL_RANK: parts[LEXICAL_RANK].to_numpy(float)[order],
                     FUSED_SCORE: fused[order],
                     PHOTO_SCORE: photo[order],
+                    PHOTO_MATCH: match[order],
                 }
             )
         return _with_mode(frame, "photo+words" if use_text else "photo")
