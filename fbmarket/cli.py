@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--location", help='buyer location, "Town, County"')
     search.add_argument("-k", type=int, default=10, help="number of results (1-100)")
     search.add_argument(
-        "--category", help='root category or category path prefix, any case ("home & garden / furniture")'
+        "--category", help='root category or category path prefix, any case ("home and garden" for "Home & Garden")'
     )
     search.add_argument("--min-price", type=float)
     search.add_argument("--max-price", type=float)

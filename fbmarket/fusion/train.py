@@ -505,7 +505,7 @@ def train_bundle(
         "vocabulary_size": len(vocabulary),
         "word2vec_coverage": vocabulary.coverage(vectors),
         "tabular_columns": list(scaler.to_json()["columns"]),
-        "files": {k: f"{MODEL_DIR}/{v}" for k, v in FILES.items()},
+        "files": {k: f"{MODEL_DIR}/{v}" for k, v in FILES.items()} | {"leaves": f"{MODEL_DIR}/{LEAVES_FILE}"},
         "synthetic_data": bool(getattr(prepared, "synthetic", False)),
         "plan": plan.to_json() if plan is not None else None,
         "log_dir": str(log_dir),
@@ -513,6 +513,11 @@ def train_bundle(
     (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
     settings.save(out_dir / "settings.json")
     if late_fusion:
+        manifest["files"] |= {
+            "late_fusion": f"{MODEL_DIR}/{LATE_FUSION_FILE}",
+            "tfidf": f"{MODEL_DIR}/{TFIDF_FILE}",
+            "tfidf_weights": f"{MODEL_DIR}/{TFIDF_WEIGHTS_FILE}",
+        }
         manifest["late_fusion"] = fit_late_fusion_head(
             out_dir, products, prepared.images, labels, train_idx, val_idx, settings, pooled_photos, history
         )

@@ -4,8 +4,10 @@ Why a second text model next to the Keras text branch: the two make different
 mistakes. The Keras branch reads lemmas through Word2Vec and a learned n-gram
 encoder; this one reads raw word 1-2 grams and character 2-5 grams (`char_wb`), which
 survive typos, run-on words and model numbers. On the dev product split each alone
-scores about the same (test 0.810 / 0.809), their log-probabilities together 0.826
-(`benchmarks/results/late_fusion.json`), which is why `fusion/late.py` pools both.
+scores about the same (test 0.811 / 0.815), and fit on validation the late fusion
+(`fusion/late.py`) gives this member the largest weight (0.65 against 0.06 for the Keras
+text branch, whose over-confidence the network's head already carries;
+`benchmarks/results/late_fusion.json`).
 
 Saved without pickle: the two vocabularies (JSON, in column order), their idf
 weights and the regression coefficients (`.npz`), rebuilt into scikit-learn
