@@ -164,6 +164,21 @@ def test_loading_a_folder_that_is_not_a_bundle_names_what_is_missing(trained, tm
         Bundle.load(broken)
 
 
+def test_macro_f1_averages_over_the_categories_that_occur() -> None:
+    """A small evaluation folder (one listing, or a few categories) is not scored as if every
+    category it lacks had F1 0."""
+    from fbmarket.evaluate import classification_metrics
+
+    classes = [f"c{i}" for i in range(13)]
+    one = classification_metrics(np.array([4]), np.eye(13)[[4]], classes)
+    assert one["accuracy"] == 1.0 and one["macro_f1"] == 1.0
+    labels = np.array([0, 0, 1, 1])
+    probs = np.eye(13)[[0, 1, 1, 1]]  # one class-0 listing taken for class 1
+    metrics = classification_metrics(labels, probs, classes)
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert len(metrics["per_class"]) == 13 and np.shape(metrics["confusion_matrix"]) == (13, 13)
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
