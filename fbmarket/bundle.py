@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from fbmarket.fusion.model import CosineLogits  # the import also registers Fusi
 from fbmarket.search.categories import CategoryHead, CategorySpace
 from fbmarket.text import branch as _text_branch  # noqa: F401  (registers custom layers)
 from fbmarket.text.tfidf import VOCABULARY_FILE as TFIDF_FILE
+from fbmarket.text.tfidf import WEIGHTS_FILE as TFIDF_WEIGHTS_FILE
 from fbmarket.text.tfidf import TfidfClassifier, product_text
 from fbmarket.text.tokenize import get_tokenizer, join, tokenize_listings
 from fbmarket.vision.features import (
@@ -134,13 +136,11 @@ class Bundle:
         self._parts_lock = threading.Lock()
         self.late_fusion: keras.Model | None = None
         self.tfidf: TfidfClassifier | None = None
-        model_dir = self.directory / MODEL_DIR
-        if (model_dir / TFIDF_FILE).is_file():
-            self.tfidf = TfidfClassifier.load(model_dir)
-        if (model_dir / LATE_FUSION_FILE).is_file():
-            self.late_fusion = keras.models.load_model(model_dir / LATE_FUSION_FILE, compile=False)
-            if "tfidf" in self.late_fusion.get_layer("pooling").members and self.tfidf is None:
-                raise BundleError(f"bundle {self.directory} is incomplete: missing model/{TFIDF_FILE}")
+        self.tfidf = _load_tfidf(self.directory, len(self.classes))
+        self.late_fusion = _load_late_fusion(self.directory, manifest, self.classes)
+        pooled = self.late_fusion.get_layer("pooling").members if self.late_fusion is not None else []
+        if "tfidf" in pooled and self.tfidf is None:
+            raise BundleError(f"bundle {self.directory} is incomplete: missing model/{TFIDF_FILE}")
         if not lazy:
             for key in PARTS:
                 self._part(key)
@@ -516,6 +516,72 @@ class Bundle:
             ]
         order = np.argsort(-probs)[: max(1, int(top))]
         return [(self.classes[i], float(probs[i])) for i in order]
+
+
+def _load_tfidf(directory: Path, n_classes: int) -> TfidfClassifier | None:
+    """The TF-IDF member when the bundle has one; BundleError naming the file when it is unusable."""
+    model_dir = directory / MODEL_DIR
+    if not (model_dir / TFIDF_FILE).exists():
+        return None
+    try:
+        tfidf = TfidfClassifier.load(model_dir)
+    except FileNotFoundError as error:
+        missing = Path(error.filename).name if error.filename else TFIDF_WEIGHTS_FILE
+        raise BundleError(f"bundle {directory} is incomplete: missing {MODEL_DIR}/{missing}") from error
+    except (OSError, ValueError) as error:
+        raise BundleError(
+            f"bundle {directory}: the TF-IDF member ({MODEL_DIR}/{TFIDF_FILE}, {MODEL_DIR}/{TFIDF_WEIGHTS_FILE}) "
+            f"cannot be used: {error}"
+        ) from error
+    if tfidf.n_classes != n_classes:
+        raise BundleError(
+            f"bundle {directory}: {MODEL_DIR}/{TFIDF_FILE} is for {tfidf.n_classes} categories, "
+            f"the bundle has {n_classes}"
+        )
+    return tfidf
+
+
+def _load_late_fusion(
+    directory: Path, manifest: dict[str, Any], classes: Sequence[str]
+) -> keras.Model | None:
+    """The late-fusion head when the bundle has one, checked against the bundle's members and
+    categories; BundleError naming the file when it is unusable (a corrupt head is never
+    silently replaced by the network's own: delete the file to serve that)."""
+    path = directory / MODEL_DIR / LATE_FUSION_FILE
+    name = f"{MODEL_DIR}/{LATE_FUSION_FILE}"
+    if not path.exists():
+        if manifest.get("late_fusion"):
+            log.warning(
+                "bundle %s records a late-fusion head but %s is missing: 'fusion' is the fusion "
+                "network's own category head",
+                directory,
+                name,
+            )
+        return None
+    hint = f"retrain the bundle, or delete {name} to serve the fusion network's own category head"
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise BundleError(
+            f"bundle {directory}: {name} is not a .keras (zip) file: truncated or corrupt; {hint}"
+        )
+    try:
+        model = keras.models.load_model(path, compile=False)
+        layer = model.get_layer("pooling")
+    except Exception as error:  # keras reports a damaged archive with many exception types
+        raise BundleError(
+            f"bundle {directory}: {name} cannot be loaded ({type(error).__name__}: {error}); {hint}"
+        ) from error
+    if not isinstance(layer, late.LogLinearPooling):
+        raise BundleError(f"bundle {directory}: {name} is not a late-fusion pooling head; {hint}")
+    unknown = [member for member in layer.members if member not in late.MEMBERS]
+    if unknown:
+        raise BundleError(
+            f"bundle {directory}: {name} pools unknown members {unknown} (known: {', '.join(late.MEMBERS)}); {hint}"
+        )
+    if layer.n_classes != len(classes):
+        raise BundleError(
+            f"bundle {directory}: {name} is for {layer.n_classes} categories, the bundle has {len(classes)}; {hint}"
+        )
+    return model
 
 
 class _Predictor:

@@ -331,17 +331,19 @@ class Marketplace:
             return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
-        if PHOTO_MATCH in candidates and candidates[PHOTO_MATCH].any():
-            matched = int(candidates[PHOTO_MATCH].sum())
-            notes = notes + [
-                f"{matched} listing(s) show this photo (or a re-encoded, cropped or resized copy): shown first"
-            ]
         recommendation = self.ranking.recommend(
             buyer, self._catalogue, k=k, candidates=candidates, photo_query=mode.startswith("photo")
         )
-        return SearchResponse(
-            self._results(recommendation.results), status, mode, notes + recommendation.notes
-        )
+        shown = recommendation.results
+        if PHOTO_MATCH in shown and shown[PHOTO_MATCH].any():
+            # counted among the results (the ranker pins every match first): candidates beyond k are not shown
+            matched, hidden = int(shown[PHOTO_MATCH].sum()), int(candidates[PHOTO_MATCH].sum())
+            more = f" ({hidden - matched} more beyond these {len(shown)})" if hidden > matched else ""
+            notes = notes + [
+                f"{matched} listing(s) show this photo (or a re-encoded, cropped or resized copy): "
+                f"shown first{more}"
+            ]
+        return SearchResponse(self._results(shown), status, mode, notes + recommendation.notes)
 
     def recommend(self, user_id: str, k: int = 10) -> SearchResponse:
         if str(user_id) not in self._users:
@@ -452,24 +454,35 @@ class Marketplace:
             cleaned_photos = self._clean_photos(product_id, photos)
         elif product_id in self._products.index:
             cleaned_photos = self.store.images_frame([product_id])
-        image = _first_image(cleaned_photos)
-        category = listing.category
-        if not category:
-            category = self.predict_category(f"{listing.title}. {listing.description}", image, top=1)[0][0]
-        root = category.split("/")[0].strip()
-        if root not in self.model.classes:
-            raise BadRequestError(
-                f"category {category!r}: the root must be one of the model's categories: {', '.join(self.model.classes)}"
+        # the new photos' cleaned copies are on disk now: a refused listing must not leave them there
+        written = cleaned_photos if photos is not None else None
+        try:
+            image = _first_image(cleaned_photos)
+            category = listing.category
+            if not category:
+                text = f"{listing.title}. {listing.description}"
+                category = self.predict_category(text, image, top=1)[0][0]
+            root = category.split("/")[0].strip()
+            if root not in self.model.classes:
+                raise BadRequestError(
+                    f"category {category!r}: the root must be one of the model's categories: {', '.join(self.model.classes)}"
+                )
+            product = self._clean_listing(listing, category, cleaned_photos)
+            encoded = self.model.encode_listings(
+                product, cleaned_photos if cleaned_photos is not None else _no_photos()
             )
-        product = self._clean_listing(listing, category, cleaned_photos)
-        encoded = self.model.encode_listings(
-            product, cleaned_photos if cleaned_photos is not None else _no_photos()
-        )
+        except BaseException:
+            _remove_photo_files(written)
+            raise
         vector = encoded.embeddings
         with self._write_lock:
-            self.store.save_listing(
-                product, cleaned_photos, vector, self.model.version, replace_photos=replace_photos
-            )
+            try:
+                self.store.save_listing(
+                    product, cleaned_photos, vector, self.model.version, replace_photos=replace_photos
+                )
+            except BaseException:
+                _remove_photo_files(written)
+                raise
             self.searcher.add_products(product, vector, encoded.photo_vectors, encoded.has_photo)
             table = self._products.drop(index=product_id, errors="ignore")
             self._set_products(pd.concat([table, product.set_index(S.PRODUCT_ID, drop=False)]))
@@ -516,14 +529,18 @@ class Marketplace:
         size = self.settings.data.image_size
         folder = self.settings.cache_dir / f"uploads_{size}"
         folder.mkdir(parents=True, exist_ok=True)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for position, data in enumerate(photos):
-            cleaned = clean_image(
-                data, size, self.settings.data.max_image_pixels, self.settings.data.max_image_bytes
-            )
-            image_id = f"{product_id}-{position}-{uuid.uuid4().hex[:8]}"
-            path = folder / f"{image_id}.jpg"
-            cleaned.image.save(path, format="JPEG", quality=90)
+            try:
+                cleaned = clean_image(
+                    data, size, self.settings.data.max_image_pixels, self.settings.data.max_image_bytes
+                )
+                image_id = f"{product_id}-{position}-{uuid.uuid4().hex[:8]}"
+                path = folder / f"{image_id}.jpg"
+                cleaned.image.save(path, format="JPEG", quality=90)
+            except BaseException:
+                _remove_photo_files(pd.DataFrame(rows, columns=[S.IMAGE_PATH]))  # the ones before it
+                raise
             rows.append(
                 {
                     S.IMAGE_ID: image_id,
@@ -857,6 +874,17 @@ def _plain(value: Any) -> Any:
 
 def _no_photos() -> pd.DataFrame:
     return pd.DataFrame(columns=list(S.CLEAN_IMAGE_COLUMNS))
+
+
+def _remove_photo_files(photos: pd.DataFrame | None) -> None:
+    """Delete the cleaned copies a refused write had already made (no database row names them)."""
+    if photos is None or photos.empty:
+        return
+    for path in photos[S.IMAGE_PATH]:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError as error:
+            log.warning("could not remove %s: %s", path, error)
 
 
 def _first_image(photos: pd.DataFrame | None) -> Image.Image | None:

@@ -164,6 +164,68 @@ def test_loading_a_folder_that_is_not_a_bundle_names_what_is_missing(trained, tm
         Bundle.load(broken)
 
 
+def test_macro_f1_averages_over_the_categories_that_occur() -> None:
+    """A small evaluation folder (one listing, or a few categories) is not scored as if every
+    category it lacks had F1 0."""
+    from fbmarket.evaluate import classification_metrics
+
+    classes = [f"c{i}" for i in range(13)]
+    one = classification_metrics(np.array([4]), np.eye(13)[[4]], classes)
+    assert one["accuracy"] == 1.0 and one["macro_f1"] == 1.0
+    labels = np.array([0, 0, 1, 1])
+    probs = np.eye(13)[[0, 1, 1, 1]]  # one class-0 listing taken for class 1
+    metrics = classification_metrics(labels, probs, classes)
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert len(metrics["per_class"]) == 13 and np.shape(metrics["confusion_matrix"]) == (13, 13)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _head_for_five_categories(path: Path) -> None:
+    from fbmarket.fusion.late import MEMBERS, build_late_fusion
+
+    build_late_fusion(MEMBERS, 5).save(path)
+
+
+def _tfidf_for_more_categories(path: Path) -> None:
+    config = json.loads(path.read_text())
+    config["n_classes"] += 7
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "says"),
+    [
+        ("late_fusion.keras", _truncate, "late_fusion.keras is not a .keras"),
+        ("late_fusion.keras", _head_for_five_categories, "late_fusion.keras is for 5 categories"),
+        ("tfidf.npz", _truncate, "tfidf.npz: not a readable"),
+        ("tfidf.json", _truncate, "tfidf.json: not a readable"),
+        ("tfidf.json", _tfidf_for_more_categories, "tfidf.json is for"),
+    ],
+)
+def test_a_damaged_late_fusion_member_fails_loading_and_names_the_file(
+    trained, tmp_path: Path, capsys, name: str, damage, says: str
+) -> None:
+    """Not a raw BadZipFile / JSONDecodeError traceback, nor a bundle that loads and then fails
+    every prediction (the API answered those with 422 or 500)."""
+    broken = shutil.copytree(
+        trained[0].bundle_dir, tmp_path / "broken", ignore=shutil.ignore_patterns("cache")
+    )
+    damage(broken / "model" / name)
+    with pytest.raises(BundleError, match=says):
+        Bundle.load(broken, lazy=True)
+    folder = _dataset(tmp_path, seed=13)
+    report = tmp_path / "r.json"
+    code = cli(
+        ["evaluate", "--bundle", str(broken), "--data", str(folder), "--report", str(report), "--quiet"]
+    )
+    assert code == 2
+    assert says in capsys.readouterr().err
+    assert not report.exists()
+
+
 def _dataset(tmp_path: Path, seed: int = 11) -> Path:
     from fbmarket.data.sample import write_sample
 

@@ -134,3 +134,59 @@ def test_tfidf_two_classes_and_refusals(tmp_path: Path) -> None:
     (tmp_path / VOCABULARY_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="idf weights do not match"):
         TfidfClassifier.load(tmp_path)
+
+
+def _damage_vocabulary_truncated(directory: Path) -> None:
+    text = (directory / VOCABULARY_FILE).read_text()
+    (directory / VOCABULARY_FILE).write_text(text[: len(text) // 2])
+
+
+def _damage_vocabulary_not_an_object(directory: Path) -> None:
+    (directory / VOCABULARY_FILE).write_text("[1, 2]")
+
+
+def _damage_weights_truncated(directory: Path) -> None:
+    data = (directory / WEIGHTS_FILE).read_bytes()
+    (directory / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+
+
+def _damage_weights_without_coef(directory: Path) -> None:
+    with np.load(directory / WEIGHTS_FILE) as arrays:
+        kept = {key: arrays[key] for key in arrays.files if key != "coef"}
+    np.savez(directory / WEIGHTS_FILE, **kept)
+
+
+def _damage_fewer_classes(directory: Path) -> None:
+    config = json.loads((directory / VOCABULARY_FILE).read_text())
+    config["n_classes"] = 3  # class 3 has coefficients
+    (directory / VOCABULARY_FILE).write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("damage", "named", "says"),
+    [
+        (_damage_vocabulary_truncated, VOCABULARY_FILE, "not a readable TF-IDF vocabulary"),
+        (_damage_vocabulary_not_an_object, VOCABULARY_FILE, "JSON object"),
+        (_damage_weights_truncated, WEIGHTS_FILE, "not a readable TF-IDF weights"),
+        (_damage_weights_without_coef, "", "missing 'coef'"),
+        (_damage_fewer_classes, "", "outside the 3 classes"),
+    ],
+)
+def test_a_damaged_tfidf_model_is_a_value_error_naming_the_file(
+    tmp_path: Path, damage, named: str, says: str
+) -> None:
+    """Truncated or edited files are refused at load with the file named: never a raw
+    JSONDecodeError / BadZipFile / AttributeError, nor an IndexError at the first prediction."""
+    TfidfClassifier.fit(TEXTS * 3, np.tile(LABELS, 3), n_classes=4).save(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(ValueError, match=says) as caught:
+        TfidfClassifier.load(tmp_path)
+    assert str(tmp_path / named) in str(caught.value)
+
+
+def test_missing_tfidf_weights_name_the_file(tmp_path: Path) -> None:
+    TfidfClassifier.fit(TEXTS * 3, np.tile(LABELS, 3), n_classes=4).save(tmp_path)
+    (tmp_path / WEIGHTS_FILE).unlink()
+    with pytest.raises(FileNotFoundError) as caught:
+        TfidfClassifier.load(tmp_path)
+    assert caught.value.filename == str(tmp_path / WEIGHTS_FILE)

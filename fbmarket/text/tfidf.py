@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -154,38 +155,62 @@ class TfidfClassifier:
 
     @classmethod
     def load(cls, directory: Path) -> TfidfClassifier:
-        """Raises FileNotFoundError when the files are absent, ValueError when they disagree."""
+        """Raises FileNotFoundError when a file is absent, ValueError naming the file when one
+        is unreadable (truncated, not JSON / not an .npz) or the two disagree."""
         directory = Path(directory)
-        config = json.loads((directory / VOCABULARY_FILE).read_text())
+        config_path, weights_path = directory / VOCABULARY_FILE, directory / WEIGHTS_FILE
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{config_path}: not a readable TF-IDF vocabulary file ({error})") from error
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_path}: not a TF-IDF vocabulary file (a JSON object is expected)")
         if config.get("format") != FORMAT:
+            raise ValueError(f"{config_path}: unknown TF-IDF model format {config.get('format')}")
+        if not weights_path.is_file():
+            raise FileNotFoundError(2, "the TF-IDF weights file is missing", str(weights_path))
+        try:
+            with np.load(weights_path, allow_pickle=False) as arrays:
+                weights = {key: arrays[key] for key in arrays.files}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
             raise ValueError(
-                f"{directory / VOCABULARY_FILE}: unknown TF-IDF model format {config.get('format')}"
-            )
-        with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as arrays:
-            weights = {key: arrays[key] for key in arrays.files}
+                f"{weights_path}: not a readable TF-IDF weights file ({type(error).__name__}: {error})"
+            ) from error
+        try:
+            return cls._from_parts(config, weights)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            detail = f"missing {error.args[0]!r}" if isinstance(error, KeyError) else str(error)
+            raise ValueError(
+                f"{directory}: the TF-IDF model files disagree or are incomplete: {detail}"
+            ) from error
+
+    @classmethod
+    def _from_parts(cls, config: dict[str, Any], weights: dict[str, np.ndarray]) -> TfidfClassifier:
+        """The classifier from a parsed config and its arrays; KeyError/ValueError when they disagree."""
         vectorisers = {}
         for name, spec in config["analysers"].items():
             params = dict(spec["params"])
             params["ngram_range"] = tuple(params["ngram_range"])
             idf = weights[f"idf_{name}"]
             if len(idf) != len(spec["vocabulary"]):
-                raise ValueError(f"{directory}: the {name} idf weights do not match its vocabulary")
+                raise ValueError(f"the {name} idf weights do not match its vocabulary")
             vectoriser = TfidfVectorizer(vocabulary=spec["vocabulary"], dtype=np.float32, **params)
-            vectoriser.idf_ = idf
+            vectoriser.idf_ = idf  # also validates the vocabulary (duplicate terms)
             vectorisers[name] = vectoriser
         width = sum(len(spec["vocabulary"]) for spec in config["analysers"].values())
-        if weights["coef"].shape[1] != width:
+        coef, intercept, class_index = weights["coef"], weights["intercept"], weights["class_index"]
+        n_classes = int(config["n_classes"])
+        if coef.ndim != 2 or coef.shape[1] != width:
+            raise ValueError(f"coefficients of shape {coef.shape} for a vocabulary of {width}")
+        if not (len(coef) == len(intercept) == len(class_index)):
             raise ValueError(
-                f"{directory}: coefficients for {weights['coef'].shape[1]} features, vocabulary {width}"
+                f"{len(coef)} coefficient rows, {len(intercept)} intercepts, {len(class_index)} class labels"
             )
-        return cls(
-            vectorisers,
-            weights["coef"],
-            weights["intercept"],
-            weights["class_index"],
-            int(config["n_classes"]),
-            float(config["C"]),
-        )
+        if len(class_index) and (class_index.min() < 0 or class_index.max() >= n_classes):
+            raise ValueError(f"class labels {class_index.tolist()} outside the {n_classes} classes")
+        if len(np.unique(class_index)) != len(class_index):
+            raise ValueError(f"repeated class labels {class_index.tolist()}")
+        return cls(vectorisers, coef, intercept, class_index, n_classes, float(config["C"]))
 
 
 def _ordered_vocabulary(vectoriser: TfidfVectorizer) -> list[str]:
