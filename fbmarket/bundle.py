@@ -336,13 +336,7 @@ class Bundle:
         members for listings without photos / words. Requires `late_fusion`.
         """
         assert self.late_fusion is not None
-        n = len(has_photo)
-        ones = np.ones(n, np.float32)
-        text_mask = ones if has_text is None else np.asarray(has_text, np.float32)
-        log_probs = {name: np.log(np.clip(p, 1e-12, 1.0)) for name, p in probabilities.items()}
-        masks = {"fusion_network": ones, "image": np.asarray(has_photo, np.float32)}
-        masks |= {"text": text_mask, "tfidf": text_mask}
-        return late.pool(self.late_fusion, log_probs, masks)
+        return late.pool(self.late_fusion, *late.member_inputs(probabilities, has_photo, has_text))
 
     def member_predictions(
         self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256

@@ -121,6 +121,30 @@ def member_weights(model: keras.Model) -> dict[str, float]:
     }
 
 
+def member_inputs(
+    probabilities: dict[str, np.ndarray], has_photo: np.ndarray, has_text: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """MEMBERS' (n, C) probabilities -> their log-probabilities and (n,) masks.
+
+    The image member is silenced where `has_photo` is 0, the two text members where
+    `has_text` is 0 (default: every listing has words); the network always speaks.
+    """
+    ones = np.ones(len(has_photo), np.float32)
+    text = ones if has_text is None else np.asarray(has_text, np.float32)
+    masks = {"fusion_network": ones, "image": np.asarray(has_photo, np.float32), "text": text, "tfidf": text}
+    log_probs = {name: np.log(np.clip(p, 1e-12, 1.0)) for name, p in probabilities.items()}
+    return log_probs, {name: masks[name] for name in log_probs if name in masks}
+
+
+def stack(
+    log_probs: dict[str, np.ndarray], mask: dict[str, np.ndarray], members: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-member dicts -> ((n, M, C) log-probabilities, (n, M) mask) in `members` order."""
+    stacked = np.stack([log_probs[name] for name in members], axis=1).astype(np.float32)
+    masks = np.stack([mask[name] for name in members], axis=1).astype(np.float32)
+    return stacked, masks
+
+
 def pool(model: keras.Model, log_probs: dict[str, np.ndarray], mask: dict[str, np.ndarray]) -> np.ndarray:
     """(n, C) pooled probabilities from per-member (n, C) log-probabilities and (n,) masks.
 
@@ -128,8 +152,7 @@ def pool(model: keras.Model, log_probs: dict[str, np.ndarray], mask: dict[str, n
     raises KeyError.
     """
     layer = model.get_layer("pooling")
-    stacked = np.stack([log_probs[name] for name in layer.members], axis=1).astype(np.float32)
-    masks = np.stack([mask[name] for name in layer.members], axis=1).astype(np.float32)
+    stacked, masks = stack(log_probs, mask, layer.members)
     if len(stacked) == 0:
         return np.zeros((0, layer.n_classes), np.float32)
     logits = model({"log_probs": stacked, "mask": masks}, training=False)

@@ -160,13 +160,15 @@ def fit_late_fusion_head(
     settings: Settings,
     pooled_photos: tuple[np.ndarray, np.ndarray] | None,
     history: dict[str, Any],
+    texts: np.ndarray,
 ) -> dict[str, Any]:
     """Fit the late-fusion head on the validation split, then refit the cheap members.
 
     Reads the bundle written so far (every member saved), writes
     `model/late_fusion.keras` and, with `fusion.refit_on_val`, a TF-IDF model and an
     image head trained on train + val (the image head for the number of epochs that
-    was best on val; only for frozen pretrained features, `pooled_photos`). Returns
+    was best on val; only for frozen pretrained features, `pooled_photos`; `texts` are
+    `product_text(products)`, already made for the first fit). Returns
     what bundle.json records: the member weights and what was refit.
     """
     model_dir = out_dir / MODEL_DIR
@@ -174,11 +176,7 @@ def fit_late_fusion_head(
     predictions = Bundle.load(out_dir).member_predictions(products.iloc[val_idx], images)
     names = [name for name in late.MEMBERS if name in predictions.probabilities]
     has_photo = np.array([bool(rows) for rows in predictions.photo_rows], np.float32)
-    log_probs = np.stack(
-        [np.log(np.clip(predictions.probabilities[name], 1e-12, 1.0)) for name in names], axis=1
-    )
-    mask = np.ones(log_probs.shape[:2], np.float32)
-    mask[:, names.index("image")] = has_photo
+    log_probs, mask = late.stack(*late.member_inputs(predictions.probabilities, has_photo), names)
     head = late.fit_late_fusion(log_probs, mask, labels[val_idx], names, seed=settings.seed)
     head.save(model_dir / LATE_FUSION_FILE)
     record: dict[str, Any] = {
@@ -189,7 +187,6 @@ def fit_late_fusion_head(
     if not fs.refit_on_val:
         return record
     both = np.concatenate([train_idx, val_idx])
-    texts = product_text(products)
     TfidfClassifier.fit(texts[both], labels[both], log_probs.shape[2], fs.tfidf_c, settings.seed).save(
         model_dir
     )
@@ -519,7 +516,16 @@ def train_bundle(
             "tfidf_weights": f"{MODEL_DIR}/{TFIDF_WEIGHTS_FILE}",
         }
         manifest["late_fusion"] = fit_late_fusion_head(
-            out_dir, products, prepared.images, labels, train_idx, val_idx, settings, pooled_photos, history
+            out_dir,
+            products,
+            prepared.images,
+            labels,
+            train_idx,
+            val_idx,
+            settings,
+            pooled_photos,
+            history,
+            texts,
         )
         (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
         t = tick("late-fusion head", t)
