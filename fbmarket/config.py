@@ -100,6 +100,9 @@ class TextSettings:
     finetune_learning_rate: float = 2e-4
     label_smoothing: float = 0.1
     patience: int = 3
+    # auxiliary leaf-category loss in text-only training (0 = off): the fusion model reads
+    # this encoder frozen, so it must keep the fine category for similar listings
+    leaf_weight: float = 0.5
 
 
 @dataclass

@@ -14,6 +14,7 @@ from fbmarket.text.branch import (
     EMBEDDING_LAYER,
     build_text_classifier,
     build_text_encoder,
+    build_text_models,
     set_embedding_trainable,
     string_batch,
 )
@@ -132,6 +133,40 @@ def test_training_lowers_the_loss_and_unfreezes_the_embedding_in_phase_two() -> 
     np.testing.assert_array_equal(snapshots[2], before)  # frozen through phase 1
     assert not np.allclose(snapshots[-1], before)  # fine-tuned in phase 2
     assert set_embedding_trainable(model, False) is True
+
+
+def test_leaf_head_trains_the_shared_encoder_and_is_left_out_of_the_saved_classifier(tmp_path) -> None:
+    """The auxiliary leaf loss moves the encoder; the saved classifier stays root-only; leaf -1 adds nothing."""
+    settings = tiny_settings(frozen_epochs=3, finetune_epochs=0, learning_rate=5e-3, leaf_weight=1.0)
+    encoder, titles, descriptions = _encoder(settings)
+    classifier, trainer = build_text_models(encoder, 2, 0.0, seed=0, n_leaves=4)
+    inputs = [string_batch(titles[:4]), string_batch(descriptions[:4])]
+    assert trainer.predict(inputs, verbose=0).shape == (4, 2 + 4)
+    roots = LABELS // 2  # two roots of two leaves each: only the leaf head tells the leaves apart
+    train = text_dataset(titles, descriptions, roots, 8, shuffle_seed=0, leaf_labels=LABELS)
+    history = train_text_classifier(trainer, train, train, settings, 2, n_leaves=4)
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["best_val_accuracy"][0] > 0.5  # the metric reads the root part only
+    leaf_logits = trainer.predict(inputs, verbose=0)[:, 2:]
+    np.testing.assert_array_equal(leaf_logits.argmax(axis=1), LABELS[:4])
+    classifier.save(tmp_path / "text.keras")
+    again = keras.models.load_model(tmp_path / "text.keras", compile=False)
+    assert again.predict(inputs, verbose=0).shape == (4, 2)
+    assert all(layer.name != "leaf_logits" for layer in again.layers)
+
+    from fbmarket.text.train import compile_classifier
+
+    compile_classifier(trainer, 1e-3, 0.0, 2, n_leaves=4, leaf_weight=1.0)
+    y_pred = keras.ops.convert_to_tensor(trainer.predict(inputs, verbose=0))
+    known = np.stack([roots[:4], LABELS[:4]], axis=1)
+    unknown = np.stack([roots[:4], np.full(4, -1)], axis=1)
+    root_only, _ = build_text_models(encoder, 2, 0.0, seed=0)
+    compile_classifier(root_only, 1e-3, 0.0, 2)
+    with_leaf = float(keras.ops.mean(trainer.loss(known, y_pred)))
+    without_leaf = float(keras.ops.mean(trainer.loss(unknown, y_pred)))
+    root_loss = float(keras.ops.mean(root_only.loss(roots[:4], y_pred[:, :2])))
+    assert without_leaf == pytest.approx(root_loss, rel=1e-5)
+    assert with_leaf > without_leaf
 
 
 def test_sparse_input_dense_matches_dense_and_trains(tmp_path) -> None:

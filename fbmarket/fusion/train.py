@@ -51,7 +51,7 @@ from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, make_dataset
 from fbmarket.fusion.model import FusionModel
 from fbmarket.plan import plan_training
-from fbmarket.text.branch import build_text_classifier, build_text_encoder, set_embedding_trainable
+from fbmarket.text.branch import build_text_encoder, build_text_models, set_embedding_trainable
 from fbmarket.text.tfidf import VOCABULARY_FILE as TFIDF_FILE
 from fbmarket.text.tfidf import WEIGHTS_FILE as TFIDF_WEIGHTS_FILE
 from fbmarket.text.tfidf import TfidfClassifier, product_text
@@ -278,23 +278,35 @@ def train_bundle(
         pick(descriptions, train_idx),
         seed,
     )
-    text_model = build_text_classifier(encoder, n_classes, settings.text.dropout / 2, seed)
+    leaves, leaf_labels = leaf_encoding(products, train_idx)
+    text_leaves = len(leaves) if settings.text.leaf_weight > 0 else 0
+    text_model, text_trainer = build_text_models(
+        encoder, n_classes, settings.text.dropout / 2, seed, text_leaves
+    )
+
+    def text_leaf_labels(index: np.ndarray) -> np.ndarray | None:
+        return leaf_labels[index] if text_leaves else None
+
     text_train = text_dataset(
         pick(titles, train_idx),
         pick(descriptions, train_idx),
         labels[train_idx],
         settings.text.batch_size,
         seed,
+        text_leaf_labels(train_idx),
     )
-    text_val = text_dataset(pick(titles, val_idx), pick(descriptions, val_idx), labels[val_idx], 256)
+    text_val = text_dataset(
+        pick(titles, val_idx), pick(descriptions, val_idx), labels[val_idx], 256, None, text_leaf_labels(val_idx)
+    )
     history["text"] = train_text_classifier(
-        text_model,
+        text_trainer,
         text_train,
         text_val,
         settings.text,
         n_classes,
         callbacks=_callbacks(log_dir / "text", checkpoints / "text.weights.h5"),
         verbose=verbose,
+        n_leaves=text_leaves,
     )
     text_model.save(model_dir / FILES["text_model"])
     t = tick("text-only model", t)
@@ -389,7 +401,6 @@ def train_bundle(
     scaler = TabularScaler.fit(raw_tabular.iloc[train_idx])
     scaler.save(model_dir / FILES["tabular"])
     feature_rows = features.features if len(features.features) else np.zeros((0, feature_dim), np.float32)
-    leaves, leaf_labels = leaf_encoding(products, train_idx)
     (model_dir / LEAVES_FILE).write_text(json.dumps({"leaves": leaves}, indent=2, ensure_ascii=False))
     arrays = FusionArrays(
         titles,

@@ -166,11 +166,32 @@ def build_text_encoder(
 
 def build_text_classifier(encoder: keras.Model, n_classes: int, dropout: float, seed: int) -> keras.Model:
     """The text-only model: the encoder plus a softmax over root categories."""
+    return build_text_models(encoder, n_classes, dropout, seed)[0]
+
+
+def build_text_models(
+    encoder: keras.Model, n_classes: int, dropout: float, seed: int, n_leaves: int = 0
+) -> tuple[keras.Model, keras.Model]:
+    """(classifier, trainer): the saved root classifier and the model that is fitted.
+
+    Without leaves both are the classifier, (title, description) -> (batch, n_classes)
+    probabilities. With `n_leaves` > 0 the trainer shares the encoder and the root head
+    and adds a leaf-category head on the same features: its output is the root
+    probabilities followed by the leaf logits, (batch, n_classes + n_leaves), for
+    `compile_classifier(..., n_leaves=...)`. Why: the fusion model reads this encoder
+    frozen, so whatever the encoder forgets, the fusion embedding cannot recover; trained
+    on the 13 roots alone it keeps little of the fine category that similar listings need.
+    """
     title = keras.Input((), dtype="string", name=TITLE)
     description = keras.Input((), dtype="string", name=DESCRIPTION)
     hidden = keras.layers.Dropout(dropout, seed=seed)(encoder([title, description]))
     probs = keras.layers.Dense(n_classes, activation="softmax", name="category")(hidden)
-    return keras.Model([title, description], probs, name="text_classifier")
+    classifier = keras.Model([title, description], probs, name="text_classifier")
+    if n_leaves <= 0:
+        return classifier, classifier
+    leaf_logits = keras.layers.Dense(n_leaves, name="leaf_logits")(hidden)
+    joined = keras.layers.Concatenate(name="category_and_leaf")([probs, leaf_logits])
+    return classifier, keras.Model([title, description], joined, name="text_trainer")
 
 
 def set_embedding_trainable(model: keras.Model, trainable: bool) -> bool:

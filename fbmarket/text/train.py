@@ -4,6 +4,10 @@ Phase 1 trains everything but the Word2Vec-initialised embedding, so the randoml
 initialised layers above it cannot wreck the vectors with large early gradients;
 phase 2 unfreezes the embedding at a lower learning rate. Both phases stop early on
 validation accuracy; the best weights over both phases are kept.
+
+With leaf labels the fitted model is `build_text_models`' trainer: root cross-entropy
+plus `TextSettings.leaf_weight` times the leaf-category cross-entropy on the same
+features (a multi-task auxiliary loss); accuracy and early stopping stay on the root.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ def text_dataset(
     labels: np.ndarray,
     batch_size: int,
     shuffle_seed: int | None = None,
+    leaf_labels: np.ndarray | None = None,
 ) -> tf.data.Dataset:
+    """Batches of ((title, description), y): y is the root label, (batch,), or with
+    `leaf_labels` the pairs (root, leaf), (batch, 2), leaf -1 where unknown."""
+    targets = labels.astype(np.int32)
+    if leaf_labels is not None:
+        targets = np.stack([targets, np.asarray(leaf_labels).astype(np.int32)], axis=1)
     data = tf.data.Dataset.from_tensor_slices(
-        (
-            (tf.constant(list(titles), tf.string), tf.constant(list(descriptions), tf.string)),
-            labels.astype(np.int32),
-        )
+        ((tf.constant(list(titles), tf.string), tf.constant(list(descriptions), tf.string)), targets)
     )
     if shuffle_seed is not None:
         data = data.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -37,18 +44,49 @@ def text_dataset(
 
 
 def compile_classifier(
-    model: keras.Model, learning_rate: float, label_smoothing: float, n_classes: int
+    model: keras.Model,
+    learning_rate: float,
+    label_smoothing: float,
+    n_classes: int,
+    n_leaves: int = 0,
+    leaf_weight: float = 0.0,
 ) -> None:
+    """Adam, root cross-entropy (label-smoothed) and root accuracy ("accuracy").
+
+    With `n_leaves` > 0 the model's output is root probabilities then leaf logits (the
+    trainer of `build_text_models`) and y the (root, leaf) pairs of `text_dataset`; the
+    loss adds `leaf_weight` x the leaf cross-entropy of the rows whose leaf is known.
+    """
     smoothing = float(label_smoothing)
 
+    def split(y_true, y_pred):
+        if n_leaves <= 0:
+            return keras.ops.reshape(y_true, (-1,)), y_pred, None, None
+        y_true = keras.ops.reshape(y_true, (-1, 2))
+        return y_true[:, 0], y_pred[:, :n_classes], y_true[:, 1], y_pred[:, n_classes:]
+
     def loss(y_true, y_pred):
-        onehot = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), n_classes)
-        return keras.losses.categorical_crossentropy(onehot, y_pred, label_smoothing=smoothing)
+        roots, probs, leaves, leaf_logits = split(y_true, y_pred)
+        onehot = keras.ops.one_hot(keras.ops.cast(roots, "int32"), n_classes)
+        total = keras.losses.categorical_crossentropy(onehot, probs, label_smoothing=smoothing)
+        if leaves is not None and leaf_weight > 0:
+            leaves = keras.ops.cast(leaves, "int32")
+            known = keras.ops.cast(keras.ops.greater_equal(leaves, 0), "float32")
+            leaf = keras.losses.sparse_categorical_crossentropy(
+                keras.ops.maximum(leaves, 0), leaf_logits, from_logits=True
+            )
+            total = total + leaf_weight * leaf * known
+        return total
+
+    def accuracy(y_true, y_pred):
+        roots, probs, _, _ = split(y_true, y_pred)
+        hit = keras.ops.equal(keras.ops.cast(roots, "int32"), keras.ops.cast(keras.ops.argmax(probs, -1), "int32"))
+        return keras.ops.cast(hit, "float32")
 
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=loss,
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        metrics=[keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")],
     )
 
 
@@ -88,15 +126,22 @@ def train_text_classifier(
     n_classes: int,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 0,
+    n_leaves: int = 0,
 ) -> dict[str, list[float]]:
-    """Two-phase fit; returns the concatenated history (with a `phase` entry per epoch)."""
+    """Two-phase fit; returns the concatenated history (with a `phase` entry per epoch).
+
+    `classifier` is the model fitted: the classifier, or with `n_leaves` > 0 the trainer
+    of `build_text_models` (whose layers the classifier shares) on (root, leaf) labels.
+    """
     history: dict[str, list[float]] = {}
     keep = KeepBest()
 
     def run(epochs: int, learning_rate: float, phase: int, initial_epoch: int) -> int:
         if epochs <= 0:
             return initial_epoch
-        compile_classifier(classifier, learning_rate, settings.label_smoothing, n_classes)
+        compile_classifier(
+            classifier, learning_rate, settings.label_smoothing, n_classes, n_leaves, settings.leaf_weight
+        )
         stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=settings.patience)
         fitted = classifier.fit(
             train,
