@@ -35,6 +35,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from fbmarket.text.train import known_leaf_cross_entropy
+
 TEXT_INPUTS = ("title", "description")
 PRODUCT_INPUTS = ("title", "description", "photos", "photo_mask", "tabular")
 QUERY_INPUTS = ("query_text", "query_text_mask", "query_photo", "query_photo_mask")
@@ -287,11 +289,7 @@ class FusionModel(keras.Model):
             total = total + self.contrastive_weight * contrastive
             self.contrastive_loss_tracker.update_state(contrastive)
         if leaves is not None and "leaf_logits" in y_pred and self.leaf_weight > 0:
-            leaf_labels = ops.reshape(ops.cast(leaves, "int32"), (-1,))
-            known = ops.cast(ops.greater_equal(leaf_labels, 0), "float32")
-            per_row = keras.losses.sparse_categorical_crossentropy(
-                ops.maximum(leaf_labels, 0), y_pred["leaf_logits"], from_logits=True
-            )
+            per_row, known = known_leaf_cross_entropy(leaves, y_pred["leaf_logits"])
             leaf = ops.sum(per_row * known) / ops.maximum(ops.sum(known), 1.0)
             total = total + self.leaf_weight * leaf
             self.leaf_loss_tracker.update_state(leaf)

@@ -43,6 +43,17 @@ def text_dataset(
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def known_leaf_cross_entropy(leaves, leaf_logits):
+    """(per-row leaf cross-entropy, 1.0 where the leaf is known): leaf labels -1 mark leaves
+    unseen in training, which the caller leaves out of its leaf term. Shapes (batch,)."""
+    leaves = keras.ops.reshape(keras.ops.cast(leaves, "int32"), (-1,))
+    known = keras.ops.cast(keras.ops.greater_equal(leaves, 0), "float32")
+    per_row = keras.losses.sparse_categorical_crossentropy(
+        keras.ops.maximum(leaves, 0), leaf_logits, from_logits=True
+    )
+    return per_row, known
+
+
 def compile_classifier(
     model: keras.Model,
     learning_rate: float,
@@ -70,11 +81,7 @@ def compile_classifier(
         onehot = keras.ops.one_hot(keras.ops.cast(roots, "int32"), n_classes)
         total = keras.losses.categorical_crossentropy(onehot, probs, label_smoothing=smoothing)
         if leaves is not None and leaf_weight > 0:
-            leaves = keras.ops.cast(leaves, "int32")
-            known = keras.ops.cast(keras.ops.greater_equal(leaves, 0), "float32")
-            leaf = keras.losses.sparse_categorical_crossentropy(
-                keras.ops.maximum(leaves, 0), leaf_logits, from_logits=True
-            )
+            leaf, known = known_leaf_cross_entropy(leaves, leaf_logits)
             total = total + leaf_weight * leaf * known
         return total
 
