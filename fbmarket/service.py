@@ -59,6 +59,15 @@ DATABASE_FILE = "fbmarket.db"  # the default SQLite database inside a bundle (Se
 EMBED_CHUNK = 2048  # listings embedded per database write when opening a bundle
 
 
+# A seller's listing refused by the cleaning rules -> the form field at fault (HTTP 422 names it).
+_FIELD_OF_DROP_REASON = {
+    "missing_title": "title",
+    "missing_category": "category",
+    "duplicate_id": "product_id",
+    "missing_id": "product_id",
+}
+
+
 class NotFoundError(KeyError):
     """An id that does not exist (listing, buyer): HTTP 404."""
 
@@ -516,10 +525,26 @@ class Marketplace:
             max_description_chars=self.settings.data.max_description_chars,
         )
         if product.empty:
-            reasons = ", ".join(report.dropped) or "invalid fields"
-            raise BadRequestError(f"listing rejected: {reasons}")
+            reasons = list(report.dropped) or ["invalid_fields"]
+            field_at_fault = next((f for r in reasons if (f := _FIELD_OF_DROP_REASON.get(r))), None)
+            message = f"listing rejected: {', '.join(reasons)}"
+            raise BadRequestError(
+                f"{field_at_fault}: {message}" if field_at_fault else message,
+                field=field_at_fault,
+                reason=reasons[0],
+            )
         product[S.CREATED] = datetime.now(UTC).strftime("%Y-%m-%d")
         product = attach_geo(product, report)
+        if product[S.LOCATION].iloc[0] and pd.isna(product[S.LATITUDE].iloc[0]):
+            # Stored without coordinates it would silently drop out of every distance filter
+            # and every "near me" ranking: the seller must hear about it now, not never.
+            raise BadRequestError(
+                f"location: {listing.location!r} could not be placed (no UK town or county of that "
+                'name in the offline gazetteer); give a known town ("Leeds" or "Leeds, West Yorkshire") '
+                "or leave it empty",
+                field="location",
+                reason="location_not_placed",
+            )
         product = add_features(product, photos if photos is not None else _no_photos())
         product[S.SPLIT] = hash_split(str(listing.product_id), self.settings.data.split_fractions)
         return product

@@ -430,7 +430,7 @@ def test_create_update_delete_are_visible_to_the_next_request(
     assert product_id in [r["product_id"] for r in found], "searchable by the very next request"
 
     updated = api.put(
-        f"/listings/{product_id}", data={"price": "10", "title": f"Retro {word} chair"}, headers=headers
+        f"/listings/{product_id}", data={"price": "£10 ono", "title": f"Retro {word} chair"}, headers=headers
     )
     assert updated.status_code == 200, updated.text
     assert updated.json()["price"] == 10 and updated.json()["title"] == f"Retro {word} chair"
@@ -472,6 +472,10 @@ def test_create_with_given_id_and_category(
         ({"title": ""}, "title"),
         ({"title": "ok", "price": "-5"}, "price"),
         ({"title": "ok", "price": "cheap"}, "price"),
+        ({"title": "ok", "price": "$40"}, "price"),
+        ({"title": "ok", "price": "POA"}, "price"),
+        ({"title": "   "}, "title"),
+        ({"title": "ok", "location": "Xyzzyville Qwerty"}, "location"),
         ({"title": "t" * 300}, "title"),
     ],
 )

@@ -57,3 +57,29 @@ def test_a_typed_location_with_a_postcode_is_placed_at_the_town() -> None:
     row = clean_listing(location="Leeds LS6 2AB, West Yorkshire")
     assert row[S.GEO_MATCH] == "town" and row[S.TOWN] == "Leeds"
     assert row[S.LOCATION] == "Leeds LS6 2AB, West Yorkshire"  # as the seller wrote it
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "reason"),
+    [
+        ({"location": "Xyzzyville Qwerty"}, "location", "location_not_placed"),
+        ({"location": "Leeds, Nowhereshire Qwerty"}, None, None),  # the town alone places it
+        ({"title": "   "}, "title", "missing_title"),
+        ({"title": "\u200b\u200b"}, "title", "missing_title"),  # only invisible characters
+    ],
+)
+def test_a_listing_that_cannot_be_stored_as_typed_names_the_field(
+    fields: dict, field: str | None, reason: str | None
+) -> None:
+    """A location no gazetteer entry matches would drop out of every distance filter unseen;
+    a title of blanks is no title: both are the seller's 422, naming the field."""
+    from fbmarket.service import BadRequestError
+
+    if field is None:
+        row = clean_listing(**fields)
+        assert row[S.LATITUDE] == row[S.LATITUDE], "placed"
+        return
+    with pytest.raises(BadRequestError) as raised:
+        clean_listing(**fields)
+    assert raised.value.field == field and raised.value.reason == reason
+    assert str(raised.value).startswith(f"{field}:")

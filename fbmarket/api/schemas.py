@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from fbmarket.data.prices import read_price
 from fbmarket.service import ListingResult, SearchResponse
 
 MAX_QUERY_CHARS = 500
@@ -34,7 +35,31 @@ def _blank_to_none(value: str | None) -> str | None:
     return value or None
 
 
+def _seller_price(value: object) -> object:
+    """A price as a seller types it ("25", "£25", "£1,250", "free", "£20 ono") -> pounds.
+
+    Read by the same `read_price` as the batch pipeline, so a form and a CSV agree; what it
+    refuses (no number, another currency, "POA", a negative) is the client's 422 on `price`.
+    Numbers (JSON, tests) pass through for the range check.
+    """
+    if value is None or isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    reading = read_price(text)
+    if reading.amount is None:
+        why = (reading.reason or "unparseable_price").replace("_", " ")
+        raise ValueError(
+            f"cannot read a price from {text!r} ({why}): give pounds such as 25 or £25, or 'free'"
+        )
+    return reading.amount
+
+
 Text = Annotated[str, AfterValidator(_printable)]
+SellerPrice = Annotated[float | None, BeforeValidator(_seller_price)]
+PRICE_HELP = 'GBP, as a number or as typed: "£25", "£1,250", "£20 ono", "free" (= 0)'
+
 OptionalText = Annotated[str | None, AfterValidator(_printable), AfterValidator(_blank_to_none)]
 
 
@@ -79,7 +104,7 @@ class ListingFields(BaseModel):
 
     title: Text = Field(min_length=1, max_length=200)
     description: Text = Field("", max_length=10_000)
-    price: float | None = Field(None, ge=0, le=1e7, description="GBP")
+    price: SellerPrice = Field(None, ge=0, le=1e7, description=PRICE_HELP)
     location: Text = Field("", max_length=200, description='"Town, County"')
     category: OptionalText = Field(None, max_length=200, description='full path "Root / Sub / Leaf"')
     product_id: OptionalText = Field(None, pattern=ID_PATTERN, description="generated when missing")
@@ -92,7 +117,7 @@ class ListingChanges(BaseModel):
 
     title: OptionalText = Field(None, min_length=1, max_length=200)
     description: Annotated[str | None, AfterValidator(_printable)] = Field(None, max_length=10_000)
-    price: float | None = Field(None, ge=0, le=1e7, description="GBP")
+    price: SellerPrice = Field(None, ge=0, le=1e7, description=PRICE_HELP)
     location: Annotated[str | None, AfterValidator(_printable)] = Field(None, max_length=200)
     category: OptionalText = Field(None, max_length=200, description='full path "Root / Sub / Leaf"')
 
