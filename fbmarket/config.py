@@ -293,6 +293,8 @@ class DuplicateSettings:
     fit_rule: bool = True
     labelled_listings: int = 250
     target_precision: float = 0.95
+    # ... and among thresholds within this recall of the best, the most precise is taken
+    recall_tolerance: float = 0.005
     # Reasons shown with a flagged pair (what a seller or moderator reads), and the bar for
     # calling a pair in the data a genuine re-post (reported apart, not as a false positive).
     same_photo_cosine: float = 0.95

@@ -6,7 +6,8 @@ each sampled listing is posted again as a synthetic copy, of three kinds:
 * "photo": its photos re-uploaded (cropped to 80-95% of each side, resized to 50-100%,
   re-encoded as JPEG at quality 30-75, then cleaned as an upload is), text unchanged;
 * "text": the same photo files, the title lightly reworded (words reordered, one dropped, case
-  and punctuation changed, a word swapped for a synonym: two of these);
+  and punctuation changed, a word swapped for a synonym: two of these) and the description
+  pasted again with a sentence left out or its case changed;
 * "both": the two together.
 
 A listing without photos gets a "text" copy only. Each copy is then treated as a new listing
@@ -143,6 +144,19 @@ def _synonym(words: list[str], rng: np.random.Generator) -> list[str]:
     return words[:i] + [SYNONYMS[words[i].lower().strip(".,!")]] + words[i + 1 :]
 
 
+def reword_description(description: str, rng: np.random.Generator) -> str:
+    """The description as a re-poster pastes it again: one sentence (of several) left out, or
+    the case changed; an empty one stays empty."""
+    text = description.strip()
+    if not text:
+        return description
+    sentences = [part for part in re.split(r"(?<=[.!?\n])\s+", text) if part]
+    if len(sentences) > 1 and rng.random() < 0.7:
+        drop = int(rng.integers(len(sentences)))
+        return " ".join(sentences[:drop] + sentences[drop + 1 :])
+    return text.lower() if text.lower() != text else text.capitalize() + " Thanks."
+
+
 def perturb_photo(image: Image.Image, rng: np.random.Generator) -> bytes:
     """A re-upload of the photo: cropped to 80-95% per side, resized to 50-100%, JPEG q 30-75."""
     image = image.convert("RGB")
@@ -194,9 +208,19 @@ def make_copies(
         photos = by_product.get(original)
         kinds = KINDS if photos is not None and len(photos) else ("text",)
         new_title = reword_title(str(base[S.TITLE]), rng)
+        description = base[S.DESCRIPTION] if isinstance(base[S.DESCRIPTION], str) else ""
+        new_description = reword_description(description, rng)
         for kind in kinds:
             copy_id = f"{COPY_PREFIX}-{kind}-{n}"
-            rows.append((original, copy_id, new_title if kind in ("text", "both") else base[S.TITLE]))
+            reworded = kind in ("text", "both")
+            rows.append(
+                (
+                    original,
+                    copy_id,
+                    new_title if reworded else base[S.TITLE],
+                    new_description if reworded else description,
+                )
+            )
             meta.append({"copy_id": copy_id, "original_id": original, "kind": kind})
             if photos is None or not len(photos):
                 continue
@@ -221,9 +245,10 @@ def make_copies(
                 cleaned.image.save(target, format="JPEG", quality=90)
                 photo_rows.append({S.IMAGE_ID: image_id, S.PRODUCT_ID: copy_id, S.IMAGE_PATH: str(target)})
     columns = [S.IMAGE_ID, S.PRODUCT_ID, S.IMAGE_PATH]
-    copies = table.loc[[original for original, _, _ in rows]].reset_index(drop=True)  # dtypes kept
-    copies[S.PRODUCT_ID] = [copy_id for _, copy_id, _ in rows]
-    copies[S.TITLE] = [title for _, _, title in rows]
+    copies = table.loc[[row[0] for row in rows]].reset_index(drop=True)  # dtypes kept
+    copies[S.PRODUCT_ID] = [row[1] for row in rows]
+    copies[S.TITLE] = [row[2] for row in rows]
+    copies[S.DESCRIPTION] = [row[3] for row in rows]
     photo_frame = pd.DataFrame(photo_rows)
     photo_frame = photo_frame[columns] if not photo_frame.empty else pd.DataFrame(columns=columns)
     return Copies(copies, photo_frame, pd.DataFrame(meta), perturbed)
@@ -337,9 +362,14 @@ def genuine_reposts(
 # ------------------------------------------------------------------------------ the rule
 
 
-def choose_threshold(scores: np.ndarray, labels: np.ndarray, positives: int, target: float) -> dict[str, Any]:
+def choose_threshold(
+    scores: np.ndarray, labels: np.ndarray, positives: int, target: float, tolerance: float = 0.0
+) -> dict[str, Any]:
     """The threshold with the highest recall whose precision is >= target (flag: score >= it).
 
+    Among thresholds within `tolerance` of that recall the most precise is taken: on the dev
+    data recall is flat near its top while precision is not, and a threshold that only just
+    meets the target on validation misses it on a fresh split about half the time.
     `positives` is the recall's denominator (copies judged, including those whose original
     was never a candidate). With none meeting the target, the most precise threshold.
     """
@@ -354,8 +384,11 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, positives: int, tar
     recall = tp / max(positives, 1)
     ok = np.flatnonzero(precision >= target)
     met = bool(len(ok))
-    # none meeting the target: the most precise threshold (then the one with more recall)
-    best = ok[np.argmax(recall[ok])] if met else int(np.lexsort((-recall, -precision))[0])
+    if met:
+        near = ok[recall[ok] >= recall[ok].max() - tolerance]
+        best = int(near[np.lexsort((-recall[near], -precision[near]))[0]])
+    else:  # the most precise threshold (then the one with more recall)
+        best = int(np.lexsort((-recall, -precision))[0])
     return {
         "threshold": float(s[best]),
         "precision": round(float(precision[best]), 4),
@@ -387,7 +420,9 @@ def fit_rule(
         model = LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000, random_state=seed)
         model.fit(x, y)
         rule = LogisticRule(tuple(float(c) for c in model.coef_[0]), float(model.intercept_[0]), 0.5)
-        chosen = choose_threshold(rule.score(x), y, positives, settings.target_precision)
+        chosen = choose_threshold(
+            rule.score(x), y, positives, settings.target_precision, settings.recall_tolerance
+        )
         rule.threshold = chosen["threshold"]
         record[name] = {"fitted": True, "pairs": int(len(y)), "positives": int(y.sum()), **chosen}
         return rule
@@ -504,12 +539,13 @@ def fit_on_split(
     folder: Path,
     seed: int,
     split: str = "val",
+    cache_originals: bool = True,
 ) -> DuplicateRule:
     """The rule fit on `split`, its figures there recorded in `chosen_on`."""
     started = time.perf_counter()
     originals = sample_originals(products, split, settings.labelled_listings, seed)
     pairs, features, copies = labelled_set(
-        bundle, catalogue, products, images, originals, settings, data, folder, seed
+        bundle, catalogue, products, images, originals, settings, data, folder, seed, cache_originals
     )
     rule = fit_rule(pairs, features, settings, seed)
     genuine = pairs[pairs["genuine"] & ~pairs["label"]][["original_id", "candidate_id"]].drop_duplicates()
