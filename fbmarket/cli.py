@@ -214,6 +214,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+PAIRS_SHOWN = 5  # flagged pairs printed per duplicate group (the best scores); --json has all
+
+
 def cmd_duplicates(args: argparse.Namespace) -> int:
     """The catalogue's groups of duplicate listings (re-posting), for a person to look at."""
     from fbmarket.service import Marketplace
@@ -241,9 +244,11 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         for card in group["listings"]:
             price = "n/a" if card["price"] is None else f"£{card['price']:,.2f}"
             print(f"  {card['product_id']:<34} {price:>11}  {card['title'][:70]}")
-        for pair in group["pairs"]:
+        for pair in group["pairs"][:PAIRS_SHOWN]:
             a, b = pair["product_ids"]
             print(f"    {a} ~ {b}: score {pair['score']:.2f}: {', '.join(pair['reasons'])}")
+        if len(group["pairs"]) > PAIRS_SHOWN:
+            print(f"    ({len(group['pairs']) - PAIRS_SHOWN} more flagged pair(s) in this group: --json lists all)")
     if args.limit and len(groups) > args.limit:
         print(f"\n({len(groups) - args.limit} more group(s): --limit 0 shows all)")
     return 0
