@@ -15,6 +15,7 @@ Layout under the bundle folder (`artifacts/` by default):
     model/leaves.json        leaf categories of the fusion model's auxiliary head
     model/tfidf.json, tfidf.npz   TF-IDF text model (vocabularies; idf and coefficients)
     model/late_fusion.keras  the pooling head over every member (fusion/late.py)
+    model/duplicates.json    the duplicate-listing rule and thresholds (search/duplicates.py; optional)
     metrics.json, reports/   evaluation figures and confusion matrices
 
 `Bundle.load(dir)` gives the serving API: `encode_products`, `encode_query`,
@@ -46,6 +47,8 @@ from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, product_batch
 from fbmarket.fusion.model import CosineLogits  # the import also registers FusionModel for loading
 from fbmarket.search.categories import CategoryHead, CategorySpace
+from fbmarket.search.duplicates import RULE_FILE as DUPLICATES_FILE
+from fbmarket.search.duplicates import DuplicateRule
 from fbmarket.text import branch as _text_branch  # noqa: F401  (registers custom layers)
 from fbmarket.text.tfidf import VOCABULARY_FILE as TFIDF_FILE
 from fbmarket.text.tfidf import WEIGHTS_FILE as TFIDF_WEIGHTS_FILE
@@ -137,6 +140,7 @@ class Bundle:
         self.late_fusion: keras.Model | None = None
         self.tfidf: TfidfClassifier | None = None
         self.tfidf = _load_tfidf(self.directory, len(self.classes))
+        self._duplicate_rule: DuplicateRule | None | object = _UNREAD
         self.late_fusion = _load_late_fusion(self.directory, manifest, self.classes)
         pooled = self.late_fusion.get_layer("pooling").members if self.late_fusion is not None else []
         if "tfidf" in pooled and self.tfidf is None:
@@ -235,6 +239,18 @@ class Bundle:
             "image_weights": str(weights.get("description", "")),
             "category_model": category,
         }
+
+    @property
+    def duplicate_rule(self) -> DuplicateRule | None:
+        """The duplicate-listing rule fit on this bundle's validation split (`model/duplicates.json`),
+        or None for a bundle trained before it (the caller then uses `DuplicateSettings`).
+
+        Read on first use; a file that is there but unusable is a BundleError naming it, never
+        silently replaced by defaults that were not chosen for this model."""
+        with self._parts_lock:
+            if self._duplicate_rule is _UNREAD:
+                self._duplicate_rule = _load_duplicate_rule(self.directory)
+            return self._duplicate_rule  # type: ignore[return-value]
 
     @property
     def backbone_size(self) -> int:
@@ -390,9 +406,17 @@ class Bundle:
         return self.encode_listings(products, images, show_progress, batch_size).embeddings
 
     def encode_listings(
-        self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256
+        self,
+        products: pd.DataFrame,
+        images: pd.DataFrame,
+        show_progress: bool = False,
+        batch_size: int = 256,
+        use_cache: bool | None = None,
     ) -> EncodedListings:
-        """Embeddings and pooled photo vectors for clean listings, in row order (one photo pass)."""
+        """Embeddings and pooled photo vectors for clean listings, in row order (one photo pass).
+
+        `use_cache` False keeps photos that are not the catalogue's (a draft, a synthetic
+        copy) out of the bundle's feature cache; None caches large batches only."""
         dim = int(self.manifest["feature_dim"])
         if products.empty:
             return EncodedListings(
@@ -400,9 +424,13 @@ class Bundle:
                 np.zeros((0, dim), np.float32),
                 np.zeros(0, bool),
             )
-        arrays, _ = self.arrays(products, images, show_progress)
-        photo_vectors, has_photo = _unit_pooled(arrays.features, arrays.photo_rows)
-        out = []
+        arrays, _ = self.arrays(products, images, show_progress, use_cache=use_cache)
+        photo_vectors, has_photo = unit_pooled(arrays.features, arrays.photo_rows)
+        return EncodedListings(self.embed_arrays(arrays, batch_size), photo_vectors, has_photo)
+
+    def embed_arrays(self, arrays: FusionArrays, batch_size: int = 256) -> np.ndarray:
+        """(n, embedding_dim) unit embeddings of model inputs already made (training has them)."""
+        out = [np.zeros((0, self.embedding_dim), np.float32)]
         for start in range(0, len(arrays), batch_size):
             index = list(range(start, min(len(arrays), start + batch_size)))
             out.append(
@@ -410,7 +438,7 @@ class Bundle:
                     "embedding"
                 ].numpy()
             )
-        return EncodedListings(np.concatenate(out).astype(np.float32), photo_vectors, has_photo)
+        return np.concatenate(out).astype(np.float32)
 
     def photo_vectors(
         self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False
@@ -421,7 +449,7 @@ class Bundle:
         photos = self._photo_features(
             images[images[S.PRODUCT_ID].astype(str).isin(set(ids))], show_progress, None
         )
-        return _unit_pooled(photos.features, product_photo_rows(photos, ids, self.max_photos))
+        return unit_pooled(photos.features, product_photo_rows(photos, ids, self.max_photos))
 
     # ------------------------------------------------------------------ queries
     def photo_vector(self, image: Image.Image) -> np.ndarray:
@@ -512,6 +540,22 @@ class Bundle:
         return [(self.classes[i], float(probs[i])) for i in order]
 
 
+_UNREAD = object()  # Bundle.duplicate_rule before its file was looked at
+
+
+def _load_duplicate_rule(directory: Path) -> DuplicateRule | None:
+    path = directory / MODEL_DIR / DUPLICATES_FILE
+    if not path.exists():
+        return None
+    try:
+        return DuplicateRule.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BundleError(
+            f"bundle {directory}: {MODEL_DIR}/{DUPLICATES_FILE} cannot be used ({error}); retrain the "
+            f"bundle, or delete the file to use the duplicate rule of DuplicateSettings"
+        ) from error
+
+
 def _load_tfidf(directory: Path, n_classes: int) -> TfidfClassifier | None:
     """The TF-IDF member when the bundle has one; BundleError naming the file when it is unusable."""
     model_dir = directory / MODEL_DIR
@@ -589,7 +633,7 @@ class _Predictor:
         return self._fn(batch).numpy()
 
 
-def _unit_pooled(features: np.ndarray, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def unit_pooled(features: np.ndarray, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Each product's mean photo features at unit length (zeros without a photo), and has-photo."""
     pooled, has_photo = pool_products(features, rows)
     norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

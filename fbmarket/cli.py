@@ -214,6 +214,46 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+PAIRS_SHOWN = 5  # flagged pairs printed per duplicate group (the best scores); --json has all
+
+
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    """The catalogue's groups of duplicate listings (re-posting), for a person to look at."""
+    from fbmarket.service import Marketplace
+
+    market = Marketplace.open(args.bundle, args.database, lazy_models=True)
+    try:
+        listings = len(market.searcher.table)
+        groups = market.duplicate_groups()
+        rule = market.duplicates.rule.chosen_on
+    finally:
+        market.close()
+    shown = groups[: args.limit] if args.limit else groups
+    in_groups = sum(len(g["listings"]) for g in groups)
+    if args.json:
+        payload = {"listings": listings, "groups_found": len(groups), "listings_in_groups": in_groups}
+        print(json.dumps(payload | {"groups": shown}, indent=2, default=str))
+        return 0
+    source = f"chosen on the {rule['split']} split" if rule.get("split") else "the configured default"
+    print(
+        f"{len(groups)} duplicate group(s), {in_groups} of {listings} listings "
+        f"(duplicate rule: {source}); largest first"
+    )
+    for number, group in enumerate(shown, start=1):
+        print(f"\ngroup {number}: {len(group['listings'])} listings")
+        for card in group["listings"]:
+            price = "n/a" if card["price"] is None else f"£{card['price']:,.2f}"
+            print(f"  {card['product_id']:<34} {price:>11}  {card['title'][:70]}")
+        for pair in group["pairs"][:PAIRS_SHOWN]:
+            a, b = pair["product_ids"]
+            print(f"    {a} ~ {b}: score {pair['score']:.2f}: {', '.join(pair['reasons'])}")
+        if len(group["pairs"]) > PAIRS_SHOWN:
+            print(f"    ({len(group['pairs']) - PAIRS_SHOWN} more flagged pair(s) in this group: --json lists all)")
+    if args.limit and len(groups) > args.limit:
+        print(f"\n({len(groups) - args.limit} more group(s): --limit 0 shows all)")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from fbmarket.api.app import serve
 
@@ -329,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-distance-km", type=float)
     search.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     search.add_argument("--json", action="store_true", help="print results as JSON")
+
+    duplicates = add(
+        "duplicates", cmd_duplicates, "report the groups of duplicate listings (re-posts) in a bundle's catalogue"
+    )
+    duplicates.add_argument("--bundle", required=True, type=Path)
+    duplicates.add_argument("--limit", type=int, default=20, help="groups to show, largest first (0: all)")
+    duplicates.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
+    duplicates.add_argument("--json", action="store_true", help="print the groups as JSON")
 
     serve = add("serve", cmd_serve, "serve the HTTP API and web page")
     serve.add_argument("--bundle", required=True, type=Path)

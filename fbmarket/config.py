@@ -260,6 +260,56 @@ class SearchSettings:
         return self.index_factory
 
 
+@dataclass
+class DuplicateSettings:
+    """Duplicate-listing detection (fbmarket/search/duplicates.py).
+
+    A listing is compared with its `photo_candidates` nearest listings in the photo index and
+    its `embedding_candidates` nearest in the embedding index: a re-post's photo or text puts
+    the original among them, and scoring a handful keeps a create's added cost to a few
+    milliseconds at 100k listings. Each candidate pair is scored by a logistic rule over the
+    photo cosine and the title and description similarities, and flagged at or above a
+    threshold; `fbmarket train` fits both on the validation split and saves them in
+    `model/duplicates.json`. The `rule_*` defaults here serve bundles trained before that
+    file existed (they are the rule the dev bundle chose on its validation split).
+    """
+
+    photo_candidates: int = 10
+    embedding_candidates: int = 10
+    max_results: int = 10  # flagged duplicates returned per listing, best first
+    # Descriptions are compared on their first this many characters: a re-post keeps its
+    # opening, and it bounds the cost of a create whose neighbours have long descriptions.
+    description_chars: int = 1000
+    # The default rule: logistic weights over (photo cosine, title, description) for pairs whose
+    # listings both have photos, and over (title, description) otherwise; flagged at the threshold.
+    # The rule the dev bundle's training chose on its validation split (benchmarks/duplicates.py
+    # --fit-rule): on its test split precision 0.971, recall 0.977 over all kinds of re-post.
+    rule_photo_weights: tuple[float, float, float] = (21.72, 12.89, 6.72)
+    rule_photo_intercept: float = -31.96
+    rule_photo_threshold: float = 0.895
+    rule_text_weights: tuple[float, float] = (16.33, 8.11)
+    rule_text_intercept: float = -17.82
+    rule_text_threshold: float = 0.993
+    # Fitting the rule in `fbmarket train` (search/duplicate_training.py): validation listings
+    # sampled (a minute on the dev data), the precision the threshold must keep.
+    fit_rule: bool = True
+    labelled_listings: int = 250
+    target_precision: float = 0.95
+    # ... and among thresholds within this recall of the best, the most precise is taken
+    recall_tolerance: float = 0.005
+    # Reasons shown with a flagged pair (what a seller or moderator reads), and the bar for
+    # calling a pair in the data a genuine re-post (reported apart, not as a false positive).
+    same_photo_cosine: float = 0.95
+    similar_photo_cosine: float = 0.85
+    same_text: float = 0.9
+    similar_text: float = 0.6
+
+    def __post_init__(self) -> None:
+        # JSON round trips turn tuples into lists.
+        self.rule_photo_weights = tuple(float(v) for v in self.rule_photo_weights)  # type: ignore[assignment]
+        self.rule_text_weights = tuple(float(v) for v in self.rule_text_weights)  # type: ignore[assignment]
+
+
 def _default_event_weights() -> dict[str, float]:
     return {"view": 1.0, "click": 2.0, "save": 3.0, "message": 4.0}
 
@@ -358,6 +408,7 @@ class Settings:
     search: SearchSettings = field(default_factory=SearchSettings)
     rank: RankSettings = field(default_factory=RankSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    duplicates: DuplicateSettings = field(default_factory=DuplicateSettings)
 
     # Paths derived from out_dir, so every stage agrees on where things live.
     @property
@@ -435,6 +486,7 @@ class Settings:
             "search": SearchSettings,
             "rank": RankSettings,
             "serve": ServeSettings,
+            "duplicates": DuplicateSettings,
         }
         for key, value in payload.items():
             if key not in sections:

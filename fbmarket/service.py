@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +34,13 @@ from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
 from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.recommend.training import RankingModels
+from fbmarket.search.duplicates import (
+    DuplicateDetector,
+    DuplicateMatch,
+    DuplicateRule,
+    catalogue_pairs,
+    duplicate_groups,
+)
 from fbmarket.search.hybrid import (
     NOTES,
     PHOTO_MATCH,
@@ -182,6 +190,10 @@ class Marketplace:
         self._products = products.set_index(S.PRODUCT_ID, drop=False)
         self._catalogue = Catalogue(products, settings.rank.affinity_level)
         self._shown = _ShownColumns(self._products)
+        rule = getattr(model, "duplicate_rule", None)  # None: a bundle trained before the rule was fit
+        self.duplicates = DuplicateDetector(
+            rule or DuplicateRule.from_settings(settings.duplicates), settings.duplicates
+        )
         # Photos per listing, kept in memory (a database query per search cost more than the
         # rest of result assembly); every listing is present, 0 when it has no photo.
         self._photo_count = dict.fromkeys(self._products.index.astype(str), 0)
@@ -412,8 +424,143 @@ class Marketplace:
             raise NotFoundError(f"photo {n} of listing {product_id!r} is missing from the image cache")
         return path
 
+    # ------------------------------------------------------------------ duplicates
+    def duplicates_of(self, product_id: str) -> list[DuplicateMatch]:
+        """The listings that may be the same as this stored one (re-posts), best first."""
+        if product_id not in self._products.index:
+            raise NotFoundError(f"listing {product_id!r} not found")
+        searcher = self.searcher
+        embedding = photo = None
+        if searcher.vectors is not None and product_id in searcher.vectors:
+            embedding = searcher.vectors.vectors_of([product_id])[0]
+        if searcher.photos is not None and product_id in searcher.photos:
+            photo = searcher.photos.vectors_of([product_id])[0]
+        shown = self._shown
+        row = int(shown.rows([product_id])[0])
+        title, description = (shown.title[row], shown.description[row]) if row >= 0 else ("", "")
+        return self.duplicates.find(
+            searcher.vectors,
+            searcher.photos,
+            self._texts,
+            embedding,
+            photo,
+            str(title or ""),
+            str(description or ""),
+            exclude=[product_id],
+        )
+
+    def find_duplicates(self, draft: ListingInput, photos: list[bytes]) -> list[DuplicateMatch]:
+        """Possible duplicates of a listing not saved (a seller's draft): nothing is written.
+
+        The draft is cleaned and encoded exactly as a create would be, so it gets the matches
+        its create would; its cleaned photos live in a temporary folder removed on return.
+        A draft with the id of a stored listing (an edit) never matches that listing.
+        """
+        exclude = [draft.product_id] if draft.product_id else []
+        draft = replace(draft, product_id=draft.product_id or f"draft-{uuid.uuid4().hex}")
+        with tempfile.TemporaryDirectory(prefix="fbmarket-draft-") as folder:
+            prepared = self._prepare(draft, photos, stored_photos=False, folder=Path(folder))
+            return self._find_duplicates(prepared, exclude)
+
+    def duplicate_cards(self, matches: list[DuplicateMatch]) -> list[dict[str, Any]]:
+        """Matches with what a person needs to judge them: title, price, category, place, photos.
+        A match deleted since it was found is left out."""
+        shown = self._shown
+        rows = shown.rows([m.product_id for m in matches])
+        counts = self._photo_counts([m.product_id for m in matches])
+        cards = []
+        for match, row in zip(matches, rows.tolist(), strict=True):
+            if row < 0:
+                continue
+            cards.append(
+                match.to_json()
+                | {
+                    "title": str(shown.title[row]),
+                    "price": _plain(shown.price[row]),
+                    "category": str(shown.category[row]),
+                    "location": str(shown.location[row] or ""),
+                    "image_count": counts.get(match.product_id, 0),
+                }
+            )
+        return cards
+
+    def duplicate_groups(self) -> list[dict[str, Any]]:
+        """The catalogue's groups of duplicate listings (re-posting), largest first.
+
+        Every listing is checked against its neighbours in the indexes (FAISS self-search);
+        a group is a connected component of the flagged pairs. Each group has its `listings`
+        (id, title, price, category, location, photos) and its flagged `pairs` with scores and
+        reasons, for a person to look at (`fbmarket duplicates`).
+        """
+        shown = self._shown
+        ids = shown.index.astype(str).tolist()
+        descriptions = [str(d) if isinstance(d, str) else "" for d in shown.description]
+        titles = [str(t) if isinstance(t, str) else "" for t in shown.title]
+        pairs = catalogue_pairs(
+            self.duplicates, self.searcher.vectors, self.searcher.photos, ids, titles, descriptions
+        )
+        group_of: dict[str, int] = {}
+        groups = duplicate_groups([(a, b) for a, b, _, _ in pairs])
+        for n, members in enumerate(groups):
+            group_of.update(dict.fromkeys(members, n))
+        out: list[dict[str, Any]] = [{"listings": [], "pairs": []} for _ in groups]
+        for n, members in enumerate(groups):
+            rows = shown.rows(members)
+            counts = self._photo_counts(members)
+            out[n]["listings"] = [
+                {
+                    "product_id": pid,
+                    "title": str(shown.title[row]),
+                    "price": _plain(shown.price[row]),
+                    "category": str(shown.category[row]),
+                    "location": str(shown.location[row] or ""),
+                    "image_count": counts.get(pid, 0),
+                }
+                for pid, row in zip(members, rows.tolist(), strict=True)
+            ]
+        for a, b, score, features in pairs:
+            match = self.duplicates.matches([b], features)
+            reasons = match[0].reasons if match else []
+            out[group_of[a]]["pairs"].append(
+                {
+                    "product_ids": [a, b],
+                    "score": round(score, 4),
+                    "photo_similarity": None
+                    if np.isnan(features.photo[0])
+                    else round(float(features.photo[0]), 4),
+                    "text_similarity": round(float(features.text[0]), 4),
+                    "reasons": reasons,
+                }
+            )
+        for group in out:
+            group["pairs"].sort(key=lambda pair: -pair["score"])
+        return out
+
+    def _find_duplicates(self, prepared: _Prepared, exclude: list[str]) -> list[DuplicateMatch]:
+        encoded = prepared.encoded
+        product = prepared.product
+        return self.duplicates.find(
+            self.searcher.vectors,
+            self.searcher.photos,
+            self._texts,
+            encoded.embeddings[0],
+            encoded.photo_vectors[0] if bool(encoded.has_photo[0]) else None,
+            str(product[S.TITLE].iloc[0]),
+            str(product[S.DESCRIPTION].iloc[0] or ""),
+            exclude=exclude,
+        )
+
+    def _texts(self, product_ids: Any) -> tuple[list[str], list[str]]:
+        """Titles and descriptions of listings by id ('' for one deleted meanwhile)."""
+        shown = self._shown
+        rows = shown.rows(list(product_ids))
+        titles = [str(shown.title[r] or "") if r >= 0 else "" for r in rows.tolist()]
+        descriptions = [str(shown.description[r] or "") if r >= 0 else "" for r in rows.tolist()]
+        return titles, descriptions
+
     # ------------------------------------------------------------------ writing
     def create_listing(self, listing: ListingInput, photos: list[bytes]) -> dict[str, Any]:
+        """Save a new listing; the result also lists its `possible_duplicates` (it is created anyway)."""
         product_id = listing.product_id or uuid.uuid4().hex
         if listing.product_id and product_id in self._products.index:
             raise BadRequestError(f"listing {product_id!r} already exists: use PUT to change it")
@@ -422,6 +569,7 @@ class Marketplace:
     def update_listing(
         self, product_id: str, listing: ListingInput, photos: list[bytes] | None
     ) -> dict[str, Any]:
+        """Change a listing; the result also lists its `possible_duplicates` (never itself)."""
         if product_id not in self._products.index:
             raise NotFoundError(f"listing {product_id!r} not found")
         return self._save(replace(listing, product_id=product_id), photos, replace_photos=photos is not None)
@@ -453,15 +601,17 @@ class Marketplace:
             self.save_index()
         return len(ids)
 
-    def _save(
-        self, listing: ListingInput, photos: list[bytes] | None, replace_photos: bool
-    ) -> dict[str, Any]:
-        """Clean, embed, then database (one transaction), then the in-memory indexes."""
+    def _prepare(
+        self, listing: ListingInput, photos: list[bytes] | None, stored_photos: bool, folder: Path | None = None
+    ) -> _Prepared:
+        """Clean the listing and its photos (copies into `folder`, the upload cache by default)
+        and encode it; nothing reaches the database. `stored_photos`: without new photos, a
+        stored listing keeps its own. On failure the new photo copies are removed."""
         product_id = str(listing.product_id)
         cleaned_photos = None
         if photos is not None:
-            cleaned_photos = self._clean_photos(product_id, photos)
-        elif product_id in self._products.index:
+            cleaned_photos = self._clean_photos(product_id, photos, folder)
+        elif stored_photos and product_id in self._products.index:
             cleaned_photos = self.store.images_frame([product_id])
         # the new photos' cleaned copies are on disk now: a refused listing must not leave them there
         written = cleaned_photos if photos is not None else None
@@ -474,15 +624,40 @@ class Marketplace:
             root = category.split("/")[0].strip()
             if root not in self.model.classes:
                 raise BadRequestError(
-                    f"category {category!r}: the root must be one of the model's categories: {', '.join(self.model.classes)}"
+                    f"category {category!r}: the root must be one of the model's categories: {', '.join(self.model.classes)}",
+                    field="category",
+                    reason="unknown_category",
                 )
             product = self._clean_listing(listing, category, cleaned_photos)
             encoded = self.model.encode_listings(
-                product, cleaned_photos if cleaned_photos is not None else _no_photos()
+                product,
+                cleaned_photos if cleaned_photos is not None else _no_photos(),
+                use_cache=False,
             )
         except BaseException:
             _remove_photo_files(written)
             raise
+        return _Prepared(product, cleaned_photos, written, encoded)
+
+    def _save(
+        self, listing: ListingInput, photos: list[bytes] | None, replace_photos: bool
+    ) -> dict[str, Any]:
+        """Clean, embed, look for duplicates, then database (one transaction), then the in-memory
+        indexes. Duplicates are looked for before the write (the listing is not its own) and
+        outside the write lock: a few milliseconds that never hold up other writers."""
+        product_id = str(listing.product_id)
+        prepared = self._prepare(listing, photos, stored_photos=True)
+        product, cleaned_photos, written, encoded = (
+            prepared.product,
+            prepared.cleaned_photos,
+            prepared.written,
+            prepared.encoded,
+        )
+        try:
+            matches = self._find_duplicates(prepared, [product_id])
+        except Exception:  # the check is advice: a failure of it must not refuse the listing
+            log.exception("looking for duplicates of %s failed", product_id)
+            matches = []
         vector = encoded.embeddings
         with self._write_lock:
             try:
@@ -497,7 +672,7 @@ class Marketplace:
             self._set_products(pd.concat([table, product.set_index(S.PRODUCT_ID, drop=False)]))
             self._photo_count[product_id] = 0 if cleaned_photos is None else len(cleaned_photos)
             self._after_write()
-        return self.get_listing(product_id)
+        return self.get_listing(product_id) | {"possible_duplicates": self.duplicate_cards(matches)}
 
     def _clean_listing(
         self, listing: ListingInput, category: str, photos: pd.DataFrame | None
@@ -549,10 +724,11 @@ class Marketplace:
         product[S.SPLIT] = hash_split(str(listing.product_id), self.settings.data.split_fractions)
         return product
 
-    def _clean_photos(self, product_id: str, photos: list[bytes]) -> pd.DataFrame:
-        """Every photo must decode (an ImageError names the bad one); cleaned copies go to the cache."""
+    def _clean_photos(self, product_id: str, photos: list[bytes], folder: Path | None = None) -> pd.DataFrame:
+        """Every photo must decode (an ImageError names the bad one); cleaned copies go to `folder`,
+        the upload cache by default."""
         size = self.settings.data.image_size
-        folder = self.settings.cache_dir / f"uploads_{size}"
+        folder = folder or self.settings.cache_dir / f"uploads_{size}"
         folder.mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, Any]] = []
         for position, data in enumerate(photos):
@@ -688,12 +864,28 @@ class Marketplace:
             return {str(pid): int(n) for pid, n in connection.execute(query)}
 
 
+@dataclass
+class _Prepared:
+    """A listing cleaned and encoded, not yet saved."""
+
+    product: pd.DataFrame  # one clean row
+    cleaned_photos: pd.DataFrame | None  # its photos (new copies, or the stored ones)
+    written: pd.DataFrame | None  # the new photo copies on disk (removed if the write fails)
+    encoded: Any  # bundle.EncodedListings
+
+
 class _ShownColumns:
     """The listing fields a result shows, as arrays by row, with the id -> row lookup."""
 
     def __init__(self, products: pd.DataFrame):
         self.index = pd.Index(products.index.astype(str))
         self.title = products[S.TITLE].to_numpy(dtype=object)
+        # duplicate detection compares descriptions (absent from tables made without them)
+        self.description = (
+            products[S.DESCRIPTION].to_numpy(dtype=object)
+            if S.DESCRIPTION in products
+            else np.full(len(products), "", dtype=object)
+        )
         self.category = products[S.CATEGORY].to_numpy(dtype=object)
         self.root_category = products[S.ROOT_CATEGORY].to_numpy(dtype=object)
         self.price = pd.to_numeric(products[S.PRICE], errors="coerce").to_numpy(dtype=float)

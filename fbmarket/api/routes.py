@@ -1,4 +1,5 @@
-"""The JSON API: status, category prediction, search, listings (read and write), recommendations."""
+"""The JSON API: status, category and duplicate prediction, search, listings (read and write),
+recommendations."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from fbmarket.api.errors import ApiError
 from fbmarket.api.schemas import (
     MAX_K,
     CategoryPrediction,
+    DraftDuplicatesOut,
+    DraftFields,
+    DuplicateOut,
+    DuplicatesOut,
     ErrorOut,
     HealthOut,
     ListingChanges,
@@ -125,6 +130,32 @@ def predict_category(
     )
 
 
+@router.post(
+    "/predict/duplicates",
+    response_model=DraftDuplicatesOut,
+    tags=["predict"],
+    summary="Stored listings a draft would duplicate (form of POST /listings; no key, nothing saved)",
+    responses=UPLOAD_ERRORS,
+)
+def predict_duplicates(
+    market: MarketplaceDep,
+    settings: SettingsDep,
+    fields: Annotated[DraftFields, Form()],
+    photos: Annotated[list[UploadFile] | None, File(description="photos of the item")] = None,
+) -> DraftDuplicatesOut:
+    checked = read_photos(photos, settings)
+    draft = ListingInput(
+        title=fields.title,
+        description=fields.description,
+        price=fields.price,
+        location=fields.location,
+        category=fields.category,
+        product_id=fields.product_id,
+    )
+    matches = market.find_duplicates(draft, [p.data for p in checked])
+    return DraftDuplicatesOut(duplicates=[DuplicateOut.of(c) for c in market.duplicate_cards(matches)])
+
+
 # ----------------------------------------------------------------------------- search
 
 
@@ -217,6 +248,20 @@ def similar(market: MarketplaceDep, product_id: str, k: K = 10) -> SimilarOut:
 
     results = market.similar(checked_id(product_id), k=k)
     return SimilarOut(product_id=product_id, results=[ListingCard.of(r) for r in results])
+
+
+@router.get(
+    "/listings/{product_id}/duplicates",
+    response_model=DuplicatesOut,
+    tags=["listings"],
+    summary="Stored listings that may be the same as this one (re-posts), with scores and reasons",
+    responses=ERRORS,
+)
+def duplicates(market: MarketplaceDep, product_id: str) -> DuplicatesOut:
+    matches = market.duplicates_of(checked_id(product_id))
+    return DuplicatesOut(
+        product_id=product_id, duplicates=[DuplicateOut.of(c) for c in market.duplicate_cards(matches)]
+    )
 
 
 @router.get(

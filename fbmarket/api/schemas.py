@@ -110,6 +110,16 @@ class ListingFields(BaseModel):
     product_id: OptionalText = Field(None, pattern=ID_PATTERN, description="generated when missing")
 
 
+class DraftFields(ListingFields):
+    """A listing not yet posted (form of POST /predict/duplicates): the fields of POST /listings."""
+
+    product_id: OptionalText = Field(
+        None,
+        pattern=ID_PATTERN,
+        description="when the draft edits a stored listing: that listing is never its own duplicate",
+    )
+
+
 class ListingChanges(BaseModel):
     """Fields of PUT /listings/{id}: those given replace the stored ones, the rest are kept."""
 
@@ -215,6 +225,55 @@ class SimilarOut(BaseModel):
     results: list[ListingCard]
 
 
+class DuplicateOut(BaseModel):
+    """A stored listing that may be the same as the one checked (a re-post), with the evidence."""
+
+    product_id: str
+    title: str
+    price: float | None
+    category: str
+    location: str
+    image_count: int
+    url: str
+    image_url: str | None
+    score: float = Field(description="0..1; listed at or above the duplicate rule's threshold")
+    photo_similarity: float | None = Field(
+        description="cosine of the two listings' pooled photo features; null unless both have photos"
+    )
+    text_similarity: float = Field(description="mean of the title and description similarities, 0..1")
+    reasons: list[str] = Field(description='e.g. "same photo (cosine 0.98)", "near-identical title (0.93)"')
+
+    @classmethod
+    def of(cls, card: dict[str, Any]) -> DuplicateOut:
+        """From `Marketplace.duplicate_cards`."""
+        product_id = str(card["product_id"])
+        count = int(card.get("image_count") or 0)
+        photo = card.get("photo_similarity")
+        return cls(
+            product_id=product_id,
+            title=str(card["title"]),
+            price=_finite(card.get("price")),
+            category=str(card.get("category") or ""),
+            location=str(card.get("location") or ""),
+            image_count=count,
+            url=listing_url(product_id),
+            image_url=image_url(product_id, 0) if count else None,
+            score=float(card["score"]),
+            photo_similarity=None if photo is None else float(photo),
+            text_similarity=float(card["text_similarity"]),
+            reasons=list(card.get("reasons") or []),
+        )
+
+
+class DuplicatesOut(BaseModel):
+    product_id: str
+    duplicates: list[DuplicateOut]
+
+
+class DraftDuplicatesOut(BaseModel):
+    duplicates: list[DuplicateOut]
+
+
 class ListingOut(BaseModel):
     """A stored listing with links to its cleaned photos."""
 
@@ -237,12 +296,18 @@ class ListingOut(BaseModel):
     image_count: int
     image_urls: list[str]
     url: str
+    possible_duplicates: list[DuplicateOut] = Field(
+        default_factory=list,
+        description="POST and PUT: stored listings this one may duplicate (it is saved all the same)",
+    )
 
     @classmethod
     def of(cls, listing: dict[str, Any]) -> ListingOut:
         product_id = str(listing["product_id"])
         photos = list(listing.get("images") or [])
-        fields = {k: v for k, v in listing.items() if k not in ("images", "image_count", "image_urls", "url")}
+        skip = ("images", "image_count", "image_urls", "url", "possible_duplicates")
+        fields = {k: v for k, v in listing.items() if k not in skip}
+        fields["possible_duplicates"] = [DuplicateOut.of(c) for c in listing.get("possible_duplicates") or []]
         for key in ("price", "latitude", "longitude"):
             fields[key] = _finite(fields.get(key))
         for key in ("description", "location"):

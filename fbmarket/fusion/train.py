@@ -12,7 +12,9 @@ Order (each stage feeds the next):
    the four members' log-probabilities on the validation split, pooled with weights fit
    there; then the two cheap members refit on train + val;
 6. the bundle written (bundle.json, .keras models, Word2Vec, JSON vocabularies), loaded
-   back, and evaluated on the persisted test split (JSON + confusion PNGs).
+   back; the duplicate-listing rule fit on the validation split (model/duplicates.json,
+   search/duplicate_training.py); the bundle evaluated on the persisted test split (JSON +
+   confusion PNGs).
 
 TensorBoard logs (losses, metrics, learning rate, hyper-parameters) go to
 `<fusion.log_dir>/<run>/`, best-epoch checkpoints to `<bundle>/checkpoints/`.
@@ -51,6 +53,7 @@ from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, make_dataset
 from fbmarket.fusion.model import FusionModel
 from fbmarket.plan import plan_training
+from fbmarket.search.duplicates import RULE_FILE as DUPLICATES_FILE
 from fbmarket.text.branch import build_text_encoder, build_text_models, set_embedding_trainable
 from fbmarket.text.tfidf import VOCABULARY_FILE as TFIDF_FILE
 from fbmarket.text.tfidf import WEIGHTS_FILE as TFIDF_WEIGHTS_FILE
@@ -204,6 +207,50 @@ def fit_late_fusion_head(
         image_head.save(model_dir / FILES["image_head"])
         record["refit_on_train_val"].append(f"image head ({epochs} epochs)")
     return record
+
+
+def fit_duplicate_rule(
+    bundle: Bundle,
+    products: pd.DataFrame,
+    photos: pd.DataFrame,
+    arrays: FusionArrays,
+    features: np.ndarray,
+    rows: list[list[int]],
+    settings: Settings,
+    scratch: Path,
+) -> dict[str, Any]:
+    """Fit the duplicate-listing rule on the validation split and write `model/duplicates.json`.
+
+    The catalogue (every listing's embedding and pooled photo vector) comes from the model
+    inputs training already made, so only the synthetic copies are encoded: about a minute on
+    the dev data (search/duplicate_training.py). Their photos go to a scratch folder that is
+    removed after. Returns what bundle.json records: the figures on validation.
+    """
+    import shutil
+    import tempfile
+
+    from fbmarket.bundle import unit_pooled
+    from fbmarket.search.duplicate_training import Catalogue, fit_on_split
+
+    photo_vectors, has_photo = unit_pooled(features, rows)
+    catalogue = Catalogue(
+        products[S.PRODUCT_ID].astype(str).tolist(),
+        bundle.embed_arrays(arrays),
+        photo_vectors,
+        has_photo,
+        products[S.TITLE].astype(str).tolist(),
+        products[S.DESCRIPTION].fillna("").astype(str).tolist(),
+    )
+    scratch.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="duplicates-", dir=scratch))
+    try:
+        rule = fit_on_split(
+            bundle, catalogue, products, photos, settings.duplicates, settings.data, folder, settings.seed
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    rule.save(bundle.directory / MODEL_DIR / DUPLICATES_FILE)
+    return rule.to_json()
 
 
 def train_bundle(
@@ -390,7 +437,7 @@ def train_bundle(
     if fs.late_fusion and not late_fusion:
         log.warning("no validation listings (or one category): 'fusion' is the fusion network's own head")
     # a bundle folder trained into before must not keep serving an older run's head and members
-    for stale in (LATE_FUSION_FILE, TFIDF_FILE, TFIDF_WEIGHTS_FILE):
+    for stale in (LATE_FUSION_FILE, TFIDF_FILE, TFIDF_WEIGHTS_FILE, DUPLICATES_FILE):
         (model_dir / stale).unlink(missing_ok=True)
     if late_fusion:
         TfidfClassifier.fit(texts[train_idx], labels[train_idx], n_classes, fs.tfidf_c, seed).save(model_dir)
@@ -541,8 +588,17 @@ def train_bundle(
         (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
         t = tick("late-fusion head", t)
 
-    # ---------------------------------------------------------------- 5. evaluation
+    # ---------------------------------------------------------------- duplicate rule
     bundle = Bundle.load(out_dir)
+    if settings.duplicates.fit_rule and held_out_val:
+        manifest["duplicates"] = fit_duplicate_rule(
+            bundle, products, photos, arrays, feature_rows, rows, settings, out_dir / "cache"
+        )
+        manifest["files"]["duplicates"] = f"{MODEL_DIR}/{DUPLICATES_FILE}"
+        (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
+        t = tick("duplicate rule", t)
+
+    # ---------------------------------------------------------------- 5. evaluation
     eval_split, eval_idx = ("test", test_idx) if len(test_idx) else ("val", val_idx)
     report_path = out_dir / "reports" / f"model_{eval_split}.json"
     metrics = evaluate_bundle(
