@@ -522,6 +522,23 @@ class Bundle:
             raise PriceModelError(self._price_error or "this bundle has no price model; retrain with fbmarket train")
         return self.price_model
 
+    def predict_leaf(self, embedding: np.ndarray, root: str) -> str | None:
+        """The most likely leaf category under `root` for a listing's embedding (the fusion
+        model's auxiliary leaf head), or None when the bundle has no leaf head or no leaf
+        of that root. `predict_category` names only the root; the price depends on the leaf."""
+        path = self.directory / MODEL_DIR / LEAVES_FILE
+        leaf_head = self.category_space().leaf
+        if leaf_head is None or not path.is_file():
+            return None
+        leaves = list(json.loads(path.read_text(encoding="utf-8")).get("leaves") or [])
+        if len(leaves) != leaf_head.kernel.shape[1]:
+            return None
+        under = [i for i, leaf in enumerate(leaves) if leaf.split("/")[0].strip() == root]
+        if not under:
+            return None
+        probabilities = leaf_head.probabilities(embedding)[0]
+        return str(leaves[max(under, key=lambda i: probabilities[i])])
+
     def encode_drafts(self, products: pd.DataFrame, photo_features: Sequence[np.ndarray]) -> np.ndarray:
         """(n, embedding_dim) embeddings of listings that exist nowhere yet (a seller's draft).
 

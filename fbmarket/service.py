@@ -438,11 +438,16 @@ class Marketplace:
                 reason="unknown_category",
                 details={"valid_roots": list(self.model.classes)},
             )
-        product = self._clean_listing(replace(draft, title=title, price=None, product_id="draft"), category, None)
+        unpriced = replace(draft, title=title, price=None, product_id="draft")
+        product = self._clean_listing(unpriced, category, None)
         used = images[: self.model.max_photos]
         dim = int(self.model.manifest["feature_dim"])
         features = np.stack([self.model.photo_vector(image) for image in used]) if used else np.zeros((0, dim))
-        embedding = self.model.encode_drafts(product, [features])
+        embedding = self.model.encode_drafts(product, [features])  # reads no category
+        if source == "predicted":  # a root alone leaves the price model without its leaf feature
+            leaf = self.model.predict_leaf(embedding, root)
+            if leaf is not None:
+                product = self._clean_listing(unpriced, leaf, None)
         spec = price_model.spec
         frame = spec.frame(product, embedding if spec.embedding_dim else None, [len(images)])
         predicted = price_model.predict(frame)

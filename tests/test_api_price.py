@@ -48,6 +48,7 @@ def test_predict_price_answers_with_a_range_and_evidence(api: httpx.Client, cata
     assert body["category_source"] == "predicted"
     roots = set(catalogue["listings"]["root_category"])
     assert body["category"].split(" / ")[0] in roots
+    assert " / " in body["category"], "a predicted root is refined to its most likely leaf (the leaf head)"
     evidence = body["evidence"]
     assert len(evidence) == 5
     assert all(card["price"] is not None for card in evidence)
