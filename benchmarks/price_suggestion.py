@@ -16,8 +16,9 @@ Variants (the same free-class rule for all boosters: £0 when the LightGBM P(fre
 * ridge baseline (fbmarket/baselines.py::price_regression: TF-IDF + one-hot categories,
   regressing every listing, £0 included);
 * LightGBM quantile (alpha 0.1/0.5/0.9) on embedding + category + location + text
-  features, with and without the conformal calibration; without the embedding; without
-  the text features;
+  features + the stacked text-price ridge (fbmarket/price/text_price.py, out-of-fold on
+  train), with and without the conformal calibration; without the ridge; without the
+  embedding; without the text features;
 * scikit-learn HistGradientBoostingRegressor(loss="quantile") on the same features
   (root as categorical; leaf as its integer code, since HGB caps categories at 255 and the
   dev data has ~400 leaves), with and without calibration.
@@ -50,7 +51,7 @@ from fbmarket.price.conformal import conformal_offset  # noqa: E402
 from fbmarket.price.features import ROOT, PriceFeatureSpec  # noqa: E402
 from fbmarket.price.metrics import suggestion_metrics  # noqa: E402
 from fbmarket.price.model import PriceModel  # noqa: E402
-from fbmarket.price.train import photo_counts, unpriced  # noqa: E402
+from fbmarket.price.train import photo_counts, text_price_estimates, unpriced  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "price_suggestion.json"
 
@@ -171,30 +172,50 @@ def main() -> int:
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
 
-    def fit_lightgbm(embedding: bool, text: bool) -> tuple[PriceModel, pd.DataFrame]:
+    t = time.perf_counter()
+    _, text_estimate = text_price_estimates(products, price, rows["train"], settings, args.seed)
+    seconds["text price ridge (out-of-fold on train)"] = round(time.perf_counter() - t, 2)
+
+    def fit_lightgbm(embedding: bool, text: bool, stacked: bool) -> tuple[PriceModel, pd.DataFrame]:
         spec = PriceFeatureSpec.fit(
-            products.iloc[rows["train"]], embeddings.shape[1] if embedding else 0, text
+            products.iloc[rows["train"]], embeddings.shape[1] if embedding else 0, text, stacked
         )
-        features = spec.frame(products, embeddings if embedding else None, counts)
+        features = spec.frame(
+            products, embeddings if embedding else None, counts, text_estimate if stacked else None
+        )
         model = PriceModel.fit(features.iloc[rows["train"]], price[rows["train"]], spec, settings, args.seed)
         model.calibrate(features.iloc[rows["val"]], price[rows["val"]])
         return model, features
 
+    full = "embedding + category + location + text features + text-price ridge"
     variants = {
-        "lightgbm quantile: embedding + category + location + text": (True, True),
-        "lightgbm quantile: category + location + text (no embedding)": (False, True),
-        "lightgbm quantile: embedding + category + location (no text features)": (True, False),
+        f"lightgbm quantile: {full}": (True, True, True),
+        "lightgbm quantile: embedding + category + location + text features (no text-price ridge)": (
+            True,
+            True,
+            False,
+        ),
+        "lightgbm quantile: category + location + text features + text-price ridge (no embedding)": (
+            False,
+            True,
+            True,
+        ),
+        "lightgbm quantile: embedding + category + location + text-price ridge (no text features)": (
+            True,
+            False,
+            True,
+        ),
     }
     full_features = None
     free_probability = None
-    for name, (embedding, text) in variants.items():
+    for name, (embedding, text, stacked) in variants.items():
         t = time.perf_counter()
-        model, features = fit_lightgbm(embedding, text)
+        model, features = fit_lightgbm(embedding, text, stacked)
         seconds[name] = round(time.perf_counter() - t, 2)
         test = features.iloc[rows["test"]]
         if free_probability is None:
             full_features, free_probability = features, model.free_probability(test)
-        for calibrated in (True, False) if embedding and text else (True,):
+        for calibrated in (True, False) if embedding and text and stacked else (True,):
             log_low, log_median, log_high = model.predict_log(test, calibrated=calibrated)
             label = f"{name}, {'calibrated (CQR on val)' if calibrated else 'raw quantiles'}"
             results[label] = scored(test_price, log_low, log_median, log_high, free_probability) | {
@@ -205,7 +226,7 @@ def main() -> int:
     t = time.perf_counter()
     low, median, high, offset = hist_gradient_boosting(full_features, price, rows, settings, args.seed)
     seconds["hist gradient boosting"] = round(time.perf_counter() - t, 2)
-    name = "hist gradient boosting quantile: embedding + category + location + text"
+    name = f"hist gradient boosting quantile: {full}"
     results[f"{name}, calibrated (CQR on val)"] = scored(
         test_price, low - offset, median, high + offset, free_probability
     ) | {"conformal_offset_log": offset}
@@ -269,7 +290,9 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         f"P(free) >= {free['threshold']}: precision {f(free['precision'])}, recall {f(free['recall'])} "
-        f"({free['free_listings']} free test listings, {free['predicted_free']} predicted free).",
+        f"({free['free_listings']} free test listings, {free['predicted_free']} predicted free); "
+        f"average precision {f(free['average_precision'])} (base rate {f(free['base_rate'])}), "
+        f"ROC AUC {f(free['roc_auc'])}.",
         "",
     ]
     return "\n".join(lines)

@@ -448,8 +448,7 @@ class Marketplace:
             leaf = self.model.predict_leaf(embedding, root)
             if leaf is not None:
                 product = self._clean_listing(unpriced, leaf, None)
-        spec = price_model.spec
-        frame = spec.frame(product, embedding if spec.embedding_dim else None, [len(images)])
+        frame = price_model.features(product, embedding, [len(images)])
         predicted = price_model.predict(frame)
         low, median, high = (round_gbp(v[0]) for v in (predicted.low, predicted.median, predicted.high))
         return PriceSuggestion(

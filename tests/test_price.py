@@ -194,3 +194,43 @@ def test_price_settings_round_trip_and_validation() -> None:
     assert Settings().price.interval == 0.8
     with pytest.raises(ValueError):
         PriceSettings(alphas=(0.5, 0.1, 0.9))
+
+
+class _NoEmbeddingBundle:
+    """What train_price_model reads from a bundle when the embedding is off."""
+
+    embedding_dim = 8
+
+
+def test_the_training_stage_stacks_the_text_ridge_and_saves_it_without_pickle(tmp_path: Path) -> None:
+    from fbmarket.price.text_price import CONFIG_FILE, WEIGHTS_FILE
+    from fbmarket.price.train import train_price_model
+
+    products, embeddings, price = synthetic_listings(900, seed=4)
+    products[S.TITLE] = [f"{'deluxe' if p > 100 else 'basic'} item {i}" for i, p in enumerate(price)]
+    products[S.SPLIT] = np.where(np.arange(900) < 600, "train", np.where(np.arange(900) < 750, "val", "test"))
+    products.loc[3, S.PRICE] = np.nan
+    images = pd.DataFrame(columns=[S.PRODUCT_ID])
+    settings = PriceSettings(num_boost_round=60, free_rounds=30, threads=1)
+    model, record = train_price_model(
+        _NoEmbeddingBundle(), products, images, settings, tmp_path, seed=1, embeddings=embeddings
+    )
+    assert model.spec.text_price and model.spec.columns[0] == "text_price_log"
+    assert {CONFIG_FILE, WEIGHTS_FILE, PRICE_FILE} <= set(record["files"])
+    assert record["training"]["excluded_missing_price"] == 1
+    assert record["calibration"]["calibrated"] and record["evaluated_on"] == "test"
+    assert record["metrics"]["priced"]["n"] > 0
+    with np.load(tmp_path / WEIGHTS_FILE, allow_pickle=False) as arrays:  # plain numeric arrays
+        assert all(arrays[key].dtype != object for key in arrays.files)
+    loaded = PriceModel.load(tmp_path)
+    test = products.iloc[750:]
+    before = model.predict(model.features(test, embeddings[750:], np.zeros(150)))
+    after = loaded.predict(loaded.features(test, embeddings[750:], np.zeros(150)))
+    np.testing.assert_allclose(after.median, before.median, rtol=1e-6)
+    np.testing.assert_allclose(after.high, before.high, rtol=1e-6)
+    # the ridge learnt the word that marks expensive listings
+    deluxe, basic = (
+        loaded.text_price.predict(["deluxe item"])[0],
+        loaded.text_price.predict(["basic item"])[0],
+    )
+    assert deluxe > basic

@@ -55,6 +55,8 @@ from fbmarket.fusion.dataset import FusionArrays, TabularScaler, make_dataset
 from fbmarket.fusion.model import FusionModel
 from fbmarket.plan import plan_training
 from fbmarket.price.model import FREE_FILE, PRICE_FILE, QUANTILE_FILES
+from fbmarket.price.text_price import CONFIG_FILE as TEXT_PRICE_CONFIG
+from fbmarket.price.text_price import WEIGHTS_FILE as TEXT_PRICE_WEIGHTS
 from fbmarket.text.branch import build_text_encoder, build_text_models, set_embedding_trainable
 from fbmarket.text.tfidf import VOCABULARY_FILE as TFIDF_FILE
 from fbmarket.text.tfidf import WEIGHTS_FILE as TFIDF_WEIGHTS_FILE
@@ -229,6 +231,13 @@ def fit_price_model(
         log.warning("no price model: %s", error)
         return None
     return record
+
+
+def _price_file_key(name: str) -> str:
+    """bundle.json's name for a price model file: price, price_low ... price_free, price_text_json/npz."""
+    if name == PRICE_FILE:
+        return "price"
+    return Path(name).stem if name.endswith(".txt") else name.replace(".", "_")
 
 
 def price_headline(record: dict[str, Any]) -> dict[str, Any]:
@@ -586,14 +595,14 @@ def train_bundle(
 
     # ---------------------------------------------------------------- 4b. price
     # a bundle folder trained into before must not keep serving an older run's price model
-    for stale in (PRICE_FILE, *QUANTILE_FILES, FREE_FILE):
+    for stale in (PRICE_FILE, *QUANTILE_FILES, FREE_FILE, TEXT_PRICE_CONFIG, TEXT_PRICE_WEIGHTS):
         (model_dir / stale).unlink(missing_ok=True)
     price_record: dict[str, Any] | None = None
     if settings.price.enabled:
         price_record = fit_price_model(out_dir, products, prepared.images, settings)
         if price_record is not None:
             manifest["files"] |= {
-                ("price" if name == PRICE_FILE else Path(name).stem): f"{MODEL_DIR}/{name}"
+                _price_file_key(name): f"{MODEL_DIR}/{name}"
                 for name in price_record["files"]
             }
             manifest["price"] = {k: v for k, v in price_record.items() if k != "files"}

@@ -9,7 +9,9 @@ A listing is described by
   categorical features; an unseen category is -1, which LightGBM treats as missing);
 - latitude and longitude (NaN when the place is unknown: the boosters route missing values);
 - a few text features: title and description lengths, whether the title holds a number,
-  a size/quantity word ("set", "pair", "x2"), and the photo count.
+  a size/quantity word ("set", "pair", "x2"), and the photo count;
+- optionally a text-only price estimate (ridge on TF-IDF, fbmarket/price/text_price.py),
+  stacked: the trees cannot split on 100k sparse n-gram columns themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ ROOT = "root_category"
 LEAF = "leaf_category"
 CATEGORICAL = (ROOT, LEAF)
 LOCATION_COLUMNS = ("latitude", "longitude")
+TEXT_PRICE = "text_price_log"  # the stacked ridge's log1p(price) estimate
 TEXT_COLUMNS = (
     "title_chars",
     "title_words",
@@ -54,11 +57,13 @@ class PriceFeatureSpec:
     leaves: list[str]
     embedding_dim: int = 0  # 0: no embedding columns
     text_features: bool = True
+    text_price: bool = False
     columns: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.columns:
             self.columns = [
+                *((TEXT_PRICE,) if self.text_price else ()),
                 *CATEGORICAL,
                 *LOCATION_COLUMNS,
                 *(TEXT_COLUMNS if self.text_features else ()),
@@ -66,21 +71,31 @@ class PriceFeatureSpec:
             ]
 
     @classmethod
-    def fit(cls, products: pd.DataFrame, embedding_dim: int, text_features: bool = True) -> PriceFeatureSpec:
+    def fit(
+        cls, products: pd.DataFrame, embedding_dim: int, text_features: bool = True, text_price: bool = False
+    ) -> PriceFeatureSpec:
         """Vocabularies from the training listings (sorted: the codes do not depend on row order)."""
         roots = sorted(products[S.ROOT_CATEGORY].dropna().astype(str).unique().tolist())
         leaves = sorted(products[S.LEAF_CATEGORY].dropna().astype(str).unique().tolist())
-        return cls(roots, leaves, embedding_dim, text_features)
+        return cls(roots, leaves, embedding_dim, text_features, text_price)
 
     def frame(
         self,
         products: pd.DataFrame,
         embeddings: np.ndarray | None,
         photo_counts: Sequence[int] | None = None,
+        text_price: np.ndarray | None = None,
     ) -> pd.DataFrame:
-        """The feature table for clean listings, in row order (columns exactly `self.columns`)."""
+        """The feature table for clean listings, in row order (columns exactly `self.columns`).
+
+        `text_price` is the stacked ridge's log1p(price) per listing (needed when the spec
+        has that column)."""
         n = len(products)
         out: dict[str, np.ndarray] = {}
+        if self.text_price:
+            if text_price is None or len(text_price) != n:
+                raise ValueError(f"the price features need the text price estimate of all {n} listings")
+            out[TEXT_PRICE] = np.asarray(text_price, dtype=float)
         out[ROOT] = _codes(products.get(S.ROOT_CATEGORY), self.roots, n)
         out[LEAF] = _codes(products.get(S.LEAF_CATEGORY), self.leaves, n)
         for column in LOCATION_COLUMNS:
@@ -114,6 +129,7 @@ class PriceFeatureSpec:
             "leaves": self.leaves,
             "embedding_dim": self.embedding_dim,
             "text_features": self.text_features,
+            "text_price": self.text_price,
             "columns": self.columns,
             "categorical": list(CATEGORICAL),
         }
@@ -121,11 +137,12 @@ class PriceFeatureSpec:
     @classmethod
     def from_json(cls, payload: dict) -> PriceFeatureSpec:
         return cls(
-            list(payload["roots"]),
-            list(payload["leaves"]),
-            int(payload["embedding_dim"]),
-            bool(payload["text_features"]),
-            list(payload["columns"]),
+            roots=list(payload["roots"]),
+            leaves=list(payload["leaves"]),
+            embedding_dim=int(payload["embedding_dim"]),
+            text_features=bool(payload["text_features"]),
+            text_price=bool(payload.get("text_price", False)),
+            columns=list(payload["columns"]),
         )
 
 

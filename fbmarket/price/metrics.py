@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fbmarket.price.conformal import coverage_and_width
 
@@ -53,12 +54,17 @@ def free_metrics(
     is_free = np.asarray(price, dtype=float) <= 0
     said_free = np.asarray(free_probability, dtype=float) >= threshold
     hits = int((is_free & said_free).sum())
+    both = 0 < is_free.sum() < len(is_free)
     return {
         "threshold": threshold,
         "free_listings": int(is_free.sum()),
         "predicted_free": int(said_free.sum()),
         "precision": hits / int(said_free.sum()) if said_free.any() else None,
         "recall": hits / int(is_free.sum()) if is_free.any() else None,
+        # threshold-free: how well P(free) ranks free listings above the rest (base rate = no skill)
+        "average_precision": float(average_precision_score(is_free, free_probability)) if both else None,
+        "roc_auc": float(roc_auc_score(is_free, free_probability)) if both else None,
+        "base_rate": float(is_free.mean()) if len(is_free) else None,
     }
 
 

@@ -5,6 +5,7 @@ Why this shape:
   listing directly (LightGBM `objective="quantile"`, https://lightgbm.readthedocs.io/en/
   stable/Parameters.html#objective); on log1p(price) because prices span £0.50 to £20,000
   and a seller's error is relative (£10 off a £20 lamp matters, off a £2,000 sofa not).
+- A text-only ridge estimate of the price (fbmarket/price/text_price.py) is one feature.
 - The 80% range is then calibrated on the validation split (fbmarket/price/conformal.py,
   CQR), stored as one offset in log space.
 - Listings at £0 ("free to collector") are not the bottom of the price scale but another
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,11 @@ import pandas as pd
 from fbmarket.config import PriceSettings
 from fbmarket.price.conformal import conformal_offset
 from fbmarket.price.features import CATEGORICAL, PriceFeatureSpec
+from fbmarket.price.text_price import CONFIG_FILE as TEXT_CONFIG_FILE
+from fbmarket.price.text_price import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
+from fbmarket.price.text_price import TextPriceRidge
 from fbmarket.search.storage import atomic_write_json, commit, discard, stage
+from fbmarket.text.tfidf import product_text
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,20 @@ class PriceModel:
     offset: float = 0.0  # CQR offset on log1p(price); 0 when not calibrated
     calibration: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    text_price: TextPriceRidge | None = None  # the stacked text-only estimate (spec.text_price)
+
+    def features(
+        self, products: pd.DataFrame, embeddings: np.ndarray | None, photo_counts: Sequence[int]
+    ) -> pd.DataFrame:
+        """The feature table of clean listings for this model (the text estimate included)."""
+        estimate = None
+        if self.spec.text_price:
+            if self.text_price is None:
+                raise PriceModelError("the price model reads a text price estimate but has no text model")
+            estimate = self.text_price.predict(product_text(products))
+        return self.spec.frame(
+            products, embeddings if self.spec.embedding_dim else None, photo_counts, estimate
+        )
 
     @property
     def interval(self) -> float:
@@ -182,8 +202,12 @@ class PriceModel:
             commit(temp, target)
         if self.free is None:
             (model_dir / FREE_FILE).unlink(missing_ok=True)  # never a stale classifier from an older run
+        text_files = self.text_price.save(model_dir) if self.text_price is not None else []
+        if self.text_price is None:
+            for name in (TEXT_CONFIG_FILE, TEXT_WEIGHTS_FILE):
+                (model_dir / name).unlink(missing_ok=True)
         atomic_write_json(model_dir / PRICE_FILE, self.to_json())
-        return [*boosters, PRICE_FILE]
+        return [*boosters, *text_files, PRICE_FILE]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,6 +221,7 @@ class PriceModel:
                 "median": QUANTILE_FILES[1],
                 "high": QUANTILE_FILES[2],
                 "free": FREE_FILE if self.free is not None else None,
+                "text_price": [TEXT_CONFIG_FILE, TEXT_WEIGHTS_FILE] if self.text_price is not None else None,
             },
             "features": self.spec.to_json(),
             "free_rate": self.free_rate,
@@ -228,6 +253,14 @@ class PriceModel:
 
             quantiles = [booster(files[key]) for key in ("low", "median", "high")]
             free = booster(files["free"]) if files.get("free") else None
+            text_price = None
+            if files.get("text_price"):
+                for name in files["text_price"]:
+                    if not (model_dir / name).is_file():
+                        raise PriceModelError(
+                            f"{model_dir / name} is missing (named by {PRICE_FILE}); retrain with fbmarket train"
+                        )
+                text_price = TextPriceRidge.load(model_dir)
             return cls(
                 PriceFeatureSpec.from_json(meta["features"]),
                 quantiles,
@@ -237,6 +270,7 @@ class PriceModel:
                 float(meta["conformal_offset_log"]),
                 dict(meta.get("calibration") or {}),
                 dict(meta.get("training") or {}),
+                text_price,
             )
         except PriceModelError:
             raise
