@@ -9,7 +9,7 @@ the boosters learn how far to trust it on text the ridge has not memorised; vali
 test and live listings get the ridge fit on every training listing.
 
 On the dev split (benchmarks/price_suggestion.py) the feature took LightGBM's median
-absolute error from £25.7 to £23.2 on test (R² on log price 0.500 -> 0.572).
+absolute error from £25.7 to £24.2 on test (R² on log price 0.500 -> 0.563).
 
 Saved without pickle, like the TF-IDF category member (text/tfidf.py): vocabularies in
 JSON, idf weights and coefficients in an .npz, both written atomically.
