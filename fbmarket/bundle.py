@@ -15,6 +15,8 @@ Layout under the bundle folder (`artifacts/` by default):
     model/leaves.json        leaf categories of the fusion model's auxiliary head
     model/tfidf.json, tfidf.npz   TF-IDF text model (vocabularies; idf and coefficients)
     model/late_fusion.keras  the pooling head over every member (fusion/late.py)
+    model/price.json, price_{low,median,high,free}.txt  the seller's price model (optional;
+                             fbmarket/price/: LightGBM text format + JSON metadata)
     model/duplicates.json    the duplicate-listing rule and thresholds (search/duplicates.py; optional)
     metrics.json, reports/   evaluation figures and confusion matrices
 
@@ -46,6 +48,7 @@ from fbmarket.data import schema as S
 from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, product_batch
 from fbmarket.fusion.model import CosineLogits  # the import also registers FusionModel for loading
+from fbmarket.price.model import PRICE_FILE, PriceModel, PriceModelError
 from fbmarket.search.categories import CategoryHead, CategorySpace
 from fbmarket.search.duplicates import RULE_FILE as DUPLICATES_FILE
 from fbmarket.search.duplicates import DuplicateRule
@@ -142,6 +145,7 @@ class Bundle:
         self.tfidf = _load_tfidf(self.directory, len(self.classes))
         self._duplicate_rule: DuplicateRule | None | object = _UNREAD
         self.late_fusion = _load_late_fusion(self.directory, manifest, self.classes)
+        self.price_model, self._price_error = _load_price_model(self.directory)
         pooled = self.late_fusion.get_layer("pooling").members if self.late_fusion is not None else []
         if "tfidf" in pooled and self.tfidf is None:
             raise BundleError(f"bundle {self.directory} is incomplete: missing model/{TFIDF_FILE}")
@@ -539,6 +543,64 @@ class Bundle:
         order = np.argsort(-probs)[: max(1, int(top))]
         return [(self.classes[i], float(probs[i])) for i in order]
 
+    # ------------------------------------------------------------------ price
+    def require_price_model(self) -> PriceModel:
+        """The price model, or PriceModelError saying why there is none (the API's 503)."""
+        if self.price_model is None:
+            raise PriceModelError(self._price_error or "this bundle has no price model; retrain with fbmarket train")
+        return self.price_model
+
+    def predict_leaf(self, embedding: np.ndarray, root: str) -> str | None:
+        """The most likely leaf category under `root` for a listing's embedding (the fusion
+        model's auxiliary leaf head), or None when the bundle has no leaf head or no leaf
+        of that root. `predict_category` names only the root; the price depends on the leaf."""
+        path = self.directory / MODEL_DIR / LEAVES_FILE
+        leaf_head = self.category_space().leaf
+        if leaf_head is None or not path.is_file():
+            return None
+        leaves = list(json.loads(path.read_text(encoding="utf-8")).get("leaves") or [])
+        if len(leaves) != leaf_head.kernel.shape[1]:
+            return None
+        under = [i for i, leaf in enumerate(leaves) if leaf.split("/")[0].strip() == root]
+        if not under:
+            return None
+        probabilities = leaf_head.probabilities(embedding)[0]
+        return str(leaves[max(under, key=lambda i: probabilities[i])])
+
+    def encode_drafts(self, products: pd.DataFrame, photo_features: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, embedding_dim) embeddings of listings that exist nowhere yet (a seller's draft).
+
+        `photo_features[i]` is a (photos, feature_dim) array of listing i's photos as
+        `photo_vector` gives them (decoded in memory: nothing is cached or written), empty
+        for a listing without photos. Everything else is encoded as `encode_listings` does.
+        """
+        if len(photo_features) != len(products):
+            raise ValueError(f"{len(photo_features)} photo sets for {len(products)} listings")
+        dim = int(self.manifest["feature_dim"])
+        rows: list[list[int]] = []
+        blocks: list[np.ndarray] = []
+        start = 0
+        for features in photo_features:
+            block = np.asarray(features, np.float32).reshape(-1, dim)[: self.max_photos]
+            rows.append(list(range(start, start + len(block))))
+            blocks.append(block)
+            start += len(block)
+        titles, descriptions = tokenize_listings(
+            products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist(), False
+        )
+        raw = TabularScaler.raw(products.reset_index(drop=True), [len(r) for r in rows])
+        arrays = FusionArrays(
+            [join(t) for t in titles],
+            [join(d) for d in descriptions],
+            titles,
+            rows,
+            np.concatenate(blocks) if start else np.zeros((0, dim), np.float32),
+            self.tabular.transform(raw),
+            np.full(len(products), -1),
+        )
+        batch = product_batch(arrays, list(range(len(products))), self.max_photos)
+        return self._products_fn(_tensors(batch))["embedding"].numpy().astype(np.float32)
+
 
 _UNREAD = object()  # Bundle.duplicate_rule before its file was looked at
 
@@ -620,6 +682,21 @@ def _load_late_fusion(
             f"bundle {directory}: {name} is for {layer.n_classes} categories, the bundle has {len(classes)}; {hint}"
         )
     return model
+
+
+def _load_price_model(directory: Path) -> tuple[PriceModel | None, str | None]:
+    """The price model when the bundle has one, else None and the reason.
+
+    Optional on purpose: bundles trained before it serve search as before, and a damaged
+    price model costs only price suggestions (which then say why), never the whole bundle.
+    """
+    if not (directory / MODEL_DIR / PRICE_FILE).exists():
+        return None, "this bundle has no price model; retrain with fbmarket train"
+    try:
+        return PriceModel.load(directory / MODEL_DIR), None
+    except PriceModelError as error:
+        log.warning("price model unusable: %s", error)
+        return None, str(error)
 
 
 class _Predictor:

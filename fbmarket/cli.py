@@ -254,6 +254,43 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_price(args: argparse.Namespace) -> int:
+    """A fair price range for a listing not yet posted (the bundle's price model), with the
+    nearest priced listings as evidence. Nothing is written to the bundle."""
+    from dataclasses import asdict
+
+    from fbmarket.data.images import open_image
+    from fbmarket.price.model import PriceModelError
+    from fbmarket.service import ListingInput, Marketplace
+
+    market = Marketplace.open(args.bundle, args.database, lazy_models=True)
+    try:
+        limits = market.settings.data
+        photos = [open_image(Path(path), limits.max_image_pixels, limits.max_image_bytes) for path in args.image]
+        draft = ListingInput(
+            title=args.title, description=args.description, location=args.location, category=args.category
+        )
+        try:
+            suggestion = market.suggest_price(draft, photos)
+        except PriceModelError as error:
+            print(f"fbmarket price: error: {error}", file=sys.stderr)
+            return 2
+    finally:
+        market.close()
+    if args.json:
+        print(json.dumps(asdict(suggestion), indent=2))
+        return 0
+    share = f"{suggestion.interval:.0%}"
+    print(f"suggested price: £{suggestion.median:,.2f}  ({share} range £{suggestion.low:,.2f} - £{suggestion.high:,.2f})")
+    print(f"P(free): {suggestion.free_probability:.1%}")
+    print(f"category ({suggestion.category_source}): {suggestion.category}")
+    print(f"evidence: the {len(suggestion.evidence)} nearest priced listing(s)")
+    for rank, result in enumerate(suggestion.evidence, start=1):
+        price = "n/a" if result.price is None else f"£{result.price:,.2f}"
+        print(f"{rank:3d}. {result.score:6.3f}  {result.title[:60]:60} {price:>11}  {result.location}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from fbmarket.api.app import serve
 
@@ -377,6 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     duplicates.add_argument("--limit", type=int, default=20, help="groups to show, largest first (0: all)")
     duplicates.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     duplicates.add_argument("--json", action="store_true", help="print the groups as JSON")
+    price = add("price", cmd_price, "suggest a price range for a listing, with the nearest priced listings")
+    price.add_argument("--bundle", required=True, type=Path)
+    price.add_argument("--title", required=True, help="the listing's title")
+    price.add_argument("--description", default="", help="the listing's description")
+    price.add_argument("--category", help='"Root / Sub / Leaf" (or a root); predicted when missing')
+    price.add_argument("--location", default="", help='"Town, County"')
+    price.add_argument("--image", type=Path, action="append", default=[], help="a photo (repeat for more)")
+    price.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
+    price.add_argument("--json", action="store_true", help="print the suggestion as JSON")
 
     serve = add("serve", cmd_serve, "serve the HTTP API and web page")
     serve.add_argument("--bundle", required=True, type=Path)

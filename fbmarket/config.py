@@ -192,6 +192,48 @@ class FusionSettings:
 
 
 @dataclass
+class PriceSettings:
+    """The seller's price suggestion (fbmarket/price/): quantile models of log1p(price).
+
+    Three LightGBM boosters with the quantile (pinball) loss at `alphas` give the low,
+    median and high price; the 80% range is then calibrated on the validation split by
+    conformalized quantile regression (Romano, Patterson & Candes 2019). Listings at £0
+    ("free") are a class of their own (a binary booster), not a £0 regression target.
+    """
+
+    enabled: bool = True  # train it in `fbmarket train` (old bundles without one still load)
+    alphas: tuple[float, float, float] = (0.1, 0.5, 0.9)  # low, median, high: an 80% range
+    calibrate: bool = True  # conformal widening/narrowing on the validation split
+    num_boost_round: int = 300
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 20
+    feature_fraction: float = 0.5  # the 256-d embedding would otherwise crowd out the few tabular columns
+    lambda_l2: float = 1.0
+    use_embedding: bool = True  # the fusion embedding of the listing (embedded without its price)
+    text_features: bool = True  # title/description lengths and digit/number flags
+    # a ridge on TF-IDF text's log-price estimate as one feature (out-of-fold on train):
+    # dev test median abs error £25.7 -> £24.2, R² on log price 0.500 -> 0.563 (benchmarks/price_suggestion.py)
+    text_price: bool = True
+    text_price_alpha: float = 1.0  # the ridge baseline's choice on the dev val split
+    text_price_folds: int = 5
+    free_rounds: int = 200  # boosting rounds of the P(free) classifier
+    evidence_k: int = 5  # nearest priced listings shown as evidence
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        self.alphas = tuple(float(a) for a in self.alphas)  # JSON round trips give lists
+        low, mid, high = self.alphas
+        if not 0 < low < mid < high < 1:
+            raise ValueError(f"price alphas must be increasing within (0, 1), got {self.alphas}")
+
+    @property
+    def interval(self) -> float:
+        """The nominal coverage of the [low, high] range (0.8 for alphas 0.1 / 0.9)."""
+        return round(self.alphas[2] - self.alphas[0], 6)
+
+
+@dataclass
 class SearchSettings:
     """FAISS index and hybrid retrieval.
 
@@ -407,6 +449,7 @@ class Settings:
     fusion: FusionSettings = field(default_factory=FusionSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     rank: RankSettings = field(default_factory=RankSettings)
+    price: PriceSettings = field(default_factory=PriceSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     duplicates: DuplicateSettings = field(default_factory=DuplicateSettings)
 
@@ -485,6 +528,7 @@ class Settings:
             "fusion": FusionSettings,
             "search": SearchSettings,
             "rank": RankSettings,
+            "price": PriceSettings,
             "serve": ServeSettings,
             "duplicates": DuplicateSettings,
         }
@@ -532,4 +576,6 @@ class Settings:
         self.fusion.embedding_dim = min(self.fusion.embedding_dim, 64)
         self.fusion.epochs = min(self.fusion.epochs, 2)
         self.rank.n_buyers = min(self.rank.n_buyers, 60)
+        self.price.num_boost_round = min(self.price.num_boost_round, 100)
+        self.price.free_rounds = min(self.price.free_rounds, 50)
         return self

@@ -13,6 +13,7 @@ import os
 import tempfile
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,9 +28,10 @@ from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.data.clean import CleaningReport, attach_geo, clean_products
 from fbmarket.data.features import add_features
-from fbmarket.data.images import clean_image
+from fbmarket.data.images import clean_image, open_image
 from fbmarket.data.split import hash_split
 from fbmarket.data.store import Store, images, users
+from fbmarket.price.model import round_gbp
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
 from fbmarket.recommend.ranker import RuleRanker
@@ -161,6 +163,22 @@ class ListingInput:
     category: str | None = None
     product_id: str | None = None  # generated when missing
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PriceSuggestion:
+    """A fair price for a draft listing (fbmarket/price/): the median and a calibrated range in
+    GBP, P(free), the category it was priced in, and the nearest priced listings as evidence."""
+
+    median: float
+    low: float
+    high: float
+    free_probability: float
+    category: str
+    category_source: str  # "given" | "predicted"
+    evidence: list[ListingResult]
+    interval: float = 0.8  # nominal share of prices inside [low, high]
+    model: str = "lightgbm-quantile"
 
 
 class Marketplace:
@@ -403,6 +421,89 @@ class Marketplace:
             return self.model.predict_category(text, image, top=top)
         except ValueError as error:
             raise BadRequestError(str(error)) from error
+
+    def suggest_price(
+        self, draft: ListingInput, photos: Sequence[bytes | Image.Image] = ()
+    ) -> PriceSuggestion:
+        """A price range for a listing not yet posted: nothing is written (database, index,
+        photo cache). The draft is cleaned and geocoded as `create_listing` would, embedded
+        without a price (as the price model was trained), priced by the bundle's quantile
+        models, and shown beside its nearest priced listings in the catalogue.
+
+        BadRequestError (field `title` / `category`) for a draft that cannot be priced;
+        ImageError for a photo that does not decode; PriceModelError when the bundle has no
+        price model.
+        """
+        title = (draft.title or "").strip()
+        if not title:
+            raise BadRequestError(
+                "title: a price suggestion needs the listing's title", field="title", reason="missing_title"
+            )
+        price_model = self.model.require_price_model()
+        limits = self.settings.data
+        images = [
+            photo if isinstance(photo, Image.Image) else open_image(photo, limits.max_image_pixels, limits.max_image_bytes)
+            for photo in photos
+        ]
+        category, source = (draft.category or "").strip(), "given"
+        if not category:
+            text = f"{title}. {draft.description or ''}".strip()
+            category = self.predict_category(text, images[0] if images else None, top=1)[0][0]
+            source = "predicted"
+        root = category.split("/")[0].strip()
+        if root not in self.model.classes:
+            raise BadRequestError(
+                f"category {category!r}: the root must be one of the model's categories: "
+                f"{', '.join(self.model.classes)}",
+                field="category",
+                reason="unknown_category",
+                details={"valid_roots": list(self.model.classes)},
+            )
+        unpriced = replace(draft, title=title, price=None, product_id="draft")
+        product = self._clean_listing(unpriced, category, None)
+        used = images[: self.model.max_photos]
+        dim = int(self.model.manifest["feature_dim"])
+        features = np.stack([self.model.photo_vector(image) for image in used]) if used else np.zeros((0, dim))
+        embedding = self.model.encode_drafts(product, [features])  # reads no category
+        if source == "predicted":  # a root alone leaves the price model without its leaf feature
+            leaf = self.model.predict_leaf(embedding, root)
+            if leaf is not None:
+                product = self._clean_listing(unpriced, leaf, None)
+        frame = price_model.features(product, embedding, [len(images)])
+        predicted = price_model.predict(frame)
+        low, median, high = (round_gbp(v[0]) for v in (predicted.low, predicted.median, predicted.high))
+        return PriceSuggestion(
+            median=median,
+            low=low,
+            high=high,
+            free_probability=round(float(predicted.free_probability[0]), 4),
+            category=str(product[S.CATEGORY].iloc[0]),
+            category_source=source,
+            evidence=self._price_evidence(embedding[0], str(product[S.ROOT_CATEGORY].iloc[0])),
+            interval=price_model.interval,
+        )
+
+    def _price_evidence(self, vector: np.ndarray, root: str) -> list[ListingResult]:
+        """The catalogue's nearest listings with a price (by fusion embedding), those in the
+        same root category first; `score` and `factors["similarity"]` are the cosine."""
+        k = self.settings.price.evidence_k
+        hits = self.searcher.nearest(vector, k, Filters(root_category=root, min_price=0.0))
+        if len(hits) < k:  # a thin category: fill up from the rest of the catalogue
+            seen = {pid for pid, _ in hits}
+            more = self.searcher.nearest(vector, min(MAX_K, k + len(seen)), Filters(min_price=0.0))
+            hits += [(pid, score) for pid, score in more if pid not in seen][: k - len(hits)]
+        if not hits:
+            return []
+        ids, scores = zip(*hits, strict=True)
+        frame = pd.DataFrame(
+            {
+                S.PRODUCT_ID: list(ids),
+                "score": list(scores),
+                "factors": [{SIMILARITY: float(score)} for score in scores],
+                DISTANCE_KM: np.nan,
+            }
+        )
+        return self._results(frame)
 
     def get_listing(self, product_id: str) -> dict[str, Any]:
         listing = self.store.get_listing(product_id)

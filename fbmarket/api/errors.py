@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fbmarket.data.images import ImageError
+from fbmarket.price.model import PriceModelError
 from fbmarket.service import BadRequestError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,10 @@ def install_error_handlers(app: FastAPI) -> None:
             error = {"loc": [location, field], "msg": message, "type": reason, "field": field}
             errors = [error | dict(getattr(exc, "details", {}))]
         return JSONResponse(error_body(message, errors, reason), 422)
+
+    @app.exception_handler(PriceModelError)
+    async def no_price_model(_request: Request, exc: PriceModelError) -> JSONResponse:
+        return JSONResponse(error_body(message_of(exc), reason="no_price_model"), 503)
 
     @app.exception_handler(ImageError)
     async def bad_image(_request: Request, exc: ImageError) -> JSONResponse:

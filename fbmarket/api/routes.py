@@ -1,5 +1,5 @@
-"""The JSON API: status, category and duplicate prediction, search, listings (read and write),
-recommendations."""
+"""The JSON API: status, predictions for a draft listing (category, price, duplicates), search,
+listings (read and write), recommendations."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from fbmarket.api.schemas import (
     ListingOut,
     OptionalText,
     PredictOut,
+    PriceFields,
+    PriceOut,
     ReadyOut,
     SearchOut,
     SearchParams,
@@ -128,6 +130,29 @@ def predict_category(
     return PredictOut(
         predictions=[CategoryPrediction(category=c, probability=float(p)) for c, p in ranked], inputs=inputs
     )
+
+
+@router.post(
+    "/predict/price",
+    response_model=PriceOut,
+    tags=["predict"],
+    summary="A fair price range for a listing not yet posted, with the nearest priced listings",
+    responses={
+        **UPLOAD_ERRORS,
+        503: {"model": ErrorOut, "description": "this bundle has no price model (retrain with fbmarket train)"},
+    },
+)
+def predict_price(
+    market: MarketplaceDep,
+    settings: SettingsDep,
+    fields: Annotated[PriceFields, Form()],
+    photos: Annotated[list[UploadFile] | None, File(description="photos of the item")] = None,
+) -> PriceOut:
+    checked = read_photos(photos, settings)
+    draft = ListingInput(
+        title=fields.title, description=fields.description, location=fields.location, category=fields.category
+    )
+    return PriceOut.of(market.suggest_price(draft, [p.image for p in checked]))
 
 
 @router.post(

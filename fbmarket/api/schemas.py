@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from fbmarket.data.prices import read_price
-from fbmarket.service import ListingResult, SearchResponse
+from fbmarket.service import ListingResult, PriceSuggestion, SearchResponse
 
 MAX_QUERY_CHARS = 500
 MAX_K = 100
@@ -118,6 +118,17 @@ class DraftFields(ListingFields):
         pattern=ID_PATTERN,
         description="when the draft edits a stored listing: that listing is never its own duplicate",
     )
+class PriceFields(BaseModel):
+    """A draft listing to price (form of POST /predict/price); category is predicted when missing."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    title: Text = Field(min_length=1, max_length=200)
+    description: Text = Field("", max_length=10_000)
+    category: OptionalText = Field(
+        None, max_length=200, description='full path "Root / Sub / Leaf" (or a root); predicted when missing'
+    )
+    location: Text = Field("", max_length=200, description='"Town, County"')
 
 
 class ListingChanges(BaseModel):
@@ -217,6 +228,37 @@ class SearchOut(BaseModel):
             buyer_status=response.buyer_status,
             mode=response.mode,
             notes=list(response.notes),
+        )
+
+
+class PriceOut(BaseModel):
+    """A suggested price: the median and the calibrated `interval` range (GBP), P(free), the
+    category priced in, and the nearest priced listings in the catalogue as evidence
+    (`score` = cosine similarity of the fusion embeddings)."""
+
+    median: float = Field(description="GBP; the price if the item is not given away")
+    low: float = Field(description="GBP; lower end of the range")
+    high: float = Field(description="GBP; upper end of the range")
+    interval: float = Field(description="nominal share of real prices inside [low, high] (0.8)")
+    currency: str = "GBP"
+    free_probability: float = Field(description='probability that a listing like this is "free" (£0)')
+    category: str
+    category_source: str = Field(description="given | predicted")
+    evidence: list[ListingCard]
+    model: str
+
+    @classmethod
+    def of(cls, suggestion: PriceSuggestion) -> PriceOut:
+        return cls(
+            median=suggestion.median,
+            low=suggestion.low,
+            high=suggestion.high,
+            interval=suggestion.interval,
+            free_probability=suggestion.free_probability,
+            category=suggestion.category,
+            category_source=suggestion.category_source,
+            evidence=[ListingCard.of(result) for result in suggestion.evidence],
+            model=suggestion.model,
         )
 
 

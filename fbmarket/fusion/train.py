@@ -11,7 +11,10 @@ Order (each stage feeds the next):
 5. a TF-IDF logistic regression (text/tfidf.py) and the late-fusion head (fusion/late.py):
    the four members' log-probabilities on the validation split, pooled with weights fit
    there; then the two cheap members refit on train + val;
-6. the bundle written (bundle.json, .keras models, Word2Vec, JSON vocabularies), loaded
+6. the seller's price model (fbmarket/price/): LightGBM quantile boosters on log price over
+   the listings' price-free embeddings, category, location and text features, fit on
+   train, the 80% range calibrated on val (CQR), saved as LightGBM text + JSON;
+7. the bundle written (bundle.json, .keras models, Word2Vec, JSON vocabularies), loaded
    back; the duplicate-listing rule fit on the validation split (model/duplicates.json,
    search/duplicate_training.py); the bundle evaluated on the persisted test split (JSON +
    confusion PNGs).
@@ -53,6 +56,9 @@ from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, make_dataset
 from fbmarket.fusion.model import FusionModel
 from fbmarket.plan import plan_training
+from fbmarket.price.model import FREE_FILE, PRICE_FILE, QUANTILE_FILES
+from fbmarket.price.text_price import CONFIG_FILE as TEXT_PRICE_CONFIG
+from fbmarket.price.text_price import WEIGHTS_FILE as TEXT_PRICE_WEIGHTS
 from fbmarket.search.duplicates import RULE_FILE as DUPLICATES_FILE
 from fbmarket.text.branch import build_text_encoder, build_text_models, set_embedding_trainable
 from fbmarket.text.tfidf import VOCABULARY_FILE as TFIDF_FILE
@@ -251,6 +257,50 @@ def fit_duplicate_rule(
         shutil.rmtree(folder, ignore_errors=True)
     rule.save(bundle.directory / MODEL_DIR / DUPLICATES_FILE)
     return rule.to_json()
+def fit_price_model(
+    out_dir: Path, products: pd.DataFrame, images: pd.DataFrame, settings: Settings
+) -> dict[str, Any] | None:
+    """Train the seller's price model (fbmarket/price/) on the bundle written so far.
+
+    Fit on the training split, the 80% range calibrated on the validation split (CQR;
+    without one, uncalibrated with a note), scored on the test split. Returns what
+    bundle.json records, or None (with a warning) when there are too few priced listings.
+    """
+    from fbmarket.price.train import train_price_model
+
+    try:
+        _, record = train_price_model(
+            Bundle.load(out_dir), products, images, settings.price, out_dir / MODEL_DIR, settings.seed
+        )
+    except ValueError as error:  # e.g. fewer than 2 priced training listings
+        log.warning("no price model: %s", error)
+        return None
+    return record
+
+
+def _price_file_key(name: str) -> str:
+    """bundle.json's name for a price model file: price, price_low ... price_free, price_text_json/npz."""
+    if name == PRICE_FILE:
+        return "price"
+    return Path(name).stem if name.endswith(".txt") else name.replace(".", "_")
+
+
+def price_headline(record: dict[str, Any]) -> dict[str, Any]:
+    """The price model's figures for the training summary: every priced listing, £0 included."""
+    figures = record["metrics"]
+    every, priced = figures["all"], figures["priced"]
+    return {
+        "evaluated_on": record.get("evaluated_on"),
+        "median_abs_error_gbp": every.get("median_abs_error_gbp"),
+        "mae_gbp": every.get("mae_gbp"),
+        "rmse_log": every.get("rmse_log"),
+        "r2_log": every.get("r2_log"),
+        "range_coverage": priced.get("coverage"),
+        "range_mean_width_gbp": priced.get("mean_width_gbp"),
+        "free_precision": figures["free"].get("precision"),
+        "free_recall": figures["free"].get("recall"),
+        "calibrated": bool(record["calibration"].get("calibrated")),
+    }
 
 
 def train_bundle(
@@ -588,7 +638,23 @@ def train_bundle(
         (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
         t = tick("late-fusion head", t)
 
-    # ---------------------------------------------------------------- duplicate rule
+    # ---------------------------------------------------------------- 4b. price
+    # a bundle folder trained into before must not keep serving an older run's price model
+    for stale in (PRICE_FILE, *QUANTILE_FILES, FREE_FILE, TEXT_PRICE_CONFIG, TEXT_PRICE_WEIGHTS):
+        (model_dir / stale).unlink(missing_ok=True)
+    price_record: dict[str, Any] | None = None
+    if settings.price.enabled:
+        price_record = fit_price_model(out_dir, products, prepared.images, settings)
+        if price_record is not None:
+            manifest["files"] |= {
+                _price_file_key(name): f"{MODEL_DIR}/{name}"
+                for name in price_record["files"]
+            }
+            manifest["price"] = {k: v for k, v in price_record.items() if k != "files"}
+            (out_dir / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2))
+        t = tick("price model", t)
+
+    # ---------------------------------------------------------------- 4c. duplicate rule
     bundle = Bundle.load(out_dir)
     if settings.duplicates.fit_rule and held_out_val:
         manifest["duplicates"] = fit_duplicate_rule(
@@ -625,9 +691,11 @@ def train_bundle(
         "bundle": str(out_dir),
         "version": manifest["version"],
     }
+    if price_record is not None and "metrics" in price_record:
+        summary["price"] = price_headline(price_record)
     (out_dir / "metrics.json").write_text(
         json.dumps(
-            {"summary": summary, "timings_s": timings, "history": history, "test": metrics},
+            {"summary": summary, "timings_s": timings, "history": history, "test": metrics, "price": price_record},
             indent=2,
             default=str,
         )

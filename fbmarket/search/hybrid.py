@@ -756,6 +756,20 @@ class HybridSearcher:
             }
         )
 
+    def nearest(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[str, float]]:
+        """The k listings whose embeddings are closest to `vector` (cosine), among those that
+        pass `filters`: [(product_id, similarity)], best first (fewer when fewer pass)."""
+        with self._lock:
+            if self.vectors is None:
+                return []
+            allowed = None
+            if filters is not None and filters.active:
+                mask = self.table.mask(filters)
+                if not mask.any():
+                    return []
+                allowed, _ = self._selections(mask)
+            return self.vectors.search(vector, k, allowed)
+
     def similar(
         self, product_id: str, k: int = 10, filters: Filters | None = None
     ) -> list[tuple[str, float]]:

@@ -1,0 +1,335 @@
+"""The price model: three LightGBM quantile boosters on log1p(price) and a P(free) classifier.
+
+Why this shape:
+- Quantile (pinball-loss) gradient boosting gives the low / median / high price of a
+  listing directly (LightGBM `objective="quantile"`, https://lightgbm.readthedocs.io/en/
+  stable/Parameters.html#objective); on log1p(price) because prices span £0.50 to £20,000
+  and a seller's error is relative (£10 off a £20 lamp matters, off a £2,000 sofa not).
+- A text-only ridge estimate of the price (fbmarket/price/text_price.py) is one feature.
+- The 80% range is then calibrated on the validation split (fbmarket/price/conformal.py,
+  CQR), stored as one offset in log space.
+- Listings at £0 ("free to collector") are not the bottom of the price scale but another
+  kind of listing, so a binary booster gives P(free) and the quantile models see only
+  price > 0 (on the dev data 72 of 5,297 listings are free).
+
+Saved in the bundle as LightGBM's own text format (`Booster.save_model`) plus a JSON
+document (feature names, category vocabularies, conformal offset): never pickle. Every
+file is written atomically (temporary file, fsync, rename), the JSON last, so a bundle
+holds either a complete old model or a complete new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from fbmarket.config import PriceSettings
+from fbmarket.price.conformal import conformal_offset
+from fbmarket.price.features import CATEGORICAL, PriceFeatureSpec
+from fbmarket.price.text_price import CONFIG_FILE as TEXT_CONFIG_FILE
+from fbmarket.price.text_price import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
+from fbmarket.price.text_price import TextPriceRidge
+from fbmarket.search.storage import atomic_write_json, commit, discard, stage
+from fbmarket.text.tfidf import product_text
+
+log = logging.getLogger(__name__)
+
+PRICE_FILE = "price.json"  # the metadata; its presence means "this bundle has a price model"
+QUANTILE_FILES = ("price_low.txt", "price_median.txt", "price_high.txt")
+FREE_FILE = "price_free.txt"
+MODEL_NAME = "lightgbm-quantile"
+FORMAT = 1
+
+
+class PriceModelError(RuntimeError):
+    """A bundle without a (usable) price model; the message says how to get one."""
+
+
+@dataclass
+class PricePrediction:
+    """Per listing, in pounds: the median and the calibrated range, and P(free)."""
+
+    median: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    free_probability: np.ndarray
+
+
+@dataclass
+class PriceModel:
+    spec: PriceFeatureSpec
+    quantiles: list[lgb.Booster]  # low, median, high on log1p(price)
+    alphas: tuple[float, float, float]
+    free: lgb.Booster | None  # None when training held no free listing (or only free ones)
+    free_rate: float  # share of free listings in training: P(free) without a classifier
+    offset: float = 0.0  # CQR offset on log1p(price); 0 when not calibrated
+    calibration: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    text_price: TextPriceRidge | None = None  # the stacked text-only estimate (spec.text_price)
+
+    def features(
+        self, products: pd.DataFrame, embeddings: np.ndarray | None, photo_counts: Sequence[int]
+    ) -> pd.DataFrame:
+        """The feature table of clean listings for this model (the text estimate included)."""
+        estimate = None
+        if self.spec.text_price:
+            if self.text_price is None:
+                raise PriceModelError("the price model reads a text price estimate but has no text model")
+            estimate = self.text_price.predict(product_text(products))
+        return self.spec.frame(
+            products, embeddings if self.spec.embedding_dim else None, photo_counts, estimate
+        )
+
+    @property
+    def interval(self) -> float:
+        return round(self.alphas[2] - self.alphas[0], 6)
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def fit(
+        cls,
+        features: pd.DataFrame,
+        price: np.ndarray,
+        spec: PriceFeatureSpec,
+        settings: PriceSettings,
+        seed: int = 42,
+    ) -> PriceModel:
+        """Fit on training listings. Rows whose price is NaN are excluded and counted."""
+        price = np.asarray(price, dtype=float)
+        known = np.isfinite(price)
+        x = _matrix(features, spec)
+        is_free = known & (price <= 0)
+        priced = known & (price > 0)
+        if priced.sum() < 2:
+            raise ValueError(
+                f"the price model needs at least 2 priced training listings, got {int(priced.sum())}"
+            )
+        y = np.log1p(price[priced])
+        boosters = [
+            _train(x[priced], y, spec, _params(settings, seed, "quantile", alpha), settings.num_boost_round)
+            for alpha in settings.alphas
+        ]
+        free_rate = float(is_free[known].mean()) if known.any() else 0.0
+        free = None
+        if 0 < is_free[known].sum() < known.sum():
+            free = _train(
+                x[known],
+                is_free[known].astype(float),
+                spec,
+                _params(settings, seed, "binary"),
+                settings.free_rounds,
+            )
+        training = {
+            "listings": int(len(price)),
+            "excluded_missing_price": int((~known).sum()),
+            "priced": int(priced.sum()),
+            "free": int(is_free.sum()),
+        }
+        return cls(spec, boosters, tuple(settings.alphas), free, free_rate, training=training)
+
+    def calibrate(self, features: pd.DataFrame, price: np.ndarray) -> dict[str, Any]:
+        """Set the CQR offset from held-out priced listings (validation split); returns the record."""
+        price = np.asarray(price, dtype=float)
+        priced = np.isfinite(price) & (price > 0)
+        if not priced.any():
+            self.offset = 0.0
+            self.calibration = {
+                "calibrated": False,
+                "note": "no priced validation listing: range not calibrated",
+            }
+            return self.calibration
+        low, _, high = self.predict_log(features.iloc[np.flatnonzero(priced)])
+        y = np.log1p(price[priced])
+        self.offset = conformal_offset(y, low, high, self.interval)
+        raw_inside = float(np.mean((y >= low) & (y <= high)))
+        self.calibration = {
+            "calibrated": True,
+            "method": "conformalized quantile regression (Romano et al. 2019) on log1p(price)",
+            "split": "val",
+            "listings": int(priced.sum()),
+            "offset_log": self.offset,
+            "uncalibrated_val_coverage": raw_inside,
+        }
+        return self.calibration
+
+    # ------------------------------------------------------------------ predicting
+    def predict_log(self, features: pd.DataFrame, calibrated: bool = True) -> tuple[np.ndarray, ...]:
+        """(low, median, high) on log1p(price), ordered low <= median <= high."""
+        x = _matrix(features, self.spec)
+        low, median, high = (booster.predict(x) for booster in self.quantiles)
+        if calibrated:
+            low, high = low - self.offset, high + self.offset
+        # quantile boosters are fit separately and may cross; sorting restores the order
+        # (Chernozhukov, Fernandez-Val & Galichon 2010, "Quantile and probability curves
+        # without crossing": rearrangement never increases the loss)
+        stacked = np.sort(np.stack([low, median, high]), axis=0)
+        return stacked[0], stacked[1], stacked[2]
+
+    def predict(self, features: pd.DataFrame, calibrated: bool = True) -> PricePrediction:
+        low, median, high = (np.clip(np.expm1(v), 0.0, None) for v in self.predict_log(features, calibrated))
+        return PricePrediction(median, low, high, self.free_probability(features))
+
+    def free_probability(self, features: pd.DataFrame) -> np.ndarray:
+        if self.free is None:
+            return np.full(len(features), self.free_rate)
+        return np.asarray(self.free.predict(_matrix(features, self.spec)), dtype=float)
+
+    # ------------------------------------------------------------------ files
+    def save(self, model_dir: Path) -> list[str]:
+        """Write the boosters (LightGBM text) and price.json atomically; returns the file names."""
+        model_dir = Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        boosters = dict(zip(QUANTILE_FILES, self.quantiles, strict=True))
+        if self.free is not None:
+            boosters[FREE_FILE] = self.free
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for name, booster in boosters.items():
+                target = model_dir / name
+                staged.append((stage(target, lambda tmp, b=booster: b.save_model(str(tmp))), target))
+        except BaseException:
+            discard(*(temp for temp, _ in staged))
+            raise
+        for temp, target in staged:
+            commit(temp, target)
+        if self.free is None:
+            (model_dir / FREE_FILE).unlink(missing_ok=True)  # never a stale classifier from an older run
+        text_files = self.text_price.save(model_dir) if self.text_price is not None else []
+        if self.text_price is None:
+            for name in (TEXT_CONFIG_FILE, TEXT_WEIGHTS_FILE):
+                (model_dir / name).unlink(missing_ok=True)
+        atomic_write_json(model_dir / PRICE_FILE, self.to_json())
+        return [*boosters, *text_files, PRICE_FILE]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model": MODEL_NAME,
+            "target": "log1p(price in GBP); quantile regression on listings priced > 0",
+            "alphas": list(self.alphas),
+            "interval": self.interval,
+            "files": {
+                "low": QUANTILE_FILES[0],
+                "median": QUANTILE_FILES[1],
+                "high": QUANTILE_FILES[2],
+                "free": FREE_FILE if self.free is not None else None,
+                "text_price": [TEXT_CONFIG_FILE, TEXT_WEIGHTS_FILE] if self.text_price is not None else None,
+            },
+            "features": self.spec.to_json(),
+            "free_rate": self.free_rate,
+            "conformal_offset_log": self.offset,
+            "calibration": self.calibration,
+            "training": self.training,
+        }
+
+    @classmethod
+    def load(cls, model_dir: Path) -> PriceModel:
+        """Read a saved model; PriceModelError naming the file when it is missing or unusable."""
+        model_dir = Path(model_dir)
+        path = model_dir / PRICE_FILE
+        if not path.is_file():
+            raise PriceModelError(
+                f"{path} is missing: this bundle has no price model; retrain with fbmarket train"
+            )
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            files = meta["files"]
+
+            def booster(name: str) -> lgb.Booster:
+                file = model_dir / name
+                if not file.is_file():
+                    raise PriceModelError(
+                        f"{file} is missing (named by {PRICE_FILE}); retrain with fbmarket train"
+                    )
+                return lgb.Booster(model_file=str(file))
+
+            quantiles = [booster(files[key]) for key in ("low", "median", "high")]
+            free = booster(files["free"]) if files.get("free") else None
+            text_price = None
+            if files.get("text_price"):
+                for name in files["text_price"]:
+                    if not (model_dir / name).is_file():
+                        raise PriceModelError(
+                            f"{model_dir / name} is missing (named by {PRICE_FILE}); retrain with fbmarket train"
+                        )
+                text_price = TextPriceRidge.load(model_dir)
+            return cls(
+                PriceFeatureSpec.from_json(meta["features"]),
+                quantiles,
+                tuple(float(a) for a in meta["alphas"]),  # type: ignore[arg-type]
+                free,
+                float(meta["free_rate"]),
+                float(meta["conformal_offset_log"]),
+                dict(meta.get("calibration") or {}),
+                dict(meta.get("training") or {}),
+                text_price,
+            )
+        except PriceModelError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as error:
+            raise PriceModelError(
+                f"the price model in {model_dir} cannot be read ({error}); retrain with fbmarket train"
+            ) from error
+
+
+def _params(settings: PriceSettings, seed: int, objective: str, alpha: float | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "objective": objective,
+        "learning_rate": settings.learning_rate,
+        "num_leaves": settings.num_leaves,
+        "min_data_in_leaf": settings.min_data_in_leaf,
+        "feature_fraction": settings.feature_fraction,
+        "lambda_l2": settings.lambda_l2,
+        "num_threads": settings.threads,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+        # categories with few listings still get their own split (the leaf vocabulary is ~400)
+        "min_data_per_group": 10,
+        "cat_smooth": 10.0,
+    }
+    if alpha is not None:
+        params["alpha"] = alpha
+    return params
+
+
+def _train(
+    x: np.ndarray, y: np.ndarray, spec: PriceFeatureSpec, params: dict[str, Any], rounds: int
+) -> lgb.Booster:
+    data = lgb.Dataset(
+        x,
+        label=y,
+        feature_name=list(spec.columns),
+        categorical_feature=[c for c in CATEGORICAL if c in spec.columns],
+        free_raw_data=True,
+    )
+    return lgb.train(params, data, num_boost_round=rounds)
+
+
+def _matrix(features: pd.DataFrame, spec: PriceFeatureSpec) -> np.ndarray:
+    missing = [c for c in spec.columns if c not in features]
+    if missing:
+        raise ValueError(f"price features are missing columns: {missing[:5]}")
+    return features[spec.columns].to_numpy(dtype=np.float64)
+
+
+def round_gbp(value: float) -> float:
+    """A price as a seller would write it: 50p steps under £10, whole pounds under £100,
+    £5 steps under £1,000, £10 steps above. Monotone, so low <= median <= high survives it."""
+    value = max(0.0, float(value))
+    if value < 10:
+        return round(value * 2) / 2
+    if value < 100:
+        return float(round(value))
+    if value < 1000:
+        return float(round(value / 5) * 5)
+    return float(round(value / 10) * 10)
