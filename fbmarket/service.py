@@ -26,7 +26,7 @@ from PIL import Image
 
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
-from fbmarket.data.clean import CleaningReport, attach_geo, clean_products
+from fbmarket.data.clean import CleaningReport, attach_geo, clean_products, clean_text
 from fbmarket.data.features import add_features
 from fbmarket.data.images import clean_image, open_image
 from fbmarket.data.split import hash_split
@@ -434,11 +434,7 @@ class Marketplace:
         ImageError for a photo that does not decode; PriceModelError when the bundle has no
         price model.
         """
-        title = (draft.title or "").strip()
-        if not title:
-            raise BadRequestError(
-                "title: a price suggestion needs the listing's title", field="title", reason="missing_title"
-            )
+        title = _require_title(draft.title)
         price_model = self.model.require_price_model()
         limits = self.settings.data
         images = [
@@ -708,6 +704,7 @@ class Marketplace:
         """Clean the listing and its photos (copies into `folder`, the upload cache by default)
         and encode it; nothing reaches the database. `stored_photos`: without new photos, a
         stored listing keeps its own. On failure the new photo copies are removed."""
+        _require_title(listing.title)  # before any photo is decoded or a category predicted
         product_id = str(listing.product_id)
         cleaned_photos = None
         if photos is not None:
@@ -1188,6 +1185,19 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def _require_title(title: str | None) -> str:
+    """The title as typed (stripped), or the client's 422 on `title` when it has nothing a
+    buyer could read: blanks, control or zero-width characters only (the cleaning rules'
+    `clean_text`, so the check and the stored title agree)."""
+    if not clean_text(title or ""):
+        raise BadRequestError(
+            "title: a listing needs a title with letters, digits or symbols in it",
+            field="title",
+            reason="missing_title",
+        )
+    return str(title).strip()
 
 
 def _no_photos() -> pd.DataFrame:
