@@ -7,7 +7,8 @@ Starts `fbmarket serve --bundle DIR` on a free loopback port (benchmarks/api_com
 runner; writes need no key here), waits for /ready, searches
 the page as a buyer would (typed words and a picked buyer), saves the results page as
 web_search.png, opens the first result and saves the listing page (with its similar
-listings) as web_listing.png. Needs Debian's chromium (apt-get install chromium) and
+listings) as web_listing.png, then types a listing into the Sell page (`--sell-title`,
+optionally `--sell-photo`) and saves it with its advice as web_sell.png. Needs Debian's chromium (apt-get install chromium) and
 Playwright (requirements-dev.txt).
 """
 
@@ -33,6 +34,9 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--query", default="sofa")
     parser.add_argument("--user", help="a user id from the bundle's database (default: the first)")
+    parser.add_argument("--sell-title", default="Oak dining table with 4 chairs")
+    parser.add_argument("--sell-description", default="Solid oak, a few marks on the top. Collection only.")
+    parser.add_argument("--sell-photo", type=Path, help="a photo to add on the Sell page")
     parser.add_argument("--out", type=Path, default=REPO / "readme_images")
     parser.add_argument("--chromium", default=os.environ.get("FBMARKET_CHROMIUM") or shutil.which("chromium"))
     args = parser.parse_args()
@@ -57,8 +61,18 @@ def main() -> int:
             page.click("#results .card .card-link >> nth=0")
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(args.out / "web_listing.png"))
+            page.goto(f"{server.url}/sell")
+            page.fill("#title", args.sell_title)
+            page.fill("#description", args.sell_description)
+            page.fill("#location", "Leeds, West Yorkshire")
+            if args.sell_photo:
+                page.set_input_files("#photos", str(args.sell_photo))
+            page.wait_for_selector("#price-advice #price-median")
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(args.out / "web_sell.png"), full_page=True)
             browser.close()
-        print(f"written: {args.out / 'web_search.png'}, {args.out / 'web_listing.png'}")
+        names = ", ".join(str(args.out / n) for n in ("web_search.png", "web_listing.png", "web_sell.png"))
+        print(f"written: {names}")
     finally:
         server.stop()
     return 0

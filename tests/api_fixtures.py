@@ -1,4 +1,5 @@
-"""Fixtures for the API and web tests: a tiny trained bundle and real uvicorn servers on loopback.
+"""Fixtures for the API and web tests: a tiny trained bundle, real uvicorn servers on loopback,
+and a real headless Chromium (Debian's) driven by Playwright.
 
 Registered from tests/conftest.py (`pytest_plugins`), so the bundle is trained once per
 session however many test modules use it.
@@ -213,3 +214,49 @@ def chromium_path() -> str | None:
         if candidate and Path(candidate).is_file():
             return candidate
     return None
+
+
+# ------------------------------------------------------------------ browser (Debian chromium)
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    executable = chromium_path()
+    if executable is None:
+        message = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def common_word(catalogue: dict) -> str:
+    """A word from the most common title word, so a text search surely has hits."""
+    words = catalogue["listings"]["title"].str.lower().str.split().explode()
+    words = words[words.str.len() > 3]
+    return str(words.value_counts().index[0])

@@ -2,49 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from api_fixtures import LiveServer, chromium_path
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    executable = chromium_path()
-    if executable is None:
-        message = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1200, "height": 900})
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+from api_fixtures import common_word
 
 
 def images_loaded(page: Any, selector: str) -> list[int]:
@@ -53,13 +14,6 @@ def images_loaded(page: Any, selector: str) -> list[int]:
         "sel => [...document.querySelectorAll(sel)].every(img => img.complete)", arg=selector
     )
     return page.eval_on_selector_all(selector, "imgs => imgs.map(img => img.naturalWidth)")
-
-
-def common_word(catalogue: dict) -> str:
-    """A word from the most common title word, so a text search surely has hits."""
-    words = catalogue["listings"]["title"].str.lower().str.split().explode()
-    words = words[words.str.len() > 3]
-    return str(words.value_counts().index[0])
 
 
 def test_type_a_query_and_see_result_cards_with_photos(page: Any, catalogue: dict, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fbmarket.api.errors import install_error_handlers
 from fbmarket.api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware, Scope
 from fbmarket.api.routes import router as api_router
+from fbmarket.api.sell import router as sell_router
 from fbmarket.api.web import STATIC_DIR
 from fbmarket.api.web import router as web_router
 from fbmarket.config import Settings
@@ -99,6 +100,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(web_router)
+    app.include_router(sell_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     note = f" (photos up to {settings.serve.max_upload_bytes:,} bytes each)"
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings), note=note)

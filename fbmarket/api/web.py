@@ -101,7 +101,7 @@ def _thumbnail(image: Image.Image, size: int = 160) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render_page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     market = _market(request)
     context.setdefault("loading", market is None)
     context.setdefault("model_info", market.model.model_info if market is not None else None)
@@ -119,7 +119,7 @@ async def _search_page(request: Request, values: dict[str, str], upload: UploadF
     searched = any(v.strip() for key, v in form.items() if key != "k") or upload is not None
     context: dict[str, Any] = {"form": form, "response": None, "error": None, "photo_url": None}
     if market is None or not searched:
-        return _page(request, "index.html", **context)
+        return render_page(request, "index.html", **context)
     try:
         params = SearchParams.model_validate({k: v for k, v in form.items() if v.strip()})
         image = None
@@ -133,12 +133,12 @@ async def _search_page(request: Request, values: dict[str, str], upload: UploadF
         context["response"] = SearchOut.of(response)
     except ValidationError as exc:
         context["error"] = "; ".join(f"{field_name(e['loc'])}: {e['msg']}" for e in exc.errors())
-        return _page(request, "index.html", 422, **context)
+        return render_page(request, "index.html", 422, **context)
     except ApiError as exc:
-        return _page(request, "index.html", exc.status_code, **{**context, "error": exc.detail})
+        return render_page(request, "index.html", exc.status_code, **{**context, "error": exc.detail})
     except (BadRequestError, ImageError) as exc:
-        return _page(request, "index.html", 422, **{**context, "error": message_of(exc)})
-    return _page(request, "index.html", **context)
+        return render_page(request, "index.html", 422, **{**context, "error": message_of(exc)})
+    return render_page(request, "index.html", **context)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -156,7 +156,7 @@ async def index_with_photo(request: Request) -> HTMLResponse:
         if upload is not None and upload.size is not None and upload.size > settings.serve.max_upload_bytes:
             context = {"form": values, "response": None, "photo_url": None}
             limit = settings.serve.max_upload_bytes
-            return _page(request, "index.html", 413, **context, error=f"photo: over the {limit:,}-byte limit")
+            return render_page(request, "index.html", 413, **context, error=f"photo: over the {limit:,}-byte limit")
         return await _search_page(request, values, upload)
 
 
@@ -164,12 +164,12 @@ async def index_with_photo(request: Request) -> HTMLResponse:
 def listing_page(request: Request, product_id: str) -> HTMLResponse:
     market = _market(request)
     if market is None:
-        return _page(
+        return render_page(
             request, "listing.html", 503, listing=None, similar=[], error="the service is still loading"
         )
     try:
         listing = ListingOut.of(market.get_listing(checked_id(product_id)))
         similar = [ListingCard.of(r) for r in market.similar(product_id, k=8)]
     except NotFoundError as exc:
-        return _page(request, "listing.html", 404, listing=None, similar=[], error=message_of(exc))
-    return _page(request, "listing.html", listing=listing, similar=similar, error=None)
+        return render_page(request, "listing.html", 404, listing=None, similar=[], error=message_of(exc))
+    return render_page(request, "listing.html", listing=listing, similar=similar, error=None)
