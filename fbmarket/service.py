@@ -461,7 +461,7 @@ class Marketplace:
         dim = int(self.model.manifest["feature_dim"])
         features = np.stack([self.model.photo_vector(image) for image in used]) if used else np.zeros((0, dim))
         embedding = self.model.encode_drafts(product, [features])  # reads no category
-        if source == "predicted":  # a root alone leaves the price model without its leaf feature
+        if "/" not in category:  # a root alone (predicted or picked) leaves the price model without its leaf
             leaf = self.model.predict_leaf(embedding, root)
             if leaf is not None:
                 product = self._clean_listing(unpriced, leaf, None)
@@ -660,8 +660,8 @@ class Marketplace:
         """Save a new listing; the result also lists its `possible_duplicates` (it is created anyway)."""
         product_id = listing.product_id or uuid.uuid4().hex
         if listing.product_id and product_id in self._products.index:
-            raise BadRequestError(f"listing {product_id!r} already exists: use PUT to change it")
-        return self._save(replace(listing, product_id=product_id), photos, replace_photos=True)
+            raise _already_exists(product_id)  # early, before any work; checked again under the lock
+        return self._save(replace(listing, product_id=product_id), photos, replace_photos=True, creating=True)
 
     def update_listing(
         self, product_id: str, listing: ListingInput, photos: list[bytes] | None
@@ -669,7 +669,9 @@ class Marketplace:
         """Change a listing; the result also lists its `possible_duplicates` (never itself)."""
         if product_id not in self._products.index:
             raise NotFoundError(f"listing {product_id!r} not found")
-        return self._save(replace(listing, product_id=product_id), photos, replace_photos=photos is not None)
+        return self._save(
+            replace(listing, product_id=product_id), photos, replace_photos=photos is not None, creating=False
+        )
 
     def delete_listing(self, product_id: str) -> None:
         with self._write_lock:
@@ -732,13 +734,20 @@ class Marketplace:
                 cleaned_photos if cleaned_photos is not None else _no_photos(),
                 use_cache=False,
             )
+            if "/" not in category:
+                # The category model names only the root; the catalogue's listings carry full
+                # paths, and leaf filters, similar listings and the price model read the leaf.
+                # The embedding reads no category, so the leaf head's choice needs no re-encoding.
+                leaf = self.model.predict_leaf(encoded.embeddings, root)
+                if leaf is not None:
+                    product = self._clean_listing(listing, leaf, cleaned_photos)
         except BaseException:
             _remove_photo_files(written)
             raise
         return _Prepared(product, cleaned_photos, written, encoded)
 
     def _save(
-        self, listing: ListingInput, photos: list[bytes] | None, replace_photos: bool
+        self, listing: ListingInput, photos: list[bytes] | None, replace_photos: bool, creating: bool
     ) -> dict[str, Any]:
         """Clean, embed, look for duplicates, then database (one transaction), then the in-memory
         indexes. Duplicates are looked for before the write (the listing is not its own) and
@@ -759,6 +768,12 @@ class Marketplace:
         vector = encoded.embeddings
         with self._write_lock:
             try:
+                # Checked again here: two creates of one id (or an edit racing a delete) both
+                # passed the early check, and the second must not overwrite the first.
+                if creating and product_id in self._products.index:
+                    raise _already_exists(product_id)
+                if not creating and product_id not in self._products.index:
+                    raise NotFoundError(f"listing {product_id!r} not found")
                 self.store.save_listing(
                     product, cleaned_photos, vector, self.model.version, replace_photos=replace_photos
                 )
@@ -785,6 +800,16 @@ class Marketplace:
                 "location": [listing.location or ""],
             }
         ).astype("str")
+        limit = self.settings.data.max_price
+        if listing.price is not None and float(listing.price) > limit:
+            # The batch rules would keep the row and drop the price (an outlier): a seller who
+            # typed it must hear so, not find the listing stored without a price.
+            raise BadRequestError(
+                f"price: £{float(listing.price):,.2f} is above this marketplace's limit of £{limit:,.0f} "
+                "(data.max_price); check for a typo",
+                field="price",
+                reason="price_outlier",
+            )
         report = CleaningReport()
         # The title is the seller's own: none of the scraped "Title | in Town | Gumtree" rule.
         product, report = clean_products(
@@ -1185,6 +1210,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def _already_exists(product_id: str) -> BadRequestError:
+    return BadRequestError(
+        f"product_id: listing {product_id!r} already exists: use PUT to change it",
+        field="product_id",
+        reason="already_exists",
+    )
 
 
 def _require_title(title: str | None) -> str:

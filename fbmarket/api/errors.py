@@ -62,6 +62,15 @@ def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return name or "request"
 
 
+def plain_message(message: str) -> str:
+    """pydantic's "Value error, cannot read ..." -> "cannot read ...": the prefix names a
+    Python exception, which means nothing to the person who typed the value."""
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
 def message_of(exc: BaseException) -> str:
     """KeyError's str() quotes its argument; the message itself is what people should read."""
     return str(exc.args[0]) if exc.args else type(exc).__name__
@@ -73,7 +82,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     for error in exc.errors():
         item = {
             "loc": list(error.get("loc", ())),
-            "msg": str(error.get("msg", "")),
+            "msg": plain_message(str(error.get("msg", ""))),
             "type": str(error.get("type", "")),
         }
         item["field"] = field_name(item["loc"])
@@ -89,7 +98,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         errors = None
         if exc.field:
-            errors = [{"loc": [exc.location, exc.field], "msg": exc.detail, "type": exc.reason or "invalid"}]
+            error = {"loc": [exc.location, exc.field], "msg": exc.detail, "type": exc.reason or "invalid"}
+            errors = [error | {"field": exc.field}]
         return JSONResponse(error_body(exc.detail, errors, exc.reason), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -20,9 +20,10 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from fbmarket.api.deps import API_KEY_HEADER, require_api_key
-from fbmarket.api.errors import ApiError, field_name, message_of
+from fbmarket.api.errors import ApiError, field_name, message_of, plain_message
 from fbmarket.api.schemas import DuplicateOut, ListingFields, ListingOut, PriceOut
 from fbmarket.api.uploads import Photo, read_photos
 from fbmarket.api.web import render_page, templates
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["web"], include_in_schema=False)
 
 SELL_FIELDS = ("title", "description", "price", "location", "category")
+KEY_MESSAGES = {  # the API's wording is about headers; a seller typed a key into a form
+    "missing_api_key": "write key: enter the write key to publish",
+    "wrong_api_key": "write key: that is not this server's write key (FBMARKET_API_KEY)",
+    "writes_disabled": "write key: this server takes no new listings (it has no FBMARKET_API_KEY)",
+}
 TOP_CATEGORIES = 3
 
 
@@ -76,7 +82,11 @@ def _draft(fields: ListingFields) -> ListingInput:
 
 
 def _validated(values: dict[str, str], advice: Advice, need_title: bool) -> ListingFields | None:
-    """The form through the API's own model (same limits, same price reading), errors per field."""
+    """The form through the API's own model (same limits, same price reading), errors per field.
+
+    Advice goes on without the refused fields (a price the model cannot read does not stop
+    the location being checked or the price being suggested); publishing does not (None).
+    """
     given = {k: v for k, v in values.items() if v.strip()}
     if not need_title and "title" not in given:
         given["title"] = "untitled"  # checks the other fields while the seller has not typed a title
@@ -85,7 +95,14 @@ def _validated(values: dict[str, str], advice: Advice, need_title: bool) -> List
     except ValidationError as exc:
         for error in exc.errors():
             name = field_name(error["loc"])
-            advice.refuse(name, f"{name}: {error['msg']}")
+            advice.refuse(name, f"{name}: {plain_message(error['msg'])}")
+    if need_title:
+        return None
+    rest = {k: v for k, v in given.items() if k not in advice.errors}
+    rest.setdefault("title", "untitled")
+    try:
+        return ListingFields.model_validate(rest)
+    except ValidationError:
         return None
 
 
@@ -108,6 +125,7 @@ def advise(market: Marketplace, values: dict[str, str], photos: list[Photo]) -> 
     data = [p.data for p in photos]
     try:
         advice.price = PriceOut.of(market.suggest_price(draft, data))
+        _offer_full_path(advice)
     except PriceModelError as exc:
         advice.price_note = message_of(exc)
     except (BadRequestError, ImageError) as exc:
@@ -118,6 +136,18 @@ def advise(market: Marketplace, values: dict[str, str], photos: list[Photo]) -> 
     except (BadRequestError, ImageError) as exc:
         advice.refuse(_error_field(exc), message_of(exc))
     return advice
+
+
+def _offer_full_path(advice: Advice) -> None:
+    """The category model names roots; the price was worked out under the leaf the fusion
+    model's leaf head picked in the top root. Offer that full path, so a click on the
+    suggestion keeps what the price used (a root alone is a coarser category for it)."""
+    price = advice.price
+    if price is None or price.category_source != "predicted" or not advice.categories:
+        return
+    root, probability = advice.categories[0]
+    if price.category.split("/")[0].strip() == root and "/" in price.category:
+        advice.categories[0] = (price.category, probability)
 
 
 def publish(market: Marketplace, values: dict[str, str], photos: list[Photo]) -> Advice:
@@ -141,7 +171,7 @@ async def _read_form(request: Request) -> tuple[dict[str, str], list[UploadFile]
     settings = request.app.state.settings
     # room for more files than allowed, so read_photos can say how many (a 422 naming `photos`)
     form = await request.form(
-        max_files=2 * settings.serve.max_photos_per_listing + 1, max_fields=len(SELL_FIELDS) + 4
+        max_files=2 * settings.serve.max_photos_per_listing + 1, max_fields=2 * len(SELL_FIELDS) + 4
     )
     values = {k: v for k, v in form.items() if isinstance(v, str) and k in SELL_FIELDS}
     uploads = [u for u in form.getlist("photos") if isinstance(u, UploadFile) and (u.filename or u.size)]
@@ -155,7 +185,15 @@ async def _handle(request: Request, action: str | None = None, header_key: str |
     and the key are then form fields.
     """
     market: Marketplace | None = request.app.state.marketplace
-    values, uploads, form = await _read_form(request)
+    try:
+        values, uploads, form = await _read_form(request)
+    except HTTPException as exc:  # starlette's refusal of the multipart body (too many parts, no boundary)
+        advice = Advice({})
+        name = "photos" if "files" in str(exc.detail).lower() else "form"
+        most = request.app.state.settings.serve.max_photos_per_listing
+        message = f"photos: at most {most} photos per listing" if name == "photos" else f"form: {exc.detail}"
+        advice.refuse(name, message)
+        return advice
     try:
         key = header_key
         if action is None:
@@ -166,16 +204,21 @@ async def _handle(request: Request, action: str | None = None, header_key: str |
         if market is None:
             advice.refuse("form", "the service is still loading; try again in a moment", 503)
             return advice
+        refused_key: ApiError | None = None
         if action == "publish":
             try:
                 require_api_key(request, key)
             except ApiError as exc:
-                advice.refuse("api_key", exc.detail, exc.status_code)
-                return advice
+                refused_key = exc
         try:
             photos = await run_in_threadpool(read_photos, uploads, request.app.state.settings)
         except ApiError as exc:
             advice.refuse(_error_field(exc), exc.detail, exc.status_code)
+            return advice
+        if refused_key is not None:  # nothing is published; the advice stays on the page
+            advice = await run_in_threadpool(advise, market, values, photos)
+            advice.refuse("api_key", KEY_MESSAGES.get(refused_key.reason or "", refused_key.detail), 200)
+            advice.status = refused_key.status_code
             return advice
         job = publish if action == "publish" else advise
         return await run_in_threadpool(job, market, values, photos)

@@ -350,8 +350,10 @@ class DuplicateDetector:
         description_sim = np.clip(
             (description_vectors[1:] @ description_vectors[0].T).toarray().reshape(-1), 0.0, 1.0
         )
-        both_empty = empty[1:] & empty[0]
-        description_sim[both_empty] = title_sim[both_empty]  # as TextSimilarity.pairs
+        if empty[0]:
+            # The listing checked has no description (a draft the seller is still typing, or a
+            # re-post without one): that says nothing either way, so the titles stand for it.
+            description_sim = title_sim.copy()
         return PairFeatures(photo, title_sim.astype(np.float64), description_sim.astype(np.float64))
 
     # ------------------------------------------------------------------ one listing

@@ -129,7 +129,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!key) {
       keyRow.hidden = false;
       const note = document.getElementById("api_key-error");
-      note.textContent = "api_key: enter the write key to publish";
+      note.textContent = "write key: enter the write key to publish";
       note.hidden = false;
       keyInput.setAttribute("aria-invalid", "true");
       keyInput.focus();
