@@ -12,16 +12,20 @@ Listings are embedded by the bundle's fusion model *without their price*, as a s
 draft is (the fusion network reads log price as an input). The embeddings are cached in
 --cache (keyed by the bundle version) so a rerun takes seconds.
 
-Variants (the same free-class rule for all boosters: £0 when the LightGBM P(free) >= 0.5):
+Variants (each booster is called free, £0, when its own P(free) >= its threshold, chosen
+on val as the best F1 of the free class, floor 0.05; HGB uses the first LightGBM's):
 * ridge baseline (fbmarket/baselines.py::price_regression: TF-IDF + one-hot categories,
   regressing every listing, £0 included);
 * LightGBM quantile (alpha 0.1/0.5/0.9) on embedding + category + location + text
   features + the stacked text-price ridge (fbmarket/price/text_price.py, out-of-fold on
-  train), with and without the conformal calibration; without the ridge; without the
-  embedding; without the text features;
+  train) + the comparables' prices (fbmarket/price/knn.py: k = 5, 20 nearest training
+  listings by embedding and by TF-IDF text, leave-one-out on train), with and without the
+  conformal calibration; without the comparables (the previous default); with comparables
+  by one measure only; without the embedding; without the text features;
 * scikit-learn HistGradientBoostingRegressor(loss="quantile") on the same features
   (root as categorical; leaf as its integer code, since HGB caps categories at 255 and the
-  dev data has ~400 leaves), with and without calibration.
+  dev data has ~400 leaves), calibrated.
+Every variant is also scored on val (raw quantiles): the choices are made there.
 Figures: median absolute error and MAE in £, RMSE and R² on log1p(price), 80% range
 coverage and mean width, over every test listing (£0 included: comparable with the ridge
 baseline) and over those priced > 0; P(free) precision and recall.
@@ -51,7 +55,12 @@ from fbmarket.price.conformal import conformal_offset  # noqa: E402
 from fbmarket.price.features import ROOT, PriceFeatureSpec  # noqa: E402
 from fbmarket.price.metrics import suggestion_metrics  # noqa: E402
 from fbmarket.price.model import PriceModel  # noqa: E402
-from fbmarket.price.train import photo_counts, text_price_estimates, unpriced  # noqa: E402
+from fbmarket.price.train import (  # noqa: E402
+    neighbour_price_features,
+    photo_counts,
+    text_price_estimates,
+    unpriced,
+)
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "price_suggestion.json"
 
@@ -136,13 +145,19 @@ def hist_gradient_boosting(
 
 
 def scored(
-    price: np.ndarray, low: np.ndarray, median: np.ndarray, high: np.ndarray, free: np.ndarray
+    price: np.ndarray,
+    low: np.ndarray,
+    median: np.ndarray,
+    high: np.ndarray,
+    free: np.ndarray,
+    threshold: float,
 ) -> dict:
-    """Figures in pounds from log1p-scale predictions (ordered, clipped at £0)."""
+    """Figures in pounds from log1p-scale predictions (ordered, clipped at £0); £0 where
+    P(free) >= `threshold` (the model's, chosen on val)."""
     low, median, high = (
         np.clip(np.expm1(v), 0, None) for v in np.sort(np.stack([low, median, high]), axis=0)
     )
-    return suggestion_metrics(price, median, low, high, free)
+    return suggestion_metrics(price, median, low, high, free, threshold)
 
 
 def main() -> int:
@@ -173,64 +188,89 @@ def main() -> int:
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    _, text_estimate = text_price_estimates(products, price, rows["train"], settings, args.seed)
+    ridge_model, text_estimate = text_price_estimates(products, price, rows["train"], settings, args.seed)
     seconds["text price ridge (out-of-fold on train)"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    _, neighbour_columns = neighbour_price_features(
+        products, price, rows["train"], ["embedding", "text"], settings.knn_ks, embeddings, ridge_model
+    )
+    seconds["comparables' prices (leave-one-out on train)"] = round(time.perf_counter() - t, 2)
 
-    def fit_lightgbm(embedding: bool, text: bool, stacked: bool) -> tuple[PriceModel, pd.DataFrame]:
+    def fit_lightgbm(
+        embedding: bool, text: bool, stacked: bool, knn: tuple[str, ...]
+    ) -> tuple[PriceModel, pd.DataFrame]:
         spec = PriceFeatureSpec.fit(
-            products.iloc[rows["train"]], embeddings.shape[1] if embedding else 0, text, stacked
+            products.iloc[rows["train"]],
+            embeddings.shape[1] if embedding else 0,
+            text,
+            stacked,
+            knn,
+            settings.knn_ks,
         )
         features = spec.frame(
-            products, embeddings if embedding else None, counts, text_estimate if stacked else None
+            products,
+            embeddings if embedding else None,
+            counts,
+            text_estimate if stacked else None,
+            neighbour_columns if knn else None,
         )
         model = PriceModel.fit(features.iloc[rows["train"]], price[rows["train"]], spec, settings, args.seed)
         model.calibrate(features.iloc[rows["val"]], price[rows["val"]])
+        model.choose_free_threshold(features.iloc[rows["val"]], price[rows["val"]])
         return model, features
 
-    full = "embedding + category + location + text features + text-price ridge"
+    both = ("embedding", "text")
+    full = (
+        "embedding + category + location + text features + text-price ridge + comparables (embedding, text)"
+    )
     variants = {
-        f"lightgbm quantile: {full}": (True, True, True),
-        "lightgbm quantile: embedding + category + location + text features (no text-price ridge)": (
-            True,
-            True,
-            False,
-        ),
-        "lightgbm quantile: category + location + text features + text-price ridge (no embedding)": (
-            False,
-            True,
-            True,
-        ),
-        "lightgbm quantile: embedding + category + location + text-price ridge (no text features)": (
-            True,
-            False,
-            True,
-        ),
+        f"lightgbm quantile: {full}": (True, True, True, both),
+        "lightgbm quantile: embedding + category + location + text features + text-price ridge "
+        "(no comparables)": (True, True, True, ()),
+        "lightgbm quantile: ... + comparables by embedding only": (True, True, True, ("embedding",)),
+        "lightgbm quantile: ... + comparables by TF-IDF text only": (True, True, True, ("text",)),
+        "lightgbm quantile: all but the embedding (comparables kept)": (False, True, True, both),
+        "lightgbm quantile: all but the text features (comparables kept)": (True, False, True, both),
     }
     full_features = None
     free_probability = None
-    for name, (embedding, text, stacked) in variants.items():
+    full_threshold = None
+    validation: dict[str, dict] = {}
+    for name, (embedding, text, stacked, knn) in variants.items():
         t = time.perf_counter()
-        model, features = fit_lightgbm(embedding, text, stacked)
+        model, features = fit_lightgbm(embedding, text, stacked, knn)
         seconds[name] = round(time.perf_counter() - t, 2)
         test = features.iloc[rows["test"]]
+        own_free = model.free_probability(test)
         if free_probability is None:
-            full_features, free_probability = features, model.free_probability(test)
-        for calibrated in (True, False) if embedding and text and stacked else (True,):
+            full_features, free_probability, full_threshold = features, own_free, model.free_threshold
+        val_low, val_median, val_high = model.predict_log(features.iloc[rows["val"]], calibrated=False)
+        val_free = model.free_probability(features.iloc[rows["val"]])
+        val_scores = scored(price[rows["val"]], val_low, val_median, val_high, val_free, model.free_threshold)
+        validation[name] = {
+            "median_abs_error_gbp": val_scores["all"]["median_abs_error_gbp"],
+            "r2_log": val_scores["priced"]["r2_log"],
+            "rmse_log": val_scores["priced"]["rmse_log"],
+            "free_average_precision": val_scores["free"]["average_precision"],
+            "free_selection": model.free_selection,
+        }
+        for calibrated in (True, False) if knn == both and embedding and text and stacked else (True,):
             log_low, log_median, log_high = model.predict_log(test, calibrated=calibrated)
             label = f"{name}, {'calibrated (CQR on val)' if calibrated else 'raw quantiles'}"
-            results[label] = scored(test_price, log_low, log_median, log_high, free_probability) | {
+            results[label] = scored(
+                test_price, log_low, log_median, log_high, own_free, model.free_threshold
+            ) | {
                 "conformal_offset_log": model.offset if calibrated else 0.0,
                 "uncalibrated_val_coverage": model.calibration.get("uncalibrated_val_coverage"),
             }
-    assert full_features is not None and free_probability is not None
+    assert full_features is not None and free_probability is not None and full_threshold is not None
     t = time.perf_counter()
     low, median, high, offset = hist_gradient_boosting(full_features, price, rows, settings, args.seed)
     seconds["hist gradient boosting"] = round(time.perf_counter() - t, 2)
     name = f"hist gradient boosting quantile: {full}"
     results[f"{name}, calibrated (CQR on val)"] = scored(
-        test_price, low - offset, median, high + offset, free_probability
+        test_price, low - offset, median, high + offset, free_probability, full_threshold
     ) | {"conformal_offset_log": offset}
-    results[f"{name}, raw quantiles"] = scored(test_price, low, median, high, free_probability)
     t = time.perf_counter()
     ridge = ridge_baseline(products)
     seconds["ridge"] = round(time.perf_counter() - t, 2)
@@ -249,6 +289,7 @@ def main() -> int:
             for key in ("median_abs_error_gbp", "mae_gbp", "rmse_log", "r2_log", "rmse_gbp", "n_test")
         },
         "variants": results,
+        "validation": validation,
         "free_class": next(iter(results.values()))["free"],
         "seconds": {"embed_listings_without_price": round(embed_seconds, 1), **seconds},
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -286,10 +327,23 @@ def markdown(report: dict) -> str:
             f"| {f(every['r2_log'])} | {f(every['coverage'])} | {f(every['mean_width_gbp'], 0)} "
             f"| {f(priced['coverage'])} |"
         )
+    lines += [
+        "",
+        "Validation split (every choice is made here; raw quantiles, £0 where P(free) >= the val-chosen threshold):",
+        "",
+        "| model | val median abs err £ | val R² log (priced) | val P(free) AP | free threshold (val F1) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, result in report["validation"].items():
+        chosen = result["free_selection"]
+        lines.append(
+            f"| {name} | {f(result['median_abs_error_gbp'], 2)} | {f(result['r2_log'])} "
+            f"| {f(result['free_average_precision'])} | {f(chosen.get('threshold'))} (F1 {f(chosen.get('val_f1'), 2)}) |"
+        )
     free = report["free_class"]
     lines += [
         "",
-        f"P(free) >= {free['threshold']}: precision {f(free['precision'])}, recall {f(free['recall'])} "
+        f"Test, served model: P(free) >= {free['threshold']:.3f} (chosen on val): precision {f(free['precision'])}, recall {f(free['recall'])} "
         f"({free['free_listings']} free test listings, {free['predicted_free']} predicted free); "
         f"average precision {f(free['average_precision'])} (base rate {f(free['base_rate'])}), "
         f"ROC AUC {f(free['roc_auc'])}.",

@@ -217,6 +217,11 @@ class PriceSettings:
     text_price: bool = True
     text_price_alpha: float = 1.0  # the ridge baseline's choice on the dev val split
     text_price_folds: int = 5
+    # the prices of the k nearest training listings by fusion embedding and by TF-IDF text
+    # (leave-one-out on train; fbmarket/price/knn.py): on the dev val split median abs error
+    # £21.2 -> £19.7, R² on log price 0.631 -> 0.643 (benchmarks/price_suggestion.py); () turns them off
+    knn_sources: tuple[str, ...] = ("embedding", "text")
+    knn_ks: tuple[int, ...] = (5, 20)
     free_rounds: int = 200  # boosting rounds of the P(free) classifier
     evidence_k: int = 5  # nearest priced listings shown as evidence
     threads: int = 2

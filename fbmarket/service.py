@@ -468,6 +468,8 @@ class Marketplace:
         frame = price_model.features(product, embedding, [len(images)])
         predicted = price_model.predict(frame)
         low, median, high = (round_gbp(v[0]) for v in (predicted.low, predicted.median, predicted.high))
+        if predicted.free is not None and predicted.free[0]:  # P(free) >= the val-chosen threshold
+            low = median = high = 0.0
         return PriceSuggestion(
             median=median,
             low=low,

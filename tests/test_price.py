@@ -228,9 +228,48 @@ def test_the_training_stage_stacks_the_text_ridge_and_saves_it_without_pickle(tm
     after = loaded.predict(loaded.features(test, embeddings[750:], np.zeros(150)))
     np.testing.assert_allclose(after.median, before.median, rtol=1e-6)
     np.testing.assert_allclose(after.high, before.high, rtol=1e-6)
+    np.testing.assert_allclose(after.free_probability, before.free_probability, rtol=1e-6)
+    # the comparables' prices (by embedding and by TF-IDF text) are features, saved with the model
+    assert model.spec.knn_sources == ["embedding", "text"] and loaded.neighbours is not None
+    assert "knn_embedding_5_median" in model.spec.columns and "knn_text_20_mean" in loaded.spec.columns
+    assert not any(c.startswith("knn_") for c in model.free.feature_name())
+    assert 0.05 <= loaded.free_threshold == model.free_threshold
     # the ridge learnt the word that marks expensive listings
     deluxe, basic = (
         loaded.text_price.predict(["deluxe item"])[0],
         loaded.text_price.predict(["basic item"])[0],
     )
     assert deluxe > basic
+
+
+def test_neighbour_prices_are_leave_one_out_and_round_trip(tmp_path: Path) -> None:
+    from scipy import sparse
+
+    from fbmarket.price.knn import NeighbourPrices
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(40, 6)).astype(np.float32)
+    text = sparse.random(40, 50, density=0.2, random_state=3, format="csr", dtype=np.float32)
+    price = rng.uniform(1, 500, 40)
+    price[:4] = 0.0  # a few free listings
+    catalogue = NeighbourPrices.fit({"embedding": vectors, "text": text}, price, ks=(1, 5))
+    own = catalogue.features({"embedding": vectors, "text": text}, exclude=np.arange(40))
+    # without the exclusion, the nearest listing of each is itself
+    leaky = catalogue.features({"embedding": vectors, "text": text})
+    np.testing.assert_allclose(leaky["knn_embedding_1_median"], np.log1p(price).astype(np.float32), rtol=1e-6)
+    # with it, a listing's own price never enters its feature: changing it changes nothing
+    changed = price.copy()
+    changed[7] = 1e6
+    moved = NeighbourPrices.fit({"embedding": vectors, "text": text}, changed, ks=(1, 5))
+    again = moved.features({"embedding": vectors, "text": text}, exclude=np.arange(40))
+    for column in catalogue.columns:
+        assert again[column][7] == pytest.approx(own[column][7], nan_ok=True), column
+    assert np.all(own["knn_embedding_1_median"] != np.log1p(price).astype(np.float32))
+    assert own["knn_text_5_free_share"].min() >= 0 and own["knn_text_5_free_share"].max() <= 1
+    # save / load: identical features for new listings (float16 storage happens at fit time)
+    catalogue.save(tmp_path)
+    loaded = NeighbourPrices.load(tmp_path)
+    queries = {"embedding": rng.normal(size=(9, 6)), "text": text[:9]}
+    before, after = catalogue.features(queries), loaded.features(queries)
+    for column in catalogue.columns:
+        np.testing.assert_array_equal(before[column], after[column])

@@ -5,7 +5,9 @@ error and MAE in pounds, RMSE and R² on log1p(price), and the share of true pri
 the range with its mean width. Over every priced listing, £0 included, the suggestion
 is £0 when P(free) >= the threshold, else the median: that is the figure comparable with
 the ridge baseline (fbmarket/baselines.py), which scored every test listing. The free
-class gets precision and recall at the threshold.
+class gets precision and recall at the threshold: the price model's own
+(`PriceModel.free_threshold`, chosen on the validation split); FREE_THRESHOLD (0.5) is only
+the default of models saved before that choice existed.
 """
 
 from __future__ import annotations

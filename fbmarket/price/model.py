@@ -8,12 +8,17 @@ Why this shape:
 - A text-only ridge estimate of the price (fbmarket/price/text_price.py) is one feature.
 - The 80% range is then calibrated on the validation split (fbmarket/price/conformal.py,
   CQR), stored as one offset in log space.
+- The prices of the nearest training listings ("comparables", fbmarket/price/knn.py, by
+  fusion embedding and TF-IDF text) are features too, leave-one-out on train.
 - Listings at £0 ("free to collector") are not the bottom of the price scale but another
   kind of listing, so a binary booster gives P(free) and the quantile models see only
-  price > 0 (on the dev data 72 of 5,297 listings are free).
+  price > 0 (on the dev data 72 of 5,297 listings are free). A listing is called free
+  when P(free) >= `free_threshold`, chosen on the validation split (best F1 of the free
+  class, never under FREE_THRESHOLD_FLOOR); the suggestion is then £0.
 
 Saved in the bundle as LightGBM's own text format (`Booster.save_model`) plus a JSON
-document (feature names, category vocabularies, conformal offset): never pickle. Every
+document (feature names, category vocabularies, conformal offset, free threshold), the
+text ridge's and the comparables' catalogue's npz files: never pickle. Every
 file is written atomically (temporary file, fsync, rename), the JSON last, so a bundle
 holds either a complete old model or a complete new one.
 """
@@ -34,6 +39,8 @@ import pandas as pd
 from fbmarket.config import PriceSettings
 from fbmarket.price.conformal import conformal_offset
 from fbmarket.price.features import CATEGORICAL, PriceFeatureSpec
+from fbmarket.price.knn import KNN_FILE, NeighbourPrices
+from fbmarket.price.metrics import FREE_THRESHOLD
 from fbmarket.price.text_price import CONFIG_FILE as TEXT_CONFIG_FILE
 from fbmarket.price.text_price import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
 from fbmarket.price.text_price import TextPriceRidge
@@ -47,6 +54,7 @@ QUANTILE_FILES = ("price_low.txt", "price_median.txt", "price_high.txt")
 FREE_FILE = "price_free.txt"
 MODEL_NAME = "lightgbm-quantile"
 FORMAT = 1
+FREE_THRESHOLD_FLOOR = 0.05  # a lower threshold would call free on noise (the base rate is ~1.4%)
 
 
 class PriceModelError(RuntimeError):
@@ -61,6 +69,7 @@ class PricePrediction:
     low: np.ndarray
     high: np.ndarray
     free_probability: np.ndarray
+    free: np.ndarray | None = None  # P(free) >= the model's threshold: suggest £0
 
 
 @dataclass
@@ -74,18 +83,31 @@ class PriceModel:
     calibration: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     text_price: TextPriceRidge | None = None  # the stacked text-only estimate (spec.text_price)
+    neighbours: NeighbourPrices | None = None  # the comparables' catalogue (spec.knn_sources)
+    free_threshold: float = FREE_THRESHOLD  # P(free) at which a listing is called free
+    free_selection: dict[str, Any] = field(default_factory=dict)
 
     def features(
         self, products: pd.DataFrame, embeddings: np.ndarray | None, photo_counts: Sequence[int]
     ) -> pd.DataFrame:
-        """The feature table of clean listings for this model (the text estimate included)."""
-        estimate = None
+        """The feature table of clean listings for this model (the text estimate and the
+        comparables' prices included)."""
+        from fbmarket.price.train import neighbour_vectors
+
+        estimate, neighbours = None, None
+        texts = product_text(products) if (self.spec.text_price or "text" in self.spec.knn_sources) else None
         if self.spec.text_price:
             if self.text_price is None:
                 raise PriceModelError("the price model reads a text price estimate but has no text model")
-            estimate = self.text_price.predict(product_text(products))
+            estimate = self.text_price.predict(texts)
+        if self.spec.knn_sources:
+            if self.neighbours is None:
+                raise PriceModelError("the price model reads comparables' prices but has no catalogue")
+            neighbours = self.neighbours.features(
+                neighbour_vectors(self.spec.knn_sources, embeddings, texts, self.text_price)
+            )
         return self.spec.frame(
-            products, embeddings if self.spec.embedding_dim else None, photo_counts, estimate
+            products, embeddings if self.spec.embedding_dim else None, photo_counts, estimate, neighbours
         )
 
     @property
@@ -121,11 +143,12 @@ class PriceModel:
         free = None
         if 0 < is_free[known].sum() < known.sum():
             free = _train(
-                x[known],
+                _matrix(features, spec, spec.free_columns)[known],
                 is_free[known].astype(float),
                 spec,
                 _params(settings, seed, "binary"),
                 settings.free_rounds,
+                spec.free_columns,
             )
         training = {
             "listings": int(len(price)),
@@ -160,6 +183,42 @@ class PriceModel:
         }
         return self.calibration
 
+    def choose_free_threshold(self, features: pd.DataFrame, price: np.ndarray) -> dict[str, Any]:
+        """Set `free_threshold` from held-out listings (validation split): the P(free) that
+        maximises the free class's F1, never under FREE_THRESHOLD_FLOOR; returns the record."""
+        price = np.asarray(price, dtype=float)
+        known = np.isfinite(price)
+        is_free = price[known] <= 0
+        if self.free is None or not is_free.any():
+            self.free_threshold = FREE_THRESHOLD
+            self.free_selection = {"chosen": False, "note": "no free validation listing (or no classifier)"}
+            return self.free_selection
+        probability = self.free_probability(features.iloc[np.flatnonzero(known)])
+        best = (-1.0, FREE_THRESHOLD, 0.0, 0.0)
+        for threshold in sorted({float(p) for p in probability if p >= FREE_THRESHOLD_FLOOR}):
+            said = probability >= threshold
+            hits = float((said & is_free).sum())
+            precision, recall = hits / float(said.sum()), hits / float(is_free.sum())
+            f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+            if f1 > best[0]:
+                best = (f1, threshold, precision, recall)
+        f1, threshold, precision, recall = best
+        if f1 <= 0:  # no threshold above the floor finds a free listing
+            threshold = FREE_THRESHOLD
+        self.free_threshold = float(threshold)
+        self.free_selection = {
+            "chosen": bool(f1 > 0),
+            "method": f"best F1 of the free class on val, threshold >= {FREE_THRESHOLD_FLOOR}",
+            "split": "val",
+            "free_listings": int(is_free.sum()),
+            "listings": int(known.sum()),
+            "threshold": self.free_threshold,
+            "val_f1": float(f1),
+            "val_precision": float(precision),
+            "val_recall": float(recall),
+        }
+        return self.free_selection
+
     # ------------------------------------------------------------------ predicting
     def predict_log(self, features: pd.DataFrame, calibrated: bool = True) -> tuple[np.ndarray, ...]:
         """(low, median, high) on log1p(price), ordered low <= median <= high."""
@@ -174,13 +233,18 @@ class PriceModel:
         return stacked[0], stacked[1], stacked[2]
 
     def predict(self, features: pd.DataFrame, calibrated: bool = True) -> PricePrediction:
+        """Prices in pounds (the regression's, for free listings too) and P(free); `free` marks
+        the listings called free (P(free) >= free_threshold), whose suggestion is £0."""
         low, median, high = (np.clip(np.expm1(v), 0.0, None) for v in self.predict_log(features, calibrated))
-        return PricePrediction(median, low, high, self.free_probability(features))
+        probability = self.free_probability(features)
+        free = probability >= self.free_threshold
+        return PricePrediction(median, low, high, probability, free)
 
     def free_probability(self, features: pd.DataFrame) -> np.ndarray:
         if self.free is None:
             return np.full(len(features), self.free_rate)
-        return np.asarray(self.free.predict(_matrix(features, self.spec)), dtype=float)
+        columns = self.free.feature_name()
+        return np.asarray(self.free.predict(_matrix(features, self.spec, columns)), dtype=float)
 
     # ------------------------------------------------------------------ files
     def save(self, model_dir: Path) -> list[str]:
@@ -206,6 +270,10 @@ class PriceModel:
         if self.text_price is None:
             for name in (TEXT_CONFIG_FILE, TEXT_WEIGHTS_FILE):
                 (model_dir / name).unlink(missing_ok=True)
+        knn_files = self.neighbours.save(model_dir) if self.neighbours is not None else []
+        if self.neighbours is None:
+            (model_dir / KNN_FILE).unlink(missing_ok=True)
+        text_files = [*text_files, *knn_files]
         atomic_write_json(model_dir / PRICE_FILE, self.to_json())
         return [*boosters, *text_files, PRICE_FILE]
 
@@ -222,9 +290,12 @@ class PriceModel:
                 "high": QUANTILE_FILES[2],
                 "free": FREE_FILE if self.free is not None else None,
                 "text_price": [TEXT_CONFIG_FILE, TEXT_WEIGHTS_FILE] if self.text_price is not None else None,
+                "neighbours": KNN_FILE if self.neighbours is not None else None,
             },
             "features": self.spec.to_json(),
             "free_rate": self.free_rate,
+            "free_threshold": self.free_threshold,
+            "free_selection": self.free_selection,
             "conformal_offset_log": self.offset,
             "calibration": self.calibration,
             "training": self.training,
@@ -261,6 +332,14 @@ class PriceModel:
                             f"{model_dir / name} is missing (named by {PRICE_FILE}); retrain with fbmarket train"
                         )
                 text_price = TextPriceRidge.load(model_dir)
+            neighbours = None
+            if files.get("neighbours"):
+                if not (model_dir / files["neighbours"]).is_file():
+                    raise PriceModelError(
+                        f"{model_dir / files['neighbours']} is missing (named by {PRICE_FILE}); "
+                        "retrain with fbmarket train"
+                    )
+                neighbours = NeighbourPrices.load(model_dir)
             return cls(
                 PriceFeatureSpec.from_json(meta["features"]),
                 quantiles,
@@ -271,6 +350,9 @@ class PriceModel:
                 dict(meta.get("calibration") or {}),
                 dict(meta.get("training") or {}),
                 text_price,
+                neighbours,
+                float(meta.get("free_threshold", FREE_THRESHOLD)),
+                dict(meta.get("free_selection") or {}),
             )
         except PriceModelError:
             raise
@@ -303,23 +385,30 @@ def _params(settings: PriceSettings, seed: int, objective: str, alpha: float | N
 
 
 def _train(
-    x: np.ndarray, y: np.ndarray, spec: PriceFeatureSpec, params: dict[str, Any], rounds: int
+    x: np.ndarray,
+    y: np.ndarray,
+    spec: PriceFeatureSpec,
+    params: dict[str, Any],
+    rounds: int,
+    columns: list[str] | None = None,
 ) -> lgb.Booster:
+    columns = list(spec.columns if columns is None else columns)
     data = lgb.Dataset(
         x,
         label=y,
-        feature_name=list(spec.columns),
-        categorical_feature=[c for c in CATEGORICAL if c in spec.columns],
+        feature_name=columns,
+        categorical_feature=[c for c in CATEGORICAL if c in columns],
         free_raw_data=True,
     )
     return lgb.train(params, data, num_boost_round=rounds)
 
 
-def _matrix(features: pd.DataFrame, spec: PriceFeatureSpec) -> np.ndarray:
-    missing = [c for c in spec.columns if c not in features]
+def _matrix(features: pd.DataFrame, spec: PriceFeatureSpec, columns: list[str] | None = None) -> np.ndarray:
+    columns = list(spec.columns if columns is None else columns)
+    missing = [c for c in columns if c not in features]
     if missing:
         raise ValueError(f"price features are missing columns: {missing[:5]}")
-    return features[spec.columns].to_numpy(dtype=np.float64)
+    return features[columns].to_numpy(dtype=np.float64)
 
 
 def round_gbp(value: float) -> float:

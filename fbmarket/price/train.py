@@ -18,10 +18,11 @@ import pandas as pd
 from fbmarket.config import PriceSettings
 from fbmarket.data import schema as S
 from fbmarket.price.features import PriceFeatureSpec
+from fbmarket.price.knn import NeighbourPrices
 from fbmarket.price.metrics import suggestion_metrics
 from fbmarket.price.model import PriceModel
 from fbmarket.price.text_price import TextPriceRidge
-from fbmarket.text.tfidf import product_text
+from fbmarket.text.tfidf import product_text, transform
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,49 @@ def text_price_estimates(
     return ridge, estimate
 
 
+def neighbour_vectors(
+    sources: list[str] | tuple[str, ...],
+    embeddings: np.ndarray | None,
+    texts: np.ndarray | None,
+    ridge: TextPriceRidge | None,
+) -> dict:
+    """The vectors the comparables are found by: the fusion embeddings, the ridge's TF-IDF."""
+    vectors: dict = {}
+    if "embedding" in sources:
+        if embeddings is None:
+            raise ValueError("embedding neighbours need the listings' price-free embeddings")
+        vectors["embedding"] = embeddings
+    if "text" in sources:
+        if ridge is None or texts is None:
+            raise ValueError("text neighbours need the text-price ridge's TF-IDF vectorisers")
+        vectors["text"] = transform(ridge.vectorisers, list(texts))
+    return vectors
+
+
+def neighbour_price_features(
+    products: pd.DataFrame,
+    price: np.ndarray,
+    train: np.ndarray,
+    sources: list[str] | tuple[str, ...],
+    ks: list[int] | tuple[int, ...],
+    embeddings: np.ndarray | None,
+    ridge: TextPriceRidge | None,
+) -> tuple[NeighbourPrices, dict[str, np.ndarray]]:
+    """The catalogue (every training listing with a known price) and each listing's
+    comparables' columns: leave-one-out for training rows (a listing is never its own
+    neighbour), from the whole catalogue for the others."""
+    vectors = neighbour_vectors(
+        sources, embeddings, product_text(products) if "text" in sources else None, ridge
+    )
+    members = train[np.isfinite(price[train])]
+    neighbours = NeighbourPrices.fit(
+        {name: x[members] for name, x in vectors.items()}, price[members], tuple(ks)
+    )
+    exclude = np.full(len(products), -1)
+    exclude[members] = np.arange(len(members))
+    return neighbours, neighbours.features(vectors, exclude)
+
+
 def train_price_model(
     bundle: Any,
     products: pd.DataFrame,
@@ -87,20 +131,35 @@ def train_price_model(
     priced_train = int((np.isfinite(price[train]) & (price[train] > 0)).sum())
     # the out-of-fold ridge needs a few priced listings in every fold
     stack_text = settings.text_price and priced_train >= 4 * settings.text_price_folds
+    sources = [
+        s
+        for s in settings.knn_sources
+        if (s != "text" or stack_text) and (s != "embedding" or settings.use_embedding)
+    ]
+    if (np.isfinite(price[train]).sum()) <= max(settings.knn_ks, default=0):
+        sources = []  # too few training listings for k comparables
     spec = PriceFeatureSpec.fit(
         products.iloc[train],
         bundle.embedding_dim if settings.use_embedding else 0,
         settings.text_features,
         stack_text,
+        sources,
+        settings.knn_ks,
     )
-    if spec.embedding_dim and embeddings is None:
+    if (spec.embedding_dim or "embedding" in sources) and embeddings is None:
         embeddings = price_free_embeddings(bundle, products, images)
     ridge, estimate = None, None
     if stack_text:
         ridge, estimate = text_price_estimates(products, price, train, settings, seed)
-    features = spec.frame(products, embeddings, photo_counts(products, images), estimate)
+    neighbours, columns = None, None
+    if sources:
+        neighbours, columns = neighbour_price_features(
+            products, price, train, sources, settings.knn_ks, embeddings, ridge
+        )
+    features = spec.frame(products, embeddings, photo_counts(products, images), estimate, columns)
     model = PriceModel.fit(features.iloc[train], price[train], spec, settings, seed)
     model.text_price = ridge
+    model.neighbours = neighbours
     notes: list[str] = []
     if settings.calibrate and len(val):
         model.calibrate(features.iloc[val], price[val])
@@ -111,6 +170,8 @@ def train_price_model(
             "note": f"{reason}: the range is the raw quantile boosters'",
         }
         notes.append(model.calibration["note"])
+    if len(val):
+        model.choose_free_threshold(features.iloc[val], price[val])
     files = model.save(model_dir)
     record: dict[str, Any] = {
         "model": "lightgbm-quantile",
@@ -121,15 +182,24 @@ def train_price_model(
             "embedding_dim": spec.embedding_dim,
             "text_features": spec.text_features,
             "text_price": spec.text_price,
+            "knn_sources": spec.knn_sources,
+            "knn_ks": spec.knn_ks,
             "n": len(spec.columns),
         },
+        "free_threshold": model.free_threshold,
+        "free_selection": model.free_selection,
     }
     scored_split, scored = ("test", test) if len(test) else ("val", val)
     if len(scored):
         prediction = model.predict(features.iloc[scored])
         record["evaluated_on"] = scored_split
         record["metrics"] = suggestion_metrics(
-            price[scored], prediction.median, prediction.low, prediction.high, prediction.free_probability
+            price[scored],
+            prediction.median,
+            prediction.low,
+            prediction.high,
+            prediction.free_probability,
+            model.free_threshold,
         )
     record["notes"] = notes
     record["seconds"] = round(time.perf_counter() - started, 2)
