@@ -487,6 +487,60 @@ def test_invalid_listing_fields_are_422(
     assert response.json()["detail"].startswith(f"{field}:")
 
 
+def test_parallel_creates_of_one_id_keep_exactly_one(api: httpx.Client, live_server: LiveServer) -> None:
+    """The existence check and the write are one step: of concurrent creates of one id,
+    one wins and the others are refused naming product_id, with no photo copies left over."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    product_id = "race-" + uuid.uuid4().hex[:8]
+    served = live_server.marketplace.settings
+    uploads = served.cache_dir / f"uploads_{served.data.image_size}"
+
+    def create(n: int) -> httpx.Response:
+        with live_server.client() as client:
+            return client.post(
+                "/listings",
+                data=listing_form(f"Race {n} chair", product_id=product_id),
+                files=[("photos", ("a.jpg", jpeg_bytes(colour=(n * 20, 9, 9)), "image/jpeg"))],
+                headers=live_server.write_headers,
+            )
+
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(create, range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [422] * 5, [r.text for r in responses]
+    for refused in (r for r in responses if r.status_code == 422):
+        assert refused.json()["errors"][0]["field"] == "product_id"
+        assert refused.json()["reason"] == "already_exists"
+    winner = next(r for r in responses if r.status_code == 201).json()
+    assert api.get(f"/listings/{product_id}").json()["title"] == winner["title"]
+    assert len(list(uploads.glob(f"{product_id}-*"))) == 1, "the refused creates' photo copies are removed"
+    api.delete(f"/listings/{product_id}", headers=live_server.write_headers)
+
+
+def test_a_price_above_the_limit_is_refused_not_dropped(api: httpx.Client, live_server: LiveServer) -> None:
+    word = "zq" + uuid.uuid4().hex[:10]
+    limit = live_server.marketplace.settings.data.max_price
+    response = api.post(
+        "/listings", data=listing_form(f"Gold {word} watch") | {"price": str(limit * 1.25)},
+        headers=live_server.write_headers,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "price" and f"{limit:,.0f}" in response.json()["detail"]
+    assert not api.get("/search", params={"q": word}).json()["results"], "nothing written"
+
+
+def test_photo_errors_name_the_field_in_errors(api: httpx.Client, live_server: LiveServer) -> None:
+    response = api.post(
+        "/listings",
+        data=listing_form("Lamp"),
+        files=[("photos", ("bad.jpg", b"\xff\xd8\xff\xe0" + b"0" * 64, "image/jpeg"))],
+        headers=live_server.write_headers,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "photos[0]"
+
+
 def test_a_bad_photo_refuses_the_whole_listing(api: httpx.Client, live_server: LiveServer) -> None:
     word = "zq" + uuid.uuid4().hex[:10]
     response = api.post(
