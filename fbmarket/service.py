@@ -441,20 +441,12 @@ class Marketplace:
             photo if isinstance(photo, Image.Image) else open_image(photo, limits.max_image_pixels, limits.max_image_bytes)
             for photo in photos
         ]
-        category, source = (draft.category or "").strip(), "given"
+        category, source = self._seller_category(draft.category), "given"
         if not category:
             text = f"{title}. {draft.description or ''}".strip()
             category = self.predict_category(text, images[0] if images else None, top=1)[0][0]
             source = "predicted"
         root = category.split("/")[0].strip()
-        if root not in self.model.classes:
-            raise BadRequestError(
-                f"category {category!r}: the root must be one of the model's categories: "
-                f"{', '.join(self.model.classes)}",
-                field="category",
-                reason="unknown_category",
-                details={"valid_roots": list(self.model.classes)},
-            )
         unpriced = replace(draft, title=title, price=None, product_id="draft")
         product = self._clean_listing(unpriced, category, None)
         used = images[: self.model.max_photos]
@@ -480,6 +472,35 @@ class Marketplace:
             evidence=self._price_evidence(embedding[0], str(product[S.ROOT_CATEGORY].iloc[0])),
             interval=price_model.interval,
         )
+
+    def _seller_category(self, category: str | None) -> str:
+        """A seller's category in the catalogue's spelling, "" when none was given.
+
+        Case, spacing and "and"/"&" do not matter (as in search); a path must be a root of
+        the model or a category (or prefix of one) the catalogue has: a made-up sub-path would
+        become a category of one listing that no filter or leaf feature knows.
+        """
+        given = (category or "").strip()
+        if not given:
+            return ""
+        try:
+            found = self.searcher.canonical_category(given, roots=self.model.classes)
+        except UnknownCategoryError as error:
+            raise BadRequestError(
+                f"category: {error}",
+                field="category",
+                reason="unknown_category",
+                details={"valid_roots": error.roots, "suggestion": error.suggestion},
+            ) from error
+        if found.split("/")[0].strip() not in self.model.classes:
+            raise BadRequestError(
+                f"category: {given!r} is under a root the model does not know; the roots are: "
+                f"{', '.join(self.model.classes)}",
+                field="category",
+                reason="unknown_category",
+                details={"valid_roots": list(self.model.classes)},
+            )
+        return found
 
     def _price_evidence(self, vector: np.ndarray, root: str) -> list[ListingResult]:
         """The catalogue's nearest listings with a price (by fusion embedding), those in the
@@ -719,17 +740,11 @@ class Marketplace:
         written = cleaned_photos if photos is not None else None
         try:
             image = _first_image(cleaned_photos)
-            category = listing.category
+            category = self._seller_category(listing.category)
             if not category:
                 text = f"{listing.title}. {listing.description}"
                 category = self.predict_category(text, image, top=1)[0][0]
             root = category.split("/")[0].strip()
-            if root not in self.model.classes:
-                raise BadRequestError(
-                    f"category {category!r}: the root must be one of the model's categories: {', '.join(self.model.classes)}",
-                    field="category",
-                    reason="unknown_category",
-                )
             product = self._clean_listing(listing, category, cleaned_photos)
             encoded = self.model.encode_listings(
                 product,

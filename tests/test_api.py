@@ -541,6 +541,27 @@ def test_photo_errors_name_the_field_in_errors(api: httpx.Client, live_server: L
     assert response.json()["errors"][0]["field"] == "photos[0]"
 
 
+def test_a_sellers_category_is_matched_forgivingly_and_stored_in_the_catalogues_spelling(
+    api: httpx.Client, live_server: LiveServer, catalogue: dict
+) -> None:
+    path = str(catalogue["listings"]["category"].iloc[0])
+    sloppy = " / ".join(part.strip().upper().replace("&", "and") for part in path.split("/"))
+    created = api.post(
+        "/listings", data=listing_form("Garden bench", category=sloppy), headers=live_server.write_headers
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["category"] == path
+    api.delete(f"/listings/{created.json()['product_id']}", headers=live_server.write_headers)
+    root = path.split("/")[0].strip()
+    made_up = api.post(
+        "/listings",
+        data=listing_form("Garden bench", category=f"{root} / Zqx Bogus / Nonsense"),
+        headers=live_server.write_headers,
+    )
+    assert made_up.status_code == 422 and made_up.json()["errors"][0]["field"] == "category"
+    assert root in made_up.json()["errors"][0]["valid_roots"]
+
+
 def test_a_bad_photo_refuses_the_whole_listing(api: httpx.Client, live_server: LiveServer) -> None:
     word = "zq" + uuid.uuid4().hex[:10]
     response = api.post(

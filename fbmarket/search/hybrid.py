@@ -482,11 +482,20 @@ class HybridSearcher:
         """Raise `UnknownCategoryError` unless `category` is a catalogue category or a prefix of
         one (as `Filters` match it), or names one of `roots` (e.g. the model's categories,
         which may have no listing yet). The error lists the roots and the nearest spelling."""
+        self.canonical_category(category, roots)
+
+    def canonical_category(self, category: str, roots: Iterable[str] = ()) -> str:
+        """The catalogue's own spelling of `category` ("home and garden / sofas" ->
+        "Home & Garden / Sofas"), matched as `check_category` matches; a seller's category is
+        stored in this spelling, so filters and the leaf feature see one name per category.
+        Raises `UnknownCategoryError` (roots and the nearest spelling) when nothing matches."""
         table = self.table  # one read: a concurrent write swaps in a new table whole
         key = category_key(category)
         extra = {category_key(root): root for root in roots}
-        if key in table.category_prefixes or key in extra:
-            return
+        if key in extra:
+            return extra[key]
+        if key in table.category_prefixes:
+            return table.category_prefixes[key]
         known = extra | table.category_prefixes
         close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
         all_roots = sorted(set(extra.values()) | set(table.roots))
