@@ -169,14 +169,7 @@ def predict_duplicates(
     photos: Annotated[list[UploadFile] | None, File(description="photos of the item")] = None,
 ) -> DraftDuplicatesOut:
     checked = read_photos(photos, settings)
-    draft = ListingInput(
-        title=fields.title,
-        description=fields.description,
-        price=fields.price,
-        location=fields.location,
-        category=fields.category,
-        product_id=fields.product_id,
-    )
+    draft = fields.to_input()
     matches = market.find_duplicates(draft, [p.data for p in checked])
     return DraftDuplicatesOut(duplicates=[DuplicateOut.of(c) for c in market.duplicate_cards(matches)])
 
@@ -323,14 +316,7 @@ def create_listing(
     photos: Annotated[list[UploadFile] | None, File(description="photos of the item")] = None,
 ) -> ListingOut:
     checked = read_photos(photos, settings)
-    listing = ListingInput(
-        title=fields.title,
-        description=fields.description,
-        price=fields.price,
-        location=fields.location,
-        category=fields.category,
-        product_id=fields.product_id,
-    )
+    listing = fields.to_input()
     created = ListingOut.of(market.create_listing(listing, [p.data for p in checked]))
     response.headers["Location"] = listing_url(created.product_id)
     return created

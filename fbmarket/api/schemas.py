@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from fbmarket.data.prices import read_price
-from fbmarket.service import ListingResult, PriceSuggestion, SearchResponse
+from fbmarket.service import ListingInput, ListingResult, PriceSuggestion, SearchResponse
 
 MAX_QUERY_CHARS = 500
 MAX_K = 100
@@ -108,6 +108,17 @@ class ListingFields(BaseModel):
     location: Text = Field("", max_length=200, description='"Town, County"')
     category: OptionalText = Field(None, max_length=200, description='full path "Root / Sub / Leaf"')
     product_id: OptionalText = Field(None, pattern=ID_PATTERN, description="generated when missing")
+
+    def to_input(self) -> ListingInput:
+        """The facade's listing: one place maps the form's fields (POST /listings, drafts, /sell)."""
+        return ListingInput(
+            title=self.title,
+            description=self.description,
+            price=self.price,
+            location=self.location,
+            category=self.category,
+            product_id=self.product_id,
+        )
 
 
 class DraftFields(ListingFields):

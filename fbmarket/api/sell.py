@@ -29,7 +29,7 @@ from fbmarket.api.uploads import Photo, read_photos
 from fbmarket.api.web import render_page, templates
 from fbmarket.data.images import ImageError
 from fbmarket.price.model import PriceModelError
-from fbmarket.service import BadRequestError, ListingInput, Marketplace
+from fbmarket.service import BadRequestError, Marketplace
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +69,6 @@ def _error_field(exc: BaseException) -> str:
     """The form field an error is about (`photos[1]` -> `photos`), or "form" when none is named."""
     name = getattr(exc, "field", None) or "form"
     return name.split("[", 1)[0]
-
-
-def _draft(fields: ListingFields) -> ListingInput:
-    return ListingInput(
-        title=fields.title,
-        description=fields.description,
-        price=fields.price,
-        location=fields.location,
-        category=fields.category,
-    )
 
 
 def _validated(values: dict[str, str], advice: Advice, need_title: bool) -> ListingFields | None:
@@ -121,7 +111,7 @@ def advise(market: Marketplace, values: dict[str, str], photos: list[Photo]) -> 
     if fields is None or not title:
         advice.price_note = "Add a title to get a price suggestion and a duplicate check."
         return advice
-    draft = _draft(fields)
+    draft = fields.to_input()
     data = [p.data for p in photos]
     try:
         advice.price = PriceOut.of(market.suggest_price(draft, data))
@@ -157,7 +147,7 @@ def publish(market: Marketplace, values: dict[str, str], photos: list[Photo]) ->
     if fields is None:
         return advice
     try:
-        created = market.create_listing(_draft(fields), [p.data for p in photos])
+        created = market.create_listing(fields.to_input(), [p.data for p in photos])
     except (BadRequestError, ImageError) as exc:
         advice.refuse(_error_field(exc), message_of(exc))
         return advice
