@@ -22,7 +22,7 @@ COPY requirements.txt ./
 RUN pip install -r requirements.txt
 COPY pyproject.toml README.md main.py ./
 COPY fbmarket ./fbmarket
-RUN pip install --no-deps .
+RUN pip install .
 
 # The bundle (models, FAISS index, photo cache, SQLite file) lives on a volume: it is the state.
 RUN useradd --create-home --uid 1000 fbmarket && mkdir /artifacts && chown fbmarket /artifacts

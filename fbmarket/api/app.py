@@ -17,6 +17,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from fbmarket import __version__
 from fbmarket.api.errors import install_error_handlers
 from fbmarket.api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware, Scope
 from fbmarket.api.routes import router as api_router
@@ -82,7 +83,7 @@ def create_app(
 
     app = FastAPI(
         title="fbmarket",
-        version="0.1.0",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_tags=[
