@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 from PIL import Image
 
 from fbmarket.config import Settings
@@ -30,7 +29,7 @@ from fbmarket.data.clean import CleaningReport, attach_geo, clean_products, clea
 from fbmarket.data.features import add_features
 from fbmarket.data.images import clean_image, open_image
 from fbmarket.data.split import hash_split
-from fbmarket.data.store import Store, images, users
+from fbmarket.data.store import Store
 from fbmarket.price.model import round_gbp
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
@@ -332,9 +331,7 @@ class Marketplace:
 
     def _known_users(self) -> set[str]:
         known = set(self.ranking.profiles.buyers) if hasattr(self.ranking.profiles, "buyers") else set()
-        with self.store.engine.connect() as connection:
-            known |= {row[0] for row in connection.execute(sa.select(users.c.user_id))}
-        return known
+        return known | self.store.user_ids()
 
     # ------------------------------------------------------------------ reading
     def search(self, request: SearchRequest) -> SearchResponse:
@@ -997,11 +994,7 @@ class Marketplace:
         return {pid: self._photo_count.get(pid, 0) for pid in product_ids}
 
     def _count_photos(self, product_ids: list[str] | None = None) -> dict[str, int]:
-        query = sa.select(images.c.product_id, sa.func.count()).group_by(images.c.product_id)
-        if product_ids is not None:
-            query = query.where(images.c.product_id.in_(product_ids))
-        with self.store.engine.connect() as connection:
-            return {str(pid): int(n) for pid, n in connection.execute(query)}
+        return self.store.photo_counts(product_ids)
 
 
 @dataclass

@@ -132,6 +132,24 @@ def test_users_and_interactions_are_idempotent(database_url: str) -> None:
         store.close()
 
 
+def test_named_queries_the_service_and_page_use(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        store.upsert_listings(listings(), photos())
+        users = pd.DataFrame(
+            {"user_id": ["u2", "u1"], "age": ["34", None], "gender": ["female", None], "location": ["Leeds", None]}
+        )
+        store.upsert_users(users)
+        assert store.photo_counts() == {"a": 2}
+        assert store.photo_counts(["b"]) == {}
+        assert store.user_ids() == {"u1", "u2"}
+        assert [b["user_id"] for b in store.buyers(limit=1)] == ["u1"]
+        assert set(store.buyers(limit=5)[1]) == {"user_id", "age", "gender", "location"}
+        assert store.root_categories() == ["Appliances", "Home & Garden"]
+    finally:
+        store.close()
+
+
 def test_photo_paths_are_stored_relative_to_the_bundle_and_read_back_absolute(
     database_url: str, tmp_path: Path
 ) -> None:

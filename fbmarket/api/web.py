@@ -74,22 +74,7 @@ def _choices(request: Request) -> dict[str, Any]:
 
 
 def _choices_from_store(store: Any) -> dict[str, Any]:
-    import sqlalchemy as sa
-
-    from fbmarket.data.store import listings, users
-
-    with store.engine.connect() as connection:
-        buyer_rows = connection.execute(
-            sa.select(users.c.user_id, users.c.age, users.c.gender, users.c.location)
-            .order_by(users.c.user_id)
-            .limit(PICKER_SIZE)
-        ).mappings()
-        buyers = [dict(row) for row in buyer_rows]
-        roots = connection.execute(
-            sa.select(listings.c.root_category).distinct().order_by(listings.c.root_category)
-        )
-        categories = [row[0] for row in roots if row[0]]
-    return {"buyers": buyers, "categories": categories}
+    return {"buyers": store.buyers(PICKER_SIZE), "categories": store.root_categories()}
 
 
 def _thumbnail(image: Image.Image, size: int = 160) -> str:

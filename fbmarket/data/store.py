@@ -353,6 +353,35 @@ class Store:
                 connection.execute(statement, updates)
         return len(updates)
 
+    def photo_counts(self, product_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """product id -> how many photos it has (ids without any are absent); all listings by default."""
+        query = sa.select(images.c.product_id, sa.func.count()).group_by(images.c.product_id)
+        if product_ids is not None:
+            query = query.where(images.c.product_id.in_(list(product_ids)))
+        with self.engine.connect() as connection:
+            return {str(pid): int(n) for pid, n in connection.execute(query)}
+
+    def user_ids(self) -> set[str]:
+        """Every stored buyer's id."""
+        with self.engine.connect() as connection:
+            return {str(row[0]) for row in connection.execute(sa.select(users.c.user_id))}
+
+    def buyers(self, limit: int) -> list[dict[str, Any]]:
+        """The first `limit` buyers by id (user_id, age, gender, location): the web page's picker."""
+        query = (
+            sa.select(users.c.user_id, users.c.age, users.c.gender, users.c.location)
+            .order_by(users.c.user_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    def root_categories(self) -> list[str]:
+        """The distinct root categories of the stored listings, sorted."""
+        query = sa.select(listings.c.root_category).distinct().order_by(listings.c.root_category)
+        with self.engine.connect() as connection:
+            return [row[0] for row in connection.execute(query) if row[0]]
+
     def count(self, table: str) -> int:
         with self.engine.connect() as connection:
             return int(
