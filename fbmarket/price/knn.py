@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-from fbmarket.search.storage import commit, stage
+from fbmarket.files import commit, stage
 
 KNN_FILE = "price_knn.npz"
 SOURCES = ("embedding", "text")

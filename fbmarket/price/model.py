@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from fbmarket.config import PriceSettings
+from fbmarket.files import atomic_write_json, commit, discard, stage
 from fbmarket.price.conformal import conformal_offset
 from fbmarket.price.features import CATEGORICAL, PriceFeatureSpec
 from fbmarket.price.knn import KNN_FILE, NeighbourPrices
@@ -44,7 +45,6 @@ from fbmarket.price.metrics import FREE_THRESHOLD
 from fbmarket.price.text_price import CONFIG_FILE as TEXT_CONFIG_FILE
 from fbmarket.price.text_price import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
 from fbmarket.price.text_price import TextPriceRidge
-from fbmarket.search.storage import atomic_write_json, commit, discard, stage
 from fbmarket.text.tfidf import product_text
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 
-from fbmarket.search.storage import atomic_write_json, commit, stage
+from fbmarket.files import atomic_write_json, commit, stage
 from fbmarket.text.tfidf import ANALYSERS, text_vectorisers, transform
 
 CONFIG_FILE = "price_text.json"

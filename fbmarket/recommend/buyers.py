@@ -33,6 +33,7 @@ import pandas as pd
 from fbmarket.config import RankSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import split_location
+from fbmarket.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -443,12 +444,9 @@ class BuyerProfiles:
         return payload
 
     def save(self, path: Path) -> Path:
-        """Write atomically (temp file, then rename) so a reader never sees half a file."""
+        """Write atomically so a reader never sees half a file."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json()))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(self.to_json()))
         return path
 
     @classmethod

@@ -49,7 +49,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fbmarket.config import SearchSettings
-from fbmarket.search.storage import commit, discard, sha256_file, stage
+from fbmarket.files import commit, discard, sha256_file, stage
 
 FORMAT = "fbmarket.vector_index"
 FORMAT_VERSION = 1

@@ -32,16 +32,16 @@ import hashlib
 import importlib.util
 import logging
 import math
-import os
 import pickle
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import keras
 import numpy as np
+
+from fbmarket.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -448,15 +448,7 @@ def pretrained_efficientnet_lite(
     if not cached.is_file():
         state = read_checkpoint(variant.checkpoint_path(), variant.sha256)
         assign_checkpoint(full, state)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".weights.h5")
-        os.close(handle)
-        try:
-            full.save_weights(tmp)
-            os.replace(tmp, cached)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(cached, lambda tmp: full.save_weights(str(tmp)))
         log.info("converted %s ImageNet weights into %s", variant.name, cached)
     if include_top:
         return full

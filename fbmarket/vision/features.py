@@ -11,9 +11,11 @@ model and the input side is not the bottleneck (benchmarks/feature_throughput.py
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +26,14 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from fbmarket.data import schema as S
+from fbmarket.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.npy"
 IDS_FILE = "ids.json"
+SHARD_PREFIX, SHARD_SUFFIX = "shard-", ".npz"
+_SHARD_NUMBERS = itertools.count()  # with the time and pid: a shard name no other write uses
 
 
 def backbone_key(fingerprint: str, size: int, source_size: int, arch: str = "ResNet50V2") -> str:
@@ -91,31 +96,71 @@ def existing_photos(images: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 class FeatureCache:
-    """features.npy + ids.json under `root/<key>/`; rewritten atomically when it grows."""
+    """Photo features by image id under `root/<key>/`, in append-only shards.
+
+    Each `put` writes one new shard (`shard-<time>-<pid>-<n>.npz`: the ids and their rows,
+    published atomically by `files.atomic_write`) and never rewrites what is stored, so a
+    write costs what it adds, not the size of the cache. Opening the cache reads every
+    shard; a torn or foreign shard is skipped with a warning (its photos are recomputed),
+    and an id stored twice (two runs racing) keeps its first row. Caches written before
+    shards (`features.npy` + `ids.json`) are read as the oldest shard.
+    """
 
     def __init__(self, root: Path, key: str):
         self.directory = Path(root) / key
         self.key = key
         self._ids: list[str] = []
-        self._features: np.ndarray | None = None
+        self._chunks: list[np.ndarray] = []  # rows in `_ids` order; joined lazily by `_rows`
         self._index: dict[str, int] = {}
         self._load()
 
     def _load(self) -> None:
+        legacy = self._read_legacy()
+        if legacy is not None:
+            self._add(*legacy)
+        for shard in sorted(self.directory.glob(f"{SHARD_PREFIX}*{SHARD_SUFFIX}")):
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    ids, rows = [str(i) for i in data["ids"]], np.asarray(data["features"], np.float32)
+            except (OSError, ValueError, KeyError) as error:
+                log.warning("feature cache shard %s unreadable (%s): skipped", shard, error)
+                continue
+            if len(ids) != len(rows) or (self._chunks and rows.shape[1:] != self._chunks[0].shape[1:]):
+                log.warning("feature cache shard %s inconsistent: skipped", shard)
+                continue
+            self._add(ids, rows)
+
+    def _read_legacy(self) -> tuple[list[str], np.ndarray] | None:
         ids_path, feats_path = self.directory / IDS_FILE, self.directory / FEATURES_FILE
         if not (ids_path.is_file() and feats_path.is_file()):
-            return
+            return None
         try:
             ids = json.loads(ids_path.read_text())
-            features = np.load(feats_path)
+            features = np.load(feats_path, allow_pickle=False)
         except (OSError, ValueError) as error:  # a torn write: recompute rather than trust it
             log.warning("feature cache %s unreadable (%s): starting afresh", self.directory, error)
-            return
+            return None
         if len(ids) != len(features):
             log.warning("feature cache %s inconsistent: starting afresh", self.directory)
+            return None
+        return [str(i) for i in ids], np.asarray(features, np.float32)
+
+    def _add(self, ids: Sequence[str], rows: np.ndarray) -> None:
+        """Append rows in memory; ids already known keep their first row."""
+        fresh = [k for k, image_id in enumerate(ids) if image_id not in self._index]
+        if len(fresh) < len(ids):
+            ids, rows = [ids[k] for k in fresh], rows[fresh]
+        if not ids:
             return
-        self._ids, self._features = list(ids), features
-        self._index = {image_id: i for i, image_id in enumerate(self._ids)}
+        for image_id in ids:
+            self._index.setdefault(image_id, len(self._ids))
+            self._ids.append(image_id)
+        self._chunks.append(rows)
+
+    def _rows(self) -> np.ndarray:
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0]
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -124,26 +169,26 @@ class FeatureCache:
         return [i for i in dict.fromkeys(image_ids) if i not in self._index]
 
     def get(self, image_ids: Sequence[str]) -> np.ndarray:
-        if self._features is None:
+        if not self._chunks:
             raise KeyError("the feature cache is empty")
-        return self._features[[self._index[i] for i in image_ids]]
+        return self._rows()[[self._index[i] for i in image_ids]]
 
     def put(self, image_ids: Sequence[str], features: np.ndarray) -> None:
+        """Store the rows of ids the cache lacks, as one new shard."""
         new = [(i, row) for i, row in zip(image_ids, features, strict=True) if i not in self._index]
         if not new:
             return
-        rows = np.stack([row for _, row in new]).astype(np.float32)
-        self._features = rows if self._features is None else np.concatenate([self._features, rows])
-        self._ids += [i for i, _ in new]
-        self._index = {image_id: i for i, image_id in enumerate(self._ids)}
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp_feats = self.directory / (FEATURES_FILE + ".tmp")
-        tmp_ids = self.directory / (IDS_FILE + ".tmp")
-        with open(tmp_feats, "wb") as handle:
-            np.save(handle, self._features)
-        tmp_ids.write_text(json.dumps(self._ids))
-        os.replace(tmp_feats, self.directory / FEATURES_FILE)
-        os.replace(tmp_ids, self.directory / IDS_FILE)
+        ids = list(dict.fromkeys(i for i, _ in new))
+        first = {i: row for i, row in reversed(new)}
+        rows = np.stack([first[i] for i in ids]).astype(np.float32)
+        name = f"{SHARD_PREFIX}{time.time_ns():020d}-{os.getpid()}-{next(_SHARD_NUMBERS)}{SHARD_SUFFIX}"
+        atomic_write(self.directory / name, lambda temp: _write_shard(temp, ids, rows))
+        self._add(ids, rows)
+
+
+def _write_shard(path: Path, ids: list[str], rows: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.savez would append ".npz" to a bare name
+        np.savez(handle, ids=np.asarray(ids, dtype=str), features=rows)
 
 
 @dataclass

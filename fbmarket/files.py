@@ -1,0 +1,99 @@
+"""Crash-safe file writes: the one way fbmarket replaces a file.
+
+A reader must only ever see a complete old file or a complete new one, also after a power
+cut. So a file is written to a temporary sibling in the same directory, fsynced (a rename
+alone can publish an empty file after a crash), renamed over the target (`os.replace` is
+atomic on POSIX and Windows when both are on one volume), and the directory is fsynced so
+the rename itself survives. `atomic_write` does all of it; `stage` and `commit` are its two
+halves, for a caller that stages several files, fingerprints them, and only then publishes
+them (the FAISS index and its id map).
+
+It lives at the bottom of the package (it imports nothing of fbmarket) so that every layer,
+from data/ to the API, can use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def fsync_path(path: Path) -> None:
+    """Force a file's bytes to disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(directory: Path) -> None:
+    """Persist a rename in `directory`; a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def stage(path: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(temp_path)` for a temporary sibling of `path`, fsync it, and return it.
+
+    The temporary name starts with a dot and ends with `path`'s own name, so writers that
+    insist on an extension (Keras' `.weights.h5`) accept it. On any failure the temporary
+    file is removed and the exception re-raised; `path` itself is never touched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp.{path.name}", dir=path.parent)
+    os.close(fd)
+    temp = Path(name)
+    try:
+        write(temp)
+        fsync_path(temp)
+    except BaseException:
+        discard(temp)
+        raise
+    return temp
+
+
+def commit(temp: Path, path: Path) -> None:
+    """Atomically publish a staged file under its final name."""
+    os.replace(temp, path)
+    fsync_dir(Path(path).parent)
+
+
+def discard(*temps: Path | None) -> None:
+    """Remove staged files that will not be committed (missing ones are fine)."""
+    for temp in temps:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Replace `path` with what `write(temp_path)` writes: all of it or, after a crash, none."""
+    commit(stage(Path(path), write), Path(path))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    """Write JSON (compact) so that `path` holds either the old or the new document."""
+    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, streamed (index files can be gigabytes)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
