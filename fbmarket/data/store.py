@@ -4,6 +4,13 @@ SQLite file by default, PostgreSQL by URL (SQLAlchemy 2 Core). Writes are upsert
 by id that only touch a row when a value actually changed, so ingesting the same
 folder twice leaves the database exactly as it was.
 
+The schema is migrated, not just created: opening a `Store` upgrades the database to the
+newest Alembic revision in fbmarket/data/migrations (`migrate`), so a database that outlives a
+release (compose's PostgreSQL) gets every column added since. Timestamps are real date-times
+(`DateTime(timezone=True)`, UTC); strings given for them are read as ISO 8601 (no offset: UTC).
+A listing's `created` is a day: it is read back as its ISO date ("2022-02-24"), as the API
+has always shown it.
+
 Photo paths are stored relative to the model bundle they belong to (`Store(url, root=bundle)`),
 so a bundle copied or moved elsewhere, or shared by API processes that see it at different
 places, finds its photos. Databases written before that hold paths relative to the directory
@@ -12,6 +19,8 @@ training ran in, or absolute ones; `rebase_photo_paths` migrates them (see `reba
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
 import re
@@ -26,6 +35,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fbmarket.data import schema as S
+
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -46,7 +57,7 @@ listings = sa.Table(
     sa.Column("latitude", sa.Float, nullable=True),
     sa.Column("longitude", sa.Float, nullable=True),
     sa.Column("geo_match", sa.String(16), nullable=False, default="unknown"),
-    sa.Column("created", sa.String(10), nullable=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=True),  # read back as its ISO date
     sa.Column("split", sa.String(8), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
@@ -101,7 +112,7 @@ interactions = sa.Table(
     sa.Column("user_id", sa.String(64), nullable=False, index=True),
     sa.Column("product_id", sa.String(64), nullable=False, index=True),
     sa.Column("event", sa.String(16), nullable=False),
-    sa.Column("timestamp", sa.String(32), nullable=False),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
     sa.Column("query", sa.Text, nullable=True),
     sa.UniqueConstraint("user_id", "product_id", "event", "timestamp", name="uq_interaction"),
 )
@@ -201,7 +212,7 @@ def _records(frame: pd.DataFrame, fields: Sequence[str]) -> list[dict[str, Any]]
 
 
 class Store:
-    """One database; create it with `Store(url, root=bundle)`, tables are created on first use.
+    """One database; create it with `Store(url, root=bundle)`, which creates or upgrades its schema.
 
     `root` is the model bundle whose photo cache the stored photo paths point into: paths are
     written relative to it and read back absolute. Without it paths are stored and returned
@@ -212,10 +223,10 @@ class Store:
         self.root = Path(os.path.abspath(root)) if root is not None else None
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        migrate(url)
         self.engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -261,6 +272,8 @@ class Store:
             row["updated_at"] = now
             row.setdefault("description", "")
             row.setdefault("geo_match", "unknown")
+            if S.CREATED in row:
+                row[S.CREATED] = to_utc(row[S.CREATED])
         changed = self._upsert(connection, listings, rows, ["product_id"], touch="updated_at")
         if photos is not None and len(photos):
             photos = photos[photos[S.PRODUCT_ID].isin(products[S.PRODUCT_ID])].copy()
@@ -304,14 +317,16 @@ class Store:
                 .mappings()
                 .first()
             )
-        return dict(row) if row else None
+        return _listing_out(dict(row)) if row else None
 
     def listings_frame(self, product_ids: Iterable[str] | None = None) -> pd.DataFrame:
         query = sa.select(listings)
         if product_ids is not None:
             query = query.where(listings.c.product_id.in_(list(product_ids)))
         with self.engine.connect() as connection:
-            return pd.read_sql(query.order_by(listings.c.product_id), connection)
+            frame = pd.read_sql(query.order_by(listings.c.product_id), connection)
+        frame[S.CREATED] = [_iso_day(value) for value in frame[S.CREATED]]
+        return frame
 
     def images_frame(self, product_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Photo rows in order; with a `root`, `path` is absolute (openable from any cwd)."""
@@ -444,6 +459,11 @@ class Store:
 
     def add_interactions(self, frame: pd.DataFrame) -> int:
         rows = _records(frame, ["user_id", "product_id", "event", "timestamp", "query"])
+        for row in rows:
+            row["timestamp"] = to_utc(row["timestamp"])
+        if unparsed := sum(row["timestamp"] is None for row in rows):
+            log.warning("%d interaction(s) without an ISO 8601 timestamp: not stored", unparsed)
+            rows = [row for row in rows if row["timestamp"] is not None]
         if not rows:
             return 0
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(interactions)
@@ -452,6 +472,87 @@ class Store:
         )
         with self.engine.begin() as connection:
             return _count_written(connection, statement.returning(interactions.c.id), rows)
+
+
+def to_utc(value: Any) -> datetime | None:
+    """A timestamp as an aware UTC date-time: ISO 8601 text (no offset: UTC), a datetime or a
+    pandas Timestamp; None for a missing value or text that is not ISO 8601."""
+    value = _plain(value)
+    if value is None:
+        return None
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if not isinstance(value, datetime):
+        try:
+            value = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso_day(value: Any) -> str | None:
+    """A stored `created` date-time as the ISO date a listing shows ("2022-02-24")."""
+    moment = to_utc(value)
+    return moment.date().isoformat() if moment is not None else None
+
+
+def _listing_out(row: dict[str, Any]) -> dict[str, Any]:
+    row[S.CREATED] = _iso_day(row.get(S.CREATED))
+    return row
+
+
+# --- migrations ---
+HEAD_TABLE = "listings"  # present in every schema since the first: marks a pre-Alembic database
+
+
+@functools.cache
+def _alembic_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory(str(_migrations_dir())).get_current_head())
+
+
+def _migrations_dir() -> Path:
+    from fbmarket.data.migrations import MIGRATIONS_DIR
+
+    return MIGRATIONS_DIR
+
+
+def migrate(url: str) -> str | None:
+    """Upgrade the database at `url` to the newest revision; returns the revision it was at.
+
+    A fresh database gets every revision; one made before migrations (tables, but no
+    `alembic_version`) is stamped with the initial revision, whose schema it has, and then
+    upgraded. A database already at the head costs one query. On PostgreSQL the upgrade holds
+    an advisory lock, so API processes starting together migrate once; on SQLite it runs with
+    foreign keys off (copying a table to change it must not cascade deletes to its photos).
+    """
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    engine = sa.create_engine(url, future=True)  # no pragmas: SQLite's foreign keys stay off
+    try:
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            current = MigrationContext.configure(connection).get_current_revision()
+            if current == _alembic_head():
+                return current
+            config = Config()
+            config.set_main_option("script_location", str(_migrations_dir()))
+            config.attributes["connection"] = connection
+            if current is None and sa.inspect(connection).has_table(HEAD_TABLE):
+                command.stamp(config, "0001_initial")
+                log.info("database from before migrations: stamped 0001_initial")
+            command.upgrade(config, "head")
+            log.info("database upgraded from %s to %s", current or "empty", _alembic_head())
+            return current
+    finally:
+        engine.dispose()
+
+
+_LOCK_KEY = 0x0FB3A2CE7  # pg_advisory_xact_lock key of fbmarket's schema migrations
 
 
 def _count_written(connection: sa.Connection, statement: sa.Executable, rows: list[dict[str, Any]]) -> int:

@@ -1,0 +1,42 @@
+"""Alembic's entry point: runs the revisions on the connection `store.migrate` hands over.
+
+From the `alembic` command line (no connection handed over) it connects to `sqlalchemy.url`
+of alembic.ini or FBMARKET_DATABASE_URL itself; autogenerate compares with store.metadata.
+"""
+
+from __future__ import annotations
+
+import os
+
+import sqlalchemy as sa
+from alembic import context
+
+from fbmarket.data.store import metadata
+
+config = context.config
+
+
+def _run(connection: sa.Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=True,  # SQLite alters a table by copying it
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:
+    url = os.environ.get("FBMARKET_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("set sqlalchemy.url in alembic.ini or FBMARKET_DATABASE_URL")
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as own:
+            _run(own)
+    finally:
+        engine.dispose()
