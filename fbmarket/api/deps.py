@@ -39,7 +39,7 @@ def get_marketplace(request: Request) -> Marketplace:
 
 def require_api_key(request: Request, key: Annotated[str | None, Security(api_key_scheme)] = None) -> None:
     """401 without a key, 403 with a wrong one; with no key configured, writes are refused (403)."""
-    expected = get_settings(request).serve.api_key
+    expected = get_settings(request).serve.api_key_value()
     if not expected:
         raise ApiError(
             403,

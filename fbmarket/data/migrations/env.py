@@ -6,11 +6,10 @@ of alembic.ini or FBMARKET_DATABASE_URL itself; autogenerate compares with store
 
 from __future__ import annotations
 
-import os
-
 import sqlalchemy as sa
 from alembic import context
 
+from fbmarket.config import Environment
 from fbmarket.data.store import metadata
 
 config = context.config
@@ -31,7 +30,8 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    url = os.environ.get("FBMARKET_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    from_environment = Environment().database_url
+    url = from_environment.get_secret_value() if from_environment else config.get_main_option("sqlalchemy.url")
     if not url:
         raise SystemExit("set sqlalchemy.url in alembic.ini or FBMARKET_DATABASE_URL")
     engine = sa.create_engine(url)

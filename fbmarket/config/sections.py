@@ -1,53 +1,16 @@
-"""The one settings object.
+"""The sections of `Settings`: every tunable number, grouped by the stage that reads it.
 
-Every tunable number lives here, grouped by the stage that reads it. `main.py` and
-the CLI build a `Settings` from their flags; library code receives it (or one of its
-sections) as an argument and never reads flags or environment variables itself,
-so a run is reproducible from its saved `settings.json`.
+Plain dataclasses: they are the bundle's settings.json (written and read by `Settings`
+through pydantic, see fbmarket/config/__init__.py), so their field names are a file format.
+Figures that justify a default live in the README and benchmarks/results, not here: the
+comments name the benchmark that measured them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-MASK = "***"  # what a masked password reads as (SQLAlchemy's hide_password form)
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<password>[^@]*)@")
-
-
-def url_password(url: str) -> str | None:
-    """The password inside a database URL ("postgresql://user:pw@host/db" -> "pw"), if any."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        password = make_url(url).password
-    except (ArgumentError, ValueError, TypeError):
-        match = _USERINFO.search(url)  # not a URL SQLAlchemy reads: still never leak its userinfo
-        password = match.group("password") if match else None
-    return str(password) if password else None
-
-
-def mask_url_password(url: str) -> str:
-    """A URL safe to write or show: its password replaced by ***; anything else is unchanged."""
-    if "://" not in url or not url_password(url):
-        return url
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError, TypeError):
-        return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
-
-
-def url_password_masked(url: str) -> bool:
-    return url_password(url) == MASK
+from pydantic import SecretStr
 
 
 @dataclass
@@ -56,8 +19,8 @@ class DataSettings:
 
     sample_products: int = 2000
     # Side of the square, letterboxed, cleaned photo cache: the photos the backbone reads.
-    # At the pretrained backbone's native size (EfficientNet-Lite2: 260 px): features from
-    # a 128 px cache cost 7 points of image-only accuracy on the dev data.
+    # At the pretrained backbone's native size (EfficientNet-Lite2: 260 px); a smaller cache
+    # costs image-only accuracy (figures: benchmarks/results/settings.md#data).
     image_size: int = 260
     max_image_pixels: int = 40_000_000  # decompression-bomb limit for PIL
     max_image_bytes: int = 10 * 1024 * 1024
@@ -65,7 +28,7 @@ class DataSettings:
     max_price: float = 20_000.0  # above: typos and placeholder prices (e.g. £1,233,333)
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     # Cleaned titles / descriptions are cut at these lengths (cut rows are counted in the
-    # cleaning report). The dev data's longest are 150 and 9,767 characters.
+    # cleaning report); well above the dev data's longest (benchmarks/results/settings.md#data).
     max_title_chars: int = 300
     max_description_chars: int = 20_000
 
@@ -89,7 +52,8 @@ class TextSettings:
     wide_ngrams: int = 2
     wide_max_tokens: int = 40_000
     wide_mode: str = "multi_hot"  # TextVectorization output mode: "multi_hot" | "tf_idf" | "count"
-    normalize_parts: bool = True  # each bag / pooled embedding at unit length (measured: +2 points)
+    # each bag / pooled embedding at unit length (benchmarks/results/settings.md#text)
+    normalize_parts: bool = True
     char_ngrams: int = 0  # >= 3: also bags of character 3..n-grams (misspellings, compounds)
     text_dim: int = 256
     dropout: float = 0.5
@@ -165,28 +129,26 @@ class FusionSettings:
     # The text branch reaches ~100% training accuracy on its own, so in joint training the
     # photos never get a gradient that matters (modality competition): the fusion kept
     # the text-only model's accuracy. Frozen text features and products shown without
-    # text make the photo tower learn the category itself (benchmarks/train_real.py figures).
+    # text make the photo tower learn the category itself (benchmarks/results/settings.md#fusion).
     freeze_text: bool = True
     text_dropout: float = 0.3  # share of training products with photos shown without any text
-    # text features -> category logits directly too (fusion/model.py). Off: on the dev data
-    # it moved fusion accuracy by noise (0.803 -> 0.806) but left the category to the skip,
-    # so the embedding clustered worse (similar-listing P@10 same root 0.750 -> 0.690).
+    # text features -> category logits directly too (fusion/model.py). Off: it moved fusion
+    # accuracy by noise but left the category to the skip, so the embedding clustered worse
+    # (benchmarks/results/settings.md#fusion).
     text_skip: bool = False
     # > 0: the category and leaf heads are cosine classifiers (logits = scale * cos) at this
     # scale, so classes gather around prototypes in the embedding; 0: plain Dense heads.
-    # Dev data, with monitor val_loss (benchmarks/train_real.py, search_quality.py): fusion
-    # accuracy 0.805 -> 0.818, leaf-head accuracy 0.23 -> 0.60, similar-listing P@10 same
-    # leaf 0.337 -> 0.545 over the catalogue (embedding only; same root 0.785 -> 0.782).
+    # Better fusion and leaf accuracy and similar-listing precision on the dev data
+    # (benchmarks/results/settings.md#fusion).
     cosine_scale: float = 20.0
     # The category every report calls "fusion": the fusion network's head, the text and
     # image branches and a TF-IDF logistic regression pooled log-linearly with weights fit
-    # on the validation split (fusion/late.py). Dev product split, test (default train,
-    # benchmarks/late_fusion.py): network 0.801, text 0.811, pooled 0.829 (+0.018 over
-    # text, 95% CI [0.000, 0.035]). Off: "fusion" is the network's own head.
+    # on the validation split (fusion/late.py); it beats each member on the dev test split
+    # (benchmarks/results/settings.md#fusion). Off: "fusion" is the network's own head.
     late_fusion: bool = True
     tfidf_c: float = 30.0  # inverse L2 strength of the TF-IDF member (text/tfidf.py)
     # after the pooling weights are fit, refit the two cheap members (TF-IDF, image head)
-    # on train + val with the settings val chose: 21% more data for what serves
+    # on train + val with the settings val chose: more data for what serves
     refit_on_val: bool = True
     log_dir: str = "logs"  # TensorBoard runs go to <log_dir>/<run>/{text,image,fusion}
 
@@ -212,14 +174,14 @@ class PriceSettings:
     lambda_l2: float = 1.0
     use_embedding: bool = True  # the fusion embedding of the listing (embedded without its price)
     text_features: bool = True  # title/description lengths and digit/number flags
-    # a ridge on TF-IDF text's log-price estimate as one feature (out-of-fold on train):
-    # dev test median abs error £25.7 -> £24.2, R² on log price 0.500 -> 0.563 (benchmarks/price_suggestion.py)
+    # a ridge on TF-IDF text's log-price estimate as one feature (out-of-fold on train);
+    # it lowers the error (benchmarks/results/settings.md#price)
     text_price: bool = True
     text_price_alpha: float = 1.0  # the ridge baseline's choice on the dev val split
     text_price_folds: int = 5
     # the prices of the k nearest training listings by fusion embedding and by TF-IDF text
-    # (leave-one-out on train; fbmarket/price/knn.py): on the dev val split median abs error
-    # £21.2 -> £19.7, R² on log price 0.631 -> 0.643 (benchmarks/price_suggestion.py); () turns them off
+    # (leave-one-out on train; fbmarket/price/knn.py; benchmarks/results/settings.md#price);
+    # () turns them off
     knn_sources: tuple[str, ...] = ("embedding", "text")
     knn_ks: tuple[int, ...] = (5, 20)
     free_rounds: int = 200  # boosting rounds of the P(free) classifier
@@ -244,16 +206,11 @@ class SearchSettings:
 
     `index_factory` is a FAISS factory string. "Flat" (exact) suits catalogues up to
     ~50k listings; beyond, "PQ128x4fs,RFlat" (4-bit PQ fast scan, then exact re-ranking
-    of k * refine_k_factor hits): recall@10 0.974 at 1M random 256-d vectors, where
-    IVF1024,Flat reached 0.83 at nprobe 512 and HNSW32 0.87 at efSearch 1024 (100k)
-    (benchmarks/search_scale.py, search_latency.py).
+    of k * refine_k_factor hits) keeps recall where IVF and HNSW lose it, and is faster.
 
     An index (re)built from the database over `large_catalogue` listings or more uses
-    `large_index_factory` instead (`factory_for`). Whole `Marketplace.search` at 100k
-    listings, 256-d embeddings, known buyer: wall p50 / p99 12.2 / 17.1 ms with Flat,
-    10.2 / 17.1 ms with PQ128x4fs,RFlat (retrieval 6.2 -> 3.9 ms CPU p50; anonymous p99
-    22.9 vs 17.5 ms)
-    (benchmarks/search_e2e_latency.py). "" keeps `index_factory` at every size.
+    `large_index_factory` instead (`factory_for`); "" keeps `index_factory` at every size.
+    Recall and latency figures: benchmarks/results/settings.md#search.
     """
 
     index_factory: str = "Flat"  # FAISS factory string; e.g. "IVF1024,Flat", "HNSW32"
@@ -266,11 +223,8 @@ class SearchSettings:
     max_train_vectors: int = 100_000  # sample used to train IVF centroids / PQ codebooks
     max_k: int = 1000  # largest k a caller may ask for
     candidates: int = 200  # top-N handed to the ranker
-    # "blend" (weighted min-max-scaled scores) | "rrf" (reciprocal-rank fusion). Measured with
-    # the trained embeddings on the dev data's validation split (benchmarks/search_quality.py):
-    # leaf-name queries P@10 same leaf blend 0.35/0.5/0.65 0.192/0.192/0.189, RRF 0.188;
-    # title fragments P@10 same leaf 0.207/0.216/0.220 and known-item recall@10
-    # 0.979/0.972/0.933, RRF 0.206 / 0.960.
+    # "blend" (weighted min-max-scaled scores) | "rrf" (reciprocal-rank fusion), measured on
+    # the dev data's validation split (benchmarks/results/settings.md#search).
     fusion: str = "blend"
     rrf_k: int = 60
     semantic_weight: float = 0.5  # "blend": weight of the semantic score (lexical gets 1 - this)
@@ -278,10 +232,8 @@ class SearchSettings:
     # (1.0 = embedding only), plus these weights times the probability that the two share a
     # root / a leaf category by the fusion model's heads (search/categories.py; 0 = off).
     # Chosen on the dev data's validation split by benchmarks/search_quality.py (mean of
-    # same-leaf and same-root P@10; the smallest weights within 0.005 of the best): val
-    # 0.409 / 0.778, blend 0.8 without the heads 0.388 / 0.705. Test split, whole catalogue:
-    # 0.579 / 0.807 (without the heads 0.551 / 0.780); test listings alone 0.350 / 0.744
-    # (0.328 / 0.678).
+    # same-leaf and same-root P@10; the smallest weights within 0.005 of the best; figures:
+    # benchmarks/results/settings.md#search).
     similar_semantic_weight: float = 0.65
     similar_root_weight: float = 0.5
     similar_leaf_weight: float = 0.5
@@ -296,8 +248,7 @@ class SearchSettings:
     photo_leaf_weight: float = 0.1
     # A listing whose pooled photo vector has at least this cosine with the query photo is
     # treated as the photo's own listing and kept first by the ranker (0 = off). Chosen on
-    # the dev validation photos (benchmarks/photo_search.py): worst-case re-found rate of a
-    # re-encoded / cropped / resized photo 0.905 -> 0.92, category precision unchanged.
+    # the dev validation photos (benchmarks/photo_search.py; benchmarks/results/settings.md#search).
     photo_match_cosine: float = 0.8
 
     def factory_for(self, listings: int) -> str:
@@ -330,7 +281,7 @@ class DuplicateSettings:
     # The default rule: logistic weights over (photo cosine, title, description) for pairs whose
     # listings both have photos, and over (title, description) otherwise; flagged at the threshold.
     # The rule the dev bundle's training chose on its validation split (benchmarks/duplicates.py
-    # --fit-rule): on its test split precision 0.971, recall 0.977 over all kinds of re-post.
+    # --fit-rule; its precision and recall: benchmarks/results/settings.md#duplicates).
     rule_photo_weights: tuple[float, float, float] = (21.72, 12.89, 6.72)
     rule_photo_intercept: float = -31.96
     rule_photo_threshold: float = 0.895
@@ -412,7 +363,7 @@ class RankSettings:
     test_fraction: float = 0.3  # sessions after this time quantile are held out for evaluation
     # Ranker for buyers without history when a learned ranker exists ("learned" | "rule"); the
     # rule ranker always serves when none exists. "learned": it ranked cold-start buyers better
-    # (NDCG@10 +0.04..+0.07 over three simulated seeds, docs/ranking.md).
+    # (docs/ranking.md; benchmarks/results/settings.md#rank).
     cold_start_ranker: str = "learned"
 
     def __post_init__(self) -> None:
@@ -423,164 +374,24 @@ class RankSettings:
 
 @dataclass
 class ServeSettings:
-    """HTTP API."""
+    """HTTP API. The environment (FBMARKET_API_KEY, FBMARKET_HOST, ...) fills it: see environment.py."""
 
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: str | None = None  # from FBMARKET_API_KEY; writes are refused without one
+    # From FBMARKET_API_KEY; writes are refused without one. A SecretStr (a plain string assigned
+    # is wrapped): repr, logs and settings.json show it as ********** or not at all.
+    api_key: SecretStr | None = None
     max_upload_bytes: int = 10 * 1024 * 1024  # per photo; a larger one is refused with 413
     max_photos_per_listing: int = 8
     log_level: str = "info"  # uvicorn's
     access_log: bool = False  # per-request log lines (the /metrics counters are always kept)
     faiss_threads: int = 1  # OpenMP threads per FAISS search in the server (0: FAISS's default)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "api_key" and isinstance(value, str):
+            value = SecretStr(value) if value else None
+        super().__setattr__(name, value)
 
-@dataclass
-class Settings:
-    """Everything a run needs. `data_dir=None` means the embedded synthetic marketplace."""
-
-    data_dir: Path | None = None
-    out_dir: Path = Path("artifacts")
-    database_url: str | None = None  # default: SQLite file inside out_dir
-    seed: int = 42
-    quick: bool = False
-    # Training picks its configuration from the data's size to fit this many minutes of a
-    # 2-core CPU (fbmarket/plan.py); auto_plan False keeps the sections exactly as set.
-    time_budget_min: float = 30.0
-    auto_plan: bool = True
-    data: DataSettings = field(default_factory=DataSettings)
-    text: TextSettings = field(default_factory=TextSettings)
-    vision: VisionSettings = field(default_factory=VisionSettings)
-    fusion: FusionSettings = field(default_factory=FusionSettings)
-    search: SearchSettings = field(default_factory=SearchSettings)
-    rank: RankSettings = field(default_factory=RankSettings)
-    price: PriceSettings = field(default_factory=PriceSettings)
-    serve: ServeSettings = field(default_factory=ServeSettings)
-    duplicates: DuplicateSettings = field(default_factory=DuplicateSettings)
-
-    # Paths derived from out_dir, so every stage agrees on where things live.
-    @property
-    def db_url(self) -> str:
-        """The database to use. A URL read back from settings.json has its password masked
-        (`to_json`): then the real one must come from --database or FBMARKET_DATABASE_URL."""
-        if self.database_url and url_password_masked(self.database_url):
-            raise ValueError(
-                f"the database URL {self.database_url} has its password masked (settings.json never "
-                "holds secrets): give the full URL with --database or FBMARKET_DATABASE_URL"
-            )
-        return self.database_url or f"sqlite:///{(self.out_dir / 'fbmarket.db').resolve()}"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.out_dir / "cache"
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.out_dir / "reports"
-
-    def to_json(self) -> dict[str, Any]:
-        """The settings as JSON for settings.json and reports, without secrets: no API key, and
-        database URLs (`database_url`, a `data_dir` URL) with the password masked as ***, so a
-        bundle can be copied or published. A run reads its password from --database or
-        FBMARKET_DATABASE_URL again (`db_url` says so when it is missing)."""
-
-        def convert(value: Any) -> Any:
-            if isinstance(value, Path):
-                return str(value)
-            if isinstance(value, tuple):
-                return list(value)
-            if isinstance(value, dict):
-                return {k: convert(v) for k, v in value.items()}
-            return value
-
-        payload = convert(dataclasses.asdict(self))
-        # secrets never go to disk: no API key, database URLs with their password masked
-        payload["serve"]["api_key"] = None
-        for key in ("database_url", "data_dir"):
-            if isinstance(payload.get(key), str):
-                payload[key] = mask_url_password(payload[key])
-        return payload
-
-    def secrets(self) -> list[str]:
-        """The secret strings this run holds (API key, database passwords): for redacting
-        messages that may quote them (e.g. an error shown on /ready)."""
-        found = [self.serve.api_key] if self.serve.api_key else []
-        for url in (self.database_url, self.data_dir):
-            if isinstance(url, str) and (password := url_password(url)):
-                found.append(password)
-                if (raw := _USERINFO.search(url)) and raw["password"] != password:
-                    found.append(raw["password"])  # as written: percent-encoded
-        return [secret for secret in found if secret != MASK]
-
-    def redact(self, text: str) -> str:
-        """`text` with every secret of this run replaced by ***."""
-        for secret in self.secrets():
-            text = text.replace(secret, MASK)
-        return text
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2))
-
-    @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> Settings:
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        section_types = {
-            "data": DataSettings,
-            "text": TextSettings,
-            "vision": VisionSettings,
-            "fusion": FusionSettings,
-            "search": SearchSettings,
-            "rank": RankSettings,
-            "price": PriceSettings,
-            "serve": ServeSettings,
-            "duplicates": DuplicateSettings,
-        }
-        for key, value in payload.items():
-            if key not in sections:
-                continue  # settings written by a newer version: ignore unknown keys
-            if key in section_types:
-                known = {f.name for f in dataclasses.fields(section_types[key])}
-                section_values = {k: v for k, v in value.items() if k in known}
-                if "split_fractions" in section_values:
-                    section_values["split_fractions"] = tuple(section_values["split_fractions"])
-                kwargs[key] = section_types[key](**section_values)
-            elif key in ("data_dir", "out_dir"):
-                kwargs[key] = Path(value) if value is not None else None
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
-
-    @classmethod
-    def load(cls, path: Path) -> Settings:
-        return cls.from_json(json.loads(path.read_text()))
-
-    def with_environment(self) -> Settings:
-        """Fill secrets and deployment settings that must not live in files."""
-        if key := os.environ.get("FBMARKET_API_KEY"):
-            self.serve.api_key = key
-        if url := os.environ.get("FBMARKET_DATABASE_URL"):
-            self.database_url = url
-        return self
-
-    def apply_quick(self) -> Settings:
-        """Shrink every stage for a fast end-to-end run (tests, `--quick`)."""
-        self.quick = True
-        self.data.sample_products = min(self.data.sample_products, 300)
-        self.data.image_size = min(self.data.image_size, 64)
-        self.text.w2v_dim = min(self.text.w2v_dim, 32)
-        self.text.w2v_epochs = min(self.text.w2v_epochs, 5)
-        self.text.max_tokens = min(self.text.max_tokens, 48)
-        self.vision.train_size = min(self.vision.train_size, 48)
-        # the smaller packaged backbone at the photo cache's size: seconds, not minutes
-        if self.vision.lite_variant == "efficientnet_lite2":
-            self.vision.lite_variant = "efficientnet_lite0"
-        if self.vision.feature_size == 0:
-            self.vision.feature_size = self.data.image_size
-        self.fusion.embedding_dim = min(self.fusion.embedding_dim, 64)
-        self.fusion.epochs = min(self.fusion.epochs, 2)
-        self.rank.n_buyers = min(self.rank.n_buyers, 60)
-        self.price.num_boost_round = min(self.price.num_boost_round, 100)
-        self.price.free_rounds = min(self.price.free_rounds, 50)
-        return self
+    def api_key_value(self) -> str | None:
+        """The API key itself, for the one comparison that needs it (api/deps.py)."""
+        return self.api_key.get_secret_value() if self.api_key is not None else None

@@ -1,0 +1,36 @@
+"""The settings a deployment gives through the environment (FBMARKET_*), never through files.
+
+Secrets (the API key, a database URL with its password) must not live in settings.json, and a
+container sets its server address the same way; `Environment` reads them, validated, with the
+secrets as `SecretStr` (shown as ********** by repr and logs). `Settings.with_environment`
+lays them over a run's settings. The variables:
+
+    FBMARKET_DATABASE_URL   the database (a SQLAlchemy URL; overrides --database and settings.json)
+    FBMARKET_API_KEY        the key POST/PUT/DELETE /listings need; writes are refused without one
+    FBMARKET_HOST, FBMARKET_PORT                  where `fbmarket serve` listens (its flags win)
+    FBMARKET_LOG_LEVEL, FBMARKET_ACCESS_LOG, FBMARKET_FAISS_THREADS   the server's ServeSettings
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(BaseSettings):
+    """FBMARKET_* variables; None where a variable is unset (or empty), so files and defaults stay."""
+
+    model_config = SettingsConfigDict(env_prefix="FBMARKET_", extra="ignore", env_ignore_empty=True)
+
+    database_url: SecretStr | None = None
+    api_key: SecretStr | None = None
+    host: str | None = None
+    port: int | None = None
+    log_level: str | None = None
+    access_log: bool | None = None
+    faiss_threads: int | None = None
+
+    def serve_overrides(self) -> dict[str, object]:
+        """The ServeSettings fields this environment sets."""
+        fields = ("api_key", "host", "port", "log_level", "access_log", "faiss_threads")
+        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
