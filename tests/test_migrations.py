@@ -118,6 +118,7 @@ def make_old_database(url: str) -> None:
                 {"user_id": "u1", "product_id": "a", "event": "view", "timestamp": "2022-02-25T10:00:00"},
                 {"user_id": "u1", "product_id": "a", "event": "save", "timestamp": "2022-02-25T11:30:00+01:00"},
                 {"user_id": "u1", "product_id": "b", "event": "view", "timestamp": "yesterday"},
+                {"user_id": "u1", "product_id": "b", "event": "click", "timestamp": "26/02/2022 09:15"},
             ])  # fmt: skip
     finally:
         engine.dispose()
@@ -158,7 +159,8 @@ def test_an_old_database_is_upgraded_and_its_rows_survive(database_url: str) -> 
         assert [(event, aware(moment)) for event, moment in stamps] == [
             ("view", datetime(2022, 2, 25, 10, 0, tzinfo=UTC)),
             ("save", datetime(2022, 2, 25, 10, 30, tzinfo=UTC)),  # its +01:00 offset kept the moment
-        ]  # the event whose timestamp was "yesterday" could never be ordered: dropped
+            ("click", datetime(2022, 2, 26, 9, 15, tzinfo=UTC)),  # read as training reads it
+        ]  # the event whose timestamp was "yesterday" has no place in time: dropped
         # nothing else was lost: photos and embeddings survived the table copy (no cascade)
         assert store.count("listings") == 3 and store.count("images") == 1 and store.count("embeddings") == 1
         assert store.load_embeddings("v1")[0] == ["a"]

@@ -7,7 +7,7 @@ folder twice leaves the database exactly as it was.
 The schema is migrated, not just created: opening a `Store` upgrades the database to the
 newest Alembic revision in fbmarket/data/migrations (`migrate`), so a database that outlives a
 release (compose's PostgreSQL) gets every column added since. Timestamps are real date-times
-(`DateTime(timezone=True)`, UTC); strings given for them are read as ISO 8601 (no offset: UTC).
+(`DateTime(timezone=True)`, UTC); strings given for them are read by `to_utc` (no offset: UTC).
 A listing's `created` is a day: it is read back as its ISO date ("2022-02-24"), as the API
 has always shown it.
 
@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -462,7 +463,7 @@ class Store:
         for row in rows:
             row["timestamp"] = to_utc(row["timestamp"])
         if unparsed := sum(row["timestamp"] is None for row in rows):
-            log.warning("%d interaction(s) without an ISO 8601 timestamp: not stored", unparsed)
+            log.warning("%d interaction(s) whose timestamp is no date: not stored", unparsed)
             rows = [row for row in rows if row["timestamp"] is not None]
         if not rows:
             return 0
@@ -475,19 +476,30 @@ class Store:
 
 
 def to_utc(value: Any) -> datetime | None:
-    """A timestamp as an aware UTC date-time: ISO 8601 text (no offset: UTC), a datetime or a
-    pandas Timestamp; None for a missing value or text that is not ISO 8601."""
+    """A timestamp as an aware UTC date-time (no offset: UTC), from a datetime, a pandas Timestamp
+    or text: ISO 8601, else whatever pandas reads (as `load_interactions` does, so the store keeps
+    the events training would use); None for a missing value or text that is no date."""
     value = _plain(value)
     if value is None:
         return None
+    if not isinstance(value, datetime):
+        text = str(value).strip()
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            if text.lower() in _RELATIVE:
+                return None
+            with warnings.catch_warnings():  # "could be day-first": one warning per event otherwise
+                warnings.simplefilter("ignore", UserWarning)
+                value = pd.to_datetime(text, errors="coerce")
+            if value is pd.NaT:
+                return None
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
-    if not isinstance(value, datetime):
-        try:
-            value = datetime.fromisoformat(str(value).strip())
-        except ValueError:
-            return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_RELATIVE = {"now", "today"}  # pandas reads these as the current moment: no stored event's date
 
 
 def _iso_day(value: Any) -> str | None:

@@ -2,9 +2,9 @@
 
 Both were strings (an ISO date, an ISO date-time). They become `DateTime(timezone=True)`
 (`timestamptz` on PostgreSQL; SQLAlchemy's date-time text on SQLite), each value converted in
-Python by the same rule on both databases: ISO 8601, a value without an offset is UTC, and
-one that does not parse becomes NULL (`created`) or is dropped with a count in the log
-(`timestamp`, which may not be NULL: such an event could never be ordered in time).
+Python by the same rule on both databases: ISO 8601 (else what pandas reads, as training does),
+a value without an offset is UTC, and one that is no date becomes NULL (`created`) or is dropped
+with a count in the log (`timestamp`, which may not be NULL: such an event has no place in time).
 
 Revision ID: 0002_timestamps_as_datetimes
 Revises: 0001_initial
@@ -14,8 +14,10 @@ Create Date: 2026-12-02
 from __future__ import annotations
 
 import logging
+import warnings
 from datetime import UTC, datetime
 
+import pandas as pd
 import sqlalchemy as sa
 from alembic import op
 
@@ -32,7 +34,8 @@ CHANGES = ("listings", "product_id", "created", True), ("interactions", "id", "t
 
 
 def to_utc(value: object) -> datetime | None:
-    """An ISO 8601 string as an aware UTC date-time (no offset: UTC); None if it does not parse."""
+    """A stored string as an aware UTC date-time (no offset: UTC): ISO 8601, else what pandas
+    reads (as training's `load_interactions` does); None if it is no date."""
     if isinstance(value, datetime):
         parsed = value
     else:
@@ -40,7 +43,14 @@ def to_utc(value: object) -> datetime | None:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            return None
+            if text.lower() in ("now", "today"):  # pandas would read the current moment
+                return None
+            with warnings.catch_warnings():  # "could be day-first", once per value otherwise
+                warnings.simplefilter("ignore", UserWarning)
+                moment = pd.to_datetime(text, errors="coerce")
+            if moment is pd.NaT:
+                return None
+            parsed = moment.to_pydatetime()
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
@@ -54,7 +64,7 @@ def _converted(table: str, key: str, column: str) -> tuple[list[dict[str, object
 def _drop_unparsed(table: str, key: str, column: str, bad: list[object], nullable: bool) -> None:
     if not bad:
         return
-    log.warning("%s.%s: %d value(s) are not ISO 8601 date-times (%s)", table, column, len(bad),
+    log.warning("%s.%s: %d value(s) are no date-time (%s)", table, column, len(bad),
                 "set to NULL" if nullable else "rows dropped")  # fmt: skip
     statement = (
         sa.text(f'UPDATE "{table}" SET "{column}" = NULL WHERE "{key}" = :k')
