@@ -203,3 +203,40 @@ def test_revisions_form_one_line_to_the_head(revision: str) -> None:
     script = ScriptDirectory(str(MIGRATIONS_DIR))
     assert script.get_heads() == [store_module._alembic_head()]
     assert script.get_revision(revision) is not None
+
+
+def test_a_failed_upgrade_leaves_the_database_as_it_was(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_old_database(database_url)
+    real_upgrade = command.upgrade
+
+    def upgrade_then_crash(config: Config, revision: str) -> None:
+        real_upgrade(config, revision)  # every table copied and converted ...
+        raise RuntimeError("power cut")  # ... and then the process dies before the commit
+
+    monkeypatch.setattr(command, "upgrade", upgrade_then_crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        migrate(database_url)
+    monkeypatch.undo()
+    assert schema_differences(database_url, old_metadata()) == []  # the old schema, whole
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert not sa.inspect(connection).has_table("alembic_version")
+            assert connection.execute(sa.text("SELECT count(*) FROM images")).scalar_one() == 1
+    finally:
+        engine.dispose()
+    Store(database_url).close()  # the next start migrates it
+    assert schema_differences(database_url, store_module.metadata) == []
+
+
+def test_processes_opening_a_database_together_migrate_it_once(database_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_old_database(database_url)
+    with ThreadPoolExecutor(4) as pool:
+        before = list(pool.map(lambda _: migrate(database_url), range(4)))
+    head = store_module._alembic_head()
+    assert sorted(before, key=str) == sorted([None, head, head, head], key=str)  # one did the work
+    assert schema_differences(database_url, store_module.metadata) == []
