@@ -25,7 +25,6 @@ DISTRIBUTION = {
     "price_parser": "price-parser",
     "prometheus_client": "prometheus-client",
     "sqlalchemy": "sqlalchemy",
-    "yaml": "pyyaml",
 }
 
 
