@@ -32,9 +32,8 @@ import pandas as pd  # noqa: E402
 from fbmarket.config import Settings  # noqa: E402
 from fbmarket.data.clean import CleaningReport, attach_created, attach_geo, clean_products  # noqa: E402
 from fbmarket.data.sources import read_source  # noqa: E402
-from fbmarket.recommend.buyers import towns_from_products  # noqa: E402
 from fbmarket.recommend.evaluate import TextRetriever, markdown_table, run_experiment  # noqa: E402
-from fbmarket.recommend.simulator import simulate_buyers, simulate_interactions  # noqa: E402
+from fbmarket.synthetic.buyers import simulate_buyers, simulate_interactions, towns_from_products  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "ranking.json"
@@ -53,7 +52,7 @@ def load_products(data_dir: Path, settings: Settings, workdir: Path) -> tuple[pd
     if (data_dir / "Products.csv").is_file():
         return clean_listings(data_dir, settings), f"real: {data_dir}"
     print(f"NOTE: no Products.csv under {data_dir}: using the embedded synthetic marketplace instead")
-    from fbmarket.data.sample import write_sample
+    from fbmarket.synthetic.marketplace import write_sample
 
     folder = workdir / "sample"
     write_sample(folder, n_products=settings.data.sample_products, seed=settings.seed, show_progress=False)

@@ -48,7 +48,7 @@ def resolve_data_dir(settings: Settings, show_progress: bool = True) -> tuple[Pa
     """The dataset to read; without `--data`, generate the embedded synthetic marketplace once."""
     if settings.data_dir is not None:
         return settings.data_dir, False
-    from fbmarket.data.sample import write_sample
+    from fbmarket.synthetic.marketplace import write_sample
 
     folder = settings.out_dir / "sample_data"
     marker = folder / "Products.csv"

@@ -18,8 +18,8 @@ from fbmarket.recommend.evaluate import TextRetriever, ndcg_at_k, recall_at_k, r
 from fbmarket.recommend.features import FEATURES, Catalogue, ranking_features
 from fbmarket.recommend.feed import home_feed_candidates, recommend
 from fbmarket.recommend.ranker import BIAS, LearnedRanker, RuleRanker, choose_ranker
-from fbmarket.recommend.simulator import simulate_buyers, simulate_interactions
 from fbmarket.recommend.training import RankingModels, fit_ranking
+from fbmarket.synthetic.buyers import simulate_buyers, simulate_interactions
 
 NOW = pd.Timestamp("2022-03-05")
 LEEDS = (53.7997, -1.5492)

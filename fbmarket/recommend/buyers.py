@@ -229,18 +229,6 @@ def load_interactions(
     return frame
 
 
-def towns_from_products(products: pd.DataFrame) -> pd.DataFrame:
-    """Where simulated buyers live: every geocoded listing location, weighted by its listings
-    (people live where things are sold). Columns location, latitude, longitude, weight."""
-    S.require_columns(products, (S.PRODUCT_ID, S.LOCATION, S.LATITUDE, S.LONGITUDE), "products")
-    located = products.dropna(subset=[S.LOCATION, S.LATITUDE, S.LONGITUDE])
-    return (
-        located.groupby(S.LOCATION)
-        .agg(latitude=(S.LATITUDE, "first"), longitude=(S.LONGITUDE, "first"), weight=(S.PRODUCT_ID, "size"))
-        .reset_index()
-    )
-
-
 # ---- profiles -------------------------------------------------------------------------------------
 
 
