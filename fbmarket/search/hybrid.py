@@ -72,8 +72,9 @@ import pandas as pd
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
+from fbmarket.limits import check_k
 from fbmarket.search.categories import CategorySpace
-from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex, check_k
+from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex
 from fbmarket.search.lexical import STOPWORDS, LexicalIndex, check_query
 
 SEMANTIC_SCORE = "semantic_score"

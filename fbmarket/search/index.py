@@ -49,6 +49,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fbmarket.config import SearchSettings
+from fbmarket.limits import check_k
 from fbmarket.search.storage import commit, discard, sha256_file, stage
 
 FORMAT = "fbmarket.vector_index"
@@ -81,15 +82,6 @@ class IdSelection:
 def sidecar_path(path: Path, digest: str) -> Path:
     """The id map of the index file `path` whose SHA-256 is `digest`."""
     return path.with_name(f"{path.name}.ids-{digest[:16]}.json")
-
-
-def check_k(k: object, max_k: int) -> int:
-    """Validate a result count from a caller; the message says what is allowed."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise ValueError(f"k must be an integer between 1 and {max_k}, got {k!r}")
-    if not 1 <= int(k) <= max_k:
-        raise ValueError(f"k must be between 1 and {max_k}, got {k}")
-    return int(k)
 
 
 def _walk(index: faiss.Index) -> Iterable[Any]:

@@ -64,7 +64,8 @@ import scipy.sparse as sp
 
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
-from fbmarket.search.index import SMALL_LOOKUP, IdSelection, IndexLoadError, check_k
+from fbmarket.limits import check_k
+from fbmarket.search.index import SMALL_LOOKUP, IdSelection, IndexLoadError
 from fbmarket.search.storage import atomic_write_json
 
 log = logging.getLogger(__name__)
