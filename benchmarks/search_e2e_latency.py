@@ -286,7 +286,7 @@ def stage_times(markets: list[Marketplace], requests: list[SearchRequest]) -> li
             ranked = clock(
                 j,
                 "rank",
-                lambda m=market, b=buyer, c=candidates, r=request: m.ranking.recommend(
+                lambda m=market, b=buyer, c=candidates, r=request: m.ranking.personalise(
                     b, m._catalogue, k=r.k, candidates=c
                 ),
                 record,

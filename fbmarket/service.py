@@ -36,8 +36,8 @@ from fbmarket.limits import check_k
 from fbmarket.price.model import round_gbp
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
+from fbmarket.recommend.personalise import RankingModels
 from fbmarket.recommend.ranker import RuleRanker
-from fbmarket.recommend.training import RankingModels
 from fbmarket.search.duplicates import (
     DuplicateDetector,
     DuplicateMatch,
@@ -371,7 +371,7 @@ class Marketplace:
             return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
-        recommendation = self.ranking.recommend(
+        recommendation = self.ranking.personalise(
             buyer, self._catalogue, k=k, candidates=candidates, photo_query=mode.startswith("photo")
         )
         shown = recommendation.results
@@ -398,7 +398,7 @@ class Marketplace:
         if filters is not None and filters.active:
             allowed = set(self.searcher.allowed_ids(filters))
             exclude = set(self._catalogue.ids) - allowed
-        recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, exclude=exclude)
+        recommendation = self.ranking.personalise(buyer, self._catalogue, k=k, exclude=exclude)
         return SearchResponse(
             self._results(recommendation.results), status, "feed", notes + recommendation.notes
         )

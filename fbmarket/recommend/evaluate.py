@@ -38,7 +38,7 @@ from fbmarket.recommend.buyers import (
     load_interactions,
 )
 from fbmarket.recommend.features import LEXICAL_SCORE, SEMANTIC_SCORE, Catalogue
-from fbmarket.recommend.feed import home_feed_candidates, rank
+from fbmarket.recommend.personalise import home_feed_candidates, rank
 from fbmarket.recommend.ranker import LearnedRanker, RuleRanker, choose_ranker
 from fbmarket.recommend.training import (
     POSITIVES,
