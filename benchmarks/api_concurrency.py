@@ -1,4 +1,4 @@
-"""Searches while listings are created, updated and deleted (SPEC §9): 0 errors, nothing lost.
+"""Searches while listings are created, updated and deleted (a quality bar): 0 errors, nothing lost.
 
 Runs `fbmarket serve` on a copy of a bundle. Search threads query without pause while
 writer threads create listings (each with a photo and a unique word in its title),

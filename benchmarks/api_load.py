@@ -1,4 +1,4 @@
-"""API under load (SPEC §9): 16 concurrent clients for 60 s against GET /search, on loopback.
+"""API under load (a quality bar): 16 concurrent clients for 60 s against GET /search, on loopback.
 
 Starts `fbmarket serve` on a bundle (default: builds one of 10,000 synthetic listings),
 then drives it with wrk (Debian package `wrk`; a Python asyncio client when wrk is

@@ -9,7 +9,7 @@ photos, cleaned as the pipeline caches them (`DataSettings.image_size`), in one 
 "bare" is `model.predict` on pixels already decoded into memory (the model alone);
 "pipeline" is `fbmarket.vision.features.extract_features`, which reads and decodes
 the JPEG files in a parallel, prefetching tf.data pipeline while the model runs. The
-bar (SPEC §9): pipeline >= 90% of bare throughput, i.e. the input side is not the
+bar: pipeline >= 90% of bare throughput, i.e. the input side is not the
 bottleneck. Each side runs `--repeats` times, alternating; medians are reported.
 Uses the real dev photos when present (cleaned copies from prepare_data's cache),
 otherwise synthetic JPEGs, and says which.

@@ -1,4 +1,4 @@
-"""Geocoding match rates on the real Gumtree dev locations (SPEC §4.3 aims at >= 95% matched).
+"""Geocoding match rates on the real Gumtree dev locations (the aim: >= 95% matched).
 
 Usage: .venv/bin/python benchmarks/geocoding.py [--data DIR] [--top N] [--out FILE]
 Skips with a message (exit 0) when the data folder is absent.

@@ -1,4 +1,4 @@
-"""Personalised ranking on held-out simulated interactions (SPEC §7, §9).
+"""Personalised ranking on held-out simulated interactions (docs/ranking.md).
 
 Listings: the real dev data's clean products (../shared/data/gumtree-dev), or the embedded
 synthetic marketplace when that folder is absent. Buyers and their sessions: the documented

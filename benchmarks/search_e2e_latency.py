@@ -4,7 +4,7 @@ Usage: .venv/bin/python benchmarks/search_e2e_latency.py --bundle DIR
            [--sizes 1000,10000,30000,100000] [--queries 400] [--factory auto|Flat|"PQ128x4fs,RFlat"]
            [--threads 1] [--work DIR] [--profile N] [--out FILE] [--plot FILE]
 
-SPEC §9: p99 <= 20 ms at 100k listings on 2 cores for encode + FAISS + re-rank. This
+The quality bar: p99 <= 20 ms at 100k listings on 2 cores for encode + FAISS + re-rank. This
 times what a caller of `fbmarket search` or the HTTP API waits for, minus the network:
 query encoding (the bundle's query encoder), FAISS + BM25 + fusion (200 candidates),
 the second-stage ranker over those 200 candidates for the buyer, and result assembly.

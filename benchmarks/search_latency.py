@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/search_latency.py [--sizes 10000,100000] [--queries 500]
            [--factory Flat --factory "PQ128x4fs,RFlat"] [--threads 1]
 
-SPEC §9 asks for p99 <= 20 ms at 100k listings for encode + FAISS + re-rank; this script
+The quality bar is p99 <= 20 ms at 100k listings for encode + FAISS + re-rank; this script
 measures the retrieval part (`HybridSearcher.retrieve`, 200 candidates) that the query
 encoder and the ranker sit around, plus its pieces, filters, live writes and index
 builds. Listings are synthetic: Zipf-distributed words for titles and descriptions,

@@ -1,4 +1,4 @@
-"""Approximate FAISS index at a million vectors (SPEC §9: recall@10 >= 0.95 vs exact, build <= 5 min, <= 2 GB).
+"""Approximate FAISS index at a million vectors (the bar: recall@10 >= 0.95 vs exact, build <= 5 min, <= 2 GB).
 
 Usage: .venv/bin/python benchmarks/search_scale.py [--n 1000000] [--dim 256] [--queries 1000]
            [--factory "PQ128x4fs,RFlat"] [--values 10,20,30,50,100,200] [--compare "IVF1024,Flat"]

@@ -1,4 +1,4 @@
-"""The `fbmarket` command line (SPEC §8). Each subcommand fills `Settings` and calls library code."""
+"""The `fbmarket` command line (the interfaces row of docs/architecture.md). Each subcommand fills `Settings` and calls library code."""
 
 from __future__ import annotations
 

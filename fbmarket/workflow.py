@@ -1,4 +1,4 @@
-"""`python main.py`: every stage in order, with timings and a summary table at the end (SPEC §8).
+"""`python main.py`: every stage in order, with timings and a summary table at the end (data flow: docs/architecture.md).
 
 Each stage is a small function that takes what the previous ones produced; the stage
 list is the table of contents of the whole system.

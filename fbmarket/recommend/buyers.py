@@ -1,4 +1,4 @@
-"""Buyers and what their history says about them (SPEC §7.2).
+"""Buyers and what their history says about them (docs/ranking.md).
 
 A `Buyer` is whoever is being ranked for: a known user (Users.csv or the simulator), a
 new user described inline, or an unknown id. `BuyerProfiles` is everything learned from

@@ -1,6 +1,6 @@
-"""Hybrid retrieval: embedding neighbours + BM25 hits, fused, under listing filters (SPEC §6).
+"""Hybrid retrieval: embedding neighbours + BM25 hits, fused, under listing filters (category, price, distance).
 
-`HybridSearcher.retrieve` is the candidate generator for the ranker (SPEC §7.1): it runs
+`HybridSearcher.retrieve` is the candidate generator for the ranker (recommend/personalise.py): it runs
 the FAISS search (when there is a query vector) and the BM25 search (when there is query
 text) under the same filters, unions the two lists and scores every candidate on both
 signals, so the ranker sees a semantic and a lexical score for each one, not only for

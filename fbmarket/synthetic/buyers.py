@@ -1,4 +1,4 @@
-"""Simulated buyers and their search sessions (SPEC §7.2).
+"""Simulated buyers and their search sessions (docs/buyers.md states the model).
 
 No real buyer data exists for the listings, so ranking is trained and evaluated on a
 documented generative model instead: a population whose category tastes, budgets and

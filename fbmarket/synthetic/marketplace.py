@@ -1,7 +1,7 @@
-"""The embedded synthetic marketplace (SPEC §4.2).
+"""The embedded synthetic marketplace: the default dataset, generated offline and deterministically.
 
 `python main.py` must run on a fresh offline machine, so the package writes its own
-default dataset in exactly the Gumtree input format (SPEC §4.1): Products.csv and
+default dataset in exactly the Gumtree input format (README, "Input format"): Products.csv and
 Images.csv with an unnamed pandas index, images/<image id>.jpg, plus Users.csv and
 Interactions.csv from the documented buyer model. The data is SYNTHETIC and says so
 in the README it writes next to the tables.
