@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from api_common import (
+from harness import (
     ServerProcess,
     build_bundle,
     copy_bundle,

@@ -22,7 +22,6 @@ Skips with a message (exit 0) when the data folder is absent.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -32,17 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from harness import DEV_DATA, REPO, RESULTS, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fbmarket.config import DataSettings
+from fbmarket.data import schema as S
+from fbmarket.data.clean import clean_products
+from fbmarket.search import lexical, terms
 
-from fbmarket.config import DataSettings  # noqa: E402
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.data.clean import clean_products  # noqa: E402
-from fbmarket.search import lexical, terms  # noqa: E402
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "lexical_normalisation.json"
+DEFAULT_DATA = DEV_DATA
+DEFAULT_OUT = RESULTS / "lexical_normalisation.json"
 K = 10
 
 
@@ -196,7 +193,7 @@ def main() -> int:
             )
             print(f"  {name:16} {cells}  (vocabulary {row['vocabulary']}, build {row['build_s']} s)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": runs}, indent=2, ensure_ascii=False) + "\n")
+    write_json(args.out, {"runs": runs})
     return 0
 
 
