@@ -1,4 +1,4 @@
-"""Run the whole fbmarket pipeline: `python main.py [--data DIR] [--out DIR] [--quick]` (SPEC §8).
+"""Run the whole fbmarket pipeline: `python main.py [--data DIR] [--out DIR] [--quick]` (docs/architecture.md).
 
 Without --data it generates and uses the embedded SYNTHETIC marketplace, so it runs on a
 fresh offline machine.

@@ -1,4 +1,4 @@
-"""Searches while listings are created, updated and deleted (SPEC §9): 0 errors, nothing lost.
+"""Searches while listings are created, updated and deleted (a quality bar): 0 errors, nothing lost.
 
 Runs `fbmarket serve` on a copy of a bundle. Search threads query without pause while
 writer threads create listings (each with a photo and a unique word in its title),
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import tempfile
 import threading
 import time
@@ -23,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from api_common import (
+from harness import (
     ServerProcess,
     build_bundle,
     copy_bundle,
     count_listings,
     jpeg,
+    latency_stats,
     model_version,
     sample_queries,
     write_result,
@@ -143,10 +143,6 @@ def verify(url: str, ledger: Ledger) -> dict[str, int]:
     return {"lost": lost, "deleted_but_present": resurrected}
 
 
-def percentile(values: list[float], q: int) -> float:
-    return round(statistics.quantiles(values, n=100)[q - 1] * 1000, 1) if len(values) > 1 else float("nan")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,12 +201,10 @@ def main() -> int:
         "searches": ledger.searches,
         "searches_per_s": round(ledger.searches / args.duration, 1),
         "search_latency_ms": {
-            "p50": percentile(ledger.search_latencies, 50),
-            "p99": percentile(ledger.search_latencies, 99),
+            **latency_stats([s * 1000 for s in ledger.search_latencies], ("p50", "p99"), digits=1),
         },
         "create_latency_ms": {
-            "p50": percentile(ledger.write_latencies, 50),
-            "p99": percentile(ledger.write_latencies, 99),
+            **latency_stats([s * 1000 for s in ledger.write_latencies], ("p50", "p99"), digits=1),
         },
         "created": len(ledger.created),
         "updated": ledger.updated,

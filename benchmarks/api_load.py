@@ -1,4 +1,4 @@
-"""API under load (SPEC §9): 16 concurrent clients for 60 s against GET /search, on loopback.
+"""API under load (a quality bar): 16 concurrent clients for 60 s against GET /search, on loopback.
 
 Starts `fbmarket serve` on a bundle (default: builds one of 10,000 synthetic listings),
 then drives it with wrk (Debian package `wrk`; a Python asyncio client when wrk is
@@ -16,7 +16,6 @@ import asyncio
 import json
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -24,10 +23,11 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
-from api_common import (
+from harness import (
     ServerProcess,
     build_bundle,
     count_listings,
+    latency_stats,
     model_version,
     sample_queries,
     write_result,
@@ -143,19 +143,12 @@ async def run_python_client(url: str, paths: list[str], connections: int, durati
     started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(connections)))
     seconds = time.perf_counter() - started
-    cuts = statistics.quantiles(latencies, n=100)
     return {
         "tool": f"python asyncio httpx, {connections} clients, {duration}s",
         "requests": len(latencies),
         "seconds": round(seconds, 2),
         "requests_per_s": round(len(latencies) / seconds, 1),
-        "latency_ms": {
-            "p50": round(cuts[49] * 1000, 2),
-            "p90": round(cuts[89] * 1000, 2),
-            "p99": round(cuts[98] * 1000, 2),
-            "max": round(max(latencies) * 1000, 2),
-            "mean": round(statistics.fmean(latencies) * 1000, 2),
-        },
+        "latency_ms": latency_stats([s * 1000 for s in latencies], ("p50", "p90", "p99", "max", "mean"), 2),
         "errors": sum(errors.values()),
         "errors_by_kind": errors,
     }

@@ -1,4 +1,4 @@
-"""Kill the server mid-write, start it again (SPEC §9): database and index agree, nothing acknowledged lost.
+"""Kill the server mid-write, start it again (a quality bar): database and index agree, nothing acknowledged lost.
 
 Runs `fbmarket serve` on a copy of a bundle with writer threads creating (and deleting
 some) listings non-stop, SIGKILLs it at a random moment, starts it again and checks:
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from api_common import (
+from harness import (
     ServerProcess,
     build_bundle,
     copy_bundle,

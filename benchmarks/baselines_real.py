@@ -10,23 +10,20 @@ when the data folder is absent.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from harness import DEV_DATA, REPO, RESULTS, write_json
 
-from fbmarket.baselines import run_baselines  # noqa: E402
-from fbmarket.config import Settings  # noqa: E402
-from fbmarket.eda import make_eda_plots  # noqa: E402
-from fbmarket.pipeline import prepare_data  # noqa: E402
+from fbmarket.baselines import run_baselines
+from fbmarket.config import Settings
+from fbmarket.eda import make_eda_plots
+from fbmarket.pipeline import prepare_data
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
+DEFAULT_DATA = DEV_DATA
 DEFAULT_WORK = REPO / "artifacts-real"  # git-ignored; its split.json and photo cache are reused
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "baselines.json"
+DEFAULT_OUT = RESULTS / "baselines.json"
 DEFAULT_PLOTS = REPO / "readme_images"
 
 
@@ -102,7 +99,7 @@ def main() -> int:
     metrics = {"data_dir": os.path.relpath(args.data, REPO), "synthetic": prepared.synthetic} | metrics
     metrics["wall_seconds"] = {name: round(value, 1) for name, value in timings.items()}
     metrics["cpu_count"] = os.cpu_count()
-    args.out.write_text(json.dumps(metrics, indent=2))
+    write_json(args.out, metrics)
 
     rows = table(metrics) + [(f"time: {name}", f"{value:.1f} s") for name, value in timings.items()]
     width = max(len(name) for name, _ in rows)

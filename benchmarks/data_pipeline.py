@@ -20,14 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "data_pipeline.json"
+from harness import DEV_DATA, RESULTS, write_json
+
+DEFAULT_DATA = DEV_DATA
+DEFAULT_OUT = RESULTS / "data_pipeline.json"
 
 
 def one_run(data: Path, out_dir: Path) -> dict:
     """The measured step, in this process (called by the child)."""
-    sys.path.insert(0, str(REPO))
     from fbmarket.config import Settings
     from fbmarket.pipeline import prepare_data
 
@@ -78,7 +78,7 @@ def main() -> int:
         **results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
+    write_json(args.out, payload)
     print(
         f"{'run':12} {'seconds':>8} {'peak RSS MB':>12} {'kept/read':>12} {'photos':>7} {'geo matched':>12}"
     )

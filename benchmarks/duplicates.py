@@ -43,31 +43,28 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import faiss
+import numpy as np
+import pandas as pd
+from harness import REPO, RESULTS, latency_stats, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from fbmarket.config import SearchSettings  # noqa: E402
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.data.store import Store  # noqa: E402
-from fbmarket.search.duplicate_training import (  # noqa: E402
+from fbmarket.config import SearchSettings
+from fbmarket.data import schema as S
+from fbmarket.data.store import Store
+from fbmarket.search.duplicate_training import (
     Catalogue,
     evaluate,
     labelled_set,
     sample_originals,
 )
-from fbmarket.search.duplicates import (  # noqa: E402
+from fbmarket.search.duplicates import (
     DuplicateDetector,
     DuplicateRule,
     catalogue_pairs,
     duplicate_groups,
 )
-from fbmarket.search.index import VectorIndex  # noqa: E402
+from fbmarket.search.index import VectorIndex
 
-RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_OUT = RESULTS / "duplicates.json"
 GROUPS_FILE = RESULTS / "duplicate_groups_dev.md"
 TABLE_FILE = RESULTS / "duplicates.md"
@@ -177,16 +174,12 @@ def latency(
             if q >= 10:  # the first few warm FAISS and the vectoriser up
                 times.append(elapsed * 1000)
                 found.append(len(matches))
-        times_ms = np.asarray(times)
         out[str(len(ids))] = {
             "listings": len(ids),
             "embedding_index": factory,
             "photo_index": "Flat",
-            "queries": len(times_ms),
-            "p50_ms": round(float(np.percentile(times_ms, 50)), 2),
-            "p90_ms": round(float(np.percentile(times_ms, 90)), 2),
-            "p99_ms": round(float(np.percentile(times_ms, 99)), 2),
-            "max_ms": round(float(times_ms.max()), 2),
+            "queries": len(times),
+            **latency_stats(times, ("p50", "p90", "p99", "max"), digits=2, suffix="_ms"),
             "mean_matches": round(float(np.mean(found)), 2),
             "index_build_s": round(build_s, 1),
             "load_average": [round(v, 2) for v in os.getloadavg()],
@@ -473,7 +466,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+    write_json(args.out, result)
     write_table(TABLE_FILE, result)
     print(f"results: {args.out}, {TABLE_FILE}, {GROUPS_FILE}")
     return 0

@@ -9,7 +9,7 @@ photos, cleaned as the pipeline caches them (`DataSettings.image_size`), in one 
 "bare" is `model.predict` on pixels already decoded into memory (the model alone);
 "pipeline" is `fbmarket.vision.features.extract_features`, which reads and decodes
 the JPEG files in a parallel, prefetching tf.data pipeline while the model runs. The
-bar (SPEC §9): pipeline >= 90% of bare throughput, i.e. the input side is not the
+bar: pipeline >= 90% of bare throughput, i.e. the input side is not the
 bottleneck. Each side runs `--repeats` times, alternating; medians are reported.
 Uses the real dev photos when present (cleaned copies from prepare_data's cache),
 otherwise synthetic JPEGs, and says which.
@@ -18,7 +18,6 @@ otherwise synthetic JPEGs, and says which.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,20 +25,20 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from harness import DEV_DATA, RESULTS, write_json
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from fbmarket.config import DataSettings, VisionSettings  # noqa: E402
-from fbmarket.data.images import load_pixels_batch  # noqa: E402
-from fbmarket.vision.backbone import build_backbone, build_chosen_backbone, resolve_weights  # noqa: E402
-from fbmarket.vision.features import extract_features  # noqa: E402
+from fbmarket.config import DataSettings, VisionSettings
+from fbmarket.data.images import load_pixels_batch
+from fbmarket.vision.backbone import build_backbone, build_chosen_backbone, resolve_weights
+from fbmarket.vision.features import extract_features
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "feature_throughput.json"
+DEFAULT_DATA = DEV_DATA
+DEFAULT_OUT = RESULTS / "feature_throughput.json"
 
 
 def photo_paths(data: Path, n: int, workdir: Path, side: int) -> tuple[list[str], str]:
@@ -135,7 +134,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
+    write_json(args.out, payload)
     print(f"source: {source}")
     print(f"bare model.predict: {bare_rate:.1f} photos/s   pipeline: {pipeline_rate:.1f} photos/s")
     print(f"ratio: {pipeline_rate / bare_rate:.1%} (bar 90%)   max |feature difference|: {agreement:.2e}")

@@ -1,4 +1,4 @@
-"""Geocoding match rates on the real Gumtree dev locations (SPEC §4.3 aims at >= 95% matched).
+"""Geocoding match rates on the real Gumtree dev locations (the aim: >= 95% matched).
 
 Usage: .venv/bin/python benchmarks/geocoding.py [--data DIR] [--top N] [--out FILE]
 Skips with a message (exit 0) when the data folder is absent.
@@ -7,22 +7,18 @@ Skips with a message (exit 0) when the data folder is absent.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+from harness import DEV_DATA, REPO, RESULTS, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fbmarket.data import schema as S
+from fbmarket.data.geo import Gazetteer
 
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.data.geo import Gazetteer  # noqa: E402
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "geocoding.json"
+DEFAULT_DATA = DEV_DATA
+DEFAULT_OUT = RESULTS / "geocoding.json"
 
 
 def read_locations(data_dir: Path) -> pd.Series:
@@ -92,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if result["unknown"]:
         print(f"unknown: {result['unknown']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, result)
     return 0
 
 

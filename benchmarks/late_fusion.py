@@ -26,25 +26,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import f1_score  # noqa: E402
+import numpy as np
+from harness import RESULTS, write_json
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fbmarket.config import Settings
+from fbmarket.data import schema as S
+from fbmarket.data.store import Store
+from fbmarket.text.tfidf import TfidfClassifier, product_text
 
-from fbmarket.config import Settings  # noqa: E402
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.data.store import Store  # noqa: E402
-from fbmarket.text.tfidf import TfidfClassifier, product_text  # noqa: E402
-
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "late_fusion.json"
+DEFAULT_OUT = RESULTS / "late_fusion.json"
 ANCHOR_IMAGE_WEIGHT = 0.3  # the anchor: text log-probs + 0.3 x image log-probs
 
 
@@ -164,7 +161,7 @@ def main() -> int:
         report[f"fusion_minus_anchor_{fit_on}"] = round(members["fusion"]["accuracy"] - best, 4)
     report["wall_s"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(json.dumps({k: report[k] for k in ("test", "fusion_minus_text", "anchors")}, indent=1))
     return 0
 

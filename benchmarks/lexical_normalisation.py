@@ -22,7 +22,6 @@ Skips with a message (exit 0) when the data folder is absent.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -32,17 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from harness import DEV_DATA, REPO, RESULTS, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fbmarket.config import DataSettings
+from fbmarket.data import schema as S
+from fbmarket.data.clean import clean_products
+from fbmarket.search import lexical, terms
 
-from fbmarket.config import DataSettings  # noqa: E402
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.data.clean import clean_products  # noqa: E402
-from fbmarket.search import lexical  # noqa: E402
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "lexical_normalisation.json"
+DEFAULT_DATA = DEV_DATA
+DEFAULT_OUT = RESULTS / "lexical_normalisation.json"
 K = 10
 
 
@@ -59,13 +56,13 @@ def harman_s(token: str) -> str:
     return token
 
 
-NORMALISERS: dict[str, Callable[[str], str]] = {"harman_s (old)": harman_s, "new": lexical.normalise}
+NORMALISERS: dict[str, Callable[[str], str]] = {"harman_s (old)": harman_s, "new": terms.normalise}
 try:  # the alternatives considered (PyStemmer is not a dependency: measured when installed)
     import Stemmer
 
     _snowball = Stemmer.Stemmer("english")
     NORMALISERS["snowball"] = _snowball.stemWord
-    NORMALISERS["new + snowball"] = lambda word: _snowball.stemWord(lexical.singular(word))
+    NORMALISERS["new + snowball"] = lambda word: _snowball.stemWord(terms.singular(word))
 except ImportError:
     pass
 
@@ -97,7 +94,7 @@ def fragments(titles: list[str], rng: np.random.Generator) -> list[list[str] | N
     """A 1-3-word run of each title with at least one word that is not a stopword."""
     out: list[list[str] | None] = []
     for title in titles:
-        words = lexical._WORD.findall(str(title).lower())
+        words = terms._WORD.findall(str(title).lower())
         chosen = None
         for _ in range(20):
             if not words:
@@ -105,7 +102,7 @@ def fragments(titles: list[str], rng: np.random.Generator) -> list[list[str] | N
             length = int(rng.integers(1, min(3, len(words)) + 1))
             start = int(rng.integers(0, len(words) - length + 1))
             run = words[start : start + length]
-            if any(w not in lexical.STOPWORDS for w in run):
+            if any(w not in terms.STOPWORDS for w in run):
                 chosen = run
                 break
         out.append(chosen)
@@ -114,10 +111,10 @@ def fragments(titles: list[str], rng: np.random.Generator) -> list[list[str] | N
 
 def evaluate(products: pd.DataFrame, targets: list[str], queries: dict[str, list[str]]) -> dict:
     results = {}
-    original = lexical.normalise
+    original = terms.normalise
     try:
         for name, fn in NORMALISERS.items():
-            lexical.normalise = fn  # tokenize() looks it up at call time
+            terms.normalise = fn  # tokenize() looks it up at call time
             start = time.perf_counter()
             index = lexical.LexicalIndex.from_products(products)
             built = time.perf_counter() - start
@@ -136,7 +133,7 @@ def evaluate(products: pd.DataFrame, targets: list[str], queries: dict[str, list
                 }
             results[name] = row
     finally:
-        lexical.normalise = original
+        terms.normalise = original
     return results
 
 
@@ -163,7 +160,7 @@ def run(data_dir: Path, n: int, seed: int) -> dict | None:
         "queries": len(targets),
         "seed": seed,
         "number_flipped_queries_changed": changed,
-        "new_normalisation": lexical.normalisation(),
+        "new_normalisation": terms.normalisation(),
         "examples": [
             {"fragment": a, "number_flipped": b} for a, b in list(zip(plain, flipped, strict=True))[:8]
         ],
@@ -196,7 +193,7 @@ def main() -> int:
             )
             print(f"  {name:16} {cells}  (vocabulary {row['vocabulary']}, build {row['build_s']} s)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": runs}, indent=2, ensure_ascii=False) + "\n")
+    write_json(args.out, {"runs": runs})
     return 0
 
 

@@ -44,20 +44,18 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import numpy as np
+from harness import RESULTS, write_json
+from PIL import Image
+from tqdm.auto import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fbmarket.config import Settings
+from fbmarket.data import schema as S
+from fbmarket.data.store import Store
+from fbmarket.search.hybrid import HybridSearcher
+from fbmarket.search.index import VectorIndex
 
-from fbmarket.config import Settings  # noqa: E402
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.data.store import Store  # noqa: E402
-from fbmarket.search.hybrid import HybridSearcher  # noqa: E402
-from fbmarket.search.index import VectorIndex  # noqa: E402
-
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "photo_search.json"
+DEFAULT_OUT = RESULTS / "photo_search.json"
 K = 10
 BLEND_WEIGHTS = (0.0, 0.1)
 ROOT_WEIGHTS = (0.0, 0.2, 0.4)
@@ -212,7 +210,7 @@ def main() -> int:
         result["test"]["served"] = served(args.bundle, queries["test"][: args.served], root, leaf)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=float))
+    write_json(args.out, result)
     for name in ("chosen", "default", "raw_photo_nn", "served"):
         if name in result["test"]:
             r = result["test"][name]

@@ -36,33 +36,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from harness import REPO, RESULTS, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from fbmarket.config import PriceSettings, Settings  # noqa: E402
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.data.store import Store  # noqa: E402
-from fbmarket.price.conformal import conformal_offset  # noqa: E402
-from fbmarket.price.features import ROOT, PriceFeatureSpec  # noqa: E402
-from fbmarket.price.metrics import suggestion_metrics  # noqa: E402
-from fbmarket.price.model import PriceModel  # noqa: E402
-from fbmarket.price.train import (  # noqa: E402
+from fbmarket.config import PriceSettings, Settings
+from fbmarket.data import schema as S
+from fbmarket.data.store import Store
+from fbmarket.price.conformal import conformal_offset
+from fbmarket.price.features import ROOT, PriceFeatureSpec
+from fbmarket.price.metrics import suggestion_metrics
+from fbmarket.price.model import PriceModel
+from fbmarket.price.train import (
     neighbour_price_features,
     photo_counts,
     text_price_estimates,
     unpriced,
 )
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "price_suggestion.json"
+DEFAULT_OUT = RESULTS / "price_suggestion.json"
 
 
 def load_listings(bundle_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -296,7 +293,7 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     table = markdown(report)
     args.out.with_suffix(".md").write_text(table)
     print(table)

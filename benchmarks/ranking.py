@@ -1,4 +1,4 @@
-"""Personalised ranking on held-out simulated interactions (SPEC §7, §9).
+"""Personalised ranking on held-out simulated interactions (docs/ranking.md).
 
 Listings: the real dev data's clean products (../shared/data/gumtree-dev), or the embedded
 synthetic marketplace when that folder is absent. Buyers and their sessions: the documented
@@ -16,7 +16,6 @@ benchmarks/results/ranking.json).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -24,20 +23,17 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import pandas as pd
+from harness import DEV_DATA, RESULTS, write_json
 
-import pandas as pd  # noqa: E402
+from fbmarket.config import Settings
+from fbmarket.data.clean import CleaningReport, attach_created, attach_geo, clean_products
+from fbmarket.data.sources import read_source
+from fbmarket.recommend.evaluate import TextRetriever, markdown_table, run_experiment
+from fbmarket.synthetic.buyers import simulate_buyers, simulate_interactions, towns_from_products
 
-from fbmarket.config import Settings  # noqa: E402
-from fbmarket.data.clean import CleaningReport, attach_created, attach_geo, clean_products  # noqa: E402
-from fbmarket.data.sources import read_source  # noqa: E402
-from fbmarket.recommend.buyers import towns_from_products  # noqa: E402
-from fbmarket.recommend.evaluate import TextRetriever, markdown_table, run_experiment  # noqa: E402
-from fbmarket.recommend.simulator import simulate_buyers, simulate_interactions  # noqa: E402
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "ranking.json"
+DEFAULT_DATA = DEV_DATA
+DEFAULT_OUT = RESULTS / "ranking.json"
 
 
 def clean_listings(data_dir: Path, settings: Settings) -> pd.DataFrame:
@@ -53,7 +49,7 @@ def load_products(data_dir: Path, settings: Settings, workdir: Path) -> tuple[pd
     if (data_dir / "Products.csv").is_file():
         return clean_listings(data_dir, settings), f"real: {data_dir}"
     print(f"NOTE: no Products.csv under {data_dir}: using the embedded synthetic marketplace instead")
-    from fbmarket.data.sample import write_sample
+    from fbmarket.synthetic.marketplace import write_sample
 
     folder = workdir / "sample"
     write_sample(folder, n_products=settings.data.sample_products, seed=settings.seed, show_progress=False)
@@ -123,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(elapsed, 1),
     } | summary
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     print(f"\nwrote {args.out} ({elapsed:.0f} s)")
     return 0
 

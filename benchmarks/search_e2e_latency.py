@@ -4,7 +4,7 @@ Usage: .venv/bin/python benchmarks/search_e2e_latency.py --bundle DIR
            [--sizes 1000,10000,30000,100000] [--queries 400] [--factory auto|Flat|"PQ128x4fs,RFlat"]
            [--threads 1] [--work DIR] [--profile N] [--out FILE] [--plot FILE]
 
-SPEC §9: p99 <= 20 ms at 100k listings on 2 cores for encode + FAISS + re-rank. This
+The quality bar: p99 <= 20 ms at 100k listings on 2 cores for encode + FAISS + re-rank. This
 times what a caller of `fbmarket search` or the HTTP API waits for, minus the network:
 query encoding (the bundle's query encoder), FAISS + BM25 + fusion (200 candidates),
 the second-stage ranker over those 200 candidates for the buyer, and result assembly.
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import platform
 import pstats
@@ -46,20 +45,18 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import faiss
+import numpy as np
+import pandas as pd
+from harness import REPO, RESULTS, latency_stats, write_json
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from fbmarket.config import SearchSettings, Settings  # noqa: E402
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.data.store import Store  # noqa: E402
-from fbmarket.search.lexical import tokenize  # noqa: E402
-from fbmarket.service import (  # noqa: E402
+from fbmarket.config import SearchSettings, Settings
+from fbmarket.data import schema as S
+from fbmarket.data.store import Store
+from fbmarket.search.lexical import tokenize
+from fbmarket.service import (
     SETTINGS_FILE,
     BuyerQuery,
     ListingResult,
@@ -67,7 +64,7 @@ from fbmarket.service import (  # noqa: E402
     SearchRequest,
 )
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "search_e2e_latency.json"
+DEFAULT_OUT = RESULTS / "search_e2e_latency.json"
 DEFAULT_PLOT = REPO / "readme_images" / "latency_vs_catalogue.png"
 WARMUP = 20
 JITTER = 0.3  # noise norm relative to the unit embedding: cosine to the original ~ 1 / sqrt(1 + 0.09)
@@ -196,15 +193,7 @@ def scenarios(market: Marketplace, queries: list[str], seed: int) -> dict[str, l
 
 
 # ---------------------------------------------------------------------- timing
-def summary(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values)
-    return {
-        "p50": round(float(np.percentile(a, 50)), 3),
-        "p90": round(float(np.percentile(a, 90)), 3),
-        "p99": round(float(np.percentile(a, 99)), 3),
-        "mean": round(float(a.mean()), 3),
-        "max": round(float(a.max()), 3),
-    }
+STATS = ("p50", "p90", "p99", "mean", "max")  # what every latency in this report gives
 
 
 def search(market: Marketplace, request: SearchRequest) -> list[ListingResult]:
@@ -239,7 +228,7 @@ def timed(
             cpu[j].append((time.process_time() - c) * 1000)
             wall[j].append((time.perf_counter() - w) * 1000)
             ids[j].append([r.product_id for r in results])
-    stats = [{"wall_ms": summary(w), "cpu_ms": summary(c)} for w, c in zip(wall, cpu, strict=True)]
+    stats = [{"wall_ms": latency_stats(w, STATS), "cpu_ms": latency_stats(c, STATS)} for w, c in zip(wall, cpu, strict=True)]
     return stats, ids
 
 
@@ -286,14 +275,14 @@ def stage_times(markets: list[Marketplace], requests: list[SearchRequest]) -> li
             ranked = clock(
                 j,
                 "rank",
-                lambda m=market, b=buyer, c=candidates, r=request: m.ranking.recommend(
+                lambda m=market, b=buyer, c=candidates, r=request: m.ranking.personalise(
                     b, m._catalogue, k=r.k, candidates=c
                 ),
                 record,
             )
             clock(j, "assemble", lambda m=market, x=ranked: m._results(x.results), record)
     return [
-        {n: {"wall_ms": summary(w[n]), "cpu_ms": summary(c[n])} for n in names}
+        {n: {"wall_ms": latency_stats(w[n], STATS), "cpu_ms": latency_stats(c[n], STATS)} for n in names}
         for w, c in zip(wall, cpu, strict=True)
     ]
 
@@ -536,7 +525,7 @@ def main() -> int:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"-> {args.out}")
     if args.plot:
         plot(runs, Path(args.plot))

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/search_latency.py [--sizes 10000,100000] [--queries 500]
            [--factory Flat --factory "PQ128x4fs,RFlat"] [--threads 1]
 
-SPEC §9 asks for p99 <= 20 ms at 100k listings for encode + FAISS + re-rank; this script
+The quality bar is p99 <= 20 ms at 100k listings for encode + FAISS + re-rank; this script
 measures the retrieval part (`HybridSearcher.retrieve`, 200 candidates) that the query
 encoder and the ranker sit around, plus its pieces, filters, live writes and index
 builds. Listings are synthetic: Zipf-distributed words for titles and descriptions,
@@ -19,28 +19,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pandas as pd
+from harness import RESULTS, latency_stats, write_json
 from threadpoolctl import threadpool_limits
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fbmarket.config import SearchSettings
+from fbmarket.data import schema as S
+from fbmarket.search.hybrid import Filters, HybridSearcher
+from fbmarket.search.index import VectorIndex
+from fbmarket.search.lexical import LexicalIndex
 
-from fbmarket.config import SearchSettings  # noqa: E402
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.search.hybrid import Filters, HybridSearcher  # noqa: E402
-from fbmarket.search.index import VectorIndex  # noqa: E402
-from fbmarket.search.lexical import LexicalIndex  # noqa: E402
-
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "search_latency.json"
+DEFAULT_OUT = RESULTS / "search_latency.json"
 DEFAULT_FACTORIES = ["Flat", "PQ128x4fs,RFlat"]
 VOCAB = 20_000
 DIM = 256
@@ -79,15 +75,6 @@ def synthetic(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, 
     return products, vectors, words, p
 
 
-def percentiles(times_ms: list[float]) -> dict[str, float]:
-    a = np.asarray(times_ms)
-    return {
-        "p50": round(float(np.percentile(a, 50)), 3),
-        "p99": round(float(np.percentile(a, 99)), 3),
-        "mean": round(float(a.mean()), 3),
-    }
-
-
 def timed(fn, calls) -> dict[str, dict[str, float]]:
     """Wall-clock and CPU-time percentiles of single calls.
 
@@ -102,7 +89,7 @@ def timed(fn, calls) -> dict[str, dict[str, float]]:
         fn(*args)
         cpu.append((time.process_time() - c) * 1000)
         wall.append((time.perf_counter() - w) * 1000)
-    return {"wall": percentiles(wall), "cpu": percentiles(cpu)}
+    return {"wall": latency_stats(wall), "cpu": latency_stats(cpu)}
 
 
 def run_size(n: int, args: argparse.Namespace) -> list[dict]:
@@ -212,7 +199,7 @@ def main() -> None:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"-> {args.out}")
 
 

@@ -49,18 +49,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import numpy as np
+import pandas as pd
+from harness import RESULTS, write_json
+from tqdm.auto import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from fbmarket.config import SearchSettings, Settings  # noqa: E402
-from fbmarket.data import schema as S  # noqa: E402
-from fbmarket.data.store import Store  # noqa: E402
-from fbmarket.search.categories import CategorySpace  # noqa: E402
-from fbmarket.search.hybrid import (  # noqa: E402
+from fbmarket.config import SearchSettings, Settings
+from fbmarket.data import schema as S
+from fbmarket.data.store import Store
+from fbmarket.search.categories import CategorySpace
+from fbmarket.search.hybrid import (
     LEXICAL_RANK,
     LEXICAL_SCORE,
     SEMANTIC_RANK,
@@ -69,10 +67,10 @@ from fbmarket.search.hybrid import (  # noqa: E402
     reciprocal_rank_fusion,
     weighted_blend,
 )
-from fbmarket.search.lexical import tokenize  # noqa: E402
+from fbmarket.search.lexical import tokenize
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "search_quality.json"
-BASELINES = REPO / "benchmarks" / "results" / "baselines.json"
+DEFAULT_OUT = RESULTS / "search_quality.json"
+BASELINES = RESULTS / "baselines.json"
 K = 10
 BLEND_WEIGHTS = (0.2, 0.35, 0.5, 0.65, 0.8)
 # similar listings: the blend (w 0.65 / 0.8 / 1.0) plus these weights times P(same root) and
@@ -366,7 +364,7 @@ def main() -> int:
         "command": "benchmarks/search_quality.py " + " ".join(sys.argv[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(args.out, payload)
     print_headline(results, chosen, baseline)
     print(f"-> {args.out}")
     return 0

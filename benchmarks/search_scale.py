@@ -1,4 +1,4 @@
-"""Approximate FAISS index at a million vectors (SPEC §9: recall@10 >= 0.95 vs exact, build <= 5 min, <= 2 GB).
+"""Approximate FAISS index at a million vectors (the bar: recall@10 >= 0.95 vs exact, build <= 5 min, <= 2 GB).
 
 Usage: .venv/bin/python benchmarks/search_scale.py [--n 1000000] [--dim 256] [--queries 1000]
            [--factory "PQ128x4fs,RFlat"] [--values 10,20,30,50,100,200] [--compare "IVF1024,Flat"]
@@ -24,21 +24,18 @@ import json
 import os
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 import psutil
+from harness import RESULTS, latency_stats, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fbmarket.config import SearchSettings
+from fbmarket.search.index import VectorIndex
 
-from fbmarket.config import SearchSettings  # noqa: E402
-from fbmarket.search.index import VectorIndex  # noqa: E402
-
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "search_scale.json"
+DEFAULT_OUT = RESULTS / "search_scale.json"
 CHUNK = 65_536
 BARS = {"recall_at_10": 0.95, "build_seconds": 300.0, "peak_rss_gb": 2.0}
 
@@ -93,10 +90,7 @@ def latency_ms(index: VectorIndex, q: np.ndarray, threads: int) -> dict[str, flo
         index.search(row, 10)
         times.append((time.perf_counter() - start) * 1000)
     faiss.omp_set_num_threads(os.cpu_count() or 1)
-    return {
-        "p50": round(float(np.percentile(times, 50)), 2),
-        "p99": round(float(np.percentile(times, 99)), 2),
-    }
+    return latency_stats(times, ("p50", "p99"), digits=2)
 
 
 def knob(factory: str) -> str:
@@ -218,7 +212,7 @@ def main() -> None:
         "wall_seconds": round(time.time() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result["primary_meets_bars"]), f"peak RSS {primary_peak:.2f} GB", f"-> {args.out}")
 
 

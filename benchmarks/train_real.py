@@ -20,7 +20,6 @@ and ranking stages of `python main.py`, so the bundle can be searched
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -28,18 +27,18 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from harness import DEV_DATA, REPO, RESULTS, write_json
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fbmarket.config import Settings  # noqa: E402
-from fbmarket.fusion.train import train_bundle  # noqa: E402
-from fbmarket.pipeline import prepare_data  # noqa: E402
-from fbmarket.workflow import RunState, stage_index, stage_ranking  # noqa: E402
+from fbmarket.config import Settings
+from fbmarket.fusion.train import train_bundle
+from fbmarket.pipeline import prepare_data
+from fbmarket.workflow import RunState, stage_index, stage_ranking
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
+DEFAULT_DATA = DEV_DATA
 DEFAULT_WORK = REPO / "artifacts-real"  # git-ignored; shares its split and photo cache with the baselines
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "train_real.json"
+DEFAULT_OUT = RESULTS / "train_real.json"
 
 def real_settings(args: argparse.Namespace) -> Settings:
     """The defaults `fbmarket train` uses (the tier fbmarket/plan.py picks for the data's size
@@ -121,7 +120,7 @@ def main() -> int:
         "bars": {"fusion_accuracy": 0.85, "text_accuracy": 0.80},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2, default=str))
+    write_json(args.out, payload)
     rows = [
         ("split train/val/test", "/".join(str(payload["split"].get(s, 0)) for s in ("train", "val", "test"))),
         *[

@@ -1,4 +1,4 @@
-"""The `fbmarket` command line (SPEC §8). Each subcommand fills `Settings` and calls library code."""
+"""The `fbmarket` command line (the interfaces row of docs/architecture.md). Each subcommand fills `Settings` and calls library code."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from fbmarket.data.sample import write_sample
+    from fbmarket.synthetic.marketplace import write_sample
 
     summary = write_sample(
         Path(args.out), n_products=args.products, seed=args.seed, show_progress=not args.quiet

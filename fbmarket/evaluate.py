@@ -1,4 +1,4 @@
-"""Evaluation of the text-only, image-only and fusion classifiers (SPEC §5.4).
+"""Evaluation of the text-only, image-only and fusion classifiers on the persisted test split.
 
 For each branch: accuracy, macro-F1, a per-class report and a confusion-matrix PNG,
 written as JSON. `evaluate_bundle` scores a saved bundle on any clean dataset (the

@@ -19,7 +19,7 @@ from fbmarket.data import schema as S
 from fbmarket.data.categories import CategoryEncoder
 from fbmarket.data.clean import CleaningReport, attach_created, attach_geo, clean_products
 from fbmarket.data.features import add_features
-from fbmarket.data.images import clean_images
+from fbmarket.data.image_cache import clean_images
 from fbmarket.data.sources import PRODUCTS_FILE, RawTables, read_source
 from fbmarket.data.split import assign_split
 from fbmarket.data.store import Store
@@ -48,7 +48,7 @@ def resolve_data_dir(settings: Settings, show_progress: bool = True) -> tuple[Pa
     """The dataset to read; without `--data`, generate the embedded synthetic marketplace once."""
     if settings.data_dir is not None:
         return settings.data_dir, False
-    from fbmarket.data.sample import write_sample
+    from fbmarket.synthetic.marketplace import write_sample
 
     folder = settings.out_dir / "sample_data"
     marker = folder / "Products.csv"

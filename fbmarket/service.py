@@ -30,11 +30,13 @@ from fbmarket.data.features import add_features
 from fbmarket.data.images import clean_image, open_image
 from fbmarket.data.split import hash_split
 from fbmarket.data.store import Store
+from fbmarket.limits import MAX_RESULTS as MAX_K
+from fbmarket.limits import check_k
 from fbmarket.price.model import round_gbp
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
+from fbmarket.recommend.personalise import RankingModels
 from fbmarket.recommend.ranker import RuleRanker
-from fbmarket.recommend.training import RankingModels
 from fbmarket.search.duplicates import (
     DuplicateDetector,
     DuplicateMatch,
@@ -62,7 +64,6 @@ SETTINGS_FILE = "settings.json"
 INDEX_FILE = "index/vectors.faiss"
 PHOTO_INDEX_FILE = "index/photos.faiss"  # pooled photo features of each listing with photos
 RANKING_DIR = "ranking"
-MAX_K = 100
 INDEX_SAVE_EVERY = 25  # live writes between index saves (the database is the truth in between)
 DATABASE_FILE = "fbmarket.db"  # the default SQLite database inside a bundle (Settings.db_url)
 EMBED_CHUNK = 2048  # listings embedded per database write when opening a bundle
@@ -335,7 +336,7 @@ class Marketplace:
 
     # ------------------------------------------------------------------ reading
     def search(self, request: SearchRequest) -> SearchResponse:
-        k = check_k(request.k)
+        k = check_k(request.k, error=BadRequestError)
         text = request.query.strip() if request.query is not None else None
         text = text or None
         buyer, status, notes = self._buyer(request.buyer)
@@ -367,7 +368,7 @@ class Marketplace:
             return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
-        recommendation = self.ranking.recommend(
+        recommendation = self.ranking.personalise(
             buyer, self._catalogue, k=k, candidates=candidates, photo_query=mode.startswith("photo")
         )
         shown = recommendation.results
@@ -385,7 +386,7 @@ class Marketplace:
         if str(user_id) not in self._users:
             raise NotFoundError(f"user {user_id!r} not found")
         buyer, status, notes = self._buyer(BuyerQuery(user_id=str(user_id)))
-        return self._feed(buyer, status, notes, check_k(k), None)
+        return self._feed(buyer, status, notes, check_k(k, error=BadRequestError), None)
 
     def _feed(
         self, buyer: Buyer, status: str, notes: list[str], k: int, filters: Filters | None
@@ -394,13 +395,13 @@ class Marketplace:
         if filters is not None and filters.active:
             allowed = set(self.searcher.allowed_ids(filters))
             exclude = set(self._catalogue.ids) - allowed
-        recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, exclude=exclude)
+        recommendation = self.ranking.personalise(buyer, self._catalogue, k=k, exclude=exclude)
         return SearchResponse(
             self._results(recommendation.results), status, "feed", notes + recommendation.notes
         )
 
     def similar(self, product_id: str, k: int = 10) -> list[ListingResult]:
-        k = check_k(k)
+        k = check_k(k, error=BadRequestError)
         if product_id not in self._products.index:
             raise NotFoundError(f"listing {product_id!r} not found")
         frame = self.searcher.similar_scored(product_id, k)
@@ -1027,12 +1028,6 @@ class _ShownColumns:
     def rows(self, product_ids: list[str]) -> np.ndarray:
         """Row of each id; -1 for an id no longer listed."""
         return self.index.get_indexer(product_ids)
-
-
-def check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise BadRequestError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
-    return k
 
 
 def load_or_rebuild_index(

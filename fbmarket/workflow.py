@@ -1,4 +1,4 @@
-"""`python main.py`: every stage in order, with timings and a summary table at the end (SPEC §8).
+"""`python main.py`: every stage in order, with timings and a summary table at the end (data flow: docs/architecture.md).
 
 Each stage is a small function that takes what the previous ones produced; the stage
 list is the table of contents of the whole system.
@@ -137,11 +137,15 @@ def stage_ranking(state: RunState) -> None:
     """Buyer profiles and the learned ranker, from the dataset's interactions or simulated ones."""
     from fbmarket.bundle import Bundle
     from fbmarket.data.store import Store
-    from fbmarket.recommend.buyers import towns_from_products
-    from fbmarket.recommend.simulator import USER_CSV_COLUMNS, simulate_buyers, simulate_interactions
     from fbmarket.recommend.training import fit_ranking
     from fbmarket.search.hybrid import HybridSearcher
     from fbmarket.service import RANKING_DIR
+    from fbmarket.synthetic.buyers import (
+        USER_CSV_COLUMNS,
+        simulate_buyers,
+        simulate_interactions,
+        towns_from_products,
+    )
 
     assert state.prepared is not None
     settings = state.settings

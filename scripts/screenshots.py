@@ -3,7 +3,7 @@
 Usage: .venv/bin/python scripts/screenshots.py --bundle DIR [--query "sofa"] [--user ID]
            [--out readme_images]
 
-Starts `fbmarket serve --bundle DIR` on a free loopback port (benchmarks/api_common.py's
+Starts `fbmarket serve --bundle DIR` on a free loopback port (benchmarks/harness.py's
 runner; writes need no key here), waits for /ready, searches
 the page as a buyer would (typed words and a picked buyer), saves the results page as
 web_search.png, opens the first result and saves the listing page (with its similar
@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from api_common import ServerProcess  # noqa: E402  (the benchmarks' `fbmarket serve` runner)
+from harness import ServerProcess  # noqa: E402  (the benchmarks' `fbmarket serve` runner)
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 

@@ -24,8 +24,8 @@ import pytest
 from api_fixtures import REPO, ServeProcess, free_port, jpeg_bytes, run_server
 
 from fbmarket.data.clean import clean_products
-from fbmarket.data.sample import write_sample
 from fbmarket.data.sources import read_source
+from fbmarket.synthetic.marketplace import write_sample
 from fbmarket.workflow import PRICE_REASONS
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from fbmarket.recommend.buyers import (
     normalise_gender,
     resolve_buyer,
 )
-from fbmarket.recommend.simulator import simulate_buyers, simulate_interactions
+from fbmarket.synthetic.buyers import simulate_buyers, simulate_interactions
 
 ITEMS = {
     "Appliances": ["washing machine", "fridge freezer", "electric kettle", "microwave oven"],

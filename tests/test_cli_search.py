@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from api_fixtures import copy_bundle, jpeg_bytes
 
-from fbmarket.data.sample import write_sample
+from fbmarket.synthetic.marketplace import write_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"product_id", "title", "category", "price", "location", "distance_km", "score", "factors"}

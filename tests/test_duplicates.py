@@ -20,15 +20,16 @@ from api_fixtures import copy_bundle, jpeg_bytes, run_server, serve_settings
 from PIL import Image
 
 from fbmarket.config import DuplicateSettings
-from fbmarket.search.duplicate_training import choose_threshold, perturb_photo, reword_title
-from fbmarket.search.duplicates import (
+from fbmarket.search.duplicate_copies import perturb_photo, reword_title
+from fbmarket.search.duplicate_rule import (
     RULE_FILE,
     DuplicateRule,
     LogisticRule,
     PairFeatures,
     TextSimilarity,
-    duplicate_groups,
 )
+from fbmarket.search.duplicate_training import choose_threshold
+from fbmarket.search.duplicates import duplicate_groups
 
 KEY = "duplicates-test-key"
 

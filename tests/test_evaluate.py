@@ -42,9 +42,9 @@ def tiny_settings(data_dir: Path, out_dir: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    from fbmarket.data.sample import write_sample
     from fbmarket.fusion.train import train_bundle
     from fbmarket.pipeline import prepare_data
+    from fbmarket.synthetic.marketplace import write_sample
 
     root = tmp_path_factory.mktemp("model")
     write_sample(root / "data", n_products=110, seed=3, show_progress=False)
@@ -227,7 +227,7 @@ def test_a_damaged_late_fusion_member_fails_loading_and_names_the_file(
 
 
 def _dataset(tmp_path: Path, seed: int = 11) -> Path:
-    from fbmarket.data.sample import write_sample
+    from fbmarket.synthetic.marketplace import write_sample
 
     folder = tmp_path / "other"
     write_sample(folder, n_products=40, seed=seed, show_progress=False)

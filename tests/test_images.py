@@ -15,20 +15,22 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fbmarket.data.images import (
+from fbmarket.data.image_cache import (
     MANIFEST_NAME,
     SKIPPED_IMAGE_COLUMNS,
-    ImageError,
     cache_path,
     candidate_names,
-    clean_image,
     clean_images,
     is_safe_image_id,
+    source_path,
+)
+from fbmarket.data.images import (
+    ImageError,
+    clean_image,
     letterbox,
     load_pixels,
     load_pixels_batch,
     open_image,
-    source_path,
 )
 from fbmarket.data.schema import CLEAN_IMAGE_COLUMNS
 

@@ -14,7 +14,17 @@ import pytest
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
-from fbmarket.data.sample import (
+from fbmarket.data.sources import read_folder
+from fbmarket.synthetic.buyers import (
+    DEFAULT_PRIORS,
+    DEFAULT_SESSION_MODEL,
+    USER_CSV_COLUMNS,
+    BuyerPriors,
+    priors_markdown,
+    simulate_buyers,
+    simulate_interactions,
+)
+from fbmarket.synthetic.marketplace import (
     IMAGE_CSV_COLUMNS,
     INTERACTION_CSV_COLUMNS,
     PRODUCT_CSV_COLUMNS,
@@ -24,18 +34,8 @@ from fbmarket.data.sample import (
     _town_weights,
     write_sample,
 )
-from fbmarket.data.sample_images import encode_photo, make_noise_bank, product_look, render_photo
-from fbmarket.data.sample_vocab import COUNTY_ONLY, GARBLED_LOCATIONS, ROOT_NAMES, TOWNS
-from fbmarket.data.sources import read_folder
-from fbmarket.recommend.simulator import (
-    DEFAULT_PRIORS,
-    DEFAULT_SESSION_MODEL,
-    USER_CSV_COLUMNS,
-    BuyerPriors,
-    priors_markdown,
-    simulate_buyers,
-    simulate_interactions,
-)
+from fbmarket.synthetic.photos import encode_photo, make_noise_bank, product_look, render_photo
+from fbmarket.synthetic.vocab import COUNTY_ONLY, GARBLED_LOCATIONS, ROOT_NAMES, TOWNS
 
 N = 60
 SEED = 7

@@ -454,7 +454,7 @@ def test_photo_query_finds_the_listing_whose_photo_it_is_and_obeys_filters() -> 
 
 def test_a_photo_match_is_flagged_first_even_against_strong_category_agreement() -> None:
     """photo_match_cosine pins the photo's own listing above higher fused scores, and only it."""
-    from fbmarket.recommend.feed import PHOTO_MATCH as RANKER_COLUMN
+    from fbmarket.recommend.personalise import PHOTO_MATCH as RANKER_COLUMN
     from fbmarket.search.hybrid import PHOTO_MATCH
 
     assert RANKER_COLUMN == PHOTO_MATCH  # the two modules agree on the column

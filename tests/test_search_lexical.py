@@ -11,6 +11,7 @@ import pytest
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.search import lexical
+from fbmarket.search import terms as search_terms
 from fbmarket.search.index import IdSelection, IndexLoadError
 from fbmarket.search.lexical import LexicalIndex, tokenize
 
@@ -297,7 +298,7 @@ def legacy_file(path, titles: list[str], descriptions: list[str], weight: int = 
         return token[:-1] if not token.endswith(("us", "ss")) else token
 
     def terms(text: str) -> list[str]:
-        words = lexical._WORD.findall(text.lower())
+        words = search_terms._WORD.findall(text.lower())
         return [harman(w) for w in words if w not in lexical.STOPWORDS]
 
     vocab: dict[str, int] = {}

@@ -112,7 +112,7 @@ def files_holding(folder: Path, secret: bytes) -> list[str]:
 
 @pytest.mark.slow
 def test_a_run_with_a_password_url_writes_and_prints_no_password(tmp_path: Path) -> None:
-    from fbmarket.data.sample import write_sample
+    from fbmarket.synthetic.marketplace import write_sample
 
     data = tmp_path / "data"
     write_sample(data, n_products=60, seed=14, show_progress=False)

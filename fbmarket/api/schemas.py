@@ -12,10 +12,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from fbmarket.data.prices import read_price
+from fbmarket.limits import MAX_RESULTS as MAX_K
 from fbmarket.service import ListingInput, ListingResult, PriceSuggestion, SearchResponse
 
 MAX_QUERY_CHARS = 500
-MAX_K = 100
 MAX_ID_CHARS = 64  # the database's id columns
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # ids a seller may choose: URL- and file-name-safe
 

@@ -1,4 +1,4 @@
-"""Raw product rows -> clean listings (SPEC §4.3), with every dropped row counted by reason.
+"""Raw product rows -> clean listings (step 2 of docs/architecture.md's data flow), with every dropped row counted by reason.
 
 Two modes: `strict=True` (training) drops rows whose price is missing, unparseable or
 unreasonable, as the spec asks; `strict=False` (evaluation, live listings) keeps them

@@ -1,4 +1,4 @@
-"""Clean tables -> model-ready product features (SPEC §4.3)."""
+"""Clean tables -> model-ready product features: price, location, photo and token counts."""
 
 from __future__ import annotations
 

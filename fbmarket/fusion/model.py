@@ -1,6 +1,6 @@
 """The multimodal fusion model: one L2-normalised embedding per listing, plus a category head.
 
-`FusionModel` (a `keras.Model` subclass, SPEC §5.3) holds small functional towers,
+`FusionModel` (a `keras.Model` subclass) holds small functional towers,
 each built with its input shapes at construction, so every weight exists before a
 saved `.keras` file is loaded back into it:
 
@@ -24,7 +24,7 @@ saved `.keras` file is loaded back into it:
 
 Training is multi-task (`compute_loss`): category cross-entropy plus a symmetric
 in-batch contrastive (InfoNCE) loss between each product and its pseudo-query, so
-one vector serves classification and search (SPEC §6).
+one vector serves classification and search (search/hybrid.py).
 """
 
 from __future__ import annotations

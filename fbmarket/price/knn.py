@@ -21,11 +21,16 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
 
 from fbmarket.files import commit, stage
+from fbmarket.text.tfidf import transform
+
+if TYPE_CHECKING:
+    from fbmarket.price.text_price import TextPriceRidge
 
 KNN_FILE = "price_knn.npz"
 SOURCES = ("embedding", "text")
@@ -187,3 +192,22 @@ class NeighbourPrices:
             return cls(catalogue, arrays["log_price"], tuple(int(k) for k in arrays["ks"]))
         except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
             raise ValueError(f"the neighbour price catalogue {path} cannot be read: {error}") from error
+
+
+def neighbour_vectors(
+    sources: list[str] | tuple[str, ...],
+    embeddings: np.ndarray | None,
+    texts: np.ndarray | None,
+    ridge: TextPriceRidge | None,
+) -> dict:
+    """The vectors the comparables are found by: the fusion embeddings, the ridge's TF-IDF."""
+    vectors: dict = {}
+    if "embedding" in sources:
+        if embeddings is None:
+            raise ValueError("embedding neighbours need the listings' price-free embeddings")
+        vectors["embedding"] = embeddings
+    if "text" in sources:
+        if ridge is None or texts is None:
+            raise ValueError("text neighbours need the text-price ridge's TF-IDF vectorisers")
+        vectors["text"] = transform(ridge.vectorisers, list(texts))
+    return vectors

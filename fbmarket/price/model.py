@@ -40,7 +40,7 @@ from fbmarket.config import PriceSettings
 from fbmarket.files import atomic_write_json, commit, discard, stage
 from fbmarket.price.conformal import conformal_offset
 from fbmarket.price.features import CATEGORICAL, PriceFeatureSpec
-from fbmarket.price.knn import KNN_FILE, NeighbourPrices
+from fbmarket.price.knn import KNN_FILE, NeighbourPrices, neighbour_vectors
 from fbmarket.price.metrics import FREE_THRESHOLD
 from fbmarket.price.text_price import CONFIG_FILE as TEXT_CONFIG_FILE
 from fbmarket.price.text_price import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
@@ -92,8 +92,6 @@ class PriceModel:
     ) -> pd.DataFrame:
         """The feature table of clean listings for this model (the text estimate and the
         comparables' prices included)."""
-        from fbmarket.price.train import neighbour_vectors
-
         estimate, neighbours = None, None
         texts = product_text(products) if (self.spec.text_price or "text" in self.spec.knn_sources) else None
         if self.spec.text_price:

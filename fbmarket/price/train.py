@@ -18,11 +18,11 @@ import pandas as pd
 from fbmarket.config import PriceSettings
 from fbmarket.data import schema as S
 from fbmarket.price.features import PriceFeatureSpec
-from fbmarket.price.knn import NeighbourPrices
+from fbmarket.price.knn import NeighbourPrices, neighbour_vectors
 from fbmarket.price.metrics import suggestion_metrics
 from fbmarket.price.model import PriceModel
 from fbmarket.price.text_price import TextPriceRidge
-from fbmarket.text.tfidf import product_text, transform
+from fbmarket.text.tfidf import product_text
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +64,6 @@ def text_price_estimates(
         seed,
     )
     return ridge, estimate
-
-
-def neighbour_vectors(
-    sources: list[str] | tuple[str, ...],
-    embeddings: np.ndarray | None,
-    texts: np.ndarray | None,
-    ridge: TextPriceRidge | None,
-) -> dict:
-    """The vectors the comparables are found by: the fusion embeddings, the ridge's TF-IDF."""
-    vectors: dict = {}
-    if "embedding" in sources:
-        if embeddings is None:
-            raise ValueError("embedding neighbours need the listings' price-free embeddings")
-        vectors["embedding"] = embeddings
-    if "text" in sources:
-        if ridge is None or texts is None:
-            raise ValueError("text neighbours need the text-price ridge's TF-IDF vectorisers")
-        vectors["text"] = transform(ridge.vectorisers, list(texts))
-    return vectors
 
 
 def neighbour_price_features(

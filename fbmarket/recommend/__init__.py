@@ -1,1 +1,1 @@
-"""Buyers, the interaction simulator and the second-stage ranker."""
+"""Buyers, the second-stage ranker and personalised results (the buyer simulator is in `fbmarket.synthetic`)."""

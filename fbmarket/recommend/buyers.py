@@ -1,4 +1,4 @@
-"""Buyers and what their history says about them (SPEC §7.2).
+"""Buyers and what their history says about them (docs/ranking.md).
 
 A `Buyer` is whoever is being ranked for: a known user (Users.csv or the simulator), a
 new user described inline, or an unknown id. `BuyerProfiles` is everything learned from
@@ -228,18 +228,6 @@ def load_interactions(
     frame = frame[[USER_ID, S.PRODUCT_ID, EVENT, TIMESTAMP, QUERY, SESSION_ID]]
     frame.attrs["skipped"] = skipped
     return frame
-
-
-def towns_from_products(products: pd.DataFrame) -> pd.DataFrame:
-    """Where simulated buyers live: every geocoded listing location, weighted by its listings
-    (people live where things are sold). Columns location, latitude, longitude, weight."""
-    S.require_columns(products, (S.PRODUCT_ID, S.LOCATION, S.LATITUDE, S.LONGITUDE), "products")
-    located = products.dropna(subset=[S.LOCATION, S.LATITUDE, S.LONGITUDE])
-    return (
-        located.groupby(S.LOCATION)
-        .agg(latitude=(S.LATITUDE, "first"), longitude=(S.LONGITUDE, "first"), weight=(S.PRODUCT_ID, "size"))
-        .reset_index()
-    )
 
 
 # ---- profiles -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Offline evaluation of personalised ranking on held-out sessions (SPEC §7.2).
+"""Offline evaluation of personalised ranking on held-out sessions (Recall@10, NDCG@10 against popularity and plain search).
 
 Protocol: the interaction log is split in time (`split_by_time`); profiles and the
 learned ranker see only the earlier sessions; for every later session with at least one
@@ -38,7 +38,7 @@ from fbmarket.recommend.buyers import (
     load_interactions,
 )
 from fbmarket.recommend.features import LEXICAL_SCORE, SEMANTIC_SCORE, Catalogue
-from fbmarket.recommend.feed import home_feed_candidates, rank
+from fbmarket.recommend.personalise import home_feed_candidates, rank
 from fbmarket.recommend.ranker import LearnedRanker, RuleRanker, choose_ranker
 from fbmarket.recommend.training import (
     POSITIVES,

@@ -1,4 +1,4 @@
-"""Ranking factors of (buyer, listing) pairs (SPEC §7.1).
+"""Ranking factors of (buyer, listing) pairs (docs/ranking.md).
 
 Every factor is scaled to about [-1, 1] with "bigger is better", and 0 means *neutral or
 unknown*, so a missing value (a buyer or listing without coordinates, a listing without a

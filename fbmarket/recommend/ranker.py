@@ -1,4 +1,4 @@
-"""Second-stage rankers whose scores decompose into factor contributions (SPEC §7.1).
+"""Second-stage rankers whose scores decompose into factor contributions (docs/ranking.md).
 
 Both rankers are additive in the ranking factors, so "why did this rank here" has an
 exact answer: `score(features)` returns the scores and a contributions table (one

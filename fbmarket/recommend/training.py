@@ -13,11 +13,8 @@ The default loss is listwise (`RankSettings.ranker_loss`): see `LearnedRanker.fi
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,14 +28,13 @@ from fbmarket.recommend.buyers import (
     SESSION_ID,
     TIMESTAMP,
     USER_ID,
-    Buyer,
     BuyerProfiles,
     load_buyers,
     load_interactions,
 )
 from fbmarket.recommend.features import FEATURES, Catalogue, ranking_features
-from fbmarket.recommend.feed import Recommendation, home_feed_candidates, recommend
-from fbmarket.recommend.ranker import RULE_FILE, LearnedRanker, RuleRanker
+from fbmarket.recommend.personalise import RankingModels, home_feed_candidates
+from fbmarket.recommend.ranker import LearnedRanker, RuleRanker
 
 log = logging.getLogger(__name__)
 
@@ -207,77 +203,6 @@ def train_learned_ranker(
     ranker.meta["training"] = {k: v for k, v in report.items() if k not in ("loss", "val_loss")}
     log.info("learned ranker: %s", ranker.meta["training"])
     return ranker, report
-
-
-PROFILES_FILE = "profiles.json"
-REPORT_FILE = "ranking_report.json"
-
-
-@dataclass
-class RankingModels:
-    """Everything personalised ranking needs at serving time; saved to and loaded from a folder
-    (profiles.json, rule_ranker.json, learned_ranker.keras + .json, ranking_report.json)."""
-
-    profiles: BuyerProfiles
-    rule: RuleRanker
-    learned: LearnedRanker | None
-    report: dict
-
-    def recommend(
-        self,
-        buyer: Buyer | str | None,
-        catalogue: Catalogue,
-        k: int = 10,
-        candidates: pd.DataFrame | None = None,
-        now: pd.Timestamp | str | None = None,
-        exclude: set[str] | None = None,
-        photo_query: bool = False,
-    ) -> Recommendation:
-        """Top-k for a buyer; `photo_query` ranks a photo search's candidates by the rule ranker
-        with `RankSettings.photo_rule_weights`.
-
-        The learned ranker was trained on typed searches, whose semantic score is the query
-        embedding's cosine; a photo query's is the photo match (HybridSearcher.retrieve_photo),
-        which it never saw, and with the typed-search weights freshness, popularity and taste
-        outweighed the photo match (the synthetic test bundle: a listing's own photo found
-        its listing first 2 times in 6). A photo asks for this thing: relevance first, the
-        buyer's factors after.
-        """
-        if photo_query:
-            rule = RuleRanker(self.profiles.settings.photo_rule_weights)
-            reason = "a photo search puts the photo match first (photo_rule_weights)"
-            return recommend(
-                buyer, catalogue, self.profiles, rule, self.learned, k, candidates, now, exclude, reason
-            )
-        return recommend(buyer, catalogue, self.profiles, self.rule, self.learned, k, candidates, now, exclude)
-
-    def save(self, directory: Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.profiles.save(directory / PROFILES_FILE)
-        self.rule.save(directory)
-        if self.learned is not None:
-            self.learned.save(directory)
-        (directory / REPORT_FILE).write_text(json.dumps(self.report, indent=2, default=str))
-        return directory
-
-    @classmethod
-    def load(cls, directory: Path) -> RankingModels:
-        """Profiles are required; a missing learned ranker means rule-only ranking (noted in the report)."""
-        directory = Path(directory)
-        if not (directory / PROFILES_FILE).is_file():
-            raise FileNotFoundError(f"no {PROFILES_FILE} in {directory}: run the buyers/ranker stage first")
-        profiles = BuyerProfiles.load(directory / PROFILES_FILE)
-        rule = (
-            RuleRanker.load(directory)
-            if (directory / RULE_FILE).is_file()
-            else RuleRanker(profiles.settings.rule_weights)
-        )
-        learned = LearnedRanker.load(directory) if LearnedRanker.exists(directory) else None
-        report = (
-            json.loads((directory / REPORT_FILE).read_text()) if (directory / REPORT_FILE).is_file() else {}
-        )
-        return cls(profiles, rule, learned, report)
 
 
 def fit_ranking(

@@ -15,7 +15,8 @@ listing). Detection has two steps, both cheap enough to run on every create:
    (`DuplicateRule`; a text-only rule for pairs without two photos). Pairs at or above the
    rule's threshold are possible duplicates, with reasons a person can check.
 
-`fbmarket train` fits the rule and its thresholds on the validation split
+The similarities and the rule (`PairFeatures`, `TextSimilarity`, `DuplicateRule`) are in
+search/duplicate_rule.py. `fbmarket train` fits the rule and its thresholds on the validation split
 (search/duplicate_training.py: synthetic re-posts of validation listings against the whole
 catalogue, recall maximised at precision >= 0.95) and saves it as `model/duplicates.json`;
 bundles without it use the defaults in `DuplicateSettings`.
@@ -23,27 +24,23 @@ bundles without it use the defaults in `DuplicateSettings`.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.feature_extraction.text import HashingVectorizer
 
 from fbmarket.config import DuplicateSettings
+from fbmarket.search.duplicate_rule import (
+    RULE_FILE as RULE_FILE,  # re-exported: the bundle names the file by it
+)
+from fbmarket.search.duplicate_rule import (
+    DuplicateRule,
+    PairFeatures,
+    TextSimilarity,
+    empty_texts,
+)
 from fbmarket.search.index import VectorIndex
-
-RULE_FILE = "duplicates.json"  # in the bundle's model/ folder
-RULE_FORMAT = "fbmarket.duplicate_rule"
-RULE_FORMAT_VERSION = 1
-PHOTO_FEATURES = ("photo", "title", "description")
-TEXT_FEATURES = ("title", "description")
-_NON_WORD = re.compile(r"[\W_]+")
 
 # (titles, descriptions) of listings by id, in the order asked
 TextLookup = Callable[[Sequence[str]], tuple[Sequence[str], Sequence[str]]]
@@ -61,199 +58,6 @@ class DuplicateMatch:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class PairFeatures:
-    """Similarities of listing pairs, aligned: photo is NaN where either listing has no photo."""
-
-    photo: np.ndarray
-    title: np.ndarray
-    description: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.title)
-
-    @property
-    def has_photo(self) -> np.ndarray:
-        return ~np.isnan(self.photo)
-
-    @property
-    def text(self) -> np.ndarray:
-        """The one text similarity reported per pair: title and description weigh the same."""
-        return (self.title + self.description) / 2
-
-    def subset(self, rows: np.ndarray) -> PairFeatures:
-        return PairFeatures(self.photo[rows], self.title[rows], self.description[rows])
-
-    @classmethod
-    def concat(cls, parts: Sequence[PairFeatures]) -> PairFeatures:
-        if not parts:
-            return cls(np.zeros(0), np.zeros(0), np.zeros(0))
-        return cls(
-            *(np.concatenate([getattr(p, name) for p in parts]) for name in ("photo", "title", "description"))
-        )
-
-
-class TextSimilarity:
-    """Cosine of character-trigram counts (within words) of two texts, stateless.
-
-    Hashed (sklearn's HashingVectorizer), so it needs no fitted vocabulary: the similarity
-    the training split chose thresholds for is the one served, for any new word. Text is
-    lower-cased and stripped of punctuation first, and trigrams stay inside words, so word
-    order, case and punctuation do not change it.
-    """
-
-    def __init__(self, description_chars: int = 1000):
-        self.description_chars = int(description_chars)
-        self._vectorizer = HashingVectorizer(
-            analyzer="char_wb",
-            ngram_range=(3, 3),
-            preprocessor=_normalise,
-            alternate_sign=False,
-            norm="l2",
-            n_features=2**20,
-            dtype=np.float32,
-        )
-
-    def vectors(
-        self, titles: Sequence[str], descriptions: Sequence[str]
-    ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """Unit trigram vectors of titles and of descriptions (cut to `description_chars`).
-
-        One vectoriser call for both (its per-call checks cost about a millisecond, a create
-        makes one call)."""
-        cut = [_text(d)[: self.description_chars] for d in descriptions]
-        both = self._vectorizer.transform([_text(t) for t in titles] + cut).tocsr()
-        return both[: len(titles)], both[len(titles) :]
-
-    @staticmethod
-    def rowwise(a: sp.csr_matrix, b: sp.csr_matrix) -> np.ndarray:
-        """Cosine of row i of `a` with row i of `b` (both unit rows; an empty text is a zero row)."""
-        return np.asarray(a.multiply(b).sum(axis=1), dtype=np.float64).reshape(-1)
-
-    def pairs(
-        self,
-        titles: tuple[sp.csr_matrix, sp.csr_matrix],
-        descriptions: tuple[sp.csr_matrix, sp.csr_matrix],
-        left_empty: np.ndarray,
-        right_empty: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Title and description similarities of aligned rows. Two empty descriptions say
-        nothing, so they count as the titles' similarity; one empty, one not: 0."""
-        title = np.clip(self.rowwise(*titles), 0.0, 1.0)
-        description = np.clip(self.rowwise(*descriptions), 0.0, 1.0)
-        both_empty = left_empty & right_empty
-        description[both_empty] = title[both_empty]
-        return title, description
-
-
-@dataclass
-class LogisticRule:
-    """sigmoid(coef . features + intercept), flagged at `threshold`."""
-
-    coef: tuple[float, ...]
-    intercept: float
-    threshold: float
-
-    def score(self, features: np.ndarray) -> np.ndarray:
-        z = np.asarray(features, dtype=np.float64) @ np.asarray(self.coef, dtype=np.float64) + self.intercept
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
-
-    def to_json(self, names: Sequence[str]) -> dict[str, Any]:
-        return {
-            "features": list(names),
-            "coef": [float(c) for c in self.coef],
-            "intercept": float(self.intercept),
-            "threshold": float(self.threshold),
-        }
-
-    @classmethod
-    def from_json(cls, payload: dict[str, Any], names: Sequence[str]) -> LogisticRule:
-        if list(payload.get("features", names)) != list(names):
-            raise ValueError(f"expected features {list(names)}, got {payload.get('features')}")
-        coef = tuple(float(c) for c in payload["coef"])
-        if len(coef) != len(names):
-            raise ValueError(f"{len(names)} weights expected, got {len(coef)}")
-        threshold = float(payload["threshold"])
-        if not all(math.isfinite(v) for v in (*coef, float(payload["intercept"]), threshold)):
-            raise ValueError("weights and threshold must be finite numbers")
-        return cls(coef, float(payload["intercept"]), threshold)
-
-
-@dataclass
-class DuplicateRule:
-    """The decision: a photo rule for pairs where both listings have photos, a text rule otherwise."""
-
-    photo: LogisticRule
-    text: LogisticRule
-    chosen_on: dict[str, Any] = field(default_factory=dict)  # how and where it was chosen (reports)
-
-    def score(self, features: PairFeatures) -> np.ndarray:
-        """Score in 0..1 of each pair; compare with `thresholds(features)`."""
-        out = np.zeros(len(features))
-        with_photo = features.has_photo
-        if with_photo.any():
-            x = np.column_stack([features.photo, features.title, features.description])[with_photo]
-            out[with_photo] = self.photo.score(x)
-        if (~with_photo).any():
-            x = np.column_stack([features.title, features.description])[~with_photo]
-            out[~with_photo] = self.text.score(x)
-        return out
-
-    def thresholds(self, features: PairFeatures) -> np.ndarray:
-        return np.where(features.has_photo, self.photo.threshold, self.text.threshold)
-
-    def flags(self, features: PairFeatures) -> tuple[np.ndarray, np.ndarray]:
-        """(score, flagged) of each pair."""
-        score = self.score(features)
-        return score, score >= self.thresholds(features)
-
-    # ------------------------------------------------------------------ persistence
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": RULE_FORMAT,
-            "format_version": RULE_FORMAT_VERSION,
-            "with_photo": self.photo.to_json(PHOTO_FEATURES),
-            "text_only": self.text.to_json(TEXT_FEATURES),
-            "chosen_on": self.chosen_on,
-        }
-
-    @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> DuplicateRule:
-        if payload.get("format") != RULE_FORMAT:
-            raise ValueError(f"not a duplicate rule (format {payload.get('format')!r})")
-        if int(payload.get("format_version", 0)) > RULE_FORMAT_VERSION:
-            raise ValueError(f"format version {payload.get('format_version')} is newer than this code reads")
-        return cls(
-            LogisticRule.from_json(payload["with_photo"], PHOTO_FEATURES),
-            LogisticRule.from_json(payload["text_only"], TEXT_FEATURES),
-            dict(payload.get("chosen_on") or {}),
-        )
-
-    def save(self, path: Path | str) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2))
-
-    @classmethod
-    def load(cls, path: Path | str) -> DuplicateRule:
-        return cls.from_json(json.loads(Path(path).read_text()))
-
-    @classmethod
-    def from_settings(cls, settings: DuplicateSettings) -> DuplicateRule:
-        """The configured default rule (bundles trained before `model/duplicates.json`)."""
-        return cls(
-            LogisticRule(
-                tuple(settings.rule_photo_weights),
-                settings.rule_photo_intercept,
-                settings.rule_photo_threshold,
-            ),
-            LogisticRule(
-                tuple(settings.rule_text_weights), settings.rule_text_intercept, settings.rule_text_threshold
-            ),
-            {"source": "DuplicateSettings defaults"},
-        )
 
 
 class DuplicateDetector:
@@ -321,7 +125,7 @@ class DuplicateDetector:
         lt, ld = self.text.vectors(*left_texts)
         rt, rd = self.text.vectors(*right_texts)
         title, description = self.text.pairs(
-            (lt, rt), (ld, rd), _empty(left_texts[1]), _empty(right_texts[1])
+            (lt, rt), (ld, rd), empty_texts(left_texts[1]), empty_texts(right_texts[1])
         )
         return PairFeatures(np.clip(photo, -1.0, 1.0), title, description)
 
@@ -345,7 +149,7 @@ class DuplicateDetector:
                 photo[has] = np.clip(vectors.astype(np.float64) @ q, -1.0, 1.0)
         titles, descriptions = texts(list(candidates))
         title_vectors, description_vectors = self.text.vectors([title, *titles], [description, *descriptions])
-        empty = _empty([description, *descriptions])
+        empty = empty_texts([description, *descriptions])
         title_sim = np.clip((title_vectors[1:] @ title_vectors[0].T).toarray().reshape(-1), 0.0, 1.0)
         description_sim = np.clip(
             (description_vectors[1:] @ description_vectors[0].T).toarray().reshape(-1), 0.0, 1.0
@@ -418,18 +222,6 @@ class DuplicateDetector:
         return out
 
 
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _normalise(text: str) -> str:
-    return _NON_WORD.sub(" ", text.lower()).strip()
-
-
-def _empty(descriptions: Sequence[str]) -> np.ndarray:
-    return np.array([not _normalise(_text(d)) for d in descriptions], bool)
-
-
 def duplicate_groups(pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
     """Connected components of flagged pairs (a re-posted listing and every copy of it), largest first."""
     parent: dict[str, str] = {}
@@ -468,7 +260,7 @@ def catalogue_pairs(
     ids = [str(pid) for pid in ids]
     row = {pid: i for i, pid in enumerate(ids)}
     title_vectors, description_vectors = detector.text.vectors(titles, descriptions)
-    empty = _empty(descriptions)
+    empty = empty_texts(descriptions)
     dim = photos.dim if photos is not None else 1
     has_photo = np.array([photos is not None and pid in photos for pid in ids], bool)
     photo_matrix = np.zeros((len(ids), dim), np.float32)

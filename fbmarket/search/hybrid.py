@@ -1,6 +1,6 @@
-"""Hybrid retrieval: embedding neighbours + BM25 hits, fused, under listing filters (SPEC §6).
+"""Hybrid retrieval: embedding neighbours + BM25 hits, fused, under listing filters (category, price, distance).
 
-`HybridSearcher.retrieve` is the candidate generator for the ranker (SPEC §7.1): it runs
+`HybridSearcher.retrieve` is the candidate generator for the ranker (recommend/personalise.py): it runs
 the FAISS search (when there is a query vector) and the BM25 search (when there is query
 text) under the same filters, unions the two lists and scores every candidate on both
 signals, so the ranker sees a semantic and a lexical score for each one, not only for
@@ -72,8 +72,9 @@ import pandas as pd
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
+from fbmarket.limits import check_k
 from fbmarket.search.categories import CategorySpace
-from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex, check_k
+from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex
 from fbmarket.search.lexical import STOPWORDS, LexicalIndex, check_query
 
 SEMANTIC_SCORE = "semantic_score"

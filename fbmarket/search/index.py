@@ -24,18 +24,11 @@ short (a selective filter misses the probed lists or the graph's neighbourhood) 
 remaining results are computed exactly over the allowed vectors, so k results come back
 whenever k allowed listings exist.
 
-Saving is crash-safe: the index file is written to a temporary file and fsynced, its
-SHA-256 names the JSON id map (`<index>.ids-<sha>.json`, written first), and renaming the
-new index over the old one is the single switch point, so a crash at any moment leaves a
-matching pair on disk. `load` finds the id map by the index file's checksum; a missing,
-truncated or corrupt file raises `IndexLoadError`, and the caller keeps serving the
-index it already has.
+Saving and loading (a crash-safe pair of files) are in `search/index_files.py`.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import math
 import threading
 from collections.abc import Iterable, Sequence
@@ -49,21 +42,26 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fbmarket.config import SearchSettings
-from fbmarket.files import commit, discard, sha256_file, stage
+from fbmarket.limits import check_k
+from fbmarket.search.index_faiss import (
+    configure,
+    exact_search,
+    filtered_params,
+    first_line,
+    flat_storage,
+    new_idmap,
+    overfetch_params,
+)
+from fbmarket.search.index_files import (
+    IndexLoadError as IndexLoadError,  # re-exported: callers import it here
+)
+from fbmarket.search.index_files import read_index_files, write_index_files
 
-FORMAT = "fbmarket.vector_index"
-FORMAT_VERSION = 1
 ADD_CHUNK = 65_536  # vectors per faiss.add call: bounds the temporary copies, drives the progress bar
-EXACT_CHUNK = 65_536  # vectors reconstructed at a time by the exact fallback
 SMALL_LOOKUP = 2048  # id lists up to this long are resolved with a dict, longer ones with pandas
 MAX_OVERFETCH = 4096  # filtered search without selector support asks FAISS for at most this many
 EXACT_DIRECT = 4096  # ... and scores this few allowed listings exactly instead
 EXACT_DIRECT_IN_PLACE = 32_768  # ... or this few when their exact vectors can be scored in place
-MAX_REFINE_BASE = 8192  # approximate hits a refine stage re-ranks per over-fetching query
-
-
-class IndexLoadError(RuntimeError):
-    """A saved index cannot be used: missing, truncated, corrupt, or out of step with its id map."""
 
 
 @dataclass(frozen=True)
@@ -76,32 +74,6 @@ class IdSelection:
 
     ids: np.ndarray
     version: int
-
-
-def sidecar_path(path: Path, digest: str) -> Path:
-    """The id map of the index file `path` whose SHA-256 is `digest`."""
-    return path.with_name(f"{path.name}.ids-{digest[:16]}.json")
-
-
-def check_k(k: object, max_k: int) -> int:
-    """Validate a result count from a caller; the message says what is allowed."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise ValueError(f"k must be an integer between 1 and {max_k}, got {k!r}")
-    if not 1 <= int(k) <= max_k:
-        raise ValueError(f"k must be between 1 and {max_k}, got {k}")
-    return int(k)
-
-
-def _walk(index: faiss.Index) -> Iterable[Any]:
-    """The index and the indexes nested in it (pre-transform, refine base, IVF quantizer)."""
-    index = faiss.downcast_index(index)
-    yield index
-    if isinstance(index, faiss.IndexPreTransform):
-        yield from _walk(index.index)
-    elif isinstance(index, faiss.IndexRefine):
-        yield from _walk(index.base_index)
-    elif isinstance(index, faiss.IndexIVF):
-        yield from _walk(index.quantizer)
 
 
 class VectorIndex:
@@ -119,47 +91,16 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ construction
     def _new_index(self) -> faiss.IndexIDMap2:
-        try:
-            sub = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as error:
-            raise ValueError(
-                f"FAISS cannot build index type {self.factory!r}: {_first_line(error)}"
-            ) from None
-        idmap = faiss.IndexIDMap2(sub)  # the wrapper keeps `sub` alive
-        for part in _walk(sub):
-            if isinstance(part, faiss.IndexIVF) and not _is_fast_scan(part):
-                # sequential ids from IndexIDMap2 + no hard removal on IVF: an array map is exact
-                part.set_direct_map_type(faiss.DirectMap.Array)
-            if isinstance(part, faiss.IndexHNSW):
-                part.hnsw.efConstruction = self.settings.ef_construction
+        idmap = new_idmap(self.dim, self.factory, self.settings.ef_construction)
         self._configure(idmap)
         return idmap
 
     def _configure(self, idmap: faiss.IndexIDMap2) -> None:
         """Apply search-time knobs from the settings (they are not part of the saved file)."""
-        s = self.settings
-        self._nprobe = s.nprobe
-        self._ef_search = s.ef_search
-        self._hard_remove = isinstance(faiss.downcast_index(idmap.index), faiss.IndexFlatCodes)
-        self._selector_ok = True
-        self._can_reconstruct = True
-        refined = False
-        for part in _walk(idmap.index):
-            if isinstance(part, faiss.IndexIVF):
-                part.nprobe = min(s.nprobe, part.nlist)
-                self._nprobe = part.nprobe
-                if _is_fast_scan(part):
-                    self._can_reconstruct = False  # no direct map for fast-scan lists
-            if isinstance(part, faiss.IndexHNSW):
-                part.hnsw.efSearch = s.ef_search
-            if isinstance(part, faiss.IndexRefine):
-                part.k_factor = float(s.refine_k_factor)
-                self._selector_ok = False  # IndexRefine rejects IDSelectors
-                refined = True
-            if isinstance(part, faiss.IndexFastScan | faiss.IndexPQ):
-                self._selector_ok = False
-        if refined:
-            self._can_reconstruct = True  # served by the exact refinement store
+        knobs = configure(idmap, self.settings)
+        self._nprobe, self._ef_search = knobs.nprobe, knobs.ef_search
+        self._hard_remove, self._selector_ok = knobs.hard_remove, knobs.selector_ok
+        self._can_reconstruct = knobs.can_reconstruct
         self._index = idmap
 
     def retune(self, settings: SearchSettings) -> None:
@@ -242,7 +183,7 @@ class VectorIndex:
             except RuntimeError as error:
                 raise ValueError(
                     f"index type {self.factory!r} could not be trained on {len(x)} vectors "
-                    f"({_first_line(error)}); small catalogues should use the exact 'Flat' index"
+                    f"({first_line(error)}); small catalogues should use the exact 'Flat' index"
                 ) from None
 
     def build(self, product_ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -391,7 +332,7 @@ class VectorIndex:
             if len(short):  # an approximate index came back short: finish exactly
                 if allowed_ints is None:
                     allowed_ints = self._lookup()[1]
-                scores[short], labels[short] = self._exact_search(q[short], kk, allowed_ints)
+                scores[short], labels[short] = exact_search(q[short], kk, allowed_ints, flat_storage(self._index), self._positions_of, self._reconstruct_ints)
             return self._to_results(scores, labels)
 
     def _filtered_search(
@@ -407,18 +348,18 @@ class VectorIndex:
         if self._selector_ok:
             packed = np.packbits(bitmap, bitorder="little")
             selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(packed))
-            params = self._params(selector)
+            params = filtered_params(self._index, selector, self._nprobe, self._ef_search)
             try:
                 return self._index.search(q, kk, params=params)
             except RuntimeError:
                 self._selector_ok = False  # this index type has no selector support: over-fetch
-        exact_limit = EXACT_DIRECT_IN_PLACE if self._flat_storage() is not None else EXACT_DIRECT
+        exact_limit = EXACT_DIRECT_IN_PLACE if flat_storage(self._index) is not None else EXACT_DIRECT
         if len(ints) <= exact_limit:  # few allowed listings: exact is cheaper than over-fetching
-            return self._exact_search(q, kk, ints)
+            return exact_search(q, kk, ints, flat_storage(self._index), self._positions_of, self._reconstruct_ints)
         # over-fetch about twice the hits the allowed share should yield; short rows fall back
         ntotal = int(self._index.ntotal)
         fetch = max(kk, min(ntotal, MAX_OVERFETCH, int(math.ceil(2 * kk * ntotal / len(ints))) + 16))
-        scores, labels = self._index.search(q, fetch, params=self._overfetch_params(fetch))
+        scores, labels = self._index.search(q, fetch, params=overfetch_params(self._index, fetch))
         keep = (labels >= 0) & bitmap[np.clip(labels, 0, len(bitmap) - 1)]
         out_scores = np.full((len(q), kk), -np.inf, dtype=np.float32)
         out_labels = np.full((len(q), kk), -1, dtype=np.int64)
@@ -427,68 +368,6 @@ class VectorIndex:
             out_scores[row, : len(hits)] = scores[row, hits]
             out_labels[row, : len(hits)] = labels[row, hits]
         return out_scores, out_labels
-
-    def _overfetch_params(self, fetch: int) -> faiss.SearchParameters | None:
-        """Keep a refine stage's base search bounded when fetching many (k_base = fetch x k_factor)."""
-        refine = next((p for p in _walk(self._index.index) if isinstance(p, faiss.IndexRefine)), None)
-        if refine is None:
-            return None
-        k_factor = max(1.0, min(float(refine.k_factor), MAX_REFINE_BASE / fetch))
-        return faiss.IndexRefineSearchParameters(k_factor=k_factor)
-
-    def _params(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
-        for part in _walk(self._index.index):
-            if isinstance(part, faiss.IndexIVF):
-                return faiss.SearchParametersIVF(sel=selector, nprobe=self._nprobe)
-            if isinstance(part, faiss.IndexHNSW):
-                return faiss.SearchParametersHNSW(sel=selector, efSearch=self._ef_search)
-        return faiss.SearchParameters(sel=selector)
-
-    def _exact_search(self, q: np.ndarray, kk: int, ints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over the allowed vectors: the fallback that guarantees k filtered results.
-
-        Scores come from FAISS kernels, not numpy's BLAS: on a busy 2-core machine a
-        multi-threaded OpenBLAS gemv over a few thousand rows took 20 ms instead of 0.5.
-        Where the exact vectors sit in a flat store (Flat, HNSW, ",RFlat") they are scored
-        in place; otherwise they are decoded chunk by chunk.
-        """
-        heap = faiss.ResultHeap(len(q), kk, keep_max=True)
-        storage = self._flat_storage()
-        for start in range(0, len(ints), EXACT_CHUNK):
-            part = np.ascontiguousarray(ints[start : start + EXACT_CHUNK], dtype=np.int64)
-            if storage is not None:
-                positions = np.ascontiguousarray(
-                    np.broadcast_to(self._positions_of(part), (len(q), len(part)))
-                )
-                scores = np.empty((len(q), len(part)), dtype=np.float32)
-                storage.compute_distance_subset(
-                    len(q), faiss.swig_ptr(q), len(part), faiss.swig_ptr(scores), faiss.swig_ptr(positions)
-                )
-                labels = np.broadcast_to(part, scores.shape)
-            else:
-                scores, local = faiss.knn(
-                    q, self._reconstruct_ints(part), min(kk, len(part)), metric=faiss.METRIC_INNER_PRODUCT
-                )
-                labels = np.where(local >= 0, part[np.maximum(local, 0)], -1)
-            heap.add_result(
-                np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.int64)
-            )
-        heap.finalize()
-        return heap.D, heap.I
-
-    def _flat_storage(self) -> Any | None:
-        """The IndexFlat holding exact vectors in IndexIDMap2 position order, if there is one."""
-        for part in _walk(self._index.index):
-            if isinstance(part, faiss.IndexRefine):
-                store = faiss.downcast_index(part.refine_index)
-                return store if isinstance(store, faiss.IndexFlat) else None
-            if isinstance(part, faiss.IndexHNSW):
-                store = faiss.downcast_index(part.storage)
-                return store if isinstance(store, faiss.IndexFlat) else None
-            if isinstance(part, faiss.IndexFlat):
-                return part
-            return None
-        return None
 
     def _positions_of(self, ints: np.ndarray) -> np.ndarray:
         """Positions inside FAISS of internal ids (IndexIDMap2's id map, inverted by binary search).
@@ -572,21 +451,13 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Path | str) -> None:
-        """Write the index and its id map so that a crash at any moment leaves a loadable pair.
-
-        The id map is named after the index file's checksum and written first; renaming
-        the new index file over the old one is then the single switch point. Id maps of
-        earlier saves are deleted afterwards.
-        """
-        path = Path(path)
+        """Write the index and its id map so that a crash at any moment leaves a loadable pair
+        (`index_files.write_index_files`)."""
         with self._lock:
-            temp_index = temp_side = None
-            try:
-                temp_index = stage(path, lambda temp: faiss.write_index(self._index, str(temp)))
-                digest = sha256_file(temp_index)
-                payload = {
-                    "format": FORMAT,
-                    "version": FORMAT_VERSION,
+            write_index_files(
+                Path(path),
+                self._index,
+                {
                     "factory": self.factory,
                     "dim": self.dim,
                     "metric": "inner_product",
@@ -594,21 +465,8 @@ class VectorIndex:
                     "product_ids": list(self._int_of),
                     "ids": list(self._int_of.values()),
                     "tombstones": sorted(self._tombstones),
-                    "index_file": path.name,
-                    "index_sha256": digest,
-                }
-                text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-                side = sidecar_path(path, digest)
-                temp_side = stage(side, lambda temp: temp.write_text(text, encoding="utf-8"))
-                commit(temp_side, side)
-                temp_side = None
-                commit(temp_index, path)
-                temp_index = None
-            finally:
-                discard(temp_index, temp_side)
-            for stale in path.parent.glob(f"{glob.escape(path.name)}.ids-*.json"):
-                if stale != side:
-                    discard(stale)
+                },
+            )
 
     @classmethod
     def load(cls, path: Path | str, settings: SearchSettings | None = None) -> VectorIndex:
@@ -617,65 +475,17 @@ class VectorIndex:
         Search knobs (nprobe, efSearch, refine k-factor) come from `settings`; the index
         type and the ids come from the files.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise IndexLoadError(f"no FAISS index file at {path}")
-        try:
-            digest = sha256_file(path)
-        except OSError as error:
-            raise IndexLoadError(f"cannot read the index file {path}: {error}") from None
-        side = sidecar_path(path, digest)
-        if not side.is_file():
-            raise IndexLoadError(
-                f"no id map matches the index file {path} (checksum {digest[:16]}): the file is "
-                "corrupt, truncated or was changed outside fbmarket, or its id map was deleted; "
-                "rebuild it with `fbmarket index`"
-            )
-        try:
-            meta = json.loads(side.read_text(encoding="utf-8"))
-            if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-                raise ValueError(f"unknown format {meta.get('format')!r} version {meta.get('version')!r}")
-            factory, dim, next_id = str(meta["factory"]), int(meta["dim"]), int(meta["next_id"])
-            pids, ints = [str(p) for p in meta["product_ids"]], [int(i) for i in meta["ids"]]
-            tombstones = {int(i) for i in meta["tombstones"]}
-            if meta["index_sha256"] != digest or len(pids) != len(ints):
-                raise ValueError("inconsistent id map")
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise IndexLoadError(f"the id map {side} is unreadable or corrupt: {error}") from None
-        try:
-            raw = faiss.read_index(str(path))
-        except RuntimeError as error:
-            raise IndexLoadError(f"FAISS cannot read {path}: {_first_line(error)}") from None
-        idmap = faiss.downcast_index(raw)
-        if not isinstance(idmap, faiss.IndexIDMap2):
-            raise IndexLoadError(
-                f"{path} holds a {type(idmap).__name__}, not an IndexIDMap2 with product ids"
-            )
-        if idmap.d != dim:
-            raise IndexLoadError(f"{path} has dimension {idmap.d} but its id map says {dim}")
-        stored = faiss.vector_to_array(idmap.id_map)
-        if len(stored) != len(ints) + len(tombstones) or set(stored.tolist()) != set(ints) | tombstones:
-            raise IndexLoadError(f"the ids inside {path} do not match its id map {side}")
-
+        saved = read_index_files(Path(path))
         self = cls.__new__(cls)
         self.settings = settings or SearchSettings()
-        self.dim = dim
-        self.factory = factory
+        self.dim = saved.dim
+        self.factory = saved.factory
         self._lock = threading.RLock()
-        self._raw = raw  # owns the C++ object that `idmap` points into
-        self._configure(idmap)
-        self._int_of = dict(zip(pids, ints, strict=True))
-        self._pid_of = dict(zip(ints, pids, strict=True))
-        self._tombstones = tombstones
-        self._next_id = next_id
+        self._raw = saved.raw  # owns the C++ object that `idmap` points into
+        self._configure(saved.idmap)
+        self._int_of = dict(zip(saved.product_ids, saved.ids, strict=True))
+        self._pid_of = dict(zip(saved.ids, saved.product_ids, strict=True))
+        self._tombstones = saved.tombstones
+        self._next_id = saved.next_id
         self._invalidate()
         return self
-
-
-def _is_fast_scan(index: Any) -> bool:
-    return isinstance(index, faiss.IndexIVFFastScan | faiss.IndexFastScan)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[-1] if text else type(error).__name__

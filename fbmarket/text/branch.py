@@ -1,4 +1,4 @@
-"""The Keras text branch: lemma strings in, a text feature vector out (SPEC §5.1).
+"""The Keras text branch: lemma strings in, a text feature vector out (Word2Vec-initialised).
 
 Inputs are two strings per listing, the title's and the description's lemmas joined by
 spaces (`fbmarket.text.tokenize`), so the saved model carries its own vocabularies

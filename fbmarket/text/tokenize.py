@@ -1,4 +1,4 @@
-"""Listing text -> lemma tokens, with spaCy and no model download (SPEC §5.1).
+"""Listing text -> lemma tokens, with spaCy and no model download (the text branch's input).
 
 `spacy.blank("en")` gives spaCy's rule-based English tokeniser; the lookup lemmatiser
 reads its table from the `spacy-lookups-data` package, so nothing is fetched at run

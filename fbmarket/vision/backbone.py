@@ -1,4 +1,4 @@
-"""The image backbone and where its weights come from (SPEC §5.2).
+"""The image backbone and where its weights come from (README, "The image backbone").
 
 `VisionSettings.backbone` picks the network, resolved before anything is built so every
 report, the bundle, `/ready` and the web page can say which one ran:

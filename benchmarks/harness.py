@@ -1,4 +1,14 @@
-"""Shared by the API benchmarks: a bundle to serve, `fbmarket serve` as a real subprocess, results.
+"""The benchmark harness every script in benchmarks/ shares, so none keeps its own copy.
+
+- where things are: `REPO` (importing this module also puts the repository first on
+  `sys.path`, so a script runs from a checkout without installing), `DEV_DATA` (the real
+  dev data beside it), `RESULTS` (benchmarks/results/);
+- timing: `latency_stats` summarises latencies (percentiles by numpy's linear interpolation,
+  mean, max) in the one rounding each report uses;
+- results: `write_json` (atomic, numpy values as plain numbers) and `write_result`
+  (benchmarks/results/<name>.json with the machine it ran on);
+- the API benchmarks: a bundle to serve (`build_bundle`, `copy_bundle`), `fbmarket serve` as a
+  real subprocess on a free loopback port (`ServerProcess`), and the bundle's database.
 
 Every benchmark talks to 127.0.0.1 only, with bounded loops that stop by themselves.
 """
@@ -14,14 +24,60 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+DEV_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def latency_stats(
+    values_ms: Sequence[float], keys: Sequence[str] = ("p50", "p99", "mean"), digits: int = 3, suffix: str = ""
+) -> dict[str, float]:
+    """Latencies (ms) summarised: "pNN" is the NN-th percentile (numpy, linear interpolation),
+    "mean" and "max" what they say; each key gets `suffix` ("p99" + "_ms"). No values: NaN."""
+    a = np.asarray(values_ms, dtype=float)
+    out: dict[str, float] = {}
+    for key in keys:
+        if a.size == 0:
+            value = float("nan")
+        elif key == "mean":
+            value = float(a.mean())
+        elif key == "max":
+            value = float(a.max())
+        elif key.startswith("p"):
+            value = float(np.percentile(a, float(key[1:])))
+        else:
+            raise ValueError(f"unknown statistic {key!r}: use pNN, mean or max")
+        out[f"{key}{suffix}"] = round(value, digits)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """json.dumps' fallback: numpy scalars and arrays as numbers and lists, anything else as text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write a result file atomically (a crash never leaves half a report) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_plain) + "\n")
+    temporary.replace(path)
+    print(f"wrote {path}")
+    return path
 
 
 def free_port() -> int:
@@ -84,13 +140,15 @@ class ServerProcess:
         env = {**os.environ, "FBMARKET_API_KEY": self.api_key, "TF_CPP_MIN_LOG_LEVEL": "2"}
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            self.command(), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            self.command(), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
         )
         self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float) -> float:
         """Seconds until /ready answered 200."""
+        import httpx  # a test dependency: only the API benchmarks need it
+
         started = time.perf_counter()
         deadline = started + timeout
         with httpx.Client(base_url=self.url, timeout=5.0) as client:
@@ -123,17 +181,13 @@ class ServerProcess:
 
 
 def machine() -> dict[str, Any]:
+    """What a figure was measured on (it depends on it)."""
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps({**payload, "machine": machine()}, indent=2, default=str))
-    temporary.replace(path)
-    print(f"wrote {path}")
-    return path
+    """benchmarks/results/<name>.json, with the machine it was measured on."""
+    return write_json(RESULTS / f"{name}.json", {**payload, "machine": machine()})
 
 
 def sample_queries(
@@ -161,7 +215,7 @@ def sample_queries(
     return {"queries": queries, "users": users}
 
 
-def store_for(bundle: Path, database_url: str | None):  # noqa: ANN201 (a Store)
+def store_for(bundle: Path, database_url: str | None):
     from fbmarket.config import Settings
     from fbmarket.data.store import Store
 

@@ -1,14 +1,21 @@
-"""Personalised results for one buyer: re-ranked search candidates, or a home feed (SPEC §7.1).
+"""Personalised results for one buyer: re-ranked search candidates, or a home feed.
 
-`recommend(buyer, ...)` ranks the candidates of a search (from `fbmarket.search`) or, with
+`personalise(buyer, ...)` ranks the candidates of a search (from `fbmarket.search`) or, with
 no candidates, builds a home feed: listings from the buyer's favourite categories
 (their own history, else their cohort's), nearest and best-priced first, plus popular
-listings, all ranked by the same ranker. Every result carries its factor contributions.
+listings, all ranked by the same ranker. Every result carries its factor contributions
+(why it ranked where it did; see docs/ranking.md).
+
+`RankingModels` is the serving object: the buyer profiles and rankers that
+`recommend.training.fit_ranking` produced, saved to and loaded from the bundle's ranking
+folder, and asked by the service for every search and home feed.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +29,7 @@ from fbmarket.recommend.features import (
     price_feature,
     ranking_features,
 )
-from fbmarket.recommend.ranker import LearnedRanker, Ranker, RuleRanker, choose_ranker
+from fbmarket.recommend.ranker import RULE_FILE, LearnedRanker, Ranker, RuleRanker, choose_ranker
 
 SOURCE = "source"  # why a listing is a home-feed candidate: "affinity" | "popular"
 PHOTO_MATCH = "photo_match"  # candidate column (search/hybrid.py): the query photo is this listing's
@@ -126,7 +133,7 @@ def rank(
     return ranked, contributions.iloc[order], features.iloc[order]
 
 
-def recommend(
+def personalise(
     buyer: Buyer | str | None,
     catalogue: Catalogue,
     profiles: BuyerProfiles,
@@ -175,3 +182,74 @@ def recommend(
     names = list(contributions.columns)
     ranked["factors"] = [dict(zip(names, row, strict=True)) for row in contributions.to_numpy().tolist()]
     return Recommendation(ranked, contributions, features, buyer, status, mode, ranker.name, notes)
+
+
+PROFILES_FILE = "profiles.json"
+REPORT_FILE = "ranking_report.json"
+
+
+@dataclass
+class RankingModels:
+    """Everything personalised ranking needs at serving time; saved to and loaded from a folder
+    (profiles.json, rule_ranker.json, learned_ranker.keras + .json, ranking_report.json)."""
+
+    profiles: BuyerProfiles
+    rule: RuleRanker
+    learned: LearnedRanker | None
+    report: dict
+
+    def personalise(
+        self,
+        buyer: Buyer | str | None,
+        catalogue: Catalogue,
+        k: int = 10,
+        candidates: pd.DataFrame | None = None,
+        now: pd.Timestamp | str | None = None,
+        exclude: set[str] | None = None,
+        photo_query: bool = False,
+    ) -> Recommendation:
+        """Top-k for a buyer; `photo_query` ranks a photo search's candidates by the rule ranker
+        with `RankSettings.photo_rule_weights`.
+
+        The learned ranker was trained on typed searches, whose semantic score is the query
+        embedding's cosine; a photo query's is the photo match (HybridSearcher.retrieve_photo),
+        which it never saw, and with the typed-search weights freshness, popularity and taste
+        outweighed the photo match (the synthetic test bundle: a listing's own photo found
+        its listing first 2 times in 6). A photo asks for this thing: relevance first, the
+        buyer's factors after.
+        """
+        if photo_query:
+            rule = RuleRanker(self.profiles.settings.photo_rule_weights)
+            reason = "a photo search puts the photo match first (photo_rule_weights)"
+            return personalise(
+                buyer, catalogue, self.profiles, rule, self.learned, k, candidates, now, exclude, reason
+            )
+        return personalise(buyer, catalogue, self.profiles, self.rule, self.learned, k, candidates, now, exclude)
+
+    def save(self, directory: Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.profiles.save(directory / PROFILES_FILE)
+        self.rule.save(directory)
+        if self.learned is not None:
+            self.learned.save(directory)
+        (directory / REPORT_FILE).write_text(json.dumps(self.report, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> RankingModels:
+        """Profiles are required; a missing learned ranker means rule-only ranking (noted in the report)."""
+        directory = Path(directory)
+        if not (directory / PROFILES_FILE).is_file():
+            raise FileNotFoundError(f"no {PROFILES_FILE} in {directory}: run the buyers/ranker stage first")
+        profiles = BuyerProfiles.load(directory / PROFILES_FILE)
+        rule = (
+            RuleRanker.load(directory)
+            if (directory / RULE_FILE).is_file()
+            else RuleRanker(profiles.settings.rule_weights)
+        )
+        learned = LearnedRanker.load(directory) if LearnedRanker.exists(directory) else None
+        report = (
+            json.loads((directory / REPORT_FILE).read_text()) if (directory / REPORT_FILE).is_file() else {}
+        )
+        return cls(profiles, rule, learned, report)

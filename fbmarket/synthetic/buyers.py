@@ -1,4 +1,4 @@
-"""Simulated buyers and their search sessions (SPEC §7.2).
+"""Simulated buyers and their search sessions (docs/buyers.md states the model).
 
 No real buyer data exists for the listings, so ranking is trained and evaluated on a
 documented generative model instead: a population whose category tastes, budgets and
@@ -22,7 +22,6 @@ import pandas as pd
 from sklearn.feature_extraction.text import CountVectorizer
 from tqdm.auto import tqdm
 
-from fbmarket.data.sample_vocab import ROOT_NAMES
 from fbmarket.data.schema import (
     INTERACTION_EVENTS,
     LATITUDE,
@@ -36,6 +35,7 @@ from fbmarket.data.schema import (
     SchemaError,
     require_columns,
 )
+from fbmarket.synthetic.vocab import ROOT_NAMES
 
 EARTH_RADIUS_KM = 6371.0088
 
@@ -188,6 +188,18 @@ def _haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) ->
     lat1, lon1, lat2, lon2 = map(np.radians, (lat, lon, lats, lons))
     a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def towns_from_products(products: pd.DataFrame) -> pd.DataFrame:
+    """Where simulated buyers live: every geocoded listing location, weighted by its listings
+    (people live where things are sold). Columns location, latitude, longitude, weight."""
+    require_columns(products, (PRODUCT_ID, LOCATION, LATITUDE, LONGITUDE), "products")
+    located = products.dropna(subset=[LOCATION, LATITUDE, LONGITUDE])
+    return (
+        located.groupby(LOCATION)
+        .agg(latitude=(LATITUDE, "first"), longitude=(LONGITUDE, "first"), weight=(PRODUCT_ID, "size"))
+        .reset_index()
+    )
 
 
 def simulate_buyers(
