@@ -38,6 +38,7 @@ from fbmarket.data.schema import (
     WIDTH,
     require_columns,
 )
+from fbmarket.errors import ImageError  # defined with the other client-facing errors; imported from here too
 
 REASON = "reason"
 MESSAGE = "message"
@@ -65,15 +66,6 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 # warnings.catch_warnings mutates process-wide state and is not thread-safe; one lock
 # keeps concurrent opens from restoring each other's filters (and leaking them).
 _WARNINGS_LOCK = threading.Lock()
-
-
-class ImageError(ValueError):
-    """A photo that cannot be used; `reason` is a short code for reports and HTTP errors."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)
