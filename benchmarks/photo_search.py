@@ -162,7 +162,7 @@ def main() -> int:
         s = HybridSearcher(products, searcher.vectors, searcher.lexical, tuned, model.category_space(), photos)
 
         def search(photo, vector, n):
-            frame = s.retrieve_photo(photo.features, vector, None, None, max(n, 50), photo.root_probs)
+            frame = s.retrieve_photo(photo.features, vector, None, None, max(n, 50), photo.root_probs).frame
             return frame[S.PRODUCT_ID].tolist()[:n]
 
         return search

@@ -55,10 +55,10 @@ from tqdm.auto import tqdm
 from fbmarket.config import SearchSettings, Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
+from fbmarket.recommend.buyers import Buyer
 from fbmarket.search.lexical import tokenize
 from fbmarket.service import (
     SETTINGS_FILE,
-    BuyerQuery,
     ListingResult,
     Marketplace,
     SearchRequest,
@@ -181,12 +181,12 @@ def scenarios(market: Marketplace, queries: list[str], seed: int) -> dict[str, l
     root = [roots[int(rng.integers(len(roots)))] for _ in queries]
     return {
         "known_buyer": [
-            SearchRequest(query=q, buyer=BuyerQuery(user_id=u), k=10)
+            SearchRequest(query=q, buyer=Buyer(user_id=u), k=10)
             for q, u in zip(queries, pick, strict=True)
         ],
         "anonymous": [SearchRequest(query=q, k=10) for q in queries],
         "known_buyer_root_filter": [
-            SearchRequest(query=q, buyer=BuyerQuery(user_id=u), k=10, category=c)
+            SearchRequest(query=q, buyer=Buyer(user_id=u), k=10, category=c)
             for q, u, c in zip(queries, pick, root, strict=True)
         ],
     }
@@ -269,7 +269,7 @@ def stage_times(markets: list[Marketplace], requests: list[SearchRequest]) -> li
                 "retrieve",
                 lambda m=market, v=vector, r=request, f=filters: m.searcher.retrieve(
                     v, r.query, f, n=m.settings.search.candidates
-                ),
+                ).frame,
                 record,
             )
             ranked = clock(

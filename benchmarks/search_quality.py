@@ -155,7 +155,7 @@ def judge(
     exclude: str | None,
 ) -> dict[str, tuple[float, float, float]]:
     """method -> (P@10 same leaf, P@10 same root or NaN, known-item hit or NaN)."""
-    frame = world.searcher.retrieve(vector, text, None, world.settings.candidates, truncate=False)
+    frame = world.searcher.retrieve(vector, text, None, world.settings.candidates, truncate=False).frame
     agreement = None
     if world.categories is not None and root is not None:  # similar listings
         candidates = np.stack([world.vectors[pid] for pid in frame[S.PRODUCT_ID]])

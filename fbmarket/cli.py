@@ -1,4 +1,12 @@
-"""The `fbmarket` command line (the interfaces row of docs/architecture.md). Each subcommand fills `Settings` and calls library code."""
+"""The `fbmarket` command line (the interfaces row of docs/architecture.md). Each subcommand fills
+`Settings` and calls library code.
+
+Errors: a problem the user can fix (an `FbmarketError`: an empty query, an unknown category, a
+bundle without a price model; or a missing file) is one line on stderr and exit status 2. A
+ValueError or KeyError means a bug (or an input file some library code still reports that
+way): one line naming the exception, and its traceback with `--verbose`. Anything else is
+an unexpected crash and shows Python's traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +15,12 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fbmarket.config import Settings
+from fbmarket.errors import BadRequestError, FbmarketError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -102,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     raw = read_source(args.data)
     products, photos, _ = clean_raw(raw, settings, strict=False, show_progress=not args.quiet)
     if products.empty:
-        raise ValueError(f"no listing in {raw.origin} survived cleaning: nothing to evaluate")
+        raise BadRequestError(f"no listing in {raw.origin} survived cleaning: nothing to evaluate")
     result = evaluate_bundle(args.bundle, products, photos, args.report, show_progress=not args.quiet)
     for name, count in result["unseen_categories"].items():
         print(f"note: {count} listing(s) in category {name!r}, unknown to the model, were not scored")
@@ -164,10 +174,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from fbmarket.data.images import open_image
-    from fbmarket.service import BuyerQuery, Marketplace, SearchRequest
+    from fbmarket.service import Marketplace
+    from fbmarket.service_types import SearchRequest
 
     market = Marketplace.open(args.bundle, args.database, lazy_models=True)
     try:
@@ -178,20 +187,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.image:
             limits = market.settings.data
             image = open_image(Path(args.image), limits.max_image_pixels, limits.max_image_bytes)
-        buyer = None
-        if args.user or args.lat is not None or args.location:
-            buyer = BuyerQuery(
-                user_id=args.user, latitude=args.lat, longitude=args.lon, location=args.location
-            )
-        request = SearchRequest(
+        request = SearchRequest.build(
             query=args.query,
             image=image,
-            buyer=buyer,
             k=args.k,
+            user_id=args.user,
             category=args.category,
             min_price=args.min_price,
             max_price=args.max_price,
             max_distance_km=args.max_distance_km,
+            latitude=args.lat,
+            longitude=args.lon,
+            location=args.location,
         )
         response = market.search(request)
     finally:
@@ -199,7 +206,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:  # stdout stays a plain list of results; what a buyer should know goes to stderr
         for note in response.notes:
             print(f"note: {note}", file=sys.stderr)
-        print(json.dumps([asdict(r) for r in response.results], indent=2))
+        print(json.dumps([r.model_dump() for r in response.results], indent=2))
         return 0
     for note in response.notes:
         print(f"note: {note}")
@@ -257,10 +264,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 def cmd_price(args: argparse.Namespace) -> int:
     """A fair price range for a listing not yet posted (the bundle's price model), with the
     nearest priced listings as evidence. Nothing is written to the bundle."""
-    from dataclasses import asdict
-
     from fbmarket.data.images import open_image
-    from fbmarket.price.model import PriceModelError
     from fbmarket.service import ListingInput, Marketplace
 
     market = Marketplace.open(args.bundle, args.database, lazy_models=True)
@@ -270,15 +274,11 @@ def cmd_price(args: argparse.Namespace) -> int:
         draft = ListingInput(
             title=args.title, description=args.description, location=args.location, category=args.category
         )
-        try:
-            suggestion = market.suggest_price(draft, photos)
-        except PriceModelError as error:
-            print(f"fbmarket price: error: {error}", file=sys.stderr)
-            return 2
+        suggestion = market.suggest_price(draft, photos)  # no price model: main() says so, exit 2
     finally:
         market.close()
     if args.json:
-        print(json.dumps(asdict(suggestion), indent=2))
+        print(json.dumps(suggestion.to_json(), indent=2))
         return 0
     share = f"{suggestion.interval:.0%}"
     print(f"suggested price: £{suggestion.median:,.2f}  ({share} range £{suggestion.low:,.2f} - £{suggestion.high:,.2f})")
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fbmarket", description="Multimodal marketplace search and recommendation."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages; show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -443,9 +443,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it loaded
     try:
         return args.handler(args)
-    except (FileNotFoundError, ValueError, KeyError) as error:  # user mistakes: a message, not a traceback
+    except (FbmarketError, FileNotFoundError) as error:  # the user's to fix: one line, no traceback
+        print(f"fbmarket {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as error:
+        # Most likely a bug, though some library code still reports a bad input file or
+        # setting this way: the message on one line, the traceback with --verbose.
+        if args.verbose:
+            traceback.print_exc()
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"fbmarket {args.command}: error: {message}", file=sys.stderr)
+        hint = "" if args.verbose else " (run with --verbose for the traceback)"
+        print(f"fbmarket {args.command}: error: {type(error).__name__}: {message}{hint}", file=sys.stderr)
         return 2
 
 

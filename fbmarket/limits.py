@@ -19,7 +19,7 @@ import numpy as np
 MAX_RESULTS = 100
 
 
-def check_k(k: object, max_k: int = MAX_RESULTS, error: type[ValueError] = ValueError) -> int:
+def check_k(k: object, max_k: int = MAX_RESULTS, error: type[Exception] = ValueError) -> int:
     """`k` as an int when it is a whole number from 1 to `max_k`; else `error` saying what is allowed."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise error(f"k must be a whole number from 1 to {max_k}, got {k!r}")

@@ -171,7 +171,7 @@ def stage_ranking(state: RunState) -> None:
     )
 
     def retrieve(query: str) -> pd.DataFrame:
-        return searcher.retrieve(model.encode_query(query, None), query, None, n=settings.search.candidates)
+        return searcher.retrieve(model.encode_query(query, None), query, None, n=settings.search.candidates).frame
 
     ranking = fit_ranking(
         products,
@@ -195,7 +195,8 @@ EXAMPLE_QUERIES = ("sofa", "iphone", "kids bike", "drill")
 
 def stage_examples(state: RunState) -> None:
     """Open the bundle as the server would and print a few searches."""
-    from fbmarket.service import BuyerQuery, Marketplace, SearchRequest
+    from fbmarket.recommend.buyers import Buyer
+    from fbmarket.service import Marketplace, SearchRequest
 
     # the run's own database URL: settings.json holds it with the password masked
     market = Marketplace.open(state.settings.out_dir, state.settings.database_url)
@@ -203,7 +204,7 @@ def stage_examples(state: RunState) -> None:
         buyer_id = next(iter(sorted(market.ranking.profiles.user_affinity)), None)
         examples = {}
         for query in EXAMPLE_QUERIES:
-            response = market.search(SearchRequest(query=query, buyer=BuyerQuery(user_id=buyer_id), k=3))
+            response = market.search(SearchRequest(query=query, buyer=Buyer(user_id=buyer_id), k=3))
             examples[query] = [(r.title, r.root_category, r.price, r.location) for r in response.results]
             print(f"  search {query!r} for buyer {buyer_id} ({response.buyer_status}, {response.mode}):")
             for result in response.results:

@@ -259,12 +259,12 @@ def test_zero_width_space_no_longer_splits_a_searchable_word() -> None:
 
 def test_seller_typed_titles_are_kept_whole() -> None:
     typed = raw_rows([{"id": "a", "product_name": "Sofa | grey velvet | 3 seater", "location": ""}])
-    clean, report = clean_products(typed, 0, 20_000, strict=False, scraped_titles=False)
+    clean, report = clean_products(typed, 0, 20_000, strict=False, titles="seller")
     assert clean.loc[0, S.TITLE] == "Sofa | grey velvet | 3 seater"
     # a seller's title that looks scraped is still the seller's: kept, and no location read from it
     looks_scraped = raw_rows([{"id": "b", "product_name": "Lamp | in Leeds, West Yorkshire | Gumtree",
                                "location": ""}])  # fmt: skip
-    clean, report = clean_products(looks_scraped, 0, 20_000, strict=False, scraped_titles=False)
+    clean, report = clean_products(looks_scraped, 0, 20_000, strict=False, titles="seller")
     assert clean.loc[0, S.TITLE] == "Lamp | in Leeds, West Yorkshire | Gumtree"
     assert clean.loc[0, S.LOCATION] == "" and "location_from_title" not in report.notes
 

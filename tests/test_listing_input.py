@@ -1,25 +1,23 @@
 """A listing typed into POST /listings is cleaned as the seller's own text (issue 14, kind 4).
 
-`Marketplace._clean_listing` needs only the settings, so it is tested without a trained
-bundle or a server.
+`data.listing.clean_listing` (the batch rules on one row) needs only the settings, so it is
+tested without a trained bundle or a server.
 """
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
-from fbmarket.service import ListingInput, Marketplace
+from fbmarket.data.listing import clean_listing as clean_seller_listing
+from fbmarket.service import ListingInput
 
 
 def clean_listing(**fields: object) -> pd.Series:
     listing = ListingInput(**({"title": "Lamp", "product_id": "live-1"} | fields))  # type: ignore[arg-type]
-    owner = SimpleNamespace(settings=Settings())
-    product = Marketplace._clean_listing(owner, listing, "Home & Garden / Sofas", None)  # type: ignore[arg-type]
+    product = clean_seller_listing(listing, "Home & Garden / Sofas", None, Settings().data)
     assert len(product) == 1
     return product.iloc[0]
 
@@ -73,7 +71,7 @@ def test_a_listing_that_cannot_be_stored_as_typed_names_the_field(
 ) -> None:
     """A location no gazetteer entry matches would drop out of every distance filter unseen;
     a title of blanks is no title: both are the seller's 422, naming the field."""
-    from fbmarket.service import BadRequestError
+    from fbmarket.errors import BadRequestError
 
     if field is None:
         row = clean_listing(**fields)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fbmarket.config import SearchSettings, Settings
-from fbmarket.service import load_or_rebuild_index
+from fbmarket.search.reconcile import load_or_rebuild_index
 
 
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:

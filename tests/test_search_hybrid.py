@@ -15,31 +15,24 @@ from hypothesis import strategies as st
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
-from fbmarket.search.categories import CategoryHead, CategorySpace
-from fbmarket.search.hybrid import (
+from fbmarket.errors import BadRequestError
+from fbmarket.search.candidates import (
     CANDIDATE_COLUMNS,
     FUSED_SCORE,
     LEXICAL_RANK,
-    NOTES,
     PHOTO_SCORE,
-    SAME_LEAF,
-    SAME_ROOT,
     SEMANTIC_RANK,
     SEMANTIC_SCORE,
-    SIMILAR_COLUMNS,
-    SIMILAR_SCORE,
-    SIMILARITY,
-    VECTOR_FILE,
-    Filters,
-    HybridSearcher,
-    QueryVocabulary,
-    UnknownCategoryError,
-    category_key,
     reciprocal_rank_fusion,
     weighted_blend,
 )
+from fbmarket.search.categories import CategoryHead, CategorySpace
+from fbmarket.search.filters import Filters, UnknownCategoryError, category_key
+from fbmarket.search.hybrid import HybridSearcher, QueryVocabulary
 from fbmarket.search.index import IndexLoadError
 from fbmarket.search.lexical import tokenize
+from fbmarket.search.searcher_files import VECTOR_FILE
+from fbmarket.search.similar import SAME_LEAF, SAME_ROOT, SIMILAR_COLUMNS, SIMILAR_SCORE, SIMILARITY
 
 DIM = 64
 ROOTS = {
@@ -121,15 +114,15 @@ def test_exact_title_listing_comes_first(fusion):
     for row in (3, 40, 77, 121):
         title = products.at[row, S.TITLE]
         # near-duplicates share words with it; the exact title must still win
-        result = hybrid.retrieve(embed([title])[0], title, n=10)
-        assert result.attrs["mode"] == "hybrid"
-        assert result[S.PRODUCT_ID].iloc[0] in set(products.loc[products[S.TITLE] == title, S.PRODUCT_ID])
+        found = hybrid.retrieve(embed([title])[0], title, n=10)
+        assert found.mode == "hybrid"
+        assert found.frame[S.PRODUCT_ID].iloc[0] in set(products.loc[products[S.TITLE] == title, S.PRODUCT_ID])
 
 
 def test_candidates_carry_both_scores_and_ranks():
     products = catalogue()
     hybrid = searcher(products, fusion="rrf")
-    result = hybrid.retrieve(embed(["oak table"])[0], "oak table", n=30)
+    result = hybrid.retrieve(embed(["oak table"])[0], "oak table", n=30).frame
     assert tuple(result.columns) == CANDIDATE_COLUMNS
     assert len(result) == 30 and result[S.PRODUCT_ID].is_unique
     assert result[FUSED_SCORE].is_monotonic_decreasing
@@ -145,8 +138,8 @@ def test_untruncated_candidates_keep_both_lists_whole():
     products = catalogue()
     hybrid = searcher(products, semantic_weight=0.2)
     vector, text = embed(["oak table"])[0], "oak table"
-    cut = hybrid.retrieve(vector, text, n=10)
-    whole = hybrid.retrieve(vector, text, n=10, truncate=False)
+    cut = hybrid.retrieve(vector, text, n=10).frame
+    whole = hybrid.retrieve(vector, text, n=10, truncate=False).frame
     assert len(cut) == 10 and 10 < len(whole) <= 20
     assert cut[S.PRODUCT_ID].tolist() == whole[S.PRODUCT_ID].head(10).tolist()  # same scores, same order
     for rank in (SEMANTIC_RANK, LEXICAL_RANK):  # each search's own top 10, all present
@@ -183,7 +176,7 @@ def test_filters_hold_and_still_fill_n(filters, check):
     assert len(allowed) >= 15
     table = products.set_index(S.PRODUCT_ID)
     for vector, text in [(embed(["red sofa"])[0], "red sofa"), (None, "used"), (embed(["bike"])[0], None)]:
-        result = hybrid.retrieve(vector, text, filters, n=15)
+        result = hybrid.retrieve(vector, text, filters, n=15).frame
         assert len(result) == 15 or text == "used" and vector is None  # BM25 alone: only matches
         assert all(check(table.loc[pid]) for pid in result[S.PRODUCT_ID])
 
@@ -201,7 +194,7 @@ def test_distance_filter_never_exceeds_the_limit(lat, lon, max_km, n, use_text):
     filters = Filters(latitude=lat, longitude=lon, max_km=max_km)
     result = hybrid.retrieve(
         embed(["modern speaker"])[0], "modern speaker" if use_text else None, filters, n=n
-    )
+    ).frame
     rows = products.set_index(S.PRODUCT_ID).loc[result[S.PRODUCT_ID]]
     km = haversine_km(lat, lon, rows[S.LATITUDE].to_numpy(), rows[S.LONGITUDE].to_numpy())
     assert np.all(km <= max_km)  # NaN (unknown location) would fail this too
@@ -227,29 +220,29 @@ def test_bad_queries_and_filters_are_clear_errors():
         hybrid.similar("p1", k=5000)
     with pytest.raises(ValueError, match="dimension 64"):
         hybrid.retrieve(np.ones(3), "sofa")
-    with pytest.raises(ValueError, match="min_price"):
+    with pytest.raises(BadRequestError, match="min_price"):
         Filters(min_price=50, max_price=10)
-    with pytest.raises(ValueError, match="latitude, longitude and max_km together"):
+    with pytest.raises(BadRequestError, match="latitude, longitude and max_km together"):
         Filters(latitude=51.5, max_km=10)
-    with pytest.raises(ValueError, match="latitude must be within"):
+    with pytest.raises(BadRequestError, match="latitude must be within"):
         Filters(latitude=123.0, longitude=0.0, max_km=10)
-    with pytest.raises(ValueError, match="max_km must be a finite number"):
+    with pytest.raises(BadRequestError, match="max_km must be a finite number"):
         Filters(latitude=1.0, longitude=0.0, max_km=float("nan"))
 
 
 def test_unknown_words_never_crash():
     hybrid = searcher()
     lexical_only = hybrid.retrieve(None, "qwertyuiop zxcvb")
-    assert lexical_only.empty and lexical_only.attrs["mode"] == "none"  # nothing could match
-    assert "no word of 'qwertyuiop zxcvb' is known" in lexical_only.attrs[NOTES][0]
+    assert lexical_only.frame.empty and lexical_only.mode == "none"  # nothing could match
+    assert "no word of 'qwertyuiop zxcvb' is known" in lexical_only.notes[0]
     # without the encoder's vocabulary the vector cannot be judged, so it is used
-    mixed = hybrid.retrieve(embed(["grey couch"])[0], "qwertyuiop", n=5)
+    mixed = hybrid.retrieve(embed(["grey couch"])[0], "qwertyuiop", n=5).frame
     assert len(mixed) == 5 and mixed[LEXICAL_RANK].isna().all()
     assert (mixed["lexical_score"] == 0).all()
 
 
 def test_filter_matching_nothing_returns_empty():
-    result = searcher().retrieve(embed(["sofa"])[0], "sofa", Filters(category="Vehicles"))
+    result = searcher().retrieve(embed(["sofa"])[0], "sofa", Filters(category="Vehicles")).frame
     assert result.empty and tuple(result.columns) == CANDIDATE_COLUMNS
 
 
@@ -362,8 +355,8 @@ def test_similar_with_category_heads_keeps_the_predicted_category_and_explains_t
 def test_lexical_only_searcher_and_similar_by_title():
     products = catalogue()
     hybrid = HybridSearcher.build(products)
-    result = hybrid.retrieve(None, products.at[10, S.TITLE], n=5)
-    assert result.attrs["mode"] == "lexical" and result[SEMANTIC_SCORE].isna().all()
+    found = hybrid.retrieve(None, products.at[10, S.TITLE], n=5)
+    assert found.mode == "lexical" and found.frame[SEMANTIC_SCORE].isna().all()
     similar = hybrid.similar("p10", k=5)
     assert similar and "p10" not in {pid for pid, _ in similar}
     with pytest.raises(ValueError, match="no vector index"):
@@ -377,17 +370,17 @@ def test_live_add_and_remove():
         **{S.PRODUCT_ID: "fresh", S.TITLE: "Penny farthing bicycle", S.DESCRIPTION: "Victorian, rideable."}
     )
     hybrid.add_products(new, embeddings_of(new))
-    result = hybrid.retrieve(embed(["penny farthing"])[0], "penny farthing", n=5)
+    result = hybrid.retrieve(embed(["penny farthing"])[0], "penny farthing", n=5).frame
     assert result[S.PRODUCT_ID].iloc[0] == "fresh"
     cat = new.at[0, S.CATEGORY]
-    assert "fresh" in set(hybrid.retrieve(None, "penny farthing", Filters(category=cat))[S.PRODUCT_ID])
+    assert "fresh" in set(hybrid.retrieve(None, "penny farthing", Filters(category=cat)).frame[S.PRODUCT_ID])
 
     assert hybrid.remove_products(["fresh", "p1"]) == 2
     for vector, text in [
         (embed(["penny farthing"])[0], "penny farthing"),
         (embeddings_of(products.iloc[[1]])[0], None),
     ]:
-        ids = set(hybrid.retrieve(vector, text, n=50)[S.PRODUCT_ID])
+        ids = set(hybrid.retrieve(vector, text, n=50).frame[S.PRODUCT_ID])
         assert not ids & {"fresh", "p1"}
     assert "p1" not in {pid for pid, _ in hybrid.similar("p2", k=50)}
 
@@ -396,16 +389,16 @@ def test_save_load_and_a_failed_reload_keeps_the_served_indexes(tmp_path):
     products = catalogue()
     hybrid = searcher(products)
     query = (embed(["vintage sofa"])[0], "vintage sofa")
-    expected = hybrid.retrieve(*query, n=20)
+    expected = hybrid.retrieve(*query, n=20).frame
     hybrid.save(tmp_path)
     loaded = HybridSearcher.load(tmp_path, products)
-    pd.testing.assert_frame_equal(loaded.retrieve(*query, n=20), expected)
+    pd.testing.assert_frame_equal(loaded.retrieve(*query, n=20).frame, expected)
 
     # another process writes a broken index: reload refuses it and keeps serving
     (tmp_path / VECTOR_FILE).write_bytes(b"\x00" * 100)
     with pytest.raises(IndexLoadError, match="corrupt"):
         loaded.reload(tmp_path)
-    pd.testing.assert_frame_equal(loaded.retrieve(*query, n=20), expected)
+    pd.testing.assert_frame_equal(loaded.retrieve(*query, n=20).frame, expected)
     with pytest.raises(IndexLoadError, match="no search index directory"):
         HybridSearcher.load(tmp_path / "missing", products)
 
@@ -440,22 +433,23 @@ def test_photo_query_finds_the_listing_whose_photo_it_is_and_obeys_filters() -> 
     for row in (1, 7, 42):
         noisy = photos[row] + 0.05 * np.random.default_rng(row).normal(size=32)
         vector = embeddings_of(products.iloc[[row]])[0]
-        frame = built.retrieve(vector, None, n=10, query_photo=noisy)
-        assert frame.attrs["mode"] == "photo" and PHOTO_SCORE in frame
+        found = built.retrieve(vector, None, n=10, query_photo=noisy)
+        frame = found.frame
+        assert found.mode == "photo" and PHOTO_SCORE in frame
         assert frame[S.PRODUCT_ID].iloc[0] == f"p{row}"
         assert frame[SEMANTIC_SCORE].between(0, 1).all()  # the ranker reads the fused photo score
     root = products[S.ROOT_CATEGORY].iloc[0]
-    filtered = built.retrieve(None, None, Filters(category=root), n=15, query_photo=photos[3])
+    filtered = built.retrieve(None, None, Filters(category=root), n=15, query_photo=photos[3]).frame
     assert len(filtered) == 15
     assert set(products.set_index(S.PRODUCT_ID).loc[filtered[S.PRODUCT_ID], S.ROOT_CATEGORY]) == {root}
     words = built.retrieve(embed(["sofa"])[0], "sofa", n=5, query_photo=photos[3])
-    assert words.attrs["mode"] == "photo+words"
+    assert words.mode == "photo+words"
 
 
 def test_a_photo_match_is_flagged_first_even_against_strong_category_agreement() -> None:
     """photo_match_cosine pins the photo's own listing above higher fused scores, and only it."""
     from fbmarket.recommend.personalise import PHOTO_MATCH as RANKER_COLUMN
-    from fbmarket.search.hybrid import PHOTO_MATCH
+    from fbmarket.search.candidates import PHOTO_MATCH
 
     assert RANKER_COLUMN == PHOTO_MATCH  # the two modules agree on the column
     products = catalogue()
@@ -464,8 +458,8 @@ def test_a_photo_match_is_flagged_first_even_against_strong_category_agreement()
     pinned, _ = photo_searcher(products, photo_blend_weight=5.0, photo_match_cosine=0.9)
     other = embeddings_of(products.iloc[[60]])[0]  # the query's words/embedding point elsewhere
     query = photos[7] + 0.02 * np.random.default_rng(0).normal(size=32)
-    assert loose.retrieve(other, None, n=10, query_photo=query)[S.PRODUCT_ID].iloc[0] != "p7"
-    frame = pinned.retrieve(other, None, n=10, query_photo=query)
+    assert loose.retrieve(other, None, n=10, query_photo=query).frame[S.PRODUCT_ID].iloc[0] != "p7"
+    frame = pinned.retrieve(other, None, n=10, query_photo=query).frame
     assert frame[S.PRODUCT_ID].iloc[0] == "p7"
     assert frame[PHOTO_MATCH].tolist() == [True] + [False] * 9  # random photos of others: no match
 
@@ -506,36 +500,36 @@ def test_a_query_with_no_known_word_finds_nothing_and_says_why(query):
     products = catalogue()
     hybrid, vocabulary, oov = vocabulary_searcher(products)
     assert vocabulary.known(query) == [] and hybrid.lexical.known_terms(query) == []
-    result = hybrid.retrieve(encode(vocabulary, oov, query), query, n=5)
-    assert result.empty and result.attrs["mode"] == "none"
-    assert "no word of" in result.attrs[NOTES][0] and "try other words or a photo" in result.attrs[NOTES][0]
+    found = hybrid.retrieve(encode(vocabulary, oov, query), query, n=5)
+    assert found.frame.empty and found.mode == "none"
+    assert "no word of" in found.notes[0] and "try other words or a photo" in found.notes[0]
     # before issue 14 every such query got the OOV vector's neighbours: the same five listings
     unguarded = HybridSearcher.build(products, embeddings=embeddings_of(products))
-    assert len(unguarded.retrieve(oov, query, n=5)) == 5
+    assert len(unguarded.retrieve(oov, query, n=5).frame) == 5
 
 
 def test_a_photo_is_a_signal_whatever_the_words():
     products = catalogue()
     hybrid, vocabulary, oov = vocabulary_searcher(products)
     photo_vector = embeddings_of(products.iloc[[7]])[0]
-    result = hybrid.retrieve(photo_vector, "диван", n=5, photo=True)
-    assert result.attrs["mode"] == "hybrid" and len(result) == 5
-    assert result[S.PRODUCT_ID].iloc[0] == "p7"
+    found = hybrid.retrieve(photo_vector, "диван", n=5, photo=True)
+    assert found.mode == "hybrid" and len(found.frame) == 5
+    assert found.frame[S.PRODUCT_ID].iloc[0] == "p7"
 
 
 def test_one_known_word_is_enough_and_unknown_to_the_encoder_means_words_only():
     products = catalogue()
     hybrid, vocabulary, oov = vocabulary_searcher(products)
     query = "xqzvvk sofa"
-    result = hybrid.retrieve(encode(vocabulary, oov, query), query, n=10)
-    assert result.attrs["mode"] == "hybrid" and result.attrs[NOTES] == []
-    titles = products.set_index(S.PRODUCT_ID).loc[result[S.PRODUCT_ID], S.TITLE]
+    found = hybrid.retrieve(encode(vocabulary, oov, query), query, n=10)
+    assert found.mode == "hybrid" and found.notes == []
+    titles = products.set_index(S.PRODUCT_ID).loc[found.frame[S.PRODUCT_ID], S.TITLE]
     assert titles.str.contains("sofa").head(5).all()
     # "settee": listings have it, the encoder does not know it: BM25 alone, said so
     words_only = hybrid.retrieve(encode(vocabulary, oov, "settee"), "settee", n=10)
-    assert words_only.attrs["mode"] == "lexical" and "matched by words only" in words_only.attrs[NOTES][0]
-    assert len(words_only) and words_only[SEMANTIC_SCORE].isna().all()
-    titles = products.set_index(S.PRODUCT_ID).loc[words_only[S.PRODUCT_ID], S.TITLE]
+    assert words_only.mode == "lexical" and "matched by words only" in words_only.notes[0]
+    assert len(words_only.frame) and words_only.frame[SEMANTIC_SCORE].isna().all()
+    titles = products.set_index(S.PRODUCT_ID).loc[words_only.frame[S.PRODUCT_ID], S.TITLE]
     assert titles.str.contains("settee").all()
 
 
@@ -556,7 +550,7 @@ def test_category_filter_ignores_case_spacing_and_and(spelling):
         hybrid.allowed_ids(Filters(category=canonical))
     )
     assert len(hybrid.allowed_ids(Filters(category=spelling))) > 0
-    result = hybrid.retrieve(embed(["red sofa"])[0], "red sofa", Filters(category=spelling), n=10)
+    result = hybrid.retrieve(embed(["red sofa"])[0], "red sofa", Filters(category=spelling), n=10).frame
     assert len(result) == 10
     assert (
         products.set_index(S.PRODUCT_ID).loc[result[S.PRODUCT_ID], S.CATEGORY].str.startswith(canonical).all()
@@ -598,5 +592,5 @@ def test_an_old_lexical_index_in_a_saved_searcher_is_rebuilt_from_the_products(t
     path.write_text(json.dumps(saved))
     loaded = HybridSearcher.load(tmp_path, products)
     for query, pid in (("boxes", "p0"), ("dresses", "p1")):
-        result = loaded.retrieve(None, query, n=3)
+        result = loaded.retrieve(None, query, n=3).frame
         assert result[S.PRODUCT_ID].iloc[0] == pid and result["lexical_score"].iloc[0] > 0

@@ -114,7 +114,8 @@ def _upload_files(market) -> set[str]:
 def test_a_refused_listing_leaves_no_photo_files(market) -> None:
     """The photos are cleaned onto disk before the listing is checked; a listing refused after
     that (no usable title, a category the model does not know) must not leave them behind."""
-    from fbmarket.service import BadRequestError, ListingInput
+    from fbmarket.errors import BadRequestError
+    from fbmarket.service import ListingInput
 
     market.create_listing(ListingInput(title="Oak side table"), [jpeg_bytes()])  # the folder exists
     before = _upload_files(market)

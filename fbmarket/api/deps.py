@@ -11,7 +11,8 @@ from fastapi.security import APIKeyHeader
 from fbmarket.api.errors import ApiError
 from fbmarket.api.schemas import MAX_ID_CHARS
 from fbmarket.config import Settings
-from fbmarket.service import Marketplace, NotFoundError
+from fbmarket.errors import NotFoundError
+from fbmarket.service import Marketplace
 
 API_KEY_HEADER = "X-API-Key"
 api_key_scheme = APIKeyHeader(

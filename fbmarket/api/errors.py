@@ -1,7 +1,8 @@
 """One JSON error shape for every failure, and the mapping from library errors to statuses.
 
-A client's mistake gets a 4xx whose `detail` names the field and what is wrong with it;
-only our own bugs are 500s, and those never leak a traceback.
+A client's mistake (an `FbmarketError`, raised where it was detected) gets a 4xx or 503 whose
+`detail` names the field and what is wrong with it; everything else is a bug: a 500 whose
+traceback is logged and never sent.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fbmarket.data.images import ImageError
-from fbmarket.price.model import PriceModelError
-from fbmarket.service import BadRequestError, NotFoundError
+from fbmarket.errors import FbmarketError, ImageError, ModelUnavailableError, NotFoundError
 
 log = logging.getLogger(__name__)
 
+# ImageError.reason -> HTTP status. Anything not listed is a 422 (the file is unusable).
+IMAGE_STATUS = {
+    "too_large": 413,
+    "not_an_image": 415,
+}
 
-class ApiError(Exception):
-    """A client mistake with its status and message; rendered as ErrorOut JSON."""
+
+class ApiError(FbmarketError):
+    """A client mistake the HTTP layer itself detects (a form field, an upload), with its status."""
 
     def __init__(
         self,
@@ -33,13 +38,25 @@ class ApiError(Exception):
         location: str = "body",
         headers: dict[str, str] | None = None,
     ):
-        super().__init__(detail)
+        super().__init__(detail, field=field)
+        self.reason = reason  # type: ignore[assignment]  # None: the body has no reason
         self.status_code = status_code
         self.detail = detail
-        self.reason = reason
-        self.field = field
         self.location = location
         self.headers = headers
+
+
+def status_of(exc: FbmarketError) -> int:
+    """The one mapping from the error taxonomy (fbmarket/errors.py) to HTTP statuses."""
+    if isinstance(exc, ApiError):
+        return exc.status_code
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ModelUnavailableError):
+        return 503  # the request is fine; this bundle cannot serve it
+    if isinstance(exc, ImageError):
+        return IMAGE_STATUS.get(exc.reason, 422)
+    return 422  # BadRequestError and the rest: the request cannot be served as asked
 
 
 def error_body(
@@ -72,7 +89,9 @@ def plain_message(message: str) -> str:
 
 
 def message_of(exc: BaseException) -> str:
-    """KeyError's str() quotes its argument; the message itself is what people should read."""
+    """The sentence of an error for people (an FbmarketError's message; else its first argument)."""
+    if isinstance(exc, FbmarketError):
+        return exc.message
     return str(exc.args[0]) if exc.args else type(exc).__name__
 
 
@@ -94,47 +113,22 @@ _HTTP_REASONS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(FbmarketError)
+    async def client_error(request: Request, exc: FbmarketError) -> JSONResponse:
         errors = None
-        if exc.field:
-            error = {"loc": [exc.location, exc.field], "msg": exc.detail, "type": exc.reason or "invalid"}
-            errors = [error | {"field": exc.field}]
-        return JSONResponse(error_body(exc.detail, errors, exc.reason), exc.status_code, headers=exc.headers)
+        if exc.field:  # where it is: GET parameters are in the query string, POST ones in the form
+            location = exc.location if isinstance(exc, ApiError) else "query" if request.method == "GET" else "body"
+            error = {"loc": [location, exc.field], "msg": exc.message, "type": exc.reason or "invalid"}
+            error["field"] = exc.field
+            errors = [error | exc.details]
+        headers = exc.headers if isinstance(exc, ApiError) else None
+        return JSONResponse(error_body(exc.message, errors, exc.reason), status_of(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_errors(exc)
         detail = "; ".join(f"{e['field']}: {e['msg']}" for e in errors) or "invalid request"
         return JSONResponse(error_body(detail, errors, "validation_error"), 422)
-
-    @app.exception_handler(NotFoundError)
-    async def not_found(_request: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse(error_body(message_of(exc), reason="not_found"), 404)
-
-    @app.exception_handler(BadRequestError)
-    async def bad_request(request: Request, exc: BadRequestError) -> JSONResponse:
-        message = message_of(exc)
-        field = getattr(exc, "field", None)
-        reason = getattr(exc, "reason", "bad_request")
-        errors = None
-        if field:  # where it is: GET parameters are in the query string, POST ones in the form
-            location = "query" if request.method == "GET" else "body"
-            error = {"loc": [location, field], "msg": message, "type": reason, "field": field}
-            errors = [error | dict(getattr(exc, "details", {}))]
-        return JSONResponse(error_body(message, errors, reason), 422)
-
-    @app.exception_handler(PriceModelError)
-    async def no_price_model(_request: Request, exc: PriceModelError) -> JSONResponse:
-        return JSONResponse(error_body(message_of(exc), reason="no_price_model"), 503)
-
-    @app.exception_handler(ImageError)
-    async def bad_image(_request: Request, exc: ImageError) -> JSONResponse:
-        from fbmarket.api.uploads import STATUS_FOR_REASON
-
-        return JSONResponse(
-            error_body(exc.message, reason=exc.reason), STATUS_FOR_REASON.get(exc.reason, 422)
-        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -143,5 +137,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # a bug (ValueError and KeyError included): logged with its traceback, never shown
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal server error", reason="internal"), 500)

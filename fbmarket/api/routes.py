@@ -22,6 +22,7 @@ from fbmarket.api.schemas import (
     DuplicatesOut,
     ErrorOut,
     HealthOut,
+    ListingCard,
     ListingChanges,
     ListingFields,
     ListingOut,
@@ -36,7 +37,9 @@ from fbmarket.api.schemas import (
     listing_url,
 )
 from fbmarket.api.uploads import read_photo, read_photos
-from fbmarket.service import BuyerQuery, ListingInput, Marketplace, NotFoundError, SearchRequest
+from fbmarket.errors import NotFoundError
+from fbmarket.service import Marketplace
+from fbmarket.service_types import ListingInput, SearchRequest
 
 router = APIRouter()
 
@@ -184,26 +187,21 @@ def search_request(params: SearchParams, image: Image.Image | None, location: st
         raise ApiError(422, f"{missing}: lat and lon must be given together", "invalid", missing, location)
     if params.min_price is not None and params.max_price is not None and params.max_price < params.min_price:
         raise ApiError(422, "max_price: must not be below min_price", "invalid", "max_price", location)
-    inline = {
-        "age": params.age,
-        "gender": params.gender.lower() if params.gender else None,
-        "location": params.location,
-        "latitude": params.lat,
-        "longitude": params.lon,
-        "budget_gbp": params.budget,
-    }
-    buyer = None
-    if params.user_id or any(v is not None for v in inline.values()):
-        buyer = BuyerQuery(user_id=params.user_id, **inline)
-    return SearchRequest(
+    return SearchRequest.build(
         query=params.q,
         image=image,
-        buyer=buyer,
         k=params.k,
+        user_id=params.user_id,
         category=params.category,
         min_price=params.min_price,
         max_price=params.max_price,
         max_distance_km=params.max_distance_km,
+        age=params.age,
+        gender=params.gender,
+        location=params.location,
+        latitude=params.lat,
+        longitude=params.lon,
+        budget_gbp=params.budget,
     )
 
 
@@ -262,8 +260,6 @@ def get_listing(market: MarketplaceDep, product_id: str) -> ListingOut:
     responses=ERRORS,
 )
 def similar(market: MarketplaceDep, product_id: str, k: K = 10) -> SimilarOut:
-    from fbmarket.api.schemas import ListingCard
-
     results = market.similar(checked_id(product_id), k=k)
     return SimilarOut(product_id=product_id, results=[ListingCard.of(r) for r in results])
 

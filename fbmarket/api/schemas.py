@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, computed_field
 
 from fbmarket.data.prices import read_price
 from fbmarket.limits import MAX_RESULTS as MAX_K
-from fbmarket.service import ListingInput, ListingResult, PriceSuggestion, SearchResponse
+from fbmarket.service_types import ListingInput, ListingResult, PriceSuggestion, SearchResponse
 
 MAX_QUERY_CHARS = 500
 MAX_ID_CHARS = 64  # the database's id columns
@@ -188,38 +188,22 @@ class PredictOut(BaseModel):
     inputs: list[str] = Field(description='what the prediction used: "text", "photo"')
 
 
-class ListingCard(BaseModel):
-    """One ranked listing; `factors` are the contributions that add up to `score` (why it ranked)."""
+class ListingCard(ListingResult):
+    """One ranked listing (the facade's `ListingResult`, the same fields) with its links."""
 
-    product_id: str
-    title: str
-    category: str
-    root_category: str
-    price: float | None
-    location: str
-    distance_km: float | None
-    score: float
-    factors: dict[str, float]
-    image_count: int
-    url: str
-    image_url: str | None
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        return listing_url(self.product_id)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def image_url(self) -> str | None:
+        return image_url(self.product_id, 0) if self.image_count else None
 
     @classmethod
     def of(cls, result: ListingResult) -> ListingCard:
-        return cls(
-            product_id=result.product_id,
-            title=result.title,
-            category=result.category,
-            root_category=result.root_category,
-            price=_finite(result.price),
-            location=result.location or "",
-            distance_km=_finite(result.distance_km),
-            score=float(result.score),
-            factors={name: float(value) for name, value in result.factors.items()},
-            image_count=int(result.image_count),
-            url=listing_url(result.product_id),
-            image_url=image_url(result.product_id, 0) if result.image_count else None,
-        )
+        return cls.model_validate(result, from_attributes=True)
 
 
 class SearchOut(BaseModel):

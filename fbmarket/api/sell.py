@@ -27,9 +27,9 @@ from fbmarket.api.errors import ApiError, field_name, message_of, plain_message
 from fbmarket.api.schemas import DuplicateOut, ListingFields, ListingOut, PriceOut
 from fbmarket.api.uploads import Photo, read_photos
 from fbmarket.api.web import render_page, templates
-from fbmarket.data.images import ImageError
+from fbmarket.errors import BadRequestError, ImageError
 from fbmarket.price.model import PriceModelError
-from fbmarket.service import BadRequestError, Marketplace
+from fbmarket.service import Marketplace
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,10 @@ from dataclasses import dataclass
 from fastapi import UploadFile
 from PIL import Image
 
-from fbmarket.api.errors import ApiError
+from fbmarket.api.errors import IMAGE_STATUS, ApiError
 from fbmarket.config import Settings
-from fbmarket.data.images import ImageError, open_image
-
-# ImageError.reason -> HTTP status. Anything not listed is a 422 (the file is unusable).
-STATUS_FOR_REASON = {
-    "too_large": 413,
-    "not_an_image": 415,
-}
+from fbmarket.data.images import open_image
+from fbmarket.errors import ImageError
 
 
 @dataclass
@@ -30,7 +25,7 @@ class Photo:
 
 
 def image_error(exc: ImageError, field: str) -> ApiError:
-    return ApiError(STATUS_FOR_REASON.get(exc.reason, 422), f"{field}: {exc.message}", exc.reason, field)
+    return ApiError(IMAGE_STATUS.get(exc.reason, 422), f"{field}: {exc.message}", exc.reason, field)
 
 
 def read_photo(upload: UploadFile, settings: Settings, field: str = "photo") -> Photo | None:

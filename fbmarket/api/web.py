@@ -24,8 +24,8 @@ from starlette.datastructures import UploadFile
 from fbmarket.api.deps import checked_id
 from fbmarket.api.errors import ApiError, field_name, message_of
 from fbmarket.api.schemas import ListingCard, ListingOut, SearchOut, SearchParams
-from fbmarket.data.images import ImageError
-from fbmarket.service import BadRequestError, Marketplace, NotFoundError
+from fbmarket.errors import BadRequestError, ImageError, NotFoundError
+from fbmarket.service import Marketplace
 
 log = logging.getLogger(__name__)
 

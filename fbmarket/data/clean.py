@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 import emoji
 import numpy as np
@@ -21,6 +22,11 @@ import pandas as pd
 from fbmarket.data import schema as S
 from fbmarket.data.prices import PRICE_REASONS, read_price
 from fbmarket.data.prices import parse_price as parse_price  # re-exported: the historical home
+
+# Whose titles a table holds: "scraped" (Products.csv: "<title> | in Town, County | Gumtree")
+# or "seller" (typed into the API or the Sell page, kept whole). The one difference between
+# the two ways a listing is cleaned.
+TitleRule = Literal["scraped", "seller"]
 
 _SPACES = re.compile(r"\s+")
 # The scraper's suffix: "<title> | in Town, County | Gumtree" (the site name may be absent);
@@ -162,28 +168,33 @@ def clean_products(
     max_price: float,
     strict: bool = True,
     report: CleaningReport | None = None,
-    scraped_titles: bool = True,
+    titles: TitleRule = "scraped",
     max_title_chars: int | None = None,
     max_description_chars: int | None = None,
 ) -> tuple[pd.DataFrame, CleaningReport]:
     """Raw Products.csv rows -> the clean product table of `schema.CLEAN_PRODUCT_COLUMNS` (no geo yet).
 
-    `scraped_titles=False` is for titles a seller typed (the API): they are kept whole, and
-    no location is read out of them. Titles and descriptions longer than the limits are
+    One set of rules for a scraped CSV row and a seller's listing (fbmarket/data/listing.py);
+    `titles` is the one difference: "scraped" titles lose the scraper's "| in Town | Gumtree"
+    suffix and lend their town to a row without a location; "seller" titles (typed by a seller,
+    the API) are kept whole and no location is read out of them. Titles and descriptions longer than the limits are
     cut (counted as `title_truncated` / `description_truncated`), so one pasted novel
     cannot dominate the models' inputs or the database.
     """
     S.require_columns(raw, S.RAW_PRODUCT_COLUMNS, "Products.csv")
     report = report or CleaningReport()
     report.rows_in = len(raw) + report.unread
-    titles = raw["product_name"].map(split_title if scraped_titles else clean_text)
+    if titles not in ("scraped", "seller"):
+        raise ValueError(f"titles must be 'scraped' or 'seller', got {titles!r}")
+    scraped_titles = titles == "scraped"
+    titles_read = raw["product_name"].map(split_title if scraped_titles else clean_text)
     descriptions = raw["product_description"].map(clean_text)
     readings = raw["price"].map(read_price)
     frame = pd.DataFrame(
         {
             S.PRODUCT_ID: raw["id"].astype("str").str.strip(),
             "_product_name": raw["product_name"],
-            S.TITLE: titles.map(lambda text: truncate(text, max_title_chars)),
+            S.TITLE: titles_read.map(lambda text: truncate(text, max_title_chars)),
             S.DESCRIPTION: descriptions.map(lambda text: truncate(text, max_description_chars)),
             S.CATEGORY: raw["category"].map(normalise_category),
             "_price_raw": raw["price"],
@@ -193,7 +204,7 @@ def clean_products(
             "_price_flags": readings.map(lambda reading: reading.flags),
         }
     )
-    frame["_title_cut"] = titles.str.len() > frame[S.TITLE].str.len()
+    frame["_title_cut"] = titles_read.str.len() > frame[S.TITLE].str.len()
     frame["_description_cut"] = descriptions.str.len() > frame[S.DESCRIPTION].str.len()
 
     def drop(mask: pd.Series, reason: str) -> None:

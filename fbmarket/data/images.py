@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fbmarket.errors import ImageError  # defined with the other client-facing errors; imported from here too
+
 # Raster formats a marketplace photo plausibly comes in. Everything else is refused
 # before decoding: exotic decoders are attack surface (EPS would even run Ghostscript).
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM")  # JPEG covers MPO
@@ -35,15 +37,6 @@ _CACHE_MAX_BYTES = 64 * 1024 * 1024
 # warnings.catch_warnings mutates process-wide state and is not thread-safe; one lock
 # keeps concurrent opens from restoring each other's filters (and leaking them).
 _WARNINGS_LOCK = threading.Lock()
-
-
-class ImageError(ValueError):
-    """A photo that cannot be used; `reason` is a short code for reports and HTTP errors."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)

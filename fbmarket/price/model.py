@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from fbmarket.config import PriceSettings
+from fbmarket.errors import ModelUnavailableError
 from fbmarket.files import atomic_write_json, commit, discard, stage
 from fbmarket.price.conformal import conformal_offset
 from fbmarket.price.features import CATEGORICAL, PriceFeatureSpec
@@ -57,8 +58,10 @@ FORMAT = 1
 FREE_THRESHOLD_FLOOR = 0.05  # a lower threshold would call free on noise (the base rate is ~1.4%)
 
 
-class PriceModelError(RuntimeError):
+class PriceModelError(ModelUnavailableError):
     """A bundle without a (usable) price model; the message says how to get one."""
+
+    reason = "no_price_model"
 
 
 @dataclass

@@ -4,27 +4,11 @@
 the FAISS search (when there is a query vector) and the BM25 search (when there is query
 text) under the same filters, unions the two lists and scores every candidate on both
 signals, so the ranker sees a semantic and a lexical score for each one, not only for
-the list that found it.
+the list that found it. It returns a `Retrieval`: the candidates, the mode that ran and
+notes for the buyer. Fusion is "blend" or "rrf" (search/candidates.py).
 
-Fusion (`SearchSettings.fusion`):
-* "blend" (default): w * semantic + (1 - w) * lexical after min-max scaling each score
-  over the candidates, w = `semantic_weight`;
-* "rrf", reciprocal-rank fusion: sum of 1 / (rrf_k + rank) over the lists a listing is
-  in; it needs no score calibration but gives both lists equal say.
-benchmarks/search_quality.py measured both with the trained embeddings on the dev
-data (choices on the validation split, figures on the test split): for typed queries
-blend at w = 0.5 beat RRF on same-leaf precision@10 (test: leaf names 0.188 vs 0.182,
-title fragments 0.186 vs 0.176) and on finding the listing a query was cut from (0.957
-vs 0.941), because RRF lets the weaker list push good lexical matches down. Both beat
-either list alone (embedding 0.171 / BM25 0.150 on leaf names). On validation w =
-0.35-0.65 are within 0.01 of each other on precision; 0.65 loses known items (0.931).
-
-Filters (`Filters`) are applied inside both searches (FAISS IDSelector, BM25 mask), not
-after them, so n results come back whenever n matching listings exist. Category filters
-match a path or any prefix of it, ignoring case, spacing around " / " and "and" for "&"
-("home & garden", "Home and Garden/Furniture"); `HybridSearcher.check_category` tells a
-category no listing has (a typo) from one that matches, with the valid roots and the
-nearest spelling, so a caller can refuse it instead of returning nothing.
+Filters (`Filters`, search/filters.py) are applied inside both searches (FAISS IDSelector,
+BM25 mask), not after them, so n results come back whenever n matching listings exist.
 
 Queries with no known word. The query encoder maps every word outside its vocabulary to
 one out-of-vocabulary embedding, so a query made only of such words ("диван", "沙发",
@@ -38,33 +22,20 @@ word ("xqzvvk sofa", "sofa 2seater") changes the vector and carries the intent, 
 unknown extras are common (typos, model numbers). A photo is always a signal: a query
 with a photo is never cut.
 
-Photo queries (`retrieve(..., query_photo=...)`) add a third list: the listings whose
-photos look most like the query photo (`photos`, an index of each listing's pooled,
-unit-length backbone features: EfficientNet-Lite2 puts a re-encoded, 10%-cropped or
-half-size copy of a dev listing's photo on its own listing first 97-98.5% of the time).
-Every candidate is scored on the photo match, the embedding/BM25 blend and the
-probability that it shares the photo's root and leaf category (root from the image-only
-head, leaf from the query embedding through the fusion model's heads); the weights
-(`SearchSettings.photo_*`) were chosen on the dev data's validation split by
-benchmarks/photo_search.py.
-
-Similar listings (`similar_scored`) use a listing's own vector and title as the query,
-blended the same way, plus the probability that each candidate shares its root and leaf
-category by the fusion model's heads (`categories`, search/categories.py), when given:
-on the dev data that lifted precision@10 of the same leaf / root over the catalogue from
-0.551 / 0.780 to 0.579 / 0.807.
+Photo queries (`retrieve(..., query_photo=...)`, search/photo_retrieval.py) add a third
+list, the listings whose photos look most like the query photo; similar listings
+(`similar_scored`, search/similar.py) use a listing's own vector and title as the query.
+The measurements behind the defaults are in the README ("Search", "Search by photo") and
+benchmarks/results/search_design_notes.md.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import numbers
-import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -73,31 +44,29 @@ from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
 from fbmarket.limits import check_k
+from fbmarket.search.candidates import (
+    FUSED_SCORE,
+    FUSIONS,
+    LEXICAL_RANK,
+    LEXICAL_SCORE,
+    SEMANTIC_RANK,
+    SEMANTIC_SCORE,
+    Retrieval,
+    empty_candidates,
+    reciprocal_rank_fusion,
+    weighted_blend,
+)
 from fbmarket.search.categories import CategorySpace
-from fbmarket.search.index import IdSelection, IndexLoadError, VectorIndex
+from fbmarket.search.filters import Filters, UnknownCategoryError, category_key
+from fbmarket.search.filters import is_under as _is_under
+from fbmarket.search.index import IdSelection, VectorIndex
 from fbmarket.search.lexical import STOPWORDS, LexicalIndex, check_query
+from fbmarket.search.photo_retrieval import PhotoRetrieval
+from fbmarket.search.searcher_files import SearcherFiles
+from fbmarket.search.similar import (
+    SimilarListings,
+)
 
-SEMANTIC_SCORE = "semantic_score"
-LEXICAL_SCORE = "lexical_score"
-SEMANTIC_RANK = "semantic_rank"  # 1-based rank in the FAISS list; NaN if FAISS did not return it
-LEXICAL_RANK = "lexical_rank"  # 1-based rank in the BM25 list; NaN if BM25 did not return it
-FUSED_SCORE = "fused_score"
-# similar listings: the score and its parts, which add up to it
-SIMILARITY = "similarity"  # embedding/BM25 blend, min-max scaled over the candidates
-SAME_ROOT = "same_root"  # similar_root_weight * P(same root category), from the model's head
-SAME_LEAF = "same_leaf"  # similar_leaf_weight * P(same leaf category)
-SIMILAR_SCORE = "score"
-SIMILAR_COLUMNS = (S.PRODUCT_ID, SIMILARITY, SAME_ROOT, SAME_LEAF, SIMILAR_SCORE)
-CANDIDATE_COLUMNS = (S.PRODUCT_ID, SEMANTIC_SCORE, LEXICAL_SCORE, SEMANTIC_RANK, LEXICAL_RANK, FUSED_SCORE)
-PHOTO_SCORE = "photo_score"  # cosine of the query photo with the listing's pooled photo features
-# True when that cosine reaches SearchSettings.photo_match_cosine: the query photo is this
-# listing's own (re-encoded, cropped, resized); the ranker keeps such listings first
-PHOTO_MATCH = "photo_match"
-FUSIONS = ("rrf", "blend")
-NOTES = "notes"  # retrieve(...).attrs[NOTES]: sentences for the buyer about what ran and why
-VECTOR_FILE = "vectors.faiss"
-PHOTO_FILE = "photos.faiss"
-LEXICAL_FILE = "lexical.json"
 KM_PER_DEGREE_LAT = 111.2
 TABLE_COLUMNS = (
     S.PRODUCT_ID,
@@ -109,85 +78,6 @@ TABLE_COLUMNS = (
     S.LATITUDE,
     S.LONGITUDE,
 )
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Which listings may be returned. Every field is optional; given fields all apply.
-
-    `category` is a category path or any prefix of it ("Home & Garden",
-    "Home & Garden / Furniture", or a full leaf path), matched ignoring case, spacing
-    around "/" and "and" for "&" (`category_key`); `root_category` and `leaf_category`
-    match a whole root or leaf the same way. A price bound excludes listings without a
-    price; a distance limit excludes listings whose location is unknown.
-    """
-
-    category: str | None = None
-    root_category: str | None = None
-    leaf_category: str | None = None
-    min_price: float | None = None
-    max_price: float | None = None
-    latitude: float | None = None
-    longitude: float | None = None
-    max_km: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("min_price", "max_price", "max_km", "latitude", "longitude"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value)
-            ):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if self.min_price is not None and self.min_price < 0:
-            raise ValueError(f"min_price must not be negative, got {self.min_price}")
-        if self.max_price is not None and self.max_price < 0:
-            raise ValueError(f"max_price must not be negative, got {self.max_price}")
-        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
-            raise ValueError(f"min_price ({self.min_price}) is above max_price ({self.max_price})")
-        geo = (self.latitude, self.longitude, self.max_km)
-        if any(v is not None for v in geo) and any(v is None for v in geo):
-            raise ValueError("a distance filter needs latitude, longitude and max_km together")
-        if self.max_km is not None and self.max_km <= 0:
-            raise ValueError(f"max_km must be positive, got {self.max_km}")
-        if self.latitude is not None and not -90 <= self.latitude <= 90:
-            raise ValueError(f"latitude must be within [-90, 90], got {self.latitude}")
-        if self.longitude is not None and not -180 <= self.longitude <= 180:
-            raise ValueError(f"longitude must be within [-180, 180], got {self.longitude}")
-        for name in ("category", "root_category", "leaf_category"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{name} must be non-empty text, got {value!r}")
-
-    @property
-    def active(self) -> bool:
-        return any(getattr(self, f.name) is not None for f in fields(self))
-
-
-_SLASH = re.compile(r"\s*/\s*")
-_AND = re.compile(r"\s+and\s+")
-
-
-def category_key(path: str) -> str:
-    """How category paths compare: case-folded, spaces collapsed, " / " between levels, & for and."""
-    return _AND.sub(" & ", _SLASH.sub(" / ", " ".join(path.split()))).casefold().strip()
-
-
-def _is_under(path_key: str, prefix_key: str) -> bool:
-    return path_key == prefix_key or path_key.startswith(prefix_key + " / ")
-
-
-class UnknownCategoryError(ValueError):
-    """A category filter that names no category of the catalogue (a typo, another marketplace's name)."""
-
-    def __init__(self, category: str, roots: list[str], suggestion: str | None):
-        self.category = category
-        self.roots = roots
-        self.suggestion = suggestion
-        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
-        super().__init__(
-            f"unknown category {category!r}.{hint} A category is a root or a path under one "
-            f'("Root / Sub / Leaf", any case); the roots are: {"; ".join(roots)}'
-        )
 
 
 @dataclass(frozen=True)
@@ -297,47 +187,11 @@ class ListingTable:
         return np.asarray(haversine_km(lat, lon, lat_rows, lon_rows), dtype=float)
 
 
-def reciprocal_rank_fusion(ranks: Iterable[np.ndarray], k: int = 60) -> np.ndarray:
-    """Sum of 1 / (k + rank) over rank lists (1-based; NaN = not in that list)."""
-    total = None
-    for rank in ranks:
-        rank = np.asarray(rank, dtype=float)
-        part = np.where(np.isnan(rank), 0.0, 1.0 / (k + np.nan_to_num(rank, nan=1.0)))
-        total = part if total is None else total + part
-    if total is None:
-        raise ValueError("reciprocal_rank_fusion needs at least one rank list")
-    return total
-
-
-def min_max(values: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] over the finite values; NaN (signal absent) becomes 0, a constant 1."""
-    values = np.asarray(values, dtype=float)
-    finite = np.isfinite(values)
-    out = np.zeros(len(values))
-    if finite.any():
-        low, high = values[finite].min(), values[finite].max()
-        out[finite] = (values[finite] - low) / (high - low) if high > low else 1.0
-    return out
-
-
-def weighted_blend(semantic: np.ndarray, lexical: np.ndarray, semantic_weight: float = 0.5) -> np.ndarray:
-    """w * semantic + (1 - w) * lexical, each min-max scaled over the candidates."""
-    if not 0.0 <= semantic_weight <= 1.0:
-        raise ValueError(f"semantic_weight must be within [0, 1], got {semantic_weight}")
-    return semantic_weight * min_max(semantic) + (1.0 - semantic_weight) * min_max(lexical)
-
-
-def empty_candidates() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype=float) for c in CANDIDATE_COLUMNS})
-    frame[S.PRODUCT_ID] = pd.Series(dtype=object)
-    return frame
-
-
-class HybridSearcher:
+class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
     """FAISS + BM25 over one catalogue, with filters, fusion and live updates. Thread-safe.
 
     Either index may be absent (no trained embeddings yet -> lexical only); a query then
-    uses what exists and `retrieve(...).attrs["mode"]` says what ran.
+    uses what exists and `retrieve(...).mode` says what ran.
     """
 
     def __init__(
@@ -383,49 +237,6 @@ class HybridSearcher:
             vectors = VectorIndex(int(np.shape(embeddings)[1]), settings)
             vectors.build(ids, embeddings)
         return cls(products, vectors, lexical, settings, categories, query_vocabulary=query_vocabulary)
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, directory: Path | str) -> None:
-        """Write the indexes (each atomically) into a directory: vectors.faiss (+ id map), lexical.json.
-
-        The listing table is not saved: it is the clean products table (the database).
-        """
-        directory = Path(directory)
-        with self._lock:
-            if self.vectors is not None:
-                self.vectors.save(directory / VECTOR_FILE)
-            if self.photos is not None:
-                self.photos.save(directory / PHOTO_FILE)
-            if self.lexical is not None:
-                self.lexical.save(directory / LEXICAL_FILE)
-
-    @classmethod
-    def load(
-        cls,
-        directory: Path | str,
-        products: pd.DataFrame,
-        settings: SearchSettings | None = None,
-        categories: CategorySpace | None = None,
-        query_vocabulary: QueryVocabulary | None = None,
-    ) -> HybridSearcher:
-        """Open saved indexes over a products table; a missing index file means that index is absent.
-
-        A corrupt file raises `IndexLoadError` (a missing one is not an error: e.g. no
-        embeddings were trained yet). A lexical index saved with an older term normalisation
-        is rebuilt from `products` when they carry descriptions (`LexicalIndex.load`).
-        """
-        vectors, lexical = _read_indexes(Path(directory), settings or SearchSettings(), products)
-        return cls(products, vectors, lexical, settings, categories, query_vocabulary=query_vocabulary)
-
-    def reload(self, directory: Path | str) -> None:
-        """Swap in indexes saved by another process; on any load error the current ones stay.
-
-        Raises `IndexLoadError` with the reason, having changed nothing.
-        """
-        vectors, lexical = _read_indexes(Path(directory), self.settings)
-        with self._lock:
-            self.vectors, self.lexical = vectors, lexical
-            self._align_key = None
 
     # ------------------------------------------------------------------ live listings
     def add_products(
@@ -525,14 +336,14 @@ class HybridSearcher:
         photo: bool = False,
         query_photo: np.ndarray | None = None,
         photo_root_probs: np.ndarray | None = None,
-    ) -> pd.DataFrame:
-        """Up to n candidates, best fused score first (columns: CANDIDATE_COLUMNS).
+    ) -> Retrieval:
+        """Up to n candidates, best fused score first (columns: CANDIDATE_COLUMNS), with the mode.
 
         Give a query vector (from the query encoder), query text, or both; `photo` says
         the vector holds a photo. Empty text is an error. A typed query without a photo
         whose words the encoder never learnt is searched by its words alone (mode
         "lexical"), and when no listing has any of them either, not at all: no candidates,
-        mode "none" (see the module docstring); `attrs[NOTES]` says so in a sentence.
+        mode "none" (see the module docstring); `notes` says so in a sentence.
         Without a `query_vocabulary` the vector is always used. `truncate=False` keeps
         every listing either search found (up to 2n), so each list can be judged on its
         own, not only on what survived the fusion cut. `query_photo` (the query photo's
@@ -563,7 +374,7 @@ class HybridSearcher:
                     f"no results: no word of {words!r} is known to this marketplace (no listing "
                     "contains one and the search model never learnt one); try other words or a photo"
                 )
-                return _with_mode(empty_candidates(), "none", [note])
+                return Retrieval(empty_candidates(), "none", [note])
             if use_vectors and meaningful is False:
                 use_vectors = False  # the out-of-vocabulary vector: the same neighbours for any query
                 notes.append(
@@ -577,7 +388,7 @@ class HybridSearcher:
             if filters is not None and filters.active:
                 mask = self.table.mask(filters)
                 if not mask.any():
-                    return _with_mode(empty_candidates(), mode, notes)
+                    return Retrieval(empty_candidates(), mode, notes)
                 vec_allowed, lex_allowed = self._selections(mask)
             semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
             lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
@@ -588,105 +399,7 @@ class HybridSearcher:
                 lexical,
                 n if truncate else len(semantic) + len(lexical),
             )
-        return _with_mode(frame, mode, notes)
-
-    def retrieve_photo(
-        self,
-        query_photo: np.ndarray,
-        query_vector: np.ndarray | None,
-        query_text: str | None = None,
-        filters: Filters | None = None,
-        n: int | None = None,
-        root_probs: np.ndarray | None = None,
-        truncate: bool = True,
-    ) -> pd.DataFrame:
-        """Candidates for a query with a photo (and maybe words), best first.
-
-        The union of the photo index's neighbours and the usual embedding/BM25 lists, each
-        scored in photo-cosine units: cos(query photo, listing's pooled photo) +
-        photo_blend_weight * the usual blend (min-max scaled) + photo_root_weight * P(same
-        root) + photo_leaf_weight * P(same leaf). The cosine is not rescaled: a re-encoded
-        copy of a listing's photo scores ~0.95-1.0 against it and rarely above 0.85 against
-        any other, and that gap is what keeps duplicates first. Columns: CANDIDATE_COLUMNS plus
-        PHOTO_SCORE; FUSED_SCORE is the score, and SEMANTIC_SCORE carries it min-max scaled over
-        the candidates (best 1, weakest 0) for the ranker to read as relevance: in raw cosine
-        units the gap between a duplicate and the next photo (~0.15) was smaller than what
-        freshness, popularity and taste move, and the ranker put other listings first.
-
-        Args:
-            query_photo: (photo dim,) backbone features of the query photo.
-            query_vector: the query embedding (photo and words through the query tower).
-            root_probs: (classes,) the image head's root probabilities for the photo.
-        """
-        n = check_k(self.settings.candidates if n is None else n, self.settings.max_k)
-        if query_text is not None:
-            check_query(query_text)
-        if self.photos is None:
-            raise ValueError("this searcher has no photo index")
-        q = np.asarray(query_photo, dtype=np.float32).reshape(-1)
-        q = q / max(float(np.linalg.norm(q)), 1e-12)
-        with self._lock:
-            photo_allowed = vec_allowed = lex_allowed = None
-            if filters is not None and filters.active:
-                mask = self.table.mask(filters)
-                if not mask.any():
-                    return _with_mode(empty_candidates(), "photo")
-                vec_allowed, lex_allowed = self._selections(mask)
-                allowed_ids = self.table.ids[mask]
-                photo_allowed = [pid for pid in allowed_ids if pid in self.photos]
-            photo_hits = self.photos.search(q, n, photo_allowed)
-            use_vectors = query_vector is not None and self.vectors is not None
-            use_text = query_text is not None and self.lexical is not None
-            semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
-            lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
-            base = self._score_candidates(
-                query_vector if use_vectors else None,
-                query_text if use_text else None,
-                semantic,
-                lexical,
-                len(semantic) + len(lexical),
-            )
-            found = dict(photo_hits)
-            ids = list(dict.fromkeys([pid for pid, _ in photo_hits] + base[S.PRODUCT_ID].tolist()))
-            if not ids:
-                return _with_mode(empty_candidates(), "photo")
-            rest = [pid for pid in ids if pid not in found and pid in self.photos]
-            if rest:
-                found.update(zip(rest, (self.photos.vectors_of(rest) @ q).tolist(), strict=True))
-            photo = np.array([found.get(pid, np.nan) for pid in ids], dtype=float)
-            parts = base.set_index(S.PRODUCT_ID).reindex(ids)
-            blend = parts[FUSED_SCORE].to_numpy(float)
-            settings = self.settings
-            fused = np.nan_to_num(photo, nan=0.0)
-            if use_text or use_vectors:
-                fused = fused + settings.photo_blend_weight * np.nan_to_num(min_max(blend), nan=0.0)
-            if self.categories is not None and use_vectors and (settings.photo_root_weight or settings.photo_leaf_weight):
-                in_vectors = np.array([pid in self.vectors for pid in ids])
-                same_root = np.zeros(len(ids))
-                same_leaf = np.zeros(len(ids))
-                if in_vectors.any():
-                    kept = [pid for pid, k in zip(ids, in_vectors, strict=True) if k]
-                    root, leaf = self.categories.agreement(query_vector, self.vectors.vectors_of(kept), root_probs)
-                    same_root[in_vectors], same_leaf[in_vectors] = root, leaf
-                fused = fused + settings.photo_root_weight * same_root + settings.photo_leaf_weight * same_leaf
-            cutoff = settings.photo_match_cosine
-            match = np.nan_to_num(photo, nan=0.0) >= cutoff if cutoff > 0 else np.zeros(len(ids), bool)
-            order = np.lexsort((np.arange(len(ids)), -fused, ~match))
-            if truncate:
-                order = order[:n]
-            frame = pd.DataFrame(
-                {
-                    S.PRODUCT_ID: np.array(ids, dtype=object)[order],
-                    SEMANTIC_SCORE: min_max(fused)[order],
-                    LEXICAL_SCORE: parts[LEXICAL_SCORE].to_numpy(float)[order],
-                    SEMANTIC_RANK: parts[SEMANTIC_RANK].to_numpy(float)[order],
-                    LEXICAL_RANK: parts[LEXICAL_RANK].to_numpy(float)[order],
-                    FUSED_SCORE: fused[order],
-                    PHOTO_SCORE: photo[order],
-                    PHOTO_MATCH: match[order],
-                }
-            )
-        return _with_mode(frame, "photo+words" if use_text else "photo")
+        return Retrieval(frame, mode, notes)
 
     def _selections(self, mask: np.ndarray) -> tuple[IdSelection | None, IdSelection | None]:
         """A row mask over the table -> the allowed ids inside the vector and lexical indexes."""
@@ -779,117 +492,3 @@ class HybridSearcher:
                     return []
                 allowed, _ = self._selections(mask)
             return self.vectors.search(vector, k, allowed)
-
-    def similar(
-        self, product_id: str, k: int = 10, filters: Filters | None = None
-    ) -> list[tuple[str, float]]:
-        """Listings most like a given one, itself excluded, best first with their scores."""
-        frame = self.similar_scored(product_id, k, filters)
-        return list(
-            zip(frame[S.PRODUCT_ID].tolist(), frame[SIMILAR_SCORE].astype(float).tolist(), strict=True)
-        )
-
-    def similar_scored(self, product_id: str, k: int = 10, filters: Filters | None = None) -> pd.DataFrame:
-        """Listings most like a given one (columns SIMILAR_COLUMNS), itself excluded, best first.
-
-        The candidates are its embedding's neighbours and the BM25 matches of its own
-        title; `similarity` is their blend (`similar_semantic_weight`, min-max scaled; 1.0
-        is the embedding alone). With the model's category heads (`categories`), each
-        candidate also gets `similar_root_weight` * P(same root) and `similar_leaf_weight`
-        * P(same leaf), and the score is the sum of the three. Without category weights
-        and with the embedding alone the score is the cosine similarity. A listing
-        without an embedding is matched by its title alone. An unknown id raises KeyError.
-        """
-        k = check_k(k, self.settings.max_k)
-        product_id = str(product_id)
-        with self._lock:
-            mask = None
-            if filters is not None and filters.active:
-                mask = self.table.mask(filters) & (self.table.ids != product_id)
-                if not mask.any():
-                    return _similar_frame([], [])
-            title = self.table.title(product_id)
-            has_title = self.lexical is not None and isinstance(title, str) and bool(title.strip())
-            vec_allowed, lex_allowed = (None, None) if mask is None else self._selections(mask)
-            n = min(k + 1, self.settings.max_k)
-            if self.vectors is None or product_id not in self.vectors:
-                if title is None:
-                    raise KeyError(f"product {product_id!r} is not in the catalogue")
-                hits = self.lexical.search(title, n, lex_allowed) if has_title else []
-                return _similar_frame(*_unzip(hits), exclude=product_id, k=k)
-            vector = self.vectors.reconstruct(product_id)
-            weight = self.settings.similar_semantic_weight
-            use_title = weight < 1.0 and has_title
-            root_weight, leaf_weight = self._category_weights()
-            use_heads = bool(root_weight or leaf_weight)
-            if not use_title and not use_heads:
-                return _similar_frame(
-                    *_unzip(self.vectors.search(vector, n, vec_allowed)), exclude=product_id, k=k
-                )
-            pool = max(n, min(self.settings.candidates, self.settings.max_k))
-            semantic = self.vectors.search(vector, pool, vec_allowed)
-            lexical = self.lexical.search(title, pool, lex_allowed) if use_title else []
-            scored = self._score_candidates(
-                vector, title if use_title else None, semantic, lexical, len(semantic) + len(lexical), weight
-            )
-            scored = scored[scored[S.PRODUCT_ID] != product_id]
-            ids = scored[S.PRODUCT_ID].tolist()
-            same_root = same_leaf = None
-            if use_heads and ids:
-                same_root, same_leaf = self.categories.agreement(vector, self.vectors.vectors_of(ids))
-                same_root, same_leaf = root_weight * same_root, leaf_weight * same_leaf
-            return _similar_frame(ids, scored[FUSED_SCORE].to_numpy(float), same_root, same_leaf, k=k)
-
-    def _category_weights(self) -> tuple[float, float]:
-        """(root, leaf) weights of category agreement in similar(); 0 where there is no head."""
-        if self.categories is None:
-            return 0.0, 0.0
-        leaf = self.settings.similar_leaf_weight if self.categories.leaf is not None else 0.0
-        return float(self.settings.similar_root_weight), float(leaf)
-
-
-def _unzip(hits: list[tuple[str, float]]) -> tuple[list[str], list[float]]:
-    return [pid for pid, _ in hits], [score for _, score in hits]
-
-
-def _similar_frame(
-    ids: list[str],
-    similarity: Iterable[float],
-    same_root: np.ndarray | None = None,
-    same_leaf: np.ndarray | None = None,
-    exclude: str | None = None,
-    k: int | None = None,
-) -> pd.DataFrame:
-    """Similar-listing candidates with their score parts, best first, at most k."""
-    frame = pd.DataFrame(
-        {S.PRODUCT_ID: pd.Series(ids, dtype=object), SIMILARITY: np.asarray(list(similarity), float)}
-    )
-    frame[SAME_ROOT] = 0.0 if same_root is None else np.asarray(same_root, float)
-    frame[SAME_LEAF] = 0.0 if same_leaf is None else np.asarray(same_leaf, float)
-    frame[SIMILAR_SCORE] = frame[SIMILARITY] + frame[SAME_ROOT] + frame[SAME_LEAF]
-    if exclude is not None:
-        frame = frame[frame[S.PRODUCT_ID] != exclude]
-    order = np.lexsort((np.arange(len(frame)), -frame[SIMILAR_SCORE].to_numpy()))
-    return frame.iloc[order[:k] if k is not None else order].reset_index(drop=True)
-
-
-def _read_indexes(
-    directory: Path, settings: SearchSettings, products: pd.DataFrame | None = None
-) -> tuple[VectorIndex | None, LexicalIndex | None]:
-    if not directory.is_dir():
-        raise IndexLoadError(f"no search index directory at {directory}")
-    vector_path, lexical_path = directory / VECTOR_FILE, directory / LEXICAL_FILE
-    if not vector_path.exists() and not lexical_path.exists():
-        raise IndexLoadError(f"{directory} holds neither {VECTOR_FILE} nor {LEXICAL_FILE}")
-    vectors = VectorIndex.load(vector_path, settings) if vector_path.exists() else None
-    table = None
-    if products is not None and {S.PRODUCT_ID, S.TITLE, S.DESCRIPTION} <= set(products.columns):
-        table = products  # lets an index saved with another normalisation be rebuilt exactly
-    lexical = LexicalIndex.load(lexical_path, settings, table) if lexical_path.exists() else None
-    return vectors, lexical
-
-
-def _with_mode(frame: pd.DataFrame, mode: str, notes: list[str] | None = None) -> pd.DataFrame:
-    frame.attrs["mode"] = mode
-    frame.attrs[NOTES] = list(notes or [])
-    return frame

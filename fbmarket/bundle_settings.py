@@ -1,0 +1,55 @@
+"""A bundle's saved settings, made to describe the bundle where it is now (it may have been
+copied or moved since training wrote them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fbmarket.config import Settings
+
+SETTINGS_FILE = "settings.json"
+DATABASE_FILE = "fbmarket.db"  # the default SQLite database inside a bundle (Settings.db_url)
+
+
+def load_bundle_settings(bundle_dir: Path | str) -> Settings:
+    """A bundle's saved settings, made to describe the bundle where it is now.
+
+    settings.json records where training ran: `out_dir` (often relative to that cwd) and,
+    when `--database` or FBMARKET_DATABASE_URL named it, the URL of the bundle's own SQLite
+    file by its old absolute path. A copied or moved bundle must use its own folder and its
+    own database, never the old place (where SQLite would silently create an empty file).
+    """
+    bundle_dir = Path(os.path.abspath(bundle_dir))
+    if not (bundle_dir / SETTINGS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{bundle_dir} is not a model bundle (no {SETTINGS_FILE}): train one with "
+            "`fbmarket train` or `python main.py`"
+        )
+    settings = Settings.load(bundle_dir / SETTINGS_FILE)
+    saved_out_dir = settings.out_dir
+    settings.out_dir = bundle_dir
+    if _is_bundle_database(settings.database_url, saved_out_dir, bundle_dir):
+        settings.database_url = None  # Settings.db_url: the SQLite file inside this bundle
+    return settings
+
+
+def _is_bundle_database(url: str | None, saved_out_dir: Path | None, bundle_dir: Path) -> bool:
+    """Whether `url` is the default SQLite file of the folder the bundle was saved in (or of
+    this bundle): `sqlite:///<out_dir>/fbmarket.db`, `out_dir` absolute, or relative to the
+    cwd training ran in (then it matches the end of the file's folder)."""
+    if not url or not url.startswith("sqlite:///"):
+        return False
+    file = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    if file.name != DATABASE_FILE:
+        return False
+    folder = file.parent
+    if folder == bundle_dir:
+        return True
+    if saved_out_dir is None:
+        return False
+    saved = Path(saved_out_dir)
+    if saved.is_absolute():
+        return folder == saved
+    tail = saved.parts
+    return bool(tail) and folder.parts[-len(tail) :] == tail

@@ -1,0 +1,101 @@
+"""Which listings a search may return (`Filters`), and how category paths compare.
+
+Category filters match a path or any prefix of it, ignoring case, spacing around " / " and
+"and" for "&" ("home & garden", "Home and Garden/Furniture"). A category no listing has (a
+typo) is an `UnknownCategoryError` naming the valid roots and the nearest spelling, so a
+caller can refuse it instead of returning nothing. Bounds no listing could meet (a minimum
+price above the maximum, half a distance filter) are refused as the requester's mistake.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from fbmarket.errors import BadRequestError
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which listings may be returned. Every field is optional; given fields all apply.
+
+    `category` is a category path or any prefix of it ("Home & Garden",
+    "Home & Garden / Furniture", or a full leaf path), matched ignoring case, spacing
+    around "/" and "and" for "&" (`category_key`); `root_category` and `leaf_category`
+    match a whole root or leaf the same way. A price bound excludes listings without a
+    price; a distance limit excludes listings whose location is unknown.
+    """
+
+    category: str | None = None
+    root_category: str | None = None
+    leaf_category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    max_km: float | None = None
+
+    def __post_init__(self) -> None:
+        """Bounds no listing could meet are the requester's mistake (BadRequestError), said now."""
+        for name in ("min_price", "max_price", "max_km", "latitude", "longitude"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value)
+            ):
+                raise BadRequestError(f"{name} must be a finite number, got {value!r}")
+        if self.min_price is not None and self.min_price < 0:
+            raise BadRequestError(f"min_price must not be negative, got {self.min_price}")
+        if self.max_price is not None and self.max_price < 0:
+            raise BadRequestError(f"max_price must not be negative, got {self.max_price}")
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise BadRequestError(f"min_price ({self.min_price}) is above max_price ({self.max_price})")
+        geo = (self.latitude, self.longitude, self.max_km)
+        if any(v is not None for v in geo) and any(v is None for v in geo):
+            raise BadRequestError("a distance filter needs latitude, longitude and max_km together")
+        if self.max_km is not None and self.max_km <= 0:
+            raise BadRequestError(f"max_km must be positive, got {self.max_km}")
+        if self.latitude is not None and not -90 <= self.latitude <= 90:
+            raise BadRequestError(f"latitude must be within [-90, 90], got {self.latitude}")
+        if self.longitude is not None and not -180 <= self.longitude <= 180:
+            raise BadRequestError(f"longitude must be within [-180, 180], got {self.longitude}")
+        for name in ("category", "root_category", "leaf_category"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise BadRequestError(f"{name} must be non-empty text, got {value!r}")
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+_SLASH = re.compile(r"\s*/\s*")
+_AND = re.compile(r"\s+and\s+")
+
+
+def category_key(path: str) -> str:
+    """How category paths compare: case-folded, spaces collapsed, " / " between levels, & for and."""
+    return _AND.sub(" & ", _SLASH.sub(" / ", " ".join(path.split()))).casefold().strip()
+
+
+def is_under(path_key: str, prefix_key: str) -> bool:
+    return path_key == prefix_key or path_key.startswith(prefix_key + " / ")
+
+
+class UnknownCategoryError(BadRequestError):
+    """A category filter that names no category of the catalogue (a typo, another marketplace's name)."""
+
+    def __init__(self, category: str, roots: list[str], suggestion: str | None):
+        self.category = category
+        self.roots = roots
+        self.suggestion = suggestion
+        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+        super().__init__(
+            f"unknown category {category!r}.{hint} A category is a root or a path under one "
+            f'("Root / Sub / Leaf", any case); the roots are: {"; ".join(roots)}',
+            field="category",
+            reason="unknown_category",
+            details={"valid_roots": roots},
+        )

@@ -1,0 +1,140 @@
+"""Similar listings: a listing's own embedding and title as the query, blended as in search,
+plus the probability, by the fusion model's category heads (search/categories.py), that each
+candidate shares its root and leaf category. The measurements that chose the weights are in
+the README ("Search") and benchmarks/results/search_design_notes.md.
+
+A part of `HybridSearcher` (search/hybrid.py), mixed in: it reads the searcher's indexes,
+table, settings and category heads, under its lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from fbmarket.config import SearchSettings
+from fbmarket.data import schema as S
+from fbmarket.limits import check_k
+from fbmarket.search.candidates import FUSED_SCORE
+from fbmarket.search.categories import CategorySpace
+from fbmarket.search.filters import Filters
+from fbmarket.search.index import VectorIndex
+from fbmarket.search.lexical import LexicalIndex
+
+if TYPE_CHECKING:
+    from fbmarket.search.hybrid import ListingTable
+
+# similar listings: the score and its parts, which add up to it
+SIMILARITY = "similarity"  # embedding/BM25 blend, min-max scaled over the candidates
+SAME_ROOT = "same_root"  # similar_root_weight * P(same root category), from the model's head
+SAME_LEAF = "same_leaf"  # similar_leaf_weight * P(same leaf category)
+SIMILAR_SCORE = "score"
+SIMILAR_COLUMNS = (S.PRODUCT_ID, SIMILARITY, SAME_ROOT, SAME_LEAF, SIMILAR_SCORE)
+
+
+class SimilarListings:
+    """Mixed into `HybridSearcher`; uses its `_selections` and `_score_candidates`."""
+
+    settings: SearchSettings
+    vectors: VectorIndex | None
+    lexical: LexicalIndex | None
+    categories: CategorySpace | None
+    table: ListingTable
+    _lock: threading.RLock
+
+    def similar(
+        self, product_id: str, k: int = 10, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        """Listings most like a given one, itself excluded, best first with their scores."""
+        frame = self.similar_scored(product_id, k, filters)
+        return list(
+            zip(frame[S.PRODUCT_ID].tolist(), frame[SIMILAR_SCORE].astype(float).tolist(), strict=True)
+        )
+
+    def similar_scored(self, product_id: str, k: int = 10, filters: Filters | None = None) -> pd.DataFrame:
+        """Listings most like a given one (columns SIMILAR_COLUMNS), itself excluded, best first.
+
+        The candidates are its embedding's neighbours and the BM25 matches of its own
+        title; `similarity` is their blend (`similar_semantic_weight`, min-max scaled; 1.0
+        is the embedding alone). With the model's category heads (`categories`), each
+        candidate also gets `similar_root_weight` * P(same root) and `similar_leaf_weight`
+        * P(same leaf), and the score is the sum of the three. Without category weights
+        and with the embedding alone the score is the cosine similarity. A listing
+        without an embedding is matched by its title alone. An unknown id raises KeyError.
+        """
+        k = check_k(k, self.settings.max_k)
+        product_id = str(product_id)
+        with self._lock:
+            mask = None
+            if filters is not None and filters.active:
+                mask = self.table.mask(filters) & (self.table.ids != product_id)
+                if not mask.any():
+                    return _similar_frame([], [])
+            title = self.table.title(product_id)
+            has_title = self.lexical is not None and isinstance(title, str) and bool(title.strip())
+            vec_allowed, lex_allowed = (None, None) if mask is None else self._selections(mask)
+            n = min(k + 1, self.settings.max_k)
+            if self.vectors is None or product_id not in self.vectors:
+                if title is None:
+                    raise KeyError(f"product {product_id!r} is not in the catalogue")
+                hits = self.lexical.search(title, n, lex_allowed) if has_title else []
+                return _similar_frame(*_unzip(hits), exclude=product_id, k=k)
+            vector = self.vectors.reconstruct(product_id)
+            weight = self.settings.similar_semantic_weight
+            use_title = weight < 1.0 and has_title
+            root_weight, leaf_weight = self._category_weights()
+            use_heads = bool(root_weight or leaf_weight)
+            if not use_title and not use_heads:
+                return _similar_frame(
+                    *_unzip(self.vectors.search(vector, n, vec_allowed)), exclude=product_id, k=k
+                )
+            pool = max(n, min(self.settings.candidates, self.settings.max_k))
+            semantic = self.vectors.search(vector, pool, vec_allowed)
+            lexical = self.lexical.search(title, pool, lex_allowed) if use_title else []
+            scored = self._score_candidates(
+                vector, title if use_title else None, semantic, lexical, len(semantic) + len(lexical), weight
+            )
+            scored = scored[scored[S.PRODUCT_ID] != product_id]
+            ids = scored[S.PRODUCT_ID].tolist()
+            same_root = same_leaf = None
+            if use_heads and ids:
+                same_root, same_leaf = self.categories.agreement(vector, self.vectors.vectors_of(ids))
+                same_root, same_leaf = root_weight * same_root, leaf_weight * same_leaf
+            return _similar_frame(ids, scored[FUSED_SCORE].to_numpy(float), same_root, same_leaf, k=k)
+
+    def _category_weights(self) -> tuple[float, float]:
+        """(root, leaf) weights of category agreement in similar(); 0 where there is no head."""
+        if self.categories is None:
+            return 0.0, 0.0
+        leaf = self.settings.similar_leaf_weight if self.categories.leaf is not None else 0.0
+        return float(self.settings.similar_root_weight), float(leaf)
+
+
+
+def _unzip(hits: list[tuple[str, float]]) -> tuple[list[str], list[float]]:
+    return [pid for pid, _ in hits], [score for _, score in hits]
+
+
+def _similar_frame(
+    ids: list[str],
+    similarity: Iterable[float],
+    same_root: np.ndarray | None = None,
+    same_leaf: np.ndarray | None = None,
+    exclude: str | None = None,
+    k: int | None = None,
+) -> pd.DataFrame:
+    """Similar-listing candidates with their score parts, best first, at most k."""
+    frame = pd.DataFrame(
+        {S.PRODUCT_ID: pd.Series(ids, dtype=object), SIMILARITY: np.asarray(list(similarity), float)}
+    )
+    frame[SAME_ROOT] = 0.0 if same_root is None else np.asarray(same_root, float)
+    frame[SAME_LEAF] = 0.0 if same_leaf is None else np.asarray(same_leaf, float)
+    frame[SIMILAR_SCORE] = frame[SIMILARITY] + frame[SAME_ROOT] + frame[SAME_LEAF]
+    if exclude is not None:
+        frame = frame[frame[S.PRODUCT_ID] != exclude]
+    order = np.lexsort((np.arange(len(frame)), -frame[SIMILAR_SCORE].to_numpy()))
+    return frame.iloc[order[:k] if k is not None else order].reset_index(drop=True)

@@ -1,0 +1,151 @@
+"""The marketplace's reads for buyers: search (words, a photo, filters), a buyer's home feed
+and similar listings, ranked for the buyer.
+
+A part of `Marketplace` (fbmarket/service.py), kept apart because it is its own job: the
+request is checked (refusing what cannot be honoured, naming the field), retrieval runs in
+fbmarket/search/, the ranker in fbmarket/recommend/, and `Marketplace._results` turns the
+ranked ids into results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from fbmarket.errors import BadRequestError, NotFoundError
+from fbmarket.recommend.buyers import Buyer, resolve_buyer
+from fbmarket.recommend.features import DISTANCE_KM
+from fbmarket.search.candidates import PHOTO_MATCH
+from fbmarket.search.filters import Filters
+from fbmarket.search.similar import SAME_LEAF, SAME_ROOT, SIMILARITY
+from fbmarket.service_types import ListingResult, SearchRequest, SearchResponse, check_request_k
+from fbmarket.text.tokenize import get_tokenizer
+
+if TYPE_CHECKING:
+    from fbmarket.config import Settings
+    from fbmarket.recommend.personalise import RankingModels
+    from fbmarket.search.hybrid import HybridSearcher
+
+
+class SearchQueries:
+    """Mixed into `Marketplace`: its model, searcher, ranking, catalogue and known users, and
+    its `_results` (ranked frame -> ListingResult)."""
+
+    model: Any
+    settings: Settings
+    searcher: HybridSearcher
+    ranking: RankingModels
+    _catalogue: Any  # recommend.features.Catalogue
+    _products: pd.DataFrame
+    _users: set[str]
+
+    def search(self, request: SearchRequest) -> SearchResponse:
+        k = check_request_k(request.k)
+        text = request.query.strip() if request.query is not None else None
+        text = text or None
+        buyer, status, notes = self._buyer(request.buyer)
+        filters = self._filters(request, buyer)
+        if text is None and request.image is None:
+            if request.buyer is None or status == "anonymous":
+                raise BadRequestError("empty query: give words, a photo, or a buyer (for a home feed)")
+            return self._feed(buyer, status, notes, k, filters)
+        if request.image is None and not get_tokenizer().tokenize(text):  # e.g. only punctuation
+            raise BadRequestError("a query needs words (letters or digits) or a photo", field="q")
+        photo = self.model.photo_query(request.image) if request.image is not None else None
+        query_vector = self.model.encode_query(text, photo_features=None if photo is None else photo.features)
+        retrieval = self.searcher.retrieve(
+            query_vector,
+            text,
+            filters,
+            n=self.settings.search.candidates,
+            photo=request.image is not None,
+            query_photo=None if photo is None else photo.features,
+            photo_root_probs=None if photo is None else photo.root_probs,
+        )
+        candidates, mode, notes = retrieval.frame, retrieval.mode, notes + retrieval.notes
+        if mode == "none":  # no known word: nothing was searched, and the note says why
+            return SearchResponse([], status, mode, notes)
+        if candidates.empty:
+            return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
+        recommendation = self.ranking.recommend(
+            buyer, self._catalogue, k=k, candidates=candidates, photo_query=mode.startswith("photo")
+        )
+        shown = recommendation.results
+        if PHOTO_MATCH in shown and shown[PHOTO_MATCH].any():
+            # counted among the results (the ranker pins every match first): candidates beyond k are not shown
+            matched, hidden = int(shown[PHOTO_MATCH].sum()), int(candidates[PHOTO_MATCH].sum())
+            more = f" ({hidden - matched} more beyond these {len(shown)})" if hidden > matched else ""
+            notes = notes + [
+                f"{matched} listing(s) show this photo (or a re-encoded, cropped or resized copy): "
+                f"shown first{more}"
+            ]
+        return SearchResponse(self._results(shown), status, mode, notes + recommendation.notes)
+
+    def recommend(self, user_id: str, k: int = 10) -> SearchResponse:
+        if str(user_id) not in self._users:
+            raise NotFoundError(f"user {user_id!r} not found")
+        buyer, status, notes = self._buyer(Buyer(user_id=str(user_id)))
+        return self._feed(buyer, status, notes, check_request_k(k), None)
+
+    def _feed(
+        self, buyer: Buyer, status: str, notes: list[str], k: int, filters: Filters | None
+    ) -> SearchResponse:
+        exclude = None
+        if filters is not None and filters.active:
+            allowed = set(self.searcher.allowed_ids(filters))
+            exclude = set(self._catalogue.ids) - allowed
+        recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, exclude=exclude)
+        return SearchResponse(
+            self._results(recommendation.results), status, "feed", notes + recommendation.notes
+        )
+
+    def similar(self, product_id: str, k: int = 10) -> list[ListingResult]:
+        k = check_request_k(k)
+        if product_id not in self._products.index:
+            raise NotFoundError(f"listing {product_id!r} not found")
+        frame = self.searcher.similar_scored(product_id, k)
+        parts = frame[[SIMILARITY, SAME_ROOT, SAME_LEAF]]
+        frame["factors"] = parts.to_dict("records")  # they add up to the score
+        frame[DISTANCE_KM] = np.nan
+        return self._results(frame)
+
+    def _buyer(self, query: Buyer | None) -> tuple[Buyer, str, list[str]]:
+        """The request's buyer resolved against the profiles: (buyer, status, notes)."""
+        if query is None:
+            return resolve_buyer(self.ranking.profiles)
+        derived = ("user_id", "known", "region")  # the profiles' to fill, never the request's
+        fields = {k: v for k, v in asdict(query).items() if k not in derived and v is not None}
+        return resolve_buyer(self.ranking.profiles, query.user_id, **fields)
+
+    def _filters(self, request: SearchRequest, buyer: Buyer) -> Filters:
+        """The request's filters, refusing what cannot be honoured (HTTP 422) instead of
+        returning nothing: a category no listing or model class has, a distance limit
+        around a location that could not be placed."""
+        if request.max_distance_km is not None and not buyer.has_location:
+            given = request.buyer.location if request.buyer is not None else None
+            if given or buyer.location:
+                whose = "location" if given else f"the location of user {buyer.user_id!r}"
+                raise BadRequestError(
+                    f"{whose} {given or buyer.location!r} could not be placed (no UK town or county "
+                    "of that name in the offline gazetteer), so max_distance_km cannot be applied: "
+                    'give a known town ("Leeds" or "Leeds, West Yorkshire") or lat and lon',
+                    field="location",
+                    reason="location_not_placed",
+                )
+            raise BadRequestError(
+                "max_distance_km needs the buyer's location (lat/lon, location or a known user)",
+                field="max_distance_km",
+            )
+        if request.category:  # UnknownCategoryError: the 422 on `category` with the valid roots
+            self.searcher.check_category(request.category, roots=self.model.classes)
+        return Filters(  # refuses impossible bounds itself (BadRequestError)
+            category=request.category or None,
+            min_price=request.min_price,
+            max_price=request.max_price,
+            latitude=buyer.latitude if request.max_distance_km is not None else None,
+            longitude=buyer.longitude if request.max_distance_km is not None else None,
+            max_km=request.max_distance_km,
+        )

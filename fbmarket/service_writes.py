@@ -1,0 +1,185 @@
+"""The marketplace's writes: a seller's listing created, changed or deleted, and batches
+ingested (`fbmarket index`).
+
+A part of `Marketplace` (fbmarket/service.py), kept apart because it is its own job. Each
+write cleans the listing with the batch rules (fbmarket/data/listing.py), encodes it, looks
+for duplicates, then writes the database (one transaction) and only then the in-memory
+indexes, under the marketplace's write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from fbmarket.data import schema as S
+from fbmarket.data.listing import (
+    PreparedListing,
+    clean_listing,
+    clean_photos,
+    first_image,
+    no_photos,
+    remove_photo_files,
+    require_title,
+)
+from fbmarket.errors import AlreadyExistsError, NotFoundError
+from fbmarket.service_types import ListingInput
+
+if TYPE_CHECKING:
+    from fbmarket.config import Settings
+    from fbmarket.data.store import Store
+    from fbmarket.search.hybrid import HybridSearcher
+
+log = logging.getLogger(__name__)
+
+
+class ListingWrites:
+    """Mixed into `Marketplace`: its store, model, searcher and in-memory listing table, and
+    its `_set_products`, `_after_write`, `predict_category`, `_seller_category`,
+    `_find_duplicates`, `duplicate_cards` and `get_listing`."""
+
+    settings: Settings
+    store: Store
+    model: Any
+    searcher: HybridSearcher
+    _products: pd.DataFrame
+    _photo_count: dict[str, int]
+    _write_lock: threading.RLock
+
+    def create_listing(self, listing: ListingInput, photos: list[bytes]) -> dict[str, Any]:
+        """Save a new listing; the result also lists its `possible_duplicates` (it is created anyway)."""
+        product_id = listing.product_id or uuid.uuid4().hex
+        if listing.product_id and product_id in self._products.index:
+            raise _already_exists(product_id)  # early, before any work; checked again under the lock
+        return self._save(replace(listing, product_id=product_id), photos, replace_photos=True, creating=True)
+
+    def update_listing(
+        self, product_id: str, listing: ListingInput, photos: list[bytes] | None
+    ) -> dict[str, Any]:
+        """Change a listing; the result also lists its `possible_duplicates` (never itself)."""
+        if product_id not in self._products.index:
+            raise NotFoundError(f"listing {product_id!r} not found")
+        return self._save(
+            replace(listing, product_id=product_id), photos, replace_photos=photos is not None, creating=False
+        )
+
+    def delete_listing(self, product_id: str) -> None:
+        with self._write_lock:
+            if not self.store.delete_listing(product_id):
+                raise NotFoundError(f"listing {product_id!r} not found")
+            self.searcher.remove_products([product_id])
+            self._set_products(self._products.drop(index=product_id, errors="ignore"))
+            self._photo_count.pop(product_id, None)
+            self._after_write()
+
+    def ingest(self, products: pd.DataFrame, photos: pd.DataFrame, show_progress: bool = False) -> int:
+        """Add or replace a batch of clean listings (`fbmarket index`); returns how many."""
+        if products.empty:
+            return 0
+        encoded = self.model.encode_listings(products, photos, show_progress=show_progress)
+        vectors = encoded.embeddings
+        ids = products[S.PRODUCT_ID].astype(str).tolist()
+        with self._write_lock:
+            self.store.upsert_listings(products, photos)
+            self.store.upsert_embeddings(ids, vectors, self.model.version)
+            self.searcher.add_products(products, vectors, encoded.photo_vectors, encoded.has_photo)
+            table = self._products.drop(index=ids, errors="ignore")
+            self._set_products(pd.concat([table, products.set_index(S.PRODUCT_ID, drop=False)]))
+            for pid in ids:  # recounted from the database on their next appearance in results
+                self._photo_count.pop(pid, None)
+            self.save_index()
+        return len(ids)
+
+    def _prepare(
+        self, listing: ListingInput, photos: list[bytes] | None, stored_photos: bool, folder: Path | None = None
+    ) -> PreparedListing:
+        """Clean the listing and its photos (copies into `folder`, the upload cache by default)
+        and encode it; nothing reaches the database. `stored_photos`: without new photos, a
+        stored listing keeps its own. On failure the new photo copies are removed."""
+        require_title(listing.title)  # before any photo is decoded or a category predicted
+        product_id = str(listing.product_id)
+        cleaned_photos = None
+        if photos is not None:
+            folder = folder or self.settings.cache_dir / f"uploads_{self.settings.data.image_size}"
+            cleaned_photos = clean_photos(product_id, photos, folder, self.settings.data)
+        elif stored_photos and product_id in self._products.index:
+            cleaned_photos = self.store.images_frame([product_id])
+        # the new photos' cleaned copies are on disk now: a refused listing must not leave them there
+        written = cleaned_photos if photos is not None else None
+        try:
+            image = first_image(cleaned_photos)
+            category = self._seller_category(listing.category)
+            if not category:
+                text = f"{listing.title}. {listing.description}"
+                category = self.predict_category(text, image, top=1)[0][0]
+            root = category.split("/")[0].strip()
+            product = clean_listing(listing, category, cleaned_photos, self.settings.data)
+            encoded = self.model.encode_listings(
+                product,
+                cleaned_photos if cleaned_photos is not None else no_photos(),
+                use_cache=False,
+            )
+            if "/" not in category:
+                # The category model names only the root; the catalogue's listings carry full
+                # paths, and leaf filters, similar listings and the price model read the leaf.
+                # The embedding reads no category, so the leaf head's choice needs no re-encoding.
+                leaf = self.model.predict_leaf(encoded.embeddings, root)
+                if leaf is not None:
+                    product = clean_listing(listing, leaf, cleaned_photos, self.settings.data)
+        except BaseException:
+            remove_photo_files(written)
+            raise
+        return PreparedListing(product, cleaned_photos, written, encoded)
+
+    def _save(
+        self, listing: ListingInput, photos: list[bytes] | None, replace_photos: bool, creating: bool
+    ) -> dict[str, Any]:
+        """Clean, embed, look for duplicates, then database (one transaction), then the in-memory
+        indexes. Duplicates are looked for before the write (the listing is not its own) and
+        outside the write lock: a few milliseconds that never hold up other writers."""
+        product_id = str(listing.product_id)
+        prepared = self._prepare(listing, photos, stored_photos=True)
+        product, cleaned_photos, written, encoded = (
+            prepared.product,
+            prepared.cleaned_photos,
+            prepared.written,
+            prepared.encoded,
+        )
+        try:
+            matches = self._find_duplicates(prepared, [product_id])
+        except Exception:  # the check is advice: a failure of it must not refuse the listing
+            log.exception("looking for duplicates of %s failed", product_id)
+            matches = []
+        vector = encoded.embeddings
+        with self._write_lock:
+            try:
+                # Checked again here: two creates of one id (or an edit racing a delete) both
+                # passed the early check, and the second must not overwrite the first.
+                if creating and product_id in self._products.index:
+                    raise _already_exists(product_id)
+                if not creating and product_id not in self._products.index:
+                    raise NotFoundError(f"listing {product_id!r} not found")
+                self.store.save_listing(
+                    product, cleaned_photos, vector, self.model.version, replace_photos=replace_photos
+                )
+            except BaseException:
+                remove_photo_files(written)
+                raise
+            self.searcher.add_products(product, vector, encoded.photo_vectors, encoded.has_photo)
+            table = self._products.drop(index=product_id, errors="ignore")
+            self._set_products(pd.concat([table, product.set_index(S.PRODUCT_ID, drop=False)]))
+            self._photo_count[product_id] = 0 if cleaned_photos is None else len(cleaned_photos)
+            self._after_write()
+        return self.get_listing(product_id) | {"possible_duplicates": self.duplicate_cards(matches)}
+
+
+def _already_exists(product_id: str) -> AlreadyExistsError:
+    return AlreadyExistsError(
+        f"product_id: listing {product_id!r} already exists: use PUT to change it", field="product_id"
+    )
