@@ -70,7 +70,7 @@ class SearchQueries:
             return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
-        recommendation = self.ranking.recommend(
+        recommendation = self.ranking.personalise(
             buyer, self._catalogue, k=k, candidates=candidates, photo_query=mode.startswith("photo")
         )
         shown = recommendation.results
@@ -97,7 +97,7 @@ class SearchQueries:
         if filters is not None and filters.active:
             allowed = set(self.searcher.allowed_ids(filters))
             exclude = set(self._catalogue.ids) - allowed
-        recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, exclude=exclude)
+        recommendation = self.ranking.personalise(buyer, self._catalogue, k=k, exclude=exclude)
         return SearchResponse(
             self._results(recommendation.results), status, "feed", notes + recommendation.notes
         )
