@@ -58,9 +58,9 @@ sys.path.insert(0, str(REPO))
 from fbmarket.config import SearchSettings, Settings  # noqa: E402
 from fbmarket.data import schema as S  # noqa: E402
 from fbmarket.data.store import Store  # noqa: E402
+from fbmarket.layout import BundleLayout  # noqa: E402
 from fbmarket.search.lexical import tokenize  # noqa: E402
 from fbmarket.service import (  # noqa: E402
-    SETTINGS_FILE,
     BuyerQuery,
     ListingResult,
     Marketplace,
@@ -72,7 +72,7 @@ DEFAULT_PLOT = REPO / "readme_images" / "latency_vs_catalogue.png"
 WARMUP = 20
 JITTER = 0.3  # noise norm relative to the unit embedding: cosine to the original ~ 1 / sqrt(1 + 0.09)
 WRITE_CHUNK = 5000
-BUNDLE_FILES = ("bundle.json", SETTINGS_FILE)
+BUNDLE_FILES = ("manifest", "settings")  # BundleLayout's names of the files copied as they are
 BAR_MS = 20.0
 
 
@@ -83,7 +83,7 @@ def make_catalogue(source: Path, target: Path, n: int, factory: str, seed: int) 
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for name in BUNDLE_FILES:
-        shutil.copy2(source / name, target / name)
+        shutil.copy2(getattr(BundleLayout(source), name), getattr(BundleLayout(target), name))
     (target / "model").symlink_to((source / "model").resolve(), target_is_directory=True)
     if (source / "cache").is_dir():  # photo paths are stored relative to the bundle
         (target / "cache").symlink_to((source / "cache").resolve(), target_is_directory=True)
@@ -92,12 +92,12 @@ def make_catalogue(source: Path, target: Path, n: int, factory: str, seed: int) 
     # sqlite3's backup API copies a consistent snapshot even if the file is open elsewhere
     with sqlite3.connect(source / "fbmarket.db") as src, sqlite3.connect(target / "fbmarket.db") as dst:
         src.backup(dst)
-    settings = Settings.load(target / SETTINGS_FILE)
+    settings = Settings.load(BundleLayout(target).settings)
     settings.out_dir = target
     settings.database_url = None
     settings.search.index_factory = factory
     settings.search.large_index_factory = ""  # this factory at every size
-    settings.save(target / SETTINGS_FILE)
+    settings.save(BundleLayout(target).settings)
 
     store = Store(f"sqlite:///{target / 'fbmarket.db'}")
     try:
@@ -414,11 +414,11 @@ def copy_catalogue(source: Path, target: Path, factory: str) -> None:
     shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns("index", "fbmarket.db*"))
     with sqlite3.connect(source / "fbmarket.db") as src, sqlite3.connect(target / "fbmarket.db") as dst:
         src.backup(dst)
-    settings = Settings.load(target / SETTINGS_FILE)
+    settings = Settings.load(BundleLayout(target).settings)
     settings.out_dir = target
     settings.search.index_factory = factory
     settings.search.large_index_factory = ""
-    settings.save(target / SETTINGS_FILE)
+    settings.save(BundleLayout(target).settings)
 
 
 def _slug(factory: str) -> str:
@@ -498,7 +498,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG to draw; '' for none")
     args = parser.parse_args()
-    if not (args.bundle / SETTINGS_FILE).is_file() or not (args.bundle / "fbmarket.db").is_file():
+    if not BundleLayout(args.bundle).settings.is_file() or not (args.bundle / "fbmarket.db").is_file():
         print(f"SKIP: {args.bundle} is not a trained bundle with a database (run python main.py)")
         return 0
     temp = None

@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fbmarket.config import Settings  # noqa: E402
-from fbmarket.fusion.train import train_bundle  # noqa: E402
 from fbmarket.pipeline import prepare_data  # noqa: E402
+from fbmarket.training import train_bundle  # noqa: E402
 from fbmarket.workflow import RunState, stage_index, stage_ranking  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
@@ -89,7 +89,7 @@ def main() -> int:
     result = train_bundle(prepared, settings, settings.out_dir, show_progress=not args.quiet)
     wall = time.perf_counter() - started
     if args.serving_bundle:
-        state = RunState(settings, show_progress=not args.quiet, prepared=prepared)
+        state = RunState(settings, show_progress=not args.quiet, prepared=prepared, bundle=result.bundle)
         for stage in (stage_index, stage_ranking):
             stage(state)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -31,6 +31,7 @@ from fbmarket.data.features import add_features
 from fbmarket.data.images import clean_image, open_image
 from fbmarket.data.split import hash_split
 from fbmarket.data.store import Store, images, users
+from fbmarket.layout import DATABASE_FILE, BundleLayout
 from fbmarket.price.model import round_gbp
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
@@ -59,13 +60,8 @@ from fbmarket.search.lexical import LexicalIndex
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE = "settings.json"
-INDEX_FILE = "index/vectors.faiss"
-PHOTO_INDEX_FILE = "index/photos.faiss"  # pooled photo features of each listing with photos
-RANKING_DIR = "ranking"
 MAX_K = 100
 INDEX_SAVE_EVERY = 25  # live writes between index saves (the database is the truth in between)
-DATABASE_FILE = "fbmarket.db"  # the default SQLite database inside a bundle (Settings.db_url)
 EMBED_CHUNK = 2048  # listings embedded per database write when opening a bundle
 
 
@@ -252,12 +248,12 @@ class Marketplace:
             embed_error = f"{type(error).__name__}: {error}"
         ids, vectors = store.load_embeddings(model.version)
         vector_index = load_or_rebuild_index(
-            bundle_dir / INDEX_FILE, ids, vectors, settings, model.embedding_dim
+            BundleLayout(bundle_dir).vector_index, ids, vectors, settings, model.embedding_dim
         )
         lexical = LexicalIndex.from_products(products, settings.search)
         try:
             photo_index = load_or_rebuild_photo_index(
-                bundle_dir / PHOTO_INDEX_FILE, products, store, model, settings
+                BundleLayout(bundle_dir).photo_index, products, store, model, settings
             )
         except Exception:  # photo search falls back to the query embedding; words are unaffected
             log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
@@ -271,7 +267,7 @@ class Marketplace:
             photos=photo_index,
             query_vocabulary=query_vocabulary(bundle_dir),
         )
-        ranking_dir = bundle_dir / RANKING_DIR
+        ranking_dir = BundleLayout(bundle_dir).ranking_dir
         if (ranking_dir / "profiles.json").is_file():
             ranking = RankingModels.load(ranking_dir)
         else:
@@ -325,9 +321,9 @@ class Marketplace:
 
     def save_index(self) -> None:
         if self.searcher.vectors is not None:
-            self.searcher.vectors.save(self.bundle_dir / INDEX_FILE)
+            self.searcher.vectors.save(BundleLayout(self.bundle_dir).vector_index)
         if self.searcher.photos is not None:
-            self.searcher.photos.save(self.bundle_dir / PHOTO_INDEX_FILE)
+            self.searcher.photos.save(BundleLayout(self.bundle_dir).photo_index)
         self._writes_since_save = 0
 
     def _known_users(self) -> set[str]:
@@ -1134,12 +1130,13 @@ def load_bundle_settings(bundle_dir: Path | str) -> Settings:
     own database, never the old place (where SQLite would silently create an empty file).
     """
     bundle_dir = Path(os.path.abspath(bundle_dir))
-    if not (bundle_dir / SETTINGS_FILE).is_file():
+    settings_file = BundleLayout(bundle_dir).settings
+    if not settings_file.is_file():
         raise FileNotFoundError(
-            f"{bundle_dir} is not a model bundle (no {SETTINGS_FILE}): train one with "
+            f"{bundle_dir} is not a model bundle (no {settings_file.name}): train one with "
             "`fbmarket train` or `python main.py`"
         )
-    settings = Settings.load(bundle_dir / SETTINGS_FILE)
+    settings = Settings.load(settings_file)
     saved_out_dir = settings.out_dir
     settings.out_dir = bundle_dir
     if _is_bundle_database(settings.database_url, saved_out_dir, bundle_dir):
@@ -1199,9 +1196,9 @@ def query_vocabulary(bundle_dir: Path) -> QueryVocabulary | None:
     None (every query vector used, as before) when the file is missing or unreadable.
     """
     from fbmarket.text.tokenize import get_tokenizer
-    from fbmarket.text.word2vec import OOV, PAD, VOCAB_FILE, Vocabulary
+    from fbmarket.text.word2vec import OOV, PAD, Vocabulary
 
-    path = bundle_dir / "model" / VOCAB_FILE
+    path = BundleLayout(bundle_dir).vocabulary
     try:
         tokens = Vocabulary.load(path).tokens
     except (OSError, ValueError, KeyError, TypeError) as error:
