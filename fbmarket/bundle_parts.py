@@ -30,7 +30,8 @@ _UNREAD = object()  # an optional part whose file was not looked at yet
 
 
 class BundleParts:
-    """A trained model bundle, in memory: for serving, evaluation and saving. Thread-safe for reads.
+    """What a trained bundle holds, in memory (serving, evaluation and `save` read it). Thread-safe
+    for reads.
 
     `parts` holds the text-only model, the photo backbone and the image head (PARTS), or a
     function that loads one on first use (a loaded bundle's lazy parts). The optional
@@ -55,9 +56,9 @@ class BundleParts:
         price_error: str | None = None,
         duplicate_rule: DuplicateRule | None | object = _UNREAD,
         leaves: list[str] | None | object = _UNREAD,
-        word2vec: Any = None,
-        vocabulary: Any = None,
-        settings: Any = None,
+        word2vec: Any = None,  # gensim KeyedVectors (not imported here: serving never needs gensim)
+        vocabulary: Any = None,  # fbmarket.text.word2vec.Vocabulary
+        settings: Any = None,  # fbmarket.config.Settings of the run
     ):
         self.layout = layout if isinstance(layout, BundleLayout) else BundleLayout(Path(layout))
         self.manifest = manifest
