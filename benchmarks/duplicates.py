@@ -88,7 +88,7 @@ def load_catalogue(bundle_dir: Path, model: Any) -> tuple[Catalogue, pd.DataFram
         ids, embeddings = store.load_embeddings(model.version)
     finally:
         store.close()
-    split = json.loads((bundle_dir / "split.json").read_text())
+    split = json.loads(BundleLayout(bundle_dir).split.read_text())
     split = split.get("assignments", split) if isinstance(split, dict) else split
     products[S.SPLIT] = products[S.PRODUCT_ID].astype(str).map(split)
     products = products.set_index(products[S.PRODUCT_ID].astype(str), drop=False).loc[ids].reset_index(drop=True)
@@ -364,7 +364,9 @@ def main() -> int:
         "model/duplicates.json into the bundle (for a bundle trained before the rule; use a copy)",
     )
     args = parser.parse_args()
-    if not (args.bundle / "bundle.json").is_file():
+    from fbmarket.layout import BundleLayout
+
+    if not BundleLayout(args.bundle).manifest.is_file():
         print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
         return 0
     from fbmarket.bundle import Bundle
@@ -375,7 +377,6 @@ def main() -> int:
     catalogue, products, images, settings = load_catalogue(args.bundle, model)
     if args.fit_rule:
         fit_rule_into(args.bundle, model, catalogue, products, images, settings)
-        model = Bundle.load(args.bundle)
     chosen = model.duplicate_rule
     if chosen is None:
         print("note: the bundle has no model/duplicates.json: using the DuplicateSettings default")

@@ -59,6 +59,7 @@ sys.path.insert(0, str(REPO))
 from fbmarket.config import SearchSettings, Settings  # noqa: E402
 from fbmarket.data import schema as S  # noqa: E402
 from fbmarket.data.store import Store  # noqa: E402
+from fbmarket.layout import BundleLayout  # noqa: E402
 from fbmarket.search.categories import CategorySpace  # noqa: E402
 from fbmarket.search.hybrid import (  # noqa: E402
     LEXICAL_RANK,
@@ -281,13 +282,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    if not (args.bundle / "bundle.json").is_file() or not (args.bundle / "settings.json").is_file():
+    if not BundleLayout(args.bundle).manifest.is_file() or not BundleLayout(args.bundle).settings.is_file():
         print(f"SKIP: {args.bundle} is not a trained bundle (python main.py --data DIR --out {args.bundle})")
         return 0
     from fbmarket.bundle import Bundle
 
     started = time.perf_counter()
-    settings = Settings.load(args.bundle / "settings.json")
+    settings = Settings.load(BundleLayout(args.bundle).settings)
     settings.out_dir = args.bundle
     if settings.data_dir is None:
         print("note: this bundle was trained on the synthetic marketplace, not the real dev data")
