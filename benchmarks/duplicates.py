@@ -74,7 +74,8 @@ BARS = {"precision": 0.95, "recall": 0.90, "p99_ms": 50.0}
 def load_catalogue(bundle_dir: Path, model: Any) -> tuple[Catalogue, pd.DataFrame, pd.DataFrame, Any]:
     """The served state, read only: listings and photos from the database, embeddings of the
     bundle's model from the database, pooled photo vectors from the saved photo index."""
-    from fbmarket.service import PHOTO_INDEX_FILE, load_bundle_settings
+    from fbmarket.layout import BundleLayout
+    from fbmarket.service import load_bundle_settings
 
     settings = load_bundle_settings(bundle_dir)
     store = Store(settings.db_url, root=bundle_dir)
@@ -84,11 +85,11 @@ def load_catalogue(bundle_dir: Path, model: Any) -> tuple[Catalogue, pd.DataFram
         ids, embeddings = store.load_embeddings(model.version)
     finally:
         store.close()
-    split = json.loads((bundle_dir / "split.json").read_text())
+    split = json.loads(BundleLayout(bundle_dir).split.read_text())
     split = split.get("assignments", split) if isinstance(split, dict) else split
     products[S.SPLIT] = products[S.PRODUCT_ID].astype(str).map(split)
     products = products.set_index(products[S.PRODUCT_ID].astype(str), drop=False).loc[ids].reset_index(drop=True)
-    photos = VectorIndex.load(bundle_dir / PHOTO_INDEX_FILE, settings.search)
+    photos = VectorIndex.load(BundleLayout(bundle_dir).photo_index, settings.search)
     has_photo = np.array([pid in photos for pid in ids], bool)
     photo_vectors = np.zeros((len(ids), photos.dim), np.float32)
     photo_vectors[has_photo] = photos.vectors_of([pid for pid, h in zip(ids, has_photo, strict=True) if h])
@@ -320,10 +321,10 @@ def write_table(path: Path, result: dict[str, Any]) -> None:
 def fit_rule_into(
     bundle_dir: Path, model: Any, catalogue: Catalogue, products: pd.DataFrame, images: pd.DataFrame, settings: Any
 ) -> None:
-    """The train hook's fit (fusion/train.py fit_duplicate_rule) on a finished bundle: the same
-    validation sample and seed; the catalogue read from the database instead of training's arrays."""
+    """The train hook's fit (training/steps.py fit_duplicate_rule) on a finished bundle: the same
+    validation sample and seed; the catalogue read from the database instead of training's arrays.
+    `model` is the bundle loaded from `bundle_dir`; the rule is saved with it (`Bundle.save`)."""
     from fbmarket.search.duplicate_training import fit_on_split
-    from fbmarket.search.duplicates import RULE_FILE
 
     scratch = Path(tempfile.mkdtemp(prefix="fbmarket-dups-fit-"))
     started = time.perf_counter()
@@ -334,11 +335,9 @@ def fit_rule_into(
         )  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    rule.save(bundle_dir / "model" / RULE_FILE)
-    manifest = json.loads((bundle_dir / "bundle.json").read_text())
-    manifest["files"]["duplicates"] = f"model/{RULE_FILE}"
-    manifest["duplicates"] = rule.to_json()
-    (bundle_dir / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    model.duplicate_rule = rule
+    model.manifest["duplicates"] = rule.to_json()
+    model.save(bundle_dir)
     print(f"rule fit on the validation split in {time.perf_counter() - started:.1f} s:")
     print(json.dumps(rule.to_json(), indent=2, default=str)[:3000])
 
@@ -358,7 +357,9 @@ def main() -> int:
         "model/duplicates.json into the bundle (for a bundle trained before the rule; use a copy)",
     )
     args = parser.parse_args()
-    if not (args.bundle / "bundle.json").is_file():
+    from fbmarket.layout import BundleLayout
+
+    if not BundleLayout(args.bundle).manifest.is_file():
         print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
         return 0
     from fbmarket.bundle import Bundle
@@ -369,7 +370,6 @@ def main() -> int:
     catalogue, products, images, settings = load_catalogue(args.bundle, model)
     if args.fit_rule:
         fit_rule_into(args.bundle, model, catalogue, products, images, settings)
-        model = Bundle.load(args.bundle)
     chosen = model.duplicate_rule
     if chosen is None:
         print("note: the bundle has no model/duplicates.json: using the DuplicateSettings default")

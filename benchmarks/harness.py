@@ -88,7 +88,9 @@ def free_port() -> int:
 
 def build_bundle(out_dir: Path, products: int, seed: int = 42) -> Path:
     """Train the quick pipeline on `products` synthetic listings into `out_dir` (skipped if it exists)."""
-    if (out_dir / "settings.json").is_file():
+    from fbmarket.layout import BundleLayout
+
+    if BundleLayout(out_dir).settings.is_file():
         print(f"using the bundle already in {out_dir}")
         return out_dir
     from fbmarket.config import Settings

@@ -39,6 +39,7 @@ from sklearn.metrics import f1_score
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
+from fbmarket.layout import BundleLayout
 from fbmarket.text.tfidf import TfidfClassifier, product_text
 
 DEFAULT_OUT = RESULTS / "late_fusion.json"
@@ -119,19 +120,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--boot", type=int, default=2000, help="paired bootstrap draws")
     args = parser.parse_args()
-    if not (args.bundle / "bundle.json").is_file():
+    if not BundleLayout(args.bundle).manifest.is_file():
         print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
         return 0
     from fbmarket.bundle import Bundle
 
     started = time.perf_counter()
-    settings = Settings.load(args.bundle / "settings.json")
+    settings = Settings.load(BundleLayout(args.bundle).settings)
     settings.out_dir = args.bundle
     model = Bundle.load(args.bundle)
     store = Store(settings.db_url, root=args.bundle)
     products = store.listings_frame()
     images = store.images_frame()
-    split = json.loads((args.bundle / "split.json").read_text())
+    split = json.loads(BundleLayout(args.bundle).split.read_text())
     split = split.get("assignments", split) if isinstance(split, dict) else split
     products[S.SPLIT] = products[S.PRODUCT_ID].astype(str).map(split)
     products = products[products[S.ROOT_CATEGORY].isin(model.classes)]

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
+from fbmarket.layout import BundleLayout
 from fbmarket.search.hybrid import HybridSearcher
 from fbmarket.search.index import VectorIndex
 
@@ -89,20 +90,20 @@ def main() -> int:
     parser.add_argument("--served", type=int, default=0, help="test photos also run through Marketplace.search")
     parser.add_argument("--limit", type=int, default=0, help="at most this many queries per split (0: all)")
     args = parser.parse_args()
-    if not (args.bundle / "bundle.json").is_file():
+    if not BundleLayout(args.bundle).manifest.is_file():
         print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
         return 0
     from fbmarket.bundle import Bundle
 
     started = time.perf_counter()
-    settings = Settings.load(args.bundle / "settings.json")
+    settings = Settings.load(BundleLayout(args.bundle).settings)
     settings.out_dir = args.bundle
     model = Bundle.load(args.bundle)
     store = Store(settings.db_url, root=args.bundle)  # photo paths are stored relative to the bundle
     products = store.listings_frame()
     images = store.images_frame()
     store.close()
-    split = json.loads((args.bundle / "split.json").read_text())
+    split = json.loads(BundleLayout(args.bundle).split.read_text())
     split = split.get("assignments", split) if isinstance(split, dict) else split
     products[S.SPLIT] = products[S.PRODUCT_ID].astype(str).map(split)
     encoded = model.encode_listings(products, images, show_progress=True)

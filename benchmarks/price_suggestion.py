@@ -48,6 +48,7 @@ from harness import REPO, RESULTS, write_json
 from fbmarket.config import PriceSettings, Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
+from fbmarket.layout import BundleLayout
 from fbmarket.price.conformal import conformal_offset
 from fbmarket.price.features import ROOT, PriceFeatureSpec
 from fbmarket.price.metrics import suggestion_metrics
@@ -63,14 +64,14 @@ DEFAULT_OUT = RESULTS / "price_suggestion.json"
 
 
 def load_listings(bundle_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    settings = Settings.load(bundle_dir / "settings.json")
+    settings = Settings.load(BundleLayout(bundle_dir).settings)
     settings.out_dir = bundle_dir
     store = Store(settings.db_url, root=bundle_dir)
     try:
         products, images = store.listings_frame(), store.images_frame()
     finally:
         store.close()
-    split = json.loads((bundle_dir / "split.json").read_text())
+    split = json.loads(BundleLayout(bundle_dir).split.read_text())
     split = split.get("assignments", split) if isinstance(split, dict) else split
     products[S.SPLIT] = products[S.PRODUCT_ID].astype(str).map(split)
     products = products[products[S.SPLIT].isin(S.SPLITS)].reset_index(drop=True)
@@ -166,7 +167,7 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    if not (args.bundle / "bundle.json").is_file():
+    if not BundleLayout(args.bundle).manifest.is_file():
         print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
         return 0
     started = time.perf_counter()

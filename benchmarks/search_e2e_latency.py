@@ -55,10 +55,10 @@ from tqdm.auto import tqdm
 from fbmarket.config import SearchSettings, Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
+from fbmarket.layout import BundleLayout
 from fbmarket.recommend.buyers import Buyer
 from fbmarket.search.lexical import tokenize
 from fbmarket.service import (
-    SETTINGS_FILE,
     ListingResult,
     Marketplace,
     SearchRequest,
@@ -69,7 +69,7 @@ DEFAULT_PLOT = REPO / "readme_images" / "latency_vs_catalogue.png"
 WARMUP = 20
 JITTER = 0.3  # noise norm relative to the unit embedding: cosine to the original ~ 1 / sqrt(1 + 0.09)
 WRITE_CHUNK = 5000
-BUNDLE_FILES = ("bundle.json", SETTINGS_FILE)
+BUNDLE_FILES = ("manifest", "settings")  # BundleLayout's names of the files copied as they are
 BAR_MS = 20.0
 
 
@@ -79,32 +79,33 @@ def make_catalogue(source: Path, target: Path, n: int, factory: str, seed: int) 
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
+    old, new = BundleLayout(source), BundleLayout(target)
     for name in BUNDLE_FILES:
-        shutil.copy2(source / name, target / name)
-    (target / "model").symlink_to((source / "model").resolve(), target_is_directory=True)
-    if (source / "cache").is_dir():  # photo paths are stored relative to the bundle
-        (target / "cache").symlink_to((source / "cache").resolve(), target_is_directory=True)
-    if (source / "ranking").is_dir():
-        shutil.copytree(source / "ranking", target / "ranking")
+        shutil.copy2(getattr(old, name), getattr(new, name))
+    new.model_dir.symlink_to(old.model_dir.resolve(), target_is_directory=True)
+    if old.cache_dir.is_dir():  # photo paths are stored relative to the bundle
+        new.cache_dir.symlink_to(old.cache_dir.resolve(), target_is_directory=True)
+    if old.ranking_dir.is_dir():
+        shutil.copytree(old.ranking_dir, new.ranking_dir)
     # sqlite3's backup API copies a consistent snapshot even if the file is open elsewhere
-    with sqlite3.connect(source / "fbmarket.db") as src, sqlite3.connect(target / "fbmarket.db") as dst:
+    with sqlite3.connect(old.database) as src, sqlite3.connect(new.database) as dst:
         src.backup(dst)
-    settings = Settings.load(target / SETTINGS_FILE)
+    settings = Settings.load(new.settings)
     settings.out_dir = target
     settings.database_url = None
     settings.search.index_factory = factory
     settings.search.large_index_factory = ""  # this factory at every size
-    settings.save(target / SETTINGS_FILE)
+    settings.save(new.settings)
 
-    store = Store(f"sqlite:///{target / 'fbmarket.db'}")
+    store = Store(f"sqlite:///{new.database}")
     try:
         products = store.listings_frame()
         photos = store.images_frame()
         ids, vectors = store.load_embeddings()
-        version = _model_version(target / "fbmarket.db")
+        version = _model_version(new.database)
         products = products[products[S.PRODUCT_ID].isin(set(ids))].reset_index(drop=True)
         if n <= len(products):
-            _keep_only(target / "fbmarket.db", products[S.PRODUCT_ID].iloc[:n].tolist())
+            _keep_only(new.database, products[S.PRODUCT_ID].iloc[:n].tolist())
             return
         position = {pid: i for i, pid in enumerate(ids)}
         base_vectors = vectors[[position[pid] for pid in products[S.PRODUCT_ID]]]
@@ -401,13 +402,13 @@ def copy_catalogue(source: Path, target: Path, factory: str) -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns("index", "fbmarket.db*"))
-    with sqlite3.connect(source / "fbmarket.db") as src, sqlite3.connect(target / "fbmarket.db") as dst:
+    with sqlite3.connect(BundleLayout(source).database) as src, sqlite3.connect(BundleLayout(target).database) as dst:
         src.backup(dst)
-    settings = Settings.load(target / SETTINGS_FILE)
+    settings = Settings.load(BundleLayout(target).settings)
     settings.out_dir = target
     settings.search.index_factory = factory
     settings.search.large_index_factory = ""
-    settings.save(target / SETTINGS_FILE)
+    settings.save(BundleLayout(target).settings)
 
 
 def _slug(factory: str) -> str:
@@ -487,7 +488,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG to draw; '' for none")
     args = parser.parse_args()
-    if not (args.bundle / SETTINGS_FILE).is_file() or not (args.bundle / "fbmarket.db").is_file():
+    if not BundleLayout(args.bundle).settings.is_file() or not BundleLayout(args.bundle).database.is_file():
         print(f"SKIP: {args.bundle} is not a trained bundle with a database (run python main.py)")
         return 0
     temp = None

@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from fbmarket.config import SearchSettings, Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
+from fbmarket.layout import BundleLayout
 from fbmarket.search.categories import CategorySpace
 from fbmarket.search.hybrid import (
     LEXICAL_RANK,
@@ -279,13 +280,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    if not (args.bundle / "bundle.json").is_file() or not (args.bundle / "settings.json").is_file():
+    if not BundleLayout(args.bundle).manifest.is_file() or not BundleLayout(args.bundle).settings.is_file():
         print(f"SKIP: {args.bundle} is not a trained bundle (python main.py --data DIR --out {args.bundle})")
         return 0
     from fbmarket.bundle import Bundle
 
     started = time.perf_counter()
-    settings = Settings.load(args.bundle / "settings.json")
+    settings = Settings.load(BundleLayout(args.bundle).settings)
     settings.out_dir = args.bundle
     if settings.data_dir is None:
         print("note: this bundle was trained on the synthetic marketplace, not the real dev data")

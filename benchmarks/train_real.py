@@ -32,8 +32,8 @@ from harness import DEV_DATA, REPO, RESULTS, write_json
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fbmarket.config import Settings
-from fbmarket.fusion.train import train_bundle
 from fbmarket.pipeline import prepare_data
+from fbmarket.training import train_bundle
 from fbmarket.workflow import RunState, stage_index, stage_ranking
 
 DEFAULT_DATA = DEV_DATA
@@ -88,7 +88,7 @@ def main() -> int:
     result = train_bundle(prepared, settings, settings.out_dir, show_progress=not args.quiet)
     wall = time.perf_counter() - started
     if args.serving_bundle:
-        state = RunState(settings, show_progress=not args.quiet, prepared=prepared)
+        state = RunState(settings, show_progress=not args.quiet, prepared=prepared, bundle=result.bundle)
         for stage in (stage_index, stage_ranking):
             stage(state)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

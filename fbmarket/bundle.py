@@ -1,26 +1,12 @@
 """The model bundle: everything needed to serve, loadable on another machine (no pickle).
 
-Layout under the bundle folder (`artifacts/` by default):
+`Bundle` is the in-memory bundle; `Bundle.save(dir)` writes it and `Bundle.load(dir)`
+reads it back, as `save_pretrained` / `from_pretrained` do in the Hugging Face libraries.
+Training (fbmarket/training/) builds a Bundle from the models it trained and calls save;
+nothing else writes bundle files. The folder's files are named in `fbmarket.layout`
+(`BundleLayout`); reading and writing them is fbmarket/bundle_files.py.
 
-    bundle.json              manifest: version, classes, image weights used, sizes, metrics
-    settings.json            the run's settings
-    model/text_model.keras   text-only classifier (its vocabularies inside)
-    model/image_backbone.keras  ResNet50V2 feature extractor (trained or pretrained)
-    model/image_head.keras   image-only classifier over photo features
-    model/fusion.keras       FusionModel: product embedding, category head, query encoder
-    model/word2vec.bin       Word2Vec vectors (word2vec binary format)
-    model/vocabulary.json    Embedding-layer vocabulary with counts
-    model/labels.json        root categories in label order
-    model/tabular.json       price/location standardisation
-    model/leaves.json        leaf categories of the fusion model's auxiliary head
-    model/tfidf.json, tfidf.npz   TF-IDF text model (vocabularies; idf and coefficients)
-    model/late_fusion.keras  the pooling head over every member (fusion/late.py)
-    model/price.json, price_{low,median,high,free}.txt  the seller's price model (optional;
-                             fbmarket/price/: LightGBM text format + JSON metadata)
-    model/duplicates.json    the duplicate-listing rule and thresholds (search/duplicates.py; optional)
-    metrics.json, reports/   evaluation figures and confusion matrices
-
-`Bundle.load(dir)` gives the serving API: `encode_products`, `encode_query`,
+A loaded bundle gives the serving API: `encode_products`, `encode_query`,
 `predict_category` (and `predict_products` for evaluation). The category called
 "fusion" is the late-fusion head's pooling of the members when the bundle has one
 (bundles from before it, or trained with `fusion.late_fusion` off, use the fusion
@@ -29,34 +15,27 @@ network's own head).
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 from PIL import Image
 
+from fbmarket import bundle_files as files
+from fbmarket import bundle_inputs as inputs
+from fbmarket.bundle_files import PARTS, BundleError
+from fbmarket.bundle_inputs import unit_pooled
+from fbmarket.bundle_parts import BundleParts
 from fbmarket.data import schema as S
 from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, product_batch
-from fbmarket.fusion.model import CosineLogits  # the import also registers FusionModel for loading
-from fbmarket.price.model import PRICE_FILE, PriceModel, PriceModelError
-from fbmarket.search.categories import CategoryHead, CategorySpace
-from fbmarket.search.duplicates import RULE_FILE as DUPLICATES_FILE
-from fbmarket.search.duplicates import DuplicateRule
-from fbmarket.text import branch as _text_branch  # noqa: F401  (registers custom layers)
-from fbmarket.text.tfidf import VOCABULARY_FILE as TFIDF_FILE
-from fbmarket.text.tfidf import WEIGHTS_FILE as TFIDF_WEIGHTS_FILE
-from fbmarket.text.tfidf import TfidfClassifier, product_text
-from fbmarket.text.tokenize import get_tokenizer, join, tokenize_listings
+from fbmarket.layout import BundleLayout
+from fbmarket.price.model import PriceModel, PriceModelError
+from fbmarket.text.tfidf import product_text
+from fbmarket.text.tokenize import get_tokenizer
 from fbmarket.vision.features import (
     FeatureCache,
     PhotoFeatures,
@@ -65,31 +44,19 @@ from fbmarket.vision.features import (
     product_photo_rows,
 )
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "PARTS",
+    "Bundle",
+    "BundleError",
+    "EncodedListings",
+    "PhotoQuery",
+    "ProductPredictions",
+    "unit_pooled",
+]
 
-BUNDLE_FILE = "bundle.json"
-MODEL_DIR = "model"
-FORMAT_VERSION = 1
-FILES = {
-    "text_model": "text_model.keras",
-    "backbone": "image_backbone.keras",
-    "image_head": "image_head.keras",
-    "fusion": "fusion.keras",
-    "word2vec": "word2vec.bin",
-    "vocabulary": "vocabulary.json",
-    "labels": "labels.json",
-    "tabular": "tabular.json",
-}
-PARTS = ("text_model", "backbone", "image_head")  # models a typed search does not need (Bundle.load lazy)
-LEAVES_FILE = "leaves.json"  # leaf categories of the auxiliary head (optional)
-LATE_FUSION_FILE = "late_fusion.keras"  # optional: without it "fusion" is the network's head
 # Encode through the on-disk feature cache only for batches this large; single live
 # listings would otherwise rewrite the whole cache file each time.
 CACHE_MIN_PHOTOS = 256
-
-
-class BundleError(FileNotFoundError):
-    """A folder that is not a complete bundle; the message names what is missing."""
 
 
 @dataclass
@@ -115,171 +82,44 @@ class PhotoQuery:
     root_probs: np.ndarray  # (classes,) image-only head, in `Bundle.classes` order
 
 
-class Bundle:
-    """A trained model bundle, loaded for serving and evaluation. Thread-safe for reads."""
+class Bundle(BundleParts):
+    """A trained model bundle: `load` / `save` and the serving and evaluation API (see `BundleParts`)."""
 
-    def __init__(
-        self,
-        directory: Path,
-        manifest: dict[str, Any],
-        fusion: keras.Model,
-        tabular: TabularScaler,
-        load_part: Callable[[str], keras.Model],
-        lazy: bool = False,
-    ):
-        self.directory = Path(directory)
-        self.manifest = manifest
-        self.fusion = fusion
-        self.tabular = tabular
-        self.classes: list[str] = list(manifest["classes"])
-        self.prior = np.asarray(manifest.get("prior") or np.full(len(self.classes), 1 / len(self.classes)))
-        self._cache_lock = threading.Lock()
-        self._products_fn = tf.function(lambda x: fusion(x, training=False), reduce_retracing=True)
-        self._query_fn = tf.function(lambda x: fusion.encode_query(x, training=False), reduce_retracing=True)
-        self._load_part = load_part
-        self._parts: dict[str, keras.Model] = {}
-        self._part_fns: dict[str, Any] = {}
-        self._parts_lock = threading.Lock()
-        self.late_fusion: keras.Model | None = None
-        self.tfidf: TfidfClassifier | None = None
-        self.tfidf = _load_tfidf(self.directory, len(self.classes))
-        self._duplicate_rule: DuplicateRule | None | object = _UNREAD
-        self.late_fusion = _load_late_fusion(self.directory, manifest, self.classes)
-        self.price_model, self._price_error = _load_price_model(self.directory)
-        pooled = self.late_fusion.get_layer("pooling").members if self.late_fusion is not None else []
-        if "tfidf" in pooled and self.tfidf is None:
-            raise BundleError(f"bundle {self.directory} is incomplete: missing model/{TFIDF_FILE}")
-        if not lazy:
-            for key in PARTS:
-                self._part(key)
-
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading and saving
     @classmethod
     def load(cls, directory: Path | str, lazy: bool = False) -> Bundle:
-        """Open a bundle. `lazy` defers the text-only model, the photo backbone and the image
+        """Open a saved bundle. `lazy` defers the text-only model, the photo backbone and the image
         head (about half of the loading time) to their first use: a typed search needs none."""
-        directory = Path(directory)
-        manifest_path = directory / BUNDLE_FILE
-        if not manifest_path.is_file():
-            raise BundleError(
-                f"{directory} is not a model bundle: {BUNDLE_FILE} is missing (train one first)"
-            )
-        manifest = json.loads(manifest_path.read_text())
-        model_dir = directory / MODEL_DIR
-        missing = [name for name in FILES.values() if not (model_dir / name).is_file()]
-        if missing:
-            raise BundleError(
-                f"bundle {directory} is incomplete: missing {', '.join('model/' + m for m in missing)}"
-            )
-
-        def load_model(key: str) -> keras.Model:
-            return keras.models.load_model(model_dir / FILES[key], compile=False)
-
-        fusion = load_model("fusion")
-        return cls(
-            directory, manifest, fusion, TabularScaler.load(model_dir / FILES["tabular"]), load_model, lazy
+        layout = BundleLayout(Path(directory))
+        manifest = files.read_manifest(layout)
+        classes = list(manifest["classes"])
+        tfidf = files.read_tfidf(layout, len(classes))
+        late_fusion = files.read_late_fusion(layout, manifest, classes)
+        price_model, price_error = files.read_price_model(layout)
+        bundle = cls(
+            layout,
+            manifest,
+            files.load_model(layout, "fusion"),
+            TabularScaler.load(layout.tabular),
+            lambda key: files.load_model(layout, key),
+            tfidf=tfidf,
+            late_fusion=late_fusion,
+            price_model=price_model,
+            price_error=price_error,
         )
+        if not lazy:
+            for key in PARTS:
+                bundle.part(key)
+        return bundle
 
-    def _part(self, key: str) -> keras.Model:
-        """A part (PARTS), loaded with its compiled call on first use."""
-        with self._parts_lock:
-            if key not in self._parts:
-                model = self._parts[key] = self._load_part(key)
-                if key == "text_model":
-                    call = tf.function(lambda t, d: model([t, d], training=False), reduce_retracing=True)
-                else:
-                    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-                self._part_fns[key] = call
-            return self._parts[key]
-
-    def _part_fn(self, key: str) -> Any:
-        """The compiled call of a part."""
-        self._part(key)
-        return self._part_fns[key]
-
-    @property
-    def loaded_parts(self) -> tuple[str, ...]:
-        """Which of PARTS are loaded so far."""
-        with self._parts_lock:
-            return tuple(key for key in PARTS if key in self._parts)
-
-    @property
-    def text_model(self) -> keras.Model:
-        return self._part("text_model")
-
-    @property
-    def backbone(self) -> keras.Model:
-        return self._part("backbone")
-
-    @property
-    def image_head(self) -> keras.Model:
-        return self._part("image_head")
-
-    # ------------------------------------------------------------------ facts
-    @property
-    def version(self) -> str:
-        return str(self.manifest["version"])
-
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.manifest["embedding_dim"])
-
-    @property
-    def weights_info(self) -> dict[str, Any]:
-        return dict(self.manifest["weights"])
-
-    @property
-    def model_info(self) -> dict[str, str]:
-        """Which model serves: version, image backbone and its weights (for /ready and the page)."""
-        weights = self.weights_info
-        if self.late_fusion is not None:
-            members = self.late_fusion.get_layer("pooling").members
-            category = f"late fusion of {', '.join(members)}"
+    def save(self, directory: Path | str | BundleLayout | None = None) -> BundleLayout:
+        """Write the bundle (default: where it lives); bundle.json last. Returns the layout written."""
+        if directory is None:
+            layout = self.layout
         else:
-            category = "fusion network"
-        return {
-            "version": self.version,
-            "backbone": str(self.manifest.get("backbone") or weights.get("arch") or "resnet50v2"),
-            "image_weights": str(weights.get("description", "")),
-            "category_model": category,
-        }
-
-    @property
-    def duplicate_rule(self) -> DuplicateRule | None:
-        """The duplicate-listing rule fit on this bundle's validation split (`model/duplicates.json`),
-        or None for a bundle trained before it (the caller then uses `DuplicateSettings`).
-
-        Read on first use; a file that is there but unusable is a BundleError naming it, never
-        silently replaced by defaults that were not chosen for this model."""
-        with self._parts_lock:
-            if self._duplicate_rule is _UNREAD:
-                self._duplicate_rule = _load_duplicate_rule(self.directory)
-            return self._duplicate_rule  # type: ignore[return-value]
-
-    @property
-    def backbone_size(self) -> int:
-        return int(self.manifest["backbone_size"])
-
-    @property
-    def max_photos(self) -> int:
-        return int(self.manifest["max_photos"])
-
-    @property
-    def feature_cache_dir(self) -> Path:
-        return self.directory / "cache" / "features"
-
-    def category_space(self) -> CategorySpace:
-        """The fusion model's root (and leaf) heads over the embedding, as matrices for search."""
-
-        def head(model: keras.Model) -> CategoryHead:
-            layer = model.get_layer("logits")
-            weights = layer.get_weights()
-            if isinstance(layer, CosineLogits):
-                return CategoryHead(weights[0], scale=layer.scale)
-            return CategoryHead(weights[0], weights[1] if len(weights) > 1 else None)
-
-        leaf = self.fusion.leaf_head
-        return CategorySpace(head(self.fusion.category_head), head(leaf) if leaf is not None else None)
+            layout = directory if isinstance(directory, BundleLayout) else BundleLayout(Path(directory))
+        files.write_bundle(self, layout)
+        return layout
 
     # ------------------------------------------------------------------ inputs
     def _photo_features(
@@ -287,7 +127,7 @@ class Bundle:
     ) -> PhotoFeatures:
         if use_cache is None:
             use_cache = len(images) >= CACHE_MIN_PHOTOS
-        model = _Predictor(self._part_fn("backbone"), self.backbone)
+        model = inputs.Predictor(self._part_fn("backbone"), self.backbone)
         if not use_cache:
             return cached_photo_features(model, images, self.backbone_size, 32, None, show_progress)
         with self._cache_lock:
@@ -308,24 +148,12 @@ class Bundle:
         wanted = images[images[S.PRODUCT_ID].astype(str).isin(set(ids))]
         photos = self._photo_features(wanted, show_progress, use_cache)
         rows = product_photo_rows(photos, ids, self.max_photos)
-        titles, descriptions = tokenize_listings(
-            products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist(), show_progress
-        )
-        raw = TabularScaler.raw(products.reset_index(drop=True), [len(r) for r in rows])
         features = (
             photos.features
             if len(photos.features)
             else np.zeros((0, self.manifest["feature_dim"]), np.float32)
         )
-        arrays = FusionArrays(
-            [join(t) for t in titles],
-            [join(d) for d in descriptions],
-            titles,
-            rows,
-            features,
-            self.tabular.transform(raw),
-            np.full(len(ids), -1),
-        )
+        arrays = inputs.listing_arrays(products, rows, features, self.tabular, show_progress)
         return arrays, photos
 
     # ------------------------------------------------------------------ products
@@ -371,11 +199,11 @@ class Bundle:
         for start in range(0, n, batch_size):
             index = list(range(start, min(n, start + batch_size)))
             batch = product_batch(arrays, index, self.max_photos)
-            inputs = _tensors(batch)
-            out = self._products_fn(inputs)
+            batch_in = inputs.tensors(batch)
+            out = self._products_fn(batch_in)
             fusion_probs.append(out["category"].numpy())
             embeddings.append(out["embedding"].numpy())
-            text_probs.append(text_fn(inputs["title"], inputs["description"]).numpy())
+            text_probs.append(text_fn(batch_in["title"], batch_in["description"]).numpy())
         image_probs = self.image_probabilities(arrays.features, arrays.photo_rows)
         k = len(self.classes)
         probabilities = {
@@ -438,7 +266,7 @@ class Bundle:
         for start in range(0, len(arrays), batch_size):
             index = list(range(start, min(len(arrays), start + batch_size)))
             out.append(
-                self._products_fn(_tensors(product_batch(arrays, index, self.max_photos)))[
+                self._products_fn(inputs.tensors(product_batch(arrays, index, self.max_photos)))[
                     "embedding"
                 ].numpy()
             )
@@ -472,28 +300,6 @@ class Bundle:
         probs = self._part_fn("image_head")(tf.constant(features[None])).numpy()[0]
         return PhotoQuery(features.astype(np.float32), probs.astype(np.float32))
 
-    def _query_inputs(
-        self, text: str | None, image: Image.Image | None, photo_features: np.ndarray | None = None
-    ) -> dict[str, tf.Tensor]:
-        words = join(get_tokenizer().tokenize(text)) if text else ""
-        if not words and image is None and photo_features is None:
-            raise ValueError("a query needs words (letters or digits) or a photo")
-        dim = int(self.manifest["feature_dim"])
-        photo = np.zeros((1, 1, dim), np.float32)
-        mask = np.zeros((1, 1), np.float32)
-        if photo_features is not None:
-            photo[0, 0] = photo_features
-            mask[0, 0] = 1.0
-        elif image is not None:
-            photo[0, 0] = self.photo_vector(image)
-            mask[0, 0] = 1.0
-        return {
-            "query_text": tf.constant([words]),
-            "query_text_mask": tf.constant([1.0 if words else 0.0]),
-            "query_photo": tf.constant(photo),
-            "query_photo_mask": tf.constant(mask),
-        }
-
     def encode_query(
         self,
         text: str | None = None,
@@ -504,7 +310,10 @@ class Bundle:
 
         `photo_features` (from `photo_query`) stands in for `image` so the backbone runs once.
         """
-        return self._query_fn(self._query_inputs(text, image, photo_features)).numpy()[0].astype(np.float32)
+        if photo_features is None and image is not None:
+            photo_features = self.photo_vector(image)
+        query = inputs.query_inputs(text, photo_features, int(self.manifest["feature_dim"]))
+        return self._query_fn(query).numpy()[0].astype(np.float32)
 
     def predict_category(
         self, text: str | None = None, image: Image.Image | None = None, top: int = 3
@@ -513,33 +322,26 @@ class Bundle:
         tokens = get_tokenizer().tokenize(text) if text else []
         if not tokens and image is None:
             raise ValueError("give text with letters or digits, a photo, or both to predict a category")
-        title_length = int(self.manifest["max_title_tokens"])
-        title = join(tokens[:title_length])
-        description = join(tokens) if len(tokens) > title_length else ""
-        dim = int(self.manifest["feature_dim"])
-        photos = np.zeros((1, 1, dim), np.float32)
-        mask = np.zeros((1, 1), np.float32)
-        if image is not None:
-            photos[0, 0] = self.photo_vector(image)
-            mask[0, 0] = 1.0
-        raw = TabularScaler.raw(pd.DataFrame(index=[0]), [int(mask.sum())])
-        inputs = {
-            "title": tf.constant([title]),
-            "description": tf.constant([description]),
-            "photos": tf.constant(photos),
-            "photo_mask": tf.constant(mask),
-            "tabular": tf.constant(self.tabular.transform(raw)),
-        }
-        probs = self._products_fn(inputs)["category"].numpy()[0]
+        photo = self.photo_vector(image) if image is not None else None
+        model_inputs = inputs.category_inputs(
+            tokens,
+            photo,
+            int(self.manifest["max_title_tokens"]),
+            int(self.manifest["feature_dim"]),
+            self.tabular,
+        )
+        probs = self._products_fn(model_inputs)["category"].numpy()[0]
         if self.late_fusion is not None:
             members = {"fusion_network": probs[None]}
-            members["text"] = self._part_fn("text_model")(inputs["title"], inputs["description"]).numpy()
-            members["image"] = self.image_probabilities(photos[0], [[0]] if image is not None else [[]])
+            text_fn = self._part_fn("text_model")
+            members["text"] = text_fn(model_inputs["title"], model_inputs["description"]).numpy()
+            members["image"] = self.image_probabilities(
+                model_inputs["photos"].numpy()[0], [[0]] if image is not None else [[]]
+            )
             if self.tfidf is not None:
                 members["tfidf"] = self.tfidf.predict_proba([text or ""])
-            probs = self.pool(members, np.array([float(image is not None)]), np.array([float(bool(tokens))]))[
-                0
-            ]
+            has_photo, has_text = np.array([float(image is not None)]), np.array([float(bool(tokens))])
+            probs = self.pool(members, has_photo, has_text)[0]
         order = np.argsort(-probs)[: max(1, int(top))]
         return [(self.classes[i], float(probs[i])) for i in order]
 
@@ -547,18 +349,19 @@ class Bundle:
     def require_price_model(self) -> PriceModel:
         """The price model, or PriceModelError saying why there is none (the API's 503)."""
         if self.price_model is None:
-            raise PriceModelError(self._price_error or "this bundle has no price model; retrain with fbmarket train")
+            raise PriceModelError(
+                self._price_error or "this bundle has no price model; retrain with fbmarket train"
+            )
         return self.price_model
 
     def predict_leaf(self, embedding: np.ndarray, root: str) -> str | None:
         """The most likely leaf category under `root` for a listing's embedding (the fusion
         model's auxiliary leaf head), or None when the bundle has no leaf head or no leaf
         of that root. `predict_category` names only the root; the price depends on the leaf."""
-        path = self.directory / MODEL_DIR / LEAVES_FILE
         leaf_head = self.category_space().leaf
-        if leaf_head is None or not path.is_file():
+        leaves = self.leaves
+        if leaf_head is None or leaves is None:
             return None
-        leaves = list(json.loads(path.read_text(encoding="utf-8")).get("leaves") or [])
         if len(leaves) != leaf_head.kernel.shape[1]:
             return None
         under = [i for i, leaf in enumerate(leaves) if leaf.split("/")[0].strip() == root]
@@ -576,149 +379,9 @@ class Bundle:
         """
         if len(photo_features) != len(products):
             raise ValueError(f"{len(photo_features)} photo sets for {len(products)} listings")
-        dim = int(self.manifest["feature_dim"])
-        rows: list[list[int]] = []
-        blocks: list[np.ndarray] = []
-        start = 0
-        for features in photo_features:
-            block = np.asarray(features, np.float32).reshape(-1, dim)[: self.max_photos]
-            rows.append(list(range(start, start + len(block))))
-            blocks.append(block)
-            start += len(block)
-        titles, descriptions = tokenize_listings(
-            products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist(), False
+        rows, features = inputs.draft_photos(
+            photo_features, int(self.manifest["feature_dim"]), self.max_photos
         )
-        raw = TabularScaler.raw(products.reset_index(drop=True), [len(r) for r in rows])
-        arrays = FusionArrays(
-            [join(t) for t in titles],
-            [join(d) for d in descriptions],
-            titles,
-            rows,
-            np.concatenate(blocks) if start else np.zeros((0, dim), np.float32),
-            self.tabular.transform(raw),
-            np.full(len(products), -1),
-        )
+        arrays = inputs.listing_arrays(products, rows, features, self.tabular)
         batch = product_batch(arrays, list(range(len(products))), self.max_photos)
-        return self._products_fn(_tensors(batch))["embedding"].numpy().astype(np.float32)
-
-
-_UNREAD = object()  # Bundle.duplicate_rule before its file was looked at
-
-
-def _load_duplicate_rule(directory: Path) -> DuplicateRule | None:
-    path = directory / MODEL_DIR / DUPLICATES_FILE
-    if not path.exists():
-        return None
-    try:
-        return DuplicateRule.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise BundleError(
-            f"bundle {directory}: {MODEL_DIR}/{DUPLICATES_FILE} cannot be used ({error}); retrain the "
-            f"bundle, or delete the file to use the duplicate rule of DuplicateSettings"
-        ) from error
-
-
-def _load_tfidf(directory: Path, n_classes: int) -> TfidfClassifier | None:
-    """The TF-IDF member when the bundle has one; BundleError naming the file when it is unusable."""
-    model_dir = directory / MODEL_DIR
-    if not (model_dir / TFIDF_FILE).exists():
-        return None
-    try:
-        tfidf = TfidfClassifier.load(model_dir)
-    except FileNotFoundError as error:
-        missing = Path(error.filename).name if error.filename else TFIDF_WEIGHTS_FILE
-        raise BundleError(f"bundle {directory} is incomplete: missing {MODEL_DIR}/{missing}") from error
-    except (OSError, ValueError) as error:
-        raise BundleError(
-            f"bundle {directory}: the TF-IDF member ({MODEL_DIR}/{TFIDF_FILE}, {MODEL_DIR}/{TFIDF_WEIGHTS_FILE}) "
-            f"cannot be used: {error}"
-        ) from error
-    if tfidf.n_classes != n_classes:
-        raise BundleError(
-            f"bundle {directory}: {MODEL_DIR}/{TFIDF_FILE} is for {tfidf.n_classes} categories, "
-            f"the bundle has {n_classes}"
-        )
-    return tfidf
-
-
-def _load_late_fusion(
-    directory: Path, manifest: dict[str, Any], classes: Sequence[str]
-) -> keras.Model | None:
-    """The late-fusion head when the bundle has one, checked against the bundle's members and
-    categories; BundleError naming the file when it is unusable (a corrupt head is never
-    silently replaced by the network's own: delete the file to serve that)."""
-    path = directory / MODEL_DIR / LATE_FUSION_FILE
-    name = f"{MODEL_DIR}/{LATE_FUSION_FILE}"
-    if not path.exists():
-        if manifest.get("late_fusion"):
-            log.warning(
-                "bundle %s records a late-fusion head but %s is missing: 'fusion' is the fusion "
-                "network's own category head",
-                directory,
-                name,
-            )
-        return None
-    hint = f"retrain the bundle, or delete {name} to serve the fusion network's own category head"
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        raise BundleError(
-            f"bundle {directory}: {name} is not a .keras (zip) file: truncated or corrupt; {hint}"
-        )
-    try:
-        model = keras.models.load_model(path, compile=False)
-        layer = model.get_layer("pooling")
-    except Exception as error:  # keras reports a damaged archive with many exception types
-        raise BundleError(
-            f"bundle {directory}: {name} cannot be loaded ({type(error).__name__}: {error}); {hint}"
-        ) from error
-    if not isinstance(layer, late.LogLinearPooling):
-        raise BundleError(f"bundle {directory}: {name} is not a late-fusion pooling head; {hint}")
-    unknown = [member for member in layer.members if member not in late.MEMBERS]
-    if unknown:
-        raise BundleError(
-            f"bundle {directory}: {name} pools unknown members {unknown} (known: {', '.join(late.MEMBERS)}); {hint}"
-        )
-    if layer.n_classes != len(classes):
-        raise BundleError(
-            f"bundle {directory}: {name} is for {layer.n_classes} categories, the bundle has {len(classes)}; {hint}"
-        )
-    return model
-
-
-def _load_price_model(directory: Path) -> tuple[PriceModel | None, str | None]:
-    """The price model when the bundle has one, else None and the reason.
-
-    Optional on purpose: bundles trained before it serve search as before, and a damaged
-    price model costs only price suggestions (which then say why), never the whole bundle.
-    """
-    if not (directory / MODEL_DIR / PRICE_FILE).exists():
-        return None, "this bundle has no price model; retrain with fbmarket train"
-    try:
-        return PriceModel.load(directory / MODEL_DIR), None
-    except PriceModelError as error:
-        log.warning("price model unusable: %s", error)
-        return None, str(error)
-
-
-class _Predictor:
-    """What `extract_features` needs from a model, backed by a compiled function."""
-
-    def __init__(self, fn: Any, model: keras.Model):
-        self._fn = fn
-        self.output_shape = model.output_shape
-
-    def predict_on_batch(self, batch: Any) -> np.ndarray:
-        return self._fn(batch).numpy()
-
-
-def unit_pooled(features: np.ndarray, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Each product's mean photo features at unit length (zeros without a photo), and has-photo."""
-    pooled, has_photo = pool_products(features, rows)
-    norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-    return (pooled / norms).astype(np.float32), has_photo
-
-
-def _tensors(batch: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
-    return {
-        key: tf.constant(value.astype(str) if value.dtype == object else value)
-        for key, value in batch.items()
-    }
+        return self._products_fn(inputs.tensors(batch))["embedding"].numpy().astype(np.float32)

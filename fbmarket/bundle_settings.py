@@ -7,9 +7,7 @@ import os
 from pathlib import Path
 
 from fbmarket.config import Settings
-
-SETTINGS_FILE = "settings.json"
-DATABASE_FILE = "fbmarket.db"  # the default SQLite database inside a bundle (Settings.db_url)
+from fbmarket.layout import DATABASE_FILE, BundleLayout
 
 
 def load_bundle_settings(bundle_dir: Path | str) -> Settings:
@@ -21,12 +19,13 @@ def load_bundle_settings(bundle_dir: Path | str) -> Settings:
     own database, never the old place (where SQLite would silently create an empty file).
     """
     bundle_dir = Path(os.path.abspath(bundle_dir))
-    if not (bundle_dir / SETTINGS_FILE).is_file():
+    settings_file = BundleLayout(bundle_dir).settings
+    if not settings_file.is_file():
         raise FileNotFoundError(
-            f"{bundle_dir} is not a model bundle (no {SETTINGS_FILE}): train one with "
+            f"{bundle_dir} is not a model bundle (no {settings_file.name}): train one with "
             "`fbmarket train` or `python main.py`"
         )
-    settings = Settings.load(bundle_dir / SETTINGS_FILE)
+    settings = Settings.load(settings_file)
     saved_out_dir = settings.out_dir
     settings.out_dir = bundle_dir
     if _is_bundle_database(settings.database_url, saved_out_dir, bundle_dir):

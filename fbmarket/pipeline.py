@@ -1,8 +1,9 @@
 """The data half of the pipeline: source -> clean -> images -> geo -> features -> split -> database.
 
 `prepare_data` is what every later stage (models, search, API) starts from; it writes
-its outputs (cleaning report, category encoder, split) under `settings.out_dir` so a
-bundle carries them.
+its outputs (cleaning report, split) under `settings.out_dir` so a bundle carries them.
+The category encoder is handed to training in memory: the bundle stores the root
+categories once, in bundle.json (`Bundle.save`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fbmarket.data.image_cache import clean_images
 from fbmarket.data.sources import PRODUCTS_FILE, RawTables, read_source
 from fbmarket.data.split import assign_split
 from fbmarket.data.store import Store
+from fbmarket.layout import BundleLayout
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def resolve_data_dir(settings: Settings, show_progress: bool = True) -> tuple[Pa
         return settings.data_dir, False
     from fbmarket.synthetic.marketplace import write_sample
 
-    folder = settings.out_dir / "sample_data"
+    folder = BundleLayout(settings.out_dir).sample_data
     marker = folder / "Products.csv"
     stamp = folder / ".generated.json"
     wanted = {"products": settings.data.sample_products, "seed": settings.seed}
@@ -115,11 +117,9 @@ def prepare_data(settings: Settings, show_progress: bool = True, store: bool = T
     if products.empty:
         raise ValueError(f"no listing in {raw.origin} survived cleaning: {report.to_json()['dropped']}")
     products = assign_split(
-        products, settings.out_dir / "split.json", settings.data.split_fractions, settings.seed
+        products, BundleLayout(settings.out_dir).split, settings.data.split_fractions, settings.seed
     )
     encoder = CategoryEncoder.fit(products[S.ROOT_CATEGORY])
-    settings.out_dir.mkdir(parents=True, exist_ok=True)
-    encoder.save(settings.out_dir / "categories.json")
     payload = report.to_json() | {"source": raw.origin, "synthetic": synthetic}
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     (settings.reports_dir / "cleaning.json").write_text(json.dumps(payload, indent=2, default=str))

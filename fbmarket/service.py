@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fbmarket.bundle_settings import SETTINGS_FILE, load_bundle_settings
+from fbmarket.bundle_settings import load_bundle_settings
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
 from fbmarket.errors import BadRequestError, NotFoundError
+from fbmarket.layout import BundleLayout
 from fbmarket.recommend.features import DISTANCE_KM, Catalogue
 from fbmarket.recommend.personalise import RankingModels
 from fbmarket.recommend.ranker import RuleRanker
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 # Re-exported: callers import the facade's types and the bundle's settings from here.
 __all__ = [
-    "SETTINGS_FILE",
     "ListingInput",
     "ListingResult",
     "Marketplace",
@@ -69,9 +69,6 @@ __all__ = [
     "load_bundle_settings",
 ]
 
-INDEX_FILE = "index/vectors.faiss"
-PHOTO_INDEX_FILE = "index/photos.faiss"  # pooled photo features of each listing with photos
-RANKING_DIR = "ranking"
 INDEX_SAVE_EVERY = 25  # live writes between index saves (the database is the truth in between)
 
 
@@ -146,12 +143,12 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
             embed_error = f"{type(error).__name__}: {error}"
         ids, vectors = store.load_embeddings(model.version)
         vector_index = load_or_rebuild_index(
-            bundle_dir / INDEX_FILE, ids, vectors, settings, model.embedding_dim
+            BundleLayout(bundle_dir).vector_index, ids, vectors, settings, model.embedding_dim
         )
         lexical = LexicalIndex.from_products(products, settings.search)
         try:
             photo_index = load_or_rebuild_photo_index(
-                bundle_dir / PHOTO_INDEX_FILE, products, store, model, settings
+                BundleLayout(bundle_dir).photo_index, products, store, model, settings
             )
         except Exception:  # photo search falls back to the query embedding; words are unaffected
             log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
@@ -165,7 +162,7 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
             photos=photo_index,
             query_vocabulary=query_vocabulary(bundle_dir),
         )
-        ranking_dir = bundle_dir / RANKING_DIR
+        ranking_dir = BundleLayout(bundle_dir).ranking_dir
         if (ranking_dir / "profiles.json").is_file():
             ranking = RankingModels.load(ranking_dir)
         else:
@@ -219,9 +216,9 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
 
     def save_index(self) -> None:
         if self.searcher.vectors is not None:
-            self.searcher.vectors.save(self.bundle_dir / INDEX_FILE)
+            self.searcher.vectors.save(BundleLayout(self.bundle_dir).vector_index)
         if self.searcher.photos is not None:
-            self.searcher.photos.save(self.bundle_dir / PHOTO_INDEX_FILE)
+            self.searcher.photos.save(BundleLayout(self.bundle_dir).photo_index)
         self._writes_since_save = 0
 
     def _known_users(self) -> set[str]:

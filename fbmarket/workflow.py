@@ -1,7 +1,9 @@
 """`python main.py`: every stage in order, with timings and a summary table at the end (data flow: docs/architecture.md).
 
 Each stage is a small function that takes what the previous ones produced; the stage
-list is the table of contents of the whole system.
+list is the table of contents of the whole system. What one stage opens or builds (the
+trained bundle, the FAISS and BM25 indexes) is handed to the next in `RunState`, never
+opened or built again: one run opens the bundle once and builds each index once.
 """
 
 from __future__ import annotations
@@ -13,16 +15,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 import pandas as pd
 
 from fbmarket.config import Settings
 from fbmarket.data.prices import PRICE_REASONS as READ_PRICE_REASONS
+from fbmarket.layout import BundleLayout
 from fbmarket.pipeline import SYNTHETIC_NOTE, PreparedData, prepare_data
 
+if TYPE_CHECKING:
+    from fbmarket.bundle import Bundle
+    from fbmarket.recommend.training import RankingModels
+    from fbmarket.search.index import VectorIndex
+    from fbmarket.search.lexical import LexicalIndex
+
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class CatalogueIndexes:
+    """The run's listings, indexed once by `stage_index` for every later stage."""
+
+    ids: list[str]
+    vectors: VectorIndex  # fusion embeddings (FAISS)
+    photos: VectorIndex  # pooled photo vectors of the listings with photos (FAISS)
+    lexical: LexicalIndex  # titles and descriptions (BM25)
 
 
 @dataclass
@@ -32,6 +51,9 @@ class RunState:
     settings: Settings
     show_progress: bool = True
     prepared: PreparedData | None = None
+    bundle: Bundle | None = None  # opened (trained) once, by stage_train or on first need
+    indexes: CatalogueIndexes | None = None
+    ranking: RankingModels | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -89,42 +111,56 @@ def stage_baselines(state: RunState) -> None:
 
 
 def stage_train(state: RunState) -> None:
-    from fbmarket.fusion.train import train_bundle
+    from fbmarket.training import train_bundle
 
     assert state.prepared is not None
     result = train_bundle(
         state.prepared, state.settings, state.settings.out_dir, show_progress=state.show_progress
     )
+    state.bundle = result.bundle
     state.summary["models"] = result.summary
 
 
+def opened_bundle(state: RunState) -> Bundle:
+    """The run's bundle: the one training made, or the saved one, opened once and kept."""
+    if state.bundle is None:
+        from fbmarket.bundle import Bundle
+
+        state.bundle = Bundle.load(state.settings.out_dir)
+    return state.bundle
+
+
 def stage_index(state: RunState) -> None:
-    """Every listing's fusion embedding -> .npy + ids (bundle), the database, and the FAISS index."""
-    from fbmarket.bundle import Bundle
+    """Every listing's fusion embedding -> .npy + ids (bundle), the database, and the FAISS and
+    BM25 indexes (kept in `state.indexes` for the later stages)."""
     from fbmarket.data.store import Store
     from fbmarket.search.index import VectorIndex
-    from fbmarket.service import INDEX_FILE, PHOTO_INDEX_FILE
+    from fbmarket.search.lexical import LexicalIndex
 
     assert state.prepared is not None
-    out = state.settings.out_dir
-    model = Bundle.load(out)
+    layout = BundleLayout(state.settings.out_dir)
+    model = opened_bundle(state)
     products = state.prepared.products
     encoded = model.encode_listings(products, state.prepared.images, show_progress=state.show_progress)
     vectors = encoded.embeddings
     ids = products["product_id"].astype(str).tolist()
     photos = VectorIndex(encoded.photo_vectors.shape[1], state.settings.search, factory="Flat")
-    photos.build(np.asarray(ids, dtype=object)[encoded.has_photo].tolist(), encoded.photo_vectors[encoded.has_photo])
-    photos.save(out / PHOTO_INDEX_FILE)
-    np.save(out / EMBEDDINGS_FILE, vectors)
-    (out / EMBEDDING_IDS_FILE).write_text(json.dumps(ids))
-    store = Store(state.settings.db_url, root=out)
+    photos.build(
+        np.asarray(ids, dtype=object)[encoded.has_photo].tolist(), encoded.photo_vectors[encoded.has_photo]
+    )
+    photos.save(layout.photo_index)
+    np.save(layout.embeddings, vectors)
+    layout.embedding_ids.write_text(json.dumps(ids))
+    store = Store(state.settings.db_url, root=layout.root)
     try:
         store.upsert_embeddings(ids, vectors, model.version)
     finally:
         store.close()
     index = VectorIndex(vectors.shape[1], state.settings.search)
     index.build(ids, vectors)
-    index.save(out / INDEX_FILE)
+    index.save(layout.vector_index)
+    lexical = LexicalIndex.from_products(products, state.settings.search)
+    state.indexes = CatalogueIndexes(ids, index, photos, lexical)
     state.summary["index"] = {
         "listings": len(ids),
         "dim": int(vectors.shape[1]),
@@ -135,11 +171,9 @@ def stage_index(state: RunState) -> None:
 
 def stage_ranking(state: RunState) -> None:
     """Buyer profiles and the learned ranker, from the dataset's interactions or simulated ones."""
-    from fbmarket.bundle import Bundle
     from fbmarket.data.store import Store
     from fbmarket.recommend.training import fit_ranking
     from fbmarket.search.hybrid import HybridSearcher
-    from fbmarket.service import RANKING_DIR
     from fbmarket.synthetic.buyers import (
         USER_CSV_COLUMNS,
         simulate_buyers,
@@ -164,11 +198,9 @@ def stage_ranking(state: RunState) -> None:
             store.add_interactions(interactions)
         finally:
             store.close()
-    model = Bundle.load(settings.out_dir)
-    ids = json.loads((settings.out_dir / EMBEDDING_IDS_FILE).read_text())
-    searcher = HybridSearcher.build(
-        products, ids, np.load(settings.out_dir / EMBEDDINGS_FILE), settings.search
-    )
+    model = opened_bundle(state)
+    indexes = catalogue_indexes(state)  # no category heads: the ranker has always been fit so
+    searcher = HybridSearcher(products, indexes.vectors, indexes.lexical, settings.search)
 
     def retrieve(query: str) -> pd.DataFrame:
         return searcher.retrieve(model.encode_query(query, None), query, None, n=settings.search.candidates).frame
@@ -182,7 +214,8 @@ def stage_ranking(state: RunState) -> None:
         seed=settings.seed,
         show_progress=state.show_progress,
     )
-    ranking.save(settings.out_dir / RANKING_DIR)
+    ranking.save(BundleLayout(settings.out_dir).ranking_dir)
+    state.ranking = ranking
     state.summary["ranking"] = {"simulated_buyers": simulated, **ranking.report}
 
 
@@ -194,12 +227,11 @@ EXAMPLE_QUERIES = ("sofa", "iphone", "kids bike", "drill")
 
 
 def stage_examples(state: RunState) -> None:
-    """Open the bundle as the server would and print a few searches."""
+    """Serve the run's bundle, indexes and ranker as the server would, and print a few searches."""
     from fbmarket.recommend.buyers import Buyer
-    from fbmarket.service import Marketplace, SearchRequest
+    from fbmarket.service import SearchRequest
 
-    # the run's own database URL: settings.json holds it with the password masked
-    market = Marketplace.open(state.settings.out_dir, state.settings.database_url)
+    market = open_marketplace(state)
     try:
         buyer_id = next(iter(sorted(market.ranking.profiles.user_affinity)), None)
         examples = {}
@@ -213,6 +245,57 @@ def stage_examples(state: RunState) -> None:
         state.summary["examples"] = examples
     finally:
         market.close()
+
+
+def catalogue_indexes(state: RunState) -> CatalogueIndexes:
+    """The indexes stage_index built; for a stage run on its own (benchmarks/train_real.py),
+    built once from what stage_index saved."""
+    if state.indexes is None:
+        from fbmarket.search.index import VectorIndex
+        from fbmarket.search.lexical import LexicalIndex
+
+        assert state.prepared is not None
+        layout, search = BundleLayout(state.settings.out_dir), state.settings.search
+        ids = json.loads(layout.embedding_ids.read_text())
+        embeddings = np.load(layout.embeddings)
+        vectors = VectorIndex(int(embeddings.shape[1]), search)
+        vectors.build(ids, embeddings)
+        photos = VectorIndex.load(layout.photo_index, search)
+        state.indexes = CatalogueIndexes(
+            ids, vectors, photos, LexicalIndex.from_products(state.prepared.products, search)
+        )
+    return state.indexes
+
+
+def open_marketplace(state: RunState) -> Any:
+    """The serving facade over what this run already holds (bundle, indexes, ranker), as
+    `Marketplace.open` assembles it from the folder, without loading or indexing again:
+    every listing was embedded and indexed by this run, so there is nothing to reconcile."""
+    import os
+
+    from fbmarket.data.store import Store
+    from fbmarket.recommend.training import RankingModels
+    from fbmarket.search.hybrid import HybridSearcher
+    from fbmarket.service import Marketplace, load_bundle_settings, query_vocabulary
+
+    layout = BundleLayout(os.path.abspath(state.settings.out_dir))
+    settings = load_bundle_settings(layout.root).with_environment()
+    if state.settings.database_url:  # the run's own URL: settings.json holds it with the password masked
+        settings.database_url = state.settings.database_url
+    model, indexes = opened_bundle(state), catalogue_indexes(state)
+    ranking = state.ranking or RankingModels.load(layout.ranking_dir)
+    store = Store(settings.db_url, root=layout.root)
+    products = store.listings_frame()
+    searcher = HybridSearcher(
+        products,
+        indexes.vectors,
+        indexes.lexical,
+        settings.search,
+        model.category_space(),
+        photos=indexes.photos,
+        query_vocabulary=query_vocabulary(layout.root),
+    )
+    return Marketplace(layout.root, settings, store, model, searcher, ranking, products)
 
 
 STAGES: list[tuple[str, Callable[[RunState], None]]] = [
@@ -234,9 +317,6 @@ TRAIN_STAGES: list[tuple[str, Callable[[RunState], None]]] = [
     ("embeddings and FAISS index", stage_index),
     ("buyers and ranker", stage_ranking),
 ]
-
-EMBEDDINGS_FILE = "embeddings.npy"
-EMBEDDING_IDS_FILE = "embedding_ids.json"
 
 
 def run(settings: Settings, show_progress: bool = True) -> RunState:
@@ -262,7 +342,7 @@ def run_stages(
     JSON next to the bundle."""
     state = RunState(settings=settings, show_progress=show_progress)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
-    settings.save(settings.out_dir / "settings.json")
+    settings.save(BundleLayout(settings.out_dir).settings)
     for number, (name, stage) in enumerate(stages, start=1):
         if out is not None:
             print(f"[{number}/{len(stages)}] {name}", file=out, flush=True)
@@ -275,7 +355,7 @@ def run_stages(
 
 
 def write_summary(summary: dict[str, Any], out_dir: Path) -> None:
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    BundleLayout(out_dir).summary.write_text(json.dumps(summary, indent=2, default=str))
 
 
 def format_summary(summary: dict[str, Any]) -> str:

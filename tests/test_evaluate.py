@@ -42,9 +42,9 @@ def tiny_settings(data_dir: Path, out_dir: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    from fbmarket.fusion.train import train_bundle
     from fbmarket.pipeline import prepare_data
     from fbmarket.synthetic.marketplace import write_sample
+    from fbmarket.training import train_bundle
 
     root = tmp_path_factory.mktemp("model")
     write_sample(root / "data", n_products=110, seed=3, show_progress=False)

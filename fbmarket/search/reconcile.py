@@ -140,10 +140,11 @@ def query_vocabulary(bundle_dir: Path) -> QueryVocabulary | None:
 
     None (every query vector used, as before) when the file is missing or unreadable.
     """
+    from fbmarket.layout import BundleLayout
     from fbmarket.text.tokenize import get_tokenizer
-    from fbmarket.text.word2vec import OOV, PAD, VOCAB_FILE, Vocabulary
+    from fbmarket.text.word2vec import OOV, PAD, Vocabulary
 
-    path = bundle_dir / "model" / VOCAB_FILE
+    path = BundleLayout(bundle_dir).vocabulary
     try:
         tokens = Vocabulary.load(path).tokens
     except (OSError, ValueError, KeyError, TypeError) as error:

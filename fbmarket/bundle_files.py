@@ -1,0 +1,256 @@
+"""Reading and writing a bundle's files: the disk half of `Bundle.load` / `Bundle.save`.
+
+Every path comes from `BundleLayout`. Reading takes only what serving uses (bundle.json,
+the four Keras models, the tabular scaler and the optional members); the training records
+(Word2Vec vectors, the vocabulary, leaves) are written but never required. A damaged
+optional member is a `BundleError` naming its file and the fix, never silently replaced;
+a missing one means "this bundle has none" (bundles trained before it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+
+from fbmarket.files import commit, stage
+from fbmarket.fusion import late
+from fbmarket.fusion import model as _fusion_model  # noqa: F401  (registers FusionModel for loading)
+from fbmarket.layout import BundleLayout
+from fbmarket.price.knn import KNN_FILE
+from fbmarket.price.model import FREE_FILE, PRICE_FILE, QUANTILE_FILES, PriceModel, PriceModelError
+from fbmarket.price.text_price import CONFIG_FILE as TEXT_PRICE_CONFIG
+from fbmarket.price.text_price import WEIGHTS_FILE as TEXT_PRICE_WEIGHTS
+from fbmarket.search.duplicates import DuplicateRule
+from fbmarket.text import branch as _text_branch  # noqa: F401  (registers the text layers)
+from fbmarket.text.tfidf import TfidfClassifier
+from fbmarket.text.word2vec import save_vectors
+
+if TYPE_CHECKING:
+    from fbmarket.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+# The models a typed search does not need (`Bundle.load(lazy=True)` defers them).
+PARTS = ("text_model", "backbone", "image_head")
+PRICE_FILES = (*QUANTILE_FILES, FREE_FILE, TEXT_PRICE_CONFIG, TEXT_PRICE_WEIGHTS, KNN_FILE, PRICE_FILE)
+
+
+class BundleError(FileNotFoundError):
+    """A folder that is not a complete bundle; the message names what is missing."""
+
+
+def model_path(layout: BundleLayout, key: str) -> Path:
+    """The file of one of the four Keras models ("fusion" or one of PARTS)."""
+    return {
+        "text_model": layout.text_model,
+        "backbone": layout.backbone,
+        "image_head": layout.image_head,
+        "fusion": layout.fusion,
+    }[key]
+
+
+# ---------------------------------------------------------------------- reading
+def read_manifest(layout: BundleLayout) -> dict[str, Any]:
+    """bundle.json, after checking that every file serving reads is there."""
+    if not layout.manifest.is_file():
+        raise BundleError(
+            f"{layout.root} is not a model bundle: {layout.manifest.name} is missing (train one first)"
+        )
+    manifest = json.loads(layout.manifest.read_text())
+    required = [model_path(layout, key) for key in ("text_model", "backbone", "image_head", "fusion")]
+    missing = [layout.relative(path) for path in (*required, layout.tabular) if not path.is_file()]
+    if missing:
+        raise BundleError(f"bundle {layout.root} is incomplete: missing {', '.join(missing)}")
+    return manifest
+
+
+def load_model(layout: BundleLayout, key: str) -> keras.Model:
+    return keras.models.load_model(model_path(layout, key), compile=False)
+
+
+def read_leaves(layout: BundleLayout) -> list[str] | None:
+    """The fusion model's leaf categories (None: a bundle without them)."""
+    if not layout.leaves.is_file():
+        return None
+    return [str(leaf) for leaf in json.loads(layout.leaves.read_text(encoding="utf-8")).get("leaves") or []]
+
+
+def read_duplicate_rule(layout: BundleLayout) -> DuplicateRule | None:
+    path = layout.duplicates
+    if not path.exists():
+        return None
+    try:
+        return DuplicateRule.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BundleError(
+            f"bundle {layout.root}: {layout.relative(path)} cannot be used ({error}); retrain the "
+            f"bundle, or delete the file to use the duplicate rule of DuplicateSettings"
+        ) from error
+
+
+def read_tfidf(layout: BundleLayout, n_classes: int) -> TfidfClassifier | None:
+    """The TF-IDF member when the bundle has one; BundleError naming the file when it is unusable."""
+    if not layout.tfidf.exists():
+        return None
+    names = f"{layout.relative(layout.tfidf)}, {layout.relative(layout.tfidf_weights)}"
+    try:
+        tfidf = TfidfClassifier.load(layout.model_dir)
+    except FileNotFoundError as error:
+        missing = Path(error.filename).name if error.filename else layout.tfidf_weights.name
+        raise BundleError(
+            f"bundle {layout.root} is incomplete: missing {layout.relative(layout.model_dir / missing)}"
+        ) from error
+    except (OSError, ValueError) as error:
+        raise BundleError(
+            f"bundle {layout.root}: the TF-IDF member ({names}) cannot be used: {error}"
+        ) from error
+    if tfidf.n_classes != n_classes:
+        raise BundleError(
+            f"bundle {layout.root}: {layout.relative(layout.tfidf)} is for {tfidf.n_classes} categories, "
+            f"the bundle has {n_classes}"
+        )
+    return tfidf
+
+
+def read_late_fusion(
+    layout: BundleLayout, manifest: dict[str, Any], classes: Sequence[str]
+) -> keras.Model | None:
+    """The late-fusion head when the bundle has one, checked against the bundle's members and
+    categories; BundleError naming the file when it is unusable (a corrupt head is never
+    silently replaced by the network's own: delete the file to serve that)."""
+    path = layout.late_fusion
+    name = layout.relative(path)
+    if not path.exists():
+        if manifest.get("late_fusion"):
+            log.warning(
+                "bundle %s records a late-fusion head but %s is missing: 'fusion' is the fusion "
+                "network's own category head",
+                layout.root,
+                name,
+            )
+        return None
+    where = f"bundle {layout.root}: {name}"
+    hint = f"retrain the bundle, or delete {name} to serve the fusion network's own category head"
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise BundleError(f"{where} is not a .keras (zip) file: truncated or corrupt; {hint}")
+    try:
+        model = keras.models.load_model(path, compile=False)
+        layer = model.get_layer("pooling")
+    except Exception as error:  # keras reports a damaged archive with many exception types
+        raise BundleError(f"{where} cannot be loaded ({type(error).__name__}: {error}); {hint}") from error
+    if not isinstance(layer, late.LogLinearPooling):
+        raise BundleError(f"{where} is not a late-fusion pooling head; {hint}")
+    unknown = [member for member in layer.members if member not in late.MEMBERS]
+    if unknown:
+        raise BundleError(
+            f"{where} pools unknown members {unknown} (known: {', '.join(late.MEMBERS)}); {hint}"
+        )
+    if layer.n_classes != len(classes):
+        raise BundleError(
+            f"{where} is for {layer.n_classes} categories, the bundle has {len(classes)}; {hint}"
+        )
+    return model
+
+
+def read_price_model(layout: BundleLayout) -> tuple[PriceModel | None, str | None]:
+    """The price model when the bundle has one, else None and the reason.
+
+    Optional on purpose: bundles trained before it serve search as before, and a damaged
+    price model costs only price suggestions (which then say why), never the whole bundle.
+    """
+    if not layout.price.exists():
+        return None, "this bundle has no price model; retrain with fbmarket train"
+    try:
+        return PriceModel.load(layout.model_dir), None
+    except PriceModelError as error:
+        log.warning("price model unusable: %s", error)
+        return None, str(error)
+
+
+# ---------------------------------------------------------------------- writing
+def price_file_key(name: str) -> str:
+    """bundle.json's name for a price model file: price, price_low ... price_free, price_text_json/npz."""
+    if name == PRICE_FILE:
+        return "price"
+    return Path(name).stem if name.endswith(".txt") else name.replace(".", "_")
+
+
+def write_bundle(bundle: Bundle, layout: BundleLayout) -> None:
+    """Write every part of `bundle` under `layout`, bundle.json last (its presence means complete).
+
+    Optional parts the bundle does not have are removed, so a folder trained into before
+    never serves an older run's head, members, price model or rule; so are the old copies of
+    the root classes (labels.json, categories.json): bundle.json holds them once.
+    """
+    source = bundle.layout
+    layout.model_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+
+    def record(key: str, path: Path) -> None:
+        files[key] = layout.relative(path)
+
+    for key in (*PARTS, "fusion"):
+        model = bundle.fusion if key == "fusion" else bundle.part(key)
+        model.save(model_path(layout, key))
+        record(key, model_path(layout, key))
+    if bundle.word2vec is not None:
+        save_vectors(bundle.word2vec, layout.model_dir)
+    else:
+        _carry(source.word2vec, layout.word2vec)
+    record("word2vec", layout.word2vec)
+    if bundle.vocabulary is not None:
+        bundle.vocabulary.save(layout.vocabulary)
+    else:
+        _carry(source.vocabulary, layout.vocabulary)
+    record("vocabulary", layout.vocabulary)
+    bundle.tabular.save(layout.tabular)
+    record("tabular", layout.tabular)
+    leaves = bundle.leaves
+    if leaves is not None:
+        layout.leaves.write_text(json.dumps({"leaves": leaves}, indent=2, ensure_ascii=False))
+        record("leaves", layout.leaves)
+    stale: list[Path] = [layout.legacy_labels, layout.legacy_categories]
+    if bundle.late_fusion is not None:
+        bundle.late_fusion.save(layout.late_fusion)
+        record("late_fusion", layout.late_fusion)
+    else:
+        stale.append(layout.late_fusion)
+    if bundle.tfidf is not None:
+        bundle.tfidf.save(layout.model_dir)
+        record("tfidf", layout.tfidf)
+        record("tfidf_weights", layout.tfidf_weights)
+    else:
+        stale += [layout.tfidf, layout.tfidf_weights]
+    if bundle.price_model is not None:
+        for name in bundle.price_model.save(layout.model_dir):
+            record(price_file_key(name), layout.model_dir / name)
+    else:
+        stale += [layout.model_dir / name for name in PRICE_FILES]
+    if bundle.duplicate_rule is not None:
+        bundle.duplicate_rule.save(layout.duplicates)
+        record("duplicates", layout.duplicates)
+    else:
+        stale.append(layout.duplicates)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if bundle.settings is not None:
+        bundle.settings.save(layout.settings)
+    else:
+        _carry(source.settings, layout.settings)
+    bundle.manifest["files"] = files  # in place: keeps the key where the manifest has it
+    text = json.dumps(bundle.manifest, indent=2)
+    commit(stage(layout.manifest, lambda temp: temp.write_text(text)), layout.manifest)
+
+
+def _carry(source: Path, target: Path) -> None:
+    """Copy a file a loaded bundle did not read into the folder it is saved to."""
+    if source.resolve() != target.resolve() and source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
