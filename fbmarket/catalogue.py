@@ -153,8 +153,9 @@ def _batch_columns(products: pd.DataFrame, coded: tuple[str, ...]) -> dict[str, 
     for name in coded:
         out[f"c:{name}"] = objects(name)  # encoded on append
     created = raw(S.CREATED)
-    if created.dtype.kind != "M":
-        created = pd.to_datetime(pd.Series(created, dtype=object), errors="coerce", format="mixed").to_numpy()
+    if created.dtype.kind != "M":  # text, or aware date-times (UTC wall time, as pandas gives it)
+        parsed = pd.to_datetime(pd.Series(created, dtype=object), errors="coerce", format="mixed", utc=True)
+        created = parsed.dt.tz_localize(None).to_numpy("datetime64[ns]")
     out["created"] = created.astype("datetime64[ns]")
     return out
 

@@ -24,6 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 from PIL import Image
 
+from fbmarket.catalogue import ListingCatalogue
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.data.clean import CleaningReport, attach_geo, clean_products, clean_text
@@ -33,7 +34,7 @@ from fbmarket.data.split import hash_split
 from fbmarket.data.store import Store, images, users
 from fbmarket.price.model import round_gbp
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
-from fbmarket.recommend.features import DISTANCE_KM, Catalogue
+from fbmarket.recommend.features import DISTANCE_KM
 from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.recommend.training import RankingModels
 from fbmarket.search.duplicates import (
@@ -67,6 +68,7 @@ MAX_K = 100
 INDEX_SAVE_EVERY = 25  # live writes between index saves (the database is the truth in between)
 DATABASE_FILE = "fbmarket.db"  # the default SQLite database inside a bundle (Settings.db_url)
 EMBED_CHUNK = 2048  # listings embedded per database write when opening a bundle
+COUNT_CHUNK = 500  # listing ids per photo-count query (under every database's bound-parameter limit)
 
 
 # A seller's listing refused by the cleaning rules -> the form field at fault (HTTP 422 names it).
@@ -187,6 +189,8 @@ class Marketplace:
     State lives in two places: the database (listings, photos, embeddings, buyers) is the
     truth, and the saved FAISS index is a cache of its embeddings. `open` reconciles the
     two, so a process killed between a database commit and an index save loses nothing.
+    In memory, `catalogue` (fbmarket/catalogue.py) holds every listing once: this object
+    writes it after each database write, and lends it read-only to the searcher and ranker.
     """
 
     def __init__(
@@ -197,7 +201,7 @@ class Marketplace:
         model: Any,
         searcher: HybridSearcher,
         ranking: RankingModels,
-        products: pd.DataFrame,
+        catalogue: ListingCatalogue,
     ):
         self.bundle_dir = bundle_dir
         self.settings = settings
@@ -205,17 +209,12 @@ class Marketplace:
         self.model = model
         self.searcher = searcher
         self.ranking = ranking
-        self._products = products.set_index(S.PRODUCT_ID, drop=False)
-        self._catalogue = Catalogue(products, settings.rank.affinity_level)
-        self._shown = _ShownColumns(self._products)
+        # every listing once, with its photo count; written only here, under the write lock
+        self.catalogue = catalogue
         rule = getattr(model, "duplicate_rule", None)  # None: a bundle trained before the rule was fit
         self.duplicates = DuplicateDetector(
             rule or DuplicateRule.from_settings(settings.duplicates), settings.duplicates
         )
-        # Photos per listing, kept in memory (a database query per search cost more than the
-        # rest of result assembly); every listing is present, 0 when it has no photo.
-        self._photo_count = dict.fromkeys(self._products.index.astype(str), 0)
-        self._photo_count.update(self._count_photos())
         self._write_lock = threading.RLock()
         self._writes_since_save = 0
         self._users = self._known_users()
@@ -262,21 +261,27 @@ class Marketplace:
         except Exception:  # photo search falls back to the query embedding; words are unaffected
             log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
             photo_index = None
+        # Photos per listing live in the catalogue (a database query per search cost more than
+        # the rest of result assembly); a listing without photos has 0.
+        catalogue = ListingCatalogue.from_frame(
+            products, settings.rank.affinity_level, image_counts=_count_photos(store)
+        )
         searcher = HybridSearcher(
-            products,
+            None,
             vector_index,
             lexical,
             settings.search,
             model.category_space(),
             photos=photo_index,
             query_vocabulary=query_vocabulary(bundle_dir),
+            catalogue=catalogue,
         )
         ranking_dir = bundle_dir / RANKING_DIR
         if (ranking_dir / "profiles.json").is_file():
             ranking = RankingModels.load(ranking_dir)
         else:
             ranking = cold_ranking(products, settings)
-        market = cls(bundle_dir, settings, store, model, searcher, ranking, products)
+        market = cls(bundle_dir, settings, store, model, searcher, ranking, catalogue)
         market.embedded_on_open, market._embed_error = embedded, embed_error
         return market
 
@@ -288,7 +293,7 @@ class Marketplace:
         that fixes it (an operator reads this in /ready's `detail`)."""
         vectors = self.searcher.vectors
         indexed = len(vectors) if vectors is not None else 0
-        listings = len(self._products)
+        listings = len(self.catalogue)
         if indexed == listings:
             index = (True, f"the vector index holds all {listings} listings")
         else:
@@ -371,7 +376,7 @@ class Marketplace:
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
         recommendation = self.ranking.recommend(
-            buyer, self._catalogue, k=k, candidates=candidates, photo_query=mode.startswith("photo")
+            buyer, self.catalogue.view(), k=k, candidates=candidates, photo_query=mode.startswith("photo")
         )
         shown = recommendation.results
         if PHOTO_MATCH in shown and shown[PHOTO_MATCH].any():
@@ -393,18 +398,19 @@ class Marketplace:
     def _feed(
         self, buyer: Buyer, status: str, notes: list[str], k: int, filters: Filters | None
     ) -> SearchResponse:
+        view = self.catalogue.view()
         exclude = None
         if filters is not None and filters.active:
             allowed = set(self.searcher.allowed_ids(filters))
-            exclude = set(self._catalogue.ids) - allowed
-        recommendation = self.ranking.recommend(buyer, self._catalogue, k=k, exclude=exclude)
+            exclude = set(view.live_ids) - allowed
+        recommendation = self.ranking.recommend(buyer, view, k=k, exclude=exclude)
         return SearchResponse(
             self._results(recommendation.results), status, "feed", notes + recommendation.notes
         )
 
     def similar(self, product_id: str, k: int = 10) -> list[ListingResult]:
         k = check_k(k)
-        if product_id not in self._products.index:
+        if product_id not in self.catalogue.view():
             raise NotFoundError(f"listing {product_id!r} not found")
         frame = self.searcher.similar_scored(product_id, k)
         parts = frame[[SIMILARITY, SAME_ROOT, SAME_LEAF]]
@@ -547,7 +553,8 @@ class Marketplace:
     # ------------------------------------------------------------------ duplicates
     def duplicates_of(self, product_id: str) -> list[DuplicateMatch]:
         """The listings that may be the same as this stored one (re-posts), best first."""
-        if product_id not in self._products.index:
+        view = self.catalogue.view()
+        if product_id not in view:
             raise NotFoundError(f"listing {product_id!r} not found")
         searcher = self.searcher
         embedding = photo = None
@@ -555,9 +562,8 @@ class Marketplace:
             embedding = searcher.vectors.vectors_of([product_id])[0]
         if searcher.photos is not None and product_id in searcher.photos:
             photo = searcher.photos.vectors_of([product_id])[0]
-        shown = self._shown
-        row = int(shown.rows([product_id])[0])
-        title, description = (shown.title[row], shown.description[row]) if row >= 0 else ("", "")
+        row = view.row(product_id)
+        title, description = (view.title[row], view.description[row]) if row >= 0 else ("", "")
         return self.duplicates.find(
             searcher.vectors,
             searcher.photos,
@@ -585,9 +591,8 @@ class Marketplace:
     def duplicate_cards(self, matches: list[DuplicateMatch]) -> list[dict[str, Any]]:
         """Matches with what a person needs to judge them: title, price, category, place, photos.
         A match deleted since it was found is left out."""
-        shown = self._shown
+        shown = self.catalogue.view()
         rows = shown.rows([m.product_id for m in matches])
-        counts = self._photo_counts([m.product_id for m in matches])
         cards = []
         for match, row in zip(matches, rows.tolist(), strict=True):
             if row < 0:
@@ -597,9 +602,9 @@ class Marketplace:
                 | {
                     "title": str(shown.title[row]),
                     "price": _plain(shown.price[row]),
-                    "category": str(shown.category[row]),
+                    "category": str(shown.value(S.CATEGORY, row)),
                     "location": str(shown.location[row] or ""),
-                    "image_count": counts.get(match.product_id, 0),
+                    "image_count": int(shown.image_count[row]),
                 }
             )
         return cards
@@ -612,10 +617,11 @@ class Marketplace:
         (id, title, price, category, location, photos) and its flagged `pairs` with scores and
         reasons, for a person to look at (`fbmarket duplicates`).
         """
-        shown = self._shown
-        ids = shown.index.astype(str).tolist()
-        descriptions = [str(d) if isinstance(d, str) else "" for d in shown.description]
-        titles = [str(t) if isinstance(t, str) else "" for t in shown.title]
+        shown = self.catalogue.view()
+        listed = shown.alive
+        ids = shown.ids[listed].tolist()
+        descriptions = [str(d) if isinstance(d, str) else "" for d in shown.description[listed]]
+        titles = [str(t) if isinstance(t, str) else "" for t in shown.title[listed]]
         pairs = catalogue_pairs(
             self.duplicates, self.searcher.vectors, self.searcher.photos, ids, titles, descriptions
         )
@@ -626,15 +632,14 @@ class Marketplace:
         out: list[dict[str, Any]] = [{"listings": [], "pairs": []} for _ in groups]
         for n, members in enumerate(groups):
             rows = shown.rows(members)
-            counts = self._photo_counts(members)
             out[n]["listings"] = [
                 {
                     "product_id": pid,
                     "title": str(shown.title[row]),
                     "price": _plain(shown.price[row]),
-                    "category": str(shown.category[row]),
+                    "category": str(shown.value(S.CATEGORY, row)),
                     "location": str(shown.location[row] or ""),
-                    "image_count": counts.get(pid, 0),
+                    "image_count": int(shown.image_count[row]),
                 }
                 for pid, row in zip(members, rows.tolist(), strict=True)
             ]
@@ -672,7 +677,7 @@ class Marketplace:
 
     def _texts(self, product_ids: Any) -> tuple[list[str], list[str]]:
         """Titles and descriptions of listings by id ('' for one deleted meanwhile)."""
-        shown = self._shown
+        shown = self.catalogue.view()
         rows = shown.rows(list(product_ids))
         titles = [str(shown.title[r] or "") if r >= 0 else "" for r in rows.tolist()]
         descriptions = [str(shown.description[r] or "") if r >= 0 else "" for r in rows.tolist()]
@@ -682,7 +687,7 @@ class Marketplace:
     def create_listing(self, listing: ListingInput, photos: list[bytes]) -> dict[str, Any]:
         """Save a new listing; the result also lists its `possible_duplicates` (it is created anyway)."""
         product_id = listing.product_id or uuid.uuid4().hex
-        if listing.product_id and product_id in self._products.index:
+        if listing.product_id and product_id in self.catalogue.view():
             raise _already_exists(product_id)  # early, before any work; checked again under the lock
         return self._save(replace(listing, product_id=product_id), photos, replace_photos=True, creating=True)
 
@@ -690,7 +695,7 @@ class Marketplace:
         self, product_id: str, listing: ListingInput, photos: list[bytes] | None
     ) -> dict[str, Any]:
         """Change a listing; the result also lists its `possible_duplicates` (never itself)."""
-        if product_id not in self._products.index:
+        if product_id not in self.catalogue.view():
             raise NotFoundError(f"listing {product_id!r} not found")
         return self._save(
             replace(listing, product_id=product_id), photos, replace_photos=photos is not None, creating=False
@@ -701,8 +706,7 @@ class Marketplace:
             if not self.store.delete_listing(product_id):
                 raise NotFoundError(f"listing {product_id!r} not found")
             self.searcher.remove_products([product_id])
-            self._set_products(self._products.drop(index=product_id, errors="ignore"))
-            self._photo_count.pop(product_id, None)
+            self.catalogue.delete([product_id])
             self._after_write()
 
     def ingest(self, products: pd.DataFrame, photos: pd.DataFrame, show_progress: bool = False) -> int:
@@ -716,10 +720,9 @@ class Marketplace:
             self.store.upsert_listings(products, photos)
             self.store.upsert_embeddings(ids, vectors, self.model.version)
             self.searcher.add_products(products, vectors, encoded.photo_vectors, encoded.has_photo)
-            table = self._products.drop(index=ids, errors="ignore")
-            self._set_products(pd.concat([table, products.set_index(S.PRODUCT_ID, drop=False)]))
-            for pid in ids:  # recounted from the database on their next appearance in results
-                self._photo_count.pop(pid, None)
+            # counted in the database: a batch adds photos to those a listing already has
+            counts = _count_photos(self.store, ids)
+            self.catalogue.upsert(products, [counts.get(pid, 0) for pid in ids])
             self.save_index()
         return len(ids)
 
@@ -734,7 +737,7 @@ class Marketplace:
         cleaned_photos = None
         if photos is not None:
             cleaned_photos = self._clean_photos(product_id, photos, folder)
-        elif stored_photos and product_id in self._products.index:
+        elif stored_photos and product_id in self.catalogue.view():
             cleaned_photos = self.store.images_frame([product_id])
         # the new photos' cleaned copies are on disk now: a refused listing must not leave them there
         written = cleaned_photos if photos is not None else None
@@ -787,9 +790,10 @@ class Marketplace:
             try:
                 # Checked again here: two creates of one id (or an edit racing a delete) both
                 # passed the early check, and the second must not overwrite the first.
-                if creating and product_id in self._products.index:
+                listed = product_id in self.catalogue.view()
+                if creating and listed:
                     raise _already_exists(product_id)
-                if not creating and product_id not in self._products.index:
+                if not creating and not listed:
                     raise NotFoundError(f"listing {product_id!r} not found")
                 self.store.save_listing(
                     product, cleaned_photos, vector, self.model.version, replace_photos=replace_photos
@@ -798,9 +802,7 @@ class Marketplace:
                 _remove_photo_files(written)
                 raise
             self.searcher.add_products(product, vector, encoded.photo_vectors, encoded.has_photo)
-            table = self._products.drop(index=product_id, errors="ignore")
-            self._set_products(pd.concat([table, product.set_index(S.PRODUCT_ID, drop=False)]))
-            self._photo_count[product_id] = 0 if cleaned_photos is None else len(cleaned_photos)
+            self.catalogue.upsert(product, [0 if cleaned_photos is None else len(cleaned_photos)])
             self._after_write()
         return self.get_listing(product_id) | {"possible_duplicates": self.duplicate_cards(matches)}
 
@@ -895,11 +897,6 @@ class Marketplace:
             )
         return pd.DataFrame(rows, columns=list(S.CLEAN_IMAGE_COLUMNS))
 
-    def _set_products(self, products: pd.DataFrame) -> None:
-        self._products = products
-        self._catalogue = Catalogue(products.reset_index(drop=True), self.settings.rank.affinity_level)
-        self._shown = _ShownColumns(products)
-
     def _after_write(self) -> None:
         self._writes_since_save += 1
         if self._writes_since_save >= INDEX_SAVE_EVERY:
@@ -958,14 +955,13 @@ class Marketplace:
 
     def _results(self, ranked: pd.DataFrame) -> list[ListingResult]:
         ids = ranked[S.PRODUCT_ID].astype(str).tolist()
-        shown = self._shown  # one read: a concurrent write swaps in a new one whole
+        shown = self.catalogue.view()  # one version throughout, whatever a concurrent write does
         rows = shown.rows(ids)
         scores = ranked["score"].to_numpy(float)
         factors = ranked["factors"].tolist()
         distances = (
             ranked[DISTANCE_KM].to_numpy(float) if DISTANCE_KM in ranked else np.full(len(ids), np.nan)
         )
-        photo_counts = self._photo_counts(ids)
         results = []
         for i, (pid, row) in enumerate(zip(ids, rows.tolist(), strict=True)):
             title = shown.title[row] if row >= 0 else None
@@ -976,32 +972,17 @@ class Marketplace:
                 ListingResult(
                     product_id=pid,
                     title=title,
-                    category=str(shown.category[row]),
-                    root_category=str(shown.root_category[row]),
+                    category=str(shown.value(S.CATEGORY, row)),
+                    root_category=str(shown.value(S.ROOT_CATEGORY, row)),
                     price=_plain(shown.price[row]),
                     location=str(location or ""),
                     distance_km=_plain(distances[i]),
                     score=float(scores[i]),
                     factors={k: float(v) for k, v in factors[i].items()},
-                    image_count=photo_counts.get(pid, 0),
+                    image_count=int(shown.image_count[row]),
                 )
             )
         return results
-
-    def _photo_counts(self, product_ids: list[str]) -> dict[str, int]:
-        """From memory; a listing the in-memory count does not know is counted in the database."""
-        missing = [pid for pid in product_ids if pid not in self._photo_count]
-        if missing:
-            found = dict.fromkeys(missing, 0) | self._count_photos(missing)
-            self._photo_count.update(found)
-        return {pid: self._photo_count.get(pid, 0) for pid in product_ids}
-
-    def _count_photos(self, product_ids: list[str] | None = None) -> dict[str, int]:
-        query = sa.select(images.c.product_id, sa.func.count()).group_by(images.c.product_id)
-        if product_ids is not None:
-            query = query.where(images.c.product_id.in_(product_ids))
-        with self.store.engine.connect() as connection:
-            return {str(pid): int(n) for pid, n in connection.execute(query)}
 
 
 @dataclass
@@ -1014,26 +995,21 @@ class _Prepared:
     encoded: Any  # bundle.EncodedListings
 
 
-class _ShownColumns:
-    """The listing fields a result shows, as arrays by row, with the id -> row lookup."""
-
-    def __init__(self, products: pd.DataFrame):
-        self.index = pd.Index(products.index.astype(str))
-        self.title = products[S.TITLE].to_numpy(dtype=object)
-        # duplicate detection compares descriptions (absent from tables made without them)
-        self.description = (
-            products[S.DESCRIPTION].to_numpy(dtype=object)
-            if S.DESCRIPTION in products
-            else np.full(len(products), "", dtype=object)
-        )
-        self.category = products[S.CATEGORY].to_numpy(dtype=object)
-        self.root_category = products[S.ROOT_CATEGORY].to_numpy(dtype=object)
-        self.price = pd.to_numeric(products[S.PRICE], errors="coerce").to_numpy(dtype=float)
-        self.location = products[S.LOCATION].to_numpy(dtype=object)
-
-    def rows(self, product_ids: list[str]) -> np.ndarray:
-        """Row of each id; -1 for an id no longer listed."""
-        return self.index.get_indexer(product_ids)
+def _count_photos(store: Store, product_ids: list[str] | None = None) -> dict[str, int]:
+    """Photos per listing in the database (every listing, or the given ones; none: absent)."""
+    query = sa.select(images.c.product_id, sa.func.count()).group_by(images.c.product_id)
+    if product_ids is None:
+        chunks: list[Any] = [query]
+    else:
+        chunks = [
+            query.where(images.c.product_id.in_(product_ids[start : start + COUNT_CHUNK]))
+            for start in range(0, len(product_ids), COUNT_CHUNK)
+        ]
+    counts: dict[str, int] = {}
+    with store.engine.connect() as connection:
+        for chunk in chunks:
+            counts.update({str(pid): int(n) for pid, n in connection.execute(chunk)})
+    return counts
 
 
 def check_k(k: object) -> int:

@@ -58,7 +58,6 @@ on the dev data that lifted precision@10 of the same leaf / root over the catalo
 from __future__ import annotations
 
 import difflib
-import functools
 import numbers
 import re
 import threading
@@ -69,6 +68,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fbmarket.catalogue import CatalogueView, ListingCatalogue
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
@@ -204,96 +204,82 @@ class QueryVocabulary:
         return [t for t in self.tokenize(text) if t in self.words and t not in STOPWORDS]
 
 
-class ListingTable:
-    """The columns filters read, as arrays (categories factorised) for fast masks."""
+# Filters over the service's listing catalogue (fbmarket/catalogue.py), read through one
+# `CatalogueView` per query: whatever a write does meanwhile, a query sees one version.
 
-    def __init__(self, products: pd.DataFrame):
-        S.require_columns(products, TABLE_COLUMNS, "products")
-        frame = products.loc[:, list(TABLE_COLUMNS)].copy()
-        frame[S.PRODUCT_ID] = frame[S.PRODUCT_ID].astype(str)
-        frame = frame.drop_duplicates(S.PRODUCT_ID, keep="last").reset_index(drop=True)
-        self.frame = frame
-        self.ids = frame[S.PRODUCT_ID].to_numpy(dtype=object)
-        self.position = pd.Index(self.ids, dtype=object)
-        self.price = pd.to_numeric(frame[S.PRICE], errors="coerce").to_numpy(dtype=float)
-        self.latitude = pd.to_numeric(frame[S.LATITUDE], errors="coerce").to_numpy(dtype=float)
-        self.longitude = pd.to_numeric(frame[S.LONGITUDE], errors="coerce").to_numpy(dtype=float)
-        self._codes: dict[str, tuple[np.ndarray, pd.Index, list[str | None]]] = {}
-        for column in (S.CATEGORY, S.ROOT_CATEGORY, S.LEAF_CATEGORY):
-            codes, uniques = pd.factorize(frame[column].astype(object), use_na_sentinel=True)
-            keys = [category_key(v) if isinstance(v, str) else None for v in uniques]
-            self._codes[column] = (codes, pd.Index(uniques, dtype=object), keys)
 
-    def __len__(self) -> int:
-        return len(self.ids)
+def filter_mask(view: CatalogueView, filters: Filters | None) -> np.ndarray:
+    """Boolean mask over the view's rows: listed, and passing every filter."""
+    keep = view.alive.copy()
+    if filters is None:
+        return keep
+    if filters.category is not None:
+        keep &= _category_rows(view, S.CATEGORY, filters.category.strip(), prefix=True)
+    if filters.root_category is not None:
+        keep &= _category_rows(view, S.ROOT_CATEGORY, filters.root_category.strip())
+    if filters.leaf_category is not None:
+        keep &= _category_rows(view, S.LEAF_CATEGORY, filters.leaf_category.strip())
+    with np.errstate(invalid="ignore"):
+        if filters.min_price is not None:
+            keep &= view.price >= filters.min_price
+        if filters.max_price is not None:
+            keep &= view.price <= filters.max_price
+    if filters.max_km is not None:
+        keep &= _within(view, filters.latitude, filters.longitude, filters.max_km, keep)
+    return keep
 
-    def title(self, product_id: str) -> str | None:
-        row = self.position.get_indexer([product_id])[0]
-        return None if row < 0 else self.frame.at[row, S.TITLE]
 
-    def _equals(self, column: str, value: str) -> np.ndarray:
-        codes, _, keys = self._codes[column]
-        wanted = category_key(value)
-        return np.isin(codes, [i for i, key in enumerate(keys) if key == wanted])
+def _category_keys(view: CatalogueView, column: str) -> list[str]:
+    """`category_key` of every category the column's dictionary holds, by code (once per view)."""
+    return view.derived(("category_keys", column), lambda: [category_key(v) for v in view.values(column)])
 
-    def _under(self, column: str, prefix: str) -> np.ndarray:
-        codes, _, keys = self._codes[column]
-        wanted = category_key(prefix)
-        return np.isin(codes, [i for i, key in enumerate(keys) if key is not None and _is_under(key, wanted)])
 
-    @functools.cached_property
-    def category_prefixes(self) -> dict[str, str]:
-        """category_key -> as written, for every category path in the catalogue and every prefix
-        of one (a table never changes: writes make a new one, so this is computed once)."""
+def _category_rows(view: CatalogueView, column: str, value: str, prefix: bool = False) -> np.ndarray:
+    """Rows whose category in `column` is `value` (or, with `prefix`, under it), as filters match."""
+    wanted = category_key(value)
+    keys = _category_keys(view, column)
+    codes = [i for i, key in enumerate(keys) if (_is_under(key, wanted) if prefix else key == wanted)]
+    return np.isin(view.codes(column), codes)
+
+
+def _live_values(view: CatalogueView, column: str) -> list[str]:
+    """The values of a category column some listed row has, in code order."""
+
+    def compute() -> list[str]:
+        codes = view.codes(column)[view.alive]
+        present = np.unique(codes[codes >= 0])
+        values = view.values(column)
+        return [values[code] for code in present.tolist()]
+
+    return view.derived(("live_values", column), compute)
+
+
+def category_prefixes(view: CatalogueView) -> dict[str, str]:
+    """category_key -> as written, for every category path of a listed row and every prefix of one."""
+
+    def compute() -> dict[str, str]:
         prefixes: dict[str, str] = {}
         for column in (S.CATEGORY, S.ROOT_CATEGORY):
-            for path in self._codes[column][1]:
-                if isinstance(path, str):
-                    parts = [part.strip() for part in path.split(" / ")]
-                    for depth in range(1, len(parts) + 1):
-                        written = " / ".join(parts[:depth])
-                        prefixes.setdefault(category_key(written), written)
+            for path in _live_values(view, column):
+                parts = [part.strip() for part in path.split(" / ")]
+                for depth in range(1, len(parts) + 1):
+                    written = " / ".join(parts[:depth])
+                    prefixes.setdefault(category_key(written), written)
         return prefixes
 
-    @property
-    def roots(self) -> list[str]:
-        return [root for root in self._codes[S.ROOT_CATEGORY][1] if isinstance(root, str)]
+    return view.derived("category_prefixes", compute)
 
-    def mask(self, filters: Filters | None) -> np.ndarray:
-        """Boolean mask over the rows that pass every filter."""
-        keep = np.ones(len(self), dtype=bool)
-        if filters is None:
-            return keep
-        if filters.category is not None:
-            keep &= self._under(S.CATEGORY, filters.category.strip())
-        if filters.root_category is not None:
-            keep &= self._equals(S.ROOT_CATEGORY, filters.root_category.strip())
-        if filters.leaf_category is not None:
-            keep &= self._equals(S.LEAF_CATEGORY, filters.leaf_category.strip())
-        with np.errstate(invalid="ignore"):
-            if filters.min_price is not None:
-                keep &= self.price >= filters.min_price
-            if filters.max_price is not None:
-                keep &= self.price <= filters.max_price
-        if filters.max_km is not None:
-            keep &= self._within(filters.latitude, filters.longitude, filters.max_km, keep)
-        return keep
 
-    def _within(self, lat: float, lon: float, max_km: float, keep: np.ndarray) -> np.ndarray:
-        # a cheap latitude band first, the exact great-circle distance on what is left
-        near = keep & (np.abs(self.latitude - lat) <= max_km / KM_PER_DEGREE_LAT + 1e-9)
-        rows = np.flatnonzero(near)
-        within = np.zeros(len(self), dtype=bool)
-        if len(rows):
-            km = np.asarray(haversine_km(lat, lon, self.latitude[rows], self.longitude[rows]), dtype=float)
-            within[rows] = km <= max_km  # NaN (unknown location) compares False
-        return within
-
-    def distance_km(self, product_ids: Iterable[str], lat: float, lon: float) -> np.ndarray:
-        rows = self.position.get_indexer(pd.Index(list(product_ids), dtype=object))
-        lat_rows = np.where(rows >= 0, self.latitude[np.maximum(rows, 0)], np.nan)
-        lon_rows = np.where(rows >= 0, self.longitude[np.maximum(rows, 0)], np.nan)
-        return np.asarray(haversine_km(lat, lon, lat_rows, lon_rows), dtype=float)
+def _within(view: CatalogueView, lat: float, lon: float, max_km: float, keep: np.ndarray) -> np.ndarray:
+    # a cheap latitude band first, the exact great-circle distance on what is left
+    with np.errstate(invalid="ignore"):
+        near = keep & (np.abs(view.latitude - lat) <= max_km / KM_PER_DEGREE_LAT + 1e-9)
+    rows = np.flatnonzero(near)
+    within = np.zeros(view.n_rows, dtype=bool)
+    if len(rows):
+        km = np.asarray(haversine_km(lat, lon, view.latitude[rows], view.longitude[rows]), dtype=float)
+        within[rows] = km <= max_km  # NaN (unknown location) compares False
+    return within
 
 
 def reciprocal_rank_fusion(ranks: Iterable[np.ndarray], k: int = 60) -> np.ndarray:
@@ -337,17 +323,23 @@ class HybridSearcher:
 
     Either index may be absent (no trained embeddings yet -> lexical only); a query then
     uses what exists and `retrieve(...).attrs["mode"]` says what ran.
+
+    Filters and titles are read from a listing catalogue (fbmarket/catalogue.py). The service
+    lends its own (`catalogue=`): the searcher then only reads it, and the service, its
+    owner, writes every listing change into it. Without one (tests, benchmarks, training) the
+    searcher builds a private catalogue of `products` and keeps it up to date itself.
     """
 
     def __init__(
         self,
-        products: pd.DataFrame,
+        products: pd.DataFrame | None,
         vectors: VectorIndex | None = None,
         lexical: LexicalIndex | None = None,
         settings: SearchSettings | None = None,
         categories: CategorySpace | None = None,
         photos: VectorIndex | None = None,
         query_vocabulary: QueryVocabulary | None = None,
+        catalogue: ListingCatalogue | None = None,
     ):
         self.settings = settings or SearchSettings()
         self.categories = categories  # the model's category heads: similar() favours shared categories
@@ -358,7 +350,13 @@ class HybridSearcher:
         self.vectors = vectors
         self.lexical = lexical
         self.photos = photos  # listing id -> pooled unit photo features (listings with photos only)
-        self.table = ListingTable(products)
+        self._owns_catalogue = catalogue is None
+        if catalogue is None:
+            if products is None:
+                raise ValueError("give the products to search, or a catalogue of them")
+            S.require_columns(products, TABLE_COLUMNS, "products")
+            catalogue = ListingCatalogue.from_frame(products)
+        self._catalogue = catalogue
         self._lock = threading.RLock()
         self._align_key: tuple | None = None
         self._align: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
@@ -382,6 +380,11 @@ class HybridSearcher:
             vectors = VectorIndex(int(np.shape(embeddings)[1]), settings)
             vectors.build(ids, embeddings)
         return cls(products, vectors, lexical, settings, categories, query_vocabulary=query_vocabulary)
+
+    @property
+    def table(self) -> CatalogueView:
+        """The listings as of now (a read-only view; `len` is how many are listed)."""
+        return self._catalogue.view()
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path | str) -> None:
@@ -453,11 +456,11 @@ class HybridSearcher:
                     self.photos.add([pid for pid, k in zip(ids, keep, strict=True) if k], photo_vectors[keep])
             if self.lexical is not None:
                 self.lexical.add(ids, products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist())
-            merged = pd.concat([self.table.frame, products.loc[:, list(TABLE_COLUMNS)]], ignore_index=True)
-            self.table = ListingTable(merged)  # keeps the last copy of a replaced id
+            if self._owns_catalogue:  # a lent catalogue is written by its owner
+                self._catalogue.upsert(products)
 
     def remove_products(self, product_ids: Iterable[str]) -> int:
-        """Remove listings from every index; returns how many the table held."""
+        """Remove listings from every index; returns how many the catalogue listed."""
         ids = list(dict.fromkeys(map(str, product_ids)))
         with self._lock:
             if self.vectors is not None:
@@ -466,17 +469,18 @@ class HybridSearcher:
                 self.photos.remove(ids)
             if self.lexical is not None:
                 self.lexical.remove(ids)
-            frame = self.table.frame
-            gone = frame[S.PRODUCT_ID].isin(ids)
-            self.table = ListingTable(frame.loc[~gone])
-            return int(gone.sum())
+            if self._owns_catalogue:
+                return self._catalogue.delete(ids)
+            view = self.table
+            return sum(view.contains(pid) for pid in ids)
 
     # ------------------------------------------------------------------ queries
     def allowed_ids(self, filters: Filters | None) -> np.ndarray | None:
         """Product ids passing the filters, or None when nothing is filtered."""
         if filters is None or not filters.active:
             return None
-        return self.table.ids[self.table.mask(filters)]
+        view = self.table
+        return view.ids[filter_mask(view, filters)]
 
     def check_category(self, category: str, roots: Iterable[str] = ()) -> None:
         """Raise `UnknownCategoryError` unless `category` is a catalogue category or a prefix of
@@ -489,16 +493,17 @@ class HybridSearcher:
         "Home & Garden / Sofas"), matched as `check_category` matches; a seller's category is
         stored in this spelling, so filters and the leaf feature see one name per category.
         Raises `UnknownCategoryError` (roots and the nearest spelling) when nothing matches."""
-        table = self.table  # one read: a concurrent write swaps in a new table whole
+        view = self.table  # one version throughout, whatever a concurrent write does
         key = category_key(category)
         extra = {category_key(root): root for root in roots}
         if key in extra:
             return extra[key]
-        if key in table.category_prefixes:
-            return table.category_prefixes[key]
-        known = extra | table.category_prefixes
+        prefixes = category_prefixes(view)
+        if key in prefixes:
+            return prefixes[key]
+        known = extra | prefixes
         close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-        all_roots = sorted(set(extra.values()) | set(table.roots))
+        all_roots = sorted(set(extra.values()) | set(_live_values(view, S.ROOT_CATEGORY)))
         raise UnknownCategoryError(category, all_roots, known[close[0]] if close else None)
 
     def query_signal(self, query_text: str, photo: bool = False) -> tuple[list[str], bool | None]:
@@ -574,10 +579,11 @@ class HybridSearcher:
         with self._lock:
             vec_allowed = lex_allowed = None
             if filters is not None and filters.active:
-                mask = self.table.mask(filters)
+                view = self.table
+                mask = filter_mask(view, filters)
                 if not mask.any():
                     return _with_mode(empty_candidates(), mode, notes)
-                vec_allowed, lex_allowed = self._selections(mask)
+                vec_allowed, lex_allowed = self._selections(view, mask)
             semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
             lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
             frame = self._score_candidates(
@@ -627,11 +633,12 @@ class HybridSearcher:
         with self._lock:
             photo_allowed = vec_allowed = lex_allowed = None
             if filters is not None and filters.active:
-                mask = self.table.mask(filters)
+                view = self.table
+                mask = filter_mask(view, filters)
                 if not mask.any():
                     return _with_mode(empty_candidates(), "photo")
-                vec_allowed, lex_allowed = self._selections(mask)
-                allowed_ids = self.table.ids[mask]
+                vec_allowed, lex_allowed = self._selections(view, mask)
+                allowed_ids = view.ids[mask]
                 photo_allowed = [pid for pid in allowed_ids if pid in self.photos]
             photo_hits = self.photos.search(q, n, photo_allowed)
             use_vectors = query_vector is not None and self.vectors is not None
@@ -687,8 +694,10 @@ class HybridSearcher:
             )
         return _with_mode(frame, "photo+words" if use_text else "photo")
 
-    def _selections(self, mask: np.ndarray) -> tuple[IdSelection | None, IdSelection | None]:
-        """A row mask over the table -> the allowed ids inside the vector and lexical indexes."""
+    def _selections(
+        self, view: CatalogueView, mask: np.ndarray
+    ) -> tuple[IdSelection | None, IdSelection | None]:
+        """A row mask over a catalogue view -> the allowed ids inside the vector and lexical indexes."""
 
         def allowed(
             index: VectorIndex | LexicalIndex | None, aligned: np.ndarray | None
@@ -698,23 +707,24 @@ class HybridSearcher:
             ids = aligned[mask]
             return IdSelection(ids[ids >= 0], index.version)
 
-        vec_align, lex_align = self._alignment()
+        vec_align, lex_align = self._alignment(view)
         return allowed(self.vectors, vec_align), allowed(self.lexical, lex_align)
 
-    def _alignment(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Table rows -> ids inside each index, cached until the table or an index changes.
+    def _alignment(self, view: CatalogueView) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Catalogue rows -> ids inside each index, cached until the catalogue or an index changes.
 
         Filters produce a row mask over the table; this turns it into each index's own ids
         without a per-query hash lookup of every allowed product id.
         """
         key = (
-            id(self.table),
+            id(view),
+            view.version,
             self.vectors.version if self.vectors is not None else None,
             self.lexical.version if self.lexical is not None else None,
         )
         if self._align_key != key:
-            vec = self.vectors.internal_ids(self.table.ids) if self.vectors is not None else None
-            lex = self.lexical.positions(self.table.ids) if self.lexical is not None else None
+            vec = self.vectors.internal_ids(view.ids) if self.vectors is not None else None
+            lex = self.lexical.positions(view.ids) if self.lexical is not None else None
             self._align = (vec, lex)
             self._align_key = key
         return self._align
@@ -773,10 +783,11 @@ class HybridSearcher:
                 return []
             allowed = None
             if filters is not None and filters.active:
-                mask = self.table.mask(filters)
+                view = self.table
+                mask = filter_mask(view, filters)
                 if not mask.any():
                     return []
-                allowed, _ = self._selections(mask)
+                allowed, _ = self._selections(view, mask)
             return self.vectors.search(vector, k, allowed)
 
     def similar(
@@ -802,14 +813,15 @@ class HybridSearcher:
         k = check_k(k, self.settings.max_k)
         product_id = str(product_id)
         with self._lock:
+            view = self.table
             mask = None
             if filters is not None and filters.active:
-                mask = self.table.mask(filters) & (self.table.ids != product_id)
+                mask = filter_mask(view, filters) & (view.ids != product_id)
                 if not mask.any():
                     return _similar_frame([], [])
-            title = self.table.title(product_id)
+            title = view.title_of(product_id)
             has_title = self.lexical is not None and isinstance(title, str) and bool(title.strip())
-            vec_allowed, lex_allowed = (None, None) if mask is None else self._selections(mask)
+            vec_allowed, lex_allowed = (None, None) if mask is None else self._selections(view, mask)
             n = min(k + 1, self.settings.max_k)
             if self.vectors is None or product_id not in self.vectors:
                 if title is None:
