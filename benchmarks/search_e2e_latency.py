@@ -152,7 +152,7 @@ def _keep_only(db: Path, keep: list[str]) -> None:
 # ---------------------------------------------------------------------- queries
 def original_listings(market: Marketplace) -> pd.DataFrame:
     """The bundle's own listings, not the replicas grown from them (ids with "~")."""
-    products = market._products
+    products = market.store.listings_frame()  # the database rows: every column (leaf names too)
     return products[~products[S.PRODUCT_ID].astype(str).str.contains("~", regex=False)]
 
 
@@ -177,7 +177,7 @@ def make_queries(market: Marketplace, count: int, seed: int) -> list[str]:
 def scenarios(market: Marketplace, queries: list[str], seed: int) -> dict[str, list[SearchRequest]]:
     rng = np.random.default_rng(seed)
     users = sorted(market.ranking.profiles.user_affinity) or [None]
-    roots = sorted(market._products[S.ROOT_CATEGORY].dropna().astype(str).unique())
+    roots = sorted(market.catalogue.view().products[S.ROOT_CATEGORY].dropna().astype(str).unique())
     pick = [users[int(rng.integers(len(users)))] for _ in queries]
     root = [roots[int(rng.integers(len(roots)))] for _ in queries]
     return {
@@ -277,7 +277,7 @@ def stage_times(markets: list[Marketplace], requests: list[SearchRequest]) -> li
                 j,
                 "rank",
                 lambda m=market, b=buyer, c=candidates, r=request: m.ranking.personalise(
-                    b, m._catalogue, k=r.k, candidates=c
+                    b, m.catalogue.view(), k=r.k, candidates=c
                 ),
                 record,
             )
@@ -324,7 +324,7 @@ def run_size(n: int, factories: list[str], args: argparse.Namespace) -> list[dic
             started = time.perf_counter()
             markets.append(Marketplace.open(folder))
             open_s.append(time.perf_counter() - started)
-        listings = len(markets[0]._products)
+        listings = len(markets[0].catalogue)
         for factory, market in zip(factories, markets, strict=True):
             built = market.searcher.vectors.factory if market.searcher.vectors is not None else None
             if built != factory:

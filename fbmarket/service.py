@@ -25,12 +25,13 @@ import pandas as pd
 from PIL import Image
 
 from fbmarket.bundle_settings import load_bundle_settings
+from fbmarket.catalogue import ListingCatalogue
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
 from fbmarket.errors import BadRequestError, NotFoundError
 from fbmarket.layout import BundleLayout
-from fbmarket.recommend.features import DISTANCE_KM, Catalogue
+from fbmarket.recommend.features import DISTANCE_KM
 from fbmarket.recommend.personalise import RankingModels
 from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.search.duplicates import DuplicateDetector, DuplicateRule
@@ -53,7 +54,7 @@ from fbmarket.service_types import (
     SearchResponse,
     plain,
 )
-from fbmarket.service_writes import ListingWrites
+from fbmarket.service_writes import ListingWrites, count_photos
 from fbmarket.text.tokenize import get_tokenizer
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
     State lives in two places: the database (listings, photos, embeddings, buyers) is the
     truth, and the saved FAISS index is a cache of its embeddings. `open` reconciles the
     two, so a process killed between a database commit and an index save loses nothing.
+    In memory, `catalogue` (fbmarket/catalogue.py) holds every listing once: this object
+    writes it after each database write, and lends it read-only to the searcher and ranker.
     """
 
     def __init__(
@@ -88,7 +91,7 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         model: Any,
         searcher: HybridSearcher,
         ranking: RankingModels,
-        products: pd.DataFrame,
+        catalogue: ListingCatalogue,
     ):
         self.bundle_dir = bundle_dir
         self.settings = settings
@@ -96,17 +99,12 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         self.model = model
         self.searcher = searcher
         self.ranking = ranking
-        self._products = products.set_index(S.PRODUCT_ID, drop=False)
-        self._catalogue = Catalogue(products, settings.rank.affinity_level)
-        self._shown = _ShownColumns(self._products)
+        # every listing once, with its photo count; written only here, under the write lock
+        self.catalogue = catalogue
         rule = getattr(model, "duplicate_rule", None)  # None: a bundle trained before the rule was fit
         self.duplicates = DuplicateDetector(
             rule or DuplicateRule.from_settings(settings.duplicates), settings.duplicates
         )
-        # Photos per listing, kept in memory (a database query per search cost more than the
-        # rest of result assembly); every listing is present, 0 when it has no photo.
-        self._photo_count = dict.fromkeys(self._products.index.astype(str), 0)
-        self._photo_count.update(self._count_photos())
         self._write_lock = threading.RLock()
         self._writes_since_save = 0
         self._users = self._known_users()
@@ -153,21 +151,23 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         except Exception:  # photo search falls back to the query embedding; words are unaffected
             log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
             photo_index = None
+        catalogue = listing_catalogue(store, products, settings)
         searcher = HybridSearcher(
-            products,
+            None,
             vector_index,
             lexical,
             settings.search,
             model.category_space(),
             photos=photo_index,
             query_vocabulary=query_vocabulary(bundle_dir),
+            catalogue=catalogue,
         )
         ranking_dir = BundleLayout(bundle_dir).ranking_dir
         if (ranking_dir / "profiles.json").is_file():
             ranking = RankingModels.load(ranking_dir)
         else:
             ranking = cold_ranking(products, settings)
-        market = cls(bundle_dir, settings, store, model, searcher, ranking, products)
+        market = cls(bundle_dir, settings, store, model, searcher, ranking, catalogue)
         market.embedded_on_open, market._embed_error = embedded, embed_error
         return market
 
@@ -179,7 +179,7 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         that fixes it (an operator reads this in /ready's `detail`)."""
         vectors = self.searcher.vectors
         indexed = len(vectors) if vectors is not None else 0
-        listings = len(self._products)
+        listings = len(self.catalogue)
         if indexed == listings:
             index = (True, f"the vector index holds all {listings} listings")
         else:
@@ -256,11 +256,6 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         return path
 
     # ------------------------------------------------------------------ in-memory state
-    def _set_products(self, products: pd.DataFrame) -> None:
-        self._products = products
-        self._catalogue = Catalogue(products.reset_index(drop=True), self.settings.rank.affinity_level)
-        self._shown = _ShownColumns(products)
-
     def _after_write(self) -> None:
         self._writes_since_save += 1
         if self._writes_since_save >= INDEX_SAVE_EVERY:
@@ -268,14 +263,13 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
 
     def _results(self, ranked: pd.DataFrame) -> list[ListingResult]:
         ids = ranked[S.PRODUCT_ID].astype(str).tolist()
-        shown = self._shown  # one read: a concurrent write swaps in a new one whole
+        shown = self.catalogue.view()  # one version throughout, whatever a concurrent write does
         rows = shown.rows(ids)
         scores = ranked["score"].to_numpy(float)
         factors = ranked["factors"].tolist()
         distances = (
             ranked[DISTANCE_KM].to_numpy(float) if DISTANCE_KM in ranked else np.full(len(ids), np.nan)
         )
-        photo_counts = self._photo_counts(ids)
         results = []
         for i, (pid, row) in enumerate(zip(ids, rows.tolist(), strict=True)):
             title = shown.title[row] if row >= 0 else None
@@ -286,50 +280,25 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
                 ListingResult(
                     product_id=pid,
                     title=title,
-                    category=str(shown.category[row]),
-                    root_category=str(shown.root_category[row]),
+                    category=str(shown.value(S.CATEGORY, row)),
+                    root_category=str(shown.value(S.ROOT_CATEGORY, row)),
                     price=plain(shown.price[row]),
                     location=str(location or ""),
                     distance_km=plain(distances[i]),
                     score=float(scores[i]),
                     factors={k: float(v) for k, v in factors[i].items()},
-                    image_count=photo_counts.get(pid, 0),
+                    image_count=int(shown.image_count[row]),
                 )
             )
         return results
 
-    def _photo_counts(self, product_ids: list[str]) -> dict[str, int]:
-        """From memory; a listing the in-memory count does not know is counted in the database."""
-        missing = [pid for pid in product_ids if pid not in self._photo_count]
-        if missing:
-            found = dict.fromkeys(missing, 0) | self._count_photos(missing)
-            self._photo_count.update(found)
-        return {pid: self._photo_count.get(pid, 0) for pid in product_ids}
 
-    def _count_photos(self, product_ids: list[str] | None = None) -> dict[str, int]:
-        return self.store.photo_counts(product_ids)
-
-
-class _ShownColumns:
-    """The listing fields a result shows, as arrays by row, with the id -> row lookup."""
-
-    def __init__(self, products: pd.DataFrame):
-        self.index = pd.Index(products.index.astype(str))
-        self.title = products[S.TITLE].to_numpy(dtype=object)
-        # duplicate detection compares descriptions (absent from tables made without them)
-        self.description = (
-            products[S.DESCRIPTION].to_numpy(dtype=object)
-            if S.DESCRIPTION in products
-            else np.full(len(products), "", dtype=object)
-        )
-        self.category = products[S.CATEGORY].to_numpy(dtype=object)
-        self.root_category = products[S.ROOT_CATEGORY].to_numpy(dtype=object)
-        self.price = pd.to_numeric(products[S.PRICE], errors="coerce").to_numpy(dtype=float)
-        self.location = products[S.LOCATION].to_numpy(dtype=object)
-
-    def rows(self, product_ids: list[str]) -> np.ndarray:
-        """Row of each id; -1 for an id no longer listed."""
-        return self.index.get_indexer(product_ids)
+def listing_catalogue(store: Store, products: pd.DataFrame, settings: Settings) -> ListingCatalogue:
+    """The in-memory catalogue of the database's listings, with their photo counts (kept in
+    memory: a database query per search cost more than the rest of result assembly)."""
+    return ListingCatalogue.from_frame(
+        products, settings.rank.affinity_level, image_counts=count_photos(store)
+    )
 
 
 def cold_ranking(products: pd.DataFrame, settings: Settings) -> RankingModels:

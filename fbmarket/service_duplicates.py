@@ -23,22 +23,24 @@ from fbmarket.search.duplicates import DuplicateMatch, catalogue_pairs, duplicat
 from fbmarket.service_types import ListingInput, plain
 
 if TYPE_CHECKING:
+    from fbmarket.catalogue import ListingCatalogue
     from fbmarket.search.duplicates import DuplicateDetector
     from fbmarket.search.hybrid import HybridSearcher
 
 
 class DuplicateQueries:
-    """Mixed into `Marketplace`, whose indexes, shown columns and photo counts it reads."""
+    """Mixed into `Marketplace`, whose indexes and listing catalogue (texts, shown fields,
+    photo counts) it reads."""
 
     searcher: HybridSearcher
     duplicates: DuplicateDetector
-    _shown: Any  # service._ShownColumns
-    _products: Any
-    # and calls its _photo_counts (photos per listing) and _prepare (clean and encode a listing)
+    catalogue: ListingCatalogue  # read through one view per question
+    # and calls its _prepare (clean and encode a listing)
 
     def duplicates_of(self, product_id: str) -> list[DuplicateMatch]:
         """The listings that may be the same as this stored one (re-posts), best first."""
-        if product_id not in self._products.index:
+        view = self.catalogue.view()
+        if product_id not in view:
             raise NotFoundError(f"listing {product_id!r} not found")
         searcher = self.searcher
         embedding = photo = None
@@ -46,9 +48,8 @@ class DuplicateQueries:
             embedding = searcher.vectors.vectors_of([product_id])[0]
         if searcher.photos is not None and product_id in searcher.photos:
             photo = searcher.photos.vectors_of([product_id])[0]
-        shown = self._shown
-        row = int(shown.rows([product_id])[0])
-        title, description = (shown.title[row], shown.description[row]) if row >= 0 else ("", "")
+        row = view.row(product_id)
+        title, description = (view.title[row], view.description[row]) if row >= 0 else ("", "")
         return self.duplicates.find(
             searcher.vectors,
             searcher.photos,
@@ -76,9 +77,8 @@ class DuplicateQueries:
     def duplicate_cards(self, matches: list[DuplicateMatch]) -> list[dict[str, Any]]:
         """Matches with what a person needs to judge them: title, price, category, place, photos.
         A match deleted since it was found is left out."""
-        shown = self._shown
+        shown = self.catalogue.view()
         rows = shown.rows([m.product_id for m in matches])
-        counts = self._photo_counts([m.product_id for m in matches])
         cards = []
         for match, row in zip(matches, rows.tolist(), strict=True):
             if row < 0:
@@ -88,9 +88,9 @@ class DuplicateQueries:
                 | {
                     "title": str(shown.title[row]),
                     "price": plain(shown.price[row]),
-                    "category": str(shown.category[row]),
+                    "category": str(shown.value(S.CATEGORY, row)),
                     "location": str(shown.location[row] or ""),
-                    "image_count": counts.get(match.product_id, 0),
+                    "image_count": int(shown.image_count[row]),
                 }
             )
         return cards
@@ -103,10 +103,11 @@ class DuplicateQueries:
         (id, title, price, category, location, photos) and its flagged `pairs` with scores and
         reasons, for a person to look at (`fbmarket duplicates`).
         """
-        shown = self._shown
-        ids = shown.index.astype(str).tolist()
-        descriptions = [str(d) if isinstance(d, str) else "" for d in shown.description]
-        titles = [str(t) if isinstance(t, str) else "" for t in shown.title]
+        shown = self.catalogue.view()
+        listed = shown.alive
+        ids = shown.ids[listed].tolist()
+        descriptions = [str(d) if isinstance(d, str) else "" for d in shown.description[listed]]
+        titles = [str(t) if isinstance(t, str) else "" for t in shown.title[listed]]
         pairs = catalogue_pairs(
             self.duplicates, self.searcher.vectors, self.searcher.photos, ids, titles, descriptions
         )
@@ -117,15 +118,14 @@ class DuplicateQueries:
         out: list[dict[str, Any]] = [{"listings": [], "pairs": []} for _ in groups]
         for n, members in enumerate(groups):
             rows = shown.rows(members)
-            counts = self._photo_counts(members)
             out[n]["listings"] = [
                 {
                     "product_id": pid,
                     "title": str(shown.title[row]),
                     "price": plain(shown.price[row]),
-                    "category": str(shown.category[row]),
+                    "category": str(shown.value(S.CATEGORY, row)),
                     "location": str(shown.location[row] or ""),
-                    "image_count": counts.get(pid, 0),
+                    "image_count": int(shown.image_count[row]),
                 }
                 for pid, row in zip(members, rows.tolist(), strict=True)
             ]
@@ -163,7 +163,7 @@ class DuplicateQueries:
 
     def _texts(self, product_ids: Any) -> tuple[list[str], list[str]]:
         """Titles and descriptions of listings by id ('' for one deleted meanwhile)."""
-        shown = self._shown
+        shown = self.catalogue.view()
         rows = shown.rows(list(product_ids))
         titles = [str(shown.title[r] or "") if r >= 0 else "" for r in rows.tolist()]
         descriptions = [str(shown.description[r] or "") if r >= 0 else "" for r in rows.tolist()]

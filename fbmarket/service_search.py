@@ -13,7 +13,6 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from fbmarket.errors import BadRequestError, NotFoundError
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
@@ -25,6 +24,7 @@ from fbmarket.service_types import ListingResult, SearchRequest, SearchResponse,
 from fbmarket.text.tokenize import get_tokenizer
 
 if TYPE_CHECKING:
+    from fbmarket.catalogue import ListingCatalogue
     from fbmarket.config import Settings
     from fbmarket.recommend.personalise import RankingModels
     from fbmarket.search.hybrid import HybridSearcher
@@ -38,8 +38,7 @@ class SearchQueries:
     settings: Settings
     searcher: HybridSearcher
     ranking: RankingModels
-    _catalogue: Any  # recommend.features.Catalogue
-    _products: pd.DataFrame
+    catalogue: ListingCatalogue  # read through one view per request
     _users: set[str]
 
     def search(self, request: SearchRequest) -> SearchResponse:
@@ -71,7 +70,7 @@ class SearchQueries:
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
         recommendation = self.ranking.personalise(
-            buyer, self._catalogue, k=k, candidates=candidates, photo_query=mode.startswith("photo")
+            buyer, self.catalogue.view(), k=k, candidates=candidates, photo_query=mode.startswith("photo")
         )
         shown = recommendation.results
         if PHOTO_MATCH in shown and shown[PHOTO_MATCH].any():
@@ -93,18 +92,19 @@ class SearchQueries:
     def _feed(
         self, buyer: Buyer, status: str, notes: list[str], k: int, filters: Filters | None
     ) -> SearchResponse:
+        view = self.catalogue.view()
         exclude = None
         if filters is not None and filters.active:
             allowed = set(self.searcher.allowed_ids(filters))
-            exclude = set(self._catalogue.ids) - allowed
-        recommendation = self.ranking.personalise(buyer, self._catalogue, k=k, exclude=exclude)
+            exclude = set(view.live_ids) - allowed
+        recommendation = self.ranking.personalise(buyer, view, k=k, exclude=exclude)
         return SearchResponse(
             self._results(recommendation.results), status, "feed", notes + recommendation.notes
         )
 
     def similar(self, product_id: str, k: int = 10) -> list[ListingResult]:
         k = check_request_k(k)
-        if product_id not in self._products.index:
+        if product_id not in self.catalogue.view():
             raise NotFoundError(f"listing {product_id!r} not found")
         frame = self.searcher.similar_scored(product_id, k)
         parts = frame[[SIMILARITY, SAME_ROOT, SAME_LEAF]]

@@ -4,7 +4,8 @@ ingested (`fbmarket index`).
 A part of `Marketplace` (fbmarket/service.py), kept apart because it is its own job. Each
 write cleans the listing with the batch rules (fbmarket/data/listing.py), encodes it, looks
 for duplicates, then writes the database (one transaction) and only then the in-memory
-indexes, under the marketplace's write lock.
+indexes and the listing catalogue (fbmarket/catalogue.py: one row per listing written,
+never the table rebuilt), under the marketplace's write lock.
 """
 
 from __future__ import annotations
@@ -32,30 +33,32 @@ from fbmarket.errors import AlreadyExistsError, NotFoundError
 from fbmarket.service_types import ListingInput
 
 if TYPE_CHECKING:
+    from fbmarket.catalogue import ListingCatalogue
     from fbmarket.config import Settings
     from fbmarket.data.store import Store
     from fbmarket.search.hybrid import HybridSearcher
 
 log = logging.getLogger(__name__)
 
+COUNT_CHUNK = 500  # listing ids per photo-count query (under every database's bound-parameter limit)
+
 
 class ListingWrites:
-    """Mixed into `Marketplace`: its store, model, searcher and in-memory listing table, and
-    its `_set_products`, `_after_write`, `predict_category`, `_seller_category`,
+    """Mixed into `Marketplace`: its store, model, searcher and listing catalogue (which only
+    these writes change), and its `_after_write`, `predict_category`, `_seller_category`,
     `_find_duplicates`, `duplicate_cards` and `get_listing`."""
 
     settings: Settings
     store: Store
     model: Any
     searcher: HybridSearcher
-    _products: pd.DataFrame
-    _photo_count: dict[str, int]
+    catalogue: ListingCatalogue
     _write_lock: threading.RLock
 
     def create_listing(self, listing: ListingInput, photos: list[bytes]) -> dict[str, Any]:
         """Save a new listing; the result also lists its `possible_duplicates` (it is created anyway)."""
         product_id = listing.product_id or uuid.uuid4().hex
-        if listing.product_id and product_id in self._products.index:
+        if listing.product_id and product_id in self.catalogue.view():
             raise _already_exists(product_id)  # early, before any work; checked again under the lock
         return self._save(replace(listing, product_id=product_id), photos, replace_photos=True, creating=True)
 
@@ -63,7 +66,7 @@ class ListingWrites:
         self, product_id: str, listing: ListingInput, photos: list[bytes] | None
     ) -> dict[str, Any]:
         """Change a listing; the result also lists its `possible_duplicates` (never itself)."""
-        if product_id not in self._products.index:
+        if product_id not in self.catalogue.view():
             raise NotFoundError(f"listing {product_id!r} not found")
         return self._save(
             replace(listing, product_id=product_id), photos, replace_photos=photos is not None, creating=False
@@ -74,8 +77,7 @@ class ListingWrites:
             if not self.store.delete_listing(product_id):
                 raise NotFoundError(f"listing {product_id!r} not found")
             self.searcher.remove_products([product_id])
-            self._set_products(self._products.drop(index=product_id, errors="ignore"))
-            self._photo_count.pop(product_id, None)
+            self.catalogue.delete([product_id])
             self._after_write()
 
     def ingest(self, products: pd.DataFrame, photos: pd.DataFrame, show_progress: bool = False) -> int:
@@ -89,10 +91,9 @@ class ListingWrites:
             self.store.upsert_listings(products, photos)
             self.store.upsert_embeddings(ids, vectors, self.model.version)
             self.searcher.add_products(products, vectors, encoded.photo_vectors, encoded.has_photo)
-            table = self._products.drop(index=ids, errors="ignore")
-            self._set_products(pd.concat([table, products.set_index(S.PRODUCT_ID, drop=False)]))
-            for pid in ids:  # recounted from the database on their next appearance in results
-                self._photo_count.pop(pid, None)
+            # counted in the database: a batch adds photos to those a listing already has
+            counts = count_photos(self.store, ids)
+            self.catalogue.upsert(products, [counts.get(pid, 0) for pid in ids])
             self.save_index()
         return len(ids)
 
@@ -108,7 +109,7 @@ class ListingWrites:
         if photos is not None:
             folder = folder or self.settings.cache_dir / f"uploads_{self.settings.data.image_size}"
             cleaned_photos = clean_photos(product_id, photos, folder, self.settings.data)
-        elif stored_photos and product_id in self._products.index:
+        elif stored_photos and product_id in self.catalogue.view():
             cleaned_photos = self.store.images_frame([product_id])
         # the new photos' cleaned copies are on disk now: a refused listing must not leave them there
         written = cleaned_photos if photos is not None else None
@@ -161,9 +162,10 @@ class ListingWrites:
             try:
                 # Checked again here: two creates of one id (or an edit racing a delete) both
                 # passed the early check, and the second must not overwrite the first.
-                if creating and product_id in self._products.index:
+                listed = product_id in self.catalogue.view()
+                if creating and listed:
                     raise _already_exists(product_id)
-                if not creating and product_id not in self._products.index:
+                if not creating and not listed:
                     raise NotFoundError(f"listing {product_id!r} not found")
                 self.store.save_listing(
                     product, cleaned_photos, vector, self.model.version, replace_photos=replace_photos
@@ -172,9 +174,7 @@ class ListingWrites:
                 remove_photo_files(written)
                 raise
             self.searcher.add_products(product, vector, encoded.photo_vectors, encoded.has_photo)
-            table = self._products.drop(index=product_id, errors="ignore")
-            self._set_products(pd.concat([table, product.set_index(S.PRODUCT_ID, drop=False)]))
-            self._photo_count[product_id] = 0 if cleaned_photos is None else len(cleaned_photos)
+            self.catalogue.upsert(product, [0 if cleaned_photos is None else len(cleaned_photos)])
             self._after_write()
         return self.get_listing(product_id) | {"possible_duplicates": self.duplicate_cards(matches)}
 
@@ -183,3 +183,14 @@ def _already_exists(product_id: str) -> AlreadyExistsError:
     return AlreadyExistsError(
         f"product_id: listing {product_id!r} already exists: use PUT to change it", field="product_id"
     )
+
+
+def count_photos(store: Store, product_ids: list[str] | None = None) -> dict[str, int]:
+    """Photos per listing in the database (every listing, or the given ones; none: absent),
+    asked in chunks of COUNT_CHUNK ids so a large batch stays under the bound-parameter limit."""
+    if product_ids is None:
+        return store.photo_counts()
+    counts: dict[str, int] = {}
+    for start in range(0, len(product_ids), COUNT_CHUNK):
+        counts.update(store.photo_counts(product_ids[start : start + COUNT_CHUNK]))
+    return counts

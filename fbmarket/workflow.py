@@ -276,7 +276,7 @@ def open_marketplace(state: RunState) -> Any:
     from fbmarket.data.store import Store
     from fbmarket.recommend.training import RankingModels
     from fbmarket.search.hybrid import HybridSearcher
-    from fbmarket.service import Marketplace, load_bundle_settings, query_vocabulary
+    from fbmarket.service import Marketplace, listing_catalogue, load_bundle_settings, query_vocabulary
 
     layout = BundleLayout(os.path.abspath(state.settings.out_dir))
     settings = load_bundle_settings(layout.root).with_environment()
@@ -285,17 +285,18 @@ def open_marketplace(state: RunState) -> Any:
     model, indexes = opened_bundle(state), catalogue_indexes(state)
     ranking = state.ranking or RankingModels.load(layout.ranking_dir)
     store = Store(settings.db_url, root=layout.root)
-    products = store.listings_frame()
+    catalogue = listing_catalogue(store, store.listings_frame(), settings)
     searcher = HybridSearcher(
-        products,
+        None,
         indexes.vectors,
         indexes.lexical,
         settings.search,
         model.category_space(),
         photos=indexes.photos,
         query_vocabulary=query_vocabulary(layout.root),
+        catalogue=catalogue,
     )
-    return Marketplace(layout.root, settings, store, model, searcher, ranking, products)
+    return Marketplace(layout.root, settings, store, model, searcher, ranking, catalogue)
 
 
 STAGES: list[tuple[str, Callable[[RunState], None]]] = [

@@ -15,7 +15,7 @@ from fbmarket.config import RankSettings
 from fbmarket.data import schema as S
 from fbmarket.recommend.buyers import Buyer, BuyerProfiles, load_buyers, load_interactions
 from fbmarket.recommend.evaluate import TextRetriever, ndcg_at_k, recall_at_k, run_experiment
-from fbmarket.recommend.features import FEATURES, Catalogue, ranking_features
+from fbmarket.recommend.features import FEATURES, Catalogue, catalogue_of, ranking_features
 from fbmarket.recommend.personalise import RankingModels, home_feed_candidates, personalise
 from fbmarket.recommend.ranker import BIAS, LearnedRanker, RuleRanker, choose_ranker
 from fbmarket.recommend.training import fit_ranking
@@ -32,7 +32,7 @@ def products() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def catalogue(products: pd.DataFrame) -> Catalogue:
-    return Catalogue(products)
+    return catalogue_of(products)
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +322,7 @@ def test_experiment_end_to_end_on_a_tiny_simulation(products: pd.DataFrame, tmp_
     # The fitted pieces persist as a folder (JSON + .keras) and serve identical results.
     models = RankingModels(experiment.profiles, experiment.rule, experiment.learned, {"note": "test"})
     loaded = RankingModels.load(models.save(tmp_path / "ranking"))
-    catalogue = Catalogue(products)
+    catalogue = catalogue_of(products)
     user = str(buyers["user_id"].iloc[0])
     before = models.personalise(user, catalogue, k=5, now=NOW)
     after = loaded.personalise(user, catalogue, k=5, now=NOW)
@@ -337,7 +337,7 @@ def test_fit_ranking_without_enough_history_falls_back_to_rules(products: pd.Dat
     assert models.learned is None and "not trained" in models.report["learned_ranker"]
     loaded = RankingModels.load(models.save(tmp_path))
     assert loaded.learned is None
-    result = loaded.personalise("u1", Catalogue(products), k=3, now=NOW)
+    result = loaded.personalise("u1", catalogue_of(products), k=3, now=NOW)
     assert result.ranker == "rule" and any("no learned ranker" in n for n in result.notes)
     with pytest.raises(FileNotFoundError, match="profiles.json"):
         RankingModels.load(tmp_path / "empty")

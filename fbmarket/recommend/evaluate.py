@@ -37,7 +37,7 @@ from fbmarket.recommend.buyers import (
     load_buyers,
     load_interactions,
 )
-from fbmarket.recommend.features import LEXICAL_SCORE, SEMANTIC_SCORE, Catalogue
+from fbmarket.recommend.features import LEXICAL_SCORE, SEMANTIC_SCORE, Catalogue, catalogue_of
 from fbmarket.recommend.personalise import home_feed_candidates, rank
 from fbmarket.recommend.ranker import LearnedRanker, RuleRanker, choose_ranker
 from fbmarket.recommend.training import (
@@ -320,7 +320,7 @@ def run_experiment(
     log_ = load_interactions(interactions)
     train, test = split_by_time(log_, settings.test_fraction)
     train, cold_users = hold_out_users(train, test, cold_user_fraction, seed)
-    catalogue = Catalogue(products, settings.affinity_level)
+    catalogue = catalogue_of(products, settings.affinity_level)
     learned, training = train_learned_ranker(
         train, buyers, catalogue, retrieve, settings, seed=seed, show_progress=show_progress
     )

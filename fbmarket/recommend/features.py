@@ -17,11 +17,10 @@ price or date) neither helps nor hurts, and the rule ranker's weights are compar
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import pandas as pd
 
+from fbmarket.catalogue import CatalogueView, ListingCatalogue
 from fbmarket.data import schema as S
 from fbmarket.data.geo import haversine_km
 from fbmarket.recommend.buyers import GENERIC_BUDGET_SOURCES, Buyer, BuyerProfiles
@@ -32,49 +31,33 @@ LEXICAL_SCORE = "lexical_score"
 DISTANCE_KM = "distance_km"  # extra, not a factor: shown to the buyer
 
 
-class Catalogue:
-    """Listing attributes as arrays keyed by product id, built once and shared by every ranking call."""
+# The listing attributes ranking reads, as arrays by row with an id -> row lookup: a read-only
+# view of the service's one listing catalogue (fbmarket/catalogue.py), taken once per request.
+Catalogue = CatalogueView
 
-    def __init__(self, products: pd.DataFrame, level: str = S.ROOT_CATEGORY) -> None:
-        S.require_columns(products, (S.PRODUCT_ID, S.PRICE, S.LATITUDE, S.LONGITUDE, level), "products")
-        table = products.drop_duplicates(S.PRODUCT_ID, keep="last").reset_index(drop=True)
-        self.products = table
-        self.ids = table[S.PRODUCT_ID].astype(str).to_numpy()
-        self.row = pd.Index(self.ids)
-        self.price = pd.to_numeric(table[S.PRICE], errors="coerce").to_numpy(float)
-        self.latitude = pd.to_numeric(table[S.LATITUDE], errors="coerce").to_numpy(float)
-        self.longitude = pd.to_numeric(table[S.LONGITUDE], errors="coerce").to_numpy(float)
-        self.level = level
-        self.category = table[level].astype(object).where(table[level].notna(), None).to_numpy(object)
-        codes, names = pd.factorize(table[level].astype(object))  # missing -> -1
-        self.category_code = codes
-        self.category_index = {str(name): i for i, name in enumerate(names)}
-        created = table[S.CREATED] if S.CREATED in table else pd.Series(np.nan, index=table.index)
-        self.created = pd.to_datetime(created, errors="coerce", format="mixed").to_numpy("datetime64[ns]")
-        self._positions_in: dict[tuple[str, ...], np.ndarray] = {}
 
-    def __len__(self) -> int:
-        return len(self.ids)
+def catalogue_of(products: pd.DataFrame, level: str = S.ROOT_CATEGORY) -> Catalogue:
+    """A catalogue of a products table, for batch code (training, evaluation, tests); `level` is
+    the category column buyers have affinities for (`RankSettings.affinity_level`)."""
+    return ListingCatalogue.from_frame(products, ranking_level=level).view()
 
-    def rows(self, product_ids: Iterable[str]) -> np.ndarray:
-        """Row numbers of product ids; -1 for ids the catalogue does not have."""
-        return self.row.get_indexer(pd.Index([str(p) for p in product_ids]))
 
-    def positions_in(self, categories: list[str]) -> np.ndarray:
-        """Each row's category as a position in `categories` (-1: missing or not there), cached per list."""
-        key = tuple(categories)
-        found = self._positions_in.get(key)
-        if found is None:
-            where = {name: i for i, name in enumerate(key)}
-            by_code = np.array([where.get(name, -1) for name in self.category_index], dtype=np.int64)
-            found = np.where(self.category_code >= 0, by_code[np.maximum(self.category_code, 0)], -1)
-            found = found if len(by_code) else np.full(len(self), -1, dtype=np.int64)
-            self._positions_in[key] = found
-        return found
+def category_positions(catalogue: Catalogue, rows: np.ndarray, categories: list[str]) -> np.ndarray:
+    """The ranking-level category of each row as a position in `categories` (-1: missing, not
+    there, or no row); the code -> position table is cached per view and category list."""
+    key = tuple(categories)
 
-    def newest(self) -> pd.Timestamp | None:
-        valid = self.created[~np.isnat(self.created)]
-        return pd.Timestamp(valid.max()) if len(valid) else None
+    def by_code() -> np.ndarray:
+        where = {name: i for i, name in enumerate(key)}
+        return np.array([where.get(name, -1) for name in catalogue.values(catalogue.level)], dtype=np.int64)
+
+    table = catalogue.derived(("category_positions", key), by_code)
+    rows = np.asarray(rows, dtype=np.int64)
+    codes = np.full(len(rows), -1, dtype=np.int64)
+    codes[rows >= 0] = catalogue.category_code[rows[rows >= 0]]
+    if not len(table):
+        return np.full(len(rows), -1, dtype=np.int64)
+    return np.where(codes >= 0, table[np.maximum(codes, 0)], -1)
 
 
 def _take(values: np.ndarray, rows: np.ndarray, fill: float = np.nan) -> np.ndarray:
@@ -152,7 +135,7 @@ def ranking_features(
         price_fit = price_feature(_take(catalogue.price, rows), budget)
 
     shares, _ = profiles.affinity(buyer)
-    position = _take(catalogue.positions_in(profiles.categories), rows, fill=-1).astype(np.int64)
+    position = category_positions(catalogue, rows, profiles.categories)
     item_share = np.where(position >= 0, np.asarray(shares, dtype=float)[np.maximum(position, 0)], np.nan)
     affinity = affinity_feature(item_share, len(profiles.categories))
 

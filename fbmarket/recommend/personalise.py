@@ -53,7 +53,7 @@ def home_feed_candidates(
     n = n or settings.feed_candidates
     if len(catalogue) == 0 or n <= 0:
         return pd.DataFrame({S.PRODUCT_ID: pd.Series(dtype=str), SOURCE: pd.Series(dtype=str)})
-    allowed = np.ones(len(catalogue), dtype=bool)
+    allowed = catalogue.alive.copy()  # rows of the view: replaced and deleted listings are not listed
     if exclude:
         allowed &= ~np.isin(catalogue.ids, list(exclude))
 
@@ -62,7 +62,7 @@ def home_feed_candidates(
 
         km = haversine_km(buyer.latitude, buyer.longitude, catalogue.latitude, catalogue.longitude)
     else:
-        km = np.full(len(catalogue), np.nan)
+        km = np.full(catalogue.n_rows, np.nan)
     budget, _ = profiles.budget(buyer)
     nearby = distance_feature(np.asarray(km, float), profiles.max_travel(buyer)) + price_feature(
         catalogue.price, budget
@@ -83,7 +83,7 @@ def home_feed_candidates(
         rows = np.flatnonzero((catalogue.category_code == code) & allowed)
         ranked = rows[np.lexsort((-popularity[rows], -nearby[rows]))]
         chosen.extend(ranked[:quota].tolist())
-    taken = np.zeros(len(catalogue), dtype=bool)
+    taken = np.zeros(catalogue.n_rows, dtype=bool)
     taken[chosen] = True
     rest = np.flatnonzero(allowed & ~taken)
     popular = rest[np.lexsort((-nearby[rest], -popularity[rest]))][: n - len(chosen)]

@@ -32,7 +32,7 @@ from fbmarket.recommend.buyers import (
     load_buyers,
     load_interactions,
 )
-from fbmarket.recommend.features import FEATURES, Catalogue, ranking_features
+from fbmarket.recommend.features import FEATURES, Catalogue, catalogue_of, ranking_features
 from fbmarket.recommend.personalise import RankingModels, home_feed_candidates
 from fbmarket.recommend.ranker import LearnedRanker, RuleRanker
 
@@ -221,7 +221,7 @@ def fit_ranking(
     settings = settings or RankSettings()
     buyers = load_buyers(users) if users is not None else None
     events = load_interactions(interactions)
-    catalogue = Catalogue(products, settings.affinity_level)
+    catalogue = catalogue_of(products, settings.affinity_level)
     report: dict = {"events": int(len(events)), "skipped_interactions": events.attrs.get("skipped", {})}
     try:
         learned, training = train_learned_ranker(

@@ -5,6 +5,11 @@ Category filters match a path or any prefix of it, ignoring case, spacing around
 typo) is an `UnknownCategoryError` naming the valid roots and the nearest spelling, so a
 caller can refuse it instead of returning nothing. Bounds no listing could meet (a minimum
 price above the maximum, half a distance filter) are refused as the requester's mistake.
+
+Filters are applied to the service's listing catalogue (fbmarket/catalogue.py), read through
+one `CatalogueView` per query (`filter_mask`): whatever a write does meanwhile, a query sees
+one version. What is derived from a view (category keys, the listed categories) is cached on
+it, so it is computed once per catalogue version.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from fbmarket.catalogue import CatalogueView
+from fbmarket.data import schema as S
+from fbmarket.data.geo import haversine_km
 from fbmarket.errors import BadRequestError
+
+KM_PER_DEGREE_LAT = 111.2
 
 
 @dataclass(frozen=True)
@@ -99,3 +109,77 @@ class UnknownCategoryError(BadRequestError):
             reason="unknown_category",
             details={"valid_roots": roots},
         )
+
+
+def filter_mask(view: CatalogueView, filters: Filters | None) -> np.ndarray:
+    """Boolean mask over the view's rows: listed, and passing every filter."""
+    keep = view.alive.copy()
+    if filters is None:
+        return keep
+    if filters.category is not None:
+        keep &= _category_rows(view, S.CATEGORY, filters.category.strip(), prefix=True)
+    if filters.root_category is not None:
+        keep &= _category_rows(view, S.ROOT_CATEGORY, filters.root_category.strip())
+    if filters.leaf_category is not None:
+        keep &= _category_rows(view, S.LEAF_CATEGORY, filters.leaf_category.strip())
+    with np.errstate(invalid="ignore"):
+        if filters.min_price is not None:
+            keep &= view.price >= filters.min_price
+        if filters.max_price is not None:
+            keep &= view.price <= filters.max_price
+    if filters.max_km is not None:
+        keep &= _within(view, filters.latitude, filters.longitude, filters.max_km, keep)
+    return keep
+
+
+def _category_keys(view: CatalogueView, column: str) -> list[str]:
+    """`category_key` of every category the column's dictionary holds, by code (once per view)."""
+    return view.derived(("category_keys", column), lambda: [category_key(v) for v in view.values(column)])
+
+
+def _category_rows(view: CatalogueView, column: str, value: str, prefix: bool = False) -> np.ndarray:
+    """Rows whose category in `column` is `value` (or, with `prefix`, under it), as filters match."""
+    wanted = category_key(value)
+    keys = _category_keys(view, column)
+    codes = [i for i, key in enumerate(keys) if (is_under(key, wanted) if prefix else key == wanted)]
+    return np.isin(view.codes(column), codes)
+
+
+def live_values(view: CatalogueView, column: str) -> list[str]:
+    """The values of a category column some listed row has, in code order."""
+
+    def compute() -> list[str]:
+        codes = view.codes(column)[view.alive]
+        present = np.unique(codes[codes >= 0])
+        values = view.values(column)
+        return [values[code] for code in present.tolist()]
+
+    return view.derived(("live_values", column), compute)
+
+
+def category_prefixes(view: CatalogueView) -> dict[str, str]:
+    """category_key -> as written, for every category path of a listed row and every prefix of one."""
+
+    def compute() -> dict[str, str]:
+        prefixes: dict[str, str] = {}
+        for column in (S.CATEGORY, S.ROOT_CATEGORY):
+            for path in live_values(view, column):
+                parts = [part.strip() for part in path.split(" / ")]
+                for depth in range(1, len(parts) + 1):
+                    written = " / ".join(parts[:depth])
+                    prefixes.setdefault(category_key(written), written)
+        return prefixes
+
+    return view.derived("category_prefixes", compute)
+
+
+def _within(view: CatalogueView, lat: float, lon: float, max_km: float, keep: np.ndarray) -> np.ndarray:
+    # a cheap latitude band first, the exact great-circle distance on what is left
+    with np.errstate(invalid="ignore"):
+        near = keep & (np.abs(view.latitude - lat) <= max_km / KM_PER_DEGREE_LAT + 1e-9)
+    rows = np.flatnonzero(near)
+    within = np.zeros(view.n_rows, dtype=bool)
+    if len(rows):
+        km = np.asarray(haversine_km(lat, lon, view.latitude[rows], view.longitude[rows]), dtype=float)
+        within[rows] = km <= max_km  # NaN (unknown location) compares False
+    return within

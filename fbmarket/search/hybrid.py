@@ -32,7 +32,6 @@ benchmarks/results/search_design_notes.md.
 from __future__ import annotations
 
 import difflib
-import functools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,9 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fbmarket.catalogue import CatalogueView, ListingCatalogue
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
-from fbmarket.data.geo import haversine_km
 from fbmarket.limits import check_k
 from fbmarket.search.candidates import (
     FUSED_SCORE,
@@ -57,8 +56,14 @@ from fbmarket.search.candidates import (
     weighted_blend,
 )
 from fbmarket.search.categories import CategorySpace
-from fbmarket.search.filters import Filters, UnknownCategoryError, category_key
-from fbmarket.search.filters import is_under as _is_under
+from fbmarket.search.filters import (
+    Filters,
+    UnknownCategoryError,
+    category_key,
+    category_prefixes,
+    filter_mask,
+    live_values,
+)
 from fbmarket.search.index import IdSelection, VectorIndex
 from fbmarket.search.lexical import STOPWORDS, LexicalIndex, check_query
 from fbmarket.search.photo_retrieval import PhotoRetrieval
@@ -67,7 +72,6 @@ from fbmarket.search.similar import (
     SimilarListings,
 )
 
-KM_PER_DEGREE_LAT = 111.2
 TABLE_COLUMNS = (
     S.PRODUCT_ID,
     S.TITLE,
@@ -95,114 +99,28 @@ class QueryVocabulary:
         return [t for t in self.tokenize(text) if t in self.words and t not in STOPWORDS]
 
 
-class ListingTable:
-    """The columns filters read, as arrays (categories factorised) for fast masks."""
-
-    def __init__(self, products: pd.DataFrame):
-        S.require_columns(products, TABLE_COLUMNS, "products")
-        frame = products.loc[:, list(TABLE_COLUMNS)].copy()
-        frame[S.PRODUCT_ID] = frame[S.PRODUCT_ID].astype(str)
-        frame = frame.drop_duplicates(S.PRODUCT_ID, keep="last").reset_index(drop=True)
-        self.frame = frame
-        self.ids = frame[S.PRODUCT_ID].to_numpy(dtype=object)
-        self.position = pd.Index(self.ids, dtype=object)
-        self.price = pd.to_numeric(frame[S.PRICE], errors="coerce").to_numpy(dtype=float)
-        self.latitude = pd.to_numeric(frame[S.LATITUDE], errors="coerce").to_numpy(dtype=float)
-        self.longitude = pd.to_numeric(frame[S.LONGITUDE], errors="coerce").to_numpy(dtype=float)
-        self._codes: dict[str, tuple[np.ndarray, pd.Index, list[str | None]]] = {}
-        for column in (S.CATEGORY, S.ROOT_CATEGORY, S.LEAF_CATEGORY):
-            codes, uniques = pd.factorize(frame[column].astype(object), use_na_sentinel=True)
-            keys = [category_key(v) if isinstance(v, str) else None for v in uniques]
-            self._codes[column] = (codes, pd.Index(uniques, dtype=object), keys)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def title(self, product_id: str) -> str | None:
-        row = self.position.get_indexer([product_id])[0]
-        return None if row < 0 else self.frame.at[row, S.TITLE]
-
-    def _equals(self, column: str, value: str) -> np.ndarray:
-        codes, _, keys = self._codes[column]
-        wanted = category_key(value)
-        return np.isin(codes, [i for i, key in enumerate(keys) if key == wanted])
-
-    def _under(self, column: str, prefix: str) -> np.ndarray:
-        codes, _, keys = self._codes[column]
-        wanted = category_key(prefix)
-        return np.isin(codes, [i for i, key in enumerate(keys) if key is not None and _is_under(key, wanted)])
-
-    @functools.cached_property
-    def category_prefixes(self) -> dict[str, str]:
-        """category_key -> as written, for every category path in the catalogue and every prefix
-        of one (a table never changes: writes make a new one, so this is computed once)."""
-        prefixes: dict[str, str] = {}
-        for column in (S.CATEGORY, S.ROOT_CATEGORY):
-            for path in self._codes[column][1]:
-                if isinstance(path, str):
-                    parts = [part.strip() for part in path.split(" / ")]
-                    for depth in range(1, len(parts) + 1):
-                        written = " / ".join(parts[:depth])
-                        prefixes.setdefault(category_key(written), written)
-        return prefixes
-
-    @property
-    def roots(self) -> list[str]:
-        return [root for root in self._codes[S.ROOT_CATEGORY][1] if isinstance(root, str)]
-
-    def mask(self, filters: Filters | None) -> np.ndarray:
-        """Boolean mask over the rows that pass every filter."""
-        keep = np.ones(len(self), dtype=bool)
-        if filters is None:
-            return keep
-        if filters.category is not None:
-            keep &= self._under(S.CATEGORY, filters.category.strip())
-        if filters.root_category is not None:
-            keep &= self._equals(S.ROOT_CATEGORY, filters.root_category.strip())
-        if filters.leaf_category is not None:
-            keep &= self._equals(S.LEAF_CATEGORY, filters.leaf_category.strip())
-        with np.errstate(invalid="ignore"):
-            if filters.min_price is not None:
-                keep &= self.price >= filters.min_price
-            if filters.max_price is not None:
-                keep &= self.price <= filters.max_price
-        if filters.max_km is not None:
-            keep &= self._within(filters.latitude, filters.longitude, filters.max_km, keep)
-        return keep
-
-    def _within(self, lat: float, lon: float, max_km: float, keep: np.ndarray) -> np.ndarray:
-        # a cheap latitude band first, the exact great-circle distance on what is left
-        near = keep & (np.abs(self.latitude - lat) <= max_km / KM_PER_DEGREE_LAT + 1e-9)
-        rows = np.flatnonzero(near)
-        within = np.zeros(len(self), dtype=bool)
-        if len(rows):
-            km = np.asarray(haversine_km(lat, lon, self.latitude[rows], self.longitude[rows]), dtype=float)
-            within[rows] = km <= max_km  # NaN (unknown location) compares False
-        return within
-
-    def distance_km(self, product_ids: Iterable[str], lat: float, lon: float) -> np.ndarray:
-        rows = self.position.get_indexer(pd.Index(list(product_ids), dtype=object))
-        lat_rows = np.where(rows >= 0, self.latitude[np.maximum(rows, 0)], np.nan)
-        lon_rows = np.where(rows >= 0, self.longitude[np.maximum(rows, 0)], np.nan)
-        return np.asarray(haversine_km(lat, lon, lat_rows, lon_rows), dtype=float)
-
-
 class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
     """FAISS + BM25 over one catalogue, with filters, fusion and live updates. Thread-safe.
 
     Either index may be absent (no trained embeddings yet -> lexical only); a query then
     uses what exists and `retrieve(...).mode` says what ran.
+
+    Filters and titles are read from a listing catalogue (fbmarket/catalogue.py). The service
+    lends its own (`catalogue=`): the searcher then only reads it, and the service, its
+    owner, writes every listing change into it. Without one (tests, benchmarks, training) the
+    searcher builds a private catalogue of `products` and keeps it up to date itself.
     """
 
     def __init__(
         self,
-        products: pd.DataFrame,
+        products: pd.DataFrame | None,
         vectors: VectorIndex | None = None,
         lexical: LexicalIndex | None = None,
         settings: SearchSettings | None = None,
         categories: CategorySpace | None = None,
         photos: VectorIndex | None = None,
         query_vocabulary: QueryVocabulary | None = None,
+        catalogue: ListingCatalogue | None = None,
     ):
         self.settings = settings or SearchSettings()
         self.categories = categories  # the model's category heads: similar() favours shared categories
@@ -213,7 +131,13 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         self.vectors = vectors
         self.lexical = lexical
         self.photos = photos  # listing id -> pooled unit photo features (listings with photos only)
-        self.table = ListingTable(products)
+        self._owns_catalogue = catalogue is None
+        if catalogue is None:
+            if products is None:
+                raise ValueError("give the products to search, or a catalogue of them")
+            S.require_columns(products, TABLE_COLUMNS, "products")
+            catalogue = ListingCatalogue.from_frame(products)
+        self._catalogue = catalogue
         self._lock = threading.RLock()
         self._align_key: tuple | None = None
         self._align: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
@@ -237,6 +161,11 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
             vectors = VectorIndex(int(np.shape(embeddings)[1]), settings)
             vectors.build(ids, embeddings)
         return cls(products, vectors, lexical, settings, categories, query_vocabulary=query_vocabulary)
+
+    @property
+    def table(self) -> CatalogueView:
+        """The listings as of now (a read-only view; `len` is how many are listed)."""
+        return self._catalogue.view()
 
     # ------------------------------------------------------------------ live listings
     def add_products(
@@ -265,11 +194,11 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
                     self.photos.add([pid for pid, k in zip(ids, keep, strict=True) if k], photo_vectors[keep])
             if self.lexical is not None:
                 self.lexical.add(ids, products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist())
-            merged = pd.concat([self.table.frame, products.loc[:, list(TABLE_COLUMNS)]], ignore_index=True)
-            self.table = ListingTable(merged)  # keeps the last copy of a replaced id
+            if self._owns_catalogue:  # a lent catalogue is written by its owner
+                self._catalogue.upsert(products)
 
     def remove_products(self, product_ids: Iterable[str]) -> int:
-        """Remove listings from every index; returns how many the table held."""
+        """Remove listings from every index; returns how many the catalogue listed."""
         ids = list(dict.fromkeys(map(str, product_ids)))
         with self._lock:
             if self.vectors is not None:
@@ -278,17 +207,18 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
                 self.photos.remove(ids)
             if self.lexical is not None:
                 self.lexical.remove(ids)
-            frame = self.table.frame
-            gone = frame[S.PRODUCT_ID].isin(ids)
-            self.table = ListingTable(frame.loc[~gone])
-            return int(gone.sum())
+            if self._owns_catalogue:
+                return self._catalogue.delete(ids)
+            view = self.table
+            return sum(view.contains(pid) for pid in ids)
 
     # ------------------------------------------------------------------ queries
     def allowed_ids(self, filters: Filters | None) -> np.ndarray | None:
         """Product ids passing the filters, or None when nothing is filtered."""
         if filters is None or not filters.active:
             return None
-        return self.table.ids[self.table.mask(filters)]
+        view = self.table
+        return view.ids[filter_mask(view, filters)]
 
     def check_category(self, category: str, roots: Iterable[str] = ()) -> None:
         """Raise `UnknownCategoryError` unless `category` is a catalogue category or a prefix of
@@ -301,16 +231,17 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         "Home & Garden / Sofas"), matched as `check_category` matches; a seller's category is
         stored in this spelling, so filters and the leaf feature see one name per category.
         Raises `UnknownCategoryError` (roots and the nearest spelling) when nothing matches."""
-        table = self.table  # one read: a concurrent write swaps in a new table whole
+        view = self.table  # one version throughout, whatever a concurrent write does
         key = category_key(category)
         extra = {category_key(root): root for root in roots}
         if key in extra:
             return extra[key]
-        if key in table.category_prefixes:
-            return table.category_prefixes[key]
-        known = extra | table.category_prefixes
+        prefixes = category_prefixes(view)
+        if key in prefixes:
+            return prefixes[key]
+        known = extra | prefixes
         close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-        all_roots = sorted(set(extra.values()) | set(table.roots))
+        all_roots = sorted(set(extra.values()) | set(live_values(view, S.ROOT_CATEGORY)))
         raise UnknownCategoryError(category, all_roots, known[close[0]] if close else None)
 
     def query_signal(self, query_text: str, photo: bool = False) -> tuple[list[str], bool | None]:
@@ -386,10 +317,11 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         with self._lock:
             vec_allowed = lex_allowed = None
             if filters is not None and filters.active:
-                mask = self.table.mask(filters)
+                view = self.table
+                mask = filter_mask(view, filters)
                 if not mask.any():
                     return Retrieval(empty_candidates(), mode, notes)
-                vec_allowed, lex_allowed = self._selections(mask)
+                vec_allowed, lex_allowed = self._selections(view, mask)
             semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
             lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
             frame = self._score_candidates(
@@ -401,8 +333,10 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
             )
         return Retrieval(frame, mode, notes)
 
-    def _selections(self, mask: np.ndarray) -> tuple[IdSelection | None, IdSelection | None]:
-        """A row mask over the table -> the allowed ids inside the vector and lexical indexes."""
+    def _selections(
+        self, view: CatalogueView, mask: np.ndarray
+    ) -> tuple[IdSelection | None, IdSelection | None]:
+        """A row mask over a catalogue view -> the allowed ids inside the vector and lexical indexes."""
 
         def allowed(
             index: VectorIndex | LexicalIndex | None, aligned: np.ndarray | None
@@ -412,23 +346,24 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
             ids = aligned[mask]
             return IdSelection(ids[ids >= 0], index.version)
 
-        vec_align, lex_align = self._alignment()
+        vec_align, lex_align = self._alignment(view)
         return allowed(self.vectors, vec_align), allowed(self.lexical, lex_align)
 
-    def _alignment(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Table rows -> ids inside each index, cached until the table or an index changes.
+    def _alignment(self, view: CatalogueView) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Catalogue rows -> ids inside each index, cached until the catalogue or an index changes.
 
         Filters produce a row mask over the table; this turns it into each index's own ids
         without a per-query hash lookup of every allowed product id.
         """
         key = (
-            id(self.table),
+            id(view),
+            view.version,
             self.vectors.version if self.vectors is not None else None,
             self.lexical.version if self.lexical is not None else None,
         )
         if self._align_key != key:
-            vec = self.vectors.internal_ids(self.table.ids) if self.vectors is not None else None
-            lex = self.lexical.positions(self.table.ids) if self.lexical is not None else None
+            vec = self.vectors.internal_ids(view.ids) if self.vectors is not None else None
+            lex = self.lexical.positions(view.ids) if self.lexical is not None else None
             self._align = (vec, lex)
             self._align_key = key
         return self._align
@@ -487,8 +422,9 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
                 return []
             allowed = None
             if filters is not None and filters.active:
-                mask = self.table.mask(filters)
+                view = self.table
+                mask = filter_mask(view, filters)
                 if not mask.any():
                     return []
-                allowed, _ = self._selections(mask)
+                allowed, _ = self._selections(view, mask)
             return self.vectors.search(vector, k, allowed)

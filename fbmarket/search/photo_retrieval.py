@@ -31,12 +31,12 @@ from fbmarket.search.candidates import (
     min_max,
 )
 from fbmarket.search.categories import CategorySpace
-from fbmarket.search.filters import Filters
+from fbmarket.search.filters import Filters, filter_mask
 from fbmarket.search.index import VectorIndex
 from fbmarket.search.lexical import LexicalIndex, check_query
 
 if TYPE_CHECKING:
-    from fbmarket.search.hybrid import ListingTable
+    from fbmarket.catalogue import CatalogueView
 
 
 class PhotoRetrieval:
@@ -47,7 +47,7 @@ class PhotoRetrieval:
     lexical: LexicalIndex | None
     photos: VectorIndex | None
     categories: CategorySpace | None
-    table: ListingTable
+    table: CatalogueView  # a property of the searcher: the catalogue as of now
     _lock: threading.RLock
 
     def retrieve_photo(
@@ -88,11 +88,12 @@ class PhotoRetrieval:
         with self._lock:
             photo_allowed = vec_allowed = lex_allowed = None
             if filters is not None and filters.active:
-                mask = self.table.mask(filters)
+                view = self.table
+                mask = filter_mask(view, filters)
                 if not mask.any():
                     return Retrieval(empty_candidates(), "photo")
-                vec_allowed, lex_allowed = self._selections(mask)
-                allowed_ids = self.table.ids[mask]
+                vec_allowed, lex_allowed = self._selections(view, mask)
+                allowed_ids = view.ids[mask]
                 photo_allowed = [pid for pid in allowed_ids if pid in self.photos]
             photo_hits = self.photos.search(q, n, photo_allowed)
             use_vectors = query_vector is not None and self.vectors is not None

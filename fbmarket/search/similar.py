@@ -21,12 +21,12 @@ from fbmarket.data import schema as S
 from fbmarket.limits import check_k
 from fbmarket.search.candidates import FUSED_SCORE
 from fbmarket.search.categories import CategorySpace
-from fbmarket.search.filters import Filters
+from fbmarket.search.filters import Filters, filter_mask
 from fbmarket.search.index import VectorIndex
 from fbmarket.search.lexical import LexicalIndex
 
 if TYPE_CHECKING:
-    from fbmarket.search.hybrid import ListingTable
+    from fbmarket.catalogue import CatalogueView
 
 # similar listings: the score and its parts, which add up to it
 SIMILARITY = "similarity"  # embedding/BM25 blend, min-max scaled over the candidates
@@ -43,7 +43,7 @@ class SimilarListings:
     vectors: VectorIndex | None
     lexical: LexicalIndex | None
     categories: CategorySpace | None
-    table: ListingTable
+    table: CatalogueView  # a property of the searcher: the catalogue as of now
     _lock: threading.RLock
 
     def similar(
@@ -69,14 +69,15 @@ class SimilarListings:
         k = check_k(k, self.settings.max_k)
         product_id = str(product_id)
         with self._lock:
+            view = self.table
             mask = None
             if filters is not None and filters.active:
-                mask = self.table.mask(filters) & (self.table.ids != product_id)
+                mask = filter_mask(view, filters) & (view.ids != product_id)
                 if not mask.any():
                     return _similar_frame([], [])
-            title = self.table.title(product_id)
+            title = view.title_of(product_id)
             has_title = self.lexical is not None and isinstance(title, str) and bool(title.strip())
-            vec_allowed, lex_allowed = (None, None) if mask is None else self._selections(mask)
+            vec_allowed, lex_allowed = (None, None) if mask is None else self._selections(view, mask)
             n = min(k + 1, self.settings.max_k)
             if self.vectors is None or product_id not in self.vectors:
                 if title is None:
