@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from harness import REPO, RESULTS, write_json
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.environ.get("FBMARKET_TREE", str(REPO)))  # --legacy: the old checkout first
 
 PRODUCT_ID, TITLE, DESCRIPTION, CATEGORY = "product_id", "title", "description", "category"
@@ -54,7 +54,7 @@ ROOT, LEAF, PRICE, LOCATION, LAT, LON, CREATED = (
     "longitude",
     "created",
 )
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "catalogue_writes.json"
+DEFAULT_OUT = RESULTS / "catalogue_writes.json"
 KINDS = ("create", "update", "delete")
 
 
@@ -257,8 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         report["legacy_writes"] = args.legacy_writes
         report["legacy"] = legacy_figures(args.legacy, sizes, args.legacy_writes, args.seed)
         print("legacy", json.dumps(report["legacy"]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     args.out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
 
