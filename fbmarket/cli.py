@@ -197,7 +197,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             max_price=args.max_price,
             max_distance_km=args.max_distance_km,
             latitude=args.lat,
-            longitude=args.lon,
+            longitude=args.lon if args.lat is not None else None,  # --lon alone was always ignored
             location=args.location,
         )
         response = market.search(request)
