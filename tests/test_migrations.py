@@ -18,9 +18,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.dialects import postgresql
 
-from fbmarket.data import store as store_module
-from fbmarket.data.migrations import MIGRATIONS_DIR
-from fbmarket.data.store import Store, interactions, listings, migrate
+from fbmarket.data import migrations as migrations_module
+from fbmarket.data.migrations import MIGRATIONS_DIR, migrate
+from fbmarket.data.store import Store
+from fbmarket.data.tables import interactions, listings, metadata
 
 
 def old_metadata() -> sa.MetaData:
@@ -153,7 +154,7 @@ def test_an_old_database_is_upgraded_and_its_rows_survive(database_url: str) -> 
                 sa.select(interactions.c.event, interactions.c.timestamp).order_by(interactions.c.id)
             ).all()
             version = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
-        assert version == store_module._alembic_head()
+        assert version == migrations_module._alembic_head()
         assert isinstance(created["a"], datetime) and aware(created["a"]) == datetime(2022, 2, 24, tzinfo=UTC)
         assert created["b"] is None and created["c"] is None  # "not a date" was never a date
         assert [(event, aware(moment)) for event, moment in stamps] == [
@@ -174,13 +175,13 @@ def test_an_old_database_is_upgraded_and_its_rows_survive(database_url: str) -> 
         assert store.add_interactions(pd.DataFrame(again | {"event": ["click"], "query": [None]})) == 1
     finally:
         store.close()
-    assert schema_differences(database_url, store_module.metadata) == []  # as a fresh database
-    assert migrate(database_url) == store_module._alembic_head()  # at the head: nothing to do
+    assert schema_differences(database_url, metadata) == []  # as a fresh database
+    assert migrate(database_url) == migrations_module._alembic_head()  # at the head: nothing to do
 
 
 def test_a_fresh_database_gets_todays_schema(database_url: str) -> None:
     Store(database_url).close()
-    assert schema_differences(database_url, store_module.metadata) == []
+    assert schema_differences(database_url, metadata) == []
 
 
 def test_the_initial_revision_is_the_schema_create_all_made(database_url: str) -> None:
@@ -201,7 +202,7 @@ def test_revisions_form_one_line_to_the_head(revision: str) -> None:
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory(str(MIGRATIONS_DIR))
-    assert script.get_heads() == [store_module._alembic_head()]
+    assert script.get_heads() == [migrations_module._alembic_head()]
     assert script.get_revision(revision) is not None
 
 
@@ -228,7 +229,7 @@ def test_a_failed_upgrade_leaves_the_database_as_it_was(
     finally:
         engine.dispose()
     Store(database_url).close()  # the next start migrates it
-    assert schema_differences(database_url, store_module.metadata) == []
+    assert schema_differences(database_url, metadata) == []
 
 
 def test_processes_opening_a_database_together_migrate_it_once(database_url: str) -> None:
@@ -237,6 +238,6 @@ def test_processes_opening_a_database_together_migrate_it_once(database_url: str
     make_old_database(database_url)
     with ThreadPoolExecutor(4) as pool:
         before = list(pool.map(lambda _: migrate(database_url), range(4)))
-    head = store_module._alembic_head()
+    head = migrations_module._alembic_head()
     assert sorted(before, key=str) == sorted([None, head, head, head], key=str)  # one did the work
-    assert schema_differences(database_url, store_module.metadata) == []
+    assert schema_differences(database_url, metadata) == []

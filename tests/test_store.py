@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from fbmarket.data import schema as S
-from fbmarket.data.store import Store, images, rebased_photo_path
+from fbmarket.data.store import Store, rebased_photo_path
+from fbmarket.data.tables import images
 
 
 def listings() -> pd.DataFrame:

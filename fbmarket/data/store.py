@@ -5,7 +5,7 @@ by id that only touch a row when a value actually changed, so ingesting the same
 folder twice leaves the database exactly as it was.
 
 The schema is migrated, not just created: opening a `Store` upgrades the database to the
-newest Alembic revision in fbmarket/data/migrations (`migrate`), so a database that outlives a
+newest Alembic revision in fbmarket/data/migrations (`migrations.migrate`; the tables are in data/tables.py), so a database that outlives a
 release (compose's PostgreSQL) gets every column added since. Timestamps are real date-times
 (`DateTime(timezone=True)`, UTC); strings given for them are read by `to_utc` (no offset: UTC).
 A listing's `created` is a day: it is read back as its ISO date ("2022-02-24"), as the API
@@ -19,7 +19,6 @@ training ran in, or absolute ones; `rebase_photo_paths` migrates them (see `reba
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -36,87 +35,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fbmarket.data import schema as S
+from fbmarket.data.migrations import migrate
+from fbmarket.data.tables import embeddings, images, interactions, listings, metadata, users
 
 log = logging.getLogger(__name__)
-
-metadata = sa.MetaData()
-
-listings = sa.Table(
-    "listings",
-    metadata,
-    sa.Column("product_id", sa.String(64), primary_key=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("description", sa.Text, nullable=False, default=""),
-    sa.Column("category", sa.Text, nullable=False),
-    sa.Column("root_category", sa.Text, nullable=False, index=True),
-    sa.Column("leaf_category", sa.Text, nullable=False),
-    sa.Column("leaf_name", sa.Text, nullable=False),
-    sa.Column("price", sa.Float, nullable=True),
-    sa.Column("location", sa.Text, nullable=False, default=""),
-    sa.Column("town", sa.Text, nullable=True),
-    sa.Column("county", sa.Text, nullable=True),
-    sa.Column("latitude", sa.Float, nullable=True),
-    sa.Column("longitude", sa.Float, nullable=True),
-    sa.Column("geo_match", sa.String(16), nullable=False, default="unknown"),
-    sa.Column("created", sa.DateTime(timezone=True), nullable=True),  # read back as its ISO date
-    sa.Column("split", sa.String(8), nullable=True),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-images = sa.Table(
-    "images",
-    metadata,
-    sa.Column("image_id", sa.String(64), primary_key=True),
-    sa.Column(
-        "product_id", sa.String(64), sa.ForeignKey("listings.product_id", ondelete="CASCADE"), index=True
-    ),
-    sa.Column("position", sa.Integer, nullable=False, default=0),
-    sa.Column("path", sa.Text, nullable=False),
-    sa.Column("width", sa.Integer, nullable=False),
-    sa.Column("height", sa.Integer, nullable=False),
-    sa.Column("aspect", sa.Float, nullable=False),
-    sa.Column("original_mode", sa.String(16), nullable=False),
-)
-
-embeddings = sa.Table(
-    "embeddings",
-    metadata,
-    sa.Column(
-        "product_id",
-        sa.String(64),
-        sa.ForeignKey("listings.product_id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("model_version", sa.String(64), nullable=False),
-    sa.Column("dim", sa.Integer, nullable=False),
-    sa.Column("vector", sa.LargeBinary, nullable=False),  # little-endian float32
-)
-
-users = sa.Table(
-    "users",
-    metadata,
-    sa.Column("user_id", sa.String(64), primary_key=True),
-    sa.Column("age", sa.Integer, nullable=True),
-    sa.Column("gender", sa.String(16), nullable=True),
-    sa.Column("location", sa.Text, nullable=True),
-    sa.Column("latitude", sa.Float, nullable=True),
-    sa.Column("longitude", sa.Float, nullable=True),
-    sa.Column(
-        "extra", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
-    ),  # any further Users.csv columns
-)
-
-interactions = sa.Table(
-    "interactions",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("user_id", sa.String(64), nullable=False, index=True),
-    sa.Column("product_id", sa.String(64), nullable=False, index=True),
-    sa.Column("event", sa.String(16), nullable=False),
-    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("query", sa.Text, nullable=True),
-    sa.UniqueConstraint("user_id", "product_id", "event", "timestamp", name="uq_interaction"),
-)
 
 LISTING_FIELDS = [c.name for c in listings.columns if c.name != "updated_at"]
 IMAGE_FIELDS = [c.name for c in images.columns]
@@ -511,92 +433,6 @@ def _iso_day(value: Any) -> str | None:
 def _listing_out(row: dict[str, Any]) -> dict[str, Any]:
     row[S.CREATED] = _iso_day(row.get(S.CREATED))
     return row
-
-
-# --- migrations ---
-HEAD_TABLE = "listings"  # present in every schema since the first: marks a pre-Alembic database
-
-
-@functools.cache
-def _alembic_head() -> str:
-    from alembic.script import ScriptDirectory
-
-    return str(ScriptDirectory(str(_migrations_dir())).get_current_head())
-
-
-def _migrations_dir() -> Path:
-    from fbmarket.data.migrations import MIGRATIONS_DIR
-
-    return MIGRATIONS_DIR
-
-
-def migrate(url: str) -> str | None:
-    """Upgrade the database at `url` to the newest revision; returns the revision it was at.
-
-    A fresh database gets every revision; one made before migrations (tables, but no
-    `alembic_version`) is stamped with the initial revision, whose schema it has, and then
-    upgraded. A database already at the head costs one read. An upgrade runs in one
-    transaction that holds the database's write lock (PostgreSQL: an advisory lock; SQLite:
-    BEGIN IMMEDIATE), so processes opening a database together migrate it once, and a failed
-    upgrade leaves it as it was. SQLite migrates with foreign keys off: copying a table to
-    change it must not cascade deletes to its photos.
-    """
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-
-    head = _alembic_head()
-    engine = sa.create_engine(url, future=True)  # no pragmas: SQLite's foreign keys stay off
-    try:
-        with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-    finally:
-        engine.dispose()
-    if current == head:
-        return current
-    engine = _migration_engine(url)
-    try:
-        with engine.begin() as connection:
-            if engine.dialect.name == "postgresql":
-                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-            current = MigrationContext.configure(connection).get_current_revision()  # another may have
-            if current == head:
-                return current
-            config = Config()
-            config.set_main_option("script_location", str(_migrations_dir()))
-            config.attributes["connection"] = connection
-            if current is None and sa.inspect(connection).has_table(HEAD_TABLE):
-                command.stamp(config, "0001_initial")
-                log.info("database from before migrations: stamped 0001_initial")
-            command.upgrade(config, "head")
-            log.info("database upgraded from %s to %s", current or "empty", head)
-            return current
-    finally:
-        engine.dispose()
-
-
-def _migration_engine(url: str) -> sa.Engine:
-    """An engine whose transactions hold the write lock from their start (SQLite: pysqlite's own
-    transaction handling off, BEGIN IMMEDIATE instead, so DDL is transactional too)."""
-    if not url.startswith("sqlite"):
-        return sa.create_engine(url, future=True)
-    engine = sa.create_engine(url, future=True, connect_args={"timeout": MIGRATION_WAIT_S})
-
-    @sa.event.listens_for(engine, "connect")
-    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-MIGRATION_WAIT_S = 600  # SQLite: how long a second process waits for one migrating the file
-
-
-_LOCK_KEY = 0x0FB3A2CE7  # pg_advisory_xact_lock key of fbmarket's schema migrations
 
 
 def _count_written(connection: sa.Connection, statement: sa.Executable, rows: list[dict[str, Any]]) -> int:

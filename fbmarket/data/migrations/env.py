@@ -1,7 +1,7 @@
-"""Alembic's entry point: runs the revisions on the connection `store.migrate` hands over.
+"""Alembic's entry point: runs the revisions on the connection `migrations.migrate` hands over.
 
 From the `alembic` command line (no connection handed over) it connects to `sqlalchemy.url`
-of alembic.ini or FBMARKET_DATABASE_URL itself; autogenerate compares with store.metadata.
+of alembic.ini or FBMARKET_DATABASE_URL itself; autogenerate compares with data/tables.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from fbmarket.config import Environment
-from fbmarket.data.store import metadata
+from fbmarket.data.tables import metadata
 
 config = context.config
 

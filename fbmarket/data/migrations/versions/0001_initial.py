@@ -1,7 +1,7 @@
 """The schema as `metadata.create_all` made it before migrations (timestamps as strings).
 
 A database from before Alembic holds exactly this schema and no `alembic_version` table;
-`store.migrate` stamps such a database with this revision instead of running it.
+`migrations.migrate` stamps such a database with this revision instead of running it.
 
 Revision ID: 0001_initial
 Revises:

@@ -99,7 +99,7 @@ def upgrade() -> None:
         _drop_unparsed(table, key, column, bad, nullable)
         if sqlite:
             # typeless columns: rewrite the values in place, then copy the table into its new
-            # declared shape (store.migrate runs this with foreign keys off: no cascades)
+            # declared shape (migrations.migrate runs this with foreign keys off: no cascades)
             _write(table, key, column, rows)
             with op.batch_alter_table(table, recreate="always", copy_from=_sqlite_copy_shape(table, column)):
                 pass
