@@ -67,6 +67,14 @@ class ModelUnavailableError(FbmarketError):
     reason = "model_unavailable"
 
 
+class DataError(FbmarketError):
+    """Input data or a setting that cannot be used as given: a table without the columns
+    training needs, too few listings left to split, no listing left after cleaning, image
+    weights that cannot be had offline. The command line prints it on one line (exit 2)."""
+
+    reason = "bad_data"
+
+
 class ImageError(FbmarketError):
     """A photo that cannot be used; `reason` is a short code for reports and HTTP errors
     (too_large, not_an_image, truncated, unreadable, empty_file, missing_file, too_many_pixels)."""

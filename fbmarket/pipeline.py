@@ -24,6 +24,7 @@ from fbmarket.data.image_cache import clean_images
 from fbmarket.data.sources import PRODUCTS_FILE, RawTables, read_source
 from fbmarket.data.split import assign_split
 from fbmarket.data.store import Store
+from fbmarket.errors import DataError
 from fbmarket.layout import BundleLayout
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def prepare_data(settings: Settings, show_progress: bool = True, store: bool = T
     raw = read_source(data_dir)
     products, photos, report = clean_raw(raw, settings, strict=True, show_progress=show_progress)
     if products.empty:
-        raise ValueError(f"no listing in {raw.origin} survived cleaning: {report.to_json()['dropped']}")
+        raise DataError(f"no listing in {raw.origin} survived cleaning: {report.to_json()['dropped']}")
     products = assign_split(
         products, BundleLayout(settings.out_dir).split, settings.data.split_fractions, settings.seed
     )

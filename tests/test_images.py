@@ -33,6 +33,7 @@ from fbmarket.data.images import (
     open_image,
 )
 from fbmarket.data.schema import CLEAN_IMAGE_COLUMNS
+from fbmarket.errors import FbmarketError
 
 MAX_PIXELS = 4_000_000
 MAX_BYTES = 1_000_000
@@ -199,7 +200,8 @@ def test_random_bytes_are_not_an_image(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as caught:
         open_image(path, MAX_PIXELS, MAX_BYTES)
     assert caught.value.reason == "not_an_image"
-    assert isinstance(caught.value, ValueError)
+    # a client's unusable photo, not a bug: the error taxonomy's ImageError, never a ValueError
+    assert isinstance(caught.value, FbmarketError) and not isinstance(caught.value, ValueError)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from fbmarket.errors import DataError
+
 # --- raw input (Products.csv / Images.csv / Users.csv / Interactions.csv) ---
 RAW_PRODUCT_COLUMNS = ("id", "product_name", "category", "product_description", "price", "location")
 RAW_IMAGE_COLUMNS = ("id", "product_id")  # image_ref, create_time are optional
@@ -53,7 +55,7 @@ SPLIT = "split"  # "train" | "val" | "test"
 SPLITS = ("train", "val", "test")
 
 
-class SchemaError(ValueError):
+class SchemaError(DataError):
     """A table lacks columns the pipeline needs; the message names them."""
 
 

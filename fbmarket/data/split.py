@@ -16,12 +16,13 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from fbmarket.data import schema as S
+from fbmarket.errors import DataError
 from fbmarket.files import atomic_write_text
 
 MIN_PER_ROOT_TO_STRATIFY = 3
 
 
-class NotEnoughListingsError(ValueError):
+class NotEnoughListingsError(DataError):
     """Too few listings survived cleaning to give train, validation and test one each."""
 
 

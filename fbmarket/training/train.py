@@ -41,6 +41,7 @@ import numpy as np
 from fbmarket.bundle import Bundle
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
+from fbmarket.errors import DataError
 from fbmarket.evaluate import evaluate_bundle, summary_line
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler
 from fbmarket.fusion.train import train_fusion_network
@@ -121,7 +122,7 @@ def train_bundle(
     labels = prepared.encoder.transform(products[S.ROOT_CATEGORY])
     train_idx, val_idx, test_idx = (positions(products, s) for s in S.SPLITS)
     if len(train_idx) == 0:
-        raise ValueError("no listing is in the training split: cannot train")
+        raise DataError("no listing is in the training split: cannot train")
     held_out_val = len(val_idx) > 0
     if not held_out_val:
         log.warning("no validation listings: early stopping watches the training split")

@@ -29,6 +29,7 @@ from pathlib import Path
 import keras
 
 from fbmarket.config import VisionSettings
+from fbmarket.errors import DataError
 from fbmarket.vision import efficientnet_lite as lite
 from fbmarket.vision.efficientnet_lite import file_sha256
 
@@ -38,7 +39,7 @@ FEATURE_DIM = RESNET_FEATURE_DIM  # kept for callers that build ResNet50V2 direc
 BACKBONES = ("auto", "efficientnet_lite2", "efficientnet_lite0", "resnet50v2")
 
 
-class WeightsUnavailable(ValueError):
+class WeightsUnavailable(DataError):
     """The configured weights cannot be had offline; the message says what to change."""
 
 

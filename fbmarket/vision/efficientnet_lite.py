@@ -41,6 +41,7 @@ from typing import Any, BinaryIO
 import keras
 import numpy as np
 
+from fbmarket.errors import DataError
 from fbmarket.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ _STORAGE_DTYPES = {
 _COUNTER_SUFFIX = ".num_batches_tracked"
 
 
-class CheckpointRefused(ValueError):
+class CheckpointRefused(DataError):
     """A checkpoint that is not the pinned file, or holds something other than tensors."""
 
 
