@@ -19,7 +19,7 @@ from harness import DEV_DATA, REPO, RESULTS, write_json
 from fbmarket.baselines import run_baselines
 from fbmarket.config import Settings
 from fbmarket.eda import make_eda_plots
-from fbmarket.pipeline import prepare_data
+from fbmarket.prepare import prepare_data
 
 DEFAULT_DATA = DEV_DATA
 DEFAULT_WORK = REPO / "artifacts-real"  # git-ignored; its split.json and photo cache are reused

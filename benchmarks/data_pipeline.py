@@ -29,7 +29,7 @@ DEFAULT_OUT = RESULTS / "data_pipeline.json"
 def one_run(data: Path, out_dir: Path) -> dict:
     """The measured step, in this process (called by the child)."""
     from fbmarket.config import Settings
-    from fbmarket.pipeline import prepare_data
+    from fbmarket.prepare import prepare_data
 
     settings = Settings(data_dir=data, out_dir=out_dir)
     started = time.perf_counter()

@@ -32,7 +32,7 @@ from harness import DEV_DATA, REPO, RESULTS, write_json
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fbmarket.config import Settings
-from fbmarket.pipeline import prepare_data
+from fbmarket.prepare import prepare_data
 from fbmarket.training import train_bundle
 from fbmarket.workflow import RunState, stage_index, stage_ranking
 

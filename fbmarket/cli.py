@@ -59,7 +59,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from fbmarket.pipeline import prepare_data
+    from fbmarket.prepare import prepare_data
 
     prepared = prepare_data(settings_from_args(args), show_progress=not args.quiet)
     print(json.dumps(prepared.report.to_json(), indent=2, default=str))
@@ -106,7 +106,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a trained bundle on any dataset folder in the input format, without retraining."""
     from fbmarket.data.sources import read_source
     from fbmarket.evaluate import evaluate_bundle, summary_line
-    from fbmarket.pipeline import clean_raw
+    from fbmarket.prepare import clean_raw
 
     settings = settings_from_args(args)
     raw = read_source(args.data)
@@ -134,7 +134,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from fbmarket.data import schema as S
     from fbmarket.data.sources import read_source
     from fbmarket.data.split import hash_split
-    from fbmarket.pipeline import clean_raw
+    from fbmarket.prepare import clean_raw
     from fbmarket.service import Marketplace
     from fbmarket.workflow import PRICE_REASONS
 
@@ -176,7 +176,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from fbmarket.data.images import open_image
     from fbmarket.service import Marketplace
-    from fbmarket.service_types import SearchRequest
+    from fbmarket.service.types import SearchRequest
 
     market = Marketplace.open(args.bundle, args.database, lazy_models=True)
     try:

@@ -23,7 +23,7 @@ import pandas as pd
 from fbmarket.config import Settings
 from fbmarket.data.prices import PRICE_REASONS as READ_PRICE_REASONS
 from fbmarket.layout import BundleLayout
-from fbmarket.pipeline import SYNTHETIC_NOTE, PreparedData, prepare_data
+from fbmarket.prepare import SYNTHETIC_NOTE, PreparedData, prepare_data
 
 if TYPE_CHECKING:
     from fbmarket.bundle import Bundle
@@ -276,7 +276,8 @@ def open_marketplace(state: RunState) -> Any:
     from fbmarket.data.store import Store
     from fbmarket.recommend.training import RankingModels
     from fbmarket.search.hybrid import HybridSearcher
-    from fbmarket.service import Marketplace, listing_catalogue, load_bundle_settings, query_vocabulary
+    from fbmarket.search.reconcile import query_vocabulary
+    from fbmarket.service import Marketplace, listing_catalogue, load_bundle_settings
 
     layout = BundleLayout(os.path.abspath(state.settings.out_dir))
     settings = load_bundle_settings(layout.root).with_environment()

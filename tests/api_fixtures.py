@@ -136,7 +136,7 @@ def build_bundle(out_dir: Path, products: int = API_SAMPLE_PRODUCTS) -> Settings
 def api_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained bundle (models, FAISS index, SQLite database) over a tiny synthetic marketplace."""
     pytest.importorskip(
-        "fbmarket.bundle", reason="the model bundle module (fbmarket/bundle.py) is not there yet"
+        "fbmarket.bundle", reason="the model bundle module (fbmarket/bundle/) is not there yet"
     )
     out_dir = tmp_path_factory.mktemp("api") / "bundle"
     build_bundle(out_dir)

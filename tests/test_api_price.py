@@ -1,5 +1,5 @@
 """POST /predict/price and `fbmarket price` over the tiny trained bundle (its price model is
-trained by `fbmarket train`'s price stage, fusion/train.py)."""
+trained by `fbmarket train`'s price stage, training/steps.py)."""
 
 from __future__ import annotations
 

@@ -177,7 +177,7 @@ def test_precision_at_k_counts_label_matches_and_excludes_self() -> None:
 def test_real_dev_data_baselines(real_data_dir: Path, tmp_path: Path) -> None:
     """The full pipeline on the real listings: the text baseline lands near the documented ~81%."""
     from fbmarket.config import Settings
-    from fbmarket.pipeline import prepare_data
+    from fbmarket.prepare import prepare_data
 
     settings = Settings(data_dir=real_data_dir, out_dir=tmp_path / "artifacts")
     settings.data.image_size = 32  # the pixel baseline reads 16x16; a small cache keeps this test quicker

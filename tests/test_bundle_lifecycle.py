@@ -146,7 +146,7 @@ def test_a_listing_without_an_embedding_gets_one_when_the_bundle_opens(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import fbmarket.service as service
+    import fbmarket.service.marketplace as service
     from fbmarket.api.app import create_app
     from fbmarket.data import schema as S
     from fbmarket.data.store import Store

@@ -42,7 +42,7 @@ def tiny_settings(data_dir: Path, out_dir: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    from fbmarket.pipeline import prepare_data
+    from fbmarket.prepare import prepare_data
     from fbmarket.synthetic.marketplace import write_sample
     from fbmarket.training import train_bundle
 

@@ -72,7 +72,7 @@ def test_main_opens_the_bundle_once_and_builds_each_index_once(
 
     from fbmarket import workflow
     from fbmarket.bundle import Bundle
-    from fbmarket.bundle_parts import BundleParts
+    from fbmarket.bundle.parts import BundleParts
     from fbmarket.config import Settings
     from fbmarket.search.index import VectorIndex
     from fbmarket.search.lexical import LexicalIndex

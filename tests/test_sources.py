@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fbmarket.config import Settings
 from fbmarket.data.schema import SchemaError
 from fbmarket.data.sources import read_folder, read_source
-from fbmarket.pipeline import clean_raw
+from fbmarket.prepare import clean_raw
 
 HEADER = ",id,product_name,category,product_description,price,location\n"
 

@@ -132,7 +132,7 @@ def write_products(folder: Path, n: int) -> Path:
 
 def test_prepare_on_the_smallest_dataset_works(tmp_path: Path) -> None:
     from fbmarket.config import Settings
-    from fbmarket.pipeline import prepare_data
+    from fbmarket.prepare import prepare_data
 
     data = write_products(tmp_path / "four", 4)
     prepared = prepare_data(Settings(data_dir=data, out_dir=tmp_path / "out"), show_progress=False)

@@ -39,7 +39,7 @@ from fbmarket.api.schemas import (
 from fbmarket.api.uploads import read_photo, read_photos
 from fbmarket.errors import NotFoundError
 from fbmarket.service import Marketplace
-from fbmarket.service_types import ListingInput, SearchRequest
+from fbmarket.service.types import ListingInput, SearchRequest
 
 router = APIRouter()
 

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from fbmarket.data.prices import read_price
 from fbmarket.limits import MAX_RESULTS as MAX_K
-from fbmarket.service_types import ListingInput, ListingResult, PriceSuggestion, SearchResponse
+from fbmarket.service.types import ListingInput, ListingResult, PriceSuggestion, SearchResponse
 
 MAX_QUERY_CHARS = 500
 MAX_ID_CHARS = 64  # the database's id columns

@@ -14,7 +14,7 @@ counted as a false positive.
 `fit_rule` fits a logistic regression per rule (photo + text; text only) on the pairs and picks
 each threshold maximising recall subject to precision >= `target_precision`; `evaluate` gives
 precision and recall per kind. `fbmarket train` runs this on the validation split
-(fusion/train.py); benchmarks/duplicates.py on the test split.
+(training/steps.py); benchmarks/duplicates.py on the test split.
 """
 
 from __future__ import annotations

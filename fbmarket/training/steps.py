@@ -21,7 +21,7 @@ import pandas as pd
 import tensorflow as tf
 
 from fbmarket.bundle import Bundle
-from fbmarket.bundle_inputs import unit_pooled
+from fbmarket.bundle.inputs import unit_pooled
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.fusion import late

@@ -95,7 +95,7 @@ def train_bundle(
 ) -> TrainResult:
     """Train every branch on `prepared`, build the `Bundle` in memory and save it (once, at the end).
 
-    `prepared` is a `fbmarket.pipeline.PreparedData` (products with a `split` column,
+    `prepared` is a `fbmarket.prepare.PreparedData` (products with a `split` column,
     clean images, the category encoder). Returns the test-split figures and the bundle,
     ready to serve (`TrainResult.bundle`: later stages use it instead of loading it again).
     """

@@ -1,4 +1,4 @@
-"""What the marketplace facade (fbmarket/service.py) takes and gives: one shape per thing.
+"""What the marketplace facade (fbmarket/service/marketplace.py) takes and gives: one shape per thing.
 
 The CLI and the HTTP API both build a `SearchRequest` (with `SearchRequest.build`) and read a
 `SearchResponse`; a ranked listing is a `ListingResult` everywhere (the API's `ListingCard`

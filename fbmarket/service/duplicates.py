@@ -1,7 +1,7 @@
 """The marketplace's duplicate (re-post) questions: of a stored listing, of a seller's draft,
 and across the whole catalogue, answered with the cards a person needs to judge a match.
 
-A part of `Marketplace` (fbmarket/service.py), kept apart because it is its own job: the
+A part of `Marketplace` (fbmarket/service/marketplace.py), kept apart because it is its own job: the
 detector and its rule live in fbmarket/search/duplicates.py; this joins them to the
 marketplace's indexes, texts and photo counts.
 """
@@ -20,7 +20,7 @@ from fbmarket.data import schema as S
 from fbmarket.data.listing import PreparedListing
 from fbmarket.errors import NotFoundError
 from fbmarket.search.duplicates import DuplicateMatch, catalogue_pairs, duplicate_groups
-from fbmarket.service_types import ListingInput, plain
+from fbmarket.service.types import ListingInput, plain
 
 if TYPE_CHECKING:
     from fbmarket.catalogue import ListingCatalogue

@@ -1,7 +1,7 @@
 """The marketplace's writes: a seller's listing created, changed or deleted, and batches
 ingested (`fbmarket index`).
 
-A part of `Marketplace` (fbmarket/service.py), kept apart because it is its own job. Each
+A part of `Marketplace` (fbmarket/service/marketplace.py), kept apart because it is its own job. Each
 write cleans the listing with the batch rules (fbmarket/data/listing.py), encodes it, looks
 for duplicates, then writes the database (one transaction) and only then the in-memory
 indexes and the listing catalogue (fbmarket/catalogue.py: one row per listing written,
@@ -30,7 +30,7 @@ from fbmarket.data.listing import (
     require_title,
 )
 from fbmarket.errors import AlreadyExistsError, NotFoundError
-from fbmarket.service_types import ListingInput
+from fbmarket.service.types import ListingInput
 
 if TYPE_CHECKING:
     from fbmarket.catalogue import ListingCatalogue

@@ -16,8 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fbmarket import bundle_files as files
-from fbmarket.bundle_files import PARTS, BundleError
+from fbmarket.bundle import files
+from fbmarket.bundle.files import PARTS, BundleError
 from fbmarket.fusion.dataset import TabularScaler
 from fbmarket.fusion.model import CosineLogits  # the import also registers FusionModel for loading
 from fbmarket.layout import BundleLayout

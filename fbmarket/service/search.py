@@ -1,7 +1,7 @@
 """The marketplace's reads for buyers: search (words, a photo, filters), a buyer's home feed
 and similar listings, ranked for the buyer.
 
-A part of `Marketplace` (fbmarket/service.py), kept apart because it is its own job: the
+A part of `Marketplace` (fbmarket/service/marketplace.py), kept apart because it is its own job: the
 request is checked (refusing what cannot be honoured, naming the field), retrieval runs in
 fbmarket/search/, the ranker in fbmarket/recommend/, and `Marketplace._results` turns the
 ranked ids into results.
@@ -20,7 +20,7 @@ from fbmarket.recommend.features import DISTANCE_KM
 from fbmarket.search.candidates import PHOTO_MATCH
 from fbmarket.search.filters import Filters
 from fbmarket.search.similar import SAME_LEAF, SAME_ROOT, SIMILARITY
-from fbmarket.service_types import ListingResult, SearchRequest, SearchResponse, check_request_k
+from fbmarket.service.types import ListingResult, SearchRequest, SearchResponse, check_request_k
 from fbmarket.text.tokenize import get_tokenizer
 
 if TYPE_CHECKING:

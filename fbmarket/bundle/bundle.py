@@ -4,7 +4,7 @@
 reads it back, as `save_pretrained` / `from_pretrained` do in the Hugging Face libraries.
 Training (fbmarket/training/) builds a Bundle from the models it trained and calls save;
 nothing else writes bundle files. The folder's files are named in `fbmarket.layout`
-(`BundleLayout`); reading and writing them is fbmarket/bundle_files.py.
+(`BundleLayout`); reading and writing them is fbmarket/bundle/files.py.
 
 A loaded bundle gives the serving API: `encode_products`, `encode_query`,
 `predict_category` (and `predict_products` for evaluation). The category called
@@ -24,11 +24,10 @@ import pandas as pd
 import tensorflow as tf
 from PIL import Image
 
-from fbmarket import bundle_files as files
-from fbmarket import bundle_inputs as inputs
-from fbmarket.bundle_files import PARTS, BundleError
-from fbmarket.bundle_inputs import unit_pooled
-from fbmarket.bundle_parts import BundleParts
+from fbmarket.bundle import files, inputs
+from fbmarket.bundle.files import PARTS, BundleError
+from fbmarket.bundle.inputs import unit_pooled
+from fbmarket.bundle.parts import BundleParts
 from fbmarket.data import schema as S
 from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, product_batch

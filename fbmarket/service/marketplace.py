@@ -6,8 +6,8 @@ so a failure half-way leaves the two agreeing (the index is rebuilt from the dat
 embeddings on start when they disagree: fbmarket/search/reconcile.py).
 
 `Marketplace` is the facade; its jobs live in their own modules and are mixed in: searches
-and feeds (service_search.py), writes (service_writes.py), duplicates (service_duplicates.py)
-and prices (service_prices.py). What it takes and gives is in service_types.py, the errors
+and feeds (service/search.py), writes (service/writes.py), duplicates (service/duplicates.py)
+and prices (service/prices.py). What it takes and gives is in service/types.py, the errors
 it raises in errors.py, and a seller's listing is cleaned by the batch rules in
 data/listing.py.
 """
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fbmarket.bundle_settings import load_bundle_settings
+from fbmarket.bundle.settings import load_bundle_settings
 from fbmarket.catalogue import ListingCatalogue
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
@@ -43,32 +43,17 @@ from fbmarket.search.reconcile import (
     load_or_rebuild_photo_index,
     query_vocabulary,
 )
-from fbmarket.service_duplicates import DuplicateQueries
-from fbmarket.service_prices import PriceQueries
-from fbmarket.service_search import SearchQueries
-from fbmarket.service_types import (
-    ListingInput,
+from fbmarket.service.duplicates import DuplicateQueries
+from fbmarket.service.prices import PriceQueries
+from fbmarket.service.search import SearchQueries
+from fbmarket.service.types import (
     ListingResult,
-    PriceSuggestion,
-    SearchRequest,
-    SearchResponse,
     plain,
 )
-from fbmarket.service_writes import ListingWrites, count_photos
+from fbmarket.service.writes import ListingWrites, count_photos
 from fbmarket.text.tokenize import get_tokenizer
 
 log = logging.getLogger(__name__)
-
-# Re-exported: callers import the facade's types and the bundle's settings from here.
-__all__ = [
-    "ListingInput",
-    "ListingResult",
-    "Marketplace",
-    "PriceSuggestion",
-    "SearchRequest",
-    "SearchResponse",
-    "load_bundle_settings",
-]
 
 INDEX_SAVE_EVERY = 25  # live writes between index saves (the database is the truth in between)
 

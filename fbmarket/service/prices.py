@@ -2,7 +2,7 @@
 catalogue's nearest priced listings as evidence, and the seller's category in the catalogue's
 spelling (which pricing and listing both need).
 
-A part of `Marketplace` (fbmarket/service.py), kept apart because it is its own job: the
+A part of `Marketplace` (fbmarket/service/marketplace.py), kept apart because it is its own job: the
 quantile models live in fbmarket/price/; this cleans the draft as a create would, embeds it
 and asks them.
 """
@@ -26,7 +26,7 @@ from fbmarket.price.model import round_gbp
 from fbmarket.recommend.features import DISTANCE_KM
 from fbmarket.search.filters import Filters, UnknownCategoryError
 from fbmarket.search.similar import SIMILARITY
-from fbmarket.service_types import ListingInput, ListingResult, PriceSuggestion
+from fbmarket.service.types import ListingInput, ListingResult, PriceSuggestion
 
 if TYPE_CHECKING:
     from fbmarket.config import Settings
