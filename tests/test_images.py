@@ -32,7 +32,7 @@ from fbmarket.data.images import (
     load_pixels_batch,
     open_image,
 )
-from fbmarket.data.schema import CLEAN_IMAGE_COLUMNS
+from fbmarket.data.schema import CLEAN_IMAGE_COLUMNS, SchemaError
 from fbmarket.errors import FbmarketError
 
 MAX_PIXELS = 4_000_000
@@ -420,7 +420,7 @@ def test_a_corrupt_manifest_means_a_cold_cache(tmp_path: Path) -> None:
 
 
 def test_clean_images_needs_id_and_product_id(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="product_id"):
+    with pytest.raises(SchemaError, match="product_id"):
         clean_images(pd.DataFrame({"id": ["a"]}), tmp_path, tmp_path / "c", 32, MAX_PIXELS, MAX_BYTES)
 
 
