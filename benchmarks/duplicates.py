@@ -59,6 +59,7 @@ from fbmarket.search.duplicate_training import (
 )
 from fbmarket.search.duplicates import (
     DuplicateDetector,
+    DuplicateProbe,
     DuplicateRule,
     catalogue_pairs,
     duplicate_groups,
@@ -168,9 +169,10 @@ def latency(
             i = q % m
             photo = queries["photo_vectors"][i] if queries["has_photo"][i] else None
             t = time.perf_counter()
-            matches = detector.find(
-                vectors, photos, texts, queries["embeddings"][i], photo, queries["titles"][i], queries["descriptions"][i]
+            probe = DuplicateProbe(
+                queries["embeddings"][i], photo, queries["titles"][i], queries["descriptions"][i]
             )
+            matches = detector.find(probe, vectors, photos, texts)
             elapsed = time.perf_counter() - t
             if q >= 10:  # the first few warm FAISS and the vectoriser up
                 times.append(elapsed * 1000)

@@ -57,6 +57,7 @@ from fbmarket.data import schema as S
 from fbmarket.data.store import Store
 from fbmarket.layout import BundleLayout
 from fbmarket.recommend.buyers import Buyer
+from fbmarket.recommend.personalise import RankRequest
 from fbmarket.search.lexical import tokenize
 from fbmarket.service import (
     ListingResult,
@@ -277,7 +278,7 @@ def stage_times(markets: list[Marketplace], requests: list[SearchRequest]) -> li
                 j,
                 "rank",
                 lambda m=market, b=buyer, c=candidates, r=request: m.ranking.personalise(
-                    b, m.catalogue.view(), k=r.k, candidates=c
+                    RankRequest(b, m.catalogue.view(), k=r.k, candidates=c)
                 ),
                 record,
             )

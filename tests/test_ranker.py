@@ -16,7 +16,7 @@ from fbmarket.data import schema as S
 from fbmarket.recommend.buyers import Buyer, BuyerProfiles, load_buyers, load_interactions
 from fbmarket.recommend.evaluate import TextRetriever, ndcg_at_k, recall_at_k, run_experiment
 from fbmarket.recommend.features import FEATURES, Catalogue, catalogue_of, ranking_features
-from fbmarket.recommend.personalise import RankingModels, home_feed_candidates, personalise
+from fbmarket.recommend.personalise import RankingModels, RankRequest, home_feed_candidates, personalise
 from fbmarket.recommend.ranker import BIAS, LearnedRanker, RuleRanker, choose_ranker
 from fbmarket.recommend.training import fit_ranking
 from fbmarket.synthetic.buyers import simulate_buyers, simulate_interactions
@@ -125,10 +125,10 @@ def test_distance_beyond_travel_lowers_the_score(
 def test_favoured_category_ranks_higher(catalogue: Catalogue, profiles: BuyerProfiles) -> None:
     # bab-1 and app-1 / spo-1: same town, same price, different category; u1 likes baby things.
     candidates = pd.DataFrame({S.PRODUCT_ID: ["app-1", "spo-1", "bab-1"]})
-    result = personalise("u1", catalogue, profiles, k=3, candidates=candidates, now=NOW)
+    result = personalise(RankRequest("u1", catalogue, k=3, candidates=candidates, now=NOW), profiles)
     assert result.results[S.PRODUCT_ID].iloc[0] == "bab-1"
     assert result.status == "known" and result.mode == "search" and result.ranker == "rule"
-    sports = personalise("u2", catalogue, profiles, k=3, candidates=candidates, now=NOW)
+    sports = personalise(RankRequest("u2", catalogue, k=3, candidates=candidates, now=NOW), profiles)
     assert sports.results[S.PRODUCT_ID].iloc[0] == "spo-1"
 
 
@@ -139,10 +139,10 @@ def test_a_photo_match_stays_first_whatever_the_buyer_factors_say(
     from fbmarket.recommend.personalise import PHOTO_MATCH
 
     candidates = pd.DataFrame({S.PRODUCT_ID: ["app-1", "spo-1", "bab-1"], PHOTO_MATCH: [False, True, False]})
-    result = personalise("u1", catalogue, profiles, k=3, candidates=candidates, now=NOW)
+    result = personalise(RankRequest("u1", catalogue, k=3, candidates=candidates, now=NOW), profiles)
     assert result.results[S.PRODUCT_ID].tolist()[0] == "spo-1"  # u1 prefers bab-1 (test above)
     assert result.results[S.PRODUCT_ID].tolist()[1] == "bab-1"  # the rest in score order
-    top = personalise("u1", catalogue, profiles, k=1, candidates=candidates, now=NOW)
+    top = personalise(RankRequest("u1", catalogue, k=1, candidates=candidates, now=NOW), profiles)
     assert top.results[S.PRODUCT_ID].tolist() == ["spo-1"]
 
 
@@ -248,29 +248,29 @@ def test_home_feed_for_known_and_unknown_buyers(
     assert set(pool["source"]) == {"affinity", "popular"}
     assert pool.loc[pool["source"] == "affinity", S.PRODUCT_ID].str.startswith("bab").mean() > 0.5
 
-    feed = personalise("u1", catalogue, profiles, learned=learned, k=5, now=NOW)
+    feed = personalise(RankRequest("u1", catalogue, k=5, now=NOW), profiles, learned=learned)
     assert feed.mode == "feed" and feed.status == "known" and feed.ranker == "learned"
     assert len(feed.results) == 5 and feed.results["score"].is_monotonic_decreasing
     for row in feed.results.itertuples():
         assert sum(row.factors.values()) == pytest.approx(row.score, abs=1e-9)
 
-    cold = personalise("who-is-this", catalogue, profiles, learned=learned, k=5, now=NOW)
+    cold = personalise(RankRequest("who-is-this", catalogue, k=5, now=NOW), profiles, learned=learned)
     assert cold.status == "cold_start" and cold.ranker == "learned"
     assert any("cold-start" in note for note in cold.notes)
     assert any("tastes from everyone" in note for note in cold.notes)
     assert len(cold.results) == 5
     profiles.settings.cold_start_ranker = "rule"
     try:
-        transparent = personalise("who-is-this", catalogue, profiles, learned=learned, k=5, now=NOW)
+        transparent = personalise(RankRequest("who-is-this", catalogue, k=5, now=NOW), profiles, learned=learned)
     finally:
         profiles.settings.cold_start_ranker = RankSettings().cold_start_ranker
     assert transparent.ranker == "rule" and any("rule ranker" in note for note in transparent.notes)
 
     seen = set(feed.results[S.PRODUCT_ID])
-    fresh = personalise("u1", catalogue, profiles, k=5, now=NOW, exclude=seen)
+    fresh = personalise(RankRequest("u1", catalogue, k=5, now=NOW, exclude=seen), profiles)
     assert not seen & set(fresh.results[S.PRODUCT_ID])
     with pytest.raises(ValueError, match="k must be"):
-        personalise("u1", catalogue, profiles, k=0)
+        personalise(RankRequest("u1", catalogue, k=0), profiles)
 
 
 def test_no_candidates_gives_an_empty_ranking_not_an_error(
@@ -279,10 +279,10 @@ def test_no_candidates_gives_an_empty_ranking_not_an_error(
     """A filter that matches nothing (a £0 budget, say) leaves no candidates: empty, not a crash."""
     everything = set(catalogue.products[S.PRODUCT_ID].astype(str))
     for ranker in (learned, None):
-        feed = personalise("u1", catalogue, profiles, learned=ranker, k=5, now=NOW, exclude=everything)
+        feed = personalise(RankRequest("u1", catalogue, k=5, now=NOW, exclude=everything), profiles, learned=ranker)
         assert feed.mode == "feed" and feed.results.empty and feed.contributions.empty
         none = home_feed_candidates(catalogue, profiles.buyer("u1"), profiles, n=10).iloc[:0]
-        search = personalise("u1", catalogue, profiles, learned=ranker, k=5, now=NOW, candidates=none)
+        search = personalise(RankRequest("u1", catalogue, k=5, now=NOW, candidates=none), profiles, learned=ranker)
         assert search.mode == "search" and search.results.empty
     assert list(ranking_features(none, catalogue, profiles.buyer("u1"), profiles, NOW).columns)[
         : len(FEATURES)
@@ -324,8 +324,8 @@ def test_experiment_end_to_end_on_a_tiny_simulation(products: pd.DataFrame, tmp_
     loaded = RankingModels.load(models.save(tmp_path / "ranking"))
     catalogue = catalogue_of(products)
     user = str(buyers["user_id"].iloc[0])
-    before = models.personalise(user, catalogue, k=5, now=NOW)
-    after = loaded.personalise(user, catalogue, k=5, now=NOW)
+    before = models.personalise(RankRequest(user, catalogue, k=5, now=NOW))
+    after = loaded.personalise(RankRequest(user, catalogue, k=5, now=NOW))
     pd.testing.assert_frame_equal(before.results, after.results)
     assert loaded.report == {"note": "test"}
 
@@ -337,7 +337,7 @@ def test_fit_ranking_without_enough_history_falls_back_to_rules(products: pd.Dat
     assert models.learned is None and "not trained" in models.report["learned_ranker"]
     loaded = RankingModels.load(models.save(tmp_path))
     assert loaded.learned is None
-    result = loaded.personalise("u1", catalogue_of(products), k=3, now=NOW)
+    result = loaded.personalise(RankRequest("u1", catalogue_of(products), k=3, now=NOW))
     assert result.ranker == "rule" and any("no learned ranker" in n for n in result.notes)
     with pytest.raises(FileNotFoundError, match="profiles.json"):
         RankingModels.load(tmp_path / "empty")

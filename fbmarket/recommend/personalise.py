@@ -14,6 +14,7 @@ folder, and asked by the service for every search and home feed.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,26 +134,43 @@ def rank(
     return ranked, contributions.iloc[order], features.iloc[order]
 
 
+@dataclass(frozen=True)
+class RankRequest:
+    """One ranking call: for whom, over which listings, how many. The same object goes through
+    `RankingModels.personalise` to `personalise`, so neither repeats the other's parameters.
+
+    `buyer` is a `Buyer`, a user id, or None (anonymous); `catalogue` the catalogue view the
+    candidates come from; `candidates` a search's candidate frame (None: build a home feed);
+    `now` the clock freshness is measured against (None: the catalogue's newest listing);
+    `exclude` ids never shown (e.g. outside a feed's filters).
+    """
+
+    buyer: Buyer | str | None
+    catalogue: Catalogue
+    k: int = 10
+    candidates: pd.DataFrame | None = None
+    now: pd.Timestamp | str | None = None
+    exclude: Collection[str] | None = None
+
+
 def personalise(
-    buyer: Buyer | str | None,
-    catalogue: Catalogue,
+    request: RankRequest,
     profiles: BuyerProfiles,
     rule: RuleRanker | None = None,
     learned: LearnedRanker | None = None,
-    k: int = 10,
-    candidates: pd.DataFrame | None = None,
-    now: pd.Timestamp | str | None = None,
-    exclude: set[str] | None = None,
     rule_reason: str | None = None,
 ) -> Recommendation:
-    """Top-`k` listings for a buyer (a `Buyer`, a user id, or None for anonymous).
+    """Top-`request.k` listings for the request's buyer.
 
     With `candidates` (a search's candidate frame) they are re-ranked; without, a home
     feed is built. An unknown user id is a cold-start buyer: ranked with the tastes of
     their cohort (everyone's, when nothing is known about them); the notes say so, and
     which ranker ran (`choose_ranker`). `rule_reason` makes the rule ranker rank whatever
     the buyer, for candidates the learned ranker was never trained on (it goes in the notes).
+    Raises ValueError for k < 1 (the service checks a client's k before it gets here).
     """
+    buyer, catalogue, k = request.buyer, request.catalogue, request.k
+    candidates, now, exclude = request.candidates, request.now, request.exclude
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if isinstance(buyer, Buyer):
@@ -198,16 +216,7 @@ class RankingModels:
     learned: LearnedRanker | None
     report: dict
 
-    def personalise(
-        self,
-        buyer: Buyer | str | None,
-        catalogue: Catalogue,
-        k: int = 10,
-        candidates: pd.DataFrame | None = None,
-        now: pd.Timestamp | str | None = None,
-        exclude: set[str] | None = None,
-        photo_query: bool = False,
-    ) -> Recommendation:
+    def personalise(self, request: RankRequest, photo_query: bool = False) -> Recommendation:
         """Top-k for a buyer; `photo_query` ranks a photo search's candidates by the rule ranker
         with `RankSettings.photo_rule_weights`.
 
@@ -221,10 +230,8 @@ class RankingModels:
         if photo_query:
             rule = RuleRanker(self.profiles.settings.photo_rule_weights)
             reason = "a photo search puts the photo match first (photo_rule_weights)"
-            return personalise(
-                buyer, catalogue, self.profiles, rule, self.learned, k, candidates, now, exclude, reason
-            )
-        return personalise(buyer, catalogue, self.profiles, self.rule, self.learned, k, candidates, now, exclude)
+            return personalise(request, self.profiles, rule, self.learned, rule_reason=reason)
+        return personalise(request, self.profiles, self.rule, self.learned)
 
     def save(self, directory: Path) -> Path:
         directory = Path(directory)

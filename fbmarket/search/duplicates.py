@@ -60,6 +60,22 @@ class DuplicateMatch:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DuplicateProbe:
+    """One listing checked for duplicates, saved or a seller's draft.
+
+    `embedding` is its fusion embedding (None: the embedding index is not asked), `photo_vector`
+    its pooled unit photo vector (None without a photo); `exclude` are ids that are never its
+    duplicates (itself, when it is stored).
+    """
+
+    embedding: np.ndarray | None
+    photo_vector: np.ndarray | None
+    title: str
+    description: str = ""
+    exclude: Sequence[str] = ()
+
+
 class DuplicateDetector:
     """Candidates from the indexes, scored by the rule, explained. Thread-safe (read-only state)."""
 
@@ -162,21 +178,12 @@ class DuplicateDetector:
 
     # ------------------------------------------------------------------ one listing
     def find(
-        self,
-        vectors: VectorIndex | None,
-        photos: VectorIndex | None,
-        texts: TextLookup,
-        embedding: np.ndarray | None,
-        photo_vector: np.ndarray | None,
-        title: str,
-        description: str = "",
-        exclude: Sequence[str] = (),
+        self, probe: DuplicateProbe, vectors: VectorIndex | None, photos: VectorIndex | None, texts: TextLookup
     ) -> list[DuplicateMatch]:
-        """The possible duplicates of one listing (saved or not), best first.
-
-        `embedding` is its fusion embedding, `photo_vector` its pooled unit photo vector
-        (None without a photo); `exclude` are ids that are never its duplicates (itself).
-        """
+        """The possible duplicates of one listing (saved or a draft), best first, looked for in the
+        catalogue's embedding index (`vectors`), photo index (`photos`) and words (`texts`)."""
+        embedding, photo_vector, exclude = probe.embedding, probe.photo_vector, probe.exclude
+        title, description = probe.title, probe.description
         has_photo = None if photo_vector is None else np.ones(1, bool)
         pv = None if photo_vector is None else np.asarray(photo_vector, np.float32).reshape(1, -1)
         ev = None if embedding is None else np.asarray(embedding, np.float32).reshape(1, -1)

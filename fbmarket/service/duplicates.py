@@ -19,7 +19,7 @@ import numpy as np
 from fbmarket.data import schema as S
 from fbmarket.data.listing import PreparedListing
 from fbmarket.errors import NotFoundError
-from fbmarket.search.duplicates import DuplicateMatch, catalogue_pairs, duplicate_groups
+from fbmarket.search.duplicates import DuplicateMatch, DuplicateProbe, catalogue_pairs, duplicate_groups
 from fbmarket.service.types import ListingInput, plain
 
 if TYPE_CHECKING:
@@ -50,16 +50,8 @@ class DuplicateQueries:
             photo = searcher.photos.vectors_of([product_id])[0]
         row = view.row(product_id)
         title, description = (view.title[row], view.description[row]) if row >= 0 else ("", "")
-        return self.duplicates.find(
-            searcher.vectors,
-            searcher.photos,
-            self._texts,
-            embedding,
-            photo,
-            str(title or ""),
-            str(description or ""),
-            exclude=[product_id],
-        )
+        probe = DuplicateProbe(embedding, photo, str(title or ""), str(description or ""), [product_id])
+        return self.duplicates.find(probe, searcher.vectors, searcher.photos, self._texts)
 
     def find_duplicates(self, draft: ListingInput, photos: list[bytes]) -> list[DuplicateMatch]:
         """Possible duplicates of a listing not saved (a seller's draft): nothing is written.
@@ -150,16 +142,14 @@ class DuplicateQueries:
     def _find_duplicates(self, prepared: PreparedListing, exclude: list[str]) -> list[DuplicateMatch]:
         encoded = prepared.encoded
         product = prepared.product
-        return self.duplicates.find(
-            self.searcher.vectors,
-            self.searcher.photos,
-            self._texts,
+        probe = DuplicateProbe(
             encoded.embeddings[0],
             encoded.photo_vectors[0] if bool(encoded.has_photo[0]) else None,
             str(product[S.TITLE].iloc[0]),
             str(product[S.DESCRIPTION].iloc[0] or ""),
-            exclude=exclude,
+            exclude,
         )
+        return self.duplicates.find(probe, self.searcher.vectors, self.searcher.photos, self._texts)
 
     def _texts(self, product_ids: Any) -> tuple[list[str], list[str]]:
         """Titles and descriptions of listings by id ('' for one deleted meanwhile)."""

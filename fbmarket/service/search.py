@@ -17,6 +17,7 @@ import numpy as np
 from fbmarket.errors import BadRequestError, NotFoundError
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM
+from fbmarket.recommend.personalise import RankRequest
 from fbmarket.search.candidates import PHOTO_MATCH
 from fbmarket.search.filters import Filters
 from fbmarket.search.similar import SAME_LEAF, SAME_ROOT, SIMILARITY
@@ -69,9 +70,8 @@ class SearchQueries:
             return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
-        recommendation = self.ranking.personalise(
-            buyer, self.catalogue.view(), k=k, candidates=candidates, photo_query=mode.startswith("photo")
-        )
+        request = RankRequest(buyer, self.catalogue.view(), k=k, candidates=candidates)
+        recommendation = self.ranking.personalise(request, photo_query=mode.startswith("photo"))
         shown = recommendation.results
         if PHOTO_MATCH in shown and shown[PHOTO_MATCH].any():
             # counted among the results (the ranker pins every match first): candidates beyond k are not shown
@@ -97,7 +97,7 @@ class SearchQueries:
         if filters is not None and filters.active:
             allowed = set(self.searcher.allowed_ids(filters))
             exclude = set(view.live_ids) - allowed
-        recommendation = self.ranking.personalise(buyer, view, k=k, exclude=exclude)
+        recommendation = self.ranking.personalise(RankRequest(buyer, view, k=k, exclude=exclude))
         return SearchResponse(
             self._results(recommendation.results), status, "feed", notes + recommendation.notes
         )
