@@ -23,6 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The process's umask, read once (os.umask can only be read by setting it): mkstemp creates
+# its file 0600, and a bundle written so could not be read by another user or a web server.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would have given a new file
+
 
 def fsync_path(path: Path) -> None:
     """Force a file's bytes to disk."""
@@ -54,7 +60,10 @@ def stage(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp.{path.name}", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, FILE_MODE)  # the published file gets the mode any new file would
+    finally:
+        os.close(fd)
     temp = Path(name)
     try:
         write(temp)

@@ -35,3 +35,13 @@ def test_the_temporary_name_ends_with_the_target_name(tmp_path: Path) -> None:
     assert seen[0].startswith(".") and seen[0].endswith("model.weights.h5")
     atomic_write_text(tmp_path / "model.weights.h5", "v2")
     assert (tmp_path / "model.weights.h5").read_text() == "v2"
+
+
+def test_a_written_file_gets_the_mode_a_new_file_gets(tmp_path: Path) -> None:
+    """Not mkstemp's 0600: a bundle must stay readable by another user or a web server."""
+    import os
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert os.stat(tmp_path / "atomic.txt").st_mode & 0o777 == os.stat(plain).st_mode & 0o777

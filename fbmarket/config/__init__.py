@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from fbmarket.config.environment import Environment
+from fbmarket.config.environment import Environment, read_environment
 from fbmarket.config.secrets import _USERINFO, MASK, mask_url_password, url_password, url_password_masked
 from fbmarket.config.sections import (
     DataSettings,
@@ -42,6 +42,7 @@ __all__ = [
     "DataSettings",
     "DuplicateSettings",
     "Environment",
+    "read_environment",
     "FusionSettings",
     "PriceSettings",
     "RankSettings",
@@ -148,7 +149,7 @@ class Settings:
     def with_environment(self) -> Settings:
         """Lay the FBMARKET_* environment over these settings (secrets and deployment settings
         that must not live in files; see environment.py). Unset variables change nothing."""
-        environment = Environment()
+        environment = read_environment()
         if environment.database_url is not None:
             self.database_url = environment.database_url.get_secret_value()
         for name, value in environment.serve_overrides().items():

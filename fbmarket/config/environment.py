@@ -5,7 +5,7 @@ container sets its server address the same way; `Environment` reads them, valida
 secrets as `SecretStr` (shown as ********** by repr and logs). `Settings.with_environment`
 lays them over a run's settings. The variables:
 
-    FBMARKET_DATABASE_URL   the database (a SQLAlchemy URL; overrides --database and settings.json)
+    FBMARKET_DATABASE_URL   the database (a SQLAlchemy URL; overrides settings.json; --database wins)
     FBMARKET_API_KEY        the key POST/PUT/DELETE /listings need; writes are refused without one
     FBMARKET_HOST, FBMARKET_PORT                  where `fbmarket serve` listens (its flags win)
     FBMARKET_LOG_LEVEL, FBMARKET_ACCESS_LOG, FBMARKET_FAISS_THREADS   the server's ServeSettings
@@ -13,8 +13,10 @@ lays them over a run's settings. The variables:
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fbmarket.errors import DataError
 
 
 class Environment(BaseSettings):
@@ -34,3 +36,20 @@ class Environment(BaseSettings):
         """The ServeSettings fields this environment sets."""
         fields = ("api_key", "host", "port", "log_level", "access_log", "faiss_threads")
         return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
+
+
+def read_environment() -> Environment:
+    """The FBMARKET_* environment, validated.
+
+    Raises DataError naming each variable that does not parse (FBMARKET_PORT=abc), so the
+    command line prints one line and the server does not start; the value is not repeated,
+    since a variable next to the secrets may hold one.
+    """
+    try:
+        return Environment()
+    except ValidationError as error:
+        problems = [
+            f"FBMARKET_{'_'.join(str(part) for part in problem['loc']).upper()}: {problem['msg']}"
+            for problem in error.errors()
+        ]
+        raise DataError("invalid environment variable(s): " + "; ".join(problems)) from None

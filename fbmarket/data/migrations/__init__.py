@@ -48,6 +48,7 @@ def migrate(url: str) -> str | None:
     upgrade leaves it as it was. SQLite migrates with foreign keys off: copying a table to
     change it must not cascade deletes to its photos.
     """
+    quiet_alembic()  # before alembic's import: it logs its plugins then
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
@@ -72,11 +73,13 @@ def migrate(url: str) -> str | None:
             config = Config()
             config.set_main_option("script_location", str(_migrations_dir()))
             config.attributes["connection"] = connection
+            was = current or "empty"
             if current is None and sa.inspect(connection).has_table(HEAD_TABLE):
                 command.stamp(config, "0001_initial")
                 log.info("database from before migrations: stamped 0001_initial")
+                was = "0001_initial"
             command.upgrade(config, "head")
-            log.info("database upgraded from %s to %s", current or "empty", head)
+            log.info("database upgraded from %s to %s", was, head)
             return current
     finally:
         engine.dispose()
@@ -104,3 +107,11 @@ MIGRATION_WAIT_S = 600  # SQLite: how long a second process waits for one migrat
 
 
 _LOCK_KEY = 0x0FB3A2CE7  # pg_advisory_xact_lock key of fbmarket's schema migrations
+
+
+def quiet_alembic() -> None:
+    """Alembic logs its plugin set-up and SQL dialect at INFO on every open, even with nothing to
+    migrate; fbmarket says itself when it upgrades. Left alone when someone configured it."""
+    alembic_log = logging.getLogger("alembic")
+    if alembic_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
+        alembic_log.setLevel(logging.WARNING)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from fbmarket.config import Environment
+from fbmarket.config import read_environment
 from fbmarket.data.tables import metadata
 
 config = context.config
@@ -30,7 +30,7 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    from_environment = Environment().database_url
+    from_environment = read_environment().database_url
     url = from_environment.get_secret_value() if from_environment else config.get_main_option("sqlalchemy.url")
     if not url:
         raise SystemExit("set sqlalchemy.url in alembic.ini or FBMARKET_DATABASE_URL")
