@@ -18,6 +18,7 @@ from fbmarket.data.split import (
     min_listings,
     split_sizes,
 )
+from fbmarket.errors import DataError
 
 
 def products(n: int = 300, roots: int = 5) -> pd.DataFrame:
@@ -100,7 +101,7 @@ def test_fewer_listings_fail_with_a_clear_message(n: int) -> None:
     message = str(caught.value)
     assert f"{n} listing(s) survived cleaning" in message and "needs at least 4" in message
     assert "2/1/1" in message and "3 listings in every root category" in message
-    assert isinstance(caught.value, ValueError)  # the CLI prints ValueErrors as messages
+    assert isinstance(caught.value, DataError)  # the CLI prints it as the user's to fix, on one line
 
 
 def test_stratification_steps_aside_when_a_side_cannot_hold_every_root() -> None:
