@@ -149,6 +149,21 @@ def test_predict_category_from_text_photo_or_both(
     neither = api.post("/predict/category", data={"top": "2"})
     assert neither.status_code == 422 and "text" in neither.json()["detail"]
 
+    # Blank, whitespace-only, punctuation-only or too long text: the client's 422 on `text`, never a 500.
+    for blank in ("   ", "\t\n", ""):
+        response = api.post("/predict/category", data={"text": blank})
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == "text", blank
+    no_words = api.post("/predict/category", data={"text": "!!!"})
+    assert no_words.status_code == 422 and no_words.json()["errors"][0]["field"] == "text"
+    too_long = api.post("/predict/category", data={"text": "a" * 10_001})
+    assert too_long.status_code == 422 and "10,000 characters" in too_long.text
+
+
+def test_an_empty_search_names_the_query_field(api: httpx.Client) -> None:
+    for params in ({}, {"q": "   "}, {"min_price": "5"}):
+        response = api.get("/search", params=params)
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == "q", params
+
 
 # --------------------------------------------------------------------------- listings
 

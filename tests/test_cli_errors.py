@@ -33,3 +33,30 @@ def test_a_bug_names_the_exception_and_shows_its_traceback_only_when_verbose(mon
     assert run_with(monkeypatch, KeyError("title"), "--verbose") == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "KeyError: title" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["serve", "--bundle", "{tmp}"], "not a model bundle"),
+        (["prepare", "--data", "postgresql+psycopg://nobody@127.0.0.1:1/x", "--out", "{tmp}/o"], "cannot connect"),
+    ],
+)
+def test_an_unusable_bundle_or_database_is_one_line(tmp_path, capsys, argv, says) -> None:
+    """Before, these were a server stuck answering 503 and two SQLAlchemy tracebacks."""
+    (tmp_path / "Products.csv").write_text("id,product_name,category,product_price,location\n")
+    (tmp_path / "Images.csv").write_text("id,product_id\n")
+    assert cli.main([part.replace("{tmp}", str(tmp_path)) for part in argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_database_url_that_does_not_parse_is_the_users_to_fix() -> None:
+    from fbmarket.data.engine import create_engine
+    from fbmarket.errors import DataError
+
+    with pytest.raises(DataError, match="database URL notaurl cannot be used"):
+        create_engine("notaurl")
+    with pytest.raises(DataError) as caught:
+        create_engine("nodriver://user:secret@host/db")
+    assert "secret" not in str(caught.value)  # the password is masked

@@ -24,7 +24,9 @@ from fbmarket.api.routes import router as api_router
 from fbmarket.api.sell import router as sell_router
 from fbmarket.api.web import STATIC_DIR
 from fbmarket.api.web import router as web_router
+from fbmarket.bundle.settings import load_bundle_settings
 from fbmarket.config import Settings
+from fbmarket.errors import DataError
 from fbmarket.service import Marketplace
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,10 @@ def serve(settings: Settings, bundle_dir: Path) -> None:
         faiss.omp_set_num_threads(settings.serve.faiss_threads)
     if not bundle_dir.is_dir():
         raise FileNotFoundError(f"bundle folder {bundle_dir} does not exist (train one with `fbmarket run`)")
+    # Not a bundle (no settings.json) is known now: say so and stop, rather than serve a 503.
+    load_bundle_settings(bundle_dir)
+    if not 1 <= settings.serve.port <= 65535:
+        raise DataError(f"port must be from 1 to 65535, got {settings.serve.port}")
     app = create_app(settings=settings, loader=lambda: Marketplace.open(bundle_dir, settings.database_url))
     if not settings.serve.api_key:
         log.warning("no API key configured (FBMARKET_API_KEY): listing writes are disabled")

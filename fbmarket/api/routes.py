@@ -26,8 +26,8 @@ from fbmarket.api.schemas import (
     ListingChanges,
     ListingFields,
     ListingOut,
-    OptionalText,
     PredictOut,
+    PredictText,
     PriceFields,
     PriceOut,
     ReadyOut,
@@ -121,7 +121,7 @@ def metrics(request: Request) -> Response:
 def predict_category(
     market: MarketplaceDep,
     settings: SettingsDep,
-    text: Annotated[OptionalText, Form(max_length=10_000, description="title and description")] = None,
+    text: Annotated[PredictText, Form(description="title and description")] = None,
     photo: Annotated[UploadFile | None, File(description="a photo of the item")] = None,
     top: Annotated[int, Form(ge=1, le=20, description="how many categories")] = 3,
 ) -> PredictOut:

@@ -63,6 +63,24 @@ PRICE_HELP = 'GBP, as a number or as typed: "£25", "£1,250", "£20 ono", "free
 OptionalText = Annotated[str | None, AfterValidator(_printable), AfterValidator(_blank_to_none)]
 
 
+def _at_most(n: int) -> AfterValidator:
+    """A length limit that also holds for a form field: FastAPI's Form(max_length=...) runs after
+    the blank-to-None step, where a field of spaces is None and has no length (a 500)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and len(value) > n:
+            raise ValueError(f"at most {n:,} characters, got {len(value):,}")
+        return value
+
+    return AfterValidator(check)
+
+
+PREDICT_TEXT_CHARS = 10_000
+PredictText = Annotated[
+    str | None, AfterValidator(_printable), _at_most(PREDICT_TEXT_CHARS), AfterValidator(_blank_to_none)
+]
+
+
 # ----------------------------------------------------------------------------- requests
 
 

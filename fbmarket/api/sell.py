@@ -105,7 +105,7 @@ def advise(market: Marketplace, values: dict[str, str], photos: list[Photo]) -> 
     image = photos[0].image if photos else None
     if text or image is not None:
         try:
-            advice.categories = market.predict_category(text or None, image, top=TOP_CATEGORIES)
+            advice.categories = market.predict_category(text or None, image, top=TOP_CATEGORIES, field="title")
         except BadRequestError as exc:
             advice.refuse(_error_field(exc), message_of(exc))
     if fields is None or not title:

@@ -13,7 +13,7 @@ lays them over a run's settings. The variables:
 
 from __future__ import annotations
 
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fbmarket.errors import DataError
@@ -27,7 +27,7 @@ class Environment(BaseSettings):
     database_url: SecretStr | None = None
     api_key: SecretStr | None = None
     host: str | None = None
-    port: int | None = None
+    port: int | None = Field(None, ge=1, le=65535)
     log_level: str | None = None
     access_log: bool | None = None
     faiss_threads: int | None = None

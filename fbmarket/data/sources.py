@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from fbmarket.data.engine import create_engine, reachable
 from fbmarket.data.schema import (
     RAW_IMAGE_COLUMNS,
     RAW_INTERACTION_COLUMNS,
@@ -297,9 +298,10 @@ def read_sql(
     interactions_table: str = "interactions",
 ) -> RawTables:
     """Read the same tables from a database (the original system kept them in PostgreSQL)."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)
     try:
-        names = set(sa.inspect(engine).get_table_names())
+        with reachable(url):
+            names = set(sa.inspect(engine).get_table_names())
         for table in (products_table, images_table):
             if table not in names:
                 raise SchemaError(f"database {engine.url.render_as_string()} has no table {table!r}")

@@ -211,13 +211,18 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         return known | self.store.user_ids()
 
     def predict_category(
-        self, text: str | None, image: Image.Image | None, top: int = 3
+        self, text: str | None, image: Image.Image | None, top: int = 3, field: str = "text"
     ) -> list[tuple[str, float]]:
+        """The `top` (category, probability) pairs for a listing's words and/or photo.
+
+        Raises BadRequestError naming `field` (the request field that held the words: "text"
+        for /predict/category, "title" for a listing) when there is neither a word nor a photo.
+        """
         if image is None and not (text and get_tokenizer().tokenize(text)):
             message = "give text, a photo, or both to predict a category"
             if text and text.strip():  # the model's tokeniser finds no word in it
                 message = "give text with letters or digits, a photo, or both to predict a category"
-            raise BadRequestError(message)
+            raise BadRequestError(message, field=field)
         return self.model.predict_category(text, image, top=top)
 
     def get_listing(self, product_id: str) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class PriceQueries:
         category, source = self._seller_category(draft.category), "given"
         if not category:
             text = f"{title}. {draft.description or ''}".strip()
-            category = self.predict_category(text, images[0] if images else None, top=1)[0][0]
+            category = self.predict_category(text, images[0] if images else None, top=1, field="title")[0][0]
             source = "predicted"
         root = category.split("/")[0].strip()
         unpriced = replace(draft, title=title, price=None, product_id="draft")

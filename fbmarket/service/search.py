@@ -50,7 +50,7 @@ class SearchQueries:
         filters = self._filters(request, buyer)
         if text is None and request.image is None:
             if request.buyer is None or status == "anonymous":
-                raise BadRequestError("empty query: give words, a photo, or a buyer (for a home feed)")
+                raise BadRequestError("empty query: give words, a photo, or a buyer (for a home feed)", field="q")
             return self._feed(buyer, status, notes, k, filters)
         if request.image is None and not get_tokenizer().tokenize(text):  # e.g. only punctuation
             raise BadRequestError("a query needs words (letters or digits) or a photo", field="q")

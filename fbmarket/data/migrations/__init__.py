@@ -19,6 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from fbmarket.data.engine import create_engine, reachable
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
@@ -54,9 +56,9 @@ def migrate(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     head = _alembic_head()
-    engine = sa.create_engine(url, future=True)  # no pragmas: SQLite's foreign keys stay off
+    engine = create_engine(url)  # no pragmas: SQLite's foreign keys stay off
     try:
-        with engine.connect() as connection:
+        with reachable(url), engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
