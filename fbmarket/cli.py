@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fbmarket.config import Settings
 from fbmarket.errors import BadRequestError, FbmarketError
+from fbmarket.layout import BundleLayout
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -29,7 +30,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Flags common to the pipeline commands -> one Settings object."""
     settings = Settings()
     bundle = getattr(args, "bundle", None)
-    if bundle is not None and (Path(bundle) / "settings.json").is_file():
+    if bundle is not None and BundleLayout(bundle).settings.is_file():
         from fbmarket.service import load_bundle_settings
 
         settings = load_bundle_settings(bundle)  # paths made the bundle's own, wherever it now is

@@ -17,18 +17,13 @@ from fbmarket.config.secrets import mask_url_password
 from fbmarket.errors import DataError
 
 
-def shown_url(url: str) -> str:
-    """The URL with any password masked (also when it does not parse), for messages."""
-    return mask_url_password(url)
-
-
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     """`sqlalchemy.create_engine(url, future=True, **kwargs)`; raises DataError for a bad URL."""
     try:
         return sa.create_engine(url, future=True, **kwargs)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
         raise DataError(
-            f"database URL {shown_url(url)} cannot be used ({error}); give a SQLAlchemy URL such as "
+            f"database URL {mask_url_password(url)} cannot be used ({error}); give a SQLAlchemy URL such as "
             "sqlite:////path/to/fbmarket.db or postgresql+psycopg://user:password@host/db"
         ) from None
 
@@ -39,5 +34,5 @@ def reachable(url: str) -> Iterator[None]:
     try:
         yield
     except sa.exc.OperationalError as error:
-        reason = str(error.orig or error).strip().splitlines()[0] if str(error.orig or error).strip() else ""
-        raise DataError(f"cannot connect to the database {shown_url(url)}: {reason}") from None
+        reason = (str(error.orig or error).strip().splitlines() or [""])[0]
+        raise DataError(f"cannot connect to the database {mask_url_password(url)}: {reason}") from None

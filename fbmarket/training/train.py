@@ -153,14 +153,18 @@ def train_bundle(
     def pick(values: list[str], index: np.ndarray) -> list[str]:
         return [values[i] for i in index]
 
-    encoder = build_text_encoder(
-        settings.text,
-        vocabulary.words,
-        vocabulary.embedding_matrix(vectors, seed),
-        pick(titles, train_idx),
-        pick(descriptions, train_idx),
-        seed,
-    )
+    def new_text_encoder() -> keras.Model:
+        """A text encoder over the Word2Vec start, its n-gram vocabularies adapted on train only."""
+        return build_text_encoder(
+            settings.text,
+            vocabulary.words,
+            vocabulary.embedding_matrix(vectors, seed),
+            pick(titles, train_idx),
+            pick(descriptions, train_idx),
+            seed,
+        )
+
+    encoder = new_text_encoder()
     leaves, leaf_labels = leaf_encoding(products, train_idx)
     text_leaves = len(leaves) if settings.text.leaf_weight > 0 else 0
     text_model, text_trainer = build_text_models(
@@ -298,14 +302,7 @@ def train_bundle(
         text_only = copy_model(text_model)
         fusion_text = text_only.get_layer("text_encoder")
     else:
-        fusion_text = build_text_encoder(
-            settings.text,
-            vocabulary.words,
-            vocabulary.embedding_matrix(vectors, seed),
-            pick(titles, train_idx),
-            pick(descriptions, train_idx),
-            seed,
-        )
+        fusion_text = new_text_encoder()
     set_embedding_trainable(fusion_text, True)
     if settings.fusion.freeze_text and text_only is not None:
         fusion_text.trainable = False  # the trained text-only encoder, as a fixed feature extractor
