@@ -463,6 +463,31 @@ def test_create_update_delete_are_visible_to_the_next_request(
     assert api.delete(f"/listings/{product_id}", headers=headers).status_code == 404
 
 
+def test_a_body_that_is_not_a_form_or_changes_nothing_is_refused(
+    api: httpx.Client, live_server: LiveServer, catalogue: dict
+) -> None:
+    """A JSON body was read as no fields at all: a PUT answered 200 having changed nothing."""
+    product_id = first_listing_with_photo(catalogue)
+    headers = live_server.write_headers
+    before = api.get(f"/listings/{product_id}").json()
+    as_json = api.put(f"/listings/{product_id}", json={"price": 1, "title": "Changed"}, headers=headers)
+    assert as_json.status_code == 415 and as_json.json()["reason"] == "not_a_form", as_json.text
+    assert "application/json" in as_json.json()["detail"]
+    created = api.post("/listings", json={"title": "Lamp"}, headers=headers)
+    assert created.status_code == 415 and created.json()["reason"] == "not_a_form"
+    assert api.post("/search", json={"q": "sofa"}).status_code == 415
+    assert api.post("/predict/category", content=b"text=sofa", headers={"Content-Type": "text/plain"}).status_code == 415
+    blank = api.put(f"/listings/{product_id}", data={"title": "   ", "price": "1"}, headers=headers)
+    assert blank.status_code == 422 and blank.json()["errors"][0]["field"] == "title", blank.text
+    empty = api.put(f"/listings/{product_id}", headers=headers)
+    assert empty.status_code == 422 and empty.json()["reason"] == "empty_update", empty.text
+    after = api.get(f"/listings/{product_id}").json()
+    assert after == before, "nothing was written"
+    # a form still works, urlencoded or multipart
+    assert api.post("/search", data={"q": "sofa"}).status_code == 200
+    assert api.post("/search", data={"q": "sofa"}, files=[("photo", ("", b"", "application/octet-stream"))]).status_code == 200
+
+
 def test_create_with_given_id_and_category(
     api: httpx.Client, live_server: LiveServer, catalogue: dict
 ) -> None:

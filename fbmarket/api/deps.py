@@ -67,6 +67,30 @@ def checked_id(product_id: str, what: str = "listing") -> str:
     return product_id
 
 
+FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def require_form_body(request: Request) -> None:
+    """415 for a request body that is not a form: the form routes read only form fields, so a
+    JSON body would otherwise be parsed as no fields at all (a PUT then changed nothing and
+    answered 200, a POST named the first missing field instead of the real mistake).
+
+    A request without a body passes (every field is optional on some of these routes).
+    """
+    has_body = request.headers.get("content-length", "0") not in ("", "0") or (
+        "transfer-encoding" in request.headers
+    )
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if has_body and media_type not in FORM_MEDIA_TYPES:
+        raise ApiError(
+            415,
+            f"send the fields as a form ({' or '.join(FORM_MEDIA_TYPES)}), not "
+            f"{media_type or 'a body without a Content-Type'}: see /docs for each field",
+            "not_a_form",
+        )
+
+
 MarketplaceDep = Annotated[Marketplace, Depends(get_marketplace)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 WriteAccess = Depends(require_api_key)
+FormBody = Depends(require_form_body)

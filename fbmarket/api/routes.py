@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fbmarket.api.deps import MarketplaceDep, SettingsDep, WriteAccess, checked_id
+from fbmarket.api.deps import FormBody, MarketplaceDep, SettingsDep, WriteAccess, checked_id
 from fbmarket.api.errors import ApiError
 from fbmarket.api.schemas import (
     MAX_K,
@@ -49,7 +49,7 @@ ERRORS = {
 }
 UPLOAD_ERRORS = {
     413: {"model": ErrorOut, "description": "photo over the size limit"},
-    415: {"model": ErrorOut, "description": "not an image"},
+    415: {"model": ErrorOut, "description": "not an image, or a body that is not a form"},
     422: {"model": ErrorOut, "description": "invalid field, corrupt photo or decompression bomb"},
 }
 WRITE_ERRORS = {
@@ -117,6 +117,7 @@ def metrics(request: Request) -> Response:
     tags=["predict"],
     summary="Top categories for a listing's text and/or photo",
     responses=UPLOAD_ERRORS,
+    dependencies=[FormBody],
 )
 def predict_category(
     market: MarketplaceDep,
@@ -144,6 +145,7 @@ def predict_category(
         **UPLOAD_ERRORS,
         503: {"model": ErrorOut, "description": "this bundle has no price model (retrain with fbmarket train)"},
     },
+    dependencies=[FormBody],
 )
 def predict_price(
     market: MarketplaceDep,
@@ -164,6 +166,7 @@ def predict_price(
     tags=["predict"],
     summary="Stored listings a draft would duplicate (form of POST /listings; no key, nothing saved)",
     responses=UPLOAD_ERRORS,
+    dependencies=[FormBody],
 )
 def predict_duplicates(
     market: MarketplaceDep,
@@ -222,6 +225,7 @@ def search(market: MarketplaceDep, params: Annotated[SearchParams, Query()]) -> 
     tags=["search"],
     summary="Personalised search by photo and/or words (multipart form)",
     responses=UPLOAD_ERRORS,
+    dependencies=[FormBody],
 )
 def search_with_photo(
     market: MarketplaceDep,
@@ -301,7 +305,7 @@ def listing_image(
     status_code=201,
     tags=["listings"],
     summary="Add a listing (searchable by the next request); category predicted when missing",
-    dependencies=[WriteAccess],
+    dependencies=[WriteAccess, FormBody],
     responses=WRITE_ERRORS,
 )
 def create_listing(
@@ -323,7 +327,7 @@ def create_listing(
     response_model=ListingOut,
     tags=["listings"],
     summary="Change a listing: fields given replace the stored ones; photos given replace all photos",
-    dependencies=[WriteAccess],
+    dependencies=[WriteAccess, FormBody],
     responses={**WRITE_ERRORS, 404: ERRORS[404]},
 )
 def update_listing(
@@ -335,6 +339,16 @@ def update_listing(
 ) -> ListingOut:
     current = market.get_listing(checked_id(product_id))
     checked = read_photos(photos, settings)
+    if "title" in changes.model_fields_set and changes.title is None:
+        raise ApiError(422, "title: a listing needs a title; leave the field out to keep the stored one",
+                       "blank", "title", "body")  # fmt: skip
+    if not changes.model_fields_set and not checked:
+        raise ApiError(
+            422,
+            "nothing to change: give at least one field (title, description, price, location, "
+            "category) or photos",
+            "empty_update",
+        )
 
     def pick(name: str) -> object:
         value = getattr(changes, name)
