@@ -138,6 +138,8 @@ def test_price_wording_is_understood_and_flagged(raw: str, amount: float, flags:
         ("was £50 now £30", "ambiguous_price", "GBP"),
         ("£20-10", "ambiguous_price", "GBP"),
         ("£1,2345", "ambiguous_price", "GBP"),
+        ("£0.001", "ambiguous_price", "GBP"),  # price-parser read it as £1
+        (".001", "ambiguous_price", "GBP"),
         ("call me", "price_on_request", "GBP"),
         ("tbc", "unparseable_price", "GBP"),
         ("  ", "missing_price", "GBP"),

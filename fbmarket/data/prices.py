@@ -80,6 +80,9 @@ _AND = re.compile(r"\s*(?:and|&)\s*", re.IGNORECASE)
 _NEGATIVE = re.compile(r"\s*(?:£|gbp)?\s*[-\u2212\u2012\u2013]\s*(?:£|gbp)?\s*", re.IGNORECASE)
 _DECIMAL_COMMA = re.compile(r",[0-9]{1,2}$")
 _LONG_FRACTION = re.compile(r"[0-9][.,'][0-9]{4,}$")  # "1,2345": neither decimals nor a thousands group
+# "0.001", ".001": a thousands group never follows a lone 0 (or nothing), so these are three
+# decimals, which no pound amount has (price-parser reads "0.001" as 1)
+_SUB_PENNY = re.compile(r"^(?:0+)?[.,'][0-9]{3}$")
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def _foreign_currency(text: str, number: re.Match[str]) -> str | None:
 
 def _amount(token: str) -> tuple[float | None, bool]:
     """A number token -> (value, read with a decimal comma); price-parser decides the separators."""
-    if _LONG_FRACTION.search(token):
+    if _LONG_FRACTION.search(token) or _SUB_PENNY.match(token):
         return None, False
     parsed = Price.fromstring(token).amount
     if parsed is None:
@@ -175,7 +178,10 @@ def read_price(value: object) -> PriceReading:
     amount, decimal_comma = _amount(first.group(0))
     if amount is None:
         return PriceReading(
-            None, "ambiguous_price" if _LONG_FRACTION.search(first.group(0)) else "unparseable_price"
+            None,
+            "ambiguous_price"
+            if _LONG_FRACTION.search(first.group(0)) or _SUB_PENNY.match(first.group(0))
+            else "unparseable_price",
         )
     if decimal_comma:
         flags.append("decimal_comma")
