@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import traceback
@@ -22,6 +23,7 @@ from pathlib import Path
 from fbmarket.config import Settings
 from fbmarket.errors import BadRequestError, FbmarketError
 from fbmarket.layout import BundleLayout
+from fbmarket.limits import MAX_DISTANCE_KM, MAX_PRICE_GBP, MAX_RESULTS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -179,6 +181,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from fbmarket.service import Marketplace
     from fbmarket.service.types import SearchRequest
 
+    check_search_flags(args)
     market = Marketplace.open(args.bundle, args.database, lazy_models=True)
     try:
         for name, (ok, text) in market.readiness().items():
@@ -198,7 +201,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             max_price=args.max_price,
             max_distance_km=args.max_distance_km,
             latitude=args.lat,
-            longitude=args.lon if args.lat is not None else None,  # --lon alone was always ignored
+            longitude=args.lon,
             location=args.location,
         )
         response = market.search(request)
@@ -304,6 +307,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def bounded(
+    kind: type[float] | type[int], low: float, high: float, above_low: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind` within [low, high] (above `low` when
+    `above_low`), else a usage error that says the range. Checked before any bundle is loaded,
+    with the limits the HTTP API checks its fields with (fbmarket/limits.py)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if kind is int else 'number'}"
+            ) from None
+        if not (math.isfinite(value) and low <= value <= high) or (above_low and value == low):
+            span = f"above {low:g} and at most {high:g}" if above_low else f"from {low:g} to {high:g}"
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {span}")
+        return value
+
+    return parse
+
+
+def check_search_flags(args: argparse.Namespace) -> None:
+    """What one flag alone cannot check (the API's `search_request` checks the same)."""
+    if (args.lat is None) != (args.lon is None):
+        raise BadRequestError(
+            "--lat and --lon must be given together", field="lat" if args.lat is None else "lon"
+        )
+    if args.min_price is not None and args.max_price is not None and args.max_price < args.min_price:
+        raise BadRequestError("--max-price must not be below --min-price", field="max_price")
+
+
 RUN_BUDGET_HELP = "default 4 on the synthetic demo (under 5 min end to end), else 30"
 
 
@@ -395,16 +430,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", nargs="?", default=None, help="words to search for")
     search.add_argument("--image", type=Path, help="a photo to search with (alone or with words)")
     search.add_argument("--user", help="buyer id (unknown ids are cold-start buyers)")
-    search.add_argument("--lat", type=float, help="buyer latitude")
-    search.add_argument("--lon", type=float, help="buyer longitude")
+    search.add_argument("--lat", type=bounded(float, -90, 90), help="buyer latitude (with --lon)")
+    search.add_argument("--lon", type=bounded(float, -180, 180), help="buyer longitude (with --lat)")
     search.add_argument("--location", help='buyer location, "Town, County"')
-    search.add_argument("-k", type=int, default=10, help="number of results (1-100)")
+    search.add_argument(
+        "-k", type=bounded(int, 1, MAX_RESULTS), default=10, help=f"number of results (1-{MAX_RESULTS})"
+    )
     search.add_argument(
         "--category", help='root category or category path prefix, any case ("home and garden" for "Home & Garden")'
     )
-    search.add_argument("--min-price", type=float)
-    search.add_argument("--max-price", type=float)
-    search.add_argument("--max-distance-km", type=float)
+    search.add_argument("--min-price", type=bounded(float, 0, MAX_PRICE_GBP), help="GBP")
+    search.add_argument("--max-price", type=bounded(float, 0, MAX_PRICE_GBP), help="GBP")
+    search.add_argument(
+        "--max-distance-km",
+        type=bounded(float, 0, MAX_DISTANCE_KM, above_low=True),
+        help="km (needs the buyer's location)",
+    )
     search.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     search.add_argument("--json", action="store_true", help="print results as JSON")
 

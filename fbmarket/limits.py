@@ -17,6 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 MAX_RESULTS = 100
+# The largest price a client may name in a filter or a listing form (GBP): a bound on typing
+# mistakes, far above any second-hand listing (the cleaning step's own cap is data.max_price).
+MAX_PRICE_GBP = 1e7
+MAX_DISTANCE_KM = 2000.0  # a search's distance limit: the length of Great Britain, and then some
 
 
 def check_k(k: object, max_k: int = MAX_RESULTS, error: type[Exception] = ValueError) -> int:

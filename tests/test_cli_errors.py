@@ -60,3 +60,27 @@ def test_a_database_url_that_does_not_parse_is_the_users_to_fix() -> None:
     with pytest.raises(DataError) as caught:
         create_engine("nodriver://user:secret@host/db")
     assert "secret" not in str(caught.value)  # the password is masked
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["-k", "0"], "-k: '0': must be from 1 to 100"),
+        (["-k", "2.5"], "not a whole number"),
+        (["--lat", "nan", "--lon", "0"], "--lat: 'nan'"),
+        (["--lat", "91", "--lon", "0"], "from -90 to 90"),
+        (["--lon", "-1.5"], "--lat and --lon must be given together"),
+        (["--min-price", "5", "--max-price", "2"], "--max-price must not be below --min-price"),
+        (["--max-price", "inf"], "--max-price: 'inf'"),
+        (["--max-distance-km", "0"], "above 0 and at most 2000"),
+    ],
+)
+def test_search_flags_are_checked_before_the_bundle_is_opened(tmp_path, capsys, flags, says) -> None:
+    """The bundle does not exist: each flag's mistake must be the one reported, in one line."""
+    try:  # argparse exits 2 on a flag's own mistake; main() returns 2 on a combination's
+        code = cli.main(["search", "--bundle", str(tmp_path / "no-bundle"), "sofa", *flags])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and "no-bundle" not in err, err

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, computed_field
 
 from fbmarket.data.prices import read_price
+from fbmarket.limits import MAX_DISTANCE_KM, MAX_PRICE_GBP
 from fbmarket.limits import MAX_RESULTS as MAX_K
 from fbmarket.service.types import ListingInput, ListingResult, PriceSuggestion, SearchResponse
 
@@ -100,12 +101,12 @@ class SearchParams(BaseModel):
     location: OptionalText = Field(None, max_length=200, description='inline buyer: "Town" or "Town, County"')
     lat: float | None = Field(None, ge=-90, le=90, description="inline buyer: latitude (with lon)")
     lon: float | None = Field(None, ge=-180, le=180, description="inline buyer: longitude (with lat)")
-    budget: float | None = Field(None, ge=0, le=1e7, description="inline buyer: typical spend in GBP")
+    budget: float | None = Field(None, ge=0, le=MAX_PRICE_GBP, description="inline buyer: typical spend in GBP")
     max_distance_km: float | None = Field(
-        None, gt=0, le=2000, description="only listings this close to the buyer"
+        None, gt=0, le=MAX_DISTANCE_KM, description="only listings this close to the buyer"
     )
-    min_price: float | None = Field(None, ge=0, le=1e7, description="GBP")
-    max_price: float | None = Field(None, ge=0, le=1e7, description="GBP")
+    min_price: float | None = Field(None, ge=0, le=MAX_PRICE_GBP, description="GBP")
+    max_price: float | None = Field(None, ge=0, le=MAX_PRICE_GBP, description="GBP")
     category: OptionalText = Field(
         None,
         max_length=200,
@@ -122,7 +123,7 @@ class ListingFields(BaseModel):
 
     title: Text = Field(min_length=1, max_length=200)
     description: Text = Field("", max_length=10_000)
-    price: SellerPrice = Field(None, ge=0, le=1e7, description=PRICE_HELP)
+    price: SellerPrice = Field(None, ge=0, le=MAX_PRICE_GBP, description=PRICE_HELP)
     location: Text = Field("", max_length=200, description='"Town, County"')
     category: OptionalText = Field(None, max_length=200, description='full path "Root / Sub / Leaf"')
     product_id: OptionalText = Field(None, pattern=ID_PATTERN, description="generated when missing")
@@ -167,7 +168,7 @@ class ListingChanges(BaseModel):
 
     title: OptionalText = Field(None, min_length=1, max_length=200)
     description: Annotated[str | None, AfterValidator(_printable)] = Field(None, max_length=10_000)
-    price: SellerPrice = Field(None, ge=0, le=1e7, description=PRICE_HELP)
+    price: SellerPrice = Field(None, ge=0, le=MAX_PRICE_GBP, description=PRICE_HELP)
     location: Annotated[str | None, AfterValidator(_printable)] = Field(None, max_length=200)
     category: OptionalText = Field(None, max_length=200, description='full path "Root / Sub / Leaf"')
 
