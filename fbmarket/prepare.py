@@ -125,7 +125,8 @@ def prepare_data(settings: Settings, show_progress: bool = True, store: bool = T
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     (settings.reports_dir / "cleaning.json").write_text(json.dumps(payload, indent=2, default=str))
     if store:
-        database = Store(settings.db_url, root=settings.out_dir)  # photo paths relative to the bundle
+        # photo paths relative to the bundle; a new bundle's folder is made here
+        database = Store(settings.db_url, root=settings.out_dir, create_folder=True)
         try:
             database.upsert_listings(products, photos)
             if raw.users is not None:

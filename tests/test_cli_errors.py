@@ -84,3 +84,16 @@ def test_search_flags_are_checked_before_the_bundle_is_opened(tmp_path, capsys, 
     assert code == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err and "no-bundle" not in err, err
+
+
+def test_a_sqlite_database_in_a_missing_folder_is_refused_without_making_it(tmp_path) -> None:
+    """Serving or searching with a mistyped --database used to create the folder and an empty
+    database; only training (a new bundle) creates a folder."""
+    from fbmarket.data.store import Store
+    from fbmarket.errors import DataError
+
+    with pytest.raises(DataError, match="missing does not exist"):
+        Store(f"sqlite:///{tmp_path}/missing/x.db")
+    assert not (tmp_path / "missing").exists()
+    Store(f"sqlite:///{tmp_path}/new/x.db", create_folder=True).close()
+    assert (tmp_path / "new" / "x.db").is_file()

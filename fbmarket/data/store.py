@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from fbmarket.data import schema as S
 from fbmarket.data.migrations import migrate
 from fbmarket.data.tables import embeddings, images, interactions, listings, metadata, users
+from fbmarket.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +143,24 @@ class Store:
     as given (tests of the database alone).
     """
 
-    def __init__(self, url: str, root: Path | str | None = None):
+    def __init__(self, url: str, root: Path | str | None = None, create_folder: bool = False):
+        """`create_folder`: create a SQLite file's missing folder (training, which writes a new
+        bundle); otherwise a missing folder is a DataError naming it: a mistyped --database must
+        not leave a new empty folder and database behind.
+
+        Raises DataError for a SQLite file in a folder that does not exist (without
+        `create_folder`), and as `migrate` does for a database that cannot be reached.
+        """
         self.root = Path(os.path.abspath(root)) if root is not None else None
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).parent
+            if create_folder:
+                folder.mkdir(parents=True, exist_ok=True)
+            elif not folder.is_dir():
+                raise DataError(
+                    f"the SQLite database's folder {folder} does not exist: check --database / "
+                    "FBMARKET_DATABASE_URL (or create the folder)"
+                )
         migrate(url)
         self.engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
