@@ -16,7 +16,7 @@ Engines
 -------
 * `local`: the batches run one after another in this process (tqdm progress).
 * `ray`: a Ray Data job. The listings become a `ray.data` dataset (`from_pandas`), then
-  `map_batches(BatchEncoder, concurrency=N, num_cpus=c, batch_format="pandas")`: Ray starts
+  `map_batches(BatchEncoder, compute=ActorPoolStrategy(size=N), num_cpus=c)`: Ray starts
   N actors, each loads the bundle once in its constructor and embeds batch after batch
   (stateful callable class = actor pool: https://docs.ray.io/en/latest/data/api/doc/ray.data.Dataset.map_batches.html),
   and `write_parquet(max_rows_per_file=...)` streams the results out. Without an address
@@ -98,7 +98,7 @@ ROWS_PER_FILE = 20_000  # Parquet rows per file: ~120 MB at 1,536 float32s per r
 DB_BATCH = 2048  # embeddings per database transaction (search/reconcile.py EMBED_CHUNK)
 DEFAULT_BATCH_SIZE = 64  # listings per model batch
 PHOTO_IDS, PHOTO_PATHS = "photo_ids", "photo_paths"  # list columns a source row carries
-COUNTS = ("listings", "photos", "photos_missing", "photos_undecodable")
+COUNTS = ("listings", "photos", "photos_missing", "photos_undecodable", "encode_seconds")
 
 EMBEDDING_SCHEMA = pa.schema(
     [
@@ -124,6 +124,7 @@ class EmbedReport:
     photos: int = 0  # photos that went through the backbone
     photos_missing: int = 0
     photos_undecodable: int = 0
+    encode_seconds: float = 0.0  # summed over workers: time inside `BatchEncoder.encode` (no start-up)
     files: int = 0
     stored_in_database: int = 0
     not_in_database: int = 0  # ids of a Parquet source that the database has no listing for
@@ -225,7 +226,7 @@ class BatchEncoder:
         self.bundle = Bundle.load(bundle_dir, lazy=True)
         self.use_cache = use_cache
         self.tally = tally
-        self.counts = dict.fromkeys(COUNTS, 0)
+        self.counts: dict[str, float] = dict.fromkeys(COUNTS, 0)
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         table, counts = self.encode(batch)
@@ -235,17 +236,19 @@ class BatchEncoder:
             self.tally.add.remote(counts)
         return table
 
-    def encode(self, batch: pd.DataFrame) -> tuple[pa.Table, dict[str, int]]:
-        """An `EMBEDDING_SCHEMA` table for the batch's listings, in row order, and its counts."""
+    def encode(self, batch: pd.DataFrame) -> tuple[pa.Table, dict[str, float]]:
+        """An `EMBEDDING_SCHEMA` table for the batch's listings, in row order, and its counts
+        (`COUNTS`; `encode_seconds` is this call's wall time)."""
         import tensorflow as tf
 
+        tick = time.perf_counter()
         products = batch.drop(columns=[PHOTO_IDS, PHOTO_PATHS]).reset_index(drop=True)
         products[S.PRODUCT_ID] = products[S.PRODUCT_ID].astype(str)
         photos = _photo_frame(batch)
         present = (
             photos[S.IMAGE_PATH].map(os.path.isfile).to_numpy(bool) if len(photos) else np.zeros(0, bool)
         )
-        counts = dict.fromkeys(COUNTS, 0)
+        counts: dict[str, float] = dict.fromkeys(COUNTS, 0)
         counts["listings"] = len(products)
         counts["photos_missing"] = int((~present).sum())
         photos = photos[present]
@@ -270,6 +273,7 @@ class BatchEncoder:
             ],
             schema=EMBEDDING_SCHEMA,
         )
+        counts["encode_seconds"] = time.perf_counter() - tick
         return table, counts
 
 
@@ -345,7 +349,7 @@ def run_local(
     rows_per_file: int,
     use_cache: bool = False,
     show_progress: bool = True,
-) -> dict[str, int]:
+) -> dict[str, float]:
     """Embed `rows` in this process, writing Parquet parts into `out_dir`; returns the counts."""
     from tqdm.auto import tqdm
 
@@ -373,7 +377,7 @@ def run_ray(
     use_cache: bool = False,
     show_progress: bool = True,
     address: str | None = None,
-) -> dict[str, int]:
+) -> dict[str, float]:
     """Embed `rows` as a Ray Data job of `workers` actors (`cpus_per_worker` CPUs each).
 
     Starts Ray's local mode unless `address` (or RAY_ADDRESS) names a cluster, and shuts
@@ -412,7 +416,7 @@ def run_ray(
             },
             batch_size=batch_size,
             batch_format="pandas",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),  # `concurrency=N` before Ray 2.51
             num_cpus=cpus_per_worker,
         )
         dataset.write_parquet(str(out_dir), max_rows_per_file=rows_per_file)
@@ -431,13 +435,13 @@ class _Tally:
     """Sums the counts the encoder actors report (a Ray actor: workers run in other processes)."""
 
     def __init__(self) -> None:
-        self.counts = dict.fromkeys(COUNTS, 0)
+        self.counts: dict[str, float] = dict.fromkeys(COUNTS, 0)
 
-    def add(self, counts: dict[str, int]) -> None:
+    def add(self, counts: dict[str, float]) -> None:
         for key, value in counts.items():
-            self.counts[key] += int(value)
+            self.counts[key] += value
 
-    def totals(self) -> dict[str, int]:
+    def totals(self) -> dict[str, float]:
         return self.counts
 
 
@@ -483,12 +487,11 @@ def store_embeddings(store: Store, directory: Path, batch_rows: int = DB_BATCH) 
                 continue
             embedding = record.column(2)
             width = len(embedding[0]) if len(embedding) else 0
-            vectors = embedding.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)[keep]
+            vectors = embedding.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
             versions = record.column(1).to_pylist()
-            for version in sorted({versions[i] for i in keep}):
+            for version in sorted({versions[i] for i in keep}):  # one version per run; any number works
                 rows = [i for i in keep if versions[i] == version]
-                chosen = vectors[[keep.index(i) for i in rows]]
-                store.upsert_embeddings([ids[i] for i in rows], chosen, version)
+                store.upsert_embeddings([ids[i] for i in rows], vectors[rows], version)
             stored += len(keep)
     return stored, skipped
 
@@ -591,8 +594,8 @@ def run_embed(
             if rows.empty:
                 raise DataError(f"the {origin} holds no listings: nothing to embed")
         timings["read"] = round(time.perf_counter() - tick, 2)
-        report = EmbedReport(engine, workers, origin, str(out_dir), version)
-        if rows.empty:
+        report = EmbedReport(engine, workers, origin, str(out_dir), version, seconds=timings)
+        if rows.empty:  # --missing-only and every listing has an embedding of this model
             return report
 
         tick = time.perf_counter()
@@ -624,7 +627,8 @@ def run_embed(
             raise
         timings["embed"] = round(time.perf_counter() - tick, 2)
         for key in COUNTS:
-            setattr(report, key, int(counts.get(key, 0)))
+            value = counts.get(key, 0)
+            setattr(report, key, round(float(value), 2) if key == "encode_seconds" else int(value))
         report.files = len(parquet_files(out_dir))
         if report.photos_undecodable or report.photos_missing:
             log.warning(
@@ -644,7 +648,6 @@ def run_embed(
             load_parquet_into_index(out_dir, index_uri, bundle_dir)
             report.index = mask_url_password(index_uri)
             timings["index"] = round(time.perf_counter() - tick, 2)
-        report.seconds = timings
         return report
     finally:
         if store is not None:
