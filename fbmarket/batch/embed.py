@@ -404,8 +404,7 @@ def run_ray(
         context.enable_progress_bars = show_progress
         tally = ray.remote(_Tally).options(num_cpus=0).remote()
         # One block per batch, split here (from_pandas' own override_num_blocks fails on pandas 3).
-        blocks = [rows.iloc[start : start + batch_size] for start in range(0, len(rows), batch_size)]
-        dataset = ray.data.from_pandas(blocks)
+        dataset = ray.data.from_pandas(list(_batches(rows, batch_size)))
         dataset = dataset.map_batches(
             BatchEncoder,
             fn_constructor_kwargs={
