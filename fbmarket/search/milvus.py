@@ -62,6 +62,18 @@ from fbmarket.search.terms import tokenize
 
 log = logging.getLogger(__name__)
 
+
+class _QuietEmptyResults(logging.Filter):
+    """pymilvus logs an ERROR for milvus-lite's empty-result answer (EMPTY_RESULT_ERROR), which
+    this module treats as "nothing found": drop those records, keep every other."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return EMPTY_RESULT_ERROR not in record.getMessage() and "Failed to get collection" not in record.getMessage()
+
+
+for _name in ("pymilvus.decorators", "pymilvus.milvus_client.milvus_client"):
+    logging.getLogger(_name).addFilter(_QuietEmptyResults())
+
 STRONG = "Strong"
 MAX_VARCHAR = 65_535  # bytes, Milvus's limit for one VARCHAR value
 TEXT_BYTES = 60_000  # the BM25 text field: long descriptions are cut (whole words) to fit
@@ -78,6 +90,8 @@ ROW_FIELDS = (
     "title", "description", "category", "root_category", "leaf_category", "price", "has_price",
     "latitude", "longitude", "has_location", "location", "created_at", "has_created", "image_count",
 )  # fmt: skip
+# milvus-lite 2.5.1's answer to a query whose result is empty (measured): not a failure
+EMPTY_RESULT_ERROR = "Unsupported data type: 0"
 INDEX_TYPES = ("FLAT", "IVF_FLAT", "AUTOINDEX", "HNSW", "IVF_PQ", "IVF_SQ8", "DISKANN")
 
 
@@ -319,7 +333,14 @@ class MilvusBackend:
         ids = list(dict.fromkeys(map(str, product_ids)))
         if not ids:
             return {}
-        found = self.client.get(self.collection, ids=ids, output_fields=list(fields), consistency_level=STRONG)
+        from pymilvus import MilvusException
+
+        try:
+            found = self.client.get(self.collection, ids=ids, output_fields=list(fields), consistency_level=STRONG)
+        except MilvusException as error:
+            if EMPTY_RESULT_ERROR not in str(error):
+                raise
+            return {}  # milvus-lite 2.5.1 answers a get that finds no id with this error
         return {str(row["product_id"]): row for row in found}
 
     def contains(self, product_id: str) -> bool:
@@ -597,10 +618,15 @@ class MilvusBackend:
         iterator = self.client.query_iterator(
             self.collection, batch_size=batch, filter="", output_fields=["product_id"], consistency_level=STRONG
         )
+        from pymilvus import MilvusException
+
         out: list[str] = []
         try:
             while page := iterator.next():
                 out.extend(str(row["product_id"]) for row in page)
+        except MilvusException as error:  # milvus-lite: the page after the last is this error
+            if EMPTY_RESULT_ERROR not in str(error):
+                raise
         finally:
             iterator.close()
         return out
