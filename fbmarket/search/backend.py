@@ -26,14 +26,14 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pandas as pd
 
 from fbmarket.catalogue import CatalogueView
-from fbmarket.config import SearchSettings, mask_url_password
+from fbmarket.config import mask_url_password
 from fbmarket.data import schema as S
 from fbmarket.errors import DataError
 from fbmarket.search.filters import Filters, filter_mask
@@ -381,18 +381,3 @@ def _lite_target(path: Path, collection: str | None, shown: str, bad: Callable[[
         raise bad("a milvus-lite file name may only hold letters, digits, '.', '-' and '_'")
     return IndexTarget("milvus-lite", str(path), collection, shown)
 
-
-def open_backend(
-    target: IndexTarget,
-    dim: int,
-    photo_dim: int | None,
-    model_version: str,
-    settings: SearchSettings,
-) -> Any:
-    """The Milvus backend for a non-embedded target (the embedded one is built by its owner,
-    which holds the in-process indexes). Raises DataError when the engine cannot be reached."""
-    if target.embedded:
-        raise ValueError("the embedded backend is assembled from its indexes, not opened")
-    from fbmarket.search.milvus import MilvusBackend
-
-    return MilvusBackend.open(target, dim, photo_dim, model_version, settings)

@@ -79,6 +79,7 @@ MAX_VARCHAR = 65_535  # bytes, Milvus's limit for one VARCHAR value
 TEXT_BYTES = 60_000  # the BM25 text field: long descriptions are cut (whole words) to fit
 MAX_CATEGORY_DEPTH = 16
 MAX_LIMIT = 16_384  # Milvus's largest topk
+NO_PHOTO_DIM = 2  # the photo field of a bundle without photo features (Milvus vectors are 2-d at least)
 UPSERT_BATCH = 512
 FIELDS = (
     "product_id", "title", "description", "category", "root_category", "leaf_category",
@@ -245,7 +246,7 @@ class MilvusBackend:
         for name in ("has_price", "has_location", "has_created", "has_embedding", "has_photo"):
             schema.add_field(name, DataType.BOOL)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
-        schema.add_field("photo", DataType.FLOAT_VECTOR, dim=self.photo_dim or 1)
+        schema.add_field("photo", DataType.FLOAT_VECTOR, dim=self.photo_dim or NO_PHOTO_DIM)
         schema.add_field(
             "text", DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True,
             analyzer_params={"tokenizer": "whitespace"},
@@ -283,7 +284,7 @@ class MilvusBackend:
         missing = [name for name in FIELDS if name not in fields]
         if missing:
             problems.append(f"it lacks the field(s) {', '.join(missing)}")
-        for name, want in (("embedding", self.dim), ("photo", self.photo_dim or 1)):
+        for name, want in (("embedding", self.dim), ("photo", self.photo_dim or NO_PHOTO_DIM)):
             if name in fields:
                 have = int(fields[name].get("params", {}).get("dim", -1))
                 if have != want:
@@ -562,7 +563,7 @@ class MilvusBackend:
         photo_flags = np.zeros(n, bool) if has_photo is None else np.asarray(has_photo, bool)
         if photo_vectors is not None and has_photo is None:
             photo_flags = np.ones(n, bool)
-        zeros_photo = [0.0] * (self.photo_dim or 1)
+        zeros_photo = [0.0] * (self.photo_dim or NO_PHOTO_DIM)
         weight = max(int(self.settings.title_weight), 1)
         rows = []
         for i, (pid, title, description) in enumerate(

@@ -34,10 +34,11 @@ from fbmarket.layout import BundleLayout
 from fbmarket.recommend.features import DISTANCE_KM
 from fbmarket.recommend.personalise import RankingModels
 from fbmarket.recommend.ranker import RuleRanker
-from fbmarket.search.backend import EmbeddedBackend, open_backend, parse_index_uri
+from fbmarket.search.backend import EmbeddedBackend, parse_index_uri
 from fbmarket.search.duplicates import DuplicateDetector, DuplicateRule
 from fbmarket.search.hybrid import HybridSearcher
 from fbmarket.search.lexical import LexicalIndex
+from fbmarket.search.milvus import MilvusBackend
 from fbmarket.search.reconcile import (
     embed_missing,
     load_or_rebuild_index,
@@ -142,7 +143,7 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         if target.embedded:
             backend = embedded_backend(bundle_dir, store, model, products, settings, catalogue)
         else:
-            backend = open_backend(
+            backend = MilvusBackend.open(
                 target, model.embedding_dim, photo_dim(model), model.version, settings.search
             )
         searcher = HybridSearcher(
