@@ -317,3 +317,12 @@ def test_unreachable_server_names_the_setting():
     target = parse_index_uri("milvus://127.0.0.1:9?collection=x")  # nothing listens on port 9
     with pytest.raises(DataError, match=r"--index-uri / FBMARKET_INDEX_URI: cannot open the search engine"):
         MilvusBackend.open(target, DIM, PHOTO_DIM, "v", SearchSettings())
+
+
+def test_index_uri_comes_from_the_environment_and_is_saved_masked(monkeypatch):
+    from fbmarket.config import Settings
+
+    monkeypatch.setenv("FBMARKET_INDEX_URI", "milvus://root:hunter2@db:19530")
+    settings = Settings().with_environment()
+    assert settings.index_uri == "milvus://root:hunter2@db:19530"
+    assert "hunter2" not in str(settings.to_json()) and "hunter2" in settings.secrets()
