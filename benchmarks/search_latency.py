@@ -1,7 +1,14 @@
 """Retrieval latency in process: FAISS + BM25 + fusion, single queries, 10k and 100k listings.
 
 Usage: .venv/bin/python benchmarks/search_latency.py [--sizes 10000,100000] [--queries 500]
-           [--factory Flat --factory "PQ128x4fs,RFlat"] [--threads 1]
+           [--factory Flat --factory "PQ128x4fs,RFlat"] [--threads 1] [--index-uri URI]
+
+`--index-uri` (a milvus-lite .db path or milvus://host:port; search/backend.py) adds a run of the
+same queries through the Milvus backend (a collection per size, dropped first), labelled by
+what served it: "milvus-lite" figures are milvus-lite's, not a Milvus server's. `--factory none`
+skips the embedded runs. With --index-uri the results go to search_latency_milvus.json.
+For milvus-lite the search runs in its own process: CPU time counts only the client side,
+so read the wall times.
 
 The quality bar is p99 <= 20 ms at 100k listings for encode + FAISS + re-rank; this script
 measures the retrieval part (`HybridSearcher.retrieve`, 200 candidates) that the query
@@ -115,7 +122,10 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict]:
     near = [Filters(latitude=float(lat), longitude=float(lon), max_km=50.0) for lat, lon in towns]
 
     runs = []
-    for factory in args.factory or DEFAULT_FACTORIES:
+    factories = [f for f in (args.factory or DEFAULT_FACTORIES) if f.lower() != "none"]
+    if args.index_uri:
+        runs.append(run_engine(n, args, products, vectors, q_vectors, pairs, near, by_root, cheap, new, new_vectors))
+    for factory in factories:
         settings = dataclasses.replace(base, index_factory=factory)
         c = settings.candidates
         start = time.perf_counter()
@@ -162,11 +172,61 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict]:
                 "write_ms": writes,
             }
         )
+    if not factories:
+        return runs
     start = time.perf_counter()
     lexical.compact()
     runs[-1]["bm25_rebuild_seconds"] = round(time.perf_counter() - start, 2)
     print(f"  BM25 rebuild (compact) {runs[-1]['bm25_rebuild_seconds']}s", flush=True)
     return runs
+
+
+def run_engine(n, args, products, vectors, q_vectors, pairs, near, by_root, cheap, new, new_vectors) -> dict:
+    """The same queries and writes through the Milvus backend at `--index-uri`."""
+    from fbmarket.search.backend import parse_index_uri
+    from fbmarket.search.milvus import MilvusBackend
+
+    target = parse_index_uri(args.index_uri)
+    label = "milvus-lite 2.5 (embedded, not a Milvus server)" if target.kind == "milvus-lite" else "milvus"
+    settings = SearchSettings(milvus_index_type=args.milvus_index_type)
+    target = dataclasses.replace(target, collection=f"bench_latency_{n}")
+    backend = MilvusBackend.open(target, DIM, None, "bench", settings)
+    backend.drop()
+    backend = MilvusBackend.open(target, DIM, None, "bench", settings)
+    start = time.perf_counter()
+    backend.upsert(products, vectors)
+    load = time.perf_counter() - start
+    hybrid = HybridSearcher(products, settings=settings, backend=backend)
+    c = settings.candidates
+    print(f"n={n:,} {label} {args.milvus_index_type}: load {load:.1f}s", flush=True)
+    queries = {
+        "dense_only": timed(lambda v: backend.dense_search(v, c, None), [(v,) for v, _ in pairs]),
+        "bm25_only": timed(lambda t: backend.lexical_search(t, c, None), [(t,) for _, t in pairs]),
+        "hybrid": timed(lambda v, t: hybrid.retrieve(v, t, None, c), pairs),
+        "hybrid_root_category_filter": timed(lambda v, t: hybrid.retrieve(v, t, by_root, c), pairs),
+        "hybrid_price_filter": timed(lambda v, t: hybrid.retrieve(v, t, cheap, c), pairs),
+        "hybrid_distance_filter_50km": timed(
+            lambda v, t, f: hybrid.retrieve(v, t, f, c), [(v, t, f) for (v, t), f in zip(pairs, near, strict=True)]
+        ),
+    }
+    writes = {
+        "add_one_listing": timed(
+            lambda i: hybrid.add_products(new.iloc[[i]], new_vectors[[i]]), [(i,) for i in range(args.writes)]
+        ),
+        "remove_one_listing": timed(lambda i: hybrid.remove_products([f"new{i}"]), [(i,) for i in range(args.writes)]),
+    }
+    for name, value in {**queries, **writes}.items():
+        print(f"  {name}: p50 {value['wall']['p50']:.2f} / p99 {value['wall']['p99']:.2f} ms wall", flush=True)
+    backend.close()
+    return {
+        "n": n,
+        "backend": label,
+        "index_type": args.milvus_index_type,
+        "load_seconds": round(load, 2),
+        "single_query_ms": queries,
+        "write_ms": writes,
+        "note": "cpu counts the client process only; the engine runs in its own process: read wall",
+    }
 
 
 def main() -> None:
@@ -179,8 +239,12 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="FAISS OpenMP and BLAS threads")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--index-uri", help="also measure the Milvus backend there (milvus-lite .db or milvus://)")
+    parser.add_argument("--milvus-index-type", default="FLAT", help="FLAT | IVF_FLAT | AUTOINDEX (milvus-lite)")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = RESULTS / "search_latency_milvus.json" if args.index_uri else DEFAULT_OUT
 
     faiss.omp_set_num_threads(args.threads)
     with threadpool_limits(args.threads):

@@ -44,6 +44,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         settings.seed = args.seed
     if getattr(args, "database", None):
         settings.database_url = args.database
+    if getattr(args, "index_uri", None):
+        settings.index_uri = args.index_uri
     if getattr(args, "time_budget", None) is not None:
         settings.time_budget_min = float(args.time_budget)
     if getattr(args, "quick", False):
@@ -141,7 +143,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from fbmarket.service import Marketplace
     from fbmarket.workflow import PRICE_REASONS
 
-    market = Marketplace.open(args.bundle, args.database, lazy_models=True)
+    market = Marketplace.open(args.bundle, args.database, lazy_models=True, index_uri=args.index_uri)
     try:
         summary: dict[str, object] = {"embedded_on_open": market.embedded_on_open}
         if args.data:
@@ -166,6 +168,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                     "unknown price"
                 )
             summary["cleaning"] = cleaning
+        if market.searcher.vectors is None:  # an engine (Milvus): load the database's listings into it
+            summary["search_engine"] = market.load_search_index(show_progress=not args.quiet)
         summary["index_size"] = len(market.searcher.table)
         problems = [text for ok, text in market.readiness().values() if not ok]
         if problems:
@@ -207,7 +211,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from fbmarket.service.types import SearchRequest
 
     check_search_flags(args)
-    market = Marketplace.open(args.bundle, args.database, lazy_models=True)
+    market = Marketplace.open(args.bundle, args.database, lazy_models=True, index_uri=args.index_uri)
     try:
         for name, (ok, text) in market.readiness().items():
             if not ok:  # answer anyway, but never silently from a partial index
@@ -388,6 +392,12 @@ def _add_model_flags(command: argparse.ArgumentParser, budget_help: str) -> None
     )
 
 
+INDEX_URI_HELP = (
+    "where retrieval runs: milvus://host:port (a Milvus server), a path ending .db or "
+    "milvus-lite:///abs/path.db (milvus-lite); default: FAISS + BM25 in process (env FBMARKET_INDEX_URI)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fbmarket", description="Multimodal marketplace search and recommendation."
@@ -449,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the database holds without an embedding",
     )
     index.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
+    index.add_argument("--index-uri", help=INDEX_URI_HELP + "; loads the database's listings into it")
 
     embed = add(
         "embed",
@@ -507,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="km (needs the buyer's location)",
     )
     search.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
+    search.add_argument("--index-uri", help=INDEX_URI_HELP)
     search.add_argument("--json", action="store_true", help="print results as JSON")
 
     duplicates = add(
@@ -531,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
+    serve.add_argument("--index-uri", help=INDEX_URI_HELP)
     return parser
 
 

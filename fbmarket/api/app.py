@@ -27,6 +27,7 @@ from fbmarket.api.web import router as web_router
 from fbmarket.bundle.settings import load_bundle_settings
 from fbmarket.config import Settings
 from fbmarket.errors import DataError
+from fbmarket.search.backend import parse_index_uri
 from fbmarket.service import Marketplace
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,13 @@ def serve(settings: Settings, bundle_dir: Path) -> None:
         raise FileNotFoundError(f"bundle folder {bundle_dir} does not exist (train one with `fbmarket run`)")
     # Not a bundle (no settings.json) is known now: say so and stop, rather than serve a 503.
     load_bundle_settings(bundle_dir)
+    parse_index_uri(settings.index_uri)  # a bad --index-uri is one line now, not a 503 later
     if not 1 <= settings.serve.port <= 65535:
         raise DataError(f"port must be from 1 to 65535, got {settings.serve.port}")
-    app = create_app(settings=settings, loader=lambda: Marketplace.open(bundle_dir, settings.database_url))
+    app = create_app(
+        settings=settings,
+        loader=lambda: Marketplace.open(bundle_dir, settings.database_url, index_uri=settings.index_uri),
+    )
     if not settings.serve.api_key:
         log.warning("no API key configured (FBMARKET_API_KEY): listing writes are disabled")
     uvicorn.run(

@@ -64,6 +64,9 @@ class Settings:
     data_dir: Path | None = None
     out_dir: Path = Path("artifacts")
     database_url: str | None = None  # default: SQLite file inside out_dir
+    # where retrieval runs (search/backend.py): None = FAISS + BM25 in process (the default);
+    # "milvus://host:port" a Milvus server; a path ending .db (or milvus-lite:///abs.db) milvus-lite
+    index_uri: str | None = None
     seed: int = 42
     quick: bool = False
     # Training picks its configuration from the data's size to fit this many minutes of a
@@ -109,7 +112,7 @@ class Settings:
         payload: dict[str, Any] = _adapter().dump_python(self, mode="json", warnings=False)
         # secrets never go to disk: no API key, database URLs with their password masked
         payload["serve"]["api_key"] = None
-        for key in ("database_url", "data_dir"):
+        for key in ("database_url", "data_dir", "index_uri"):
             if isinstance(payload.get(key), str):
                 payload[key] = mask_url_password(payload[key])
         return payload
@@ -119,7 +122,7 @@ class Settings:
         messages that may quote them (e.g. an error shown on /ready)."""
         key = self.serve.api_key_value()
         found = [key] if key else []
-        for url in (self.database_url, self.data_dir):
+        for url in (self.database_url, self.data_dir, self.index_uri):
             if isinstance(url, str) and (password := url_password(url)):
                 found.append(password)
                 if (raw := _USERINFO.search(url)) and raw["password"] != password:
@@ -152,6 +155,8 @@ class Settings:
         environment = read_environment()
         if environment.database_url is not None:
             self.database_url = environment.database_url.get_secret_value()
+        if environment.index_uri is not None:
+            self.index_uri = environment.index_uri.get_secret_value()
         for name, value in environment.serve_overrides().items():
             setattr(self.serve, name, value)
         return self

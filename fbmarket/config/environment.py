@@ -7,6 +7,8 @@ lays them over a run's settings. The variables:
 
     FBMARKET_DATABASE_URL   the database (a SQLAlchemy URL; overrides settings.json; --database wins)
     FBMARKET_API_KEY        the key POST/PUT/DELETE /listings need; writes are refused without one
+    FBMARKET_INDEX_URI      where retrieval runs: unset = FAISS + BM25 in process; milvus://host:port
+                            or a milvus-lite .db file (search/backend.py; --index-uri wins)
     FBMARKET_HOST, FBMARKET_PORT                  where `fbmarket serve` listens (its flags win)
     FBMARKET_LOG_LEVEL, FBMARKET_ACCESS_LOG, FBMARKET_FAISS_THREADS   the server's ServeSettings
 """
@@ -26,6 +28,7 @@ class Environment(BaseSettings):
 
     database_url: SecretStr | None = None
     api_key: SecretStr | None = None
+    index_uri: SecretStr | None = None  # may hold a Milvus user's password
     host: str | None = None
     port: int | None = Field(None, ge=1, le=65535)
     log_level: str | None = None

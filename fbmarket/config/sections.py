@@ -250,6 +250,12 @@ class SearchSettings:
     # treated as the photo's own listing and kept first by the ranker (0 = off). Chosen on
     # the dev validation photos (benchmarks/photo_search.py; benchmarks/results/settings.md#search).
     photo_match_cosine: float = 0.8
+    # Milvus (search/milvus.py; used when `Settings.index_uri` names one): the dense index type
+    # of a new collection. milvus-lite 2.5 builds FLAT, IVF_FLAT and AUTOINDEX; a Milvus server
+    # also HNSW, IVF_PQ, IVF_SQ8 and DISKANN (for 100M-listing catalogues; not tested here).
+    # IVF types search `nprobe` of `milvus_nlist` lists; HNSW uses `ef_search`.
+    milvus_index_type: str = "FLAT"
+    milvus_nlist: int = 1024
 
     def factory_for(self, listings: int) -> str:
         """The FAISS factory for an index built over this many listings."""

@@ -43,6 +43,7 @@ from fbmarket.catalogue import CatalogueView, ListingCatalogue
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.limits import check_k
+from fbmarket.search.backend import EmbeddedBackend, RetrievalBackend
 from fbmarket.search.candidates import (
     FUSED_SCORE,
     FUSIONS,
@@ -64,7 +65,7 @@ from fbmarket.search.filters import (
     filter_mask,
     live_values,
 )
-from fbmarket.search.index import IdSelection, VectorIndex
+from fbmarket.search.index import VectorIndex
 from fbmarket.search.lexical import STOPWORDS, LexicalIndex, check_query
 from fbmarket.search.photo_retrieval import PhotoRetrieval
 from fbmarket.search.searcher_files import SearcherFiles
@@ -121,16 +122,16 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         photos: VectorIndex | None = None,
         query_vocabulary: QueryVocabulary | None = None,
         catalogue: ListingCatalogue | None = None,
+        backend: RetrievalBackend | None = None,
     ):
+        """`vectors`, `lexical`, `photos`: the in-process indexes of the embedded backend;
+        `backend`: another engine instead (e.g. `MilvusBackend`), when they are all None."""
         self.settings = settings or SearchSettings()
         self.categories = categories  # the model's category heads: similar() favours shared categories
         # the encoder's words: a typed query with none of them has no semantic signal (None: not judged)
         self.query_vocabulary = query_vocabulary
         if self.settings.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.settings.fusion!r}")
-        self.vectors = vectors
-        self.lexical = lexical
-        self.photos = photos  # listing id -> pooled unit photo features (listings with photos only)
         self._owns_catalogue = catalogue is None
         if catalogue is None:
             if products is None:
@@ -139,8 +140,41 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
             catalogue = ListingCatalogue.from_frame(products)
         self._catalogue = catalogue
         self._lock = threading.RLock()
-        self._align_key: tuple | None = None
-        self._align: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        if backend is not None and any(index is not None for index in (vectors, lexical, photos)):
+            raise ValueError("give in-process indexes or a backend, not both")
+        self.backend: RetrievalBackend = backend or EmbeddedBackend(self._catalogue.view, vectors, lexical, photos)
+
+    # The embedded backend's indexes (None under another backend). Settable: `reload` swaps
+    # them, and benchmarks assemble a searcher from parts.
+    @property
+    def vectors(self) -> VectorIndex | None:
+        return getattr(self.backend, "vectors", None)
+
+    @vectors.setter
+    def vectors(self, index: VectorIndex | None) -> None:
+        self._embedded().vectors = index
+
+    @property
+    def lexical(self) -> LexicalIndex | None:
+        return getattr(self.backend, "lexical", None)
+
+    @lexical.setter
+    def lexical(self, index: LexicalIndex | None) -> None:
+        self._embedded().lexical = index
+
+    @property
+    def photos(self) -> VectorIndex | None:
+        return getattr(self.backend, "photos", None)
+
+    @photos.setter
+    def photos(self, index: VectorIndex | None) -> None:
+        self._embedded().photos = index
+
+    def _embedded(self) -> EmbeddedBackend:
+        if not isinstance(self.backend, EmbeddedBackend):
+            raise ValueError(f"the {self.backend.name} backend has no in-process index to set")
+        self.backend.invalidate()
+        return self.backend
 
     @classmethod
     def build(
@@ -174,26 +208,17 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         embeddings: np.ndarray | None = None,
         photo_vectors: np.ndarray | None = None,
         has_photo: np.ndarray | None = None,
+        image_counts: list[int] | None = None,
     ) -> None:
         """Add or replace listings: they are searchable when this returns.
 
         `photo_vectors` (n, photo dim) with `has_photo` (n,) bool update the photo index:
-        a replaced listing that no longer has a photo leaves it.
+        a replaced listing that no longer has a photo leaves it. `image_counts` (n,): photos
+        per listing, for a backend that stores what results show (Milvus).
         """
         S.require_columns(products, (*TABLE_COLUMNS, S.DESCRIPTION), "products")
-        ids = products[S.PRODUCT_ID].astype(str).tolist()
         with self._lock:
-            if embeddings is not None:
-                if self.vectors is None:
-                    raise ValueError("this searcher has no vector index to add embeddings to")
-                self.vectors.add(ids, embeddings)
-            if photo_vectors is not None and self.photos is not None:
-                keep = np.ones(len(ids), bool) if has_photo is None else np.asarray(has_photo, bool)
-                self.photos.remove([pid for pid, k in zip(ids, keep, strict=True) if not k])
-                if keep.any():
-                    self.photos.add([pid for pid, k in zip(ids, keep, strict=True) if k], photo_vectors[keep])
-            if self.lexical is not None:
-                self.lexical.add(ids, products[S.TITLE].tolist(), products[S.DESCRIPTION].tolist())
+            self.backend.upsert(products, embeddings, photo_vectors, has_photo, image_counts)
             if self._owns_catalogue:  # a lent catalogue is written by its owner
                 self._catalogue.upsert(products)
 
@@ -201,12 +226,7 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         """Remove listings from every index; returns how many the catalogue listed."""
         ids = list(dict.fromkeys(map(str, product_ids)))
         with self._lock:
-            if self.vectors is not None:
-                self.vectors.remove(ids)
-            if self.photos is not None:
-                self.photos.remove(ids)
-            if self.lexical is not None:
-                self.lexical.remove(ids)
+            self.backend.remove(ids)
             if self._owns_catalogue:
                 return self._catalogue.delete(ids)
             view = self.table
@@ -250,7 +270,7 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         The vector means something with a photo, or when a word of the text is in the
         encoder's vocabulary; None when this searcher has no vocabulary to judge by.
         """
-        known_terms = self.lexical.known_terms(query_text) if self.lexical is not None else []
+        known_terms = self.backend.known_terms(query_text) if self.backend.has_lexical else []
         if photo:
             return known_terms, True
         if self.query_vocabulary is None:
@@ -282,7 +302,7 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         `photo_root_probs` is the image head's estimate of the photo's root category, in
         class order.
         """
-        if query_photo is not None and self.photos is not None and len(self.photos):
+        if query_photo is not None and self.backend.has_photos:
             return self.retrieve_photo(
                 query_photo, query_vector, query_text, filters, n, photo_root_probs, truncate
             )
@@ -291,8 +311,8 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
             check_query(query_text)
         if query_vector is None and query_text is None:
             raise ValueError("give query text, a query vector, or both")
-        use_vectors = query_vector is not None and self.vectors is not None
-        use_text = query_text is not None and self.lexical is not None
+        use_vectors = query_vector is not None and self.backend.has_vectors
+        use_text = query_text is not None and self.backend.has_lexical
         if not (use_vectors or use_text):
             missing = "vector index (no trained embeddings)" if query_vector is not None else "lexical index"
             raise ValueError(f"this searcher has no {missing} for this query")
@@ -315,15 +335,12 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         mode = "hybrid" if use_vectors and use_text else "semantic" if use_vectors else "lexical"
 
         with self._lock:
-            vec_allowed = lex_allowed = None
-            if filters is not None and filters.active:
-                view = self.table
-                mask = filter_mask(view, filters)
-                if not mask.any():
-                    return Retrieval(empty_candidates(), mode, notes)
-                vec_allowed, lex_allowed = self._selections(view, mask)
-            semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
-            lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
+            backend = self.backend
+            selection = backend.select(filters)
+            if selection is not None and selection.empty:
+                return Retrieval(empty_candidates(), mode, notes)
+            semantic = backend.dense_search(query_vector, n, selection) if use_vectors else []
+            lexical = backend.lexical_search(query_text, n, selection) if use_text else []
             frame = self._score_candidates(
                 query_vector if use_vectors else None,
                 query_text if use_text else None,
@@ -332,41 +349,6 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
                 n if truncate else len(semantic) + len(lexical),
             )
         return Retrieval(frame, mode, notes)
-
-    def _selections(
-        self, view: CatalogueView, mask: np.ndarray
-    ) -> tuple[IdSelection | None, IdSelection | None]:
-        """A row mask over a catalogue view -> the allowed ids inside the vector and lexical indexes."""
-
-        def allowed(
-            index: VectorIndex | LexicalIndex | None, aligned: np.ndarray | None
-        ) -> IdSelection | None:
-            if index is None or aligned is None:
-                return None
-            ids = aligned[mask]
-            return IdSelection(ids[ids >= 0], index.version)
-
-        vec_align, lex_align = self._alignment(view)
-        return allowed(self.vectors, vec_align), allowed(self.lexical, lex_align)
-
-    def _alignment(self, view: CatalogueView) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Catalogue rows -> ids inside each index, cached until the catalogue or an index changes.
-
-        Filters produce a row mask over the table; this turns it into each index's own ids
-        without a per-query hash lookup of every allowed product id.
-        """
-        key = (
-            id(view),
-            view.version,
-            self.vectors.version if self.vectors is not None else None,
-            self.lexical.version if self.lexical is not None else None,
-        )
-        if self._align_key != key:
-            vec = self.vectors.internal_ids(view.ids) if self.vectors is not None else None
-            lex = self.lexical.positions(view.ids) if self.lexical is not None else None
-            self._align = (vec, lex)
-            self._align_key = key
-        return self._align
 
     def _score_candidates(
         self,
@@ -388,14 +370,12 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         sem_scores = np.full(len(ids), np.nan)
         if query_vector is not None:
             sem_scores[: len(semantic)] = [score for _, score in semantic]
-            rest = [pid for pid in ids[len(semantic) :] if pid in self.vectors]
-            if rest:  # lexical-only candidates still get their cosine similarity
-                q = np.asarray(query_vector, dtype=np.float32).reshape(-1)
-                found = dict(zip(rest, (self.vectors.vectors_of(rest) @ q).tolist(), strict=True))
-                sem_scores[len(semantic) :] = [found.get(pid, np.nan) for pid in ids[len(semantic) :]]
+            rest = ids[len(semantic) :]
+            if rest:  # lexical-only candidates still get their cosine similarity (NaN: no embedding)
+                sem_scores[len(semantic) :] = self.backend.dense_scores(query_vector, rest)
         lex_scores = np.full(len(ids), np.nan)
         if query_text is not None:
-            lex_scores = np.asarray(self.lexical.score(query_text, ids), dtype=float)
+            lex_scores = self.backend.lexical_scores(query_text, ids)
 
         if self.settings.fusion == "blend":
             weight = self.settings.semantic_weight if semantic_weight is None else semantic_weight
@@ -418,13 +398,9 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         """The k listings whose embeddings are closest to `vector` (cosine), among those that
         pass `filters`: [(product_id, similarity)], best first (fewer when fewer pass)."""
         with self._lock:
-            if self.vectors is None:
+            if not self.backend.has_vectors:
                 return []
-            allowed = None
-            if filters is not None and filters.active:
-                view = self.table
-                mask = filter_mask(view, filters)
-                if not mask.any():
-                    return []
-                allowed, _ = self._selections(view, mask)
-            return self.vectors.search(vector, k, allowed)
+            selection = self.backend.select(filters)
+            if selection is not None and selection.empty:
+                return []
+            return self.backend.dense_search(vector, k, selection)

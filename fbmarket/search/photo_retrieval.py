@@ -3,7 +3,7 @@ embedding/BM25 lists, scored in photo-cosine units (see `retrieve_photo`). The w
 chosen on the dev data's validation split by benchmarks/photo_search.py (README, "Search by
 photo").
 
-A part of `HybridSearcher` (search/hybrid.py), mixed in: it reads the searcher's indexes,
+A part of `HybridSearcher` (search/hybrid.py), mixed in: it reads the searcher's backend,
 table, settings and category heads, under its lock.
 """
 
@@ -31,21 +31,19 @@ from fbmarket.search.candidates import (
     min_max,
 )
 from fbmarket.search.categories import CategorySpace
-from fbmarket.search.filters import Filters, filter_mask
-from fbmarket.search.index import VectorIndex
-from fbmarket.search.lexical import LexicalIndex, check_query
+from fbmarket.search.filters import Filters
+from fbmarket.search.lexical import check_query
 
 if TYPE_CHECKING:
     from fbmarket.catalogue import CatalogueView
+    from fbmarket.search.backend import RetrievalBackend
 
 
 class PhotoRetrieval:
-    """Mixed into `HybridSearcher`; uses its `_selections` and `_score_candidates`."""
+    """Mixed into `HybridSearcher`; uses its backend and `_score_candidates`."""
 
     settings: SearchSettings
-    vectors: VectorIndex | None
-    lexical: LexicalIndex | None
-    photos: VectorIndex | None
+    backend: RetrievalBackend
     categories: CategorySpace | None
     table: CatalogueView  # a property of the searcher: the catalogue as of now
     _lock: threading.RLock
@@ -81,25 +79,20 @@ class PhotoRetrieval:
         n = check_k(self.settings.candidates if n is None else n, self.settings.max_k)
         if query_text is not None:
             check_query(query_text)
-        if self.photos is None:
+        backend = self.backend
+        if not backend.has_photos:
             raise ValueError("this searcher has no photo index")
         q = np.asarray(query_photo, dtype=np.float32).reshape(-1)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         with self._lock:
-            photo_allowed = vec_allowed = lex_allowed = None
-            if filters is not None and filters.active:
-                view = self.table
-                mask = filter_mask(view, filters)
-                if not mask.any():
-                    return Retrieval(empty_candidates(), "photo")
-                vec_allowed, lex_allowed = self._selections(view, mask)
-                allowed_ids = view.ids[mask]
-                photo_allowed = [pid for pid in allowed_ids if pid in self.photos]
-            photo_hits = self.photos.search(q, n, photo_allowed)
-            use_vectors = query_vector is not None and self.vectors is not None
-            use_text = query_text is not None and self.lexical is not None
-            semantic = self.vectors.search(query_vector, n, vec_allowed) if use_vectors else []
-            lexical = self.lexical.search(query_text, n, lex_allowed) if use_text else []
+            selection = backend.select(filters)
+            if selection is not None and selection.empty:
+                return Retrieval(empty_candidates(), "photo")
+            photo_hits = backend.photo_search(q, n, selection)
+            use_vectors = query_vector is not None and backend.has_vectors
+            use_text = query_text is not None and backend.has_lexical
+            semantic = backend.dense_search(query_vector, n, selection) if use_vectors else []
+            lexical = backend.lexical_search(query_text, n, selection) if use_text else []
             base = self._score_candidates(
                 query_vector if use_vectors else None,
                 query_text if use_text else None,
@@ -111,9 +104,9 @@ class PhotoRetrieval:
             ids = list(dict.fromkeys([pid for pid, _ in photo_hits] + base[S.PRODUCT_ID].tolist()))
             if not ids:
                 return Retrieval(empty_candidates(), "photo")
-            rest = [pid for pid in ids if pid not in found and pid in self.photos]
-            if rest:
-                found.update(zip(rest, (self.photos.vectors_of(rest) @ q).tolist(), strict=True))
+            rest = [pid for pid in ids if pid not in found]
+            if rest:  # NaN: no photo
+                found.update(zip(rest, backend.photo_scores(q, rest).tolist(), strict=True))
             photo = np.array([found.get(pid, np.nan) for pid in ids], dtype=float)
             parts = base.set_index(S.PRODUCT_ID).reindex(ids)
             blend = parts[FUSED_SCORE].to_numpy(float)
@@ -122,12 +115,12 @@ class PhotoRetrieval:
             if use_text or use_vectors:
                 fused = fused + settings.photo_blend_weight * np.nan_to_num(min_max(blend), nan=0.0)
             if self.categories is not None and use_vectors and (settings.photo_root_weight or settings.photo_leaf_weight):
-                in_vectors = np.array([pid in self.vectors for pid in ids])
+                in_vectors = backend.has_vectors_for(ids)
                 same_root = np.zeros(len(ids))
                 same_leaf = np.zeros(len(ids))
                 if in_vectors.any():
                     kept = [pid for pid, k in zip(ids, in_vectors, strict=True) if k]
-                    root, leaf = self.categories.agreement(query_vector, self.vectors.vectors_of(kept), root_probs)
+                    root, leaf = self.categories.agreement(query_vector, backend.vectors_of(kept), root_probs)
                     same_root[in_vectors], same_leaf[in_vectors] = root, leaf
                 fused = fused + settings.photo_root_weight * same_root + settings.photo_leaf_weight * same_leaf
             cutoff = settings.photo_match_cosine

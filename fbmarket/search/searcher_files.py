@@ -34,7 +34,6 @@ class SearcherFiles:
     lexical: LexicalIndex | None
     photos: VectorIndex | None
     _lock: threading.RLock
-    _align_key: tuple | None
 
     def save(self, directory: Path | str) -> None:
         """Write the indexes (each atomically) into a directory: vectors.faiss (+ id map), lexical.json.
@@ -75,8 +74,7 @@ class SearcherFiles:
         """
         vectors, lexical = _read_indexes(Path(directory), self.settings)
         with self._lock:
-            self.vectors, self.lexical = vectors, lexical
-            self._align_key = None
+            self.vectors, self.lexical = vectors, lexical  # the embedded backend's; re-aligned on use
 
 
 def _read_indexes(

@@ -3,7 +3,7 @@ plus the probability, by the fusion model's category heads (search/categories.py
 candidate shares its root and leaf category. The measurements that chose the weights are in
 the README ("Search") and benchmarks/results/search_design_notes.md.
 
-A part of `HybridSearcher` (search/hybrid.py), mixed in: it reads the searcher's indexes,
+A part of `HybridSearcher` (search/hybrid.py), mixed in: it reads the searcher's backend,
 table, settings and category heads, under its lock.
 """
 
@@ -21,12 +21,11 @@ from fbmarket.data import schema as S
 from fbmarket.limits import check_k
 from fbmarket.search.candidates import FUSED_SCORE
 from fbmarket.search.categories import CategorySpace
-from fbmarket.search.filters import Filters, filter_mask
-from fbmarket.search.index import VectorIndex
-from fbmarket.search.lexical import LexicalIndex
+from fbmarket.search.filters import Filters
 
 if TYPE_CHECKING:
     from fbmarket.catalogue import CatalogueView
+    from fbmarket.search.backend import RetrievalBackend
 
 # similar listings: the score and its parts, which add up to it
 SIMILARITY = "similarity"  # embedding/BM25 blend, min-max scaled over the candidates
@@ -37,11 +36,10 @@ SIMILAR_COLUMNS = (S.PRODUCT_ID, SIMILARITY, SAME_ROOT, SAME_LEAF, SIMILAR_SCORE
 
 
 class SimilarListings:
-    """Mixed into `HybridSearcher`; uses its `_selections` and `_score_candidates`."""
+    """Mixed into `HybridSearcher`; uses its backend and `_score_candidates`."""
 
     settings: SearchSettings
-    vectors: VectorIndex | None
-    lexical: LexicalIndex | None
+    backend: RetrievalBackend
     categories: CategorySpace | None
     table: CatalogueView  # a property of the searcher: the catalogue as of now
     _lock: threading.RLock
@@ -69,33 +67,28 @@ class SimilarListings:
         k = check_k(k, self.settings.max_k)
         product_id = str(product_id)
         with self._lock:
-            view = self.table
-            mask = None
-            if filters is not None and filters.active:
-                mask = filter_mask(view, filters) & (view.ids != product_id)
-                if not mask.any():
-                    return _similar_frame([], [])
-            title = view.title_of(product_id)
-            has_title = self.lexical is not None and isinstance(title, str) and bool(title.strip())
-            vec_allowed, lex_allowed = (None, None) if mask is None else self._selections(view, mask)
+            backend = self.backend
+            selection = backend.select(filters, exclude=product_id)
+            if selection is not None and selection.empty:
+                return _similar_frame([], [])
+            title = self.table.title_of(product_id)
+            has_title = backend.has_lexical and isinstance(title, str) and bool(title.strip())
             n = min(k + 1, self.settings.max_k)
-            if self.vectors is None or product_id not in self.vectors:
+            if not backend.has_vector(product_id):
                 if title is None:
                     raise KeyError(f"product {product_id!r} is not in the catalogue")
-                hits = self.lexical.search(title, n, lex_allowed) if has_title else []
+                hits = backend.lexical_search(title, n, selection) if has_title else []
                 return _similar_frame(*_unzip(hits), exclude=product_id, k=k)
-            vector = self.vectors.reconstruct(product_id)
+            vector = backend.vector_of(product_id)
             weight = self.settings.similar_semantic_weight
             use_title = weight < 1.0 and has_title
             root_weight, leaf_weight = self._category_weights()
             use_heads = bool(root_weight or leaf_weight)
             if not use_title and not use_heads:
-                return _similar_frame(
-                    *_unzip(self.vectors.search(vector, n, vec_allowed)), exclude=product_id, k=k
-                )
+                return _similar_frame(*_unzip(backend.dense_search(vector, n, selection)), exclude=product_id, k=k)
             pool = max(n, min(self.settings.candidates, self.settings.max_k))
-            semantic = self.vectors.search(vector, pool, vec_allowed)
-            lexical = self.lexical.search(title, pool, lex_allowed) if use_title else []
+            semantic = backend.dense_search(vector, pool, selection)
+            lexical = backend.lexical_search(title, pool, selection) if use_title else []
             scored = self._score_candidates(
                 vector, title if use_title else None, semantic, lexical, len(semantic) + len(lexical), weight
             )
@@ -103,7 +96,7 @@ class SimilarListings:
             ids = scored[S.PRODUCT_ID].tolist()
             same_root = same_leaf = None
             if use_heads and ids:
-                same_root, same_leaf = self.categories.agreement(vector, self.vectors.vectors_of(ids))
+                same_root, same_leaf = self.categories.agreement(vector, backend.vectors_of(ids))
                 same_root, same_leaf = root_weight * same_root, leaf_weight * same_leaf
             return _similar_frame(ids, scored[FUSED_SCORE].to_numpy(float), same_root, same_leaf, k=k)
 

@@ -34,9 +34,11 @@ from fbmarket.layout import BundleLayout
 from fbmarket.recommend.features import DISTANCE_KM
 from fbmarket.recommend.personalise import RankingModels
 from fbmarket.recommend.ranker import RuleRanker
+from fbmarket.search.backend import EmbeddedBackend, parse_index_uri
 from fbmarket.search.duplicates import DuplicateDetector, DuplicateRule
 from fbmarket.search.hybrid import HybridSearcher
 from fbmarket.search.lexical import LexicalIndex
+from fbmarket.search.milvus import MilvusBackend
 from fbmarket.search.reconcile import (
     embed_missing,
     load_or_rebuild_index,
@@ -99,17 +101,30 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def open(
-        cls, bundle_dir: Path | str, database_url: str | None = None, lazy_models: bool = False
+        cls,
+        bundle_dir: Path | str,
+        database_url: str | None = None,
+        lazy_models: bool = False,
+        index_uri: str | None = None,
     ) -> Marketplace:
         """Load the bundle, database and indexes. `lazy_models` loads the models a typed
         search does not use (text-only, photo backbone, image head) on first use instead:
-        for one-shot commands; a server loads everything before it says it is ready."""
+        for one-shot commands; a server loads everything before it says it is ready.
+
+        `index_uri` (else `Settings.index_uri`, FBMARKET_INDEX_URI) chooses where retrieval
+        runs (search/backend.py): unset, the in-process FAISS + BM25 indexes, reconciled with
+        the database; a Milvus URI, the bundle's collection there (filled by `fbmarket index
+        --index-uri`, `load_search_index`), and no in-process index is built. A bad URI or an
+        engine that cannot be reached is a DataError naming --index-uri / FBMARKET_INDEX_URI."""
         # Absolute once, here: every path derived from it (photo cache, index, database)
         # then means the same thing whatever the process's cwd is later.
         bundle_dir = Path(os.path.abspath(bundle_dir))
         settings = load_bundle_settings(bundle_dir).with_environment()
         if database_url:
             settings.database_url = database_url
+        if index_uri:
+            settings.index_uri = index_uri
+        target = parse_index_uri(settings.index_uri)  # a bad URI is refused before any model loads
         from fbmarket.bundle import Bundle
 
         model = Bundle.load(bundle_dir, lazy=lazy_models)
@@ -124,28 +139,20 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         except Exception as error:  # serve what is embedded; /ready names what is not, and why
             log.exception("embedding the listings that have no embedding failed")
             embed_error = f"{type(error).__name__}: {error}"
-        ids, vectors = store.load_embeddings(model.version)
-        vector_index = load_or_rebuild_index(
-            BundleLayout(bundle_dir).vector_index, ids, vectors, settings, model.embedding_dim
-        )
-        lexical = LexicalIndex.from_products(products, settings.search)
-        try:
-            photo_index = load_or_rebuild_photo_index(
-                BundleLayout(bundle_dir).photo_index, products, store, model, settings
-            )
-        except Exception:  # photo search falls back to the query embedding; words are unaffected
-            log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
-            photo_index = None
         catalogue = listing_catalogue(store, products, settings)
+        if target.embedded:
+            backend = embedded_backend(bundle_dir, store, model, products, settings, catalogue)
+        else:
+            backend = MilvusBackend.open(
+                target, model.embedding_dim, photo_dim(model), model.version, settings.search
+            )
         searcher = HybridSearcher(
             None,
-            vector_index,
-            lexical,
-            settings.search,
-            model.category_space(),
-            photos=photo_index,
+            settings=settings.search,
+            categories=model.category_space(),
             query_vocabulary=query_vocabulary(bundle_dir),
             catalogue=catalogue,
+            backend=backend,
         )
         ranking_dir = BundleLayout(bundle_dir).ranking_dir
         if (ranking_dir / "profiles.json").is_file():
@@ -162,8 +169,15 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
     def readiness(self) -> dict[str, tuple[bool, str]]:
         """Each readiness check with a sentence: when it fails, what is missing and the command
         that fixes it (an operator reads this in /ready's `detail`)."""
-        vectors = self.searcher.vectors
-        indexed = len(vectors) if vectors is not None else 0
+        try:
+            indexed = self.searcher.backend.vector_count()
+        except Exception as error:  # an engine that went away: readiness says so, the server runs on
+            log.warning("the search engine does not answer: %s", error)
+            return {
+                "bundle": (self.model is not None, "the model bundle is loaded"),
+                "index": (False, "the search engine does not answer: check --index-uri / FBMARKET_INDEX_URI"),
+                "database": (self._database_alive(), "the database answers"),
+            }
         listings = len(self.catalogue)
         if indexed == listings:
             index = (True, f"the vector index holds all {listings} listings")
@@ -173,7 +187,9 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
                 f"the vector index holds {indexed} of {listings} listings: "
                 f"{max(listings - indexed, 0)} listing(s) without an embedding"
                 + (f" ({self._embed_error})" if self._embed_error else "")
-                + f"; run `fbmarket index --bundle {self.bundle_dir}` to embed them, then restart",
+                + f"; run `fbmarket index --bundle {self.bundle_dir}"
+                + (" --index-uri ..." if self.searcher.vectors is None else "")
+                + "` to embed (and load) them, then restart",
             )
         alive = self._database_alive()
         database = (
@@ -198,6 +214,58 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         with self._write_lock:
             self.save_index()
             self.store.close()
+            self.searcher.backend.close()
+
+    def load_search_index(self, show_progress: bool = False, batch: int = 2048) -> dict[str, int]:
+        """Copy every listing of the database into the retrieval engine (a Milvus backend):
+        its fields, its embedding of this bundle's model, its pooled photo vector (the saved
+        photo index, reconciled with the photos as on an embedded open) and photo count.
+        Idempotent (upserts by product id); listings the engine holds that the database no
+        longer has are removed. Returns {"loaded": n, "removed": n, "with_photo": n}."""
+        from tqdm.auto import tqdm
+
+        backend = self.searcher.backend
+        if isinstance(backend, EmbeddedBackend):
+            raise BadRequestError("the embedded index is built on open; --index-uri names an engine to load")
+        products = self.store.listings_frame()
+        ids, vectors = self.store.load_embeddings(self.model.version)
+        position = {pid: i for i, pid in enumerate(ids)}
+        photos = None
+        try:
+            photos = load_or_rebuild_photo_index(
+                BundleLayout(self.bundle_dir).photo_index, products, self.store, self.model, self.settings
+            )
+        except Exception:  # words and embeddings still load; photo search then finds nothing
+            log.exception("photo vectors could not be read or computed: listings are loaded without them")
+        counts = count_photos(self.store)
+        pids = products[S.PRODUCT_ID].astype(str).tolist()
+        loaded = with_photo = 0
+        bar = tqdm(total=len(pids), desc="loading the search engine", unit="listing", disable=not show_progress)
+        with self._write_lock:
+            for start in range(0, len(pids), batch):
+                chunk = products.iloc[start : start + batch]
+                chunk_ids = pids[start : start + batch]
+                have = [pid in position for pid in chunk_ids]
+                embedded = chunk[np.array(have, bool)]
+                rest = chunk[~np.array(have, bool)]
+                for part, has_embedding in ((embedded, True), (rest, False)):
+                    if part.empty:
+                        continue
+                    part_ids = part[S.PRODUCT_ID].astype(str).tolist()
+                    emb = vectors[[position[pid] for pid in part_ids]] if has_embedding else None
+                    has_photo = np.array([photos is not None and pid in photos for pid in part_ids], bool)
+                    photo_vectors = None
+                    if photos is not None and has_photo.any():
+                        photo_vectors = np.zeros((len(part_ids), photos.dim), np.float32)
+                        photo_vectors[has_photo] = photos.vectors_of([p for p, h in zip(part_ids, has_photo, strict=True) if h])
+                    backend.upsert(part, emb, photo_vectors, has_photo, [counts.get(pid, 0) for pid in part_ids])
+                    with_photo += int(has_photo.sum())
+                loaded += len(chunk_ids)
+                bar.update(len(chunk_ids))
+            bar.close()
+            stale = sorted(set(backend.product_ids()) - set(pids)) if hasattr(backend, "product_ids") else []
+            removed = backend.remove(stale) if stale else 0
+        return {"loaded": loaded, "removed": removed, "with_photo": with_photo}
 
     def save_index(self) -> None:
         if self.searcher.vectors is not None:
@@ -281,6 +349,29 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
                 )
             )
         return results
+
+
+def photo_dim(model: Any) -> int | None:
+    """The width of the bundle's pooled photo vectors (its backbone's features); None without one."""
+    manifest = getattr(model, "manifest", None) or {}
+    return int(manifest["feature_dim"]) if "feature_dim" in manifest else None
+
+
+def embedded_backend(
+    bundle_dir: Path, store: Store, model: Any, products: pd.DataFrame, settings: Settings, catalogue: ListingCatalogue
+) -> EmbeddedBackend:
+    """The in-process FAISS + BM25 (+ photo) indexes, reconciled with the database."""
+    ids, vectors = store.load_embeddings(model.version)
+    vector_index = load_or_rebuild_index(
+        BundleLayout(bundle_dir).vector_index, ids, vectors, settings, model.embedding_dim
+    )
+    lexical = LexicalIndex.from_products(products, settings.search)
+    try:
+        photo_index = load_or_rebuild_photo_index(BundleLayout(bundle_dir).photo_index, products, store, model, settings)
+    except Exception:  # photo search falls back to the query embedding; words are unaffected
+        log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
+        photo_index = None
+    return EmbeddedBackend(catalogue.view, vector_index, lexical, photo_index)
 
 
 def listing_catalogue(store: Store, products: pd.DataFrame, settings: Settings) -> ListingCatalogue:

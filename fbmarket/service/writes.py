@@ -90,10 +90,11 @@ class ListingWrites:
         with self._write_lock:
             self.store.upsert_listings(products, photos)
             self.store.upsert_embeddings(ids, vectors, self.model.version)
-            self.searcher.add_products(products, vectors, encoded.photo_vectors, encoded.has_photo)
             # counted in the database: a batch adds photos to those a listing already has
             counts = count_photos(self.store, ids)
-            self.catalogue.upsert(products, [counts.get(pid, 0) for pid in ids])
+            image_counts = [counts.get(pid, 0) for pid in ids]
+            self.searcher.add_products(products, vectors, encoded.photo_vectors, encoded.has_photo, image_counts)
+            self.catalogue.upsert(products, image_counts)
             self.save_index()
         return len(ids)
 
@@ -173,8 +174,9 @@ class ListingWrites:
             except BaseException:
                 remove_photo_files(written)
                 raise
-            self.searcher.add_products(product, vector, encoded.photo_vectors, encoded.has_photo)
-            self.catalogue.upsert(product, [0 if cleaned_photos is None else len(cleaned_photos)])
+            image_counts = [0 if cleaned_photos is None else len(cleaned_photos)]
+            self.searcher.add_products(product, vector, encoded.photo_vectors, encoded.has_photo, image_counts)
+            self.catalogue.upsert(product, image_counts)
             self._after_write()
         return self.get_listing(product_id) | {"possible_duplicates": self.duplicate_cards(matches)}
 
