@@ -25,7 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from fbmarket.bundle.settings import load_bundle_settings
-from fbmarket.catalogue import ListingCatalogue
+from fbmarket.catalogue import CatalogueView, ListingCatalogue
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
@@ -44,6 +44,13 @@ from fbmarket.search.reconcile import (
     query_vocabulary,
 )
 from fbmarket.service.duplicates import DuplicateQueries
+from fbmarket.service.listings import (
+    CategoryNames,
+    ListingSource,
+    LocalListings,
+    SharedListings,
+    popular_ids,
+)
 from fbmarket.service.prices import PriceQueries
 from fbmarket.service.search import SearchQueries
 from fbmarket.service.types import (
@@ -76,7 +83,8 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         model: Any,
         searcher: HybridSearcher,
         ranking: RankingModels,
-        catalogue: ListingCatalogue,
+        catalogue: ListingCatalogue | None,
+        listings: ListingSource | None = None,
     ):
         self.bundle_dir = bundle_dir
         self.settings = settings
@@ -84,8 +92,21 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         self.model = model
         self.searcher = searcher
         self.ranking = ranking
-        # every listing once, with its photo count; written only here, under the write lock
+        # Embedded: every listing once, with its photo count; written only here, under the write
+        # lock. Shared (listings given: SharedListings): None, every request reads the database.
         self.catalogue = catalogue
+        if listings is None:
+            if catalogue is None:
+                raise ValueError("give the in-memory catalogue, or a shared listing source")
+            listings = LocalListings(catalogue)
+        self.listings: ListingSource = listings
+        # a shared catalogue's category names (filters, a seller's category): a TTL cache
+        self.category_names = (
+            CategoryNames(store.category_paths, settings.serve.category_cache_s) if listings.shared else None
+        )
+        feed_pool = settings.rank.feed_candidates
+        popularity = getattr(ranking.profiles, "popularity", {}) or {}
+        self._popular = popular_ids(popularity, feed_pool) if listings.shared else []
         rule = getattr(model, "duplicate_rule", None)  # None: a bundle trained before the rule was fit
         self.duplicates = DuplicateDetector(
             rule or DuplicateRule.from_settings(settings.duplicates), settings.duplicates
@@ -99,11 +120,19 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def open(
-        cls, bundle_dir: Path | str, database_url: str | None = None, lazy_models: bool = False
+        cls,
+        bundle_dir: Path | str,
+        database_url: str | None = None,
+        lazy_models: bool = False,
+        shared: bool = False,
     ) -> Marketplace:
         """Load the bundle, database and indexes. `lazy_models` loads the models a typed
         search does not use (text-only, photo backbone, image head) on first use instead:
-        for one-shot commands; a server loads everything before it says it is ready."""
+        for one-shot commands; a server loads everything before it says it is ready.
+
+        `shared`: other processes write the same database (and retrieval engine), so this one
+        keeps no listing table of its own (`SharedListings`, service/listings.py): what a
+        request ranks and shows is read from the database per request."""
         # Absolute once, here: every path derived from it (photo cache, index, database)
         # then means the same thing whatever the process's cwd is later.
         bundle_dir = Path(os.path.abspath(bundle_dir))
@@ -136,9 +165,9 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         except Exception:  # photo search falls back to the query embedding; words are unaffected
             log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
             photo_index = None
-        catalogue = listing_catalogue(store, products, settings)
+        catalogue = None if shared else listing_catalogue(store, products, settings)
         searcher = HybridSearcher(
-            None,
+            products if shared else None,
             vector_index,
             lexical,
             settings.search,
@@ -152,7 +181,8 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
             ranking = RankingModels.load(ranking_dir)
         else:
             ranking = cold_ranking(products, settings)
-        market = cls(bundle_dir, settings, store, model, searcher, ranking, catalogue)
+        listings = SharedListings(store, settings.rank.affinity_level) if shared else None
+        market = cls(bundle_dir, settings, store, model, searcher, ranking, catalogue, listings)
         market.embedded_on_open, market._embed_error = embedded, embed_error
         return market
 
@@ -162,9 +192,8 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
     def readiness(self) -> dict[str, tuple[bool, str]]:
         """Each readiness check with a sentence: when it fails, what is missing and the command
         that fixes it (an operator reads this in /ready's `detail`)."""
-        vectors = self.searcher.vectors
-        indexed = len(vectors) if vectors is not None else 0
-        listings = len(self.catalogue)
+        indexed = self._indexed_count()
+        listings = self.listings.count()
         if indexed == listings:
             index = (True, f"the vector index holds all {listings} listings")
         else:
@@ -186,6 +215,11 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
             "index": index,
             "database": database,
         }
+
+    def _indexed_count(self) -> int:
+        """Listings the retrieval index holds (the vector index: FAISS here)."""
+        vectors = self.searcher.vectors
+        return len(vectors) if vectors is not None else 0
 
     def _database_alive(self) -> bool:
         try:
@@ -251,9 +285,12 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         if self._writes_since_save >= INDEX_SAVE_EVERY:
             self.save_index()
 
-    def _results(self, ranked: pd.DataFrame) -> list[ListingResult]:
+    def _results(self, ranked: pd.DataFrame, shown: CatalogueView | None = None) -> list[ListingResult]:
+        """The ranked listings as results, read from `shown` (the view the request ranked with;
+        None: a view of these ids now). A listing deleted meanwhile is left out."""
         ids = ranked[S.PRODUCT_ID].astype(str).tolist()
-        shown = self.catalogue.view()  # one version throughout, whatever a concurrent write does
+        if shown is None:  # one version throughout, whatever a concurrent write does
+            shown = self.listings.view(ids)
         rows = shown.rows(ids)
         scores = ranked["score"].to_numpy(float)
         factors = ranked["factors"].tolist()
