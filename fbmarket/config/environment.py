@@ -9,6 +9,8 @@ lays them over a run's settings. The variables:
     FBMARKET_API_KEY        the key POST/PUT/DELETE /listings need; writes are refused without one
     FBMARKET_HOST, FBMARKET_PORT                  where `fbmarket serve` listens (its flags win)
     FBMARKET_LOG_LEVEL, FBMARKET_ACCESS_LOG, FBMARKET_FAISS_THREADS   the server's ServeSettings
+    FBMARKET_BUNDLE         the bundle the app factory serves (`uvicorn --factory
+                            fbmarket.api.app:app_from_environment`, where there are no flags)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Environment(BaseSettings):
     log_level: str | None = None
     access_log: bool | None = None
     faiss_threads: int | None = None
+    bundle: str | None = None  # read by the app factory only (api/app.py); `serve` takes --bundle
 
     def serve_overrides(self) -> dict[str, object]:
         """The ServeSettings fields this environment sets."""
