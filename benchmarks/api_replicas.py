@@ -353,11 +353,15 @@ def main() -> int:
     copy_database(f"sqlite:///{bundle / 'fbmarket.db'}", database_url)
     (bundle / "fbmarket.db").unlink()
 
+    load_before = os.getloadavg()[0]
     payload: dict = {
         "benchmark": "api_replicas",
-        "machine_note": f"this {os.cpu_count()}-core machine, shared with other work",
         "view_cost": view_cost(database_url, bundle, args.candidates, args.repeats),
     }
+    payload["machine_note"] = (
+        f"this {os.cpu_count()}-core machine, shared with other work; load average (1 min) "
+        f"{load_before:.1f} before / {os.getloadavg()[0]:.1f} after the per-request reads"
+    )
     print(payload["view_cost"])
     try:
         import fbmarket.search.milvus  # noqa: F401  (the backend of issue 11, item 1)

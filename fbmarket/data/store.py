@@ -277,19 +277,19 @@ class Store:
         with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
 
-    def listing_rows(self, product_ids: Sequence[str] | None) -> pd.DataFrame:
+    def listing_rows(self, product_ids: Sequence[str] | None, texts: bool = True) -> pd.DataFrame:
         """The listings with these ids (any order; absent ids: no row) with their photo count
         (IMAGE_COUNT column), in one query: what a request ranks and shows, read per request
         by a service that keeps no catalogue of its own. Ids in chunks of ROW_CHUNK; None:
         every listing (a batch job's read, O(catalogue))."""
         if product_ids is None:
-            return self._rows(sa.true(), order=(listings.c.product_id,))
+            return self._rows(sa.true(), order=(listings.c.product_id,), texts=texts)
         frames = []
         for start in range(0, len(product_ids), ROW_CHUNK):
             chunk = list(product_ids[start : start + ROW_CHUNK])
-            frames.append(self._rows(listings.c.product_id.in_(chunk)))
+            frames.append(self._rows(listings.c.product_id.in_(chunk), texts=texts))
         if not frames:
-            return self._rows(sa.false())
+            return self._rows(sa.false(), texts=texts)
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def recent_listings(
@@ -319,9 +319,14 @@ class Store:
         if latitude_band is not None:
             condition = sa.and_(condition, listings.c.latitude.between(*latitude_band))
         order = (listings.c.created.desc().nulls_last(), listings.c.product_id)
-        return self._rows(condition, order=order, limit=limit)
+        return self._rows(condition, order=order, limit=limit, texts=False)
 
-    def _rows(self, condition: Any, order: Sequence[Any] = (), limit: int | None = None) -> pd.DataFrame:
+    def _rows(
+        self, condition: Any, order: Sequence[Any] = (), limit: int | None = None, texts: bool = True
+    ) -> pd.DataFrame:
+        """Listing rows with their IMAGE_COUNT. `created` is a naive UTC midnight datetime64 (the
+        day a listing shows, as `listings_frame` gives it as text); `texts=False` leaves out
+        the description (ranking and results never read it; it may be 20,000 characters)."""
         # a correlated count: the images index answers it per listing, never a scan of all photos
         count = (
             sa.select(sa.func.count())
@@ -330,12 +335,15 @@ class Store:
             .scalar_subquery()
             .label(IMAGE_COUNT)
         )
-        query = sa.select(listings, count).where(condition).order_by(*order)
+        columns = [c for c in listings.columns if texts or c.name != S.DESCRIPTION]
+        query = sa.select(*columns, count).where(condition).order_by(*order)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
-            frame = pd.read_sql(query, connection)
-        frame[S.CREATED] = [_iso_day(value) for value in frame[S.CREATED]]
+            result = connection.execute(query)
+            frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+        created = pd.to_datetime(frame[S.CREATED], utc=True, errors="coerce")
+        frame[S.CREATED] = created.dt.tz_localize(None).dt.normalize().to_numpy("datetime64[ns]")
         return frame
 
     def category_paths(self) -> list[str]:

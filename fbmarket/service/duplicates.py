@@ -42,7 +42,7 @@ class DuplicateQueries:
 
     def duplicates_of(self, product_id: str) -> list[DuplicateMatch]:
         """The listings that may be the same as this stored one (re-posts), best first."""
-        view = self.listings.view([product_id])
+        view = self.listings.view([product_id], texts=True)
         if product_id not in view:
             raise NotFoundError(f"listing {product_id!r} not found")
         searcher = self.searcher
@@ -164,7 +164,7 @@ class DuplicateQueries:
     def _texts(self, product_ids: Any) -> tuple[list[str], list[str]]:
         """Titles and descriptions of listings by id ('' for one deleted meanwhile)."""
         product_ids = list(product_ids)
-        shown = self.listings.view(product_ids)
+        shown = self.listings.view(product_ids, texts=True)
         rows = shown.rows(product_ids)
         titles = [str(shown.title[r] or "") if r >= 0 else "" for r in rows.tolist()]
         descriptions = [str(shown.description[r] or "") if r >= 0 else "" for r in rows.tolist()]

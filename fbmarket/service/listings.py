@@ -50,8 +50,9 @@ class ListingSource(Protocol):
 
     shared: bool  # True: other processes write the same catalogue (no local state to trust)
 
-    def view(self, product_ids: Sequence[str] | None = None) -> CatalogueView:
-        """A read-only view holding at least these listings (None: every listing; embedded only)."""
+    def view(self, product_ids: Sequence[str] | None = None, texts: bool = False) -> CatalogueView:
+        """A read-only view holding at least these listings (None: every listing; embedded only);
+        `texts`: descriptions too (the embedded catalogue always has them)."""
         ...
 
     def contains(self, product_id: str) -> bool: ...
@@ -73,7 +74,7 @@ class LocalListings:
     def __init__(self, catalogue: ListingCatalogue):
         self.catalogue = catalogue
 
-    def view(self, product_ids: Sequence[str] | None = None) -> CatalogueView:
+    def view(self, product_ids: Sequence[str] | None = None, texts: bool = False) -> CatalogueView:
         return self.catalogue.view()  # the whole table: an id lookup per row, no copy
 
     def contains(self, product_id: str) -> bool:
@@ -102,13 +103,14 @@ class SharedListings:
         self.store = store
         self.ranking_level = ranking_level
 
-    def view(self, product_ids: Sequence[str] | None = None) -> CatalogueView:
+    def view(self, product_ids: Sequence[str] | None = None, texts: bool = False) -> CatalogueView:
         """The listings with these ids, read now (absent ids: not in the view). O(len(ids)):
-        one database query, then `ListingCatalogue.from_frame` over its rows."""
+        one database query, then `ListingCatalogue.from_frame` over its rows. `texts`: with
+        descriptions (duplicate checks read them; ranking and results do not)."""
         if product_ids is None:
             raise ValueError("a shared catalogue is never read whole per request: give the ids")
         ids = list(dict.fromkeys(str(pid) for pid in product_ids))
-        return self.frame_view(self.store.listing_rows(ids) if ids else self.store.listing_rows([]))
+        return self.frame_view(self.store.listing_rows(ids, texts=texts))
 
     def frame_view(self, rows: pd.DataFrame) -> CatalogueView:
         """A catalogue view of database rows (with their IMAGE_COUNT column)."""
@@ -158,7 +160,7 @@ class SharedListings:
                 recent(S.CATEGORY, category, per_category * max(len(categories), 1), prefix=True, **bounds)
             )
         if popular:
-            frames.append(self.store.listing_rows(list(popular)[:per_category]))
+            frames.append(self.store.listing_rows(list(popular)[:per_category], texts=False))
         rows = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
         return self.frame_view(rows.drop_duplicates(S.PRODUCT_ID, keep="first"))
 
