@@ -39,7 +39,10 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 def latency_stats(
-    values_ms: Sequence[float], keys: Sequence[str] = ("p50", "p99", "mean"), digits: int = 3, suffix: str = ""
+    values_ms: Sequence[float],
+    keys: Sequence[str] = ("p50", "p99", "mean"),
+    digits: int = 3,
+    suffix: str = "",
 ) -> dict[str, float]:
     """Latencies (ms) summarised: "pNN" is the NN-th percentile (numpy, linear interpolation),
     "mean" and "max" what they say; each key gets `suffix` ("p99" + "_ms"). No values: NaN."""
@@ -126,6 +129,7 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     process: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)  # e.g. FBMARKET_INDEX_URI for a shared engine
 
     @property
     def url(self) -> str:
@@ -139,7 +143,7 @@ class ServerProcess:
         return command
 
     def start(self, timeout: float = 300.0) -> ServerProcess:
-        env = {**os.environ, "FBMARKET_API_KEY": self.api_key, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "FBMARKET_API_KEY": self.api_key, "TF_CPP_MIN_LOG_LEVEL": "2", **self.env}
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command(), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
@@ -239,6 +243,31 @@ def model_version(bundle: Path, database_url: str | None) -> str | None:
             return connection.execute(sa.select(embeddings.c.model_version).limit(1)).scalar()
     finally:
         store.close()
+
+
+def copy_database(source_url: str, target_url: str) -> int:
+    """Every table of one fbmarket database into another (empty) one, row for row; returns the
+    rows copied. For moving a bundle's SQLite database to the PostgreSQL that replicas share."""
+    import sqlalchemy as sa
+
+    from fbmarket.data import store as db
+
+    source, target = db.Store(source_url), db.Store(target_url)
+    copied = 0
+    try:
+        for table in db.metadata.sorted_tables:
+            with source.engine.connect() as connection:
+                rows = [dict(row) for row in connection.execute(sa.select(table)).mappings()]
+            if table.name == "interactions":  # the target numbers them
+                rows = [{k: v for k, v in row.items() if k != "id"} for row in rows]
+            if rows:
+                with target.engine.begin() as connection:
+                    connection.execute(sa.insert(table), rows)
+            copied += len(rows)
+    finally:
+        source.close()
+        target.close()
+    return copied
 
 
 def count_listings(bundle: Path, database_url: str | None) -> int:

@@ -66,7 +66,16 @@ REPO = Path(__file__).resolve().parents[1]
 class ServeProcess:
     """`fbmarket serve` as a real process (as an operator starts it), from `cwd` if given."""
 
-    def __init__(self, bundle: Path, port: int, key: str, log: Path, cwd: Path | None = None):
+    def __init__(
+        self,
+        bundle: Path,
+        port: int,
+        key: str,
+        log: Path,
+        cwd: Path | None = None,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.url = f"http://127.0.0.1:{port}"
         command = [
             sys.executable,
@@ -78,7 +87,9 @@ class ServeProcess:
             "--port",
             str(port),
         ]
-        env = {**os.environ, "FBMARKET_API_KEY": key, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        if database_url:
+            command += ["--database", database_url]
+        env = {**os.environ, "FBMARKET_API_KEY": key, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         if cwd is not None:  # the package must still import from this checkout
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         self.log = log
@@ -103,6 +114,15 @@ class ServeProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL after 60 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 @dataclass

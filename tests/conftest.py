@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The API/web fixtures (a tiny trained bundle, live uvicorn servers) live in their own module.
-pytest_plugins = ["api_fixtures"]
+pytest_plugins = ["api_fixtures", "milvus_fixtures"]
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gumtree-dev"
 

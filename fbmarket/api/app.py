@@ -25,7 +25,7 @@ from fbmarket.api.sell import router as sell_router
 from fbmarket.api.web import STATIC_DIR
 from fbmarket.api.web import router as web_router
 from fbmarket.bundle.settings import load_bundle_settings
-from fbmarket.config import Settings
+from fbmarket.config import Settings, read_environment
 from fbmarket.errors import DataError
 from fbmarket.search.backend import parse_index_uri
 from fbmarket.service import Marketplace
@@ -122,6 +122,28 @@ def _load(app: FastAPI, loader: Callable[[], Marketplace]) -> None:
         app.state.load_error = settings.redact(f"{type(exc).__name__}: {exc}")
         trace = settings.redact("".join(traceback.format_exception(exc)))
         log.error("loading the marketplace failed: %s\n%s", app.state.load_error, trace)
+
+
+def app_from_environment() -> FastAPI:
+    """The app for uvicorn's factory mode, where each worker process builds its own:
+
+        FBMARKET_BUNDLE=artifacts uvicorn --factory fbmarket.api.app:app_from_environment \
+            --host 127.0.0.1 --port 8000 --workers 4
+
+    The bundle is FBMARKET_BUNDLE; the database, API key and the rest come from the FBMARKET_*
+    environment as for `fbmarket serve`. Several workers serve one catalogue only over a shared
+    database and retrieval engine (README, "Several API processes"): with the embedded FAISS
+    index and catalogue each worker would keep its own, and never see the others' writes.
+    Raises DataError when FBMARKET_BUNDLE is unset or names no bundle.
+    """
+    environment = read_environment()
+    if not environment.bundle:
+        raise DataError("FBMARKET_BUNDLE is not set: the app factory serves the bundle it names")
+    bundle_dir = Path(environment.bundle)
+    if not bundle_dir.is_dir():
+        raise DataError(f"FBMARKET_BUNDLE: bundle folder {bundle_dir} does not exist")
+    settings = load_bundle_settings(bundle_dir).with_environment()
+    return create_app(settings=settings, loader=lambda: Marketplace.open(bundle_dir, settings.database_url))
 
 
 def serve(settings: Settings, bundle_dir: Path) -> None:

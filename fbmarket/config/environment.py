@@ -11,6 +11,8 @@ lays them over a run's settings. The variables:
                             or a milvus-lite .db file (search/backend.py; --index-uri wins)
     FBMARKET_HOST, FBMARKET_PORT                  where `fbmarket serve` listens (its flags win)
     FBMARKET_LOG_LEVEL, FBMARKET_ACCESS_LOG, FBMARKET_FAISS_THREADS   the server's ServeSettings
+    FBMARKET_BUNDLE         the bundle the app factory serves (`uvicorn --factory
+                            fbmarket.api.app:app_from_environment`, where there are no flags)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Environment(BaseSettings):
     log_level: str | None = None
     access_log: bool | None = None
     faiss_threads: int | None = None
+    bundle: str | None = None  # read by the app factory only (api/app.py); `serve` takes --bundle
 
     def serve_overrides(self) -> dict[str, object]:
         """The ServeSettings fields this environment sets."""

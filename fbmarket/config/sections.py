@@ -392,6 +392,10 @@ class ServeSettings:
     log_level: str = "info"  # uvicorn's
     access_log: bool = False  # per-request log lines (the /metrics counters are always kept)
     faiss_threads: int = 1  # OpenMP threads per FAISS search in the server (0: FAISS's default)
+    # Several API processes over one shared engine (index_uri): how long a process trusts its
+    # cached list of the database's category names before asking again (a name it does not
+    # know is asked for at once, so a new category is never refused: service/listings.py)
+    category_cache_s: float = 30.0
 
     def __setattr__(self, name: str, value: object) -> None:
         if name == "api_key" and isinstance(value, str):

@@ -37,10 +37,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from fbmarket.data import schema as S
 from fbmarket.data.migrations import migrate
 from fbmarket.data.tables import embeddings, images, interactions, listings, metadata, users
-from fbmarket.errors import DataError
+from fbmarket.errors import AlreadyExistsError, DataError, NotFoundError
 
 log = logging.getLogger(__name__)
 
+IMAGE_COUNT = "image_count"  # photos of a listing, as the catalogue names the column
+ROW_CHUNK = 500  # ids per IN (...) query: under every database's bound-parameter limit
 LISTING_FIELDS = [c.name for c in listings.columns if c.name != "updated_at"]
 IMAGE_FIELDS = [c.name for c in images.columns]
 
@@ -229,17 +231,147 @@ class Store:
         vector: np.ndarray | None,
         model_version: str,
         replace_photos: bool = False,
+        expect: str | None = None,
     ) -> None:
-        """One live listing, its photos and its embedding in a single transaction: all or nothing."""
+        """One live listing, its photos and its embedding in a single transaction: all or nothing.
+
+        `expect` lets the database decide a race between processes that share it: "new" inserts
+        the listing row first and raises AlreadyExistsError when its id is taken (the primary
+        key decides: a second create never overwrites the first, whichever process made it);
+        "existing" locks the row (SELECT ... FOR UPDATE on PostgreSQL) and raises NotFoundError
+        when there is none (an edit never brings back a listing deleted meanwhile). None: an
+        upsert (one process owns the decision, as the embedded service does under its lock).
+        """
+        ids = product[S.PRODUCT_ID].astype(str).tolist()
         with self.engine.begin() as connection:
+            if expect == "new":
+                self._insert_new(connection, product)
+            elif expect == "existing":
+                locked = connection.execute(
+                    sa.select(listings.c.product_id).where(listings.c.product_id.in_(ids)).with_for_update()
+                ).all()
+                if len(locked) != len(set(ids)):
+                    raise NotFoundError(f"listing {ids[0]!r} not found")
+            elif expect is not None:
+                raise ValueError(f"expect must be 'new', 'existing' or None, got {expect!r}")
             if replace_photos:
-                ids = product[S.PRODUCT_ID].astype(str).tolist()
                 connection.execute(sa.delete(images).where(images.c.product_id.in_(ids)))
             self._write_listings(connection, product, photos)
             if vector is not None:
                 self._write_embeddings(
                     connection, product[S.PRODUCT_ID].astype(str).tolist(), vector, model_version
                 )
+
+    def _insert_new(self, connection: sa.Connection, product: pd.DataFrame) -> None:
+        """Insert listing rows that must not exist yet (INSERT ... ON CONFLICT DO NOTHING
+        RETURNING): AlreadyExistsError, and the transaction rolled back, when one does."""
+        rows = _records(product, LISTING_FIELDS)
+        now = datetime.now(UTC)
+        for row in rows:
+            row["updated_at"] = now
+            row.setdefault("description", "")
+            row.setdefault("geo_match", "unknown")
+            if S.CREATED in row:
+                row[S.CREATED] = to_utc(row[S.CREATED])
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(listings)
+        statement = insert.on_conflict_do_nothing(index_elements=["product_id"]).returning(
+            listings.c.product_id
+        )
+        inserted = {str(row[0]) for row in connection.execute(statement, rows).all()}
+        for row in rows:
+            if str(row["product_id"]) not in inserted:
+                raise AlreadyExistsError(
+                    f"product_id: listing {row['product_id']!r} already exists: use PUT to change it",
+                    field="product_id",
+                )
+
+    def has_listing(self, product_id: str) -> bool:
+        """Whether the database holds this listing (the truth every API process shares)."""
+        query = sa.select(listings.c.product_id).where(listings.c.product_id == product_id)
+        with self.engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
+    def listing_rows(self, product_ids: Sequence[str] | None, texts: bool = True) -> pd.DataFrame:
+        """The listings with these ids (any order; absent ids: no row) with their photo count
+        (IMAGE_COUNT column), in one query: what a request ranks and shows, read per request
+        by a service that keeps no catalogue of its own. Ids in chunks of ROW_CHUNK; None:
+        every listing (a batch job's read, O(catalogue))."""
+        if product_ids is None:
+            return self._rows(sa.true(), order=(listings.c.product_id,), texts=texts)
+        frames = []
+        for start in range(0, len(product_ids), ROW_CHUNK):
+            chunk = list(product_ids[start : start + ROW_CHUNK])
+            frames.append(self._rows(listings.c.product_id.in_(chunk), texts=texts))
+        if not frames:
+            return self._rows(sa.false(), texts=texts)
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def recent_listings(
+        self,
+        column: str | None = None,
+        value: str | None = None,
+        limit: int = 100,
+        prefix: bool = False,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        latitude_band: tuple[float, float] | None = None,
+    ) -> pd.DataFrame:
+        """The `limit` newest listings (by `created`, then id) whose `column` is `value` (or,
+        with `prefix`, `value` or a path under it: "Home & Garden" finds "Home & Garden /
+        Sofas"), within price bounds and a latitude band (degrees) when given; with their
+        photo count. A home feed's bounded pool when no process holds the whole catalogue."""
+        condition = sa.true()
+        if column is not None and value is not None:
+            field = listings.c[column]
+            condition = field == value
+            if prefix:
+                condition = sa.or_(field == value, field.startswith(f"{value} / ", autoescape=True))
+        if min_price is not None:
+            condition = sa.and_(condition, listings.c.price >= min_price)
+        if max_price is not None:
+            condition = sa.and_(condition, listings.c.price <= max_price)
+        if latitude_band is not None:
+            condition = sa.and_(condition, listings.c.latitude.between(*latitude_band))
+        order = (listings.c.created.desc().nulls_last(), listings.c.product_id)
+        return self._rows(condition, order=order, limit=limit, texts=False)
+
+    def _rows(
+        self, condition: Any, order: Sequence[Any] = (), limit: int | None = None, texts: bool = True
+    ) -> pd.DataFrame:
+        """Listing rows with their IMAGE_COUNT. `created` is a naive UTC midnight datetime64 (the
+        day a listing shows, as `listings_frame` gives it as text); `texts=False` leaves out
+        the description (ranking and results never read it; it may be 20,000 characters)."""
+        # a correlated count: the images index answers it per listing, never a scan of all photos
+        count = (
+            sa.select(sa.func.count())
+            .where(images.c.product_id == listings.c.product_id)
+            .correlate(listings)
+            .scalar_subquery()
+            .label(IMAGE_COUNT)
+        )
+        columns = [c for c in listings.columns if texts or c.name != S.DESCRIPTION]
+        query = sa.select(*columns, count).where(condition).order_by(*order)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            result = connection.execute(query)
+            frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+        created = pd.to_datetime(frame[S.CREATED], utc=True, errors="coerce")
+        frame[S.CREATED] = created.dt.tz_localize(None).dt.normalize().to_numpy("datetime64[ns]")
+        return frame
+
+    def category_paths(self) -> list[str]:
+        """The distinct category paths of the stored listings (the root categories included)."""
+        query = sa.union(sa.select(listings.c.category), sa.select(listings.c.root_category))
+        with self.engine.connect() as connection:
+            return sorted({str(row[0]) for row in connection.execute(query) if row[0]})
+
+    def has_user(self, user_id: str) -> bool:
+        with self.engine.connect() as connection:
+            return (
+                connection.execute(sa.select(users.c.user_id).where(users.c.user_id == user_id)).first()
+                is not None
+            )
 
     def delete_listing(self, product_id: str) -> bool:
         with self.engine.begin() as connection:

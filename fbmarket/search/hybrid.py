@@ -132,10 +132,13 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         self.query_vocabulary = query_vocabulary
         if self.settings.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.settings.fusion!r}")
-        self._owns_catalogue = catalogue is None
+        # the searcher writes its own catalogue only when it filters over it (embedded, no lent one)
+        self._owns_catalogue = catalogue is None and backend is None
         if catalogue is None:
-            if products is None:
+            if products is None and backend is None:
                 raise ValueError("give the products to search, or a catalogue of them")
+            if products is None:  # the engine holds the listings; this process keeps none
+                products = pd.DataFrame({column: pd.Series(dtype=object) for column in TABLE_COLUMNS})
             S.require_columns(products, TABLE_COLUMNS, "products")
             catalogue = ListingCatalogue.from_frame(products)
         self._catalogue = catalogue
@@ -196,6 +199,14 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
             vectors.build(ids, embeddings)
         return cls(products, vectors, lexical, settings, categories, query_vocabulary=query_vocabulary)
 
+    def title_of(self, product_id: str) -> str | None:
+        """A listing's title (None: not listed): from the catalogue, or, when another engine
+        holds the listings (no catalogue in this process), from the engine by id."""
+        if isinstance(self.backend, EmbeddedBackend):
+            return self.table.title_of(product_id)
+        rows = self.backend.rows([product_id])
+        return str(rows[S.TITLE].iloc[0]) if len(rows) else None
+
     @property
     def table(self) -> CatalogueView:
         """The listings as of now (a read-only view; `len` is how many are listed)."""
@@ -226,9 +237,11 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         """Remove listings from every index; returns how many the catalogue listed."""
         ids = list(dict.fromkeys(map(str, product_ids)))
         with self._lock:
-            self.backend.remove(ids)
+            held = self.backend.remove(ids)
             if self._owns_catalogue:
                 return self._catalogue.delete(ids)
+            if not isinstance(self.backend, EmbeddedBackend):  # the engine holds the listings
+                return int(held)
             view = self.table
             return sum(view.contains(pid) for pid in ids)
 

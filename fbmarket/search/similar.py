@@ -10,7 +10,7 @@ table, settings and category heads, under its lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +42,7 @@ class SimilarListings:
     backend: RetrievalBackend
     categories: CategorySpace | None
     table: CatalogueView  # a property of the searcher: the catalogue as of now
+    title_of: Callable[[str], str | None]  # a listing's title, wherever the listings live
     _lock: threading.RLock
 
     def similar(
@@ -71,7 +72,7 @@ class SimilarListings:
             selection = backend.select(filters, exclude=product_id)
             if selection is not None and selection.empty:
                 return _similar_frame([], [])
-            title = self.table.title_of(product_id)
+            title = self.title_of(product_id)
             has_title = backend.has_lexical and isinstance(title, str) and bool(title.strip())
             n = min(k + 1, self.settings.max_k)
             if not backend.has_vector(product_id):

@@ -20,10 +20,12 @@ from fbmarket.data import schema as S
 from fbmarket.data.listing import PreparedListing
 from fbmarket.errors import NotFoundError
 from fbmarket.search.duplicates import DuplicateMatch, DuplicateProbe, catalogue_pairs, duplicate_groups
+from fbmarket.service.listings import ListingSource, SharedListings
 from fbmarket.service.types import ListingInput, plain
 
 if TYPE_CHECKING:
-    from fbmarket.catalogue import ListingCatalogue
+    from fbmarket.catalogue import CatalogueView
+    from fbmarket.data.store import Store
     from fbmarket.search.duplicates import DuplicateDetector
     from fbmarket.search.hybrid import HybridSearcher
 
@@ -34,12 +36,13 @@ class DuplicateQueries:
 
     searcher: HybridSearcher
     duplicates: DuplicateDetector
-    catalogue: ListingCatalogue  # read through one view per question
+    listings: ListingSource  # read through one view per question
+    store: Store
     # and calls its _prepare (clean and encode a listing)
 
     def duplicates_of(self, product_id: str) -> list[DuplicateMatch]:
         """The listings that may be the same as this stored one (re-posts), best first."""
-        view = self.catalogue.view()
+        view = self.listings.view([product_id], texts=True)
         if product_id not in view:
             raise NotFoundError(f"listing {product_id!r} not found")
         searcher = self.searcher
@@ -69,7 +72,7 @@ class DuplicateQueries:
     def duplicate_cards(self, matches: list[DuplicateMatch]) -> list[dict[str, Any]]:
         """Matches with what a person needs to judge them: title, price, category, place, photos.
         A match deleted since it was found is left out."""
-        shown = self.catalogue.view()
+        shown = self.listings.view([m.product_id for m in matches])
         rows = shown.rows([m.product_id for m in matches])
         cards = []
         for match, row in zip(matches, rows.tolist(), strict=True):
@@ -95,7 +98,7 @@ class DuplicateQueries:
         (id, title, price, category, location, photos) and its flagged `pairs` with scores and
         reasons, for a person to look at (`fbmarket duplicates`).
         """
-        shown = self.catalogue.view()
+        shown = self._whole_catalogue()
         listed = shown.alive
         ids = shown.ids[listed].tolist()
         descriptions = [str(d) if isinstance(d, str) else "" for d in shown.description[listed]]
@@ -139,6 +142,13 @@ class DuplicateQueries:
             group["pairs"].sort(key=lambda pair: -pair["score"])
         return out
 
+    def _whole_catalogue(self) -> CatalogueView:
+        """Every listing, for a batch question (`duplicate_groups`): the embedded catalogue, or a
+        shared one read whole from the database (O(catalogue): an operator's job, not a request)."""
+        if isinstance(self.listings, SharedListings):
+            return self.listings.frame_view(self.store.listing_rows(None))
+        return self.listings.view()
+
     def _find_duplicates(self, prepared: PreparedListing, exclude: list[str]) -> list[DuplicateMatch]:
         encoded = prepared.encoded
         product = prepared.product
@@ -153,8 +163,9 @@ class DuplicateQueries:
 
     def _texts(self, product_ids: Any) -> tuple[list[str], list[str]]:
         """Titles and descriptions of listings by id ('' for one deleted meanwhile)."""
-        shown = self.catalogue.view()
-        rows = shown.rows(list(product_ids))
+        product_ids = list(product_ids)
+        shown = self.listings.view(product_ids, texts=True)
+        rows = shown.rows(product_ids)
         titles = [str(shown.title[r] or "") if r >= 0 else "" for r in rows.tolist()]
         descriptions = [str(shown.description[r] or "") if r >= 0 else "" for r in rows.tolist()]
         return titles, descriptions

@@ -25,7 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from fbmarket.bundle.settings import load_bundle_settings
-from fbmarket.catalogue import ListingCatalogue
+from fbmarket.catalogue import CatalogueView, ListingCatalogue
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
@@ -37,6 +37,7 @@ from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.search.backend import EmbeddedBackend, parse_index_uri
 from fbmarket.search.duplicates import DuplicateDetector, DuplicateRule
 from fbmarket.search.hybrid import HybridSearcher
+from fbmarket.search.index import VectorIndex
 from fbmarket.search.lexical import LexicalIndex
 from fbmarket.search.milvus import MilvusBackend
 from fbmarket.search.reconcile import (
@@ -46,6 +47,13 @@ from fbmarket.search.reconcile import (
     query_vocabulary,
 )
 from fbmarket.service.duplicates import DuplicateQueries
+from fbmarket.service.listings import (
+    CategoryNames,
+    ListingSource,
+    LocalListings,
+    SharedListings,
+    popular_ids,
+)
 from fbmarket.service.prices import PriceQueries
 from fbmarket.service.search import SearchQueries
 from fbmarket.service.types import (
@@ -78,7 +86,8 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         model: Any,
         searcher: HybridSearcher,
         ranking: RankingModels,
-        catalogue: ListingCatalogue,
+        catalogue: ListingCatalogue | None,
+        listings: ListingSource | None = None,
     ):
         self.bundle_dir = bundle_dir
         self.settings = settings
@@ -86,8 +95,21 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         self.model = model
         self.searcher = searcher
         self.ranking = ranking
-        # every listing once, with its photo count; written only here, under the write lock
+        # Embedded: every listing once, with its photo count; written only here, under the write
+        # lock. Shared (listings given: SharedListings): None, every request reads the database.
         self.catalogue = catalogue
+        if listings is None:
+            if catalogue is None:
+                raise ValueError("give the in-memory catalogue, or a shared listing source")
+            listings = LocalListings(catalogue)
+        self.listings: ListingSource = listings
+        # a shared catalogue's category names (filters, a seller's category): a TTL cache
+        self.category_names = (
+            CategoryNames(store.category_paths, settings.serve.category_cache_s) if listings.shared else None
+        )
+        feed_pool = settings.rank.feed_candidates
+        popularity = getattr(ranking.profiles, "popularity", {}) or {}
+        self._popular = popular_ids(popularity, feed_pool) if listings.shared else []
         rule = getattr(model, "duplicate_rule", None)  # None: a bundle trained before the rule was fit
         self.duplicates = DuplicateDetector(
             rule or DuplicateRule.from_settings(settings.duplicates), settings.duplicates
@@ -106,6 +128,7 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         database_url: str | None = None,
         lazy_models: bool = False,
         index_uri: str | None = None,
+        shared: bool = False,
     ) -> Marketplace:
         """Load the bundle, database and indexes. `lazy_models` loads the models a typed
         search does not use (text-only, photo backbone, image head) on first use instead:
@@ -115,7 +138,12 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         runs (search/backend.py): unset, the in-process FAISS + BM25 indexes, reconciled with
         the database; a Milvus URI, the bundle's collection there (filled by `fbmarket index
         --index-uri`, `load_search_index`), and no in-process index is built. A bad URI or an
-        engine that cannot be reached is a DataError naming --index-uri / FBMARKET_INDEX_URI."""
+        engine that cannot be reached is a DataError naming --index-uri / FBMARKET_INDEX_URI.
+
+        `shared`: other processes write the same database (and retrieval engine), so this one
+        keeps no listing table of its own (`SharedListings`, service/listings.py): what a
+        request ranks and shows is read from the database per request. A Milvus `index_uri`
+        always means shared (several processes use one engine)."""
         # Absolute once, here: every path derived from it (photo cache, index, database)
         # then means the same thing whatever the process's cwd is later.
         bundle_dir = Path(os.path.abspath(bundle_dir))
@@ -139,27 +167,38 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         except Exception as error:  # serve what is embedded; /ready names what is not, and why
             log.exception("embedding the listings that have no embedding failed")
             embed_error = f"{type(error).__name__}: {error}"
-        catalogue = listing_catalogue(store, products, settings)
+        shared = shared or not target.embedded
+        catalogue = None if shared else listing_catalogue(store, products, settings)
         if target.embedded:
-            backend = embedded_backend(bundle_dir, store, model, products, settings, catalogue)
+            vector_index, lexical, photo_index = embedded_indexes(bundle_dir, store, model, products, settings)
+            searcher = HybridSearcher(
+                products if shared else None,  # shared: the searcher keeps its own filter table
+                vector_index,
+                lexical,
+                settings.search,
+                model.category_space(),
+                photos=photo_index,
+                query_vocabulary=query_vocabulary(bundle_dir),
+                catalogue=catalogue,
+            )
         else:
             backend = MilvusBackend.open(
                 target, model.embedding_dim, photo_dim(model), model.version, settings.search
             )
-        searcher = HybridSearcher(
-            None,
-            settings=settings.search,
-            categories=model.category_space(),
-            query_vocabulary=query_vocabulary(bundle_dir),
-            catalogue=catalogue,
-            backend=backend,
-        )
+            searcher = HybridSearcher(
+                None,
+                settings=settings.search,
+                categories=model.category_space(),
+                query_vocabulary=query_vocabulary(bundle_dir),
+                backend=backend,
+            )
         ranking_dir = BundleLayout(bundle_dir).ranking_dir
         if (ranking_dir / "profiles.json").is_file():
             ranking = RankingModels.load(ranking_dir)
         else:
             ranking = cold_ranking(products, settings)
-        market = cls(bundle_dir, settings, store, model, searcher, ranking, catalogue)
+        listings = SharedListings(store, settings.rank.affinity_level) if shared else None
+        market = cls(bundle_dir, settings, store, model, searcher, ranking, catalogue, listings)
         market.embedded_on_open, market._embed_error = embedded, embed_error
         return market
 
@@ -178,7 +217,7 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
                 "index": (False, "the search engine does not answer: check --index-uri / FBMARKET_INDEX_URI"),
                 "database": (self._database_alive(), "the database answers"),
             }
-        listings = len(self.catalogue)
+        listings = self.listings.count()
         if indexed == listings:
             index = (True, f"the vector index holds all {listings} listings")
         else:
@@ -319,9 +358,12 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         if self._writes_since_save >= INDEX_SAVE_EVERY:
             self.save_index()
 
-    def _results(self, ranked: pd.DataFrame) -> list[ListingResult]:
+    def _results(self, ranked: pd.DataFrame, shown: CatalogueView | None = None) -> list[ListingResult]:
+        """The ranked listings as results, read from `shown` (the view the request ranked with;
+        None: a view of these ids now). A listing deleted meanwhile is left out."""
         ids = ranked[S.PRODUCT_ID].astype(str).tolist()
-        shown = self.catalogue.view()  # one version throughout, whatever a concurrent write does
+        if shown is None:  # one version throughout, whatever a concurrent write does
+            shown = self.listings.view(ids)
         rows = shown.rows(ids)
         scores = ranked["score"].to_numpy(float)
         factors = ranked["factors"].tolist()
@@ -357,10 +399,11 @@ def photo_dim(model: Any) -> int | None:
     return int(manifest["feature_dim"]) if "feature_dim" in manifest else None
 
 
-def embedded_backend(
-    bundle_dir: Path, store: Store, model: Any, products: pd.DataFrame, settings: Settings, catalogue: ListingCatalogue
-) -> EmbeddedBackend:
-    """The in-process FAISS + BM25 (+ photo) indexes, reconciled with the database."""
+def embedded_indexes(
+    bundle_dir: Path, store: Store, model: Any, products: pd.DataFrame, settings: Settings
+) -> tuple[VectorIndex, LexicalIndex, VectorIndex | None]:
+    """The in-process FAISS, BM25 and photo indexes (the embedded backend's), reconciled with
+    the database; the photo index is None when it can neither be loaded nor rebuilt."""
     ids, vectors = store.load_embeddings(model.version)
     vector_index = load_or_rebuild_index(
         BundleLayout(bundle_dir).vector_index, ids, vectors, settings, model.embedding_dim
@@ -371,7 +414,7 @@ def embedded_backend(
     except Exception:  # photo search falls back to the query embedding; words are unaffected
         log.exception("the photo index could not be loaded or rebuilt: photo queries use the embedding")
         photo_index = None
-    return EmbeddedBackend(catalogue.view, vector_index, lexical, photo_index)
+    return vector_index, lexical, photo_index
 
 
 def listing_catalogue(store: Store, products: pd.DataFrame, settings: Settings) -> ListingCatalogue:

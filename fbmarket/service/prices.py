@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 class PriceQueries:
     """Mixed into `Marketplace`, whose model, searcher and settings it uses (and its
-    `predict_category` and `_results`)."""
+    `predict_category`, `_canonical_category` and `_results`)."""
 
     model: Any
     searcher: HybridSearcher
@@ -103,7 +103,7 @@ class PriceQueries:
         if not given:
             return ""
         try:
-            found = self.searcher.canonical_category(given, roots=self.model.classes)
+            found = self._canonical_category(given)
         except UnknownCategoryError as error:
             raise BadRequestError(
                 f"category: {error}",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fbmarket.data import schema as S
 from fbmarket.errors import BadRequestError, NotFoundError
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM
@@ -21,12 +22,14 @@ from fbmarket.recommend.personalise import RankRequest
 from fbmarket.search.candidates import PHOTO_MATCH
 from fbmarket.search.filters import Filters
 from fbmarket.search.similar import SAME_LEAF, SAME_ROOT, SIMILARITY
+from fbmarket.service.listings import CategoryNames, ListingSource, SharedListings, excluded_by
 from fbmarket.service.types import ListingResult, SearchRequest, SearchResponse, check_request_k
 from fbmarket.text.tokenize import get_tokenizer
 
 if TYPE_CHECKING:
-    from fbmarket.catalogue import ListingCatalogue
+    from fbmarket.catalogue import CatalogueView
     from fbmarket.config import Settings
+    from fbmarket.data.store import Store
     from fbmarket.recommend.personalise import RankingModels
     from fbmarket.search.hybrid import HybridSearcher
 
@@ -39,8 +42,11 @@ class SearchQueries:
     settings: Settings
     searcher: HybridSearcher
     ranking: RankingModels
-    catalogue: ListingCatalogue  # read through one view per request
+    listings: ListingSource  # read through one view per request
+    category_names: CategoryNames | None  # a shared catalogue's category names
+    store: Store
     _users: set[str]
+    _popular: list[str]  # the most popular listing ids (a shared catalogue's feed pool)
 
     def search(self, request: SearchRequest) -> SearchResponse:
         k = check_request_k(request.k)
@@ -50,7 +56,9 @@ class SearchQueries:
         filters = self._filters(request, buyer)
         if text is None and request.image is None:
             if request.buyer is None or status == "anonymous":
-                raise BadRequestError("empty query: give words, a photo, or a buyer (for a home feed)", field="q")
+                raise BadRequestError(
+                    "empty query: give words, a photo, or a buyer (for a home feed)", field="q"
+                )
             return self._feed(buyer, status, notes, k, filters)
         if request.image is None and not get_tokenizer().tokenize(text):  # e.g. only punctuation
             raise BadRequestError("a query needs words (letters or digits) or a photo", field="q")
@@ -70,7 +78,9 @@ class SearchQueries:
             return SearchResponse([], status, mode, notes)
         if candidates.empty:
             return SearchResponse([], status, mode, notes + ["no listing matches the query and filters"])
-        request = RankRequest(buyer, self.catalogue.view(), k=k, candidates=candidates)
+        # the candidates' fields, read once for ranking and results (embedded: the whole catalogue)
+        view = self.listings.view(candidates[S.PRODUCT_ID].astype(str).tolist())
+        request = RankRequest(buyer, view, k=k, candidates=candidates)
         recommendation = self.ranking.personalise(request, photo_query=mode.startswith("photo"))
         shown = recommendation.results
         if PHOTO_MATCH in shown and shown[PHOTO_MATCH].any():
@@ -81,10 +91,10 @@ class SearchQueries:
                 f"{matched} listing(s) show this photo (or a re-encoded, cropped or resized copy): "
                 f"shown first{more}"
             ]
-        return SearchResponse(self._results(shown), status, mode, notes + recommendation.notes)
+        return SearchResponse(self._results(shown, view), status, mode, notes + recommendation.notes)
 
     def recommend(self, user_id: str, k: int = 10) -> SearchResponse:
-        if str(user_id) not in self._users:
+        if not self._known_user(str(user_id)):
             raise NotFoundError(f"user {user_id!r} not found")
         buyer, status, notes = self._buyer(Buyer(user_id=str(user_id)))
         return self._feed(buyer, status, notes, check_request_k(k), None)
@@ -92,19 +102,49 @@ class SearchQueries:
     def _feed(
         self, buyer: Buyer, status: str, notes: list[str], k: int, filters: Filters | None
     ) -> SearchResponse:
-        view = self.catalogue.view()
-        exclude = None
-        if filters is not None and filters.active:
-            allowed = set(self.searcher.allowed_ids(filters))
-            exclude = set(view.live_ids) - allowed
+        listings = self.listings
+        if isinstance(listings, SharedListings):  # a bounded pool from the database
+            view = self._feed_pool(listings, buyer, filters)
+            exclude = excluded_by(view, filters)
+        else:
+            view = listings.view()
+            exclude = None
+            if filters is not None and filters.active:
+                allowed = set(self.searcher.allowed_ids(filters))
+                exclude = set(view.live_ids) - allowed
         recommendation = self.ranking.personalise(RankRequest(buyer, view, k=k, exclude=exclude))
         return SearchResponse(
-            self._results(recommendation.results), status, "feed", notes + recommendation.notes
+            self._results(recommendation.results, view), status, "feed", notes + recommendation.notes
         )
+
+    def _feed_pool(self, listings: SharedListings, buyer: Buyer, filters: Filters | None) -> CatalogueView:
+        """A shared catalogue's home-feed pool: the newest listings of the buyer's favourite
+        categories, the popular ones and the newest overall (`SharedListings.feed_view`)."""
+        profiles = self.ranking.profiles
+        shares, _ = profiles.affinity(buyer)
+        order = np.argsort(-np.asarray(shares, dtype=float), kind="stable")
+        favourites = [profiles.categories[i] for i in order[: max(profiles.settings.feed_categories, 1)]]
+        return listings.feed_view(
+            favourites,
+            profiles.settings.feed_candidates,
+            self._popular,
+            filters,
+            lambda category: self._canonical_category(category),
+        )
+
+    def _known_user(self, user_id: str) -> bool:
+        """A buyer this process loaded, or (shared catalogue) one the database has now."""
+        return user_id in self._users or (self.listings.shared and self.store.has_user(user_id))
+
+    def _canonical_category(self, category: str) -> str:
+        """The catalogue's spelling of a category (UnknownCategoryError when it has none)."""
+        if self.category_names is not None:
+            return self.category_names.canonical(category, roots=self.model.classes)
+        return self.searcher.canonical_category(category, roots=self.model.classes)
 
     def similar(self, product_id: str, k: int = 10) -> list[ListingResult]:
         k = check_request_k(k)
-        if product_id not in self.catalogue.view():
+        if not self.listings.contains(product_id):
             raise NotFoundError(f"listing {product_id!r} not found")
         frame = self.searcher.similar_scored(product_id, k)
         parts = frame[[SIMILARITY, SAME_ROOT, SAME_LEAF]]
@@ -140,7 +180,7 @@ class SearchQueries:
                 field="max_distance_km",
             )
         if request.category:  # UnknownCategoryError: the 422 on `category` with the valid roots
-            self.searcher.check_category(request.category, roots=self.model.classes)
+            self._canonical_category(request.category)
         return Filters(  # refuses impossible bounds itself (BadRequestError)
             category=request.category or None,
             min_price=request.min_price,

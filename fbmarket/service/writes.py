@@ -33,10 +33,10 @@ from fbmarket.errors import AlreadyExistsError, NotFoundError
 from fbmarket.service.types import ListingInput
 
 if TYPE_CHECKING:
-    from fbmarket.catalogue import ListingCatalogue
     from fbmarket.config import Settings
     from fbmarket.data.store import Store
     from fbmarket.search.hybrid import HybridSearcher
+    from fbmarket.service.listings import ListingSource
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,13 @@ class ListingWrites:
     store: Store
     model: Any
     searcher: HybridSearcher
-    catalogue: ListingCatalogue
+    listings: ListingSource
     _write_lock: threading.RLock
 
     def create_listing(self, listing: ListingInput, photos: list[bytes]) -> dict[str, Any]:
         """Save a new listing; the result also lists its `possible_duplicates` (it is created anyway)."""
         product_id = listing.product_id or uuid.uuid4().hex
-        if listing.product_id and product_id in self.catalogue.view():
+        if listing.product_id and self.listings.contains(product_id):
             raise _already_exists(product_id)  # early, before any work; checked again under the lock
         return self._save(replace(listing, product_id=product_id), photos, replace_photos=True, creating=True)
 
@@ -66,7 +66,7 @@ class ListingWrites:
         self, product_id: str, listing: ListingInput, photos: list[bytes] | None
     ) -> dict[str, Any]:
         """Change a listing; the result also lists its `possible_duplicates` (never itself)."""
-        if product_id not in self.catalogue.view():
+        if not self.listings.contains(product_id):
             raise NotFoundError(f"listing {product_id!r} not found")
         return self._save(
             replace(listing, product_id=product_id), photos, replace_photos=photos is not None, creating=False
@@ -77,7 +77,7 @@ class ListingWrites:
             if not self.store.delete_listing(product_id):
                 raise NotFoundError(f"listing {product_id!r} not found")
             self.searcher.remove_products([product_id])
-            self.catalogue.delete([product_id])
+            self.listings.deleted([product_id])
             self._after_write()
 
     def ingest(self, products: pd.DataFrame, photos: pd.DataFrame, show_progress: bool = False) -> int:
@@ -94,12 +94,16 @@ class ListingWrites:
             counts = count_photos(self.store, ids)
             image_counts = [counts.get(pid, 0) for pid in ids]
             self.searcher.add_products(products, vectors, encoded.photo_vectors, encoded.has_photo, image_counts)
-            self.catalogue.upsert(products, image_counts)
+            self.listings.written(products, image_counts)
             self.save_index()
         return len(ids)
 
     def _prepare(
-        self, listing: ListingInput, photos: list[bytes] | None, stored_photos: bool, folder: Path | None = None
+        self,
+        listing: ListingInput,
+        photos: list[bytes] | None,
+        stored_photos: bool,
+        folder: Path | None = None,
     ) -> PreparedListing:
         """Clean the listing and its photos (copies into `folder`, the upload cache by default)
         and encode it; nothing reaches the database. `stored_photos`: without new photos, a
@@ -110,7 +114,7 @@ class ListingWrites:
         if photos is not None:
             folder = folder or self.settings.cache_dir / f"uploads_{self.settings.data.image_size}"
             cleaned_photos = clean_photos(product_id, photos, folder, self.settings.data)
-        elif stored_photos and product_id in self.catalogue.view():
+        elif stored_photos and self.listings.contains(product_id):
             cleaned_photos = self.store.images_frame([product_id])
         # the new photos' cleaned copies are on disk now: a refused listing must not leave them there
         written = cleaned_photos if photos is not None else None
@@ -162,21 +166,32 @@ class ListingWrites:
         with self._write_lock:
             try:
                 # Checked again here: two creates of one id (or an edit racing a delete) both
-                # passed the early check, and the second must not overwrite the first.
-                listed = product_id in self.catalogue.view()
-                if creating and listed:
-                    raise _already_exists(product_id)
-                if not creating and not listed:
-                    raise NotFoundError(f"listing {product_id!r} not found")
+                # passed the early check, and the second must not overwrite the first. Shared
+                # by several processes, the lock is not enough: the database decides (`expect`:
+                # the primary key refuses a second create, a row lock orders an edit and a delete).
+                expect = None
+                if self.listings.shared:
+                    expect = "new" if creating else "existing"
+                else:
+                    listed = self.listings.contains(product_id)
+                    if creating and listed:
+                        raise _already_exists(product_id)
+                    if not creating and not listed:
+                        raise NotFoundError(f"listing {product_id!r} not found")
                 self.store.save_listing(
-                    product, cleaned_photos, vector, self.model.version, replace_photos=replace_photos
+                    product,
+                    cleaned_photos,
+                    vector,
+                    self.model.version,
+                    replace_photos=replace_photos,
+                    expect=expect,
                 )
             except BaseException:
                 remove_photo_files(written)
                 raise
             image_counts = [0 if cleaned_photos is None else len(cleaned_photos)]
             self.searcher.add_products(product, vector, encoded.photo_vectors, encoded.has_photo, image_counts)
-            self.catalogue.upsert(product, image_counts)
+            self.listings.written(product, image_counts)
             self._after_write()
         return self.get_listing(product_id) | {"possible_duplicates": self.duplicate_cards(matches)}
 
