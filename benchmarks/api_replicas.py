@@ -31,6 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from harness import (
@@ -61,46 +62,73 @@ def fresh_schema(url: str, name: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
 
 
-def view_cost(database_url: str, bundle: Path, candidates: int, repeats: int) -> dict:
-    """Per-request cost (ms) of reading `candidates` listings' fields by id, and a feed pool."""
+def view_cost(database_url: str, bundle: Path, candidates: int, repeats: int, work: Path) -> dict:
+    """Per-request cost (ms) of reading `candidates` listings' fields by id, and a feed pool.
+
+    `engine_view` reads the same ids' fields from Milvus instead (`MilvusBackend.rows`, a
+    milvus-lite server on 127.0.0.1 holding the same listings) and builds the same view: the
+    alternative source of candidate rows for a service without a catalogue."""
+    from milvus_fixtures import milvus_lite_server
+
+    from fbmarket.catalogue import IMAGE_COUNT
     from fbmarket.config import Settings
     from fbmarket.data.store import Store
+    from fbmarket.search.backend import parse_index_uri
+    from fbmarket.search.milvus import MilvusBackend
+
+    store = Store(database_url, root=bundle)
+    with milvus_lite_server(work, name="rows.db") as uri:
+        engine = MilvusBackend.open(parse_index_uri(uri), 8, None, "rows-cost", Settings().search)
+        engine.upsert(store.listings_frame())
+        try:
+            return _view_cost(store, engine, candidates, repeats, IMAGE_COUNT)
+        finally:
+            engine.close()
+            store.close()
+
+
+def _view_cost(store: Any, engine: Any, candidates: int, repeats: int, image_count: str) -> dict:
+    from fbmarket.config import Settings
     from fbmarket.service.listings import CategoryNames, LocalListings, SharedListings
     from fbmarket.service.marketplace import listing_catalogue
 
-    store = Store(database_url, root=bundle)
-    try:
-        products = store.listings_frame()
-        ids = products["product_id"].astype(str).tolist()
-        settings = Settings()
-        shared = SharedListings(store, settings.rank.affinity_level)
-        local = LocalListings(listing_catalogue(store, products, settings))
-        names = CategoryNames(store.category_paths)
-        roots = sorted(products["root_category"].unique().tolist())
-        rng = random.Random(0)
-        timings: dict[str, list[float]] = {"shared_view": [], "local_view": [], "shared_feed_pool": []}
-        n = min(candidates, len(ids))
-        for _ in range(repeats):
-            chosen = rng.sample(ids, n)
-            started = time.perf_counter()
-            view = shared.view(chosen)
-            timings["shared_view"].append((time.perf_counter() - started) * 1000)
-            assert len(view) == n
-            started = time.perf_counter()
-            local_view = local.view(chosen)
-            local_view.rows(chosen)
-            timings["local_view"].append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            shared.feed_view(rng.sample(roots, min(4, len(roots))), 200, ids[:200], None, names.canonical)
-            timings["shared_feed_pool"].append((time.perf_counter() - started) * 1000)
-        return {
-            "listings": len(ids),
-            "candidates_per_request": n,
-            "repeats": repeats,
-            **{name: latency_stats(values, ("p50", "p99", "mean")) for name, values in timings.items()},
-        }
-    finally:
-        store.close()
+    products = store.listings_frame()
+    ids = products["product_id"].astype(str).tolist()
+    settings = Settings()
+    shared = SharedListings(store, settings.rank.affinity_level)
+    local = LocalListings(listing_catalogue(store, products, settings))
+    names = CategoryNames(store.category_paths)
+    roots = sorted(products["root_category"].unique().tolist())
+    rng = random.Random(0)
+    timings: dict[str, list[float]] = {
+        "shared_view": [], "engine_view": [], "local_view": [], "shared_feed_pool": []
+    }
+    n = min(candidates, len(ids))
+    for _ in range(repeats):
+        chosen = rng.sample(ids, n)
+        started = time.perf_counter()
+        view = shared.view(chosen)
+        timings["shared_view"].append((time.perf_counter() - started) * 1000)
+        assert len(view) == n
+        started = time.perf_counter()
+        rows = engine.rows(chosen).rename(columns={"image_count": image_count})
+        engine_view = shared.frame_view(rows)
+        timings["engine_view"].append((time.perf_counter() - started) * 1000)
+        assert len(engine_view) == n
+        started = time.perf_counter()
+        local_view = local.view(chosen)
+        local_view.rows(chosen)
+        timings["local_view"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        shared.feed_view(rng.sample(roots, min(4, len(roots))), 200, ids[:200], None, names.canonical)
+        timings["shared_feed_pool"].append((time.perf_counter() - started) * 1000)
+    return {
+        "engine": "milvus-lite server on 127.0.0.1 (engine_view)",
+        "listings": len(ids),
+        "candidates_per_request": n,
+        "repeats": repeats,
+        **{name: latency_stats(values, ("p50", "p99", "mean")) for name, values in timings.items()},
+    }
 
 
 @dataclass
@@ -299,7 +327,7 @@ def markdown(payload: dict) -> str:
         "| read | p50 | p99 | mean |",
         "|---|---|---|---|",
     ]
-    for name in ("shared_view", "shared_feed_pool", "local_view"):
+    for name in ("shared_view", "engine_view", "shared_feed_pool", "local_view"):
         s = cost[name]
         lines.append(f"| {name} | {s['p50']} | {s['p99']} | {s['mean']} |")
     lines += ["", "## Two processes", ""]
@@ -356,7 +384,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     payload: dict = {
         "benchmark": "api_replicas",
-        "view_cost": view_cost(database_url, bundle, args.candidates, args.repeats),
+        "view_cost": view_cost(database_url, bundle, args.candidates, args.repeats, work),
     }
     payload["machine_note"] = (
         f"this {os.cpu_count()}-core machine, shared with other work; load average (1 min) "

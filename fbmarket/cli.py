@@ -143,7 +143,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     from fbmarket.service import Marketplace
     from fbmarket.workflow import PRICE_REASONS
 
-    market = Marketplace.open(args.bundle, args.database, lazy_models=True, index_uri=args.index_uri)
+    market = Marketplace.open(
+        args.bundle, args.database, lazy_models=True, index_uri=args.index_uri, repair_engine=False
+    )
     try:
         summary: dict[str, object] = {"embedded_on_open": market.embedded_on_open}
         if args.data:
@@ -170,7 +172,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             summary["cleaning"] = cleaning
         if market.searcher.vectors is None:  # an engine (Milvus): load the database's listings into it
             summary["search_engine"] = market.load_search_index(show_progress=not args.quiet)
-        summary["index_size"] = len(market.searcher.table)
+        summary["index_size"] = market.listings.count()
         problems = [text for ok, text in market.readiness().values() if not ok]
         if problems:
             summary["not_ready"] = problems
@@ -263,7 +265,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 
     market = Marketplace.open(args.bundle, args.database, lazy_models=True)
     try:
-        listings = len(market.searcher.table)
+        listings = market.listings.count()
         groups = market.duplicate_groups()
         rule = market.duplicates.rule.chosen_on
     finally:

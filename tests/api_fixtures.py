@@ -184,15 +184,40 @@ def serve_settings(api_key: str | None) -> Settings:
     return settings
 
 
+BACKENDS = ("embedded", "milvus")  # what `live_server` serves over (an indirect parameter)
+
+
 @pytest.fixture(scope="session")
-def live_server(api_bundle: Path, api_marketplace: Any) -> Iterator[LiveServer]:
-    """The API and web page over the shared marketplace, with a random API key."""
+def live_server(
+    request: pytest.FixtureRequest, api_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The API and web page over the shared marketplace, with a random API key.
+
+    Embedded by default (FAISS + BM25 and the in-memory catalogue, the shared `api_marketplace`).
+    A test parametrised with `@pytest.mark.parametrize("live_server", BACKENDS, indirect=True)`
+    also runs against "milvus": a copy of the bundle served over a milvus-lite file (the Milvus
+    backend and the shared listing source, as `--index-uri` gives), filled from the database
+    on open. One server per backend for the session."""
     from fbmarket.api.app import create_app
 
+    backend = getattr(request, "param", "embedded")
     key = secrets.token_urlsafe(16)
     settings = serve_settings(key)
-    with run_server(create_app(api_marketplace, settings)) as url:
-        yield LiveServer(url, key, settings, api_bundle, api_marketplace)
+    if backend == "embedded":
+        market = request.getfixturevalue("api_marketplace")
+        bundle = api_bundle
+    else:
+        pytest.importorskip("milvus_lite", reason="milvus-lite is in requirements.txt")
+        from fbmarket.service import Marketplace
+
+        bundle = copy_bundle(api_bundle, tmp_path_factory.mktemp("milvus") / "bundle")
+        market = Marketplace.open(bundle, index_uri=str(bundle.parent / "api_milvus.db"))
+    try:
+        with run_server(create_app(market, settings)) as url:
+            yield LiveServer(url, key, settings, bundle, market)
+    finally:
+        if backend != "embedded":
+            market.close()
 
 
 @pytest.fixture

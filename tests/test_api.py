@@ -8,10 +8,14 @@ import uuid
 
 import httpx
 import pytest
-from api_fixtures import LiveServer, jpeg_bytes
+from api_fixtures import BACKENDS, LiveServer, jpeg_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+
+# The representative tests below run over both retrieval backends: embedded (FAISS + BM25, the
+# in-memory catalogue) and Milvus (milvus-lite, the listings read from the database per request).
+BOTH_BACKENDS = pytest.mark.parametrize("live_server", BACKENDS, indirect=True)
 
 
 def first_listing_with_photo(catalogue: dict) -> str:
@@ -66,6 +70,7 @@ def test_openapi_document_and_docs_page(api: httpx.Client) -> None:
 # ----------------------------------------------------------------------------- search
 
 
+@BOTH_BACKENDS
 def test_search_returns_ranked_listings_with_factors(api: httpx.Client, catalogue: dict) -> None:
     title = title_of(catalogue, first_listing_with_photo(catalogue))
     response = api.get("/search", params={"q": title, "k": 5})
@@ -98,6 +103,7 @@ def test_search_buyers_known_inline_and_cold_start(api: httpx.Client, catalogue:
     assert cold.json()["buyer_status"] == "cold_start"
 
 
+@BOTH_BACKENDS
 def test_search_filters_are_honoured(api: httpx.Client, catalogue: dict) -> None:
     listings = catalogue["listings"]
     root = str(listings["root_category"].value_counts().index[0])
@@ -116,6 +122,7 @@ def test_search_filters_are_honoured(api: httpx.Client, catalogue: dict) -> None
         assert result["distance_km"] is not None and result["distance_km"] <= 60
 
 
+@BOTH_BACKENDS
 def test_search_by_photo(api: httpx.Client, catalogue: dict, api_marketplace) -> None:
     product_id = first_listing_with_photo(catalogue)
     photo = api_marketplace.image_path(product_id, 0).read_bytes()
@@ -168,6 +175,7 @@ def test_an_empty_search_names_the_query_field(api: httpx.Client) -> None:
 # --------------------------------------------------------------------------- listings
 
 
+@BOTH_BACKENDS
 def test_listing_similar_and_photos(api: httpx.Client, catalogue: dict) -> None:
     product_id = first_listing_with_photo(catalogue)
     listing = api.get(f"/listings/{product_id}").json()
@@ -258,6 +266,7 @@ def test_one_known_word_among_unknown_ones_is_searched(api: httpx.Client, catalo
     assert body["mode"] in ("hybrid", "lexical") and body["results"]
 
 
+@BOTH_BACKENDS
 def test_category_filter_ignores_case_and_takes_path_prefixes(api: httpx.Client, catalogue: dict) -> None:
     """Before: category=home & garden (lower case) gave 0 results without a word."""
     listings = catalogue["listings"]
@@ -277,6 +286,7 @@ def test_category_filter_ignores_case_and_takes_path_prefixes(api: httpx.Client,
             assert [r["product_id"] for r in body["results"]] == [r["product_id"] for r in exact["results"]]
 
 
+@BOTH_BACKENDS
 def test_an_unknown_category_is_422_listing_the_roots(api: httpx.Client, live_server: LiveServer) -> None:
     roots = live_server.marketplace.model.classes
     misspelt = roots[0][:-1] + "x"
@@ -333,6 +343,7 @@ def test_a_location_that_cannot_be_placed_is_422_saying_so(api: httpx.Client) ->
         ({"q": "nul\x00byte"}, "q"),
     ],
 )
+@BOTH_BACKENDS
 def test_invalid_search_parameters_are_422_naming_the_field(
     api: httpx.Client, params: dict, field: str
 ) -> None:
@@ -419,6 +430,7 @@ def test_writes_need_the_api_key(api: httpx.Client, live_server: LiveServer, cat
     assert "Unauthorised lamp" not in [r["title"] for r in found]
 
 
+@BOTH_BACKENDS
 def test_create_update_delete_are_visible_to_the_next_request(
     api: httpx.Client, live_server: LiveServer
 ) -> None:
@@ -488,6 +500,7 @@ def test_a_body_that_is_not_a_form_or_changes_nothing_is_refused(
     assert api.post("/search", data={"q": "sofa"}, files=[("photo", ("", b"", "application/octet-stream"))]).status_code == 200
 
 
+@BOTH_BACKENDS
 def test_create_with_given_id_and_category(
     api: httpx.Client, live_server: LiveServer, catalogue: dict
 ) -> None:
@@ -503,6 +516,80 @@ def test_create_with_given_id_and_category(
     )
     assert bad_id.status_code == 422 and "product_id" in bad_id.json()["detail"]
     api.delete(f"/listings/{product_id}", headers=live_server.write_headers)
+
+
+@BOTH_BACKENDS
+def test_a_repost_is_flagged_and_listed_as_a_duplicate(
+    api: httpx.Client, live_server: LiveServer, catalogue: dict
+) -> None:
+    """A listing posted again with the same photo and title: its create lists the original in
+    `possible_duplicates`, and GET /listings/{id}/duplicates finds each from the other (under
+    Milvus through the engine's photo and embedding fields, not an in-process index)."""
+    source = first_listing_with_photo(catalogue)
+    original = api.get(f"/listings/{source}").json()
+    photo = api.get(f"/listings/{source}/images/0").content
+    form = {
+        "title": original["title"],
+        "description": original.get("description") or "",
+        "category": original["category"],
+    }
+    created = api.post(
+        "/listings",
+        data=form,
+        files=[("photos", ("again.jpg", photo, "image/jpeg"))],
+        headers=live_server.write_headers,
+    )
+    assert created.status_code == 201, created.text
+    product_id = created.json()["product_id"]
+    try:
+        flagged = [d["product_id"] for d in created.json()["possible_duplicates"]]
+        assert source in flagged and product_id not in flagged
+        listed = api.get(f"/listings/{product_id}/duplicates")
+        assert listed.status_code == 200, listed.text
+        assert source in [d["product_id"] for d in listed.json()["duplicates"]]
+        back = api.get(f"/listings/{source}/duplicates").json()["duplicates"]
+        assert product_id in [d["product_id"] for d in back], "symmetric"
+        assert api.get("/listings/no-such-listing/duplicates").status_code == 404
+    finally:
+        api.delete(f"/listings/{product_id}", headers=live_server.write_headers)
+
+
+@pytest.mark.parametrize("live_server", ["milvus"], indirect=True)
+def test_milvus_is_repaired_from_the_database_and_ready_says_when_it_is_not(
+    api: httpx.Client, live_server: LiveServer, catalogue: dict
+) -> None:
+    """The engine lacks a listing the database has and holds one the database does not (a
+    write whose engine half failed, a listing deleted while a process was down): /ready says
+    so, and the repair every Milvus open runs (`sync_search_index`) puts both right, also when
+    two run at once (as when two processes start together)."""
+    import pandas as pd
+
+    from fbmarket.data import schema as S
+
+    market = live_server.marketplace
+    engine = market.searcher.backend
+    lost = first_listing_with_photo(catalogue)
+    word = title_of(catalogue, lost).split()[0]
+    assert engine.remove([lost]) == 1
+    ghost = pd.DataFrame(
+        {S.PRODUCT_ID: ["ghost-1"], S.TITLE: ["Ghost lamp"], S.CATEGORY: ["Home & Garden"],
+         S.ROOT_CATEGORY: ["Home & Garden"], S.LEAF_CATEGORY: ["Lamps"]}
+    )  # fmt: skip
+    engine.upsert(ghost)
+    not_ready = api.get("/ready")
+    assert not_ready.status_code == 503 and not_ready.json()["checks"]["index"] is False
+    assert "search engine holds" in not_ready.json()["detail"]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        repairs = list(pool.map(lambda _: market.sync_search_index(), range(2)))
+    assert sum(r["added"] for r in repairs) >= 1 and all(r["added"] <= 1 for r in repairs), repairs
+    assert sorted(engine.product_ids()) == sorted(market.store.listing_ids())
+    assert api.get("/ready").status_code == 200
+    found = api.get("/search", params={"q": word, "k": 50}).json()["results"]
+    assert lost in [r["product_id"] for r in found]
+    assert market.sync_search_index() == {"added": 0, "removed": 0}, "idempotent"
 
 
 @pytest.mark.parametrize(
@@ -527,6 +614,7 @@ def test_invalid_listing_fields_are_422(
     assert response.json()["detail"].startswith(f"{field}:")
 
 
+@BOTH_BACKENDS
 def test_parallel_creates_of_one_id_keep_exactly_one(api: httpx.Client, live_server: LiveServer) -> None:
     """The existence check and the write are one step: of concurrent creates of one id,
     one wins and the others are refused naming product_id, with no photo copies left over."""

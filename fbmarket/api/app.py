@@ -143,7 +143,7 @@ def app_from_environment() -> FastAPI:
     if not bundle_dir.is_dir():
         raise DataError(f"FBMARKET_BUNDLE: bundle folder {bundle_dir} does not exist")
     settings = load_bundle_settings(bundle_dir).with_environment()
-    return create_app(settings=settings, loader=lambda: Marketplace.open(bundle_dir, settings.database_url))
+    return create_app(settings=settings, loader=lambda: Marketplace.open(bundle_dir, settings.database_url, index_uri=settings.index_uri))
 
 
 def serve(settings: Settings, bundle_dir: Path) -> None:

@@ -285,6 +285,11 @@ class Store:
                     field="product_id",
                 )
 
+    def listing_ids(self) -> list[str]:
+        """Every listing's product id (one column: what a retrieval engine is compared with)."""
+        with self.engine.connect() as connection:
+            return [str(pid) for (pid,) in connection.execute(sa.select(listings.c.product_id))]
+
     def has_listing(self, product_id: str) -> bool:
         """Whether the database holds this listing (the truth every API process shares)."""
         query = sa.select(listings.c.product_id).where(listings.c.product_id == product_id)

@@ -20,6 +20,8 @@ from fbmarket.data import schema as S
 from fbmarket.data.listing import PreparedListing
 from fbmarket.errors import NotFoundError
 from fbmarket.search.duplicates import DuplicateMatch, DuplicateProbe, catalogue_pairs, duplicate_groups
+from fbmarket.search.engine_index import EngineIndex
+from fbmarket.search.milvus import MilvusBackend
 from fbmarket.service.listings import ListingSource, SharedListings
 from fbmarket.service.types import ListingInput, plain
 
@@ -45,16 +47,25 @@ class DuplicateQueries:
         view = self.listings.view([product_id], texts=True)
         if product_id not in view:
             raise NotFoundError(f"listing {product_id!r} not found")
-        searcher = self.searcher
+        vectors, photos = self._duplicate_indexes()
         embedding = photo = None
-        if searcher.vectors is not None and product_id in searcher.vectors:
-            embedding = searcher.vectors.vectors_of([product_id])[0]
-        if searcher.photos is not None and product_id in searcher.photos:
-            photo = searcher.photos.vectors_of([product_id])[0]
+        if vectors is not None and product_id in vectors:
+            embedding = vectors.vectors_of([product_id])[0]
+        if photos is not None and product_id in photos:
+            photo = photos.vectors_of([product_id])[0]
         row = view.row(product_id)
         title, description = (view.title[row], view.description[row]) if row >= 0 else ("", "")
         probe = DuplicateProbe(embedding, photo, str(title or ""), str(description or ""), [product_id])
-        return self.duplicates.find(probe, searcher.vectors, searcher.photos, self._texts)
+        return self.duplicates.find(probe, vectors, photos, self._texts)
+
+    def _duplicate_indexes(self) -> tuple[Any, Any]:
+        """(embedding index, photo index) duplicate detection searches: the in-process FAISS
+        indexes, or the retrieval engine's fields (`EngineIndex`) when Milvus holds them."""
+        backend = self.searcher.backend
+        if isinstance(backend, MilvusBackend):
+            photos = EngineIndex(backend, "photo") if backend.has_photos else None
+            return EngineIndex(backend, "embedding"), photos
+        return self.searcher.vectors, self.searcher.photos
 
     def find_duplicates(self, draft: ListingInput, photos: list[bytes]) -> list[DuplicateMatch]:
         """Possible duplicates of a listing not saved (a seller's draft): nothing is written.
@@ -104,7 +115,7 @@ class DuplicateQueries:
         descriptions = [str(d) if isinstance(d, str) else "" for d in shown.description[listed]]
         titles = [str(t) if isinstance(t, str) else "" for t in shown.title[listed]]
         pairs = catalogue_pairs(
-            self.duplicates, self.searcher.vectors, self.searcher.photos, ids, titles, descriptions
+            self.duplicates, *self._duplicate_indexes(), ids, titles, descriptions
         )
         group_of: dict[str, int] = {}
         groups = duplicate_groups([(a, b) for a, b, _, _ in pairs])
@@ -159,7 +170,7 @@ class DuplicateQueries:
             str(product[S.DESCRIPTION].iloc[0] or ""),
             exclude,
         )
-        return self.duplicates.find(probe, self.searcher.vectors, self.searcher.photos, self._texts)
+        return self.duplicates.find(probe, *self._duplicate_indexes(), self._texts)
 
     def _texts(self, product_ids: Any) -> tuple[list[str], list[str]]:
         """Titles and descriptions of listings by id ('' for one deleted meanwhile)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,7 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         lazy_models: bool = False,
         index_uri: str | None = None,
         shared: bool = False,
+        repair_engine: bool = True,
     ) -> Marketplace:
         """Load the bundle, database and indexes. `lazy_models` loads the models a typed
         search does not use (text-only, photo backbone, image head) on first use instead:
@@ -143,7 +145,9 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         `shared`: other processes write the same database (and retrieval engine), so this one
         keeps no listing table of its own (`SharedListings`, service/listings.py): what a
         request ranks and shows is read from the database per request. A Milvus `index_uri`
-        always means shared (several processes use one engine)."""
+        always means shared (several processes use one engine); on open the engine is then
+        repaired to hold exactly the database's listings (`sync_search_index`) unless
+        `repair_engine` is False (`fbmarket index`, which reloads every listing itself)."""
         # Absolute once, here: every path derived from it (photo cache, index, database)
         # then means the same thing whatever the process's cwd is later.
         bundle_dir = Path(os.path.abspath(bundle_dir))
@@ -200,6 +204,8 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         listings = SharedListings(store, settings.rank.affinity_level) if shared else None
         market = cls(bundle_dir, settings, store, model, searcher, ranking, catalogue, listings)
         market.embedded_on_open, market._embed_error = embedded, embed_error
+        if not target.embedded and repair_engine:
+            market.sync_search_index()
         return market
 
     def ready(self) -> dict[str, bool]:
@@ -220,15 +226,22 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         listings = self.listings.count()
         if indexed == listings:
             index = (True, f"the vector index holds all {listings} listings")
+        elif self.searcher.vectors is None:  # an engine several processes share (Milvus)
+            index = (
+                False,
+                f"the search engine holds {indexed} listing(s) with an embedding, the database "
+                f"{listings} listing(s)"
+                + (f" ({self._embed_error})" if self._embed_error else "")
+                + "; a server repairs the engine from the database when it starts (restart one), "
+                f"or run `fbmarket index --bundle {self.bundle_dir} --index-uri ...`",
+            )
         else:
             index = (
                 False,
                 f"the vector index holds {indexed} of {listings} listings: "
                 f"{max(listings - indexed, 0)} listing(s) without an embedding"
                 + (f" ({self._embed_error})" if self._embed_error else "")
-                + f"; run `fbmarket index --bundle {self.bundle_dir}"
-                + (" --index-uri ..." if self.searcher.vectors is None else "")
-                + "` to embed (and load) them, then restart",
+                + f"; run `fbmarket index --bundle {self.bundle_dir}` to embed them, then restart",
             )
         alive = self._database_alive()
         database = (
@@ -255,18 +268,49 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
             self.store.close()
             self.searcher.backend.close()
 
-    def load_search_index(self, show_progress: bool = False, batch: int = 2048) -> dict[str, int]:
-        """Copy every listing of the database into the retrieval engine (a Milvus backend):
-        its fields, its embedding of this bundle's model, its pooled photo vector (the saved
-        photo index, reconciled with the photos as on an embedded open) and photo count.
-        Idempotent (upserts by product id); listings the engine holds that the database no
-        longer has are removed. Returns {"loaded": n, "removed": n, "with_photo": n}."""
+    def sync_search_index(self) -> dict[str, int]:
+        """Repair the retrieval engine (Milvus) to hold exactly the database's listings: those
+        the database has and the engine lacks are loaded (`load_search_index(only=...)`), those
+        the engine has and the database no longer has are removed. Run on every shared open.
+
+        Safe when several processes start at once, and while others write: it only upserts by
+        product id and deletes ids, both idempotent. The engine's ids are read before the
+        database's, so a listing another process creates meanwhile (database first, engine
+        second) is never taken for a stale one; an id is removed only if the database still
+        lacks it just before. What it does not see: a listing in both whose engine row is older
+        than its database row (an edit whose engine write failed after its commit);
+        `fbmarket index --index-uri` reloads every row. Returns {"added": n, "removed": n}.
+        """
+        backend = self.searcher.backend
+        if not isinstance(backend, MilvusBackend):
+            return {"added": 0, "removed": 0}
+        # an empty collection is asked nothing more (milvus-lite 2.5.1 answers a query iterator
+        # over one with an error, measured)
+        engine_ids = set(backend.product_ids()) if backend.count() else set()
+        database_ids = set(self.store.listing_ids())
+        missing = sorted(database_ids - engine_ids)
+        added = self.load_search_index(only=missing)["loaded"] if missing else 0
+        stale = [pid for pid in sorted(engine_ids - database_ids) if not self.store.has_listing(pid)]
+        removed = backend.remove(stale) if stale else 0
+        if added or removed:
+            log.info("search engine repaired from the database: %d listing(s) added, %d removed", added, removed)
+        return {"added": added, "removed": removed}
+
+    def load_search_index(
+        self, show_progress: bool = False, batch: int = 2048, only: Sequence[str] | None = None
+    ) -> dict[str, int]:
+        """Copy every listing of the database (or the `only` ids) into the retrieval engine (a
+        Milvus backend): its fields, its embedding of this bundle's model, its pooled photo
+        vector (the saved photo index, reconciled with the photos as on an embedded open) and
+        photo count. Idempotent (upserts by product id); a whole load also removes the listings
+        the engine holds that the database no longer has.
+        Returns {"loaded": n, "removed": n, "with_photo": n}."""
         from tqdm.auto import tqdm
 
         backend = self.searcher.backend
         if isinstance(backend, EmbeddedBackend):
             raise BadRequestError("the embedded index is built on open; --index-uri names an engine to load")
-        products = self.store.listings_frame()
+        products = self.store.listings_frame(only)
         ids, vectors = self.store.load_embeddings(self.model.version)
         position = {pid: i for i, pid in enumerate(ids)}
         photos = None
@@ -276,8 +320,8 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
             )
         except Exception:  # words and embeddings still load; photo search then finds nothing
             log.exception("photo vectors could not be read or computed: listings are loaded without them")
-        counts = count_photos(self.store)
         pids = products[S.PRODUCT_ID].astype(str).tolist()
+        counts = count_photos(self.store, pids if only is not None else None)
         loaded = with_photo = 0
         bar = tqdm(total=len(pids), desc="loading the search engine", unit="listing", disable=not show_progress)
         with self._write_lock:
@@ -302,7 +346,9 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
                 loaded += len(chunk_ids)
                 bar.update(len(chunk_ids))
             bar.close()
-            stale = sorted(set(backend.product_ids()) - set(pids)) if hasattr(backend, "product_ids") else []
+            stale = []
+            if only is None and hasattr(backend, "product_ids"):
+                stale = sorted(set(backend.product_ids()) - set(pids))
             removed = backend.remove(stale) if stale else 0
         return {"loaded": loaded, "removed": removed, "with_photo": with_photo}
 
