@@ -75,7 +75,9 @@ class ServeProcess:
         cwd: Path | None = None,
         database_url: str | None = None,
         env: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ):
+        """`args`: more `fbmarket serve` flags (e.g. ["--index-uri", uri])."""
         self.url = f"http://127.0.0.1:{port}"
         command = [
             sys.executable,
@@ -89,6 +91,7 @@ class ServeProcess:
         ]
         if database_url:
             command += ["--database", database_url]
+        command += args or []
         env = {**os.environ, "FBMARKET_API_KEY": key, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         if cwd is not None:  # the package must still import from this checkout
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

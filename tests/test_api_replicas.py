@@ -43,12 +43,13 @@ def replicas(api_bundle: Path, database_url: str, tmp_path: Path):
     assert copy_database(sqlite.db_url, database_url) > 0
     (bundle / "fbmarket.db").unlink()  # nothing may be read from SQLite now
     with milvus_lite_server(tmp_path) as uri:
-        env = {"FBMARKET_INDEX_URI": uri}
+        # the two ways an operator names the engine: FBMARKET_INDEX_URI, and serve's --index-uri
+        ways = [{"env": {"FBMARKET_INDEX_URI": uri}}, {"args": ["--index-uri", uri]}]
         servers = []
         try:
             for n in range(2):  # the first fills Milvus from the database; the second finds it full
                 server = ServeProcess(
-                    bundle, free_port(), KEY, tmp_path / f"server{n}.log", database_url=database_url, env=env
+                    bundle, free_port(), KEY, tmp_path / f"server{n}.log", database_url=database_url, **ways[n]
                 )
                 servers.append(server)
                 server.wait_ready()
