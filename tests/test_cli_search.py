@@ -76,7 +76,7 @@ def test_search_errors_are_messages_not_tracebacks(bundle: Path) -> None:
     empty = fbmarket("search", "--bundle", str(bundle), "   ")
     assert empty.returncode == 2 and "empty query" in empty.stderr
     bad_k = fbmarket("search", "--bundle", str(bundle), "sofa", "-k", "0")
-    assert bad_k.returncode == 2 and "k must be" in bad_k.stderr
+    assert bad_k.returncode == 2 and "-k: '0': must be from 1 to 100" in bad_k.stderr
     cold = fbmarket("search", "--bundle", str(bundle), "sofa", "--user", "no-such-user")
     assert cold.returncode == 0 and "cold-start" in cold.stdout
     missing = fbmarket("search", "--bundle", str(bundle / "nope"), "sofa")
