@@ -64,7 +64,9 @@ def test_compose_api_is_health_checked_on_ready_and_configured_from_the_environm
     # the database URL's password is interpolated from the env file, never written here
     assert "${POSTGRES_PASSWORD:?" in env["FBMARKET_DATABASE_URL"]
     assert env["FBMARKET_DATABASE_URL"].startswith("postgresql+psycopg://")
-    assert any(Path(str(e["path"] if isinstance(e, dict) else e)).name == "fbmarket.env" for e in api["env_file"])
+    assert any(
+        Path(str(e["path"] if isinstance(e, dict) else e)).name == "fbmarket.env" for e in api["env_file"]
+    )
     bundle_mount = [v for v in api["volumes"] if str(v).endswith(":/bundle:ro")]
     assert bundle_mount, "the bundle is mounted read-only"
 
