@@ -180,6 +180,31 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Embed a catalogue with a bundle's model as a batch job (in-process or Ray Data): Parquet
+    files, then the database's embeddings (so `serve` embeds nothing on open); see
+    fbmarket/batch/embed.py for the file schema and how the job scales out."""
+    from fbmarket.batch import run_embed
+
+    report = run_embed(
+        args.bundle,
+        engine=args.engine,
+        source=args.source,
+        out=args.out,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        database_url=args.database,
+        index_uri=args.index_uri,
+        store_in_database=not args.no_database,
+        missing_only=args.missing_only,
+        use_cache=args.feature_cache,
+        ray_address=args.ray_address,
+        show_progress=not args.quiet,
+    )
+    print(json.dumps(report.to_json(), indent=2))
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from fbmarket.data.images import open_image
     from fbmarket.service import Marketplace
@@ -435,6 +460,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     index.add_argument("--index-uri", help=INDEX_URI_HELP + "; loads the database's listings into it")
+
+    embed = add(
+        "embed",
+        cmd_embed,
+        "embed a catalogue's listings as a batch job (in-process or Ray Data) into Parquet files and the database",
+    )
+    embed.add_argument("--bundle", required=True, type=Path, help="trained bundle folder")
+    embed.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="local: this process; ray: a Ray Data job"
+    )
+    embed.add_argument(
+        "--source",
+        default="database",
+        help="database (default: the bundle's, or --database) or a folder with a Parquet export of the "
+        "listings and images tables (listings/, images/)",
+    )
+    embed.add_argument("--out", type=Path, help="Parquet folder to write (default BUNDLE/embeddings/)")
+    embed.add_argument("--workers", type=int, default=1, help="Ray actors, one bundle each (default 1)")
+    embed.add_argument("--batch-size", type=int, default=64, help="listings per model batch (default 64)")
+    embed.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
+    embed.add_argument(
+        "--index-uri", help="retrieval index to load the Parquet into (Milvus; not available in this build)"
+    )
+    embed.add_argument(
+        "--ray-address", help="join this Ray cluster (default RAY_ADDRESS, else Ray's local mode on this machine)"
+    )
+    embed.add_argument(
+        "--missing-only", action="store_true", help="only listings without an embedding of this model"
+    )
+    embed.add_argument("--no-database", action="store_true", help="write the Parquet files only")
+    embed.add_argument(
+        "--feature-cache",
+        action="store_true",
+        help="read and fill the bundle's photo feature cache (default: compute every photo)",
+    )
 
     search = add("search", cmd_search, "personalised search over a bundle's index")
     search.add_argument("--bundle", required=True, type=Path)
