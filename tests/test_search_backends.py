@@ -316,6 +316,27 @@ def test_a_word_written_by_another_client_is_known_at_once(products, tmp_path):
         searcher.backend.close()
 
 
+def test_new_ids_are_inserted_and_a_twice_written_id_is_one_hit(products, tmp_path):
+    """A new id is inserted (no delete first), an old one upserted; should two processes insert
+    the same new id at once, searches still show it once and its next upsert leaves one row."""
+    searcher = milvus_searcher(products.head(20), tmp_path / "twice.db")
+    backend = searcher.backend
+    try:
+        row = products.iloc[[3]].assign(**{S.TITLE: "quokka lamp", S.DESCRIPTION: "quokka"})
+        backend.client.insert(backend.collection, backend.entities(row, embed(["quokka lamp"])))  # the other process
+        vector = embed(["quokka lamp"])[0]
+        for _ in range(2):
+            assert top(searcher.retrieve(vector, "quokka lamp", n=5).frame, 5).count("p3") == 1
+            assert backend.lexical_search("quokka", 5, None) == backend.lexical_search("quokka", 5, None)[:1]
+            backend.upsert(row, embed(["quokka lamp"]))
+        held = backend.client.query(backend.collection, filter='product_id == "p3"', output_fields=["count(*)"])
+        assert held[0]["count(*)"] == 1 and backend.count() == 20
+        backend.upsert(products.iloc[[25]], embed(["new one"]))  # a new id: inserted
+        assert backend.count() == 21 and backend.contains("p25")
+    finally:
+        backend.close()
+
+
 def test_rows_carry_what_results_need(pair):
     _, milvus = pair
     rows = milvus.backend.rows(["p13", "p17", "p1"])
