@@ -390,8 +390,9 @@ class MilvusBackend:
     # Round trips. A hybrid query (search/hybrid.py `retrieve`) asks, one call after another:
     # the query's known terms, a dense and a BM25 search under the filters, the cosines of the
     # BM25-only candidates and the BM25 scores of every candidate. Each is a request to the
-    # engine (~3-10 ms on milvus-lite, most of it fixed cost), and asked one by one they cost
-    # ~5x a single search (measured: benchmarks/results/search_latency_milvus.json). So, per
+    # engine (~3-10 ms on milvus-lite, most of it fixed cost); asked one by one (5-7 requests)
+    # a retrieve took ~5x its two searches (milvus-lite, 10k listings: 109 ms p50 against 11 +
+    # 9 ms; now 37 against 7.6 + 5.9: benchmarks/results/search_latency_milvus.json). So, per
     # thread and for the query in hand only (`select` opens a query and forgets the last; so
     # does any write, and nothing is used after MEMO_SECONDS):
     # * the hits (and scores) of its dense and BM25 searches are kept (`_Found`), and the
@@ -859,10 +860,12 @@ class MilvusBackend:
 
 def _first_per_id(hits: Hits) -> Hits:
     """One hit per id, the first (best): see `MilvusBackend.upsert` on a new id written twice at once."""
+    if len({pid for pid, _ in hits}) == len(hits):
+        return hits
     seen: dict[str, float] = {}
     for pid, score in hits:
         seen.setdefault(pid, score)
-    return list(seen.items()) if len(seen) < len(hits) else hits
+    return list(seen.items())
 
 
 def _text(value: object) -> str:
