@@ -99,8 +99,8 @@ EMPTY_RESULT_ERROR = "Unsupported data type: 0"
 BM25_PARAMS = {"metric_type": "BM25", "params": {"drop_ratio_search": 0.0}}  # every term counts
 KNOWN_TERM_SECONDS = 30.0  # how long a term seen in some listing is taken as known without asking
 KNOWN_TERMS_KEPT = 100_000  # the known-term cache's bound (cleared whole when over it)
-MEMO_SECONDS = 5.0
-SEND_AHEAD_THREADS = 8  # the pool the searches sent ahead run on (two per query at once)  # a query's remembered searches answer its own score requests only (see _search)
+MEMO_SECONDS = 5.0  # a query's kept searches answer its own score calls only (see "Round trips")
+SEND_AHEAD_THREADS = 8  # the pool the searches sent ahead run on (two per query at once)
 INDEX_TYPES = ("FLAT", "IVF_FLAT", "AUTOINDEX", "HNSW", "IVF_PQ", "IVF_SQ8", "DISKANN")
 
 
@@ -492,7 +492,9 @@ class MilvusBackend:
         """k hits, best first (`_lookup`, or the `answer` already sent), remembered for the
         query's score calls."""
         hits, complete = answer.result() if answer is not None else self._lookup(data, field, k, selection, required, params)
-        if field in ("embedding", "bm25") and not (selection is not None and selection.empty):
+        if field == "embedding" and self.settings.milvus_index_type.upper() != "FLAT":
+            complete = False  # an approximate index (IVF, HNSW) may return fewer than exist
+        if field in ("embedding", "bm25") and k > 0 and not (selection is not None and selection.empty):
             query = data[0] if isinstance(data[0], str) else np.asarray(data[0], np.float32).tobytes()
             found = _Found(
                 field, query, data, self._expression(selection, required), dict(hits), complete,
