@@ -392,7 +392,8 @@ class MilvusBackend:
     # BM25-only candidates and the BM25 scores of every candidate. Each is a request to the
     # engine (~3-10 ms on milvus-lite, most of it fixed cost); asked one by one (5-7 requests)
     # a retrieve took ~5x its two searches (milvus-lite, 10k listings: 109 ms p50 against 11 +
-    # 9 ms; now 37 against 7.6 + 5.9: benchmarks/results/search_latency_milvus.json). So, per
+    # 9 ms; now 40 against 9.4 + 6.0, and 60 against 28 + 6.5 at 100k: benchmarks/results/
+    # search_latency_milvus.json). So, per
     # thread and for the query in hand only (`select` opens a query and forgets the last; so
     # does any write, and nothing is used after MEMO_SECONDS):
     # * the hits (and scores) of its dense and BM25 searches are kept (`_Found`), and the
