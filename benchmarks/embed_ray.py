@@ -8,7 +8,10 @@ temporary output (`--no-database`: the bundle is only read, never written). Ever
 computed (the bundle's feature cache is not used). Reported per run: wall seconds of the
 embed phase (for Ray this includes starting Ray's local mode and each actor loading the
 bundle: the fixed cost of a job), listings/s and photos/s over it, and both per worker over
-the time the workers spent embedding (`encode_seconds`, start-up excluded). Results:
+the time the workers spent embedding (`encode_seconds`, start-up excluded). With
+`--index-uri` (a milvus-lite .db path or milvus://host:port) each run also loads its Parquet
+into that Milvus collection (`fbmarket embed --index-uri`), and the load's seconds and rows/s
+are reported (the first run inserts; later runs upsert the same ids). Results:
 benchmarks/results/embed_ray.json and .md.
 """
 
@@ -27,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fbmarket.batch import run_embed  # noqa: E402
 from fbmarket.bundle import load_bundle_settings  # noqa: E402
+from fbmarket.config import mask_url_password  # noqa: E402
 from fbmarket.data.store import Store  # noqa: E402
 
 
@@ -52,6 +56,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray actor counts to run")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-local", action="store_true", help="skip the in-process run")
+    parser.add_argument("--index-uri", help="also load each run's Parquet into this Milvus (milvus-lite .db or milvus://)")
     args = parser.parse_args()
 
     runs = []
@@ -71,6 +76,7 @@ def main() -> None:
                 workers=workers,
                 batch_size=args.batch_size,
                 store_in_database=False,
+                index_uri=args.index_uri,
                 show_progress=False,
             )
             total = time.perf_counter() - tick
@@ -91,6 +97,9 @@ def main() -> None:
                 "listings_per_s_per_worker": round(report.listings / report.encode_seconds, 2),
                 "photos_per_s_per_worker": round(report.photos / report.encode_seconds, 2),
             }
+            if args.index_uri:
+                index_s = report.seconds["index"]
+                row |= {"indexed": report.indexed, "index_s": index_s, "indexed_per_s": round(report.indexed / max(index_s, 1e-9), 1)}
             print(row)
             runs.append(row)
     payload = {
@@ -103,6 +112,7 @@ def main() -> None:
         "time the workers spent inside BatchEncoder.encode (encode_s, summed over workers), start-up "
         "excluded; every photo computed (no feature cache)",
         "runs": runs,
+        "index": mask_url_password(args.index_uri) if args.index_uri else None,  # password masked
     }
     write_result("embed_ray", payload)
     write_markdown(payload)
@@ -127,6 +137,14 @@ def write_markdown(payload: dict) -> None:
             f"{r['listings_per_s_per_worker']} | "
             f"{r['photos_per_s_per_worker']} |"
         )
+    if any("index_s" in r for r in payload["runs"]):
+        lines += ["", "Loading each run's Parquet into Milvus (`--index-uri`; milvus-lite is not a Milvus server):", ""]
+        lines += ["| engine | workers | rows loaded | load s | rows/s |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            f"| {r['engine']} | {r['workers']} | {r['indexed']:,} | {r['index_s']} | {r['indexed_per_s']} |"
+            for r in payload["runs"]
+            if "index_s" in r
+        ]
     path = RESULTS / "embed_ray.md"
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")

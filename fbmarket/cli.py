@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=64, help="listings per model batch (default 64)")
     embed.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     embed.add_argument(
-        "--index-uri", help="retrieval index to load the Parquet into (Milvus; not available in this build)"
+        "--index-uri", help="a Milvus engine to load the embeddings into (milvus://host:port or a milvus-lite .db file)"
     )
     embed.add_argument(
         "--ray-address", help="join this Ray cluster (default RAY_ADDRESS, else Ray's local mode on this machine)"

@@ -190,9 +190,11 @@ def test_bad_inputs_are_clear_errors(bundle: Path, tmp_path: Path) -> None:
         run_embed(tmp_path / "no-bundle", show_progress=False)
     with pytest.raises(DataError, match="holds no listings"):
         run_embed(bundle, database_url=f"sqlite:///{tmp_path / 'empty.db'}", show_progress=False)
-    with pytest.raises(DataError, match="not available in this build") as milvus:
-        run_embed(bundle, index_uri="milvus://user:secret@127.0.0.1:19530", show_progress=False)
+    with pytest.raises(DataError, match="port is not a number") as milvus:  # refused before any work
+        run_embed(bundle, index_uri="milvus://user:secret@127.0.0.1:port", show_progress=False)
     assert "secret" not in str(milvus.value)  # the password is masked
+    with pytest.raises(DataError, match="expected milvus://host:port"):
+        run_embed(bundle, index_uri="faiss://nowhere", show_progress=False)
     unreadable = tmp_path / "bad"
     unreadable.mkdir()
     (unreadable / "listings.parquet").write_bytes(b"PAR1 but not really")
@@ -208,6 +210,46 @@ def test_bad_inputs_are_clear_errors(bundle: Path, tmp_path: Path) -> None:
         run_embed(bundle, source=half, show_progress=False)
     with pytest.raises(DataError, match="not a folder"):
         run_embed(bundle, source=tmp_path / "nowhere", show_progress=False)
+
+
+def test_embed_into_milvus_lite_then_search_it(bundle: Path, tmp_path: Path) -> None:
+    """`fbmarket embed --engine local --index-uri <file>.db` ends with a searchable collection:
+    every listing in it, its own embedding finds it first, its title's words find it, filters
+    read the database's fields; loading the same Parquet again changes nothing."""
+    pytest.importorskip("milvus_lite")
+    from fbmarket.batch.embed import load_parquet_into_index
+    from fbmarket.bundle.files import read_manifest
+    from fbmarket.config import SearchSettings
+    from fbmarket.layout import BundleLayout
+    from fbmarket.search.backend import parse_index_uri
+    from fbmarket.search.filters import Filters
+    from fbmarket.search.milvus import MilvusBackend
+
+    uri, out = str(tmp_path / "engine.db"), tmp_path / "embeddings"
+    report = run_embed(bundle, engine="local", out=out, index_uri=uri, batch_size=32, show_progress=False)
+    listings = Store(_database(bundle), root=bundle).listings_frame().set_index(S.PRODUCT_ID)
+    assert report.indexed == report.listings == len(listings) > 0 and report.index == uri
+    again = load_parquet_into_index(out, uri, bundle, show_progress=False)
+    assert (again.loaded, again.other_version, again.not_in_database) == (len(listings), 0, 0)
+
+    manifest = read_manifest(BundleLayout(bundle))
+    backend = MilvusBackend.open(
+        parse_index_uri(uri), manifest["embedding_dim"], manifest["feature_dim"], manifest["version"], SearchSettings()
+    )
+    try:
+        assert backend.count() == backend.vector_count() == len(listings)  # upserts: no duplicates
+        parquet = _read(out).set_index("product_id")
+        for pid in parquet.index[:3]:
+            assert backend.dense_search(np.asarray(parquet.at[pid, "embedding"]), 1, None)[0][0] == pid
+            title = listings.at[pid, S.TITLE]
+            assert pid in [hit for hit, _ in backend.lexical_search(title, 5, None)]
+        cheap = backend.dense_search(np.asarray(parquet["embedding"].iloc[0]), 50, backend.select(Filters(max_price=20.0)))
+        prices = listings.loc[[pid for pid, _ in cheap], S.PRICE]
+        assert cheap and (prices <= 20.0).all()
+        with_photo = parquet.index[parquet["has_photo"]]
+        assert backend.photo_search(np.asarray(parquet.at[with_photo[0], "photo_vector"]), 1, None)[0][0] == with_photo[0]
+    finally:
+        backend.close()
 
 
 def test_cli_reports_a_missing_bundle_in_one_line(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ after upserts and removals; index_uri parsing and its errors."""
 
 from __future__ import annotations
 
+import threading
 import zlib
 
 import numpy as np
@@ -254,6 +255,84 @@ def test_upsert_remove_and_unknown_ids(products, tmp_path):
         with pytest.raises(KeyError):
             backend.vectors_of(["nope"])
         assert sorted(backend.product_ids()) == sorted(f"p{i}" for i in range(30) if i != 5)
+    finally:
+        backend.close()
+
+
+def fresh_scores(backend, vector, text, ids):
+    """Cosines and BM25 scores of `ids` asked one call each on a thread of their own (no
+    query kept from an earlier search there): the engine's answer without any shortcut."""
+    out = {}
+    worker = threading.Thread(
+        target=lambda: out.update(dense=backend.dense_scores(vector, ids), lexical=backend.lexical_scores(text, ids))
+    )
+    worker.start()
+    worker.join()
+    return out["dense"], out["lexical"]
+
+
+@pytest.mark.parametrize("n", [8, 200])  # some candidates scored by searches sent ahead; every one kept
+@pytest.mark.parametrize("filters", [None, Filters(category="home and garden"), FILTERS[-1]], ids=["none", "category", "distance"])
+def test_a_hybrid_querys_scores_are_the_engines_own(products, tmp_path_factory, n, filters):
+    """The scores a hybrid query's candidates carry (kept from its searches, sent ahead, or
+    judged absent because a search returned everything) equal the engine's, asked afresh; a
+    listing without an embedding found by its words has no cosine (NaN), and then one is
+    upserted with an embedding and the next query sees it."""
+    path = tmp_path_factory.mktemp("scores") / "scores.db"
+    searcher = milvus_searcher(products, path)
+    backend = searcher.backend
+    try:
+        extra = products.iloc[[3]].assign(**{S.PRODUCT_ID: "bare", S.TITLE: "grey sofa without embedding"})
+        backend.upsert(extra, None)
+        query = "grey sofa"
+        vector = embed([query])[0]
+        for has_embedding in (False, True):
+            if has_embedding:  # now with one: seen by the next query
+                backend.upsert(extra, embed([extra[S.TITLE].iloc[0]]))
+            frame = searcher.retrieve(vector, query, filters, n=n).frame
+            assert len(frame)
+            ids = frame[S.PRODUCT_ID].tolist()
+            dense, lexical = fresh_scores(backend, vector, query, ids)
+            np.testing.assert_allclose(frame[SEMANTIC_SCORE].to_numpy(float), dense, atol=1e-5)
+            np.testing.assert_allclose(frame[LEXICAL_SCORE].to_numpy(float), lexical, rtol=1e-5)
+            if filters is None and n == 200:
+                cosine = frame.set_index(S.PRODUCT_ID).at["bare", SEMANTIC_SCORE]
+                assert np.isnan(cosine) != has_embedding
+    finally:
+        backend.close()
+
+
+def test_a_word_written_by_another_client_is_known_at_once(products, tmp_path):
+    """Known terms are cached only when found: a word no listing had is asked again, so a
+    listing another client (another process in production) writes is found by the next query."""
+    path = tmp_path / "terms.db"
+    searcher = milvus_searcher(products.head(20), path)
+    try:
+        assert searcher.retrieve(None, "zanzibarite", n=5).mode == "none"
+        searcher.backend.upsert(products.iloc[[2]].assign(**{S.TITLE: "zanzibarite ring"}), embed(["zanzibarite ring"]))
+        found = searcher.retrieve(None, "zanzibarite", n=5)
+        assert found.mode == "lexical" and top(found.frame) == ["p2"]
+    finally:
+        searcher.backend.close()
+
+
+def test_new_ids_are_inserted_and_a_twice_written_id_is_one_hit(products, tmp_path):
+    """A new id is inserted (no delete first), an old one upserted; should two processes insert
+    the same new id at once, searches still show it once and its next upsert leaves one row."""
+    searcher = milvus_searcher(products.head(20), tmp_path / "twice.db")
+    backend = searcher.backend
+    try:
+        row = products.iloc[[3]].assign(**{S.TITLE: "quokka lamp", S.DESCRIPTION: "quokka"})
+        backend.client.insert(backend.collection, backend.entities(row, embed(["quokka lamp"])))  # the other process
+        vector = embed(["quokka lamp"])[0]
+        for _ in range(2):
+            assert top(searcher.retrieve(vector, "quokka lamp", n=5).frame, 5).count("p3") == 1
+            assert backend.lexical_search("quokka", 5, None) == backend.lexical_search("quokka", 5, None)[:1]
+            backend.upsert(row, embed(["quokka lamp"]))
+        held = backend.client.query(backend.collection, filter='product_id == "p3"', output_fields=["count(*)"])
+        assert held[0]["count(*)"] == 1 and backend.count() == 20
+        backend.upsert(products.iloc[[25]], embed(["new one"]))  # a new id: inserted
+        assert backend.count() == 21 and backend.contains("p25")
     finally:
         backend.close()
 

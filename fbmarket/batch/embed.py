@@ -58,10 +58,14 @@ cluster then bulk-imports those files with `pymilvus.bulk_writer.bulk_import(url
 collection_name, files=[[...parquet], ...])`, one import job per list of files, without the
 rows passing through a client (https://milvus.io/api-reference/pymilvus/v2.6.x/DataImport/BulkImport/bulk_import.md;
 the files must be in the Milvus instance's bucket: https://milvus.io/docs/v2.5.x/import-data.md).
-`load_parquet_into_index` is where that import is connected (see its docstring). Here, the
-driver still joins listings and photos in memory before handing them to Ray: at hundreds of
-millions of listings that join belongs in the export (photo paths as a list column of the
-listings Parquet), which is the next step and not done.
+Here, `load_parquet_into_index` (`--index-uri`) does the same through the client instead:
+it joins the Parquet rows with the listings' fields from the database and upserts them in
+batches through `MilvusBackend` (search/milvus.py), which is what milvus-lite (no import
+service) and a small server need; on a cluster the join belongs in the export (the listing
+fields as columns of the same Parquet, in the collection's schema) and the load is the
+`bulk_import` above. Here too, the driver still joins listings and photos in memory before
+handing them to Ray: at hundreds of millions of listings that join belongs in the export
+(photo paths as a list column of the listings Parquet), which is the next step and not done.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -91,11 +95,15 @@ from fbmarket.errors import DataError
 from fbmarket.files import fsync_dir
 from fbmarket.layout import BundleLayout
 
+if TYPE_CHECKING:
+    from fbmarket.search.backend import IndexTarget
+
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 ROWS_PER_FILE = 20_000  # Parquet rows per file: ~120 MB at 1,536 float32s per row
 DB_BATCH = 2048  # embeddings per database transaction (search/reconcile.py EMBED_CHUNK)
+INDEX_BATCH = 512  # listings per upsert into Milvus (search/milvus.py UPSERT_BATCH)
 DEFAULT_BATCH_SIZE = 64  # listings per model batch
 PHOTO_IDS, PHOTO_PATHS = "photo_ids", "photo_paths"  # list columns a source row carries
 COUNTS = ("listings", "photos", "photos_missing", "photos_undecodable", "encode_seconds")
@@ -128,7 +136,8 @@ class EmbedReport:
     files: int = 0
     stored_in_database: int = 0
     not_in_database: int = 0  # ids of a Parquet source that the database has no listing for
-    index: str | None = None
+    index: str | None = None  # the Milvus engine loaded (`--index-uri`, password masked)
+    indexed: int = 0  # listings written into it
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -495,39 +504,116 @@ def store_embeddings(store: Store, directory: Path, batch_rows: int = DB_BATCH) 
     return stored, skipped
 
 
-MILVUS_SCHEMES = ("milvus://", "http://", "https://", "tcp://", "grpc://")
+def load_parquet_into_index(
+    parquet_dir: Path,
+    index_uri: str,
+    bundle_dir: Path,
+    *,
+    database_url: str | None = None,
+    batch_rows: int = INDEX_BATCH,
+    show_progress: bool = True,
+) -> IndexLoad:
+    """Load the Parquet output of `fbmarket embed` into the Milvus collection at `index_uri`.
 
-
-def load_parquet_into_index(parquet_dir: Path, index_uri: str, bundle_dir: Path) -> int:
-    """Load the Parquet output of `fbmarket embed` into the retrieval index at `index_uri`;
-    returns how many listings were loaded.
+    Each Parquet row's embedding and pooled photo vector (`EMBEDDING_SCHEMA`) is joined with
+    its listing's fields from the bundle's database (or `database_url`: title, description,
+    category, price, location, created, photo count) and written through
+    `MilvusBackend.upsert` (search/milvus.py), `batch_rows` listings per call (a tqdm bar):
+    idempotent, since rows are keyed by product id, so a rerun or an overlapping run
+    replaces, never duplicates. Rows of another model version than the bundle's, and rows
+    whose listing the database no longer has, are skipped and counted. Listings the
+    collection holds that this Parquet does not name are left alone (`fbmarket index
+    --index-uri` reconciles the whole catalogue, removals included).
 
     The embedded default (FAISS) needs no call: it is rebuilt from the database's embeddings
-    when a bundle opens (search/reconcile.py). A Milvus index (a `milvus://host:port` or
-    `http(s)://` URI, or a milvus-lite `.db` file) is to be loaded through the Milvus
-    retrieval backend (fbmarket/search/backend.py, fbmarket/search/milvus.py): upserts of
-    these rows for milvus-lite, `pymilvus.bulk_writer.bulk_import` of the files for a Milvus
-    cluster (see the module docstring). That backend is not part of this build, so a Milvus
-    URI is refused with a DataError, as is anything else.
+    when a bundle opens (search/reconcile.py). On a cluster the rows would not pass through a
+    client: see the module docstring (Parquet on object storage + `bulk_import`).
+
+    Raises DataError (one line, naming --index-uri, password masked) for a URI that is not a
+    Milvus engine, an engine that cannot be reached, or a collection of other dims.
     """
-    check_index_uri(index_uri)
-    raise AssertionError("unreachable: check_index_uri accepts no URI in this build")
+    from tqdm.auto import tqdm
+
+    from fbmarket.search.backend import parse_index_uri
+    from fbmarket.search.milvus import MilvusBackend
+
+    target = check_index_uri(index_uri)
+    bundle_dir = Path(os.path.abspath(bundle_dir))
+    settings = load_bundle_settings(bundle_dir).with_environment()
+    if database_url:
+        settings.database_url = database_url
+    manifest = read_manifest(BundleLayout(bundle_dir))
+    version = str(manifest["version"])
+    photo_dim = int(manifest["feature_dim"]) if "feature_dim" in manifest else None
+    files = parquet_files(Path(parquet_dir))
+    total = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    result = IndexLoad(index=target.shown)
+    backend = MilvusBackend.open(parse_index_uri(index_uri), int(manifest["embedding_dim"]), photo_dim, version, settings.search)
+    store = Store(settings.db_url, root=bundle_dir)
+    try:
+        listings = store.listings_frame()
+        listings = listings.set_index(listings[S.PRODUCT_ID].astype(str), drop=False)
+        counts = store.photo_counts()
+        bar = tqdm(total=total, desc="loading Milvus", unit="listing", disable=not show_progress)
+        for path in files:
+            for record in pq.ParquetFile(path).iter_batches(
+                batch_size=batch_rows, columns=["product_id", "model_version", "embedding", "photo_vector", "has_photo"]
+            ):
+                table = record.to_pydict()
+                ids = [str(pid) for pid in table["product_id"]]
+                ours = [i for i in range(len(ids)) if table["model_version"][i] == version]
+                keep = [i for i in ours if ids[i] in listings.index]
+                result.other_version += len(ids) - len(ours)
+                result.not_in_database += len(ours) - len(keep)
+                if keep:
+                    kept = [ids[i] for i in keep]
+                    has_photo = np.array([bool(table["has_photo"][i]) for i in keep], bool)
+                    photos = None
+                    if photo_dim is not None:
+                        photos = np.zeros((len(keep), photo_dim), np.float32)
+                        for row, i in enumerate(keep):
+                            if has_photo[row] and len(table["photo_vector"][i]) == photo_dim:
+                                photos[row] = table["photo_vector"][i]
+                    backend.upsert(
+                        listings.loc[kept].reset_index(drop=True),
+                        np.array([table["embedding"][i] for i in keep], np.float32),
+                        photos,
+                        has_photo,
+                        [counts.get(pid, 0) for pid in kept],
+                    )
+                    result.loaded += len(keep)
+                bar.update(len(ids))
+        bar.close()
+    finally:
+        store.close()
+        backend.close()
+    return result
 
 
-def check_index_uri(index_uri: str) -> None:
-    """Raise DataError unless `load_parquet_into_index` can load into `index_uri`: called before
-    the job starts, so that a URI it would refuse does not cost the embedding work first."""
-    shown = mask_url_password(index_uri)
-    if index_uri.startswith(MILVUS_SCHEMES) or index_uri.endswith(".db"):
+@dataclass
+class IndexLoad:
+    """What `load_parquet_into_index` did: `loaded` rows written; rows skipped because their
+    model version is not the bundle's, or their listing is not in the database."""
+
+    index: str
+    loaded: int = 0
+    other_version: int = 0
+    not_in_database: int = 0
+
+
+def check_index_uri(index_uri: str) -> IndexTarget:
+    """The Milvus engine `index_uri` names (search/backend.py `parse_index_uri`); DataError for
+    anything else, before the job starts, so a URI it would refuse costs no embedding work."""
+    from fbmarket.search.backend import parse_index_uri
+
+    target = parse_index_uri(index_uri)  # DataError naming --index-uri, password masked
+    if target.embedded:
         raise DataError(
-            f"--index-uri {shown}: loading into Milvus is not available in this build (the Milvus "
-            "retrieval backend is not installed); the embeddings are in the Parquet files and the database"
+            "--index-uri: leave it out for the embedded FAISS index (rebuilt from the database "
+            "when a bundle opens); give milvus://host:port or a milvus-lite .db file to load Milvus",
+            field="index_uri",
         )
-    raise DataError(
-        f"--index-uri {shown} is not an index this build can load (a Milvus URI: milvus://host:port, "
-        "http://host:port or a milvus-lite .db file; leave it out for the embedded FAISS index, which "
-        "is rebuilt from the database)"
-    )
+    return target
 
 
 # ---------------------------------------------------------------------------- the command
@@ -644,8 +730,11 @@ def run_embed(
             timings["database"] = round(time.perf_counter() - tick, 2)
         if index_uri:
             tick = time.perf_counter()
-            load_parquet_into_index(out_dir, index_uri, bundle_dir)
-            report.index = mask_url_password(index_uri)
+            loaded = load_parquet_into_index(
+                out_dir, index_uri, bundle_dir, database_url=database_url, show_progress=show_progress
+            )
+            report.index = loaded.index
+            report.indexed = loaded.loaded
             timings["index"] = round(time.perf_counter() - tick, 2)
         return report
     finally:
