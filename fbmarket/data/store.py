@@ -137,6 +137,20 @@ def _records(frame: pd.DataFrame, fields: Sequence[str]) -> list[dict[str, Any]]
     ]
 
 
+def _listing_rows(products: pd.DataFrame) -> list[dict[str, Any]]:
+    """Listing rows as the listings table stores them: stamped `updated_at` now, defaults for
+    the optional text columns, creation dates in UTC (one shape for an upsert and an insert)."""
+    now = datetime.now(UTC)
+    rows = _records(products, LISTING_FIELDS)
+    for row in rows:
+        row["updated_at"] = now
+        row.setdefault("description", "")
+        row.setdefault("geo_match", "unknown")
+        if S.CREATED in row:
+            row[S.CREATED] = to_utc(row[S.CREATED])
+    return rows
+
+
 class Store:
     """One database; create it with `Store(url, root=bundle)`, which creates or upgrades its schema.
 
@@ -206,14 +220,7 @@ class Store:
     def _write_listings(
         self, connection: sa.Connection, products: pd.DataFrame, photos: pd.DataFrame | None
     ) -> int:
-        now = datetime.now(UTC)
-        rows = _records(products, LISTING_FIELDS)
-        for row in rows:
-            row["updated_at"] = now
-            row.setdefault("description", "")
-            row.setdefault("geo_match", "unknown")
-            if S.CREATED in row:
-                row[S.CREATED] = to_utc(row[S.CREATED])
+        rows = _listing_rows(products)
         changed = self._upsert(connection, listings, rows, ["product_id"], touch="updated_at")
         if photos is not None and len(photos):
             photos = photos[photos[S.PRODUCT_ID].isin(products[S.PRODUCT_ID])].copy()
@@ -258,21 +265,12 @@ class Store:
                 connection.execute(sa.delete(images).where(images.c.product_id.in_(ids)))
             self._write_listings(connection, product, photos)
             if vector is not None:
-                self._write_embeddings(
-                    connection, product[S.PRODUCT_ID].astype(str).tolist(), vector, model_version
-                )
+                self._write_embeddings(connection, ids, vector, model_version)
 
     def _insert_new(self, connection: sa.Connection, product: pd.DataFrame) -> None:
         """Insert listing rows that must not exist yet (INSERT ... ON CONFLICT DO NOTHING
         RETURNING): AlreadyExistsError, and the transaction rolled back, when one does."""
-        rows = _records(product, LISTING_FIELDS)
-        now = datetime.now(UTC)
-        for row in rows:
-            row["updated_at"] = now
-            row.setdefault("description", "")
-            row.setdefault("geo_match", "unknown")
-            if S.CREATED in row:
-                row[S.CREATED] = to_utc(row[S.CREATED])
+        rows = _listing_rows(product)
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(listings)
         statement = insert.on_conflict_do_nothing(index_elements=["product_id"]).returning(
             listings.c.product_id
