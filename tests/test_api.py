@@ -493,6 +493,19 @@ def test_a_body_that_is_not_a_form_or_changes_nothing_is_refused(
     assert blank.status_code == 422 and blank.json()["errors"][0]["field"] == "title", blank.text
     empty = api.put(f"/listings/{product_id}", headers=headers)
     assert empty.status_code == 422 and empty.json()["reason"] == "empty_update", empty.text
+    twice = api.put(f"/listings/{product_id}", content=b"title=One&title=Two&price=3", headers=headers | {
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert twice.status_code == 422 and twice.json()["reason"] == "repeated_field", twice.text
+    assert twice.json()["errors"][0]["field"] == "title"
+    two_photos = api.post("/search", data={"q": "sofa"}, files=[("photo", ("a.jpg", jpeg_bytes(), "image/jpeg"))] * 2)
+    assert two_photos.status_code == 422 and two_photos.json()["errors"][0]["field"] == "photo", two_photos.text
+    cut_short = api.post(
+        "/predict/category",
+        content=b'--xyz\r\nContent-Disposition: form-data; name="title"\r\n\r\nsofa',
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert cut_short.status_code == 400 and cut_short.json()["reason"] == "malformed_body", cut_short.text
+    assert "closing boundary" in cut_short.json()["detail"], "not read as a form with the title alone"
     after = api.get(f"/listings/{product_id}").json()
     assert after == before, "nothing was written"
     # a form still works, urlencoded or multipart

@@ -19,7 +19,13 @@ from fastapi.staticfiles import StaticFiles
 
 from fbmarket import __version__
 from fbmarket.api.errors import install_error_handlers
-from fbmarket.api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware, Scope
+from fbmarket.api.middleware import (
+    BodyLimitMiddleware,
+    Metrics,
+    MetricsMiddleware,
+    MultipartEndMiddleware,
+    Scope,
+)
 from fbmarket.api.routes import router as api_router
 from fbmarket.api.sell import router as sell_router
 from fbmarket.api.web import STATIC_DIR
@@ -107,6 +113,7 @@ def create_app(
     app.include_router(sell_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     note = f" (photos up to {settings.serve.max_upload_bytes:,} bytes each)"
+    app.add_middleware(MultipartEndMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings), note=note)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees every status
     return app

@@ -70,24 +70,45 @@ def checked_id(product_id: str, what: str = "listing") -> str:
 FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-def require_form_body(request: Request) -> None:
-    """415 for a request body that is not a form: the form routes read only form fields, so a
-    JSON body would otherwise be parsed as no fields at all (a PUT then changed nothing and
-    answered 200, a POST named the first missing field instead of the real mistake).
+# Form fields that may carry several values (one per uploaded photo); every other field is one value.
+REPEATABLE_FORM_FIELDS = frozenset({"photos"})
 
-    A request without a body passes (every field is optional on some of these routes).
+
+async def require_form_body(request: Request) -> None:
+    """415 for a request body that is not a form, 422 for a form that repeats a one-value field.
+
+    The form routes read only form fields, so a JSON body would otherwise be parsed as no
+    fields at all (a PUT then changed nothing and answered 200, a POST named the first missing
+    field instead of the real mistake). A field sent twice (`title=a&title=b`) would silently
+    keep the last value; it is refused naming the field instead. A request without a body
+    passes (every field is optional on some of these routes).
+
+    FastAPI has parsed the form before dependencies run, so `request.form()` here returns that
+    cached parse and costs nothing.
     """
     has_body = request.headers.get("content-length", "0") not in ("", "0") or (
         "transfer-encoding" in request.headers
     )
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if has_body and media_type not in FORM_MEDIA_TYPES:
+    if not has_body:
+        return
+    if media_type not in FORM_MEDIA_TYPES:
         raise ApiError(
             415,
             f"send the fields as a form ({' or '.join(FORM_MEDIA_TYPES)}), not "
             f"{media_type or 'a body without a Content-Type'}: see /docs for each field",
             "not_a_form",
         )
+    form = await request.form()
+    for name in dict.fromkeys(form.keys()):
+        if name not in REPEATABLE_FORM_FIELDS and len(form.getlist(name)) > 1:
+            raise ApiError(
+                422,
+                f"{name[:80]} was sent {len(form.getlist(name))} times; send it once",
+                "repeated_field",
+                field=name[:80],
+                location="body",
+            )
 
 
 MarketplaceDep = Annotated[Marketplace, Depends(get_marketplace)]

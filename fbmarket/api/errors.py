@@ -109,7 +109,10 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return cleaned
 
 
-_HTTP_REASONS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_HTTP_REASONS = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+# FastAPI's words when a body cannot be parsed at all (a multipart body cut short, no boundary):
+# said with what to check, since the client cannot see which part broke.
+_PARSE_FAILURE = "There was an error parsing the body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -133,7 +136,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = _HTTP_REASONS.get(exc.status_code)
-        return JSONResponse(error_body(str(exc.detail), reason=reason), exc.status_code, headers=exc.headers)
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == _PARSE_FAILURE:
+            detail = (
+                "the request body could not be parsed as the form its Content-Type announces "
+                "(a multipart body needs its boundary and every part complete)"
+            )
+        return JSONResponse(error_body(detail, reason=reason), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

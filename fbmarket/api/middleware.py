@@ -1,7 +1,10 @@
-"""ASGI middleware: request-body size limits and Prometheus request metrics.
+"""ASGI middleware: request-body size limits, cut-short multipart bodies, Prometheus metrics.
 
 The size limit acts on the byte stream, before FastAPI parses a form, so an oversized
-upload is refused without ever being held in memory or spooled to disk.
+upload is refused without ever being held in memory or spooled to disk. The multipart check
+also watches the stream: the parser (python-multipart) accepts a body that stops before its
+closing boundary and returns the parts it finished, so a cut-short upload would otherwise
+arrive as a form with fields silently missing.
 """
 
 from __future__ import annotations
@@ -95,6 +98,64 @@ def _too_large(size: int | None, limit: int, note: str = "") -> dict[str, Any]:
     said = f"{size:,} bytes" if size is not None else "over the limit"
     detail = f"request body is {said}; the limit here is {limit:,} bytes{note}"
     return {"detail": detail, "reason": "too_large"}
+
+
+class MultipartEndMiddleware:
+    """Refuse (400) a multipart body that ends without its closing boundary (`--boundary--`).
+
+    Only the last bytes of the stream are kept, so the check costs nothing per request. An
+    epilogue after the closing boundary (RFC 2046 section 5.1.1 allows one) up to
+    `EPILOGUE_BYTES` is accepted.
+    """
+
+    EPILOGUE_BYTES = 256
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        boundary = _multipart_boundary(scope) if scope["type"] == "http" else None
+        if boundary is None:
+            await self.app(scope, receive, send)
+            return
+        closing = b"--" + boundary + b"--"
+        keep = len(closing) + self.EPILOGUE_BYTES
+        tail = b""
+
+        async def watched_receive() -> Message:
+            nonlocal tail
+            message = await receive()
+            if message["type"] == "http.request":
+                tail = (tail + message.get("body", b""))[-keep:]
+                if not message.get("more_body", False) and closing not in tail:
+                    raise _CutShort()
+            return message
+
+        await self.app(scope, watched_receive, send)
+
+
+class _CutShort(HTTPException):
+    """An HTTPException so FastAPI's body parsing passes it on (it turns other errors into 400s)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            400,
+            "the multipart body ended before its closing boundary: the upload was cut short or "
+            "built by hand without the final --boundary-- line; nothing was read from it",
+        )
+
+
+def _multipart_boundary(scope: Scope) -> bytes | None:
+    """The boundary of a multipart/form-data request (RFC 7578), None for anything else."""
+    content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+    media_type, _, params = content_type.partition(";")
+    if media_type.strip().lower() != "multipart/form-data":
+        return None
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "boundary" and value.strip().strip('"'):
+            return value.strip().strip('"').encode("latin-1")
+    return None  # no boundary: the parser itself refuses it ("Missing boundary")
 
 
 class Metrics:
