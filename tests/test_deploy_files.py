@@ -101,13 +101,20 @@ def test_no_secret_value_is_committed():
         assert "secretKeyRef" in block, f"{name} comes from the Secret"
 
 
-def test_dockerfile_runs_fbmarket_serve_as_a_non_root_user():
-    text = (DEPLOY / "Dockerfile").read_text()
+def test_one_dockerfile_runs_fbmarket_serve_as_a_non_root_user():
+    assert not (DEPLOY / "Dockerfile").exists(), "one image: the repository's Dockerfile"
+    text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\s*$", text, re.M)
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert re.search(r'^ENTRYPOINT \["fbmarket", "serve", "--bundle", "/bundle"\]', text, re.M)
+    assert re.search(r'^CMD \["fbmarket", "serve", "--bundle", "/artifacts"\]', text, re.M)
     assert "pip install" in text and "/ready" in text
+    serve_bundle = ["fbmarket", "serve", "--bundle", "/bundle"]
+    api = load(DEPLOY / "compose.yaml")["services"]["api"]
+    assert api["build"]["dockerfile"] == "Dockerfile" and api["command"] == serve_bundle
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert 'command: ["fbmarket", "serve", "--bundle", "/bundle"]' in deployment
+    assert "mountPath: /bundle" in deployment
 
 
 def test_chart_depends_on_the_public_milvus_and_postgresql_charts():
