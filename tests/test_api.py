@@ -132,6 +132,14 @@ def test_search_by_photo(api: httpx.Client, catalogue: dict, api_marketplace) ->
     assert body["results"] and body["mode"] == "photo"
     # the listing whose photo it is comes up among the first few (the photo index)
     assert product_id in [r["product_id"] for r in body["results"][:3]]
+    # the photo's own listing(s), if the photo is close enough to their pooled vector, are
+    # flagged and come first; its only photo always is
+    flags = [r["photo_match"] for r in body["results"]]
+    assert all(isinstance(f, bool) for f in flags) and flags == sorted(flags, reverse=True)
+    if api.get(f"/listings/{product_id}").json()["image_count"] == 1:
+        assert flags[0] and body["results"][0]["product_id"] == product_id
+    words = api.get("/search", params={"q": "bike"}).json()["results"]
+    assert not any(r["photo_match"] for r in words)
     both = api.post("/search", files={"photo": ("q.jpg", photo, "image/jpeg")}, data={"q": "bike", "k": "3"})
     assert both.status_code == 200 and len(both.json()["results"]) <= 3
     assert both.json()["mode"] == "photo+words"

@@ -190,3 +190,46 @@ def test_missing_tfidf_weights_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as caught:
         TfidfClassifier.load(tmp_path)
     assert caught.value.filename == str(tmp_path / WEIGHTS_FILE)
+
+
+TITLES = ["Sofa", "Armchair", "Corner unit", "Phone", "Tablet", "Handset", "Bike", "Bicycle"]
+
+
+def test_tfidf_title_analysers_read_the_title_at_half_weight_and_round_trip(tmp_path: Path) -> None:
+    """Fit with titles, the model has the title word/char analysers (field "title", weight 0.5),
+    needs titles to predict, and saves/loads them; a word seen only in titles now counts."""
+    texts = [t.replace("sofa", "item") for t in TEXTS] * 3  # "sofa" and co. only in titles
+    model = TfidfClassifier.fit(texts, np.tile(LABELS, 3), n_classes=4, titles=TITLES * 3)
+    assert model.reads_titles and model.fields["title_word"] == "title" and model.weights["title_char"] == 0.5
+    plain = TfidfClassifier.fit(texts, np.tile(LABELS, 3), n_classes=4)
+    assert not plain.reads_titles and set(plain.vectorisers) == {"word", "char"}
+    with pytest.raises(ValueError, match="reads titles"):
+        model.predict_proba(["a listing"])
+    with pytest.raises(ValueError, match="titles for"):
+        TfidfClassifier.fit(texts, np.tile(LABELS, 3), n_classes=4, titles=TITLES)
+    queries, titles = ["", ""], ["Bicycle", "Handset"]
+    probs = model.predict_proba(queries, titles)
+    assert list(probs.argmax(1)) == [3, 2], "no text: told apart by the title alone"
+    model.save(tmp_path)
+    config = json.loads((tmp_path / VOCABULARY_FILE).read_text())
+    assert config["format"] == 2 and config["analysers"]["title_word"]["field"] == "title"
+    loaded = TfidfClassifier.load(tmp_path)
+    np.testing.assert_allclose(loaded.predict_proba(queries, titles), probs, atol=1e-6)
+
+
+def test_a_format_1_tfidf_model_still_loads(tmp_path: Path) -> None:
+    """Bundles written before the title analysers: every analyser reads the text at weight 1."""
+    model = TfidfClassifier.fit(TEXTS * 3, np.tile(LABELS, 3), n_classes=4)
+    model.save(tmp_path)
+    config = json.loads((tmp_path / VOCABULARY_FILE).read_text())
+    config["format"] = 1
+    for spec in config["analysers"].values():
+        del spec["field"], spec["weight"]
+    (tmp_path / VOCABULARY_FILE).write_text(json.dumps(config))
+    loaded = TfidfClassifier.load(tmp_path)
+    assert not loaded.reads_titles
+    np.testing.assert_allclose(loaded.predict_proba(["red sofa"]), model.predict_proba(["red sofa"]), atol=1e-6)
+    config["analysers"]["word"]["field"] = "price"
+    (tmp_path / VOCABULARY_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="reads 'price'"):
+        TfidfClassifier.load(tmp_path)

@@ -33,7 +33,7 @@ from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler, product_batch
 from fbmarket.layout import BundleLayout
 from fbmarket.price.model import PriceModel, PriceModelError
-from fbmarket.text.tfidf import product_text
+from fbmarket.text.tfidf import product_text, product_titles
 from fbmarket.text.tokenize import get_tokenizer
 from fbmarket.vision.features import (
     FeatureCache,
@@ -211,7 +211,7 @@ class Bundle(BundleParts):
             "fusion_network": np.concatenate(fusion_probs) if n else np.zeros((0, k)),
         }
         if self.tfidf is not None:
-            probabilities["tfidf"] = self.tfidf.predict_proba(product_text(products))
+            probabilities["tfidf"] = self.tfidf.predict_proba(product_text(products), product_titles(products))
         return ProductPredictions(
             probabilities,
             np.concatenate(embeddings) if n else np.zeros((0, self.embedding_dim), np.float32),
@@ -338,7 +338,7 @@ class Bundle(BundleParts):
                 model_inputs["photos"].numpy()[0], [[0]] if image is not None else [[]]
             )
             if self.tfidf is not None:
-                members["tfidf"] = self.tfidf.predict_proba([text or ""])
+                members["tfidf"] = self.tfidf.predict_proba([text or ""], [text or ""])  # a query: its own title
             has_photo, has_text = np.array([float(image is not None)]), np.array([float(bool(tokens))])
             probs = self.pool(members, has_photo, has_text)[0]
         order = np.argsort(-probs)[: max(1, int(top))]

@@ -36,6 +36,7 @@ from fbmarket.recommend.features import DISTANCE_KM
 from fbmarket.recommend.personalise import RankingModels
 from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.search.backend import EmbeddedBackend, parse_index_uri
+from fbmarket.search.candidates import PHOTO_MATCH
 from fbmarket.search.duplicates import DuplicateDetector, DuplicateRule
 from fbmarket.search.hybrid import HybridSearcher
 from fbmarket.search.index import VectorIndex
@@ -416,6 +417,9 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         distances = (
             ranked[DISTANCE_KM].to_numpy(float) if DISTANCE_KM in ranked else np.full(len(ids), np.nan)
         )
+        matches = (
+            ranked[PHOTO_MATCH].to_numpy(bool) if PHOTO_MATCH in ranked else np.zeros(len(ids), bool)
+        )
         results = []
         for i, (pid, row) in enumerate(zip(ids, rows.tolist(), strict=True)):
             title = shown.title[row] if row >= 0 else None
@@ -434,6 +438,7 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
                     score=float(scores[i]),
                     factors={k: float(v) for k, v in factors[i].items()},
                     image_count=int(shown.image_count[row]),
+                    photo_match=bool(matches[i]),
                 )
             )
         return results

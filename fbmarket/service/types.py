@@ -90,6 +90,9 @@ class ListingResult(BaseModel):
     score: float
     factors: dict[str, float]
     image_count: int = 0
+    # a photo search whose photo is this listing's own (pooled photo cosine >=
+    # SearchSettings.photo_match_cosine): kept first by the ranker whatever the buyer factors
+    photo_match: bool = False
 
 
 @dataclass

@@ -26,7 +26,7 @@ from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays
-from fbmarket.text.tfidf import TfidfClassifier
+from fbmarket.text.tfidf import TfidfClassifier, product_titles
 from fbmarket.text.train import metric_mode
 from fbmarket.vision.train import train_feature_head
 
@@ -145,7 +145,7 @@ def fit_late_fusion_head(
         return record
     both = np.concatenate([train_idx, val_idx])
     bundle.tfidf = TfidfClassifier.fit(
-        texts[both], labels[both], log_probs.shape[2], fs.tfidf_c, settings.seed
+        texts[both], labels[both], log_probs.shape[2], fs.tfidf_c, settings.seed, product_titles(products)[both]
     )
     record["refit_on_train_val"].append("tfidf")
     if pooled_photos is not None:

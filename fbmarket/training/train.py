@@ -48,7 +48,7 @@ from fbmarket.fusion.train import train_fusion_network
 from fbmarket.layout import FORMAT_VERSION, BundleLayout
 from fbmarket.plan import plan_training
 from fbmarket.text.branch import build_text_encoder, build_text_models, set_embedding_trainable
-from fbmarket.text.tfidf import TfidfClassifier, product_text
+from fbmarket.text.tfidf import TfidfClassifier, product_text, product_titles
 from fbmarket.text.tokenize import join, tokenize_listings
 from fbmarket.text.train import text_dataset, train_text_classifier
 from fbmarket.text.word2vec import Vocabulary, train_word2vec
@@ -280,7 +280,9 @@ def train_bundle(
         log.warning("no validation listings (or one category): 'fusion' is the fusion network's own head")
     tfidf = None
     if late_fusion:
-        tfidf = TfidfClassifier.fit(texts[train_idx], labels[train_idx], n_classes, fs.tfidf_c, seed)
+        tfidf = TfidfClassifier.fit(
+            texts[train_idx], labels[train_idx], n_classes, fs.tfidf_c, seed, product_titles(products)[train_idx]
+        )
         t = tick("TF-IDF text model", t)
 
     # ---------------------------------------------------------------- 3. fusion
