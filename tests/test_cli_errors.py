@@ -202,3 +202,43 @@ def test_an_os_error_is_one_line_and_its_traceback_only_when_verbose(monkeypatch
     err = capsys.readouterr().err
     assert "Traceback" in err and err.endswith("fbmarket sample: error: [Errno 28] No space left on device\n")
 
+
+HEADER_ONLY = ",id,product_name,category,product_description,price,location\n"
+IMAGES_HEADER = ",id,product_id,image_ref,create_time\n"
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "evaluate"])
+def test_a_products_file_with_only_a_header_says_it_has_no_rows(tmp_path, capsys, command) -> None:
+    """Before: "no listing survived cleaning: {}" from prepare/train, and a report of 0
+    listings from index; the file itself is what is wrong."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "Products.csv").write_text(HEADER_ONLY + "\n\n")  # blank lines are not rows
+    (data / "Images.csv").write_text(IMAGES_HEADER)
+    flags = {
+        "prepare": ["--out", str(tmp_path / "out")],
+        "train": ["--out", str(tmp_path / "out"), "--quick"],
+        "evaluate": ["--bundle", str(tmp_path / "b"), "--report", str(tmp_path / "r.json")],
+    }[command]
+    assert cli.main([command, "--data", str(data), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{data / 'Products.csv'} has no rows" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_training_without_any_photo_is_refused_before_the_models(tmp_path, capsys) -> None:
+    """An Images.csv with only a header: prepare is fine (listings may have no photo), but the
+    image model cannot be trained on nothing."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [
+        f'{i},p{i},"Item {i} | in Leeds, West Yorkshire | Gumtree",{("Appliances / Kettles", "Home & Garden / Sofas")[i % 2]},'
+        f'Thing number {i},£{i + 5}.00,"Leeds, West Yorkshire"'
+        for i in range(8)
+    ]
+    (data / "Products.csv").write_text(HEADER_ONLY + "\n".join(rows) + "\n")
+    (data / "Images.csv").write_text(IMAGES_HEADER)
+    assert cli.main(["train", "--data", str(data), "--out", str(tmp_path / "out"), "--quick", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no photo to train the image model on" in err and "Images.csv has no rows" in err, err
+    assert not (tmp_path / "out" / "bundle.json").exists()
