@@ -2,7 +2,9 @@
 `Settings` and calls library code.
 
 Errors: a problem the user can fix (an `FbmarketError`: an empty query, an unknown category, a
-bundle without a price model; or a missing file) is one line on stderr and exit status 2. A
+bundle without a price model; a missing file or any other OSError: a folder that cannot be
+written, a full disk) is one line on stderr and exit status 2. A flag out of its range or an
+output path that cannot be written is refused by the parser before any work starts. A
 ValueError or KeyError means a bug (or an input file some library code still reports that
 way): one line naming the exception, and its traceback with `--verbose`. Anything else is
 an unexpected crash and shows Python's traceback.
@@ -16,14 +18,15 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fbmarket.config import Settings
-from fbmarket.errors import BadRequestError, FbmarketError
+from fbmarket.errors import BadRequestError, DataError, FbmarketError
 from fbmarket.layout import BundleLayout
-from fbmarket.limits import MAX_DISTANCE_KM, MAX_PRICE_GBP, MAX_RESULTS
+from fbmarket.limits import MAX_DISTANCE_KM, MAX_PRICE_GBP, MAX_RESULTS, MIN_SAMPLE_PRODUCTS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -66,7 +69,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from fbmarket.prepare import prepare_data
 
-    prepared = prepare_data(settings_from_args(args), show_progress=not args.quiet)
+    settings = settings_from_args(args)
+    check_output_folder(settings.out_dir, "--out")
+    prepared = prepare_data(settings, show_progress=not args.quiet)
     print(json.dumps(prepared.report.to_json(), indent=2, default=str))
     return 0
 
@@ -76,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fbmarket.workflow import run
 
     settings = _apply_model_flags(settings_from_args(args), args)
+    check_output_folder(settings.out_dir, "--out")  # the default artifacts/ too, before any work
     if getattr(args, "time_budget", None) is None and settings.data_dir is None:
         settings.time_budget_min = RUN_BUDGET_MIN  # the synthetic demo stays under 5 minutes
     run(settings, show_progress=not args.quiet)
@@ -102,6 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fbmarket.workflow import train
 
     settings = _apply_model_flags(settings_from_args(args), args)
+    check_output_folder(settings.out_dir, "--out")  # the default artifacts/ too, before any work
     state = train(settings, show_progress=not args.quiet)
     print(json.dumps(state.summary, indent=2, default=str))
     return 0
@@ -339,11 +346,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def bounded(
-    kind: type[float] | type[int], low: float, high: float, above_low: bool = False
+    kind: type[float] | type[int], low: float, high: float = math.inf, above_low: bool = False
 ) -> Callable[[str], float]:
     """An argparse type: a finite number of `kind` within [low, high] (above `low` when
-    `above_low`), else a usage error that says the range. Checked before any bundle is loaded,
-    with the limits the HTTP API checks its fields with (fbmarket/limits.py)."""
+    `above_low`), else a usage error that says the range. Checked before any bundle is loaded
+    or any work starts, so a 0 or a negative count never reaches a loop or a model."""
 
     def parse(text: str) -> float:
         try:
@@ -353,11 +360,93 @@ def bounded(
                 f"{text!r} is not a {'whole number' if kind is int else 'number'}"
             ) from None
         if not (math.isfinite(value) and low <= value <= high) or (above_low and value == low):
-            span = f"above {low:g} and at most {high:g}" if above_low else f"from {low:g} to {high:g}"
+            lo, hi = _number(low), _number(high)
+            start = f"above {lo}" if above_low else f"at least {lo}"
+            if math.isinf(high):
+                span = start
+            else:
+                span = f"{start} and at most {hi}" if above_low else f"from {lo} to {hi}"
             raise argparse.ArgumentTypeError(f"{text!r}: must be {span}")
         return value
 
     return parse
+
+
+def _number(value: float) -> str:
+    """A range's end as people write it: 4294967295, not 4.29497e+09; 0.5 stays 0.5."""
+    return str(int(value)) if math.isfinite(value) and value == int(value) else f"{value:g}"
+
+
+SEED = bounded(int, 0, 2**32 - 1)  # numpy's seeds: a negative one fails deep inside the pipeline
+TIME_BUDGET = bounded(float, 0, 7 * 24 * 60, above_low=True)  # minutes, a week at most
+PORT = bounded(int, 1, 65535)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` or its nearest ancestor that exists (what creating `path` would write into)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _writable_folder(folder: Path) -> str | None:
+    """Why nothing can be created in `folder` (an existing path), or None when it can.
+
+    Tries a real file rather than os.access: root passes os.access on /proc and on
+    read-only mounts, where every write then fails."""
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    try:
+        handle, name = tempfile.mkstemp(prefix=".fbmarket-write-check-", dir=folder)
+    except OSError as error:
+        return f"cannot create files in {folder} ({error.strerror or error})"
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
+def output_folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be (or hold) an output folder, or None. Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a folder"
+    return _writable_folder(_nearest_existing(path))
+
+
+def output_file_problem(path: Path) -> str | None:
+    """Why a file cannot be written at `path` (its folder must already exist), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    parent = Path(os.path.abspath(path)).parent
+    if not parent.exists():
+        return f"folder {parent} does not exist"
+    return _writable_folder(parent)
+
+
+def output_folder(text: str) -> Path:
+    """An argparse type: a folder a command will write (created if needed), checked before any
+    work so a long training never ends on a path it cannot write."""
+    problem = output_folder_problem(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(f"cannot write there: {problem}")
+    return Path(text)
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: a file a command will write, in a folder that exists and is writable."""
+    problem = output_file_problem(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(f"cannot write there: {problem}")
+    return Path(text)
+
+
+def check_output_folder(path: Path, flag: str) -> None:
+    """The same check for a default output folder no flag named (DataError, one line)."""
+    problem = output_folder_problem(path)
+    if problem:
+        raise DataError(f"{flag}: cannot write there: {problem}", field=flag)
 
 
 def check_search_flags(args: argparse.Namespace) -> None:
@@ -376,7 +465,7 @@ RUN_BUDGET_HELP = "default 4 on the synthetic demo (under 5 min end to end), els
 def _add_model_flags(command: argparse.ArgumentParser, budget_help: str) -> None:
     command.add_argument(
         "--time-budget",
-        type=float,
+        type=TIME_BUDGET,
         metavar="MINUTES",
         help=f"training time budget in minutes on a 2-core CPU ({budget_help}); see fbmarket/plan.py",
     )
@@ -416,9 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample = add(
         "sample", cmd_sample, "write the synthetic marketplace (Products/Images/Users/Interactions + photos)"
     )
-    sample.add_argument("--out", required=True, type=Path, help="folder to write")
-    sample.add_argument("--products", type=int, default=2000, help="number of listings (default 2000)")
-    sample.add_argument("--seed", type=int, default=42)
+    sample.add_argument("--out", required=True, type=output_folder, help="folder to write")
+    sample.add_argument(
+        "--products",
+        type=bounded(int, MIN_SAMPLE_PRODUCTS),
+        default=2000,
+        help=f"number of listings (default 2000, at least {MIN_SAMPLE_PRODUCTS})",
+    )
+    sample.add_argument("--seed", type=SEED, default=42)
 
     for name, handler, text in (
         ("prepare", cmd_prepare, "clean, geocode, featurise and split a dataset into the database"),
@@ -426,8 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = add(name, handler, text)
         command.add_argument("--data", help="dataset folder or SQLAlchemy URL (default: synthetic)")
-        command.add_argument("--out", type=Path, help="output/bundle folder (default artifacts/)")
-        command.add_argument("--seed", type=int)
+        command.add_argument("--out", type=output_folder, help="output/bundle folder (default artifacts/)")
+        command.add_argument("--seed", type=SEED)
         command.add_argument("--database", help="SQLAlchemy URL (default SQLite inside --out)")
         command.add_argument("--quick", action="store_true", help="tiny settings for a fast end-to-end run")
         if name == "run":
@@ -439,8 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
         "a bundle ready to serve, with a test report",
     )
     train.add_argument("--data", help="dataset folder or SQLAlchemy URL (default: synthetic)")
-    train.add_argument("--out", type=Path, help="bundle folder to write (default artifacts/)")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--out", type=output_folder, help="bundle folder to write (default artifacts/)")
+    train.add_argument("--seed", type=SEED)
     train.add_argument("--database", help="SQLAlchemy URL (default SQLite inside --out)")
     train.add_argument("--quick", action="store_true", help="tiny settings for a fast run")
     _add_model_flags(train, "default 30: the configuration for the data's size that fits")
@@ -449,7 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--data", required=True, help="dataset folder in the input format (or SQLAlchemy URL)"
     )
-    evaluate.add_argument("--report", required=True, type=Path, help="JSON report to write")
+    evaluate.add_argument(
+        "--report", required=True, type=output_file, help="JSON report to write (in a folder that exists)"
+    )
 
     index = add(
         "index", cmd_index, "add or replace a dataset folder's listings in a bundle's database and index"
@@ -478,9 +574,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="database (default: the bundle's, or --database) or a folder with a Parquet export of the "
         "listings and images tables (listings/, images/)",
     )
-    embed.add_argument("--out", type=Path, help="Parquet folder to write (default BUNDLE/embeddings/)")
-    embed.add_argument("--workers", type=int, default=1, help="Ray actors, one bundle each (default 1)")
-    embed.add_argument("--batch-size", type=int, default=64, help="listings per model batch (default 64)")
+    embed.add_argument(
+        "--out", type=output_folder, help="Parquet folder to write (default BUNDLE/embeddings/)"
+    )
+    embed.add_argument(
+        "--workers", type=bounded(int, 1), default=1, help="Ray actors, one bundle each (default 1)"
+    )
+    embed.add_argument(
+        "--batch-size", type=bounded(int, 1), default=64, help="listings per model batch (default 64)"
+    )
     embed.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     embed.add_argument(
         "--index-uri", help="a Milvus engine to load the embeddings into (milvus://host:port or a milvus-lite .db file)"
@@ -507,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--lon", type=bounded(float, -180, 180), help="buyer longitude (with --lat)")
     search.add_argument("--location", help='buyer location, "Town, County"')
     search.add_argument(
-        "-k", type=bounded(int, 1, MAX_RESULTS), default=10, help=f"number of results (1-{MAX_RESULTS})"
+        "-k", "--k", type=bounded(int, 1, MAX_RESULTS), default=10, help=f"number of results (1-{MAX_RESULTS})"
     )
     search.add_argument(
         "--category", help='root category or category path prefix, any case ("home and garden" for "Home & Garden")'
@@ -527,7 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
         "duplicates", cmd_duplicates, "report the groups of duplicate listings (re-posts) in a bundle's catalogue"
     )
     duplicates.add_argument("--bundle", required=True, type=Path)
-    duplicates.add_argument("--limit", type=int, default=20, help="groups to show, largest first (0: all)")
+    duplicates.add_argument(
+        "--limit", type=bounded(int, 0), default=20, help="groups to show, largest first (0: all)"
+    )
     duplicates.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     duplicates.add_argument("--json", action="store_true", help="print the groups as JSON")
     price = add("price", cmd_price, "suggest a price range for a listing, with the nearest priced listings")
@@ -543,10 +647,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add("serve", cmd_serve, "serve the HTTP API and web page")
     serve.add_argument("--bundle", required=True, type=Path)
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--port", type=PORT, help="1-65535 (default 8000)")
     serve.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     serve.add_argument("--index-uri", help=INDEX_URI_HELP)
     return parser
+
+
+def describe_os_error(error: OSError) -> str:
+    """'/x/y: Permission denied' rather than "[Errno 13] Permission denied: '/x/y'"."""
+    if error.strerror and error.filename is not None:
+        names = f"{error.filename} -> {error.filename2}" if error.filename2 is not None else f"{error.filename}"
+        return f"{names}: {error.strerror}"
+    return str(error) or type(error).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -562,6 +674,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except (FbmarketError, FileNotFoundError) as error:  # the user's to fix: one line, no traceback
         print(f"fbmarket {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A file or folder the system refused (permissions, a full disk, a read-only mount): the
+        # user's to fix like a DataError, so one line naming the path; the traceback with --verbose.
+        if args.verbose:
+            traceback.print_exc()
+        print(f"fbmarket {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except (ValueError, KeyError) as error:
         # Most likely a bug, though some library code still reports a bad input file or

@@ -21,6 +21,7 @@ MAX_RESULTS = 100
 # mistakes, far above any second-hand listing (the cleaning step's own cap is data.max_price).
 MAX_PRICE_GBP = 1e7
 MAX_DISTANCE_KM = 2000.0  # a search's distance limit: the length of Great Britain, and then some
+MIN_SAMPLE_PRODUCTS = 40  # the synthetic marketplace's smallest size: one row of every kind of dirt
 
 
 def check_k(k: object, max_k: int = MAX_RESULTS, error: type[Exception] = ValueError) -> int:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from fbmarket.config import Settings
 from fbmarket.data.prices import PRICE_REASONS as READ_PRICE_REASONS
+from fbmarket.errors import DataError
 from fbmarket.layout import BundleLayout
 from fbmarket.prepare import SYNTHETIC_NOTE, PreparedData, prepare_data
 
@@ -114,6 +115,12 @@ def stage_train(state: RunState) -> None:
     from fbmarket.training import train_bundle
 
     assert state.prepared is not None
+    if state.prepared.images.empty:  # the image members would be fit on nothing
+        skipped = state.prepared.report.to_json()["images"].get("skipped") or {}
+        raise DataError(
+            f"no photo to train the image model on: {state.prepared.raw.origin}'s Images.csv has no rows"
+            + (f", or none of its photos could be used ({skipped})" if skipped else "")
+        )
     result = train_bundle(
         state.prepared, state.settings, state.settings.out_dir, show_progress=state.show_progress
     )

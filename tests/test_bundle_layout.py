@@ -8,6 +8,7 @@ bundle written before the layout (with its copies of the root classes) still loa
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -128,3 +129,146 @@ def test_a_folder_without_a_file_serving_reads_names_it(api_bundle: Path, tmp_pa
     folder.tabular.unlink()
     with pytest.raises(BundleError, match="model/tabular.json"):
         Bundle.load(folder.root, lazy=True)
+
+
+# Every file a bundle is served from (bundle.json's "files" less the optional price model and
+# the training records, plus settings and the ranking folder): each one damaged in turn.
+SERVED_FILES = (
+    "bundle.json",
+    "settings.json",
+    "model/fusion.keras",
+    "model/text_model.keras",
+    "model/image_backbone.keras",
+    "model/image_head.keras",
+    "model/late_fusion.keras",
+    "model/tabular.json",
+    "model/leaves.json",
+    "model/tfidf.json",
+    "model/tfidf.npz",
+    "model/duplicates.json",
+    "ranking/profiles.json",
+    "ranking/rule_ranker.json",
+    "ranking/learned_ranker.json",
+    "ranking/learned_ranker.keras",
+    "ranking/ranking_report.json",
+)
+NOT_SERVED = ("word2vec", "vocabulary")  # training records: written, never read to serve
+DAMAGE = {
+    "empty": lambda data: b"",
+    "truncated": lambda data: data[: len(data) // 2],
+    "garbage": lambda data: b"\x00\x17 not what this file should hold \xff" * 4,
+}
+
+
+@pytest.fixture(scope="module")
+def pristine(api_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained bundle without its caches and reports (what the damage tests copy)."""
+    return shutil.copytree(
+        api_bundle,
+        tmp_path_factory.mktemp("pristine") / "b",
+        ignore=shutil.ignore_patterns("cache", "sample_data", "reports", "checkpoints"),
+    )
+
+
+def test_the_damage_tests_cover_every_file_the_bundle_is_served_from(pristine: Path) -> None:
+    files = json.loads((pristine / "bundle.json").read_text())["files"]
+    served = {relative for key, relative in files.items() if not key.startswith(("price", *NOT_SERVED))}
+    ranking = {p.relative_to(pristine).as_posix() for p in (pristine / "ranking").iterdir()}
+    assert served | ranking | {"bundle.json", "settings.json"} == set(SERVED_FILES)
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+@pytest.mark.parametrize("relative", SERVED_FILES)
+def test_a_damaged_file_is_named_and_serve_does_not_start(
+    pristine: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    relative: str,
+    damage: str,
+) -> None:
+    """Before: a JSONDecodeError or Keras's "File not found" for a file that is there (one line
+    naming the exception, not the file), or for the lazily read models and leaves nothing
+    until the first photo search, while `serve` listened and answered 503 for ever."""
+    import uvicorn
+
+    import fbmarket.cli as cli
+
+    def listen(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("serve started listening on a damaged bundle")
+
+    monkeypatch.setattr(uvicorn, "run", listen)
+    bundle = shutil.copytree(pristine, tmp_path / "b")
+    target = bundle / relative
+    target.write_bytes(DAMAGE[damage](target.read_bytes()))
+    assert cli.main(["serve", "--bundle", str(bundle)]) == 2  # refused before it listens
+    err = capsys.readouterr().err
+    assert relative in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"fbmarket serve: error: bundle {bundle}")
+
+
+@pytest.mark.parametrize(
+    "relative",
+    ["bundle.json", "settings.json", "model/fusion.keras", "model/tabular.json", "ranking/profiles.json"],
+)
+def test_search_names_a_damaged_file_in_one_line(
+    pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], relative: str
+) -> None:
+    import fbmarket.cli as cli
+
+    bundle = shutil.copytree(pristine, tmp_path / "b")
+    target = bundle / relative
+    target.write_bytes(target.read_bytes()[:100])
+    assert cli.main(["search", "--bundle", str(bundle), "sofa", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert relative in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("part", ["model/text_model.keras", "model/image_backbone.keras", "model/image_head.keras"])
+def test_a_damaged_lazy_part_is_named_when_it_loads(pristine: Path, tmp_path: Path, part: str) -> None:
+    """A typed search never reads these; loading them (a photo search, evaluate) names the file."""
+    from fbmarket.bundle import Bundle, BundleError
+
+    bundle = shutil.copytree(pristine, tmp_path / "b")
+    (bundle / part).write_bytes(b"")
+    with pytest.raises(BundleError, match=f"{part} is not a .keras"):
+        Bundle.load(bundle)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "says"),
+    [
+        ([1, 2], "bundle.json holds a JSON list, not the object fbmarket writes"),
+        ({"name": "my-model", "version": "1.0"}, "bundle.json lacks 'classes', 'embedding_dim'"),
+        ({"classes": "Home"}, "'classes' should be list"),
+        ({"classes": []}, "'classes' should be a non-empty list of category names"),
+        ({"embedding_dim": "64"}, "'embedding_dim' should be int"),
+        ({"format": 99}, "bundle.json has format 99; this fbmarket reads format 1 and older"),
+    ],
+)
+def test_a_foreign_or_damaged_manifest_is_named(pristine: Path, tmp_path: Path, manifest, says: str) -> None:
+    """Before: a KeyError at the first use of a key (a JSON object from another program), or a
+    bundle of a newer format read as if it were this one's."""
+    from fbmarket.bundle import Bundle, BundleError
+
+    bundle = BundleLayout(shutil.copytree(pristine, tmp_path / "b"))
+    if isinstance(manifest, dict) and "name" not in manifest:
+        manifest = json.loads(bundle.manifest.read_text()) | manifest
+    bundle.manifest.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=re.escape(says)):
+        Bundle.load(bundle.root, lazy=True)
+
+
+@pytest.mark.parametrize(
+    "relative", ["embeddings.npy", "embedding_ids.json", "index/vectors.faiss", "index/photos.faiss"]
+)
+def test_damaged_index_files_are_rebuilt_from_the_database(
+    pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], relative: str
+) -> None:
+    """The database is the state: the index files are a cache of it, rebuilt when unreadable."""
+    import fbmarket.cli as cli
+
+    bundle = shutil.copytree(pristine, tmp_path / "b")
+    (bundle / relative).write_bytes(b"garbage")
+    assert cli.main(["search", "--bundle", str(bundle), "sofa", "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)

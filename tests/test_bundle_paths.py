@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,25 @@ def test_a_database_chosen_on_purpose_is_kept(tmp_path: Path, url: str) -> None:
 def test_a_folder_without_settings_is_not_a_bundle(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not a model bundle"):
         load_bundle_settings(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "settings.json is damaged or not an fbmarket file (JSONDecodeError"),
+        (b'{"seed": 42, "data": {"min_pr', "settings.json is damaged or not an fbmarket file"),
+        (b"\x00\xffgarbage", "settings.json is damaged or not an fbmarket file"),
+        (b"[1, 2]", "settings.json holds a JSON list, not the object fbmarket writes"),
+        (b'{"editor.fontSize": 12}', "settings.json is not fbmarket's settings file"),
+        (b'{"seed": "many"}', "settings.json is damaged or not an fbmarket file (ValidationError"),
+    ],
+)
+def test_a_damaged_or_foreign_settings_file_is_named(tmp_path: Path, content: bytes, says: str) -> None:
+    """Before: a JSONDecodeError, a pydantic traceback, or (another program's JSON object)
+    every setting silently at its default."""
+    from fbmarket.bundle import BundleError
+
+    bundle = saved_bundle(tmp_path / "b", "artifacts", None)
+    (bundle / "settings.json").write_bytes(content)
+    with pytest.raises(BundleError, match=re.escape(says)):
+        load_bundle_settings(bundle)

@@ -264,3 +264,48 @@ def test_cli_reports_a_missing_bundle_in_one_line(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines()[-1].startswith("fbmarket embed: error:")
     assert "Traceback" not in completed.stderr
+
+
+def test_an_unreachable_ray_address_is_a_data_error_within_seconds(tmp_path: Path) -> None:
+    """`--ray-address HOST:PORT` where no cluster answers: `ray.init` retried for minutes (a
+    hung job); now a DataError within RAY_CONNECT_TIMEOUT_S, and no local Ray is started."""
+    import socket
+    import time
+
+    ray = pytest.importorskip("ray")
+    from fbmarket.batch.embed import check_ray_address
+
+    with socket.socket() as closed:  # a port nobody listens on: refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(DataError, match=rf"Ray cluster at '127.0.0.1:{port}'.*could not be reached"):
+        run_embed(tmp_path / "no-bundle", engine="ray", ray_address=f"127.0.0.1:{port}", show_progress=False)
+    assert time.monotonic() - start < 10 and not ray.is_initialized()
+
+    with socket.socket() as silent:  # accepts the connection and never answers (a black hole)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        start = time.monotonic()
+        with pytest.raises(DataError, match="could not be reached within 0.5 s"):
+            check_ray_address(f"ray://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
+        assert time.monotonic() - start < 5
+    with pytest.raises(DataError, match="expected HOST:PORT"):
+        check_ray_address("head-node")
+
+
+def test_a_grpc_server_passes_the_ray_address_check() -> None:
+    """What the check asks of an address: a gRPC server's HTTP/2 answer, as Ray's GCS gives."""
+    grpc = pytest.importorskip("grpc")
+    from concurrent import futures
+
+    from fbmarket.batch.embed import check_ray_address
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        check_ray_address(f"127.0.0.1:{port}")
+        check_ray_address(f"ray://127.0.0.1:{port}")
+    finally:
+        server.stop(None)

@@ -30,9 +30,11 @@ from fbmarket.api.routes import router as api_router
 from fbmarket.api.sell import router as sell_router
 from fbmarket.api.web import STATIC_DIR
 from fbmarket.api.web import router as web_router
+from fbmarket.bundle.files import check_files
 from fbmarket.bundle.settings import load_bundle_settings
 from fbmarket.config import Settings, read_environment
 from fbmarket.errors import DataError
+from fbmarket.layout import BundleLayout
 from fbmarket.search.backend import parse_index_uri
 from fbmarket.service import Marketplace
 
@@ -168,8 +170,10 @@ def serve(settings: Settings, bundle_dir: Path) -> None:
         faiss.omp_set_num_threads(settings.serve.faiss_threads)
     if not bundle_dir.is_dir():
         raise FileNotFoundError(f"bundle folder {bundle_dir} does not exist (train one with `fbmarket run`)")
-    # Not a bundle (no settings.json) is known now: say so and stop, rather than serve a 503.
+    # Not a bundle (no settings.json), or a damaged one (a file empty, cut short or another
+    # program's), is known now: say so and stop, rather than listen and answer 503 forever.
     load_bundle_settings(bundle_dir)
+    check_files(BundleLayout(bundle_dir))
     parse_index_uri(settings.index_uri)  # a bad --index-uri is one line now, not a 503 later
     if not 1 <= settings.serve.port <= 65535:
         raise DataError(f"port must be from 1 to 65535, got {settings.serve.port}")

@@ -22,7 +22,8 @@ Engines
   and `write_parquet(max_rows_per_file=...)` streams the results out. Without an address
   the command starts Ray's local mode (`ray.init(num_cpus=..., include_dashboard=False,
   log_to_driver=False)`) and shuts it down at the end; `--ray-address` or `RAY_ADDRESS`
-  joins an existing cluster instead (every node then needs fbmarket installed and the bundle
+  joins an existing cluster instead (refused with a DataError when nothing answers on that
+  address within 5 s, rather than Ray retrying for minutes; every node then needs fbmarket installed and the bundle
   and photo paths readable at the same place; not exercised by the tests).
 
 Output: the Parquet schema (`EMBEDDING_SCHEMA`)
@@ -74,12 +75,14 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -398,6 +401,7 @@ def run_ray(
     started = False
     if not ray.is_initialized():
         if address:
+            check_ray_address(address)  # ray.init retries an address that does not answer for minutes
             ray.init(address=address, log_to_driver=False)
         else:
             # One logical CPU more than the actors take: Ray Data's read and write tasks need one.
@@ -432,6 +436,65 @@ def run_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+RAY_CONNECT_TIMEOUT_S = 5.0  # how long `check_ray_address` waits for the cluster to answer
+# An HTTP/2 client preface and an empty SETTINGS frame: every gRPC server (Ray's GCS, the Ray
+# Client server) answers with a SETTINGS frame of its own (RFC 9113 section 3.4).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_HTTP2_SETTINGS = 0x4
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """DataError unless a gRPC server (what a Ray cluster's HOST:PORT, or ray://HOST:PORT, is)
+    answers there within `timeout` seconds.
+
+    `ray.init(address=...)` keeps retrying an address nobody answers on (over a minute, then
+    more retries), so a typo or a cluster that is down looked like a hung job. A TCP connect
+    alone is not enough: a proxy or firewall may accept every connection and never answer, so
+    the check waits for the server's first HTTP/2 frame. "auto" and "local" are Ray's words
+    for "find / start one on this machine" and are left to Ray."""
+    if address in ("auto", "local"):
+        return
+    where = f"Ray cluster at {address!r} (--ray-address / RAY_ADDRESS)"
+    parsed = urlsplit(address if "://" in address else f"ray-gcs://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        raise DataError(f"{where}: expected HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:PORT")
+    try:
+        answered = _first_http2_frame_type(host, port, timeout) == _HTTP2_SETTINGS
+        reason = "it answered, but not as a Ray (gRPC) server"
+    except TimeoutError:
+        answered, reason = False, "no answer"
+    except OSError as error:
+        answered, reason = False, error.strerror or str(error)
+    if not answered:
+        raise DataError(
+            f"the {where} could not be reached within {timeout:g} s ({reason}): start the cluster "
+            "(`ray start --head`) or fix the address; without one, `--engine ray` runs Ray on this machine"
+        )
+
+
+def _first_http2_frame_type(host: str, port: int, timeout: float) -> int | None:
+    """The type of the first HTTP/2 frame the server at host:port sends after our preface
+    (None: it closed the connection first). One deadline for the connect and the reply."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as connection:
+        connection.sendall(_HTTP2_PREFACE)
+        header = b""
+        while len(header) < 9:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no reply")
+            connection.settimeout(left)
+            chunk = connection.recv(9 - len(header))
+            if not chunk:
+                return None
+            header += chunk
+    return header[3]
 
 
 def _object_store_bytes(rows: pd.DataFrame) -> int:
@@ -648,6 +711,8 @@ def run_embed(
         raise DataError("--workers, --batch-size and the rows per file must be at least 1")
     if index_uri:  # refuse an index this build cannot load before any work is done
         check_index_uri(index_uri)
+    if engine == "ray" and (ray_address or os.environ.get("RAY_ADDRESS")):  # likewise a cluster
+        check_ray_address(ray_address or os.environ["RAY_ADDRESS"])
     bundle_dir = Path(os.path.abspath(bundle_dir))
     if not bundle_dir.is_dir():
         raise BundleError(f"bundle folder {bundle_dir} does not exist (train one with `fbmarket train`)")

@@ -30,7 +30,7 @@ from fbmarket.bundle.inputs import unit_pooled
 from fbmarket.bundle.parts import BundleParts
 from fbmarket.data import schema as S
 from fbmarket.fusion import late
-from fbmarket.fusion.dataset import FusionArrays, TabularScaler, product_batch
+from fbmarket.fusion.dataset import FusionArrays, product_batch
 from fbmarket.layout import BundleLayout
 from fbmarket.price.model import PriceModel, PriceModelError
 from fbmarket.text.tfidf import product_text, product_titles
@@ -99,7 +99,7 @@ class Bundle(BundleParts):
             layout,
             manifest,
             files.load_model(layout, "fusion"),
-            TabularScaler.load(layout.tabular),
+            files.read_tabular(layout),
             lambda key: files.load_model(layout, key),
             tfidf=tfidf,
             late_fusion=late_fusion,

@@ -2,9 +2,11 @@
 
 Every path comes from `BundleLayout`. Reading takes only what serving uses (bundle.json,
 the four Keras models, the tabular scaler and the optional members); the training records
-(Word2Vec vectors, the vocabulary, leaves) are written but never required. A damaged
-optional member is a `BundleError` naming its file and the fix, never silently replaced;
-a missing one means "this bundle has none" (bundles trained before it).
+(Word2Vec vectors, the vocabulary, leaves) are written but never required. A damaged file
+(empty, truncated, garbage, another program's JSON) is a `BundleError` naming it and the fix
+(`reading`, `read_json_object`, `check_keras_file`), never silently replaced; a missing
+optional member means "this bundle has none" (bundles trained before it). `check_files`
+checks them all without loading a model, for `fbmarket serve` before it listens.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import json
 import logging
 import shutil
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +25,8 @@ import keras
 from fbmarket.files import commit, stage
 from fbmarket.fusion import late
 from fbmarket.fusion import model as _fusion_model  # noqa: F401  (registers FusionModel for loading)
-from fbmarket.layout import BundleLayout
+from fbmarket.fusion.dataset import TabularScaler
+from fbmarket.layout import FORMAT_VERSION, BundleLayout
 from fbmarket.price.knn import KNN_FILE
 from fbmarket.price.model import FREE_FILE, PRICE_FILE, QUANTILE_FILES, PriceModel, PriceModelError
 from fbmarket.price.text_price import CONFIG_FILE as TEXT_PRICE_CONFIG
@@ -43,7 +47,8 @@ PRICE_FILES = (*QUANTILE_FILES, FREE_FILE, TEXT_PRICE_CONFIG, TEXT_PRICE_WEIGHTS
 
 
 class BundleError(FileNotFoundError):
-    """A folder that is not a complete bundle; the message names what is missing."""
+    """A folder that is not a complete, readable bundle; the message names the file that is
+    missing, empty, cut short or another program's."""
 
 
 def model_path(layout: BundleLayout, key: str) -> Path:
@@ -57,13 +62,88 @@ def model_path(layout: BundleLayout, key: str) -> Path:
 
 
 # ---------------------------------------------------------------------- reading
+RETRAIN = "retrain the bundle with `fbmarket train` (or copy it again: a file may have been cut short)"
+# bundle.json keys serving reads, with their type: a manifest without them is another program's
+# (or a damaged one), refused when the bundle is opened rather than a KeyError at the first search.
+MANIFEST_KEYS: dict[str, type | tuple[type, ...]] = {
+    "version": (str, int),
+    "classes": list,
+    "embedding_dim": int,
+    "feature_dim": int,
+    "backbone_size": int,
+    "image_size": int,
+    "max_photos": int,
+    "weights": dict,
+}
+
+
+@contextmanager
+def reading(layout: BundleLayout, path: Path, hint: str = RETRAIN) -> Iterator[None]:
+    """Turn any failure to read or parse one bundle file into a BundleError naming the file.
+
+    Loaders report an empty, truncated or foreign file with many exception types (JSON, zip,
+    HDF5, Keras, pydantic, KeyError...): whatever they raise, the person needs the file's
+    name and that it is unusable, not a traceback from inside the loader."""
+    name = layout.relative(path)
+    try:
+        yield
+    except BundleError:
+        raise
+    except FileNotFoundError as error:
+        raise BundleError(f"bundle {layout.root} is incomplete: missing {name}") from error
+    except Exception as error:  # noqa: BLE001  (see the docstring: the file, not the loader, is at fault)
+        detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        why = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+        raise BundleError(f"bundle {layout.root}: {name} is damaged or not an fbmarket file ({why}); {hint}") from error
+
+
+def read_json_object(layout: BundleLayout, path: Path, hint: str = RETRAIN) -> dict[str, Any]:
+    """A bundle file that must hold one JSON object; BundleError naming it otherwise."""
+    with reading(layout, path, hint):
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(payload, dict):
+        raise BundleError(
+            f"bundle {layout.root}: {layout.relative(path)} holds a JSON {type(payload).__name__}, "
+            f"not the object fbmarket writes; {hint}"
+        )
+    return payload
+
+
+def check_manifest(layout: BundleLayout, manifest: dict[str, Any]) -> None:
+    """bundle.json's keys and types (MANIFEST_KEYS), and a format this version reads."""
+    where = f"bundle {layout.root}: {layout.manifest.name}"
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(
+            f"{where} lacks {', '.join(repr(k) for k in missing)}: not an fbmarket bundle manifest "
+            f"(another program's file, or a damaged one); {RETRAIN}"
+        )
+    wrong = [
+        f"{key!r} should be {'/'.join(t.__name__ for t in (kinds if isinstance(kinds, tuple) else (kinds,)))}"
+        for key, kinds in MANIFEST_KEYS.items()
+        if not isinstance(manifest[key], kinds) or isinstance(manifest[key], bool)
+    ]
+    classes = manifest["classes"]
+    if isinstance(classes, list) and not (classes and all(isinstance(c, str) for c in classes)):
+        wrong.append("'classes' should be a non-empty list of category names")
+    if wrong:
+        raise BundleError(f"{where} is damaged: {'; '.join(wrong)}; {RETRAIN}")
+    version = manifest.get("format", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise BundleError(
+            f"{where} has format {version!r}; this fbmarket reads format {FORMAT_VERSION} and older: "
+            "upgrade fbmarket or retrain the bundle"
+        )
+
+
 def read_manifest(layout: BundleLayout) -> dict[str, Any]:
-    """bundle.json, after checking that every file serving reads is there."""
+    """bundle.json, checked (`check_manifest`), after checking that every file serving reads is there."""
     if not layout.manifest.is_file():
         raise BundleError(
             f"{layout.root} is not a model bundle: {layout.manifest.name} is missing (train one first)"
         )
-    manifest = json.loads(layout.manifest.read_text())
+    manifest = read_json_object(layout, layout.manifest)
+    check_manifest(layout, manifest)
     required = [model_path(layout, key) for key in ("text_model", "backbone", "image_head", "fusion")]
     missing = [layout.relative(path) for path in (*required, layout.tabular) if not path.is_file()]
     if missing:
@@ -71,15 +151,78 @@ def read_manifest(layout: BundleLayout) -> dict[str, Any]:
     return manifest
 
 
+def check_keras_file(layout: BundleLayout, path: Path, hint: str = RETRAIN) -> None:
+    """A .keras file is a zip archive holding config.json; an empty, truncated or foreign file is
+    a BundleError naming it (Keras itself says "File not found" for one that exists)."""
+    where = f"bundle {layout.root}: {layout.relative(path)}"
+    if not path.is_file():
+        raise BundleError(f"bundle {layout.root} is incomplete: missing {layout.relative(path)}")
+    if not zipfile.is_zipfile(path):
+        raise BundleError(f"{where} is not a .keras (zip) file: empty, truncated or corrupt; {hint}")
+    with reading(layout, path, hint), zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist():
+            raise BundleError(f"{where} is a zip file but not a Keras model (no config.json); {hint}")
+
+
 def load_model(layout: BundleLayout, key: str) -> keras.Model:
-    return keras.models.load_model(model_path(layout, key), compile=False)
+    path = model_path(layout, key)
+    check_keras_file(layout, path)
+    with reading(layout, path):
+        return keras.models.load_model(path, compile=False)
+
+
+def read_tabular(layout: BundleLayout) -> TabularScaler:
+    """The tabular scaler (model/tabular.json); BundleError naming the file when it is unusable."""
+    with reading(layout, layout.tabular):
+        return TabularScaler.from_json(read_json_object(layout, layout.tabular))
 
 
 def read_leaves(layout: BundleLayout) -> list[str] | None:
     """The fusion model's leaf categories (None: a bundle without them)."""
     if not layout.leaves.is_file():
         return None
-    return [str(leaf) for leaf in json.loads(layout.leaves.read_text(encoding="utf-8")).get("leaves") or []]
+    payload = read_json_object(layout, layout.leaves)
+    leaves = payload.get("leaves") or []
+    if not isinstance(leaves, list):
+        raise BundleError(f"bundle {layout.root}: {layout.relative(layout.leaves)} is damaged ('leaves' is not a list)")
+    return [str(leaf) for leaf in leaves]
+
+
+def check_files(layout: BundleLayout) -> dict[str, Any]:
+    """What serving reads, checked without loading a model (a fraction of a second): bundle.json,
+    every .keras archive whole (CRCs), the JSON and .npz members. `fbmarket serve` runs it
+    before it listens, so a damaged bundle is one line at start-up rather than a server that
+    never becomes ready. Returns the manifest."""
+    manifest = read_manifest(layout)
+    archives = [model_path(layout, key) for key in (*PARTS, "fusion")]
+    archives += [p for p in (layout.late_fusion, layout.ranking_dir / "learned_ranker.keras") if p.exists()]
+    for path in archives:
+        check_keras_file(layout, path)
+        with reading(layout, path), zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise BundleError(f"bundle {layout.root}: {layout.relative(path)} is corrupt (member {bad}); {RETRAIN}")
+    for path in (layout.tfidf_weights,):  # the price model's files are optional: see read_price_model
+        if path.exists():
+            with reading(layout, path), zipfile.ZipFile(path) as archive:
+                if archive.testzip() is not None:
+                    raise zipfile.BadZipFile("a member fails its CRC check")
+    read_tabular(layout)
+    for path in (layout.leaves, layout.tfidf, layout.duplicates):
+        if path.exists():
+            read_json_object(layout, path)
+    check_ranking_files(layout)
+    return manifest
+
+
+def check_ranking_files(layout: BundleLayout) -> None:
+    """The buyer profiles and rankers (ranking/): each JSON an object, the learned ranker a
+    .keras archive; BundleError naming the first that is not."""
+    for path in sorted(layout.ranking_dir.glob("*.json")):
+        read_json_object(layout, path)
+    learned = layout.ranking_dir / "learned_ranker.keras"
+    if learned.exists():
+        check_keras_file(layout, learned)
 
 
 def read_duplicate_rule(layout: BundleLayout) -> DuplicateRule | None:

@@ -3,9 +3,11 @@ copied or moved since training wrote them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
+from fbmarket.bundle.files import BundleError, read_json_object, reading
 from fbmarket.config import Settings
 from fbmarket.layout import DATABASE_FILE, BundleLayout
 
@@ -25,7 +27,16 @@ def load_bundle_settings(bundle_dir: Path | str) -> Settings:
             f"{bundle_dir} is not a model bundle (no {settings_file.name}): train one with "
             "`fbmarket train` or `python main.py`"
         )
-    settings = Settings.load(settings_file)
+    layout = BundleLayout(bundle_dir)
+    payload = read_json_object(layout, settings_file)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    if not known & set(payload):  # Settings.from_json ignores unknown keys: all defaults, silently
+        raise BundleError(
+            f"bundle {bundle_dir}: {settings_file.name} is not fbmarket's settings file (none of "
+            f"{', '.join(sorted(known)[:5])}, ... in it); retrain the bundle with `fbmarket train`"
+        )
+    with reading(layout, settings_file):
+        settings = Settings.from_json(payload)
     saved_out_dir = settings.out_dir
     settings.out_dir = bundle_dir
     if _is_bundle_database(settings.database_url, saved_out_dir, bundle_dir):

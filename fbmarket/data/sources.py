@@ -30,6 +30,7 @@ from fbmarket.data.schema import (
     SchemaError,
     require_columns,
 )
+from fbmarket.errors import DataError
 
 PRODUCTS_FILE = "Products.csv"
 IMAGES_FILE = "Images.csv"
@@ -272,6 +273,8 @@ def read_folder(folder: Path) -> RawTables:
     issues = ReadIssues()
     products = read_csv_table(folder / PRODUCTS_FILE, RAW_PRODUCT_COLUMNS, issues)
     images = read_csv_table(folder / IMAGES_FILE, RAW_IMAGE_COLUMNS, issues)
+    if not issues.data_rows.get(PRODUCTS_FILE):  # else "0 listings" flows on into every stage
+        raise DataError(f"{folder / PRODUCTS_FILE} has no rows: only a header, no listing to read")
     users = interactions = None
     if (folder / USERS_FILE).is_file():
         users = read_csv_table(folder / USERS_FILE, RAW_USER_COLUMNS, issues)
@@ -314,6 +317,10 @@ def read_sql(
             return frame.astype("str")  # the same all-string shape the CSV reader gives
 
         products = read(products_table, RAW_PRODUCT_COLUMNS)
+        if products.empty:
+            raise DataError(
+                f"table {products_table!r} of database {engine.url.render_as_string()} has no rows: no listing to read"
+            )
         images = read(images_table, RAW_IMAGE_COLUMNS)
         users = read(users_table, RAW_USER_COLUMNS) if users_table in names else None
         interactions = (

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fbmarket.bundle.files import check_ranking_files, reading
 from fbmarket.bundle.settings import load_bundle_settings
 from fbmarket.catalogue import CatalogueView, ListingCatalogue
 from fbmarket.config import Settings
@@ -197,9 +198,12 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
                 query_vocabulary=query_vocabulary(bundle_dir),
                 backend=backend,
             )
-        ranking_dir = BundleLayout(bundle_dir).ranking_dir
+        layout = BundleLayout(bundle_dir)
+        ranking_dir = layout.ranking_dir
         if (ranking_dir / "profiles.json").is_file():
-            ranking = RankingModels.load(ranking_dir)
+            check_ranking_files(layout)  # a damaged file named, not a JSON or Keras traceback
+            with reading(layout, ranking_dir):
+                ranking = RankingModels.load(ranking_dir)
         else:
             ranking = cold_ranking(products, settings)
         listings = SharedListings(store, settings.rank.affinity_level) if shared else None

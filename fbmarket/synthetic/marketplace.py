@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from fbmarket import __version__
 from fbmarket.data.schema import LATITUDE, LOCATION, LONGITUDE, PRICE, PRODUCT_ID, ROOT_CATEGORY, TITLE
+from fbmarket.limits import MIN_SAMPLE_PRODUCTS
 from fbmarket.synthetic.buyers import USER_CSV_COLUMNS, simulate_buyers, simulate_interactions
 from fbmarket.synthetic.photos import Look, encode_photo, make_noise_bank, product_look, render_photo
 from fbmarket.synthetic.vocab import (
@@ -377,8 +378,10 @@ def write_sample(
     `n_products` counts Products.csv rows (duplicates included). `n_users` defaults to
     one buyer per five products.
     """
-    if n_products < 40:
-        raise ValueError(f"n_products must be at least 40 to carry every kind of dirt, got {n_products}")
+    if n_products < MIN_SAMPLE_PRODUCTS:
+        raise ValueError(
+            f"n_products must be at least {MIN_SAMPLE_PRODUCTS} to carry every kind of dirt, got {n_products}"
+        )
     out_dir = Path(out_dir)
     readme = out_dir / "README.md"
     if (out_dir / "Products.csv").exists() and not (
