@@ -182,3 +182,50 @@ def test_feature_cache_appends_shards_without_rewriting(tmp_path: Path) -> None:
     np.testing.assert_array_equal(reopened.get(["c", "a", "b"]), rows[[2, 0, 1]])
     (directory / "shard-99999999999999999999-0-0.npz").write_bytes(b"torn")  # skipped, not fatal
     assert len(FeatureCache(tmp_path / "features", "key1")) == 3
+
+
+def _separable_features(n: int, dim: int, classes: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows around one random direction per class (noisy, so C matters)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(classes) + 1, dim))
+    labels = rng.choice(classes, size=n)
+    return (centres[labels] + 1.5 * rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+def test_logistic_head_is_scikit_learns_regression_in_the_keras_head() -> None:
+    """The head written from the fitted regression gives its probabilities; a class absent
+    from training gets ~0; C is the best of the grid on validation and recorded."""
+    from sklearn.linear_model import LogisticRegression
+
+    from fbmarket.vision.train import train_feature_head
+
+    x, y = _separable_features(300, 24, [0, 1, 3], seed=0)
+    x_val, y_val = _separable_features(120, 24, [0, 1, 3], seed=1)
+    settings = VisionSettings(head_solver="logistic_regression", head_c=(0.01, 1.0, 100.0))
+    head, history = train_feature_head(x, y, x_val, y_val, settings, n_classes=4, seed=0)
+    assert history["c"] == [0.01, 1.0, 100.0] and len(history["val_accuracy"]) == 3
+    best = history["best_c"][0]
+    assert history["val_accuracy"][history["c"].index(best)] == max(history["val_accuracy"])
+    unit = x_val / np.linalg.norm(x_val, axis=1, keepdims=True)
+    reference = LogisticRegression(C=best, max_iter=3000, random_state=0).fit(
+        x / np.linalg.norm(x, axis=1, keepdims=True), y
+    )
+    probs = head.predict(x_val, verbose=0)
+    assert probs.shape == (120, 4)
+    np.testing.assert_allclose(probs[:, [0, 1, 3]], reference.predict_proba(unit), atol=1e-4)
+    assert probs[:, 2].max() < 1e-9  # never seen in training
+    # without validation rows: the first C, no accuracy recorded
+    _, alone = train_feature_head(x, y, x[:0], y[:0], settings, n_classes=4, seed=0)
+    assert alone["best_c"] == [0.01] and "val_accuracy" not in alone
+
+
+def test_logistic_head_refuses_what_only_the_adam_head_does() -> None:
+    from fbmarket.vision.train import train_feature_head
+
+    x, y = _separable_features(60, 8, [0, 1], seed=2)
+    with pytest.raises(ValueError, match="head_hidden needs vision.head_solver 'adam'"):
+        train_feature_head(x, y, x[:0], y[:0], VisionSettings(head_hidden=16), n_classes=2, seed=0)
+    with pytest.raises(ValueError, match="head_solver must be one of"):
+        train_feature_head(x, y, x[:0], y[:0], VisionSettings(head_solver="sgd"), n_classes=2, seed=0)
+    head, _ = train_feature_head(x, y, x[:0], y[:0], VisionSettings(head_solver="adam", head_epochs=2), 2, 0)
+    assert head.predict(x[:3], verbose=0).shape == (3, 2)

@@ -151,15 +151,20 @@ def fit_late_fusion_head(
     if pooled_photos is not None:
         pooled, with_photo = pooled_photos
         rows = np.intersect1d(both, np.flatnonzero(with_photo))
-        accuracy = history.get("image_head", {}).get("val_accuracy") or []
-        epochs = int(np.argmax(accuracy)) + 1 if accuracy else settings.vision.head_epochs
-        head_settings = replace(settings.vision, head_epochs=epochs)
+        fit = history.get("image_head", {})
+        if settings.vision.head_solver == "adam":  # the epoch count that was best on val
+            accuracy = fit.get("val_accuracy") or []
+            epochs = int(np.argmax(accuracy)) + 1 if accuracy else settings.vision.head_epochs
+            head_settings, done = replace(settings.vision, head_epochs=epochs), f"{epochs} epochs"
+        else:  # the C that was best on val
+            c = (fit.get("best_c") or settings.vision.head_c[:1])[0]
+            head_settings, done = replace(settings.vision, head_c=(c,)), f"logistic regression, C={c:g}"
         image_head, _ = train_feature_head(
             pooled[rows], labels[rows], pooled[:0], labels[:0], head_settings, log_probs.shape[2],
             settings.seed,
         )  # fmt: skip
         bundle.set_part("image_head", image_head)
-        record["refit_on_train_val"].append(f"image head ({epochs} epochs)")
+        record["refit_on_train_val"].append(f"image head ({done})")
     return record
 
 
