@@ -521,6 +521,75 @@ def test_a_body_that_is_not_a_form_or_changes_nothing_is_refused(
     assert api.post("/search", data={"q": "sofa"}, files=[("photo", ("", b"", "application/octet-stream"))]).status_code == 200
 
 
+STATUS_PROBES = ("/health", "/ready", "/metrics")
+
+
+def _route_url(path: str, catalogue: dict) -> str:
+    """An OpenAPI path template with real ids in it."""
+    return (
+        path.replace("{product_id}", first_listing_with_photo(catalogue))
+        .replace("{user_id}", catalogue["users"][0])
+        .replace("{n}", "0")
+    )
+
+
+def test_unknown_or_repeated_parameters_are_refused_on_every_route(
+    api: httpx.Client, live_server: LiveServer, catalogue: dict
+) -> None:
+    """Before: a typo (`limt=5`, `qury=bike`, `kk=3`) was ignored and a repeated parameter
+    (`q=bike&q=sofa`, `k=5&k=50`) kept one value, so the answer looked right for another request."""
+    headers = live_server.write_headers
+    routes = api.get("/openapi.json").json()["paths"]
+    checked = 0
+    for path, methods in routes.items():
+        if path in STATUS_PROBES:
+            continue
+        for method in methods:
+            url = _route_url(path, catalogue)
+            response = api.request(method, url, params={"limt": "5"}, headers=headers)
+            assert response.status_code == 422, (method, path, response.status_code, response.text)
+            body = response.json()
+            assert body["reason"] == "unknown_parameter" and body["detail"].startswith("limt:"), body
+            assert body["errors"][0]["field"] == "limt" and body["errors"][0]["loc"] == ["query", "limt"]
+            assert "limt" not in body["errors"][0]["accepted"]
+            checked += 1
+    assert checked >= 12, "every JSON route was tried"
+    assert api.get(f"/listings/{first_listing_with_photo(catalogue)}").status_code == 200, "DELETE deleted nothing"
+    typo = api.get("/search", params={"q": "bike", "limt": "5"}).json()
+    assert "accepts: age, budget, category" in typo["detail"] and "k" in typo["errors"][0]["accepted"]
+    similar = api.get(f"/listings/{first_listing_with_photo(catalogue)}/similar", params={"kk": "3"})
+    assert similar.status_code == 422 and similar.json()["errors"][0]["accepted"] == ["k"]
+    # form fields: every form route
+    product_id = first_listing_with_photo(catalogue)
+    for method, path in (
+        ("POST", "/search"),
+        ("POST", "/predict/category"),
+        ("POST", "/predict/price"),
+        ("POST", "/predict/duplicates"),
+        ("POST", "/listings"),
+        ("PUT", f"/listings/{product_id}"),
+    ):
+        photo = "photo" if path in ("/search", "/predict/category") else "photos"
+        for files in (None, [(photo, ("", b"", "application/octet-stream"))]):  # urlencoded, multipart
+            response = api.request(method, path, data={"qury": "bike"}, files=files, headers=headers)
+            assert response.status_code == 422, (method, path, response.text)
+            body = response.json()
+            assert body["reason"] == "unknown_parameter" and body["errors"][0]["loc"] == ["body", "qury"], body
+    for params, field in (
+        ([("q", "bike"), ("q", "sofa")], "q"),
+        ([("q", "bike"), ("k", "5"), ("k", "50")], "k"),
+    ):
+        twice = api.get("/search", params=params)
+        assert twice.status_code == 422 and twice.json()["reason"] == "repeated_field", twice.text
+        assert twice.json()["errors"][0]["loc"] == ["query", field]
+    feed = api.get(f"/users/{catalogue['users'][0]}/recommendations", params=[("k", "3"), ("k", "4")])
+    assert feed.status_code == 422 and feed.json()["reason"] == "repeated_field"
+    # what load balancers and monitors add to the probes is not the client's mistake
+    for probe in STATUS_PROBES:
+        assert api.get(probe, params=[("lb", "1"), ("lb", "2"), ("_", "x")]).status_code == 200, probe
+    assert api.get("/search", params={"q": "bike", "k": "5"}).status_code == 200
+
+
 @BOTH_BACKENDS
 def test_create_with_given_id_and_category(
     api: httpx.Client, live_server: LiveServer, catalogue: dict

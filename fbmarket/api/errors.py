@@ -37,8 +37,9 @@ class ApiError(FbmarketError):
         field: str | None = None,
         location: str = "body",
         headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ):
-        super().__init__(detail, field=field)
+        super().__init__(detail, field=field, details=details)
         self.reason = reason  # type: ignore[assignment]  # None: the body has no reason
         self.status_code = status_code
         self.detail = detail
