@@ -590,6 +590,28 @@ def test_unknown_or_repeated_parameters_are_refused_on_every_route(
     assert api.get("/search", params={"q": "bike", "k": "5"}).status_code == 200
 
 
+def test_query_and_predict_text_are_cleaned_like_listing_text(api: httpx.Client, catalogue: dict) -> None:
+    """Before: `<b></b>` was searched as the words "b" (a search for nothing, or a buyer's feed with a
+    user_id) and `&amp;&lt;` was sent to the category model as it came."""
+    title = title_of(catalogue, first_listing_with_photo(catalogue))
+    plain = api.get("/search", params={"q": title, "k": 5}).json()
+    marked = api.get("/search", params={"q": f"<b>{title}</b> &nbsp;", "k": 5}).json()
+    assert [r["product_id"] for r in marked["results"]] == [r["product_id"] for r in plain["results"]]
+    for query in ("<b></b>", "&nbsp;", "<p> &amp;nbsp; </p>"):
+        for extra in ({}, {"user_id": catalogue["users"][0]}):
+            response = api.get("/search", params={"q": query} | extra)
+            assert response.status_code == 422, (query, extra, response.text)
+            assert response.json()["errors"][0]["field"] == "q" and response.json()["detail"].startswith("q:")
+        posted = api.post("/search", data={"q": query})
+        assert posted.status_code == 422 and posted.json()["errors"][0]["loc"] == ["body", "q"], posted.text
+        text = api.post("/predict/category", data={"text": query})
+        assert text.status_code == 422 and text.json()["errors"][0]["field"] == "text", text.text
+    control = api.get("/search", params={"q": "\x00\x01"})
+    assert control.status_code == 422 and control.json()["errors"][0]["field"] == "q"
+    cleaned = api.post("/predict/category", data={"text": f"<i>{title}</i>"}).json()["predictions"]
+    assert cleaned == api.post("/predict/category", data={"text": title}).json()["predictions"]
+
+
 @BOTH_BACKENDS
 def test_create_with_given_id_and_category(
     api: httpx.Client, live_server: LiveServer, catalogue: dict
