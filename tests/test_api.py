@@ -587,6 +587,18 @@ def test_unknown_or_repeated_parameters_are_refused_on_every_route(
     # what load balancers and monitors add to the probes is not the client's mistake
     for probe in STATUS_PROBES:
         assert api.get(probe, params=[("lb", "1"), ("lb", "2"), ("_", "x")]).status_code == 200, probe
+    # a text value where a file part belongs says so, without Python's class names
+    as_text = api.post("/search", data={"q": "sofa"}, files={"photo": (None, "x")})
+    assert as_text.status_code == 422 and "send a file here" in as_text.json()["detail"], as_text.text
+    assert "UploadFile" not in as_text.text
+    # a parameter without a name (`?=sofa`, a form `=sofa`) is named in errors all the same
+    for response in (
+        api.get("/search?=sofa"),
+        api.post("/predict/category", content=b"=sofa", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+    ):
+        body = response.json()
+        assert response.status_code == 422 and body["reason"] == "unknown_parameter", response.text
+        assert body["detail"].startswith("'': unknown") and body["errors"][0]["field"] == "''"
     assert api.get("/search", params={"q": "bike", "k": "5"}).status_code == 200
 
 

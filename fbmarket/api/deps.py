@@ -114,11 +114,18 @@ async def require_form_body(request: Request) -> None:
             raise repeated_field(name, len(form.getlist(name)), "body")
 
 
+def _shown(name: str) -> str:
+    """A client's parameter name as a message can show it: `=sofa` has an empty one, and a name
+    may hold control characters; either is quoted so the message says what was sent."""
+    name = name[:80]
+    return name if name and name.isprintable() and name.strip() == name else repr(name)
+
+
 def repeated_field(name: str, times: int, location: str) -> ApiError:
     """A one-value field sent more than once: keeping either value would hide the mistake."""
     return ApiError(
-        422, f"{name[:80]} was sent {times} times; send it once", "repeated_field",
-        field=name[:80], location=location,
+        422, f"{_shown(name)} was sent {times} times; send it once", "repeated_field",
+        field=_shown(name), location=location,
     )  # fmt: skip
 
 
@@ -126,15 +133,16 @@ def unknown_parameter(name: str, accepted: frozenset[str], location: str) -> Api
     """A parameter the route does not read (a typo such as `limt`): ignoring it would answer as
     if it had not been sent, so the client would never learn the filter did nothing."""
     where = "query parameter" if location == "query" else "form field"
+    shown = _shown(name)
     if accepted:
-        said = f"{name[:80]}: unknown {where}; this route accepts: {', '.join(sorted(accepted))}"
+        said = f"{shown}: unknown {where}; this route accepts: {', '.join(sorted(accepted))}"
     else:
-        said = f"{name[:80]}: unknown {where}; this route takes no {where}s"
+        said = f"{shown}: unknown {where}; this route takes no {where}s"
     return ApiError(
         422,
         said,
         "unknown_parameter",
-        field=name[:80],
+        field=shown,
         location=location,
         details={"accepted": sorted(accepted)},
     )

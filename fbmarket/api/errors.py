@@ -85,7 +85,10 @@ def plain_message(message: str) -> str:
     Python exception, which means nothing to the person who typed the value."""
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
-            return message[len(prefix) :]
+            message = message[len(prefix) :]
+            break
+    if message.startswith("Expected UploadFile"):  # FastAPI's words for a text value in a file field
+        return "send a file here (a form part with a filename), not a text value"
     return message
 
 
