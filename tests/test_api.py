@@ -618,6 +618,8 @@ def test_query_and_predict_text_are_cleaned_like_listing_text(api: httpx.Client,
         assert posted.status_code == 422 and posted.json()["errors"][0]["loc"] == ["body", "q"], posted.text
         text = api.post("/predict/category", data={"text": query})
         assert text.status_code == 422 and text.json()["errors"][0]["field"] == "text", text.text
+    sell = api.post("/sell/advice", data={"title": "<b></b>", "description": "&nbsp;"})
+    assert sell.status_code == 422 and "title: give text with letters or digits" in sell.text
     control = api.get("/search", params={"q": "\x00\x01"})
     assert control.status_code == 422 and control.json()["errors"][0]["field"] == "q"
     cleaned = api.post("/predict/category", data={"text": f"<i>{title}</i>"}).json()["predictions"]
