@@ -521,6 +521,111 @@ def test_a_body_that_is_not_a_form_or_changes_nothing_is_refused(
     assert api.post("/search", data={"q": "sofa"}, files=[("photo", ("", b"", "application/octet-stream"))]).status_code == 200
 
 
+STATUS_PROBES = ("/health", "/ready", "/metrics")
+
+
+def _route_url(path: str, catalogue: dict) -> str:
+    """An OpenAPI path template with real ids in it."""
+    return (
+        path.replace("{product_id}", first_listing_with_photo(catalogue))
+        .replace("{user_id}", catalogue["users"][0])
+        .replace("{n}", "0")
+    )
+
+
+def test_unknown_or_repeated_parameters_are_refused_on_every_route(
+    api: httpx.Client, live_server: LiveServer, catalogue: dict
+) -> None:
+    """Before: a typo (`limt=5`, `qury=bike`, `kk=3`) was ignored and a repeated parameter
+    (`q=bike&q=sofa`, `k=5&k=50`) kept one value, so the answer looked right for another request."""
+    headers = live_server.write_headers
+    routes = api.get("/openapi.json").json()["paths"]
+    checked = 0
+    for path, methods in routes.items():
+        if path in STATUS_PROBES:
+            continue
+        for method in methods:
+            url = _route_url(path, catalogue)
+            response = api.request(method, url, params={"limt": "5"}, headers=headers)
+            assert response.status_code == 422, (method, path, response.status_code, response.text)
+            body = response.json()
+            assert body["reason"] == "unknown_parameter" and body["detail"].startswith("limt:"), body
+            assert body["errors"][0]["field"] == "limt" and body["errors"][0]["loc"] == ["query", "limt"]
+            assert "limt" not in body["errors"][0]["accepted"]
+            checked += 1
+    assert checked >= 12, "every JSON route was tried"
+    assert api.get(f"/listings/{first_listing_with_photo(catalogue)}").status_code == 200, "DELETE deleted nothing"
+    typo = api.get("/search", params={"q": "bike", "limt": "5"}).json()
+    assert "accepts: age, budget, category" in typo["detail"] and "k" in typo["errors"][0]["accepted"]
+    similar = api.get(f"/listings/{first_listing_with_photo(catalogue)}/similar", params={"kk": "3"})
+    assert similar.status_code == 422 and similar.json()["errors"][0]["accepted"] == ["k"]
+    # form fields: every form route
+    product_id = first_listing_with_photo(catalogue)
+    for method, path in (
+        ("POST", "/search"),
+        ("POST", "/predict/category"),
+        ("POST", "/predict/price"),
+        ("POST", "/predict/duplicates"),
+        ("POST", "/listings"),
+        ("PUT", f"/listings/{product_id}"),
+    ):
+        photo = "photo" if path in ("/search", "/predict/category") else "photos"
+        for files in (None, [(photo, ("", b"", "application/octet-stream"))]):  # urlencoded, multipart
+            response = api.request(method, path, data={"qury": "bike"}, files=files, headers=headers)
+            assert response.status_code == 422, (method, path, response.text)
+            body = response.json()
+            assert body["reason"] == "unknown_parameter" and body["errors"][0]["loc"] == ["body", "qury"], body
+    for params, field in (
+        ([("q", "bike"), ("q", "sofa")], "q"),
+        ([("q", "bike"), ("k", "5"), ("k", "50")], "k"),
+    ):
+        twice = api.get("/search", params=params)
+        assert twice.status_code == 422 and twice.json()["reason"] == "repeated_field", twice.text
+        assert twice.json()["errors"][0]["loc"] == ["query", field]
+    feed = api.get(f"/users/{catalogue['users'][0]}/recommendations", params=[("k", "3"), ("k", "4")])
+    assert feed.status_code == 422 and feed.json()["reason"] == "repeated_field"
+    # what load balancers and monitors add to the probes is not the client's mistake
+    for probe in STATUS_PROBES:
+        assert api.get(probe, params=[("lb", "1"), ("lb", "2"), ("_", "x")]).status_code == 200, probe
+    # a text value where a file part belongs says so, without Python's class names
+    as_text = api.post("/search", data={"q": "sofa"}, files={"photo": (None, "x")})
+    assert as_text.status_code == 422 and "send a file here" in as_text.json()["detail"], as_text.text
+    assert "UploadFile" not in as_text.text
+    # a parameter without a name (`?=sofa`, a form `=sofa`) is named in errors all the same
+    for response in (
+        api.get("/search?=sofa"),
+        api.post("/predict/category", content=b"=sofa", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+    ):
+        body = response.json()
+        assert response.status_code == 422 and body["reason"] == "unknown_parameter", response.text
+        assert body["detail"].startswith("'': unknown") and body["errors"][0]["field"] == "''"
+    assert api.get("/search", params={"q": "bike", "k": "5"}).status_code == 200
+
+
+def test_query_and_predict_text_are_cleaned_like_listing_text(api: httpx.Client, catalogue: dict) -> None:
+    """Before: `<b></b>` was searched as the words "b" (a search for nothing, or a buyer's feed with a
+    user_id) and `&amp;&lt;` was sent to the category model as it came."""
+    title = title_of(catalogue, first_listing_with_photo(catalogue))
+    plain = api.get("/search", params={"q": title, "k": 5}).json()
+    marked = api.get("/search", params={"q": f"<b>{title}</b> &nbsp;", "k": 5}).json()
+    assert [r["product_id"] for r in marked["results"]] == [r["product_id"] for r in plain["results"]]
+    for query in ("<b></b>", "&nbsp;", "<p> &amp;nbsp; </p>"):
+        for extra in ({}, {"user_id": catalogue["users"][0]}):
+            response = api.get("/search", params={"q": query} | extra)
+            assert response.status_code == 422, (query, extra, response.text)
+            assert response.json()["errors"][0]["field"] == "q" and response.json()["detail"].startswith("q:")
+        posted = api.post("/search", data={"q": query})
+        assert posted.status_code == 422 and posted.json()["errors"][0]["loc"] == ["body", "q"], posted.text
+        text = api.post("/predict/category", data={"text": query})
+        assert text.status_code == 422 and text.json()["errors"][0]["field"] == "text", text.text
+    sell = api.post("/sell/advice", data={"title": "<b></b>", "description": "&nbsp;"})
+    assert sell.status_code == 422 and "title: give text with letters or digits" in sell.text
+    control = api.get("/search", params={"q": "\x00\x01"})
+    assert control.status_code == 422 and control.json()["errors"][0]["field"] == "q"
+    cleaned = api.post("/predict/category", data={"text": f"<i>{title}</i>"}).json()["predictions"]
+    assert cleaned == api.post("/predict/category", data={"text": title}).json()["predictions"]
+
+
 @BOTH_BACKENDS
 def test_create_with_given_id_and_category(
     api: httpx.Client, live_server: LiveServer, catalogue: dict

@@ -27,6 +27,7 @@ from fbmarket.api.middleware import (
     Scope,
 )
 from fbmarket.api.routes import router as api_router
+from fbmarket.api.routes import status_router
 from fbmarket.api.sell import router as sell_router
 from fbmarket.api.web import STATIC_DIR
 from fbmarket.api.web import router as web_router
@@ -110,6 +111,7 @@ def create_app(
     app.state.load_error = None
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    app.include_router(status_router)
     app.include_router(api_router)
     app.include_router(web_router)
     app.include_router(sell_router)

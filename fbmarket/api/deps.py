@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request, Security
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
 
 from fbmarket.api.errors import ApiError
 from fbmarket.api.schemas import MAX_ID_CHARS
@@ -75,12 +78,14 @@ REPEATABLE_FORM_FIELDS = frozenset({"photos"})
 
 
 async def require_form_body(request: Request) -> None:
-    """415 for a request body that is not a form, 422 for a form that repeats a one-value field.
+    """415 for a request body that is not a form, 422 for a form that repeats a one-value field
+    or sends one the route does not read.
 
     The form routes read only form fields, so a JSON body would otherwise be parsed as no
     fields at all (a PUT then changed nothing and answered 200, a POST named the first missing
     field instead of the real mistake). A field sent twice (`title=a&title=b`) would silently
-    keep the last value; it is refused naming the field instead. A request without a body
+    keep the last value; it is refused naming the field instead, and so is a field the route
+    does not read (`qury=bike`: a typo that would change nothing). A request without a body
     passes (every field is optional on some of these routes).
 
     FastAPI has parsed the form before dependencies run, so `request.form()` here returns that
@@ -100,18 +105,93 @@ async def require_form_body(request: Request) -> None:
             "not_a_form",
         )
     form = await request.form()
+    route = request.scope.get("route")
+    accepted = accepted_names(route, "body") if isinstance(route, APIRoute) else None
     for name in dict.fromkeys(form.keys()):
+        if accepted is not None and name not in accepted:
+            raise unknown_parameter(name, accepted, "body")
         if name not in REPEATABLE_FORM_FIELDS and len(form.getlist(name)) > 1:
-            raise ApiError(
-                422,
-                f"{name[:80]} was sent {len(form.getlist(name))} times; send it once",
-                "repeated_field",
-                field=name[:80],
-                location="body",
-            )
+            raise repeated_field(name, len(form.getlist(name)), "body")
+
+
+def _shown(name: str) -> str:
+    """A client's parameter name as a message can show it: `=sofa` has an empty one, and a name
+    may hold control characters; either is quoted so the message says what was sent."""
+    name = name[:80]
+    return name if name and name.isprintable() and name.strip() == name else repr(name)
+
+
+def repeated_field(name: str, times: int, location: str) -> ApiError:
+    """A one-value field sent more than once: keeping either value would hide the mistake."""
+    return ApiError(
+        422, f"{_shown(name)} was sent {times} times; send it once", "repeated_field",
+        field=_shown(name), location=location,
+    )  # fmt: skip
+
+
+def unknown_parameter(name: str, accepted: frozenset[str], location: str) -> ApiError:
+    """A parameter the route does not read (a typo such as `limt`): ignoring it would answer as
+    if it had not been sent, so the client would never learn the filter did nothing."""
+    where = "query parameter" if location == "query" else "form field"
+    shown = _shown(name)
+    if accepted:
+        said = f"{shown}: unknown {where}; this route accepts: {', '.join(sorted(accepted))}"
+    else:
+        said = f"{shown}: unknown {where}; this route takes no {where}s"
+    return ApiError(
+        422,
+        said,
+        "unknown_parameter",
+        field=shown,
+        location=location,
+        details={"accepted": sorted(accepted)},
+    )
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def accepted_names(route: APIRoute, location: Literal["query", "body"]) -> frozenset[str]:
+    """The query parameters or form fields a route (and its dependencies) reads, by the names a
+    client sends: a parameter model (`SearchParams`) contributes each of its fields. A walk of a
+    few objects per request (routes are not hashable, so it is not cached).
+
+    The check is here rather than `extra="forbid"` on the request models: FastAPI hands a form
+    model every part the route does not bind by name, so "forbid" would refuse the route's own
+    `photo` / `photos` file parts as extra inputs."""
+    names: set[str] = set()
+    pending: list[Dependant] = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        pending.extend(dependant.dependencies)
+        for field in dependant.query_params if location == "query" else dependant.body_params:
+            model = _model_of(field.field_info.annotation)
+            if model is None:
+                names.add(field.alias)
+            else:
+                names.update(info.alias or name for name, info in model.model_fields.items())
+    return frozenset(names)
+
+
+def require_known_query(request: Request) -> None:
+    """422 for a query parameter the route does not read (`limt=5`) or one sent twice (`k=5&k=50`):
+    otherwise the first is ignored and the second keeps one value, and either way the answer
+    looks right while the request was not what the client meant."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    accepted = accepted_names(route, "query")
+    params = request.query_params
+    for name in dict.fromkeys(params.keys()):
+        if name not in accepted:
+            raise unknown_parameter(name, accepted, "query")
+        if len(params.getlist(name)) > 1:
+            raise repeated_field(name, len(params.getlist(name)), "query")
 
 
 MarketplaceDep = Annotated[Marketplace, Depends(get_marketplace)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 WriteAccess = Depends(require_api_key)
 FormBody = Depends(require_form_body)
+KnownQuery = Depends(require_known_query)

@@ -37,8 +37,9 @@ class ApiError(FbmarketError):
         field: str | None = None,
         location: str = "body",
         headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ):
-        super().__init__(detail, field=field)
+        super().__init__(detail, field=field, details=details)
         self.reason = reason  # type: ignore[assignment]  # None: the body has no reason
         self.status_code = status_code
         self.detail = detail
@@ -84,7 +85,10 @@ def plain_message(message: str) -> str:
     Python exception, which means nothing to the person who typed the value."""
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
-            return message[len(prefix) :]
+            message = message[len(prefix) :]
+            break
+    if message.startswith("Expected UploadFile"):  # FastAPI's words for a text value in a file field
+        return "send a file here (a form part with a filename), not a text value"
     return message
 
 

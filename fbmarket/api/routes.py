@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fbmarket.api.deps import FormBody, MarketplaceDep, SettingsDep, WriteAccess, checked_id
+from fbmarket.api.deps import FormBody, KnownQuery, MarketplaceDep, SettingsDep, WriteAccess, checked_id
 from fbmarket.api.errors import ApiError
 from fbmarket.api.schemas import (
     MAX_K,
@@ -41,7 +41,10 @@ from fbmarket.errors import NotFoundError
 from fbmarket.service import Marketplace
 from fbmarket.service.types import ListingInput, SearchRequest
 
-router = APIRouter()
+# Every JSON route refuses query parameters it does not read and one-value parameters sent twice;
+# the probes do not: load balancers and monitors add their own query strings to them.
+router = APIRouter(dependencies=[KnownQuery])
+status_router = APIRouter()
 
 ERRORS = {
     404: {"model": ErrorOut, "description": "unknown id"},
@@ -63,12 +66,12 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description="number of results")]
 # ------------------------------------------------------------------------------ status
 
 
-@router.get("/health", response_model=HealthOut, tags=["status"], summary="Liveness: the process answers")
+@status_router.get("/health", response_model=HealthOut, tags=["status"], summary="Liveness: the process answers")
 def health() -> HealthOut:
     return HealthOut()
 
 
-@router.get(
+@status_router.get(
     "/ready",
     response_model=ReadyOut,
     tags=["status"],
@@ -97,7 +100,7 @@ def ready(request: Request) -> JSONResponse | ReadyOut:
     return ReadyOut(ready=True, checks=checks, model=model)
 
 
-@router.get(
+@status_router.get(
     "/metrics",
     tags=["status"],
     summary="Prometheus metrics: request counts and latencies by route",

@@ -30,6 +30,7 @@ from fbmarket.bundle.settings import load_bundle_settings
 from fbmarket.catalogue import CatalogueView, ListingCatalogue
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
+from fbmarket.data.clean import clean_text
 from fbmarket.data.store import Store
 from fbmarket.errors import BadRequestError, NotFoundError
 from fbmarket.layout import BundleLayout
@@ -373,14 +374,21 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
     ) -> list[tuple[str, float]]:
         """The `top` (category, probability) pairs for a listing's words and/or photo.
 
-        Raises BadRequestError naming `field` (the request field that held the words: "text"
-        for /predict/category, "title" for a listing) when there is neither a word nor a photo.
+        The text is cleaned as the catalogue's listing text is (`clean_text`), so markup and
+        entities never reach the model. Raises BadRequestError naming `field` (the request field
+        that held the words: "text" for /predict/category, "title" for a listing) when there is
+        neither a word (once cleaned) nor a photo.
         """
+        typed = text
+        text = clean_text(text) or None if text is not None else None  # as the catalogue's text
         if image is None and not (text and get_tokenizer().tokenize(text)):
             message = "give text, a photo, or both to predict a category"
-            if text and text.strip():  # the model's tokeniser finds no word in it
-                message = "give text with letters or digits, a photo, or both to predict a category"
-            raise BadRequestError(message, field=field)
+            if typed and typed.strip():  # nothing readable once cleaned, or no word the tokeniser finds
+                message = (
+                    "give text with letters or digits (HTML tags, entities and control characters "
+                    "do not count), a photo, or both to predict a category"
+                )
+            raise BadRequestError(f"{field}: {message}", field=field)
         return self.model.predict_category(text, image, top=top)
 
     def get_listing(self, product_id: str) -> dict[str, Any]:

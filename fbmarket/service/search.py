@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fbmarket.data import schema as S
+from fbmarket.data.clean import clean_text
 from fbmarket.errors import BadRequestError, NotFoundError
 from fbmarket.recommend.buyers import Buyer, resolve_buyer
 from fbmarket.recommend.features import DISTANCE_KM
@@ -34,6 +35,23 @@ if TYPE_CHECKING:
     from fbmarket.search.hybrid import HybridSearcher
 
 
+def clean_query(query: str | None, field: str = "q") -> str | None:
+    """The query as the catalogue's text is cleaned (`clean_text`: HTML tags and entities,
+    control and invisible characters, spacing), so "<b>sofa</b>" searches "sofa" and not the
+    words "b" and "sofa". None when none was given; a query with nothing left after cleaning
+    ("<b></b>", "&nbsp;") is the client's 422 on `field`, not a search for nothing or a feed."""
+    if query is None or not query.strip():
+        return None
+    cleaned = clean_text(query)
+    if not cleaned:
+        raise BadRequestError(
+            f"{field}: nothing is left to search once HTML tags, character entities and "
+            "control or invisible characters are removed; give words or a photo",
+            field=field,
+        )
+    return cleaned
+
+
 class SearchQueries:
     """Mixed into `Marketplace`: its model, searcher, ranking, catalogue and known users, and
     its `_results` (ranked frame -> ListingResult)."""
@@ -50,8 +68,7 @@ class SearchQueries:
 
     def search(self, request: SearchRequest) -> SearchResponse:
         k = check_request_k(request.k)
-        text = request.query.strip() if request.query is not None else None
-        text = text or None
+        text = clean_query(request.query)
         buyer, status, notes = self._buyer(request.buyer)
         filters = self._filters(request, buyer)
         if text is None and request.image is None:
