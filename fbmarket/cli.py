@@ -128,6 +128,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_bundle(args.bundle, products, photos, args.report, show_progress=not args.quiet)
     for name, count in result["unseen_categories"].items():
         print(f"note: {count} listing(s) in category {name!r}, unknown to the model, were not scored")
+    if result["seen_in_training"]:
+        seen = result["seen_in_training"]
+        print(
+            f"note: {sum(seen.values())} of these listings are in this bundle's training split "
+            f"({', '.join(f'{name} {n}' for name, n in sorted(seen.items()))}): the figures flatter "
+            "the model; evaluate on listings it never saw"
+        )
     print(f"{result['n_products']} listings scored: {summary_line(result['branches'])}")
     print(f"image weights: {result['weights']['description']}")
     print(f"report: {args.report}")
