@@ -39,12 +39,14 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+import pandas as pd
 from harness import RESULTS, write_json
 from PIL import Image
 from tqdm.auto import tqdm
@@ -67,20 +69,69 @@ VARIANTS = ("reencode", "crop10", "resize50")
 MATCH_CUTOFFS = (0.0, 0.8, 0.85, 0.9, 0.95)  # SearchSettings.photo_match_cosine candidates
 
 
+def jpeg_copy(image: Image.Image, quality: int) -> Image.Image:
+    """`image` saved as a JPEG at `quality` and read back."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
 def variants(image: Image.Image) -> dict[str, Image.Image]:
     """The same photo as a re-poster would upload it."""
-
-    def jpeg(img: Image.Image, quality: int) -> Image.Image:
-        buffer = io.BytesIO()
-        img.convert("RGB").save(buffer, "JPEG", quality=quality)
-        return Image.open(io.BytesIO(buffer.getvalue()))
-
+    jpeg = jpeg_copy
     w, h = image.size
     return {
         "reencode": jpeg(image, 60),
         "crop10": jpeg(image.crop((int(w * 0.05), int(h * 0.05), int(w * 0.95), int(h * 0.95))), 85),
         "resize50": image.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.BICUBIC),
     }
+
+
+@dataclass
+class Catalogue:
+    """A dev bundle's whole catalogue indexed as `fbmarket serve` holds it (photo index included)."""
+
+    settings: Settings
+    model: Any  # fbmarket.bundle.Bundle
+    products: pd.DataFrame  # with the bundle's split in S.SPLIT
+    searcher: HybridSearcher
+    photos: VectorIndex
+    root: dict[str, str]  # product id -> root category
+    leaf: dict[str, str]  # product id -> leaf category (full path)
+    first_photo: pd.Series  # product id -> path of its first photo
+
+
+def load_catalogue(bundle: Path) -> Catalogue:
+    """Encode every listing of `bundle` (embedding + pooled photo vector) and index them."""
+    from fbmarket.bundle import Bundle
+
+    settings = Settings.load(BundleLayout(bundle).settings)
+    settings.out_dir = bundle
+    model = Bundle.load(bundle)
+    store = Store(settings.db_url, root=bundle)  # photo paths are stored relative to the bundle
+    products = store.listings_frame()
+    images = store.images_frame()
+    store.close()
+    split = json.loads(BundleLayout(bundle).split.read_text())
+    split = split.get("assignments", split) if isinstance(split, dict) else split
+    products[S.SPLIT] = products[S.PRODUCT_ID].astype(str).map(split)
+    encoded = model.encode_listings(products, images, show_progress=True)
+    ids = products[S.PRODUCT_ID].astype(str).tolist()
+    searcher = HybridSearcher.build(products, ids, encoded.embeddings, settings.search, model.category_space())
+    photos = VectorIndex(encoded.photo_vectors.shape[1], settings.search, factory="Flat")
+    photos.build(np.asarray(ids, dtype=object)[encoded.has_photo].tolist(), encoded.photo_vectors[encoded.has_photo])
+    searcher.photos = photos
+    first = images.sort_values([S.PRODUCT_ID, "position"]).drop_duplicates(S.PRODUCT_ID)
+    return Catalogue(
+        settings,
+        model,
+        products,
+        searcher,
+        photos,
+        dict(zip(ids, products[S.ROOT_CATEGORY].astype(str), strict=True)),
+        dict(zip(ids, products[S.LEAF_CATEGORY].astype(str), strict=True)),
+        first.set_index(first[S.PRODUCT_ID].astype(str))[S.IMAGE_PATH],
+    )
 
 
 def main() -> int:
@@ -93,30 +144,12 @@ def main() -> int:
     if not BundleLayout(args.bundle).manifest.is_file():
         print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
         return 0
-    from fbmarket.bundle import Bundle
-
     started = time.perf_counter()
-    settings = Settings.load(BundleLayout(args.bundle).settings)
-    settings.out_dir = args.bundle
-    model = Bundle.load(args.bundle)
-    store = Store(settings.db_url, root=args.bundle)  # photo paths are stored relative to the bundle
-    products = store.listings_frame()
-    images = store.images_frame()
-    store.close()
-    split = json.loads(BundleLayout(args.bundle).split.read_text())
-    split = split.get("assignments", split) if isinstance(split, dict) else split
-    products[S.SPLIT] = products[S.PRODUCT_ID].astype(str).map(split)
-    encoded = model.encode_listings(products, images, show_progress=True)
-    ids = products[S.PRODUCT_ID].astype(str).tolist()
-    searcher = HybridSearcher.build(products, ids, encoded.embeddings, settings.search, model.category_space())
-    photos = VectorIndex(encoded.photo_vectors.shape[1], settings.search, factory="Flat")
-    photos.build(np.asarray(ids, dtype=object)[encoded.has_photo].tolist(), encoded.photo_vectors[encoded.has_photo])
-    searcher.photos = photos
-    root = dict(zip(ids, products[S.ROOT_CATEGORY].astype(str), strict=True))
-    leaf = dict(zip(ids, products[S.LEAF_CATEGORY].astype(str), strict=True))
-
-    first = images.sort_values([S.PRODUCT_ID, "position"]).drop_duplicates(S.PRODUCT_ID)
-    first = first.set_index(first[S.PRODUCT_ID].astype(str))[S.IMAGE_PATH]
+    catalogue = load_catalogue(args.bundle)
+    settings, model, products, searcher, photos = (
+        catalogue.settings, catalogue.model, catalogue.products, catalogue.searcher, catalogue.photos
+    )
+    root, leaf, first = catalogue.root, catalogue.leaf, catalogue.first_photo
     queries: dict[str, list[dict]] = {}
     for name in ("val", "test"):
         pids = [p for p in products.loc[products[S.SPLIT] == name, S.PRODUCT_ID].astype(str) if p in first.index]

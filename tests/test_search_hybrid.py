@@ -464,6 +464,22 @@ def test_a_photo_match_is_flagged_first_even_against_strong_category_agreement()
     assert frame[PHOTO_MATCH].tolist() == [True] + [False] * 9  # random photos of others: no match
 
 
+def test_words_with_a_photo_weigh_as_photo_words_blend_weight() -> None:
+    """A photo alone is ordered by its look (photo_blend_weight 0.1); the same photo with
+    words gives the words' blend photo_words_blend_weight, so they can decide. Before, words
+    weighed 0.1 too and a photo + "pram" returned the photo's look-alikes in other categories."""
+    products = catalogue()
+    settings = dict(photo_root_weight=0.0, photo_leaf_weight=0.0, photo_match_cosine=0.0)
+    deaf, photos = photo_searcher(products, photo_words_blend_weight=0.0, **settings)
+    heard, _ = photo_searcher(products, photo_words_blend_weight=5.0, **settings)
+    title = str(products[S.TITLE].iloc[60])
+    words = embeddings_of(products.iloc[[60]])[0]  # the words describe listing 60
+    query = photos[7] + 0.02 * np.random.default_rng(0).normal(size=32)
+    assert deaf.retrieve(words, title, n=10, query_photo=query).frame[S.PRODUCT_ID].iloc[0] == "p7"
+    assert heard.retrieve(words, None, n=10, query_photo=query).frame[S.PRODUCT_ID].iloc[0] == "p7"
+    assert heard.retrieve(words, title, n=10, query_photo=query).frame[S.PRODUCT_ID].iloc[0] != "p7"
+
+
 def test_photo_index_follows_live_adds_and_removals() -> None:
     products = catalogue()
     built, photos = photo_searcher(products)

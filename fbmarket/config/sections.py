@@ -252,6 +252,13 @@ class SearchSettings:
     # head) times theirs. Chosen on the dev data's validation split by
     # benchmarks/photo_search.py.
     photo_blend_weight: float = 0.1
+    # ... and in place of photo_blend_weight when the photo comes with words: at 0.1 the words
+    # barely moved the order, and a photo + "pram" returned games. Chosen on the dev data's
+    # validation split by benchmarks/photo_words_search.py (a listing's first photo + its leaf
+    # name as the words; same-root / same-leaf P@10 0.715 / 0.485 at 0.1, 0.845 / 0.657 at
+    # 0.5, words alone 0.832 / 0.627; 1.0 adds 0.01-0.02 but loses duplicate recall@1,
+    # 0.927 against 0.940).
+    photo_words_blend_weight: float = 0.5
     photo_root_weight: float = 0.2
     photo_leaf_weight: float = 0.1
     # A listing whose pooled photo vector has at least this cosine with the query photo is

@@ -62,7 +62,8 @@ class PhotoRetrieval:
 
         The union of the photo index's neighbours and the usual embedding/BM25 lists, each
         scored in photo-cosine units: cos(query photo, listing's pooled photo) +
-        photo_blend_weight * the usual blend (min-max scaled) + photo_root_weight * P(same
+        blend weight * the usual blend (min-max scaled: photo_blend_weight for a photo alone,
+        photo_words_blend_weight when words come with it) + photo_root_weight * P(same
         root) + photo_leaf_weight * P(same leaf). The cosine is not rescaled: a re-encoded
         copy of a listing's photo scores ~0.95-1.0 against it and rarely above 0.85 against
         any other, and that gap is what keeps duplicates first. Columns: CANDIDATE_COLUMNS plus
@@ -113,7 +114,8 @@ class PhotoRetrieval:
             settings = self.settings
             fused = np.nan_to_num(photo, nan=0.0)
             if use_text or use_vectors:
-                fused = fused + settings.photo_blend_weight * np.nan_to_num(min_max(blend), nan=0.0)
+                weight = settings.photo_words_blend_weight if query_text is not None else settings.photo_blend_weight
+                fused = fused + weight * np.nan_to_num(min_max(blend), nan=0.0)
             if self.categories is not None and use_vectors and (settings.photo_root_weight or settings.photo_leaf_weight):
                 in_vectors = backend.has_vectors_for(ids)
                 same_root = np.zeros(len(ids))
