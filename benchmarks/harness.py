@@ -15,6 +15,7 @@ Every benchmark talks to 127.0.0.1 only, with bounded loops that stop by themsel
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -36,6 +37,25 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 DEV_DATA = REPO.parent / "shared" / "data" / "gumtree-dev"
 RESULTS = REPO / "benchmarks" / "results"
+
+
+def bundle_parser(doc: str, default_out: Path) -> argparse.ArgumentParser:
+    """The arguments every benchmark of a trained dev bundle takes: `--bundle DIR` (required)
+    and `--out FILE` (default `default_out`); `doc` is the script's docstring."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=default_out)
+    return parser
+
+
+def no_bundle(bundle: Path) -> bool:
+    """True, having said why, when `bundle` holds no trained bundle: the benchmark skips (exit 0)."""
+    from fbmarket.layout import BundleLayout
+
+    if BundleLayout(bundle).manifest.is_file():
+        return False
+    print(f"skipped: no trained bundle at {bundle} (train one on the dev data first)")
+    return True
 
 
 def latency_stats(

@@ -23,16 +23,14 @@ Reported on the test split (never used for a choice):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-from harness import RESULTS, write_json
+from harness import RESULTS, bundle_parser, no_bundle, write_json
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
@@ -115,13 +113,10 @@ def anchors(parts: dict, photos: dict, labels: dict, n_classes: int) -> dict[str
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser = bundle_parser(__doc__, DEFAULT_OUT)
     parser.add_argument("--boot", type=int, default=2000, help="paired bootstrap draws")
     args = parser.parse_args()
-    if not BundleLayout(args.bundle).manifest.is_file():
-        print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
+    if no_bundle(args.bundle):
         return 0
     from fbmarket.bundle import Bundle
 

@@ -30,7 +30,6 @@ ranker, anonymous buyer) on a copy of the bundle.
 
 from __future__ import annotations
 
-import argparse
 import io
 import itertools
 import json
@@ -47,7 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pandas as pd
-from harness import RESULTS, write_json
+from harness import RESULTS, bundle_parser, no_bundle, write_json
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -135,14 +134,11 @@ def load_catalogue(bundle: Path) -> Catalogue:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser = bundle_parser(__doc__, DEFAULT_OUT)
     parser.add_argument("--served", type=int, default=0, help="test photos also run through Marketplace.search")
     parser.add_argument("--limit", type=int, default=0, help="at most this many queries per split (0: all)")
     args = parser.parse_args()
-    if not BundleLayout(args.bundle).manifest.is_file():
-        print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
+    if no_bundle(args.bundle):
         return 0
     started = time.perf_counter()
     catalogue = load_catalogue(args.bundle)

@@ -19,19 +19,16 @@ within RECALL_SLACK of the best recall (duplicates of a photo-only query are
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
-from harness import RESULTS, write_json
+from harness import RESULTS, bundle_parser, no_bundle, write_json
 from photo_search import K, jpeg_copy, load_catalogue
 from PIL import Image
 from tqdm.auto import tqdm
 
 from fbmarket.data import schema as S
-from fbmarket.layout import BundleLayout
 from fbmarket.search.hybrid import HybridSearcher
 
 DEFAULT_OUT = RESULTS / "photo_words_search.json"
@@ -41,13 +38,10 @@ RECALL_SLACK = 0.015
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser = bundle_parser(__doc__, DEFAULT_OUT)
     parser.add_argument("--limit", type=int, default=150, help="at most this many queries per split (0: all)")
     args = parser.parse_args()
-    if not BundleLayout(args.bundle).manifest.is_file():
-        print(f"skipped: no trained bundle at {args.bundle} (train one on the dev data first)")
+    if no_bundle(args.bundle):
         return 0
     started = time.perf_counter()
     cat = load_catalogue(args.bundle)

@@ -118,9 +118,31 @@ def train_feature_head(
         return fit_logistic_head(
             train_features, train_labels, val_features, val_labels, settings, n_classes, seed
         )
-    return _train_adam_head(
-        train_features, train_labels, val_features, val_labels, settings, n_classes, seed, callbacks, verbose
+    # "adam": the softmax layer trained by Adam with label smoothing; the epoch with the best
+    # validation accuracy is kept
+    head = build_feature_head(
+        int(train_features.shape[1]), n_classes, seed, settings.head_dropout, settings.head_hidden
     )
+    head.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=_sparse_smoothed_loss(n_classes, 0.1),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    keep = KeepBest()
+    has_val = len(val_labels) > 0
+    fitted = head.fit(
+        train_features,
+        train_labels.astype(np.int32),
+        validation_data=(val_features, val_labels.astype(np.int32)) if has_val else None,
+        epochs=settings.head_epochs,
+        batch_size=64,
+        callbacks=[keep, *callbacks] if has_val else list(callbacks),
+        verbose=verbose,
+    )
+    keep.restore(head)
+    history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
+    history["best_val_accuracy"] = [keep.best]
+    return head, history
 
 
 def fit_logistic_head(
@@ -184,41 +206,3 @@ def _unit(features: np.ndarray) -> np.ndarray:
     features = np.asarray(features, np.float32)
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return features / np.maximum(norms, 1e-12)
-
-
-def _train_adam_head(
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    val_features: np.ndarray,
-    val_labels: np.ndarray,
-    settings: VisionSettings,
-    n_classes: int,
-    seed: int,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int = 0,
-) -> tuple[keras.Model, dict[str, list[float]]]:
-    """The "adam" head: the softmax layer trained by Adam with label smoothing; the epoch
-    with the best validation accuracy is kept."""
-    head = build_feature_head(
-        int(train_features.shape[1]), n_classes, seed, settings.head_dropout, settings.head_hidden
-    )
-    head.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=_sparse_smoothed_loss(n_classes, 0.1),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    keep = KeepBest()
-    has_val = len(val_labels) > 0
-    fitted = head.fit(
-        train_features,
-        train_labels.astype(np.int32),
-        validation_data=(val_features, val_labels.astype(np.int32)) if has_val else None,
-        epochs=settings.head_epochs,
-        batch_size=64,
-        callbacks=[keep, *callbacks] if has_val else list(callbacks),
-        verbose=verbose,
-    )
-    keep.restore(head)
-    history = {k: [float(v) for v in vals] for k, vals in fitted.history.items()}
-    history["best_val_accuracy"] = [keep.best]
-    return head, history
