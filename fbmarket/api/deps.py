@@ -152,14 +152,25 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
+# (route path, methods, location) -> accepted names: a route's parameters are fixed once the
+# app is built, so the walk runs once per route, not per request (routes are not hashable).
+_ACCEPTED: dict[tuple[str, frozenset[str], str], frozenset[str]] = {}
+
+
 def accepted_names(route: APIRoute, location: Literal["query", "body"]) -> frozenset[str]:
     """The query parameters or form fields a route (and its dependencies) reads, by the names a
-    client sends: a parameter model (`SearchParams`) contributes each of its fields. A walk of a
-    few objects per request (routes are not hashable, so it is not cached).
+    client sends: a parameter model (`SearchParams`) contributes each of its fields.
 
     The check is here rather than `extra="forbid"` on the request models: FastAPI hands a form
     model every part the route does not bind by name, so "forbid" would refuse the route's own
     `photo` / `photos` file parts as extra inputs."""
+    key = (route.path, frozenset(route.methods or ()), location)
+    if key not in _ACCEPTED:
+        _ACCEPTED[key] = _walk_names(route, location)
+    return _ACCEPTED[key]
+
+
+def _walk_names(route: APIRoute, location: Literal["query", "body"]) -> frozenset[str]:
     names: set[str] = set()
     pending: list[Dependant] = [route.dependant]
     while pending:

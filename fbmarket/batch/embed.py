@@ -400,8 +400,7 @@ def run_ray(
     address = address or os.environ.get("RAY_ADDRESS") or None
     started = False
     if not ray.is_initialized():
-        if address:
-            check_ray_address(address)  # ray.init retries an address that does not answer for minutes
+        if address:  # run_embed has checked it answers (`check_ray_address`) before any work
             ray.init(address=address, log_to_driver=False)
         else:
             # One logical CPU more than the actors take: Ray Data's read and write tasks need one.

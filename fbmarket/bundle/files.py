@@ -151,9 +151,11 @@ def read_manifest(layout: BundleLayout) -> dict[str, Any]:
     return manifest
 
 
-def check_keras_file(layout: BundleLayout, path: Path, hint: str = RETRAIN) -> None:
+def check_keras_file(layout: BundleLayout, path: Path, hint: str = RETRAIN, whole: bool = False) -> None:
     """A .keras file is a zip archive holding config.json; an empty, truncated or foreign file is
-    a BundleError naming it (Keras itself says "File not found" for one that exists)."""
+    a BundleError naming it (Keras itself says "File not found" for one that exists). `whole`
+    also reads every member against its CRC (what `check_files` wants; loading the model reads
+    them anyway)."""
     where = f"bundle {layout.root}: {layout.relative(path)}"
     if not path.is_file():
         raise BundleError(f"bundle {layout.root} is incomplete: missing {layout.relative(path)}")
@@ -162,6 +164,9 @@ def check_keras_file(layout: BundleLayout, path: Path, hint: str = RETRAIN) -> N
     with reading(layout, path, hint), zipfile.ZipFile(path) as archive:
         if "config.json" not in archive.namelist():
             raise BundleError(f"{where} is a zip file but not a Keras model (no config.json); {hint}")
+        bad = archive.testzip() if whole else None
+    if bad is not None:
+        raise BundleError(f"{where} is corrupt (member {bad}); {hint}")
 
 
 def load_model(layout: BundleLayout, key: str) -> keras.Model:
@@ -195,34 +200,30 @@ def check_files(layout: BundleLayout) -> dict[str, Any]:
     never becomes ready. Returns the manifest."""
     manifest = read_manifest(layout)
     archives = [model_path(layout, key) for key in (*PARTS, "fusion")]
-    archives += [p for p in (layout.late_fusion, layout.ranking_dir / "learned_ranker.keras") if p.exists()]
+    archives += [layout.late_fusion] if layout.late_fusion.exists() else []
     for path in archives:
-        check_keras_file(layout, path)
-        with reading(layout, path), zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-        if bad is not None:
-            raise BundleError(f"bundle {layout.root}: {layout.relative(path)} is corrupt (member {bad}); {RETRAIN}")
-    for path in (layout.tfidf_weights,):  # the price model's files are optional: see read_price_model
-        if path.exists():
-            with reading(layout, path), zipfile.ZipFile(path) as archive:
-                if archive.testzip() is not None:
-                    raise zipfile.BadZipFile("a member fails its CRC check")
+        check_keras_file(layout, path, whole=True)
+    if layout.tfidf_weights.exists():  # an .npz is a zip too (the price model's files are optional)
+        with reading(layout, layout.tfidf_weights), zipfile.ZipFile(layout.tfidf_weights) as archive:
+            if archive.testzip() is not None:
+                raise zipfile.BadZipFile("a member fails its CRC check")
     read_tabular(layout)
     for path in (layout.leaves, layout.tfidf, layout.duplicates):
         if path.exists():
             read_json_object(layout, path)
-    check_ranking_files(layout)
+    check_ranking_files(layout, whole=True)
     return manifest
 
 
-def check_ranking_files(layout: BundleLayout) -> None:
+def check_ranking_files(layout: BundleLayout, whole: bool = False) -> None:
     """The buyer profiles and rankers (ranking/): each JSON an object, the learned ranker a
-    .keras archive; BundleError naming the first that is not."""
+    .keras archive (`whole`: every member against its CRC); BundleError naming the first that
+    is not."""
     for path in sorted(layout.ranking_dir.glob("*.json")):
         read_json_object(layout, path)
     learned = layout.ranking_dir / "learned_ranker.keras"
     if learned.exists():
-        check_keras_file(layout, learned)
+        check_keras_file(layout, learned, whole=whole)
 
 
 def read_duplicate_rule(layout: BundleLayout) -> DuplicateRule | None:

@@ -380,7 +380,7 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         neither a word (once cleaned) nor a photo.
         """
         typed = text
-        text = clean_text(text) or None if text is not None else None  # as the catalogue's text
+        text = (clean_text(text) or None) if text is not None else None  # as the catalogue's text
         if image is None and not (text and get_tokenizer().tokenize(text)):
             message = "give text, a photo, or both to predict a category"
             if typed and typed.strip():  # nothing readable once cleaned, or no word the tokeniser finds
