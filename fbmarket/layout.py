@@ -15,6 +15,7 @@ newcomer finds every file of a bundle in one place. The bundle's own files:
     model/tabular.json       price/location standardisation
     model/leaves.json        leaf categories of the fusion model's auxiliary head
     model/tfidf.json, tfidf.npz   TF-IDF text model (optional: a late-fusion member)
+    model/neighbours.npz          neighbour-vote members' references (optional: late-fusion members)
     model/late_fusion.keras  the pooling head over every member (optional)
     model/price.json, price_*.txt/json/npz  the seller's price model (optional; fbmarket/price/)
     model/duplicates.json    the duplicate-listing rule and thresholds (optional)
@@ -169,6 +170,10 @@ class BundleLayout:
     @property
     def tfidf_weights(self) -> Path:
         return self.model_dir / "tfidf.npz"
+
+    @property
+    def neighbours(self) -> Path:
+        return self.model_dir / "neighbours.npz"
 
     @property
     def late_fusion(self) -> Path:

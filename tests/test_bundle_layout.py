@@ -145,6 +145,7 @@ SERVED_FILES = (
     "model/leaves.json",
     "model/tfidf.json",
     "model/tfidf.npz",
+    "model/neighbours.npz",
     "model/duplicates.json",
     "ranking/profiles.json",
     "ranking/rule_ranker.json",

@@ -75,21 +75,26 @@ def test_training_writes_a_complete_bundle_with_reports_and_logs(trained) -> Non
 
 
 def test_fusion_is_the_late_fusion_of_its_members(trained) -> None:
-    """ "fusion" pools the network, text, image and TF-IDF members with weights fit on val."""
+    """ "fusion" pools the network, text, image, TF-IDF and neighbour-vote members with weights
+    fit on val; the served neighbour votes read the train + val listings."""
     result, prepared, _ = trained
     manifest = json.loads((result.bundle_dir / "bundle.json").read_text())
     weights = manifest["late_fusion"]["members"]
-    assert set(weights) == {"fusion_network", "text", "image", "tfidf"}
+    names = ("fusion_network", "text", "image", "tfidf", "text_neighbours", "photo_neighbours")
+    assert set(weights) == set(names)
     assert all(w >= 0 for w in weights.values()) and sum(weights.values()) > 0
     assert manifest["late_fusion"]["fit_on"] == {"split": "val", "listings": len(prepared.part("val"))}
-    assert manifest["late_fusion"]["refit_on_train_val"][0] == "tfidf"
+    assert manifest["late_fusion"]["refit_on_train_val"][:2] == ["tfidf", "neighbour votes (references)"]
     assert (result.bundle_dir / "model" / "late_fusion.keras").is_file()
     model = Bundle.load(result.bundle_dir)
+    references = model.neighbours["text_neighbours"]
+    assert len(references.labels) == len(prepared.part("train")) + len(prepared.part("val"))
+    assert references.k == 20 and references.dim == model.tfidf.features(["a"], ["a"]).shape[1]
     products = prepared.part("test").head(20)
     predictions = model.predict_products(products, prepared.images)
     probs = predictions.probabilities
-    assert set(probs) == {"text", "image", "fusion", "fusion_network", "tfidf"}
-    members = {name: probs[name] for name in ("fusion_network", "text", "image", "tfidf")}
+    assert set(probs) == {"text", "image", "fusion", *names}
+    members = {name: probs[name] for name in names}
     has_photo = np.array([bool(rows) for rows in predictions.photo_rows], np.float32)
     np.testing.assert_allclose(model.pool(members, has_photo), probs["fusion"], atol=1e-5)
     np.testing.assert_allclose(probs["fusion"].sum(1), 1.0, atol=1e-5)
@@ -101,7 +106,7 @@ def test_a_bundle_without_the_late_fusion_head_serves_the_network(trained, tmp_p
     """Bundles from before the late fusion (or trained with it off) still load and predict."""
     result, prepared, _ = trained
     older = shutil.copytree(result.bundle_dir, tmp_path / "older-bundle")
-    for name in ("late_fusion.keras", "tfidf.json", "tfidf.npz"):
+    for name in ("late_fusion.keras", "tfidf.json", "tfidf.npz", "neighbours.npz"):
         (older / "model" / name).unlink()
     products = prepared.part("test").head(8)
     current = Bundle.load(result.bundle_dir).predict_products(products, prepared.images).probabilities
@@ -115,6 +120,10 @@ def test_a_bundle_without_the_late_fusion_head_serves_the_network(trained, tmp_p
         (result.bundle_dir / "model" / "late_fusion.keras").read_bytes()
     )
     with pytest.raises(BundleError, match="tfidf.json"):
+        Bundle.load(older)
+    for name in ("tfidf.json", "tfidf.npz"):
+        shutil.copy(result.bundle_dir / "model" / name, older / "model" / name)
+    with pytest.raises(BundleError, match="pools text_neighbours, photo_neighbours and model/neighbours.npz"):
         Bundle.load(older)
 
 

@@ -15,7 +15,7 @@ network's own head).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 from PIL import Image
+from scipy import sparse
 
 from fbmarket.bundle import files, inputs
 from fbmarket.bundle.files import PARTS, BundleError
@@ -31,6 +32,8 @@ from fbmarket.bundle.parts import BundleParts
 from fbmarket.data import schema as S
 from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays, product_batch
+from fbmarket.fusion.neighbours import PHOTO as PHOTO_NEIGHBOURS
+from fbmarket.fusion.neighbours import TEXT as TEXT_NEIGHBOURS
 from fbmarket.layout import BundleLayout
 from fbmarket.price.model import PriceModel, PriceModelError
 from fbmarket.text.tfidf import product_text, product_titles
@@ -93,6 +96,7 @@ class Bundle(BundleParts):
         manifest = files.read_manifest(layout)
         classes = list(manifest["classes"])
         tfidf = files.read_tfidf(layout, len(classes))
+        neighbours = files.read_neighbours(layout, len(classes))
         late_fusion = files.read_late_fusion(layout, manifest, classes)
         price_model, price_error = files.read_price_model(layout)
         bundle = cls(
@@ -102,6 +106,7 @@ class Bundle(BundleParts):
             files.read_tabular(layout),
             lambda key: files.load_model(layout, key),
             tfidf=tfidf,
+            neighbours=neighbours,
             late_fusion=late_fusion,
             price_model=price_model,
             price_error=price_error,
@@ -162,13 +167,15 @@ class Bundle(BundleParts):
         """Category probabilities of every branch, and the fusion embeddings, for clean listings.
 
         Branches: "text", "image", "fusion" (the late-fusion pooling when the bundle has
-        one), and with it its other members, "fusion_network" and "tfidf".
+        one), and with it its other members, "fusion_network", "tfidf" and the neighbour
+        votes "text_neighbours" / "photo_neighbours" when the bundle has them.
         """
         predictions = self.member_predictions(products, images, show_progress, batch_size)
         members = predictions.probabilities
         if self.late_fusion is None:
             members["fusion"] = members.pop("fusion_network")
-            members.pop("tfidf", None)
+            for name in ("tfidf", TEXT_NEIGHBOURS, PHOTO_NEIGHBOURS):
+                members.pop(name, None)
             return predictions
         has_photo = np.array([bool(rows) for rows in predictions.photo_rows], np.float32)
         members["fusion"] = self.pool(members, has_photo)
@@ -211,7 +218,9 @@ class Bundle(BundleParts):
             "fusion_network": np.concatenate(fusion_probs) if n else np.zeros((0, k)),
         }
         if self.tfidf is not None:
-            probabilities["tfidf"] = self.tfidf.predict_proba(product_text(products), product_titles(products))
+            texts, titles = product_text(products), product_titles(products)
+            probabilities["tfidf"] = self.tfidf.predict_proba(texts, titles)
+            probabilities |= self.neighbour_votes(lambda: self.tfidf.features(texts, titles), arrays)
         return ProductPredictions(
             probabilities,
             np.concatenate(embeddings) if n else np.zeros((0, self.embedding_dim), np.float32),
@@ -220,6 +229,26 @@ class Bundle(BundleParts):
             empty_descriptions=sum(1 for d in arrays.descriptions if not d),
             photo_rows=arrays.photo_rows,
         )
+
+    def neighbour_votes(
+        self,
+        text_features: Callable[[], sparse.csr_matrix],
+        arrays: FusionArrays | None = None,
+        photo_vectors: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The neighbour-vote members' (n, C) probabilities (`fusion/neighbours.py`): by the
+        TF-IDF member's rows (`text_features()`, made only when the bundle has the text vote)
+        and by unit pooled photo features (`photo_vectors` (n, feature_dim), or pooled from
+        `arrays`). Empty when the bundle has no such members."""
+        out: dict[str, np.ndarray] = {}
+        if TEXT_NEIGHBOURS in self.neighbours:
+            out[TEXT_NEIGHBOURS] = self.neighbours[TEXT_NEIGHBOURS].predict_proba(text_features())
+        if PHOTO_NEIGHBOURS in self.neighbours:
+            if photo_vectors is None:
+                assert arrays is not None, "photo votes need `arrays` or `photo_vectors`"
+                photo_vectors, _ = unit_pooled(arrays.features, arrays.photo_rows)
+            out[PHOTO_NEIGHBOURS] = self.neighbours[PHOTO_NEIGHBOURS].predict_proba(photo_vectors)
+        return out
 
     def image_probabilities(self, features: np.ndarray, photo_rows: Sequence[Sequence[int]]) -> np.ndarray:
         """(n, classes) image-only category probabilities: the head over each product's pooled
@@ -338,7 +367,15 @@ class Bundle(BundleParts):
                 model_inputs["photos"].numpy()[0], [[0]] if image is not None else [[]]
             )
             if self.tfidf is not None:
-                members["tfidf"] = self.tfidf.predict_proba([text or ""], [text or ""])  # a query: its own title
+                query = [text or ""]  # a query: its own title
+                members["tfidf"] = self.tfidf.predict_proba(query, query)
+                photo = model_inputs["photos"].numpy()[0][:1] if image is not None else None
+                members |= self.neighbour_votes(
+                    lambda: self.tfidf.features(query, query),
+                    photo_vectors=photo
+                    if photo is not None
+                    else np.zeros((1, int(self.manifest["feature_dim"]))),
+                )
             has_photo, has_text = np.array([float(image is not None)]), np.array([float(bool(tokens))])
             probs = self.pool(members, has_photo, has_text)[0]
         order = np.argsort(-probs)[: max(1, int(top))]

@@ -26,6 +26,7 @@ from fbmarket.files import commit, stage
 from fbmarket.fusion import late
 from fbmarket.fusion import model as _fusion_model  # noqa: F401  (registers FusionModel for loading)
 from fbmarket.fusion.dataset import TabularScaler
+from fbmarket.fusion.neighbours import NeighbourVote, load_votes, save_votes
 from fbmarket.layout import FORMAT_VERSION, BundleLayout
 from fbmarket.price.knn import KNN_FILE
 from fbmarket.price.model import FREE_FILE, PRICE_FILE, QUANTILE_FILES, PriceModel, PriceModelError
@@ -94,7 +95,9 @@ def reading(layout: BundleLayout, path: Path, hint: str = RETRAIN) -> Iterator[N
     except Exception as error:  # noqa: BLE001  (see the docstring: the file, not the loader, is at fault)
         detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         why = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
-        raise BundleError(f"bundle {layout.root}: {name} is damaged or not an fbmarket file ({why}); {hint}") from error
+        raise BundleError(
+            f"bundle {layout.root}: {name} is damaged or not an fbmarket file ({why}); {hint}"
+        ) from error
 
 
 def read_json_object(layout: BundleLayout, path: Path, hint: str = RETRAIN) -> dict[str, Any]:
@@ -189,7 +192,9 @@ def read_leaves(layout: BundleLayout) -> list[str] | None:
     payload = read_json_object(layout, layout.leaves)
     leaves = payload.get("leaves") or []
     if not isinstance(leaves, list):
-        raise BundleError(f"bundle {layout.root}: {layout.relative(layout.leaves)} is damaged ('leaves' is not a list)")
+        raise BundleError(
+            f"bundle {layout.root}: {layout.relative(layout.leaves)} is damaged ('leaves' is not a list)"
+        )
     return [str(leaf) for leaf in leaves]
 
 
@@ -203,10 +208,11 @@ def check_files(layout: BundleLayout) -> dict[str, Any]:
     archives += [layout.late_fusion] if layout.late_fusion.exists() else []
     for path in archives:
         check_keras_file(layout, path, whole=True)
-    if layout.tfidf_weights.exists():  # an .npz is a zip too (the price model's files are optional)
-        with reading(layout, layout.tfidf_weights), zipfile.ZipFile(layout.tfidf_weights) as archive:
-            if archive.testzip() is not None:
-                raise zipfile.BadZipFile("a member fails its CRC check")
+    for npz in (layout.tfidf_weights, layout.neighbours):  # an .npz is a zip too (both are optional)
+        if npz.exists():
+            with reading(layout, npz), zipfile.ZipFile(npz) as archive:
+                if archive.testzip() is not None:
+                    raise zipfile.BadZipFile("a member fails its CRC check")
     read_tabular(layout)
     for path in (layout.leaves, layout.tfidf, layout.duplicates):
         if path.exists():
@@ -261,6 +267,26 @@ def read_tfidf(layout: BundleLayout, n_classes: int) -> TfidfClassifier | None:
             f"the bundle has {n_classes}"
         )
     return tfidf
+
+
+def read_neighbours(layout: BundleLayout, n_classes: int) -> dict[str, NeighbourVote]:
+    """The neighbour-vote members when the bundle has them (else empty); BundleError naming the
+    file when it is unusable."""
+    path = layout.neighbours
+    if not path.exists():
+        return {}
+    try:
+        votes = load_votes(path)
+    except ValueError as error:
+        raise BundleError(
+            f"bundle {layout.root}: {layout.relative(path)} cannot be used ({error}); retrain the bundle"
+        ) from error
+    wrong = [name for name, vote in votes.items() if vote.n_classes != n_classes]
+    if wrong:
+        raise BundleError(
+            f"bundle {layout.root}: {layout.relative(path)} is for other categories than the bundle's {n_classes}"
+        )
+    return votes
 
 
 def read_late_fusion(
@@ -372,6 +398,11 @@ def write_bundle(bundle: Bundle, layout: BundleLayout) -> None:
         record("tfidf_weights", layout.tfidf_weights)
     else:
         stale += [layout.tfidf, layout.tfidf_weights]
+    if bundle.neighbours:
+        commit(stage(layout.neighbours, lambda temp: save_votes(temp, bundle.neighbours)), layout.neighbours)
+        record("neighbours", layout.neighbours)
+    else:
+        stale.append(layout.neighbours)
     if bundle.price_model is not None:
         for name in bundle.price_model.save(layout.model_dir):
             record(price_file_key(name), layout.model_dir / name)

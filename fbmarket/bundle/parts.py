@@ -20,6 +20,8 @@ from fbmarket.bundle import files
 from fbmarket.bundle.files import PARTS, BundleError
 from fbmarket.fusion.dataset import TabularScaler
 from fbmarket.fusion.model import CosineLogits  # the import also registers FusionModel for loading
+from fbmarket.fusion.neighbours import MEMBERS as NEIGHBOUR_MEMBERS
+from fbmarket.fusion.neighbours import NeighbourVote
 from fbmarket.layout import BundleLayout
 from fbmarket.price.model import PriceModel
 from fbmarket.search.categories import CategoryHead, CategorySpace
@@ -36,7 +38,8 @@ class BundleParts:
     `parts` holds the text-only model, the photo backbone and the image head (PARTS), or a
     function that loads one on first use (a loaded bundle's lazy parts). The optional
     members are None when the bundle has none: `tfidf` and `late_fusion` (without them
-    "fusion" is the network's own head), `price_model` (with `price_error` saying why),
+    "fusion" is the network's own head), `neighbours` (empty without the neighbour-vote
+    members), `price_model` (with `price_error` saying why),
     `duplicate_rule` (read on first use when left unread). `word2vec`, `vocabulary` and
     `settings` are training records that only `save` writes (a loaded bundle leaves them
     None and `save` copies its files).
@@ -51,6 +54,7 @@ class BundleParts:
         parts: Mapping[str, keras.Model] | Callable[[str], keras.Model],
         *,
         tfidf: TfidfClassifier | None = None,
+        neighbours: Mapping[str, NeighbourVote] | None = None,
         late_fusion: keras.Model | None = None,
         price_model: PriceModel | None = None,
         price_error: str | None = None,
@@ -79,6 +83,7 @@ class BundleParts:
             for key, model in parts.items():
                 self._set_part(key, model)
         self.tfidf = tfidf
+        self.neighbours: dict[str, NeighbourVote] = dict(neighbours or {})
         self.late_fusion = late_fusion
         self.price_model = price_model
         self._price_error = price_error if price_model is None else None
@@ -89,6 +94,12 @@ class BundleParts:
         if "tfidf" in pooled and self.tfidf is None:
             raise BundleError(
                 f"bundle {self.directory} is incomplete: missing {self.layout.relative(self.layout.tfidf)}"
+            )
+        absent = [name for name in pooled if name in NEIGHBOUR_MEMBERS and name not in self.neighbours]
+        if absent:
+            raise BundleError(
+                f"bundle {self.directory} is incomplete: its late-fusion head pools {', '.join(absent)} "
+                f"and {self.layout.relative(self.layout.neighbours)} does not hold them"
             )
 
     @property

@@ -11,7 +11,8 @@ m_m(x) = 0 when member m has nothing to say (a listing without photos for the
 image member), so the pooled rule still holds for it.
 
 Members (`MEMBERS`): the fusion network's own head, the Keras text branch, the image
-head on pooled photo features and the TF-IDF logistic regression (`text/tfidf.py`).
+head on pooled photo features, the TF-IDF logistic regression (`text/tfidf.py`) and the
+votes of the nearest training listings by text and by photo (`fusion/neighbours.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-MEMBERS = ("fusion_network", "text", "image", "tfidf")
+MEMBERS = ("fusion_network", "text", "image", "tfidf", "text_neighbours", "photo_neighbours")
 LOG_FLOOR = -30.0  # log-probabilities clipped here: one member's 0 must not veto a class
 
 
@@ -126,12 +127,14 @@ def member_inputs(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """MEMBERS' (n, C) probabilities -> their log-probabilities and (n,) masks.
 
-    The image member is silenced where `has_photo` is 0, the two text members where
+    The photo members are silenced where `has_photo` is 0, the text members where
     `has_text` is 0 (default: every listing has words); the network always speaks.
     """
     ones = np.ones(len(has_photo), np.float32)
     text = ones if has_text is None else np.asarray(has_text, np.float32)
-    masks = {"fusion_network": ones, "image": np.asarray(has_photo, np.float32), "text": text, "tfidf": text}
+    photo = np.asarray(has_photo, np.float32)
+    masks = {"fusion_network": ones, "image": photo, "photo_neighbours": photo, "text": text, "tfidf": text,
+             "text_neighbours": text}  # fmt: skip
     log_probs = {name: np.log(np.clip(p, 1e-12, 1.0)) for name, p in probabilities.items()}
     return log_probs, {name: masks[name] for name in log_probs if name in masks}
 

@@ -22,10 +22,13 @@ import tensorflow as tf
 
 from fbmarket.bundle import Bundle
 from fbmarket.bundle.inputs import unit_pooled
-from fbmarket.config import Settings
+from fbmarket.config import FusionSettings, Settings
 from fbmarket.data import schema as S
 from fbmarket.fusion import late
 from fbmarket.fusion.dataset import FusionArrays
+from fbmarket.fusion.neighbours import PHOTO as PHOTO_NEIGHBOURS
+from fbmarket.fusion.neighbours import TEXT as TEXT_NEIGHBOURS
+from fbmarket.fusion.neighbours import NeighbourVote
 from fbmarket.text.tfidf import TfidfClassifier, product_titles
 from fbmarket.text.train import metric_mode
 from fbmarket.vision.train import train_feature_head
@@ -121,16 +124,23 @@ def fit_late_fusion_head(
     pooled_photos: tuple[np.ndarray, np.ndarray] | None,
     history: dict[str, Any],
     texts: np.ndarray,
+    photo_vectors: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, Any]:
     """Fit the late-fusion head on the validation split, then refit the cheap members.
 
-    Sets `bundle.late_fusion` and, with `fusion.refit_on_val`, replaces the TF-IDF model and
-    the image head by ones trained on train + val (the image head for the number of epochs
-    that was best on val; only for frozen pretrained features, `pooled_photos`; `texts` are
-    `product_text(products)`, already made for the first fit). Returns what bundle.json
-    records: the member weights and what was refit.
+    Sets `bundle.late_fusion` (and, with `fusion.neighbour_votes`, `bundle.neighbours`, whose
+    references are the training listings) and, with `fusion.refit_on_val`, replaces the
+    TF-IDF model and the image head by ones trained on train + val (the image head for the
+    number of epochs that was best on val; only for frozen pretrained features,
+    `pooled_photos`) and adds the validation listings to the neighbours' references.
+    `texts` are `product_text(products)`, already made for the first fit; `photo_vectors`
+    every listing's (n, feature_dim) unit pooled photo features and (n,) has-photo. Returns
+    what bundle.json records: the member weights and what was refit.
     """
     fs = settings.fusion
+    titles = product_titles(products)
+    if fs.neighbour_votes and bundle.tfidf is not None:
+        bundle.neighbours = neighbour_votes(bundle.tfidf, texts, titles, photo_vectors, labels, train_idx, fs)
     predictions = bundle.member_predictions(products.iloc[val_idx], images)
     names = [name for name in late.MEMBERS if name in predictions.probabilities]
     has_photo = np.array([bool(rows) for rows in predictions.photo_rows], np.float32)
@@ -145,9 +155,12 @@ def fit_late_fusion_head(
         return record
     both = np.concatenate([train_idx, val_idx])
     bundle.tfidf = TfidfClassifier.fit(
-        texts[both], labels[both], log_probs.shape[2], fs.tfidf_c, settings.seed, product_titles(products)[both]
+        texts[both], labels[both], log_probs.shape[2], fs.tfidf_c, settings.seed, titles[both]
     )
     record["refit_on_train_val"].append("tfidf")
+    if bundle.neighbours:
+        bundle.neighbours = neighbour_votes(bundle.tfidf, texts, titles, photo_vectors, labels, both, fs)
+        record["refit_on_train_val"].append("neighbour votes (references)")
     if pooled_photos is not None:
         pooled, with_photo = pooled_photos
         rows = np.intersect1d(both, np.flatnonzero(with_photo))
@@ -166,6 +179,27 @@ def fit_late_fusion_head(
         bundle.set_part("image_head", image_head)
         record["refit_on_train_val"].append(f"image head ({done})")
     return record
+
+
+def neighbour_votes(
+    tfidf: TfidfClassifier,
+    texts: np.ndarray,
+    titles: np.ndarray,
+    photo_vectors: tuple[np.ndarray, np.ndarray],
+    labels: np.ndarray,
+    rows: np.ndarray,
+    fs: FusionSettings,
+) -> dict[str, NeighbourVote]:
+    """The text and photo neighbour votes with `rows` as their references (listings without
+    photos are left out of the photo references)."""
+    vectors, has_photo = photo_vectors
+    with_photo = rows[has_photo[rows]]
+    n_classes, k, tau = tfidf.n_classes, fs.neighbour_k, fs.neighbour_temperature
+    text_rows = tfidf.features(texts[rows], titles[rows])
+    votes = {TEXT_NEIGHBOURS: NeighbourVote(text_rows, labels[rows], n_classes, k, tau)}
+    if len(with_photo):
+        votes[PHOTO_NEIGHBOURS] = NeighbourVote(vectors[with_photo], labels[with_photo], n_classes, k, tau)
+    return votes
 
 
 def fit_duplicate_rule(

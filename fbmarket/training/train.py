@@ -39,6 +39,7 @@ import keras
 import numpy as np
 
 from fbmarket.bundle import Bundle
+from fbmarket.bundle.inputs import unit_pooled
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
 from fbmarket.errors import DataError
@@ -377,6 +378,7 @@ def train_bundle(
             pooled_photos,
             history,
             texts,
+            unit_pooled(features.features, rows),
         )
         t = tick("late-fusion head", t)
 
