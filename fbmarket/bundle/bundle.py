@@ -196,8 +196,8 @@ class Bundle(BundleParts):
         self, products: pd.DataFrame, images: pd.DataFrame, show_progress: bool = False, batch_size: int = 256
     ) -> ProductPredictions:
         """Every member's own probabilities (`fusion.late.MEMBERS`: "fusion_network", "text",
-        "image" and, when the bundle has it, "tfidf"): what the late-fusion head is fit on
-        and pools."""
+        "image" and, when the bundle has them, "tfidf", "text_neighbours" and
+        "photo_neighbours"): what the late-fusion head is fit on and pools."""
         arrays, photos = self.arrays(products, images, show_progress)
         n = len(arrays)
         text_probs, fusion_probs, embeddings = [], [], []

@@ -161,11 +161,18 @@ class FusionSettings:
     # two more late-fusion members: the labels of the k most similar training listings by
     # TF-IDF text and by pooled photo features, weighted exp(cos / tau) (fusion/neighbours.py).
     # k and tau were the validation split's choice on the dev data (fusion 0.835 -> 0.849 on
-    # its test split); off: the four members above alone.
+    # its test split); off: the four members above alone (benchmarks/results/settings.md#fusion).
     neighbour_votes: bool = True
     neighbour_k: int = 20
     neighbour_temperature: float = 0.05
     log_dir: str = "logs"  # TensorBoard runs go to <log_dir>/<run>/{text,image,fusion}
+
+    def __post_init__(self) -> None:
+        if self.neighbour_k < 1 or not self.neighbour_temperature > 0:
+            raise ValueError(
+                f"fusion.neighbour_k must be >= 1 and fusion.neighbour_temperature > 0, got "
+                f"{self.neighbour_k} and {self.neighbour_temperature}"
+            )
 
 
 @dataclass

@@ -10,9 +10,10 @@ Order (each stage feeds the next):
    text-only one, fed by a streaming generator dataset, trained multi-task (category +
    contrastive);
 5. the `Bundle` made from those models in memory; a TF-IDF logistic regression
-   (text/tfidf.py) and the late-fusion head (fusion/late.py): the four members'
-   log-probabilities on the validation split, pooled with weights fit there; then the two
-   cheap members refit on train + val;
+   (text/tfidf.py), the neighbour votes by text and photo (fusion/neighbours.py) and the
+   late-fusion head (fusion/late.py): the six members' log-probabilities on the validation
+   split, pooled with weights fit there; then the cheap members refit on train + val (the
+   neighbour votes' references grow to train + val);
 6. the seller's price model (fbmarket/price/): LightGBM quantile boosters on log price over
    the listings' price-free embeddings, category, location and text features, fit on
    train, the 80% range calibrated on val (CQR);
