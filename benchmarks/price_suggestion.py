@@ -25,6 +25,9 @@ on val as the best F1 of the free class, floor 0.05; HGB uses the first LightGBM
 * scikit-learn HistGradientBoostingRegressor(loss="quantile") on the same features
   (root as categorical; leaf as its integer code, since HGB caps categories at 255 and the
   dev data has ~400 leaves), calibrated.
+* the served model as `fbmarket train` fits it (`price.train.train_price_model`, the
+  defaults: refit on train + val after the calibration and free threshold are chosen on
+  val), and the same without the refit.
 Every variant is also scored on val (raw quantiles): the choices are made there.
 Figures: median absolute error and MAE in £, RMSE and R² on log1p(price), 80% range
 coverage and mean width, over every test listing (£0 included: comparable with the ridge
@@ -36,7 +39,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,6 +62,7 @@ from fbmarket.price.train import (
     neighbour_price_features,
     photo_counts,
     text_price_estimates,
+    train_price_model,
     unpriced,
 )
 
@@ -262,6 +268,18 @@ def main() -> int:
                 "uncalibrated_val_coverage": model.calibration.get("uncalibrated_val_coverage"),
             }
     assert full_features is not None and free_probability is not None and full_threshold is not None
+    from fbmarket.bundle import Bundle
+
+    bundle = Bundle.load(args.bundle, lazy=True)
+    for refit in (True, False):  # what `fbmarket train` fits, with and without the train + val refit
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="fbmarket-price-") as folder:
+            _, record = train_price_model(
+                bundle, products, images, replace(settings, refit_on_val=refit), Path(folder), args.seed, embeddings
+            )
+        name = f"served (fbmarket train's price model{', refit on train + val' if refit else ', fit on train only'})"
+        seconds[name] = round(time.perf_counter() - t, 2)
+        results[name] = record["metrics"] | {"conformal_offset_log": record["calibration"].get("offset_log")}
     t = time.perf_counter()
     low, median, high, offset = hist_gradient_boosting(full_features, price, rows, settings, args.seed)
     seconds["hist gradient boosting"] = round(time.perf_counter() - t, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,17 @@ def test_the_training_stage_stacks_the_text_ridge_and_saves_it_without_pickle(tm
     assert {CONFIG_FILE, WEIGHTS_FILE, PRICE_FILE} <= set(record["files"])
     assert record["training"]["excluded_missing_price"] == 1
     assert record["calibration"]["calibrated"] and record["evaluated_on"] == "test"
+    # served: refit on train + val (ridge, comparables and boosters) with the offset val chose
+    # for the model fit on train alone
+    assert record["training"]["listings"] == 750 and record["calibration"]["applied_to"] == "train + val refit"
+    assert len(model.neighbours.log_price) == int(np.isfinite(price[:750]).sum()) - 1
+    train_only, plain = train_price_model(
+        _NoEmbeddingBundle(), products, images, replace(settings, refit_on_val=False), tmp_path / "train-only",
+        seed=1, embeddings=embeddings,
+    )  # fmt: skip
+    assert plain["training"]["listings"] == 600 and "applied_to" not in plain["calibration"]
+    assert plain["calibration"]["offset_log"] == pytest.approx(record["calibration"]["offset_log"])
+    assert train_only.free_threshold == model.free_threshold
     assert record["metrics"]["priced"]["n"] > 0
     with np.load(tmp_path / WEIGHTS_FILE, allow_pickle=False) as arrays:  # plain numeric arrays
         assert all(arrays[key].dtype != object for key in arrays.files)
