@@ -137,7 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     print(f"{result['n_products']} listings scored: {summary_line(result['branches'])}")
     print(f"image weights: {result['weights']['description']}")
-    print(f"report: {args.report}")
+    print(f"report: {args.report}" if args.report else "report: not written (--report FILE writes the JSON)")
     return 0
 
 
@@ -503,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages; show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def add_bundle(command: argparse.ArgumentParser) -> None:
+        default = Settings().out_dir  # where `fbmarket train` writes without --out
+        command.add_argument(
+            "--bundle", type=Path, default=default, help=f"trained bundle folder (default {default}/)"
+        )
+
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(handler=handler)
@@ -546,18 +552,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quick", action="store_true", help="tiny settings for a fast run")
     _add_model_flags(train, "default 30: the configuration for the data's size that fits")
     evaluate = add("evaluate", cmd_evaluate, "score a trained bundle on a dataset folder, without retraining")
-    evaluate.add_argument("--bundle", required=True, type=Path, help="trained bundle folder")
+    add_bundle(evaluate)
     evaluate.add_argument(
         "--data", required=True, help="dataset folder in the input format (or SQLAlchemy URL)"
     )
     evaluate.add_argument(
-        "--report", required=True, type=output_file, help="JSON report to write (in a folder that exists)"
+        "--report",
+        type=output_file,
+        help="JSON report to write, with confusion-matrix PNGs beside it (in a folder that exists; "
+        "default: print the summary only)",
     )
 
     index = add(
         "index", cmd_index, "add or replace a dataset folder's listings in a bundle's database and index"
     )
-    index.add_argument("--bundle", required=True, type=Path, help="trained bundle folder")
+    add_bundle(index)
     index.add_argument(
         "--data",
         help="dataset folder (or SQLAlchemy URL) to index; without it, embed and index the listings "
@@ -571,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_embed,
         "embed a catalogue's listings as a batch job (in-process or Ray Data) into Parquet files and the database",
     )
-    embed.add_argument("--bundle", required=True, type=Path, help="trained bundle folder")
+    add_bundle(embed)
     embed.add_argument(
         "--engine", choices=("local", "ray"), default="local", help="local: this process; ray: a Ray Data job"
     )
@@ -608,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     search = add("search", cmd_search, "personalised search over a bundle's index")
-    search.add_argument("--bundle", required=True, type=Path)
+    add_bundle(search)
     search.add_argument("query", nargs="?", default=None, help="words to search for")
     search.add_argument("--image", type=Path, help="a photo to search with (alone or with words)")
     search.add_argument("--user", help="buyer id (unknown ids are cold-start buyers)")
@@ -635,14 +644,14 @@ def build_parser() -> argparse.ArgumentParser:
     duplicates = add(
         "duplicates", cmd_duplicates, "report the groups of duplicate listings (re-posts) in a bundle's catalogue"
     )
-    duplicates.add_argument("--bundle", required=True, type=Path)
+    add_bundle(duplicates)
     duplicates.add_argument(
         "--limit", type=bounded(int, 0), default=20, help="groups to show, largest first (0: all)"
     )
     duplicates.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")
     duplicates.add_argument("--json", action="store_true", help="print the groups as JSON")
     price = add("price", cmd_price, "suggest a price range for a listing, with the nearest priced listings")
-    price.add_argument("--bundle", required=True, type=Path)
+    add_bundle(price)
     price.add_argument("--title", required=True, help="the listing's title")
     price.add_argument("--description", default="", help="the listing's description")
     price.add_argument("--category", help='"Root / Sub / Leaf" (or a root); predicted when missing')
@@ -652,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     price.add_argument("--json", action="store_true", help="print the suggestion as JSON")
 
     serve = add("serve", cmd_serve, "serve the HTTP API and web page")
-    serve.add_argument("--bundle", required=True, type=Path)
+    add_bundle(serve)
     serve.add_argument("--host")
     serve.add_argument("--port", type=PORT, help="1-65535 (default 8000)")
     serve.add_argument("--database", help="SQLAlchemy URL (default: the bundle's SQLite file)")

@@ -4,6 +4,7 @@ KeyError) on one line naming the exception, with its traceback only under --verb
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,26 @@ def test_an_unusable_bundle_or_database_is_one_line(tmp_path, capsys, argv, says
     assert cli.main([part.replace("{tmp}", str(tmp_path)) for part in argv]) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["search", "sofa"], ["price", "--title", "sofa"], ["duplicates"], ["index"]],
+)
+def test_without_bundle_the_commands_read_train_s_default_folder(tmp_path, monkeypatch, capsys, argv) -> None:
+    """`fbmarket train` writes artifacts/ without --out; the commands that read a bundle look
+    there without --bundle (before, --bundle was required)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'artifacts'} is not a model bundle" in err and "Traceback" not in err
+
+
+def test_evaluate_defaults_to_train_s_folder_and_needs_no_report() -> None:
+    args = cli.build_parser().parse_args(["evaluate", "--data", "d"])
+    assert args.bundle == Path("artifacts") and args.report is None
+    for command in ("embed", "serve"):
+        assert cli.build_parser().parse_args([command]).bundle == Path("artifacts")
 
 
 def test_a_database_url_that_does_not_parse_is_the_users_to_fix() -> None:
