@@ -400,6 +400,7 @@ def _train(
         feature_name=columns,
         categorical_feature=[c for c in CATEGORICAL if c in columns],
         free_raw_data=True,
+        params={"verbosity": -1},  # LightGBM prints dataset warnings to stdout, where --json goes
     )
     return lgb.train(params, data, num_boost_round=rounds)
 

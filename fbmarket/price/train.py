@@ -102,12 +102,16 @@ def refit_on_train_val(
     seed: int,
     embeddings: np.ndarray | None,
 ) -> tuple[PriceModel, pd.DataFrame]:
-    """The same model fit again on `rows` (train + val): the stacked ridge and the comparables'
-    catalogue grow to those rows too, so a new listing finds its near-copies among 21% more
-    listings on the dev data. The CQR offset and the free threshold are the ones val chose for
+    """The same model fit again on `rows` (train + val): the category vocabularies, the stacked
+    ridge and the comparables' catalogue grow to those rows too, so a new listing finds its
+    near-copies among 21% more listings on the dev data. The CQR offset and the free threshold are the ones val chose for
     the model fit on train (a refit model is a little better, so its range covers a little
     more than nominal: the usual price of refitting after split conformal calibration).
     Returns the new model and every listing's feature columns as it reads them."""
+    # the category vocabularies too: a leaf seen only in val gets its own code, not "unknown"
+    spec = PriceFeatureSpec.fit(
+        products.iloc[rows], spec.embedding_dim, spec.text_features, spec.text_price, spec.knn_sources, spec.knn_ks
+    )
     ridge, estimate = None, None
     if spec.text_price:
         ridge, estimate = text_price_estimates(products, price, rows, settings, seed)
