@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import sparse
+from sklearn.preprocessing import normalize
 
 TEXT, PHOTO = "text_neighbours", "photo_neighbours"
 MEMBERS = (TEXT, PHOTO)
@@ -39,15 +40,10 @@ CHUNK = 512  # query rows per similarity block: (512, n_references) floats at a 
 
 
 def unit_rows(x: np.ndarray | sparse.spmatrix) -> np.ndarray | sparse.csr_matrix:
-    """Rows scaled to unit L2 length; all-zero rows stay zero."""
-    if sparse.issparse(x):
-        x = sparse.csr_matrix(x, dtype=np.float32)
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        return sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ x)
-    x = np.asarray(x, np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    """Rows scaled to unit L2 length, float32; all-zero rows stay zero (scikit-learn's
+    `normalize`, dense or CSR)."""
+    x = sparse.csr_matrix(x, dtype=np.float32) if sparse.issparse(x) else np.asarray(x, np.float32)
+    return normalize(x)
 
 
 class NeighbourVote:
@@ -103,17 +99,11 @@ class NeighbourVote:
             weights = np.exp((best - best.max(axis=1, keepdims=True)) / self.temperature)
             votes = np.full((len(sims), self.n_classes), PSEUDO_COUNT, np.float64)
             np.add.at(votes, (np.arange(len(sims))[:, None], self.labels[top]), weights)
-            has_features = _row_norms(block) > 0
+            has_features = np.asarray(abs(block).sum(axis=1)).ravel() > 0
             out[start : start + CHUNK][has_features] = (votes / votes.sum(axis=1, keepdims=True))[
                 has_features
             ]
         return out
-
-
-def _row_norms(x: np.ndarray | sparse.spmatrix) -> np.ndarray:
-    if sparse.issparse(x):
-        return np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    return np.linalg.norm(np.asarray(x), axis=1)
 
 
 def save_votes(path: Path, votes: Mapping[str, NeighbourVote]) -> None:
