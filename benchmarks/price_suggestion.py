@@ -18,8 +18,8 @@ on val as the best F1 of the free class, floor 0.05; HGB uses the first LightGBM
   regressing every listing, £0 included);
 * LightGBM quantile (alpha 0.1/0.5/0.9) on embedding + category + location + text
   features + the stacked text-price ridge (fbmarket/price/text_price.py, out-of-fold on
-  train) + the comparables' prices (fbmarket/price/knn.py: k = 5, 20 nearest training
-  listings by embedding and by TF-IDF text, leave-one-out on train), with and without the
+  train) + the comparables' prices (fbmarket/price/knn.py: k = `PriceSettings.knn_ks` nearest
+  training listings by embedding and by TF-IDF text, leave-one-out on train), with and without the
   conformal calibration; without the comparables (the previous default); with comparables
   by one measure only; without the embedding; without the text features;
 * scikit-learn HistGradientBoostingRegressor(loss="quantile") on the same features
@@ -27,7 +27,7 @@ on val as the best F1 of the free class, floor 0.05; HGB uses the first LightGBM
   dev data has ~400 leaves), calibrated.
 * the served model as `fbmarket train` fits it (`price.train.train_price_model`, the
   defaults: refit on train + val after the calibration and free threshold are chosen on
-  val), and the same without the refit.
+  val), the same without the refit, and the same without the k = 1 comparable.
 Every variant is also scored on val (raw quantiles): the choices are made there.
 Figures: median absolute error and MAE in £, RMSE and R² on log1p(price), 80% range
 coverage and mean width, over every test listing (£0 included: comparable with the ridge
@@ -271,13 +271,15 @@ def main() -> int:
     from fbmarket.bundle import Bundle
 
     bundle = Bundle.load(args.bundle, lazy=True)
-    for refit in (True, False):  # what `fbmarket train` fits, with and without the train + val refit
+    served = {  # what `fbmarket train` fits, and the same without one of its choices
+        "served (fbmarket train's price model, refit on train + val)": settings,
+        "served (fbmarket train's price model, fit on train only)": replace(settings, refit_on_val=False),
+        "served, without the k = 1 comparable (knn_ks 5, 20)": replace(settings, knn_ks=(5, 20)),
+    }
+    for name, variant in served.items():
         t = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="fbmarket-price-") as folder:
-            _, record = train_price_model(
-                bundle, products, images, replace(settings, refit_on_val=refit), Path(folder), args.seed, embeddings
-            )
-        name = f"served (fbmarket train's price model{', refit on train + val' if refit else ', fit on train only'})"
+            _, record = train_price_model(bundle, products, images, variant, Path(folder), args.seed, embeddings)
         seconds[name] = round(time.perf_counter() - t, 2)
         results[name] = record["metrics"] | {"conformal_offset_log": record["calibration"].get("offset_log")}
     t = time.perf_counter()

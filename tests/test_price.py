@@ -244,6 +244,7 @@ def test_the_training_stage_stacks_the_text_ridge_and_saves_it_without_pickle(tm
     # the comparables' prices (by embedding and by TF-IDF text) are features, saved with the model
     assert model.spec.knn_sources == ["embedding", "text"] and loaded.neighbours is not None
     assert "knn_embedding_5_median" in model.spec.columns and "knn_text_20_mean" in loaded.spec.columns
+    assert "knn_text_1_median" in loaded.spec.columns  # the single nearest listing's own price
     assert not any(c.startswith("knn_") for c in model.free.feature_name())
     assert 0.05 <= loaded.free_threshold == model.free_threshold
     # the ridge learnt the word that marks expensive listings
