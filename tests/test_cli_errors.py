@@ -263,3 +263,12 @@ def test_training_without_any_photo_is_refused_before_the_models(tmp_path, capsy
     err = capsys.readouterr().err
     assert "no photo to train the image model on" in err and "Images.csv has no rows" in err, err
     assert not (tmp_path / "out" / "bundle.json").exists()
+
+
+def test_serve_without_a_bundle_names_the_folder_and_the_command_that_makes_one(tmp_path, capsys, monkeypatch) -> None:
+    """The message gave the path as typed (relative to a cwd the reader may not know)."""
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["serve", "--bundle", "no-bundle"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{tmp_path / 'no-bundle'} does not exist" in err and "`fbmarket train`" in err, err

@@ -171,7 +171,10 @@ def serve(settings: Settings, bundle_dir: Path) -> None:
         # only contend for the cores (measured: 59 -> 33 ms per search on a busy 2-core box).
         faiss.omp_set_num_threads(settings.serve.faiss_threads)
     if not bundle_dir.is_dir():
-        raise FileNotFoundError(f"bundle folder {bundle_dir} does not exist (train one with `fbmarket run`)")
+        raise FileNotFoundError(
+            f"bundle folder {bundle_dir.absolute()} does not exist (train one with `fbmarket train` "
+            "or `python main.py`)"
+        )
     # Not a bundle (no settings.json), or a damaged one (a file empty, cut short or another
     # program's), is known now: say so and stop, rather than listen and answer 503 forever.
     load_bundle_settings(bundle_dir)
