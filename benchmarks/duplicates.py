@@ -13,6 +13,9 @@ DIR is a bundle trained on the dev data (`fbmarket train --data ../shared/data/g
    catalogue as a create sees it (its embeddings from the database, its photo index).
    Precision and recall per kind of copy (bars >= 0.95 / >= 0.90); flagged genuine re-posts
    of the original (listings that already were duplicates in the data) are counted apart.
+   The chosen rule is also scored without its same-photo flag (`DuplicateSettings.flag_same_photo`:
+   a pair with the same photos is flagged whatever its words); a bundle trained before that
+   flag is measured with it added, as a training now saves the rule.
 2. The duplicate groups that exist in the dev catalogue (connected components of flagged
    pairs by FAISS self-search, as `fbmarket duplicates` reports them), written to
    benchmarks/results/duplicate_groups_dev.md for a human look, with the genuine re-posts and
@@ -38,6 +41,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,7 @@ from harness import REPO, RESULTS, latency_stats, write_json
 from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
+from fbmarket.search.duplicate_rule import same_photo_rule
 from fbmarket.search.duplicate_training import (
     Catalogue,
     evaluate,
@@ -377,6 +382,9 @@ def main() -> int:
         print("note: the bundle has no model/duplicates.json: using the DuplicateSettings default")
     default = DuplicateRule.from_settings(settings.duplicates)
     rule = chosen or default
+    if rule.same_photo_cosine is None and settings.duplicates.flag_same_photo:
+        # a bundle trained before the same-photo flag: measured as a training now saves its rule
+        rule = replace(rule, same_photo_cosine=same_photo_rule(settings.duplicates))
     detector = DuplicateDetector(rule, settings.duplicates)
 
     print("labelled set on the test split ...")
@@ -392,7 +400,13 @@ def main() -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     labelled_s = time.perf_counter() - started
-    test = {"chosen_on_val": evaluate(pairs, features, rule), "settings_default": evaluate(pairs, features, default)}
+    test = {
+        "chosen_on_val": evaluate(pairs, features, rule),
+        "chosen_on_val, logistic rule alone (no same-photo flag)": evaluate(
+            pairs, features, replace(rule, same_photo_cosine=None)
+        ),
+        "settings_default": evaluate(pairs, features, default),
+    }
     for name, rows in test.items():
         for kind, row in rows.items():
             print(f"  {name:16} {kind:5}: precision {row['precision']} recall {row['recall']} ({row['copies']} copies)")

@@ -93,6 +93,29 @@ def test_rule_json_round_trip(tmp_path: Path) -> None:
     bad["with_photo"]["coef"] = [1.0]
     with pytest.raises(ValueError, match="weights"):
         DuplicateRule.from_json(bad)
+    for value in (1.5, 0, "high", True):
+        with pytest.raises(ValueError, match="same_photo_cosine"):
+            DuplicateRule.from_json(rule.to_json() | {"same_photo_cosine": value})
+
+
+def test_the_same_photos_under_new_words_are_flagged_only_with_the_same_photo_bar(tmp_path: Path) -> None:
+    """A re-post under a new title and description scored low on the logistic rule (its text
+    weights were fit on copies that keep their words) and went unflagged."""
+    logistic = (LogisticRule((20.0, 5.0, 3.0), -25.0, 0.7), LogisticRule((9.0, 6.0), -12.0, 0.8))
+    # same photos + new words, similar photos + new words, no photos + new words
+    features = PairFeatures(np.array([0.99, 0.9, np.nan]), np.array([0.05, 0.05, 0.05]), np.array([0.1, 0.1, 0.1]))
+    _, without = DuplicateRule(*logistic).flags(features)
+    assert not without.any()
+    rule = DuplicateRule(*logistic, same_photo_cosine=0.95)
+    score, flagged = rule.flags(features)
+    assert flagged.tolist() == [True, False, False] and score[0] < 0.7  # the score stays the rule's
+    rule.save(tmp_path / RULE_FILE)
+    assert DuplicateRule.load(tmp_path / RULE_FILE).same_photo_cosine == 0.95
+    old = rule.to_json()
+    del old["same_photo_cosine"]  # a rule saved before the field: the logistic rules alone
+    assert DuplicateRule.from_json(old).same_photo_cosine is None
+    assert DuplicateRule.from_settings(DuplicateSettings()).same_photo_cosine == 0.95
+    assert DuplicateRule.from_settings(DuplicateSettings(flag_same_photo=False)).same_photo_cosine is None
 
 
 # ----------------------------------------------------------------------------- bundle
@@ -191,6 +214,13 @@ def test_an_exact_repost_and_a_cropped_reencoded_copy_are_flagged_an_unrelated_o
     assert any(r.startswith("same photo") for r in exact[0].reasons), exact[0].reasons
     assert any("title" in r for r in exact[0].reasons)
     assert exact[0].photo_similarity > 0.95 and exact[0].text_similarity > 0.95 and 0 < exact[0].score <= 1
+
+    reposted = ListingInput(
+        title="Lovely item, collection only", description="Moving house, must go this week.", price=5.0
+    )  # the same photo under new words
+    again = market.find_duplicates(reposted, [source["photo"]])
+    match = next(m for m in again if m.product_id == source["product_id"])
+    assert any(r.startswith("same photo") for r in match.reasons), match.reasons
 
     copy = market.find_duplicates(ListingInput(**fields), [cropped_reencoded(source["photo"])])
     assert source["product_id"] in [m.product_id for m in copy]

@@ -158,6 +158,11 @@ class DuplicateRule:
     photo: LogisticRule
     text: LogisticRule
     chosen_on: dict[str, Any] = field(default_factory=dict)  # how and where it was chosen (reports)
+    # A pair whose photos are the same (pooled photo cosine at least this) is flagged whatever
+    # its words: a re-post under a new title and description scores low on the logistic rule,
+    # whose text weights were fit on copies that keep their words. None: the logistic rules
+    # alone (rules saved before this field).
+    same_photo_cosine: float | None = None
 
     def score(self, features: PairFeatures) -> np.ndarray:
         """Score in 0..1 of each pair; compare with `thresholds(features)`."""
@@ -175,9 +180,14 @@ class DuplicateRule:
         return np.where(features.has_photo, self.photo.threshold, self.text.threshold)
 
     def flags(self, features: PairFeatures) -> tuple[np.ndarray, np.ndarray]:
-        """(score, flagged) of each pair."""
+        """(score, flagged) of each pair: flagged at its rule's threshold or, with
+        `same_photo_cosine`, when both listings have the same photos. The score stays the
+        logistic rule's (a same-photo pair with new words can be flagged at a low score)."""
         score = self.score(features)
-        return score, score >= self.thresholds(features)
+        flagged = score >= self.thresholds(features)
+        if self.same_photo_cosine is not None:
+            flagged |= np.nan_to_num(features.photo, nan=-1.0) >= self.same_photo_cosine
+        return score, flagged
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:
@@ -186,6 +196,7 @@ class DuplicateRule:
             "format_version": RULE_FORMAT_VERSION,
             "with_photo": self.photo.to_json(PHOTO_FEATURES),
             "text_only": self.text.to_json(TEXT_FEATURES),
+            "same_photo_cosine": self.same_photo_cosine,
             "chosen_on": self.chosen_on,
         }
 
@@ -195,10 +206,18 @@ class DuplicateRule:
             raise ValueError(f"not a duplicate rule (format {payload.get('format')!r})")
         if int(payload.get("format_version", 0)) > RULE_FORMAT_VERSION:
             raise ValueError(f"format version {payload.get('format_version')} is newer than this code reads")
+        same_photo = payload.get("same_photo_cosine")
+        if same_photo is not None:
+            if isinstance(same_photo, bool) or not isinstance(same_photo, int | float):
+                raise ValueError(f"same_photo_cosine must be a number or null, got {same_photo!r}")
+            if not 0.0 < float(same_photo) <= 1.0:
+                raise ValueError(f"same_photo_cosine must be in (0, 1], got {same_photo}")
+            same_photo = float(same_photo)
         return cls(
             LogisticRule.from_json(payload["with_photo"], PHOTO_FEATURES),
             LogisticRule.from_json(payload["text_only"], TEXT_FEATURES),
             dict(payload.get("chosen_on") or {}),
+            same_photo,
         )
 
     def save(self, path: Path | str) -> None:
@@ -223,7 +242,14 @@ class DuplicateRule:
                 tuple(settings.rule_text_weights), settings.rule_text_intercept, settings.rule_text_threshold
             ),
             {"source": "DuplicateSettings defaults"},
+            same_photo_rule(settings),
         )
+
+
+def same_photo_rule(settings: DuplicateSettings) -> float | None:
+    """The rule's `same_photo_cosine` for these settings: their bar for the same photos, or None
+    when `flag_same_photo` is off."""
+    return float(settings.same_photo_cosine) if settings.flag_same_photo else None
 
 
 def text_of(value: object) -> str:

@@ -32,7 +32,7 @@ import pandas as pd
 from fbmarket.config import DataSettings, DuplicateSettings
 from fbmarket.data import schema as S
 from fbmarket.search.duplicate_copies import KINDS, Copies, make_copies
-from fbmarket.search.duplicate_rule import DuplicateRule, LogisticRule, PairFeatures
+from fbmarket.search.duplicate_rule import DuplicateRule, LogisticRule, PairFeatures, same_photo_rule
 from fbmarket.search.duplicates import DuplicateDetector
 from fbmarket.search.index import VectorIndex
 
@@ -227,7 +227,7 @@ def fit_rule(
         pairs["copy_id"].nunique(),
         "text_only",
     )
-    return DuplicateRule(photo, text, {"fit": record})
+    return DuplicateRule(photo, text, {"fit": record}, same_photo_rule(settings))
 
 
 def evaluate(pairs: pd.DataFrame, features: PairFeatures, rule: DuplicateRule) -> dict[str, Any]:
