@@ -305,8 +305,8 @@ def write_table(path: Path, result: dict[str, Any]) -> None:
         "original among candidates |",
         "|---|---|---|---|---|---|---|",
     ]
-    for rule in ("chosen_on_val", "settings_default"):
-        for kind, row in result["test"][rule].items():
+    for rule, rows in result["test"].items():
+        for kind, row in rows.items():
             lines.append(
                 f"| {rule} | {kind} | {row['copies']} | {row['precision']} | {row['precision_strict']} | "
                 f"{row['recall']} | {row['original_in_candidates']} |"
