@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 from harness import REPO, RESULTS, write_json
 
+from fbmarket.bundle import Bundle
 from fbmarket.config import PriceSettings, Settings
 from fbmarket.data import schema as S
 from fbmarket.data.store import Store
@@ -84,12 +85,7 @@ def load_listings(bundle_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return products, images
 
 
-def price_free_embeddings(
-    bundle_dir: Path, products: pd.DataFrame, images: pd.DataFrame, cache: Path
-) -> np.ndarray:
-    from fbmarket.bundle import Bundle
-
-    model = Bundle.load(bundle_dir)
+def price_free_embeddings(model: Bundle, products: pd.DataFrame, images: pd.DataFrame, cache: Path) -> np.ndarray:
     ids = (
         products[S.PRODUCT_ID].astype(str).to_numpy().astype("U")
     )  # no object arrays: the cache loads without pickle
@@ -180,7 +176,8 @@ def main() -> int:
     products, images = load_listings(args.bundle)
     cache = args.cache or Path("/tmp") / f"fbmarket-price-{args.bundle.resolve().name}.npz"
     t = time.perf_counter()
-    embeddings = price_free_embeddings(args.bundle, products, images, cache)
+    bundle = Bundle.load(args.bundle, lazy=True)  # its parts load on first use (only on a cache miss)
+    embeddings = price_free_embeddings(bundle, products, images, cache)
     embed_seconds = time.perf_counter() - t
     split = products[S.SPLIT].to_numpy()
     rows = {name: np.flatnonzero(split == name) for name in S.SPLITS}
@@ -268,9 +265,6 @@ def main() -> int:
                 "uncalibrated_val_coverage": model.calibration.get("uncalibrated_val_coverage"),
             }
     assert full_features is not None and free_probability is not None and full_threshold is not None
-    from fbmarket.bundle import Bundle
-
-    bundle = Bundle.load(args.bundle, lazy=True)
     served = {  # what `fbmarket train` fits, and the same without one of its choices
         "served (fbmarket train's price model, refit on train + val)": settings,
         "served (fbmarket train's price model, fit on train only)": replace(settings, refit_on_val=False),

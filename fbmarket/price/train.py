@@ -91,8 +91,7 @@ def neighbour_price_features(
     return neighbours, neighbours.features(vectors, exclude)
 
 
-def refit_on_train_val(
-    model: PriceModel,
+def fit_on_rows(
     products: pd.DataFrame,
     images: pd.DataFrame,
     price: np.ndarray,
@@ -102,13 +101,10 @@ def refit_on_train_val(
     seed: int,
     embeddings: np.ndarray | None,
 ) -> tuple[PriceModel, pd.DataFrame]:
-    """The same model fit again on `rows` (train + val): the category vocabularies, the stacked
-    ridge and the comparables' catalogue grow to those rows too, so a new listing finds its
-    near-copies among 21% more listings on the dev data. The CQR offset and the free threshold are the ones val chose for
-    the model fit on train (a refit model is a little better, so its range covers a little
-    more than nominal: the usual price of refitting after split conformal calibration).
-    Returns the new model and every listing's feature columns as it reads them."""
-    # the category vocabularies too: a leaf seen only in val gets its own code, not "unknown"
+    """The price model fit on `rows` with `spec`'s choices: the category vocabularies, the
+    stacked ridge (out-of-fold on `rows`) and the comparables' catalogue (leave-one-out on
+    `rows`) come from those rows too. Returns the model (uncalibrated) and every listing's
+    feature columns as it reads them."""
     spec = PriceFeatureSpec.fit(
         products.iloc[rows], spec.embedding_dim, spec.text_features, spec.text_price, spec.knn_sources, spec.knn_ks
     )
@@ -121,8 +117,27 @@ def refit_on_train_val(
             products, price, rows, spec.knn_sources, spec.knn_ks, embeddings, ridge
         )
     features = spec.frame(products, embeddings, photo_counts(products, images), estimate, columns)
-    refit = PriceModel.fit(features.iloc[rows], price[rows], spec, settings, seed)
-    refit.text_price, refit.neighbours = ridge, neighbours
+    model = PriceModel.fit(features.iloc[rows], price[rows], spec, settings, seed)
+    model.text_price, model.neighbours = ridge, neighbours
+    return model, features
+
+
+def refit_on_train_val(
+    model: PriceModel,
+    products: pd.DataFrame,
+    images: pd.DataFrame,
+    price: np.ndarray,
+    rows: np.ndarray,
+    settings: PriceSettings,
+    seed: int,
+    embeddings: np.ndarray | None,
+) -> tuple[PriceModel, pd.DataFrame]:
+    """The same model fit again on `rows` (train + val) by `fit_on_rows`: a leaf seen only in
+    val gets its own code, and a new listing finds its near-copies among 21% more listings on
+    the dev data. The CQR offset and the free threshold are the ones val chose for the model
+    fit on train (a refit model is a little better, so its range covers a little more than
+    nominal: the usual price of refitting after split conformal calibration)."""
+    refit, features = fit_on_rows(products, images, price, rows, model.spec, settings, seed, embeddings)
     refit.offset, refit.calibration = model.offset, {**model.calibration, "applied_to": "train + val refit"}
     refit.free_threshold, refit.free_selection = model.free_threshold, model.free_selection
     return refit, features
@@ -167,18 +182,7 @@ def train_price_model(
     )
     if (spec.embedding_dim or "embedding" in sources) and embeddings is None:
         embeddings = price_free_embeddings(bundle, products, images)
-    ridge, estimate = None, None
-    if stack_text:
-        ridge, estimate = text_price_estimates(products, price, train, settings, seed)
-    neighbours, columns = None, None
-    if sources:
-        neighbours, columns = neighbour_price_features(
-            products, price, train, sources, settings.knn_ks, embeddings, ridge
-        )
-    features = spec.frame(products, embeddings, photo_counts(products, images), estimate, columns)
-    model = PriceModel.fit(features.iloc[train], price[train], spec, settings, seed)
-    model.text_price = ridge
-    model.neighbours = neighbours
+    model, features = fit_on_rows(products, images, price, train, spec, settings, seed, embeddings)
     notes: list[str] = []
     if settings.calibrate and len(val):
         model.calibrate(features.iloc[val], price[val])
@@ -193,7 +197,7 @@ def train_price_model(
         model.choose_free_threshold(features.iloc[val], price[val])
     if settings.refit_on_val and len(val):
         model, features = refit_on_train_val(
-            model, products, images, price, np.concatenate([train, val]), spec, settings, seed, embeddings
+            model, products, images, price, np.concatenate([train, val]), settings, seed, embeddings
         )
         notes.append("refit on train + val with the calibration and free threshold val chose")
     files = model.save(model_dir)
