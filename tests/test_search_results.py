@@ -106,6 +106,47 @@ def test_similar_listings_explain_their_score(market) -> None:
         assert 0.0 <= result.factors["same_root"] <= settings.similar_root_weight + 1e-6
 
 
+def test_stored_category_probabilities_equal_a_full_pass(market) -> None:
+    """From the photo index's unit pooled vectors, without the backbone: what a full pass over
+    the listing's photo files gives (every member reads photos through their unit mean)."""
+    frame = market.store.listings_frame()
+    frame = frame.iloc[:: max(1, len(frame) // 12)].reset_index(drop=True)
+    images = market.store.images_frame(frame[S.PRODUCT_ID].tolist())
+    full = market.model.predict_products(frame, images)
+    vectors, has_photo = market.model.photo_vectors(frame, images)
+    counts = [len(rows) for rows in full.photo_rows]
+    assert any(counts)  # listings with photos are among them
+    stored = market.model.stored_category_probabilities(frame, vectors, counts)
+    np.testing.assert_allclose(stored, full.probabilities["fusion"], atol=1e-5)
+
+
+def test_similar_listings_favour_the_served_root_category(market) -> None:
+    """P(same root) in similar listings reads the listing's root from the bundle's served
+    (late-fusion) probabilities; with `similar_served_category` off, from the network's head."""
+    assert market.model.late_fusion is not None  # the served path under test
+    settings, searcher = market.settings.search, market.searcher
+    pid = str(market.store.listings_frame()[S.PRODUCT_ID].iloc[5])
+    frame, images = market.store.listings_frame([pid]), market.store.images_frame([pid])
+    served = market.model.predict_products(frame, images).probabilities["fusion"][0]
+    query = searcher.backend.vectors_of([pid])[0]
+    head = searcher.categories.root.probabilities(query[None])[0]
+    assert not np.allclose(served, head, atol=1e-3)  # the two estimates differ for this listing
+
+    def same_root(results) -> tuple[np.ndarray, np.ndarray]:
+        vectors = searcher.backend.vectors_of([r.product_id for r in results])
+        factors = np.array([r.factors["same_root"] for r in results])
+        return factors, searcher.categories.root.probabilities(vectors)
+
+    factors, candidates = same_root(market.similar(pid, k=8))
+    np.testing.assert_allclose(factors, settings.similar_root_weight * candidates @ served, atol=1e-4)
+    settings.similar_served_category = False
+    try:
+        factors, candidates = same_root(market.similar(pid, k=8))
+    finally:
+        settings.similar_served_category = True
+    np.testing.assert_allclose(factors, settings.similar_root_weight * candidates @ head, atol=1e-4)
+
+
 def _upload_files(market) -> set[str]:
     folder = market.settings.cache_dir / f"uploads_{market.settings.data.image_size}"
     return {p.name for p in folder.glob("*")} if folder.is_dir() else set()

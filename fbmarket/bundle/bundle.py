@@ -170,7 +170,20 @@ class Bundle(BundleParts):
         one), and with it its other members, "fusion_network", "tfidf" and the neighbour
         votes "text_neighbours" / "photo_neighbours" when the bundle has them.
         """
-        predictions = self.member_predictions(products, images, show_progress, batch_size)
+        return self._with_fusion(self.member_predictions(products, images, show_progress, batch_size))
+
+    def stored_category_probabilities(
+        self, products: pd.DataFrame, photo_vectors: np.ndarray, photo_counts: Sequence[int]
+    ) -> np.ndarray:
+        """(n, classes) served root-category probabilities ("fusion": the late-fusion pooling
+        when the bundle has one) of stored listings, from their photo index vectors
+        (`stored_member_predictions`): what similar listings read a listing's category by."""
+        return self._with_fusion(self.stored_member_predictions(products, photo_vectors, photo_counts)).probabilities[
+            "fusion"
+        ]
+
+    def _with_fusion(self, predictions: ProductPredictions) -> ProductPredictions:
+        """`predictions` with the served "fusion" probabilities added (in place)."""
         members = predictions.probabilities
         if self.late_fusion is None:
             members["fusion"] = members.pop("fusion_network")
@@ -199,6 +212,29 @@ class Bundle(BundleParts):
         "image" and, when the bundle has them, "tfidf", "text_neighbours" and
         "photo_neighbours"): what the late-fusion head is fit on and pools."""
         arrays, photos = self.arrays(products, images, show_progress)
+        return self._member_predictions(products, arrays, photos.missing_files, batch_size)
+
+    def stored_member_predictions(
+        self, products: pd.DataFrame, photo_vectors: np.ndarray, photo_counts: Sequence[int]
+    ) -> ProductPredictions:
+        """`member_predictions` of stored listings from their unit pooled photo vectors (the
+        photo index's rows, `photo_vectors`), without running the backbone again.
+
+        Why this equals `member_predictions`: every member reads a listing's photos through
+        their mean at unit length (the fusion network's photo tower, the image head and the
+        photo votes alike), and `photo_counts[i]` copies of that unit vector have the same
+        unit mean; the count itself is a tabular input, so it is kept. Shapes: products (n
+        rows), photo_vectors (n, feature_dim), photo_counts (n,) (0: no photo, the vector is
+        ignored).
+        """
+        vectors = np.asarray(photo_vectors, np.float32).reshape(len(products), -1)
+        rows = [[i] * min(int(c), self.max_photos) for i, c in enumerate(photo_counts)]
+        arrays = inputs.listing_arrays(products, rows, vectors, self.tabular)
+        return self._member_predictions(products, arrays, 0)
+
+    def _member_predictions(
+        self, products: pd.DataFrame, arrays: FusionArrays, missing_photos: int, batch_size: int = 256
+    ) -> ProductPredictions:
         n = len(arrays)
         text_probs, fusion_probs, embeddings = [], [], []
         text_fn = self._part_fn("text_model")
@@ -225,7 +261,7 @@ class Bundle(BundleParts):
             probabilities,
             np.concatenate(embeddings) if n else np.zeros((0, self.embedding_dim), np.float32),
             without_photo=sum(1 for r in arrays.photo_rows if not r),
-            missing_photos=photos.missing_files,
+            missing_photos=missing_photos,
             empty_descriptions=sum(1 for d in arrays.descriptions if not d),
             photo_rows=arrays.photo_rows,
         )

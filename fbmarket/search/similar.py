@@ -46,15 +46,17 @@ class SimilarListings:
     _lock: threading.RLock
 
     def similar(
-        self, product_id: str, k: int = 10, filters: Filters | None = None
+        self, product_id: str, k: int = 10, filters: Filters | None = None, root_probs: np.ndarray | None = None
     ) -> list[tuple[str, float]]:
         """Listings most like a given one, itself excluded, best first with their scores."""
-        frame = self.similar_scored(product_id, k, filters)
+        frame = self.similar_scored(product_id, k, filters, root_probs)
         return list(
             zip(frame[S.PRODUCT_ID].tolist(), frame[SIMILAR_SCORE].astype(float).tolist(), strict=True)
         )
 
-    def similar_scored(self, product_id: str, k: int = 10, filters: Filters | None = None) -> pd.DataFrame:
+    def similar_scored(
+        self, product_id: str, k: int = 10, filters: Filters | None = None, root_probs: np.ndarray | None = None
+    ) -> pd.DataFrame:
         """Listings most like a given one (columns SIMILAR_COLUMNS), itself excluded, best first.
 
         The candidates are its embedding's neighbours and the BM25 matches of its own
@@ -64,6 +66,12 @@ class SimilarListings:
         * P(same leaf), and the score is the sum of the three. Without category weights
         and with the embedding alone the score is the cosine similarity. A listing
         without an embedding is matched by its title alone. An unknown id raises KeyError.
+
+        `root_probs` (classes,), in the model's class order, replaces the head's estimate of
+        the listing's own root category when a better one is at hand: the service passes the
+        bundle's served (late-fusion) probabilities, which name the root more often than the
+        fusion network's head reads it off the embedding (dev test split: 0.850 vs 0.804;
+        same-root P@10 over the catalogue 0.811 -> 0.834, README "Similar listings").
         """
         k = check_k(k, self.settings.max_k)
         product_id = str(product_id)
@@ -97,7 +105,7 @@ class SimilarListings:
             ids = scored[S.PRODUCT_ID].tolist()
             same_root = same_leaf = None
             if use_heads and ids:
-                same_root, same_leaf = self.categories.agreement(vector, backend.vectors_of(ids))
+                same_root, same_leaf = self.categories.agreement(vector, backend.vectors_of(ids), root_probs)
                 same_root, same_leaf = root_weight * same_root, leaf_weight * same_leaf
             return _similar_frame(ids, scored[FUSED_SCORE].to_numpy(float), same_root, same_leaf, k=k)
 
