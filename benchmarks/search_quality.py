@@ -23,7 +23,10 @@ Three query kinds, relevant = listings of the query's leaf category:
   Embedding-only is the listing's own vector; BM25-only is its title as the query; hybrid
   blends both; "+root a+leaf b" adds a * P(same root) + b * P(same leaf) by the fusion
   model's category heads, as `HybridSearcher.similar_scored` serves it (a grid of weights,
-  chosen on val by the mean of same-leaf and same-root P@10);
+  chosen on val by the mean of same-leaf and same-root P@10); in the catalogue world also
+  `served_defaults+served_category`: SearchSettings' weights with the query listing's root
+  read from the bundle's served (late-fusion) probabilities, as `Marketplace.similar` serves
+  it (SearchSettings.similar_served_category), next to the same weights with the head's;
 * leaf: the leaf category's name as typed text ("Sofas, Armchairs & Suites"), for every
   leaf with a listing in the pool;
 * fragment: 1-3 content words of a pool listing's title, the listing itself excluded from
@@ -79,7 +82,15 @@ BLEND_WEIGHTS = (0.2, 0.35, 0.5, 0.65, 0.8)
 SIMILAR_BLENDS = (0.65, 0.8, 1.0)
 CATEGORY_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 BARS = {"similar_leaf": 0.55, "similar_root": 0.80}
+SERVED = "served_defaults+served_category"  # SearchSettings' weights, the served root estimate
 TIE = 0.005  # P@10 differences below this are noise at ~800 queries (standard error ~0.01)
+
+
+def served_roots(model, queries: pd.DataFrame, images: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each query listing's served root probabilities (the bundle's late fusion, or its network
+    head without one), by id: what Marketplace.similar reads the listing's category by."""
+    probabilities = model.predict_products(queries, images, show_progress=True).probabilities["fusion"]
+    return dict(zip(queries[S.PRODUCT_ID].astype(str), probabilities, strict=True))
 
 
 def category_method(blend: float, root: float, leaf: float) -> str:
@@ -134,8 +145,12 @@ class World:
         vectors: np.ndarray,
         settings: SearchSettings,
         categories: CategorySpace | None = None,
+        served_roots: dict[str, np.ndarray] | None = None,
     ):
         self.name = name
+        # query id -> the bundle's served (late-fusion) root probabilities, as
+        # Marketplace.similar passes them (SearchSettings.similar_served_category)
+        self.served_roots = served_roots or {}
         self.pool = pool.reset_index(drop=True)
         ids = self.pool[S.PRODUCT_ID].astype(str).tolist()
         self.searcher = HybridSearcher.build(self.pool, ids, vectors, settings)
@@ -161,8 +176,18 @@ def judge(
     if world.categories is not None and root is not None:  # similar listings
         candidates = np.stack([world.vectors[pid] for pid in frame[S.PRODUCT_ID]])
         agreement = world.categories.agreement(vector, candidates)
+    ranked_by = orderings(frame, world.settings.rrf_k, agreement)
+    if agreement is not None and exclude in world.served_roots:  # the served defaults, both ways
+        candidates = np.stack([world.vectors[pid] for pid in frame[S.PRODUCT_ID]])
+        same_root, same_leaf = world.categories.agreement(vector, candidates, world.served_roots[exclude])
+        s = world.settings
+        blend = weighted_blend(frame[SEMANTIC_SCORE].to_numpy(float), frame[LEXICAL_SCORE].to_numpy(float),
+                               s.similar_semantic_weight)  # fmt: skip
+        score = blend + s.similar_root_weight * same_root + s.similar_leaf_weight * same_leaf
+        ids = frame[S.PRODUCT_ID].to_numpy(object)
+        ranked_by[SERVED] = ids[np.lexsort((np.arange(len(ids)), -score))]
     out = {}
-    for method, ranked in orderings(frame, world.settings.rrf_k, agreement).items():
+    for method, ranked in ranked_by.items():
         top = [pid for pid in ranked if pid != exclude][:K]
         leaf_hits = sum(world.leaf[pid] == leaf for pid in top) / K
         root_hits = sum(world.root[pid] == root for pid in top) / K if root is not None else np.nan
@@ -225,7 +250,7 @@ def choose(val: dict) -> dict[str, str]:
     within `TIE` of the best (closer than the noise between 800 queries), the one that
     finds the listing a fragment was cut from most often (known-item recall@10).
     """
-    fused = [m for m in val["leaf"]["methods"] if m not in ("embedding", "bm25")]
+    fused = [m for m in val["leaf"]["methods"] if m not in ("embedding", "bm25", SERVED)]
 
     def p10(kind: str, method: str) -> float:
         return val[kind]["methods"][method]["p_at_10_leaf"]
@@ -236,7 +261,7 @@ def choose(val: dict) -> dict[str, str]:
     similar = {
         m: (entry["p_at_10_leaf"] + entry["p_at_10_root"]) / 2
         for m, entry in val["similar"]["methods"].items()
-        if m not in ("embedding", "bm25") and not m.startswith("rrf")
+        if m not in ("embedding", "bm25", SERVED) and not m.startswith("rrf")
     }
 
     def least_moved(methods: list[str]) -> str:
@@ -305,7 +330,7 @@ def main() -> int:
     worlds = {
         "val": World("val", products[part["val"]], vectors[part["val"]], search, heads),
         "test": World("test", products[part["test"]], vectors[part["test"]], search, heads),
-        "catalogue": World("catalogue", products, vectors, search, heads),
+        "catalogue": World("catalogue", products, vectors, search, heads, served_roots(model, products[part["test"]], images)),
     }
     queries = {
         "val": products[part["val"]],
@@ -333,6 +358,7 @@ def main() -> int:
             for pool in ("test_only", "catalogue")
             if pool in similar
         }
+    defaults = category_method(search.similar_semantic_weight, search.similar_root_weight, search.similar_leaf_weight)
     headline = {
         world: {
             "similar_embedding": results[world]["similar"]["methods"]["embedding"],
@@ -344,6 +370,14 @@ def main() -> int:
             "leaf_embedding": results[world]["leaf"]["methods"]["embedding"],
             "leaf_bm25": results[world]["leaf"]["methods"]["bm25"],
             f"leaf_hybrid ({chosen['leaf']})": results[world]["leaf"]["methods"][chosen["leaf"]],
+            **(
+                {
+                    f"similar_served_defaults_head ({defaults})": results[world]["similar"]["methods"][defaults],
+                    f"similar_served_defaults_served_category ({defaults})": results[world]["similar"]["methods"][SERVED],
+                }
+                if SERVED in results[world]["similar"]["methods"] and defaults in results[world]["similar"]["methods"]
+                else {}
+            ),
             "similar_ceiling_leaf": results[world]["similar"]["ceiling_p_at_10_leaf"],
             "leaf_ceiling": results[world]["leaf"]["ceiling_p_at_10_leaf"],
         }
