@@ -12,7 +12,7 @@ from fbmarket.config import SearchSettings
 from fbmarket.data import schema as S
 from fbmarket.search import lexical
 from fbmarket.search import terms as search_terms
-from fbmarket.search.index import IdSelection, IndexLoadError
+from fbmarket.search.index import SMALL_LOOKUP, IdSelection, IndexLoadError
 from fbmarket.search.lexical import LexicalIndex, tokenize
 
 TITLES = [
@@ -239,6 +239,28 @@ def test_replacing_a_listing_replaces_its_text():
     assert "p5" not in {pid for pid, _ in index.search("samsung galaxy", 10)}
     assert index.search("nokia", 1)[0][0] == "p5"
     assert len(index) == len(TITLES)
+
+
+def test_a_listing_replaced_again_and_again_is_one_document():
+    """A main-segment listing replaced once lives in the delta; replacing it again (a second
+    edit) or removing it must drop that delta entry, not mark the dead main row a second time:
+    the id twice in the delta broke every position lookup (pandas InvalidIndexError) and
+    with it the price evidence and the Sell page."""
+    index = make_index()
+    removed_before = index.pending_changes
+    for version, title in enumerate(["Nokia 3310", "Nokia 3310 boxed", "Nokia 3310 boxed, charger"]):
+        index.add(["p5"], [title], [f"Version {version}."])
+        assert index.search("nokia", 5)[0][0] == "p5"
+        assert len(index) == len(TITLES)
+        assert index.pending_changes == removed_before + 2  # one dead main row, one delta entry
+    many = [f"p{i}" for i in range(len(TITLES))] * (SMALL_LOOKUP // len(TITLES) + 1)  # the pandas path
+    assert (index.positions(many) >= 0).all()
+    assert index.score("nokia", ["p5"])[0] > 0
+    index.remove(["p5"])
+    assert "p5" not in index and "p5" not in {pid for pid, _ in index.search("nokia", 10)}
+    assert index.pending_changes == removed_before + 1
+    index.compact()
+    assert len(index) == len(TITLES) - 1
 
 
 def test_allowed_restricts_results():

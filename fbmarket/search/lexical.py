@@ -144,8 +144,10 @@ class LexicalIndex:
         return np.fromiter((vocab.setdefault(t, len(vocab)) for t in terms), dtype=np.int32, count=len(terms))
 
     def _drop(self, pid: str) -> None:
+        """Take a listing's current document out: its main-segment row when that is still
+        live, else its delta entry (a main-segment listing replaced once lives in the delta)."""
         row = self._main_row.get(pid)
-        if row is not None:
+        if row is not None and self._main_alive[row]:
             self._main_alive[row] = False
             self._main_removed += 1
         else:
