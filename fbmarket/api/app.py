@@ -98,6 +98,10 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # a text field may be as large as the body the limit above lets in, so an over-long
+        # description reaches validation and is refused naming its field (422), not as an
+        # unnamed "Field exceeded maximum size of 1024KB" 400 from the form parser
+        form_limits={"max_part_size": settings.serve.max_upload_bytes + MULTIPART_OVERHEAD},
         openapi_tags=[
             {"name": "search", "description": "search, recommendations"},
             {"name": "listings", "description": "read and write listings and their photos"},

@@ -67,6 +67,7 @@ from fbmarket.search.filters import (
 )
 from fbmarket.search.index import VectorIndex
 from fbmarket.search.lexical import STOPWORDS, LexicalIndex, check_query
+from fbmarket.search.lexical import tokenize as lexical_tokenize
 from fbmarket.search.photo_retrieval import PhotoRetrieval
 from fbmarket.search.searcher_files import SearcherFiles
 from fbmarket.search.similar import (
@@ -83,6 +84,22 @@ TABLE_COLUMNS = (
     S.LATITUDE,
     S.LONGITUDE,
 )
+
+
+def unknown_words_note(text: str, outcome: str, advice: str = "try other words or a photo") -> str:
+    """Why words told the models nothing: only stopwords ("the", "and": in nearly every
+    listing, so nothing to tell items apart by, and not indexed), or no word any listing
+    contains or the models learnt. `outcome` opens the note ("no results"), `advice` ends it."""
+    words = " ".join(text.split())
+    if not lexical_tokenize(text):
+        return (
+            f"{outcome}: {words!r} has only words too common to search or classify by "
+            "(stopwords such as 'the' or 'and'); add a word that says what the item is"
+        )
+    return (
+        f"{outcome}: no word of {words!r} is known to this marketplace (no listing contains one "
+        f"and the models never learnt one); {advice}"
+    )
 
 
 @dataclass(frozen=True)
@@ -333,12 +350,7 @@ class HybridSearcher(SearcherFiles, SimilarListings, PhotoRetrieval):
         if query_text is not None:
             known_terms, meaningful = self.query_signal(query_text, photo)
             if not known_terms and (meaningful is False or not use_vectors):
-                words = " ".join(query_text.split())
-                note = (
-                    f"no results: no word of {words!r} is known to this marketplace (no listing "
-                    "contains one and the search model never learnt one); try other words or a photo"
-                )
-                return Retrieval(empty_candidates(), "none", [note])
+                return Retrieval(empty_candidates(), "none", [unknown_words_note(query_text, "no results")])
             if use_vectors and meaningful is False:
                 use_vectors = False  # the out-of-vocabulary vector: the same neighbours for any query
                 notes.append(

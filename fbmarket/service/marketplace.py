@@ -40,7 +40,7 @@ from fbmarket.recommend.ranker import RuleRanker
 from fbmarket.search.backend import EmbeddedBackend, parse_index_uri
 from fbmarket.search.candidates import PHOTO_MATCH
 from fbmarket.search.duplicates import DuplicateDetector, DuplicateRule
-from fbmarket.search.hybrid import HybridSearcher
+from fbmarket.search.hybrid import HybridSearcher, unknown_words_note
 from fbmarket.search.index import VectorIndex
 from fbmarket.search.lexical import LexicalIndex
 from fbmarket.search.milvus import MilvusBackend
@@ -370,14 +370,23 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
         return known | self.store.user_ids()
 
     def predict_category(
-        self, text: str | None, image: Image.Image | None, top: int = 3, field: str = "text"
+        self,
+        text: str | None,
+        image: Image.Image | None,
+        top: int = 3,
+        field: str = "text",
+        require_known: bool = True,
     ) -> list[tuple[str, float]]:
         """The `top` (category, probability) pairs for a listing's words and/or photo.
 
         The text is cleaned as the catalogue's listing text is (`clean_text`), so markup and
         entities never reach the model. Raises BadRequestError naming `field` (the request field
         that held the words: "text" for /predict/category, "title" for a listing) when there is
-        neither a word (once cleaned) nor a photo.
+        neither a word (once cleaned) nor a photo, and (`require_known`, for advice: the
+        category and price suggestions) when no word is one the models or the catalogue know,
+        reason "no_known_word": the answer would be the category prior, not a prediction. A
+        listing being saved passes False: it still gets the model's best guess, so a create is
+        never refused for its words, and its other fields are checked as before.
         """
         typed = text
         text = (clean_text(text) or None) if text is not None else None  # as the catalogue's text
@@ -389,6 +398,14 @@ class Marketplace(SearchQueries, ListingWrites, DuplicateQueries, PriceQueries):
                     "do not count), a photo, or both to predict a category"
                 )
             raise BadRequestError(f"{field}: {message}", field=field)
+        if require_known and image is None and text:
+            # words the models know nothing of give the category prior, not a prediction:
+            # as search does (mode "none"), say so instead of answering with confidence
+            known_terms, meaningful = self.searcher.query_signal(text)
+            if not known_terms and meaningful is False:
+                advice = "add words that say what the item is, a photo, or the category"
+                note = unknown_words_note(text, "no category can be predicted", advice)
+                raise BadRequestError(f"{field}: {note}", field=field, reason="no_known_word")
         return self.model.predict_category(text, image, top=top)
 
     def get_listing(self, product_id: str) -> dict[str, Any]:

@@ -123,7 +123,7 @@ class ListingWrites:
             category = self._seller_category(listing.category)
             if not category:
                 text = f"{listing.title}. {listing.description}"
-                category = self.predict_category(text, image, top=1, field="title")[0][0]
+                category = self.predict_category(text, image, top=1, field="title", require_known=False)[0][0]
             root = category.split("/")[0].strip()
             product = clean_listing(listing, category, cleaned_photos, self.settings.data)
             encoded = self.model.encode_listings(
