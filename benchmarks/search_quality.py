@@ -431,6 +431,10 @@ def print_headline(results: dict, chosen: dict[str, str], baseline: dict) -> Non
             print(
                 f"{world:10s} {label:30s} {sim['p_at_10_leaf']:12.3f} {sim['p_at_10_root']:12.3f} {leaf:10.3f}"
             )
+        served = results[world]["similar"]["methods"].get(SERVED)
+        if served is not None:  # the served defaults with the served (late-fusion) root estimate
+            print(f"{world:10s} {'served similar listings':30s} {served['p_at_10_leaf']:12.3f} "
+                  f"{served['p_at_10_root']:12.3f} {'':>10s}")  # fmt: skip
         if pool in baseline:
             b = baseline[pool]
             print(
