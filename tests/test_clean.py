@@ -335,6 +335,48 @@ def test_split_title_removes_only_the_scraped_suffix(name: str, title: str) -> N
     assert split_title(float("nan")) == ""
 
 
+# The scraper's suffix however the page escaped or drew its bars.
+@pytest.mark.parametrize(
+    "name",
+    ["Sofa &#124; in Leeds &#124; Gumtree", "Sofa &#x7C; in Leeds &vert; Gumtree",
+     "Sofa &amp;#124; in Leeds &amp;#124; Gumtree", "Sofa \uff5c in Leeds \uff5c Gumtree",
+     "Sofa&nbsp;|&nbsp;in Leeds | Gumtree", "Sofa\u00a0|\u00a0in Leeds\u00a0|\u00a0Gumtree",
+     "Sofa || in Leeds || Gumtree", "Sofa | | in Leeds | | Gumtree", "Sofa \u00a6 in Leeds \u00a6 Gumtree",
+     "Sofa \u2502 in Leeds \u2502 Gumtree", "Sofa |\u200b in Leeds | Gumtree", "Sofa <b>|</b> in Leeds | Gumtree"],
+)  # fmt: skip
+def test_split_title_finds_the_suffix_after_decoding_and_normalising_bars(name: str) -> None:
+    assert split_title(name) == "Sofa"
+    raw = raw_rows([{"id": "a", "location": np.nan, "product_name": name}])
+    clean, _ = clean_products(raw, 0, 20_000)
+    assert clean.loc[0, S.TITLE] == "Sofa" and clean.loc[0, S.LOCATION] == "Leeds"
+
+
+def test_split_title_still_keeps_the_sellers_own_bars_when_escaped() -> None:
+    assert split_title("Sofa &#124; grey | in Leeds | Gumtree") == "Sofa | grey"
+    assert split_title("Sofa &#124; grey") == "Sofa | grey"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("<!-- comment -->Chair", "Chair"), ("Chair<!-- a\nmulti-line comment -->s", "Chairs"),
+     ("<!---->Chair", "Chair"), ("<!-->Chair", "Chair"), ("<!-- <b>x</b> <script>y</script> -->Chair", "Chair"),
+     ("&lt;!-- escaped --&gt;Chair", "Chair"), ("<!DOCTYPE html>Chair", "Chair"),
+     ('<?xml version="1.0"?>Chair', "Chair"), ("<![CDATA[Chair]]>", "Chair"),
+     ("Chair <!-- never closed", "Chair <!-- never closed")],  # nothing after a stray "<!--" is lost
+)  # fmt: skip
+def test_html_comments_and_declarations_are_not_text(raw: str, expected: str) -> None:
+    assert clean_text(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("&amp;amp;amp;amp;", "&"), ("&amp;amp;amp;amp;amp;amp;amp;amp;lt;b&gt;Chair", "Chair"),
+     ("Tom " + "&amp;" + "amp;" * 12 + " Jerry", "Tom & Jerry"), ("&amp;amp;amp;#163;5", "£5")],
+)  # fmt: skip
+def test_entities_escaped_any_number_of_times_are_decoded_until_stable(raw: str, expected: str) -> None:
+    assert clean_text(raw) == expected
+
+
 def test_the_location_in_a_title_is_the_scrapers_last_segment() -> None:
     raw = raw_rows([{"id": "a", "location": np.nan,
                      "product_name": "Sofa | in great condition | in Leeds, West Yorkshire | Gumtree"}])  # fmt: skip
