@@ -226,3 +226,46 @@ def test_photo_rows_match_their_listing_despite_stray_spaces(tmp_path: Path) -> 
     products, photos, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
     assert report.images["orphan_rows"] == 0 and report.images["cleaned"] == 1
     assert photos["product_id"].tolist() == ["p0"] and products.loc[0, "created"] == "2022-02-24"
+
+
+def test_the_report_names_each_missing_photo_and_the_file_names_tried(tmp_path: Path) -> None:
+    """Counts alone ("missing_file: 25") do not say which photos; the report names the first 20
+    of each skip reason, a missing one with the names tried, and the summary shows the first."""
+    from PIL import Image
+
+    from fbmarket.prepare import SKIPPED_PHOTOS_SHOWN
+    from fbmarket.workflow import format_summary
+
+    rows = "".join(f"{i},IMG_{i},p0,r,24/02/2022\n" for i in range(26))
+    images = (",id,product_id,image_ref,create_time\n" + rows).encode()
+    folder = write_dataset(tmp_path / "data", (HEADER + product_line(0)).encode(), images)
+    (folder / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "images" / "IMG_0.jpg", format="JPEG")
+    (folder / "images" / "IMG_1.jpg").write_bytes(b"")
+    _, _, report = clean_raw(read_folder(folder), Settings(out_dir=tmp_path / "out"), show_progress=False)
+    images_report = report.to_json()["images"]
+    assert images_report["skipped"] == {"missing_file": 24, "empty_file": 1}
+    missing = images_report["skipped_examples"]["missing_file"]
+    assert missing["total"] == 24 and missing["shown"] == SKIPPED_PHOTOS_SHOWN == len(missing["photos"])
+    first = missing["photos"][0]
+    assert first["image_id"] == "IMG_2" and first["product_id"] == "p0"
+    assert first["tried"][0] == "IMG_2.jpg" and first["tried"][-1] == "IMG_2" and "IMG_2.png" in first["tried"]
+    assert str(folder / "images") in first["message"]
+    empty = images_report["skipped_examples"]["empty_file"]
+    assert empty == {"total": 1, "shown": 1, "photos": [empty["photos"][0]]}
+    assert empty["photos"][0]["image_id"] == "IMG_1" and "tried" not in empty["photos"][0]
+    summary = format_summary(
+        {"data": {"photos_skipped": images_report["skipped"],
+                  "photos_skipped_examples": images_report["skipped_examples"]}}
+    )  # fmt: skip
+    assert "IMG_2 (tried IMG_2.jpg, IMG_2.jpeg, IMG_2.png, ...)" in summary
+    assert "+21 more in reports/cleaning.json" in summary
+
+
+def test_photos_of_a_dataset_without_an_images_folder_are_named(tmp_path: Path) -> None:
+    images = b",id,product_id,image_ref,create_time\n0,IMG_0,p0,r,24/02/2022\n"
+    folder = write_dataset(tmp_path / "data", (HEADER + product_line(0)).encode(), images)
+    _, _, report = clean_raw(read_folder(folder), Settings(out_dir=tmp_path / "out"), show_progress=False)
+    block = report.images["skipped_examples"]["no_image_folder"]
+    assert block["total"] == 1 and block["photos"][0]["image_id"] == "IMG_0"
+    assert "has no images/ folder" in block["photos"][0]["message"]
