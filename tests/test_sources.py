@@ -269,3 +269,34 @@ def test_photos_of_a_dataset_without_an_images_folder_are_named(tmp_path: Path) 
     block = report.images["skipped_examples"]["no_image_folder"]
     assert block["total"] == 1 and block["photos"][0]["image_id"] == "IMG_0"
     assert "has no images/ folder" in block["photos"][0]["message"]
+
+
+# A stray quote that the csv module would silently "close" on the next quote, gluing fields.
+STRAY_QUOTES = {
+    "before a quoted field": '1,p1,"Lamp | in Croydon, London | Gumtree",Home,desc,"£280.00,"Croydon, London"\n',
+    "text after a closing quote": '1,p1,Lamp,Home,"desc"ription,£280.00,"Croydon, London"\n',
+    "in the title": '1,p1,"Lamp | in Croydon, London | Gumtree,"Home",desc,£280.00,"Croydon, London"\n',
+    "opening a field on a later line": '1,p1,Lamp,Home,"two\nlines" here,£280.00,"Croydon, London"\n',
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRAY_QUOTES))
+def test_a_stray_quote_that_glues_fields_is_a_malformed_row_with_its_reason(tmp_path: Path, case: str) -> None:
+    body = HEADER + product_line(0) + STRAY_QUOTES[case] + product_line(2)
+    tables = read_folder(write_dataset(tmp_path, body.encode()))
+    assert list(tables.products["id"]) == ["p0", "p2"]  # no row with location 'London"'
+    assert tables.issues.malformed_reasons == {"Products.csv": {"stray_quote": 1}}
+    example = tables.issues.malformed_examples["Products.csv"][0]
+    assert example.startswith("line 3 (stray_quote): 1,p1,")
+    _, _, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
+    assert report.rows_in == 3 and report.rows_out == 2 and dict(report.dropped) == {"malformed_row": 1}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [product_line(1, 'a 5" TV'), product_line(1, 'TV 40"'), product_line(1, '"say ""hi"", ok"'),
+     '1,p1,Lamp,Home,"quoted" ,£5.00,"Leeds, West Yorkshire" \n'],  # blanks after a closing quote
+)  # fmt: skip
+def test_quotes_that_pair_up_or_sit_inside_a_field_are_no_stray_quote(tmp_path: Path, line: str) -> None:
+    tables = read_folder(write_dataset(tmp_path, (HEADER + product_line(0) + line).encode()))
+    assert len(tables.products) == 2 and tables.issues.malformed_rows == {}

@@ -44,7 +44,7 @@ class ReadIssues:
     """What reading could not take as given, per file.
 
     `data_rows` is every record after the header (kept + malformed). Malformed rows are
-    counted by reason (`too_many_fields`, `unterminated_quote`); rows with too few fields
+    counted by reason (`too_many_fields`, `unterminated_quote`, `stray_quote`); rows with too few fields
     are kept, padded with empty values, and counted in `padded_rows`. Bytes that are not
     UTF-8 are read as cp1252 one by one, so only the fields holding them change: such a
     file is listed in `non_utf8_files`, and the fields and rows repaired are counted.
@@ -161,8 +161,31 @@ def _unterminated(lines: list[str]) -> bool:
     return False
 
 
-def _records(text: str) -> Iterator[tuple[int, list[str], bool]]:
-    """(first line number, fields, complete) for every CSV record, blank ones included.
+# A closing quote followed by blanks before the delimiter ('"Leeds" ,'): harmless padding, the
+# csv module drops nothing there, so the stray-quote check ignores it.
+_BLANKS_AFTER_QUOTE = re.compile(r'"[ \t]+(?=,|\n|$)')
+
+
+def _stray_quote(lines: list[str]) -> bool:
+    """True when a record's quotes do not pair up as CSV quotes: text right after a closing quote.
+
+    The csv module (not strict) reads `,"£280.00,"Croydon, London"` as the fields
+    `£280.00,Croydon` and ` London"` without a word: a stray quote opened a field that the next
+    quote "closed", and everything after was glued on. Strict CSV refuses exactly that shape
+    (',' expected after '"'); a quote inside an unquoted field ('a 5" TV') stays allowed.
+    """
+    if not any('"' in line for line in lines):
+        return False
+    try:
+        for _ in csv.reader([_BLANKS_AFTER_QUOTE.sub('"', line) for line in lines], strict=True):
+            pass
+    except csv.Error as error:
+        return "expected after" in str(error)
+    return False
+
+
+def _records(text: str) -> Iterator[tuple[int, list[str], bool, list[str]]]:
+    """(first line number, fields, complete, its lines) for every CSV record, blank ones included.
 
     A quote that opens and never closes makes the csv module read on into the next lines
     (to the end of the file, or to the next row's quote), silently merging rows. A record
@@ -187,11 +210,11 @@ def _records(text: str) -> Iterator[tuple[int, list[str], bool]]:
             ):
                 restart = first
                 break
-            yield first + 1, record, True
+            yield first + 1, record, True, lines[first : start + end]
             begin = end
         if restart is None:
             return
-        yield restart + 1, [lines[restart].rstrip("\n")], False
+        yield restart + 1, [lines[restart].rstrip("\n")], False, lines[restart : restart + 1]
         start = restart + 1
 
 
@@ -215,7 +238,8 @@ def read_csv_table(path: Path, required: tuple[str, ...], issues: ReadIssues) ->
 
     Each record is kept (fields of any length; too few fields are padded with empty
     values) or counted as malformed with a reason (too many fields, a quote that never
-    closes), so `issues.data_rows[name]` = rows returned + `issues.malformed_rows[name]`.
+    closes, a stray quote that glued fields together), so `issues.data_rows[name]` = rows
+    returned + `issues.malformed_rows[name]`.
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: a dataset folder needs {path.name}")
@@ -226,7 +250,7 @@ def read_csv_table(path: Path, required: tuple[str, ...], issues: ReadIssues) ->
     rows: list[list[str]] = []
     data_rows = padded = repaired_fields = repaired_rows = 0
     with _csv_field_limit(len(text) + 1):
-        for line, record, complete in _records(text):
+        for line, record, complete, source in _records(text):
             if complete and _is_blank(record):
                 continue
             if damaged:
@@ -242,6 +266,8 @@ def read_csv_table(path: Path, required: tuple[str, ...], issues: ReadIssues) ->
             data_rows += 1
             if not complete:
                 issues.malformed(name, "unterminated_quote", line, record)
+            elif _stray_quote(source):  # fields shifted or glued together: not a row to guess at
+                issues.malformed(name, "stray_quote", line, [" ".join(raw.rstrip("\n") for raw in source)])
             elif len(record) > len(columns):
                 issues.malformed(name, "too_many_fields", line, record)
             else:
