@@ -300,3 +300,31 @@ def test_a_stray_quote_that_glues_fields_is_a_malformed_row_with_its_reason(tmp_
 def test_quotes_that_pair_up_or_sit_inside_a_field_are_no_stray_quote(tmp_path: Path, line: str) -> None:
     tables = read_folder(write_dataset(tmp_path, (HEADER + product_line(0) + line).encode()))
     assert len(tables.products) == 2 and tables.issues.malformed_rows == {}
+
+
+def test_a_file_with_old_mac_cr_line_endings_is_read_line_by_line(tmp_path: Path) -> None:
+    """Classic Mac OS / Excel "CSV (Macintosh)" ends lines in a bare CR: read as lines, listed."""
+    from PIL import Image
+
+    body = HEADER + product_line(0, '"two\rlines"') + product_line(1) + product_line(2)
+    images = ",id,product_id,image_ref,create_time\n0,IMG_0,p1,r,24/02/2022\n"
+    folder = write_dataset(tmp_path / "data", body.replace("\n", "\r").encode(), images.replace("\n", "\r").encode())
+    (folder / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "images" / "IMG_0.jpg", format="JPEG")
+    tables = read_folder(folder)
+    assert list(tables.products["id"]) == ["p0", "p1", "p2"]
+    assert tables.products.loc[0, "product_description"] == "two\nlines"  # a quoted line break stays one
+    assert list(tables.products["location"]) == ["Leeds, West Yorkshire"] * 3
+    assert tables.images["id"].tolist() == ["IMG_0"]
+    assert tables.issues.cr_line_ending_files == ["Products.csv", "Images.csv"]
+    products, photos, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
+    assert report.rows_in == 3 == report.rows_out and len(photos) == 1
+    assert report.read_issues["cr_line_ending_files"] == ["Products.csv", "Images.csv"]
+
+
+def test_cr_only_lines_are_not_confused_with_bare_crs_inside_fields(tmp_path: Path) -> None:
+    crlf = (HEADER + product_line(0, "one\rtwo") + product_line(1)).replace("\n", "\r\n")
+    tables = read_folder(write_dataset(tmp_path, crlf.encode()))
+    assert len(tables.products) == 2 and tables.issues.cr_line_ending_files == []
+    assert tables.products.loc[0, "product_description"] == "one two"
+

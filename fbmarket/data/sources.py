@@ -47,7 +47,9 @@ class ReadIssues:
     counted by reason (`too_many_fields`, `unterminated_quote`, `stray_quote`); rows with too few fields
     are kept, padded with empty values, and counted in `padded_rows`. Bytes that are not
     UTF-8 are read as cp1252 one by one, so only the fields holding them change: such a
-    file is listed in `non_utf8_files`, and the fields and rows repaired are counted.
+    file is listed in `non_utf8_files`, and the fields and rows repaired are counted. A file
+    whose lines end in a bare carriage return (classic Mac OS, some Excel "CSV (Macintosh)"
+    exports) is read line by line as any other and listed in `cr_line_ending_files`.
     """
 
     malformed_rows: dict[str, int] = field(default_factory=dict)
@@ -58,6 +60,7 @@ class ReadIssues:
     non_utf8_files: list[str] = field(default_factory=list)
     cp1252_fields: dict[str, int] = field(default_factory=dict)
     cp1252_rows: dict[str, int] = field(default_factory=dict)
+    cr_line_ending_files: list[str] = field(default_factory=list)
 
     def malformed(self, name: str, reason: str, line: int, fields: list[str]) -> None:
         self.malformed_rows[name] = self.malformed_rows.get(name, 0) + 1
@@ -77,6 +80,7 @@ class ReadIssues:
             "non_utf8_files": self.non_utf8_files,
             "cp1252_repaired_fields": self.cp1252_fields,
             "cp1252_repaired_rows": self.cp1252_rows,
+            "cr_line_ending_files": self.cr_line_ending_files,
         }
 
 
@@ -93,6 +97,9 @@ class RawTables:
     origin: str = ""
 
 
+# The header line ends in a bare carriage return: the file's lines end in CR alone (a header
+# holds no quoted line break, and its first line break is its end).
+_CR_HEADER = re.compile(r"[^\r\n]*\r")
 # Bytes that were not UTF-8, as `surrogateescape` keeps them: one lone surrogate per byte.
 _UNDECODED = re.compile("[\udc80-\udcff]+")
 # The csv module refuses fields over 131,072 characters by default, and pandas' python
@@ -115,9 +122,15 @@ def _decode(raw: bytes, name: str, issues: ReadIssues) -> str:
     except UnicodeDecodeError:
         issues.non_utf8_files.append(name)
         text = raw.decode("utf-8-sig", errors="surrogateescape")
+    text = text.replace("\r\n", "\n")
+    if _CR_HEADER.match(text):
+        # Every line ends in a bare CR (no header is that long, or holds a line break): read
+        # as one header row holding the whole file, it named no required column.
+        issues.cr_line_ending_files.append(name)
+        return text.replace("\r", "\n")
     # Descriptions scraped from the web carry bare carriage returns inside unquoted fields;
     # as line breaks they would split one listing into several rows.
-    return text.replace("\r\n", "\n").replace("\r", " ")
+    return text.replace("\r", " ")
 
 
 def _as_cp1252(match: re.Match[str]) -> str:
