@@ -328,3 +328,11 @@ def test_cr_only_lines_are_not_confused_with_bare_crs_inside_fields(tmp_path: Pa
     assert len(tables.products) == 2 and tables.issues.cr_line_ending_files == []
     assert tables.products.loc[0, "product_description"] == "one two"
 
+
+def test_a_missing_column_message_stays_short_whatever_the_header(tmp_path: Path) -> None:
+    header = ",id,product_name," + "x" * 100_000 + "," + ",".join(f"c{i}" for i in range(50)) + "\n"
+    with pytest.raises(SchemaError) as raised:
+        read_folder(write_dataset(tmp_path, (header + "0,a,b\n").encode()))
+    message = str(raised.value)
+    assert "missing required column(s): category, product_description, price, location" in message
+    assert len(message) < 1_000 and "(100,000 characters)" in message and "... 33 more)" in message
