@@ -354,6 +354,8 @@ def test_split_title_finds_the_suffix_after_decoding_and_normalising_bars(name: 
 def test_split_title_still_keeps_the_sellers_own_bars_when_escaped() -> None:
     assert split_title("Sofa &#124; grey | in Leeds | Gumtree") == "Sofa | grey"
     assert split_title("Sofa &#124; grey") == "Sofa | grey"
+    # the seller's "||" (as in the dev data) is the seller's: only the suffix's bars are folded
+    assert split_title("PLUSH VELVET || CORNER SOFA | in Leeds | Gumtree") == "PLUSH VELVET || CORNER SOFA"
 
 
 @pytest.mark.parametrize(

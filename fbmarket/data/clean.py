@@ -31,8 +31,15 @@ TitleRule = Literal["scraped", "seller"]
 _SPACES = re.compile(r"\s+")
 # The scraper's suffix: "<title> | in Town, County | Gumtree" (the site name may be absent);
 # the last "| in ... |" is the location ("Sofa | in great condition | in Leeds | Gumtree").
-_SCRAPED_SUFFIX = re.compile(r"\s*\|\s*in\s+(?P<location>[^|]*?)\s*\|[^|]*$", re.IGNORECASE)
-_SITE_SUFFIX = re.compile(r"\s*\|\s*gumtree(?:\.com)?\s*$", re.IGNORECASE)
+# Vertical bars a page may separate them with: ASCII, fullwidth (NFKC makes it ASCII), broken,
+# box-drawing, divides, dental click, light vertical; a run of them ("||", "| |") is one
+# separator. The seller's own bars before the suffix are kept as written.
+_BARS = "|\uff5c\u00a6\u2502\u2503\u2223\u01c0\u2758\u23d0\uffe8"
+_BAR_RUN = f"[{_BARS}](?:\\s*[{_BARS}])*"
+_SCRAPED_SUFFIX = re.compile(
+    rf"\s*{_BAR_RUN}\s*in\s+(?P<location>[^{_BARS}]*?)\s*{_BAR_RUN}[^{_BARS}]*$", re.IGNORECASE
+)
+_SITE_SUFFIX = re.compile(rf"\s*{_BAR_RUN}\s*gumtree(?:\.com)?\s*$", re.IGNORECASE)
 # Character references need their ';': HTML5 also reads "&not" in "&nothing" or "&para" in
 # "&paragraph", and free text is full of bare ampersands ("B&Q", "M&S", "Black&Decker").
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
@@ -47,10 +54,6 @@ _CDATA = re.compile(r"<!\[CDATA\[(?P<text>.*?)\]\]>", re.DOTALL)  # its content 
 # Enough passes for any escaping a pipeline plausibly adds ("&amp;amp;amp;amp;" takes four);
 # every pass that changes the text shortens it, so the loop ends well before this anyway.
 _MAX_UNESCAPE_PASSES = 32
-# Vertical bars a title may be separated with: ASCII, fullwidth (NFKC makes it ASCII), broken,
-# box-drawing, divides, dental click, light vertical; a run of them ("||", "| |") is one separator.
-_BARS = "|\uff5c\u00a6\u2502\u2503\u2223\u01c0\u2758\u23d0\uffe8"
-_BAR_RUN = re.compile(f"[{_BARS}](?:\\s*[{_BARS}])*")
 # Invisible marks outside Cf that also split words: variation selectors, combining grapheme joiner.
 _INVISIBLE = re.compile("[\u034f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 # Tags inside a word ("<b>So</b>fa") vanish; the others (br, p, li, div, ...) separate words.
@@ -100,12 +103,11 @@ def clean_text(value: object) -> str:
 
 
 def _separated(product_name: str) -> str:
-    """The name with entities decoded, markup out and every kind of bar (or run of bars) as one
-    "|", so the scraper's suffix is found however the page escaped or drew it:
-    "Sofa &#124; in Leeds", "Sofa&nbsp;|&nbsp;in Leeds", "Sofa ｜ in Leeds", "Sofa || in Leeds"."""
+    """The name with entities decoded, markup and invisible characters out and unicode
+    normalised (as `clean_text` will anyway), so the scraper's suffix is found however the page
+    escaped it: "Sofa &#124; in Leeds", "Sofa&nbsp;|&nbsp;in Leeds", "Sofa ｜ in Leeds"."""
     text = unicodedata.normalize("NFKC", _strip_tags(_unescape(product_name)))
-    text = "".join(ch for ch in _INVISIBLE.sub("", text) if unicodedata.category(ch) != "Cf")
-    return _BAR_RUN.sub("|", text)
+    return "".join(ch for ch in _INVISIBLE.sub("", text) if unicodedata.category(ch) != "Cf")
 
 
 def split_title(product_name: object) -> str:
@@ -113,7 +115,8 @@ def split_title(product_name: object) -> str:
 
     Only the scraper's trailing "| in Town, County | Site" goes: bars before it are the
     seller's own ("Digital Piano | 88 Weighted Keys | Pedal"). The suffix is looked for after
-    entities are decoded and bars normalised (`_separated`), not in the raw string.
+    entities are decoded (`_separated`), not in the raw string, and any bar or run of bars
+    ("｜", "¦", "||") separates it.
     """
     if not isinstance(product_name, str):
         return ""
