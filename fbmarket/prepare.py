@@ -20,7 +20,7 @@ from fbmarket.data import schema as S
 from fbmarket.data.categories import CategoryEncoder
 from fbmarket.data.clean import CleaningReport, attach_created, attach_geo, clean_products
 from fbmarket.data.features import add_features
-from fbmarket.data.image_cache import clean_images
+from fbmarket.data.image_cache import MESSAGE, REASON, SKIPPED_IMAGE_COLUMNS, candidate_names, clean_images
 from fbmarket.data.sources import PRODUCTS_FILE, RawTables, read_source
 from fbmarket.data.split import assign_split
 from fbmarket.data.store import Store
@@ -30,6 +30,9 @@ from fbmarket.layout import BundleLayout
 log = logging.getLogger(__name__)
 
 SYNTHETIC_NOTE = "SYNTHETIC data from fbmarket's embedded generator (not real listings)"
+# Photos named per skip reason in the cleaning report: enough to find a pattern (a wrong
+# folder, an extension nobody expected), not the whole Images.csv of a broken dataset.
+SKIPPED_PHOTOS_SHOWN = 20
 
 
 @dataclass
@@ -88,7 +91,15 @@ def clean_raw(
     orphans = len(raw.images) - len(known)
     if raw.image_dir is None:
         photos = pd.DataFrame(columns=list(S.CLEAN_IMAGE_COLUMNS))
-        skipped = pd.DataFrame({"reason": ["no_image_folder"] * len(known)})
+        skipped = pd.DataFrame(
+            {
+                S.IMAGE_ID: known["id"].astype("str").str.strip(),
+                S.PRODUCT_ID: known["product_id"].astype("str").str.strip(),
+                REASON: "no_image_folder",
+                MESSAGE: f"{raw.origin} has no images/ folder",
+            },
+            columns=list(SKIPPED_IMAGE_COLUMNS),
+        )
     else:
         photos, skipped = clean_images(
             known,
@@ -104,10 +115,31 @@ def clean_raw(
         "orphan_rows": orphans,  # photos whose product is not (or no longer) listed
         "cleaned": len(photos),
         "skipped": skipped["reason"].value_counts().to_dict() if len(skipped) else {},
+        "skipped_examples": skipped_examples(skipped),
         "products_without_photo": int((~products[S.PRODUCT_ID].isin(photos[S.PRODUCT_ID])).sum()),
     }
     products = add_features(products, photos)
     return products, photos, report
+
+
+def skipped_examples(skipped: pd.DataFrame, limit: int = SKIPPED_PHOTOS_SHOWN) -> dict[str, dict]:
+    """Per skip reason, the total and the first `limit` photos by name, with why.
+
+    Counts alone ("missing_file: 3") leave a person to re-derive which photos and which file
+    names were looked for; a missing photo lists the names tried (`candidate_names`, in any
+    letter case), so a wrong folder or an unexpected extension shows at a glance.
+    """
+    examples: dict[str, dict] = {}
+    for reason, rows in skipped.groupby(REASON, sort=False):
+        shown = []
+        for row in rows.head(limit).itertuples(index=False):
+            item = {"image_id": getattr(row, S.IMAGE_ID), "product_id": getattr(row, S.PRODUCT_ID)}
+            if reason == "missing_file" and getattr(row, S.IMAGE_ID):
+                item["tried"] = candidate_names(getattr(row, S.IMAGE_ID))
+            item["message"] = getattr(row, MESSAGE)
+            shown.append(item)
+        examples[str(reason)] = {"total": len(rows), "shown": len(shown), "photos": shown}
+    return examples
 
 
 def prepare_data(settings: Settings, show_progress: bool = True, store: bool = True) -> PreparedData:

@@ -72,6 +72,8 @@ def stage_prepare(state: RunState) -> None:
         "dropped": report["dropped"],
         "photos_cleaned": report["images"].get("cleaned", 0),
         "photos_skipped": report["images"].get("skipped", {}),
+        # which photos, and for a missing one the file names tried (first 20 per reason)
+        "photos_skipped_examples": report["images"].get("skipped_examples", {}),
         "geocoded_share": report["geocoding"].get("matched"),
         "split": counts,
     }
@@ -367,6 +369,21 @@ def write_summary(summary: dict[str, Any], out_dir: Path) -> None:
     BundleLayout(out_dir).summary.write_text(json.dumps(summary, indent=2, default=str))
 
 
+def _skipped_photo_rows(examples: dict[str, Any], shown: int = 3) -> list[tuple[str, str]]:
+    """One row per skip reason naming its first photos; the full list is in cleaning.json."""
+    rows = []
+    for reason, block in examples.items():
+        photos = block.get("photos", [])
+        names = []
+        for photo in photos[:shown]:
+            tried = photo.get("tried")
+            names.append(f"{photo['image_id']} (tried {', '.join(tried[:3])}, ...)" if tried else photo["image_id"])
+        more = block.get("total", len(photos)) - len(names)
+        tail = f"; +{more} more in reports/cleaning.json" if more else ""
+        rows.append((f"  {reason}", "; ".join(map(str, names)) + tail))
+    return rows
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table a person reads at the end of a run."""
     lines = ["", "fbmarket run summary", "=" * 60]
@@ -382,6 +399,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             "photos skipped",
             ", ".join(f"{k}={v}" for k, v in data.get("photos_skipped", {}).items()) or "none",
         ),
+        *_skipped_photo_rows(data.get("photos_skipped_examples", {})),
         ("locations geocoded", _percent(data.get("geocoded_share"))),
         (
             "split train/val/test",

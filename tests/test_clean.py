@@ -151,6 +151,101 @@ def test_prices_refused_with_a_precise_reason(raw: str, reason: str, currency: s
     assert reading.reason == reason and reading.currency == currency
 
 
+# A dot and exactly three digits: £12.50 with three decimals, or 12,500 with a thousands dot.
+@pytest.mark.parametrize(
+    "raw",
+    ["£12.500", "£40.999", "12.500", "£1.500", "£1.000", "£0.500", "£1,234.567", "£40.999ea",
+     "£12.500 ono", "12.500 GBP", "£12.500k", "£10.000-£20.000"],
+)  # fmt: skip
+def test_a_dot_before_three_digits_is_ambiguous(raw: str) -> None:
+    reading = read_price(raw)
+    assert reading.amount is None and reading.reason == "ambiguous_price"
+
+
+@pytest.mark.parametrize(
+    ("raw", "amount"),
+    [("£1.250.000", 1_250_000.0), ("£1.500,00", 1500.0), ("£12.500,50", 12500.5), ("£12,500", 12500.0),
+     ("£1,500.00", 1500.0), ("£12.50", 12.5), ("£12.5", 12.5)],
+)  # fmt: skip
+def test_separators_with_one_reading_stay_read(raw: str, amount: float) -> None:
+    """Two thousands dots, a decimal comma after the dot, or a comma group: only one reading."""
+    assert read_price(raw).amount == pytest.approx(amount)
+
+
+@pytest.mark.parametrize(
+    ("raw", "flag"),
+    [("Giveaway", "free"), ("Give away", "free"), ("give-away", "free"), ("giving away", "free"),
+     ("Freecycle", "free"), ("freebies", "free"), ("nil", "free"), ("£nil", "free"), ("FOC", "free"),
+     ("f.o.c", "free"), ("F.O.C.", "free"), ("for nothing", "free"), ("free to collector", "free"),
+     ("no charge", "free"), ("swop", "swap"), ("Swops considered", "swap"), ("swopping", "swap")],
+)  # fmt: skip
+def test_free_and_swap_wording_in_all_its_spellings(raw: str, flag: str) -> None:
+    reading = read_price(raw)
+    assert reading.amount == 0.0 and reading.reason is None and reading.flags == (flag,)
+
+
+@pytest.mark.parametrize(
+    ("raw", "flags"),
+    [("£40ea", ("each",)), ("£40each", ("each",)), ("£5ea.", ("each",)), ("40ea", ("each",)),
+     ("£40ono", ("negotiable",)), ("£40o.n.o", ("negotiable",)), ("£40ovno", ("negotiable",)),
+     ("£40obo", ("negotiable",)), ("£40neg", ("negotiable",)), ("£40NEG.", ("negotiable",)),
+     ("£40ONO", ("negotiable",)), ("£1.2kono", ("negotiable", "k_suffix"))],
+)  # fmt: skip
+def test_suffixes_glued_to_the_number_are_read_as_when_spaced(raw: str, flags: tuple[str, ...]) -> None:
+    reading = read_price(raw)
+    expected = 1200.0 if "k_suffix" in flags else (5.0 if raw.startswith("£5") else 40.0)
+    assert reading.amount == pytest.approx(expected) and reading.flags == flags
+
+
+def test_suffix_letters_inside_a_word_are_not_a_suffix() -> None:
+    assert read_price("£40 mono").flags == ()  # "ono" inside a word
+    assert read_price("£40 area").flags == ()  # "ea" inside a word
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["£10 a month", "£40 per week", "£40 pcm", "£40pcm", "£40 p.c.m.", "£40/hr", "£40/hrs", "£5 per hour",
+     "£10 an hour", "£30 p/w", "£30pw", "£30 p/m", "£30 p/h", "£40 per day", "£40/day", "£40 a night",
+     "£40 per annum", "£40 p.a.", "£40/yr", "£40 per calendar month", "£40 weekly", "£40 Monthly",
+     "£40 hourly", "40 pounds per week", "£40 ono per week", "£40 per week ono", "£20 each week",
+     "£1.2k per month", "£5-£10 per hour", "£25 a day or £150 a week", "£40/month", "£40 / wk"],
+)  # fmt: skip
+def test_rent_and_hire_prices_are_refused_as_periodic(raw: str) -> None:
+    reading = read_price(raw)
+    assert reading.amount is None and reading.reason == "periodic_price"
+
+
+@pytest.mark.parametrize(
+    ("raw", "amount"),
+    [("£20 collect within a week", 20.0), ("free, collect within a week", 0.0), ("£5 each", 5.0),
+     ("£1.5m", 1_500_000.0)],
+)  # fmt: skip
+def test_period_words_away_from_the_amount_are_not_rent(raw: str, amount: float) -> None:
+    assert read_price(raw).amount == pytest.approx(amount)
+
+
+def test_periodic_and_glued_prices_reach_the_report() -> None:
+    raw = raw_rows(
+        [
+            {"id": "rent", "price": "£40 pcm"},
+            {"id": "hire", "price": "£5/hr", "product_description": "a"},
+            {"id": "dot", "price": "£12.500", "product_description": "b"},
+            {"id": "ea", "price": "£40ea", "product_description": "c"},
+            {"id": "ono", "price": "£40ono", "product_description": "d"},
+            {"id": "give", "price": "Giveaway", "product_description": "e"},
+            {"id": "swop", "price": "swop", "product_description": "f"},
+        ]
+    )
+    clean, report = clean_products(raw, min_price=0, max_price=20_000)
+    assert clean.set_index(S.PRODUCT_ID)[S.PRICE].to_dict() == {"ea": 40.0, "ono": 40.0, "give": 0.0, "swop": 0.0}
+    assert dict(report.dropped) == {"periodic_price": 2, "ambiguous_price": 1}
+    assert report.examples["periodic_price"] == ["rent", "hire"]
+    for note in ("price_each", "price_negotiable", "price_free", "price_swap"):
+        assert report.notes[note] == 1, note
+    _, notes = clean_products(raw, min_price=0, max_price=20_000, strict=False)
+    assert notes.notes["periodic_price_kept_as_nan"] == 2
+
+
 def test_price_reasons_and_flags_reach_the_report() -> None:
     raw = raw_rows(
         [
@@ -238,6 +333,50 @@ def test_clean_text_entities_tags_and_format_characters(raw: str, expected: str)
 def test_split_title_removes_only_the_scraped_suffix(name: str, title: str) -> None:
     assert split_title(name) == title
     assert split_title(float("nan")) == ""
+
+
+# The scraper's suffix however the page escaped or drew its bars.
+@pytest.mark.parametrize(
+    "name",
+    ["Sofa &#124; in Leeds &#124; Gumtree", "Sofa &#x7C; in Leeds &vert; Gumtree",
+     "Sofa &amp;#124; in Leeds &amp;#124; Gumtree", "Sofa \uff5c in Leeds \uff5c Gumtree",
+     "Sofa&nbsp;|&nbsp;in Leeds | Gumtree", "Sofa\u00a0|\u00a0in Leeds\u00a0|\u00a0Gumtree",
+     "Sofa || in Leeds || Gumtree", "Sofa | | in Leeds | | Gumtree", "Sofa \u00a6 in Leeds \u00a6 Gumtree",
+     "Sofa \u2502 in Leeds \u2502 Gumtree", "Sofa |\u200b in Leeds | Gumtree", "Sofa <b>|</b> in Leeds | Gumtree"],
+)  # fmt: skip
+def test_split_title_finds_the_suffix_after_decoding_and_normalising_bars(name: str) -> None:
+    assert split_title(name) == "Sofa"
+    raw = raw_rows([{"id": "a", "location": np.nan, "product_name": name}])
+    clean, _ = clean_products(raw, 0, 20_000)
+    assert clean.loc[0, S.TITLE] == "Sofa" and clean.loc[0, S.LOCATION] == "Leeds"
+
+
+def test_split_title_still_keeps_the_sellers_own_bars_when_escaped() -> None:
+    assert split_title("Sofa &#124; grey | in Leeds | Gumtree") == "Sofa | grey"
+    assert split_title("Sofa &#124; grey") == "Sofa | grey"
+    # the seller's "||" (as in the dev data) is the seller's: only the suffix's bars are folded
+    assert split_title("PLUSH VELVET || CORNER SOFA | in Leeds | Gumtree") == "PLUSH VELVET || CORNER SOFA"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("<!-- comment -->Chair", "Chair"), ("Chair<!-- a\nmulti-line comment -->s", "Chairs"),
+     ("<!---->Chair", "Chair"), ("<!-->Chair", "Chair"), ("<!-- <b>x</b> <script>y</script> -->Chair", "Chair"),
+     ("&lt;!-- escaped --&gt;Chair", "Chair"), ("<!DOCTYPE html>Chair", "Chair"),
+     ('<?xml version="1.0"?>Chair', "Chair"), ("<![CDATA[Chair]]>", "Chair"),
+     ("Chair <!-- never closed", "Chair <!-- never closed")],  # nothing after a stray "<!--" is lost
+)  # fmt: skip
+def test_html_comments_and_declarations_are_not_text(raw: str, expected: str) -> None:
+    assert clean_text(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("&amp;amp;amp;amp;", "&"), ("&amp;amp;amp;amp;amp;amp;amp;amp;lt;b&gt;Chair", "Chair"),
+     ("Tom " + "&amp;" + "amp;" * 12 + " Jerry", "Tom & Jerry"), ("&amp;amp;amp;#163;5", "£5")],
+)  # fmt: skip
+def test_entities_escaped_any_number_of_times_are_decoded_until_stable(raw: str, expected: str) -> None:
+    assert clean_text(raw) == expected
 
 
 def test_the_location_in_a_title_is_the_scrapers_last_segment() -> None:

@@ -204,6 +204,32 @@ def test_random_bytes_are_not_an_image(tmp_path: Path) -> None:
     assert isinstance(caught.value, FbmarketError) and not isinstance(caught.value, ValueError)
 
 
+def test_a_file_named_exactly_the_id_is_tried_and_decoded(tmp_path: Path) -> None:
+    """Some scrapers (and `wget -O <id>`) save a photo with no extension: it is found, and
+    decoded like any other, so a file of that name that is no image is not_an_image."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "bare").write_bytes(encode(Image.new("RGB", (20, 10), (200, 10, 10)), "PNG"))
+    (images / "BARE_UPPER").write_bytes(encode(Image.new("RGB", (20, 10)), "JPEG"))
+    (images / "notes").write_bytes(b"not a photo at all")
+    (images / "both").write_bytes(b"not a photo either")
+    (images / "both.jpg").write_bytes(encode(Image.new("RGB", (20, 10)), "JPEG"))
+    (images / "v1.2").write_bytes(encode(Image.new("RGB", (20, 10)), "JPEG"))  # a dot, no image extension
+    assert candidate_names("bare")[-1] == "bare" and candidate_names("bare")[0] == "bare.jpg"
+    assert candidate_names("abc.jpg").count("abc.jpg") == 1
+    assert source_path(images, "bare") == images / "bare"
+    assert source_path(images, "bare_upper") == images / "BARE_UPPER"
+    assert source_path(images, "both") == images / "both.jpg"  # an extension still comes first
+    frame = pd.DataFrame({"id": ["bare", "bare_upper", "notes", "both", "v1.2", "absent"], "product_id": "p1"})
+    clean, skipped = run(frame, images, tmp_path / "cache")
+    assert clean["image_id"].tolist() == ["bare", "bare_upper", "both", "v1.2"]
+    reasons = dict(zip(skipped["image_id"], skipped["reason"], strict=True))
+    assert reasons == {"notes": "not_an_image", "absent": "missing_file"}
+    assert skipped.set_index("image_id").loc["absent", "message"].endswith(
+        "absent.jpe, absent (in any letter case)"
+    )
+
+
 @pytest.mark.parametrize(
     ("width", "height", "max_pixels"),
     [

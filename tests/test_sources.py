@@ -226,3 +226,113 @@ def test_photo_rows_match_their_listing_despite_stray_spaces(tmp_path: Path) -> 
     products, photos, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
     assert report.images["orphan_rows"] == 0 and report.images["cleaned"] == 1
     assert photos["product_id"].tolist() == ["p0"] and products.loc[0, "created"] == "2022-02-24"
+
+
+def test_the_report_names_each_missing_photo_and_the_file_names_tried(tmp_path: Path) -> None:
+    """Counts alone ("missing_file: 25") do not say which photos; the report names the first 20
+    of each skip reason, a missing one with the names tried, and the summary shows the first."""
+    from PIL import Image
+
+    from fbmarket.prepare import SKIPPED_PHOTOS_SHOWN
+    from fbmarket.workflow import format_summary
+
+    rows = "".join(f"{i},IMG_{i},p0,r,24/02/2022\n" for i in range(26))
+    images = (",id,product_id,image_ref,create_time\n" + rows).encode()
+    folder = write_dataset(tmp_path / "data", (HEADER + product_line(0)).encode(), images)
+    (folder / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "images" / "IMG_0.jpg", format="JPEG")
+    (folder / "images" / "IMG_1.jpg").write_bytes(b"")
+    _, _, report = clean_raw(read_folder(folder), Settings(out_dir=tmp_path / "out"), show_progress=False)
+    images_report = report.to_json()["images"]
+    assert images_report["skipped"] == {"missing_file": 24, "empty_file": 1}
+    missing = images_report["skipped_examples"]["missing_file"]
+    assert missing["total"] == 24 and missing["shown"] == SKIPPED_PHOTOS_SHOWN == len(missing["photos"])
+    first = missing["photos"][0]
+    assert first["image_id"] == "IMG_2" and first["product_id"] == "p0"
+    assert first["tried"][0] == "IMG_2.jpg" and first["tried"][-1] == "IMG_2" and "IMG_2.png" in first["tried"]
+    assert str(folder / "images") in first["message"]
+    empty = images_report["skipped_examples"]["empty_file"]
+    assert empty == {"total": 1, "shown": 1, "photos": [empty["photos"][0]]}
+    assert empty["photos"][0]["image_id"] == "IMG_1" and "tried" not in empty["photos"][0]
+    summary = format_summary(
+        {"data": {"photos_skipped": images_report["skipped"],
+                  "photos_skipped_examples": images_report["skipped_examples"]}}
+    )  # fmt: skip
+    assert "IMG_2 (tried IMG_2.jpg, IMG_2.jpeg, IMG_2.png, ...)" in summary
+    assert "+21 more in reports/cleaning.json" in summary
+
+
+def test_photos_of_a_dataset_without_an_images_folder_are_named(tmp_path: Path) -> None:
+    images = b",id,product_id,image_ref,create_time\n0,IMG_0,p0,r,24/02/2022\n"
+    folder = write_dataset(tmp_path / "data", (HEADER + product_line(0)).encode(), images)
+    _, _, report = clean_raw(read_folder(folder), Settings(out_dir=tmp_path / "out"), show_progress=False)
+    block = report.images["skipped_examples"]["no_image_folder"]
+    assert block["total"] == 1 and block["photos"][0]["image_id"] == "IMG_0"
+    assert "has no images/ folder" in block["photos"][0]["message"]
+
+
+# A stray quote that the csv module would silently "close" on the next quote, gluing fields.
+STRAY_QUOTES = {
+    "before a quoted field": '1,p1,"Lamp | in Croydon, London | Gumtree",Home,desc,"£280.00,"Croydon, London"\n',
+    "text after a closing quote": '1,p1,Lamp,Home,"desc"ription,£280.00,"Croydon, London"\n',
+    "in the title": '1,p1,"Lamp | in Croydon, London | Gumtree,"Home",desc,£280.00,"Croydon, London"\n',
+    "opening a field on a later line": '1,p1,Lamp,Home,"two\nlines" here,£280.00,"Croydon, London"\n',
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRAY_QUOTES))
+def test_a_stray_quote_that_glues_fields_is_a_malformed_row_with_its_reason(tmp_path: Path, case: str) -> None:
+    body = HEADER + product_line(0) + STRAY_QUOTES[case] + product_line(2)
+    tables = read_folder(write_dataset(tmp_path, body.encode()))
+    assert list(tables.products["id"]) == ["p0", "p2"]  # no row with location 'London"'
+    assert tables.issues.malformed_reasons == {"Products.csv": {"stray_quote": 1}}
+    example = tables.issues.malformed_examples["Products.csv"][0]
+    assert example.startswith("line 3 (stray_quote): 1,p1,")
+    _, _, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
+    assert report.rows_in == 3 and report.rows_out == 2 and dict(report.dropped) == {"malformed_row": 1}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [product_line(1, 'a 5" TV'), product_line(1, 'TV 40"'), product_line(1, '"say ""hi"", ok"'),
+     '1,p1,Lamp,Home,"quoted" ,£5.00,"Leeds, West Yorkshire" \n'],  # blanks after a closing quote
+)  # fmt: skip
+def test_quotes_that_pair_up_or_sit_inside_a_field_are_no_stray_quote(tmp_path: Path, line: str) -> None:
+    tables = read_folder(write_dataset(tmp_path, (HEADER + product_line(0) + line).encode()))
+    assert len(tables.products) == 2 and tables.issues.malformed_rows == {}
+
+
+def test_a_file_with_old_mac_cr_line_endings_is_read_line_by_line(tmp_path: Path) -> None:
+    """Classic Mac OS / Excel "CSV (Macintosh)" ends lines in a bare CR: read as lines, listed."""
+    from PIL import Image
+
+    body = HEADER + product_line(0, '"two\rlines"') + product_line(1) + product_line(2)
+    images = ",id,product_id,image_ref,create_time\n0,IMG_0,p1,r,24/02/2022\n"
+    folder = write_dataset(tmp_path / "data", body.replace("\n", "\r").encode(), images.replace("\n", "\r").encode())
+    (folder / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "images" / "IMG_0.jpg", format="JPEG")
+    tables = read_folder(folder)
+    assert list(tables.products["id"]) == ["p0", "p1", "p2"]
+    assert tables.products.loc[0, "product_description"] == "two\nlines"  # a quoted line break stays one
+    assert list(tables.products["location"]) == ["Leeds, West Yorkshire"] * 3
+    assert tables.images["id"].tolist() == ["IMG_0"]
+    assert tables.issues.cr_line_ending_files == ["Products.csv", "Images.csv"]
+    products, photos, report = clean_raw(tables, Settings(out_dir=tmp_path / "out"), show_progress=False)
+    assert report.rows_in == 3 == report.rows_out and len(photos) == 1
+    assert report.read_issues["cr_line_ending_files"] == ["Products.csv", "Images.csv"]
+
+
+def test_cr_only_lines_are_not_confused_with_bare_crs_inside_fields(tmp_path: Path) -> None:
+    crlf = (HEADER + product_line(0, "one\rtwo") + product_line(1)).replace("\n", "\r\n")
+    tables = read_folder(write_dataset(tmp_path, crlf.encode()))
+    assert len(tables.products) == 2 and tables.issues.cr_line_ending_files == []
+    assert tables.products.loc[0, "product_description"] == "one two"
+
+
+def test_a_missing_column_message_stays_short_whatever_the_header(tmp_path: Path) -> None:
+    header = ",id,product_name," + "x" * 100_000 + "," + ",".join(f"c{i}" for i in range(50)) + "\n"
+    with pytest.raises(SchemaError) as raised:
+        read_folder(write_dataset(tmp_path, (header + "0,a,b\n").encode()))
+    message = str(raised.value)
+    assert "missing required column(s): category, product_description, price, location" in message
+    assert len(message) < 1_000 and "(100,000 characters)" in message and "... 33 more)" in message

@@ -36,6 +36,14 @@ def _blank_to_none(value: str | None) -> str | None:
     return value or None
 
 
+# What to do instead, where the general advice would not help the seller.
+_PRICE_ADVICE = {
+    "periodic_price": "a listing's price is what the item sells for, not rent or hire per hour, week or "
+    "month; give the sale price such as 25 or £25, or 'free'",
+    "ambiguous_price": "give one amount in pounds with at most two decimals, such as 12.50 or 12,500",
+}
+
+
 def _seller_price(value: object) -> object:
     """A price as a seller types it ("25", "£25", "£1,250", "free", "£20 ono") -> pounds.
 
@@ -51,9 +59,8 @@ def _seller_price(value: object) -> object:
     reading = read_price(text)
     if reading.amount is None:
         why = (reading.reason or "unparseable_price").replace("_", " ")
-        raise ValueError(
-            f"cannot read a price from {text!r} ({why}): give pounds such as 25 or £25, or 'free'"
-        )
+        advice = _PRICE_ADVICE.get(reading.reason or "", "give pounds such as 25 or £25, or 'free'")
+        raise ValueError(f"cannot read a price from {text!r} ({why}): {advice}")
     return reading.amount
 
 

@@ -31,13 +31,29 @@ TitleRule = Literal["scraped", "seller"]
 _SPACES = re.compile(r"\s+")
 # The scraper's suffix: "<title> | in Town, County | Gumtree" (the site name may be absent);
 # the last "| in ... |" is the location ("Sofa | in great condition | in Leeds | Gumtree").
-_SCRAPED_SUFFIX = re.compile(r"\s*\|\s*in\s+(?P<location>[^|]*?)\s*\|[^|]*$", re.IGNORECASE)
-_SITE_SUFFIX = re.compile(r"\s*\|\s*gumtree(?:\.com)?\s*$", re.IGNORECASE)
+# Vertical bars a page may separate them with: ASCII, fullwidth (NFKC makes it ASCII), broken,
+# box-drawing, divides, dental click, light vertical; a run of them ("||", "| |") is one
+# separator. The seller's own bars before the suffix are kept as written.
+_BARS = "|\uff5c\u00a6\u2502\u2503\u2223\u01c0\u2758\u23d0\uffe8"
+_BAR_RUN = f"[{_BARS}](?:\\s*[{_BARS}])*"
+_SCRAPED_SUFFIX = re.compile(
+    rf"\s*{_BAR_RUN}\s*in\s+(?P<location>[^{_BARS}]*?)\s*{_BAR_RUN}[^{_BARS}]*$", re.IGNORECASE
+)
+_SITE_SUFFIX = re.compile(rf"\s*{_BAR_RUN}\s*gumtree(?:\.com)?\s*$", re.IGNORECASE)
 # Character references need their ';': HTML5 also reads "&not" in "&nothing" or "&para" in
 # "&paragraph", and free text is full of bare ampersands ("B&Q", "M&S", "Black&Decker").
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _TAG = re.compile(r"</?(?P<name>[A-Za-z][A-Za-z0-9]*)(?:\s[^<>]*)?/?>")
 _SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)  # code, not text
+# Markup that is never text: comments ("<!-- x -->", also "<!-->" and "<!--->"), declarations
+# ("<!DOCTYPE html>") and processing instructions ("<?xml ...?>"). A comment that never closes
+# is left as written: dropping everything after a stray "<!--" would lose the listing's text.
+_COMMENT = re.compile(r"<!--(?:-?>|.*?--!?>)", re.DOTALL)
+_DECLARATION = re.compile(r"<![A-Za-z][^<>]*>|<\?[^<>]*\?>")
+_CDATA = re.compile(r"<!\[CDATA\[(?P<text>.*?)\]\]>", re.DOTALL)  # its content is text: kept
+# Enough passes for any escaping a pipeline plausibly adds ("&amp;amp;amp;amp;" takes four);
+# every pass that changes the text shortens it, so the loop ends well before this anyway.
+_MAX_UNESCAPE_PASSES = 32
 # Invisible marks outside Cf that also split words: variation selectors, combining grapheme joiner.
 _INVISIBLE = re.compile("[\u034f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 # Tags inside a word ("<b>So</b>fa") vanish; the others (br, p, li, div, ...) separate words.
@@ -47,8 +63,9 @@ _INLINE_TAGS = frozenset(
 
 
 def _unescape(text: str) -> str:
-    """Decode HTML character references, also double-escaped ones ("&amp;amp;" -> "&")."""
-    for _ in range(3):
+    """Decode HTML character references until none is left, so text escaped by several
+    pipelines in turn ("&amp;amp;amp;" -> "&") reads as typed."""
+    for _ in range(_MAX_UNESCAPE_PASSES):
         decoded = _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
         if decoded == text:
             break
@@ -57,6 +74,9 @@ def _unescape(text: str) -> str:
 
 
 def _strip_tags(text: str) -> str:
+    """Comments, declarations, scripts and styles go whole; tags go, leaving their text."""
+    # A comment renders as nothing ("Chair<!-- x -->s" reads "Chairs"); a declaration sits between blocks.
+    text = _CDATA.sub(lambda m: m.group("text"), _DECLARATION.sub(" ", _COMMENT.sub("", text)))
     text = _SCRIPT.sub(" ", text)
     return _TAG.sub(lambda m: "" if m.group("name").lower() in _INLINE_TAGS else " ", text)
 
@@ -82,17 +102,28 @@ def clean_text(value: object) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def _separated(product_name: str) -> str:
+    """The name with entities decoded, markup and invisible characters out and unicode
+    normalised (as `clean_text` will anyway), so the scraper's suffix is found however the page
+    escaped it: "Sofa &#124; in Leeds", "Sofa&nbsp;|&nbsp;in Leeds", "Sofa ｜ in Leeds"."""
+    text = unicodedata.normalize("NFKC", _strip_tags(_unescape(product_name)))
+    return "".join(ch for ch in _INVISIBLE.sub("", text) if unicodedata.category(ch) != "Cf")
+
+
 def split_title(product_name: object) -> str:
     """A scraped name "Sofa | grey velvet | in Leeds, West Yorkshire | Gumtree" -> "Sofa | grey velvet".
 
     Only the scraper's trailing "| in Town, County | Site" goes: bars before it are the
-    seller's own ("Digital Piano | 88 Weighted Keys | Pedal").
+    seller's own ("Digital Piano | 88 Weighted Keys | Pedal"). The suffix is looked for after
+    entities are decoded (`_separated`), not in the raw string, and any bar or run of bars
+    ("｜", "¦", "||") separates it.
     """
     if not isinstance(product_name, str):
         return ""
-    title = _SCRAPED_SUFFIX.sub("", product_name)
-    if title == product_name:
-        title = _SITE_SUFFIX.sub("", product_name)
+    name = _separated(product_name)
+    title = _SCRAPED_SUFFIX.sub("", name)
+    if title == name:
+        title = _SITE_SUFFIX.sub("", name)
     return clean_text(title)
 
 
@@ -108,7 +139,7 @@ def truncate(text: str, limit: int | None) -> str:
 def location_from_title(product_name: object) -> str | None:
     if not isinstance(product_name, str):
         return None
-    match = _SCRAPED_SUFFIX.search(product_name)
+    match = _SCRAPED_SUFFIX.search(_separated(product_name))
     return (clean_text(match.group("location")) or None) if match else None
 
 

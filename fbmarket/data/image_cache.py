@@ -68,12 +68,14 @@ def cache_path(cache_dir: Path, size: int, image_id: str) -> Path:
 def candidate_names(image_id: str) -> list[str]:
     """File names a photo may have, most likely first: "<id>.jpg" and the other extensions; for
     an id that already ends in an image extension ("abc.jpg"), the id itself first and then
-    its stem with the other extensions ("abc.png")."""
+    its stem with the other extensions ("abc.png"). The bare id ("abc", as some scrapers and
+    `wget -O` save photos) comes last: the file is decoded like any other, so one that is not
+    an image is reported as `not_an_image`, not taken on its name."""
     stem, own = os.path.splitext(image_id)
     names = [f"{image_id}{extension}" for extension in SOURCE_EXTENSIONS]
     if own.lower() in SOURCE_EXTENSIONS:
         names = [image_id] + [f"{stem}{extension}" for extension in SOURCE_EXTENSIONS] + names
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys([*names, image_id]))
 
 
 class _Folder:

@@ -7,9 +7,11 @@ misreads others ("£12,50" as 1250, "$40" as £40). Here the number itself is re
 maintained `price-parser` package (thousands vs decimal separators, continental
 formats); the wording around it is handled explicitly:
 
-- free / swap wording without a number is £0, flagged `free` / `swap`;
+- free / swap wording without a number is £0, flagged `free` / `swap` ("Free", "giveaway",
+  "freecycle", "FOC", "nil", "for nothing"; "swap", "swop", "exchange");
 - "ono", "o.n.o", "ovno", "or nearest offer", "neg" ... are dropped, flagged `negotiable`;
 - "each", "ea", "per item" are dropped, flagged `each` (the amount is the unit price);
+  both are recognised glued to the number too ("£40ono", "£40ea"), as sellers type them;
 - a "k" suffix multiplies by 1,000 (`k_suffix`), an "m" by a million (`m_suffix`);
   "50p" is £0.50 (`pence`);
 - a range "£10-£20" / "£10 to 20" / "between £10 and £20" is read as its low end, flagged `range`;
@@ -18,8 +20,11 @@ formats); the wording around it is handled explicitly:
 Refused with a reason (never silently relabelled or guessed): `missing_price`,
 `foreign_currency` ("$40", "1.250,00 €": the listing's price is in another currency and
 the catalogue is in pounds), `negative_price`, `price_on_request` ("POA", "offers"),
-`ambiguous_price` (several numbers that are not a range: "2 for £10", "was £50 now £30")
-and `unparseable_price` (no number at all).
+`ambiguous_price` (several numbers that are not a range: "2 for £10", "was £50 now £30";
+or one number whose separators can be read two ways: "£12.500" is £12.50 typed with three
+decimals or 12,500 with a continental thousands dot, and "0.001", "1,2345" are neither),
+`periodic_price` (rent or hire by the hour, day, week, month or year: "£40 pcm",
+"£10 a month", "£5/hr": not what the thing sells for) and `unparseable_price` (no number at all).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ PRICE_REASONS = (
     "negative_price",
     "price_on_request",
     "ambiguous_price",
+    "periodic_price",
 )
 # How a kept price was read; each is counted in the cleaning report as `price_<flag>`.
 PRICE_FLAGS = (
@@ -52,8 +58,15 @@ _FOREIGN_WORD = re.compile(r"\b(?:dollars?|usd|euros?|eur|cents?)\b", re.IGNOREC
 _WORD_PUNCTUATION = "()[]{},;:!?\"'*"
 # Upper-case English words that are also ISO 4217 codes ("50 for ALL" is not Albanian lek).
 _CODE_LOOKALIKES = frozenset({"ALL", "TOP", "CUP", "PEN", "MOP", "TRY", "SOS", "MAD", "BOB", "GEL"})
-_FREE = re.compile(r"\b(?:free|freebie|gratis|no charge)\b", re.IGNORECASE)
-_SWAP = re.compile(r"\b(?:swaps?|swapping|exchange|trade)\b", re.IGNORECASE)
+# A letter may not come right before a suffix ("mono" is no "ono"), a digit may ("£40ono"), and
+# so may the "k" of an amount ("£1.2kono").
+_NOT_AFTER_LETTER = r"(?:(?<![^\W\d_])|(?<=[0-9][kK]))"
+_FREE = re.compile(
+    r"\b(?:free(?:bies?|cycle)?|gratis|no charge|nil|for nothing|give[\s-]?aways?|giving away"
+    r"|f\.?\s?o\.?\s?c\b\.?)",
+    re.IGNORECASE,
+)
+_SWAP = re.compile(r"\b(?:sw[ao]ps?|sw[ao]pp(?:ing|ed)|exchange|trade)\b", re.IGNORECASE)
 _ON_REQUEST = re.compile(
     r"\b(?:p\.?o\.?a\b\.?|price on (?:application|request)|on request|call|phone|contact|ask|"
     r"message|offers?|make (?:me )?an offer)",
@@ -61,13 +74,26 @@ _ON_REQUEST = re.compile(
 )
 # "ono", "o.n.o.", "o n o", "ovno", "o.v.n.o", "obo", "oiro", "or nearest offer", "neg" ...
 _NEGOTIABLE = re.compile(
-    r"\bo[.\s]?(?:v[.\s]?)?n[.\s]?o\b\.?|\bo[.\s]?b[.\s]?o\b\.?|\bo[.\s]?i[.\s]?r[.\s]?o\b\.?"
+    rf"{_NOT_AFTER_LETTER}(?:o[.\s]?(?:v[.\s]?)?n[.\s]?o|o[.\s]?b[.\s]?o|o[.\s]?i[.\s]?r[.\s]?o)\b\.?"
     r"|\bor (?:near(?:est)?|best|any reasonable|reasonable|sensible) offers?\b"
     r"|\bor (?:any )?offers?(?: (?:over|around|above))?\b|\boffers? (?:over|around|above|in the region of)\b"
-    r"|\bneg(?:otiable)?\b",
+    rf"|{_NOT_AFTER_LETTER}neg(?:otiable)?\b\.?",
     re.IGNORECASE,
 )
-_EACH = re.compile(r"(?:/\s*)?\b(?:each|ea|apiece|per (?:item|piece|unit|one|pair))\b", re.IGNORECASE)
+_EACH = re.compile(
+    rf"(?:/\s*)?{_NOT_AFTER_LETTER}(?:each|ea|apiece|per (?:item|piece|unit|one|pair))\b\.?", re.IGNORECASE
+)
+# Rent or hire: a price per period right after the amount ("£40 pcm", "£10 a month", "£5/hr",
+# "£30 p/w", "£40 weekly"). Only right after a number, so "free, collect within a week" is not one.
+_PERIOD_WORDS = r"(?:hour|day|night|week|fortnight|month|year|annum|calendar month)s?"
+_PERIODIC = re.compile(
+    rf"(?:\s?k\b)?\s*(?:pounds?\b|quid\b|gbp\b)?\s*(?:"
+    rf"(?:(?:per|a|an|every|each)\s+|/\s*){_PERIOD_WORDS}\b"
+    r"|(?:/|p\s*/)\s*(?:hrs?|wks?|mths?|mo|yrs?|h|d|w|m|y|a)\b"
+    rf"|{_NOT_AFTER_LETTER}(?:p\.?c\.?m|p\.?w|hourly|daily|nightly|weekly|fortnightly|monthly|yearly"
+    r"|annually)\b|p\.a\.)",
+    re.IGNORECASE,
+)
 # A number: digits with ',', '.' or "'" separators, or a space before an exact group of three.
 _NUMBER = re.compile(r"(?<![0-9])\.?[0-9]+(?:(?:[.,']|[ \u00a0\u202f](?=[0-9]{3}(?![0-9])))[0-9]+)*")
 _K_SUFFIX = re.compile(r"\s?k\b", re.IGNORECASE)
@@ -83,6 +109,16 @@ _LONG_FRACTION = re.compile(r"[0-9][.,'][0-9]{4,}$")  # "1,2345": neither decima
 # "0.001", ".001": a thousands group never follows a lone 0 (or nothing), so these are three
 # decimals, which no pound amount has (price-parser reads "0.001" as 1)
 _SUB_PENNY = re.compile(r"^(?:0+)?[.,'][0-9]{3}$")
+# "12.500", "40.999", "1,234.567": one dot and three digits after it, the last in the number.
+# As a decimal point that is three decimals (no pound amount has them); as a continental
+# thousands dot it is 12,500. Either reading may be the seller's, so neither is guessed.
+# Two dots ("1.250.000") or a decimal comma after ("1.500,00") can only be thousands dots.
+_DOT_THREE = re.compile(r"^[^.]*[0-9]\.[0-9]{3}$")
+
+
+def _ambiguous_number(token: str) -> bool:
+    """A number whose separators allow two readings, or that has more decimals than a price."""
+    return bool(_LONG_FRACTION.search(token) or _SUB_PENNY.match(token) or _DOT_THREE.match(token))
 
 
 @dataclass(frozen=True)
@@ -126,7 +162,7 @@ def _foreign_currency(text: str, number: re.Match[str]) -> str | None:
 
 def _amount(token: str) -> tuple[float | None, bool]:
     """A number token -> (value, read with a decimal comma); price-parser decides the separators."""
-    if _LONG_FRACTION.search(token) or _SUB_PENNY.match(token):
+    if _ambiguous_number(token):
         return None, False
     parsed = Price.fromstring(token).amount
     if parsed is None:
@@ -159,6 +195,9 @@ def read_price(value: object) -> PriceReading:
         return PriceReading(None, "negative_price")
 
     stripped, n_negotiable = _NEGOTIABLE.subn(" ", text)
+    # Before "each" goes: "£20 each week" is rent, not a unit price.
+    if any(_PERIODIC.match(stripped, number.end()) for number in _NUMBER.finditer(stripped)):
+        return PriceReading(None, "periodic_price")  # rent or hire, not a sale price
     stripped, n_each = _EACH.subn(" ", stripped)
     if n_negotiable:
         flags.append("negotiable")
@@ -177,12 +216,8 @@ def read_price(value: object) -> PriceReading:
     first = numbers[0]
     amount, decimal_comma = _amount(first.group(0))
     if amount is None:
-        return PriceReading(
-            None,
-            "ambiguous_price"
-            if _LONG_FRACTION.search(first.group(0)) or _SUB_PENNY.match(first.group(0))
-            else "unparseable_price",
-        )
+        reason = "ambiguous_price" if _ambiguous_number(first.group(0)) else "unparseable_price"
+        return PriceReading(None, reason)
     if decimal_comma:
         flags.append("decimal_comma")
     after = stripped[first.end() :]

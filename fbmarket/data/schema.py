@@ -59,10 +59,24 @@ class SchemaError(DataError):
     """A table lacks columns the pipeline needs; the message names them."""
 
 
+# How much of the columns found a missing-column message quotes: a file read wrongly (one
+# header "column" holding the whole file) must not put megabytes into an error message.
+_SHOWN_COLUMNS = 20
+_SHOWN_NAME_CHARS = 60
+
+
+def _shown(name: object) -> str:
+    text = str(name)
+    return text if len(text) <= _SHOWN_NAME_CHARS else f"{text[:_SHOWN_NAME_CHARS]}... ({len(text):,} characters)"
+
+
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], table: str) -> None:
+    """Stop with a message naming the missing columns and (briefly) the columns found."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
+        found = [_shown(c) for c in list(frame.columns)[:_SHOWN_COLUMNS]]
+        if len(frame.columns) > _SHOWN_COLUMNS:
+            found.append(f"... {len(frame.columns) - _SHOWN_COLUMNS} more")
         raise SchemaError(
-            f"{table} is missing required column(s): {', '.join(missing)} "
-            f"(found: {', '.join(map(str, frame.columns))})"
+            f"{table} is missing required column(s): {', '.join(missing)} (found: {', '.join(found)})"
         )

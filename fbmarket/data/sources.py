@@ -44,10 +44,12 @@ class ReadIssues:
     """What reading could not take as given, per file.
 
     `data_rows` is every record after the header (kept + malformed). Malformed rows are
-    counted by reason (`too_many_fields`, `unterminated_quote`); rows with too few fields
+    counted by reason (`too_many_fields`, `unterminated_quote`, `stray_quote`); rows with too few fields
     are kept, padded with empty values, and counted in `padded_rows`. Bytes that are not
     UTF-8 are read as cp1252 one by one, so only the fields holding them change: such a
-    file is listed in `non_utf8_files`, and the fields and rows repaired are counted.
+    file is listed in `non_utf8_files`, and the fields and rows repaired are counted. A file
+    whose lines end in a bare carriage return (classic Mac OS, some Excel "CSV (Macintosh)"
+    exports) is read line by line as any other and listed in `cr_line_ending_files`.
     """
 
     malformed_rows: dict[str, int] = field(default_factory=dict)
@@ -58,6 +60,7 @@ class ReadIssues:
     non_utf8_files: list[str] = field(default_factory=list)
     cp1252_fields: dict[str, int] = field(default_factory=dict)
     cp1252_rows: dict[str, int] = field(default_factory=dict)
+    cr_line_ending_files: list[str] = field(default_factory=list)
 
     def malformed(self, name: str, reason: str, line: int, fields: list[str]) -> None:
         self.malformed_rows[name] = self.malformed_rows.get(name, 0) + 1
@@ -77,6 +80,7 @@ class ReadIssues:
             "non_utf8_files": self.non_utf8_files,
             "cp1252_repaired_fields": self.cp1252_fields,
             "cp1252_repaired_rows": self.cp1252_rows,
+            "cr_line_ending_files": self.cr_line_ending_files,
         }
 
 
@@ -93,6 +97,9 @@ class RawTables:
     origin: str = ""
 
 
+# The header line ends in a bare carriage return: the file's lines end in CR alone (a header
+# holds no quoted line break, and its first line break is its end).
+_CR_HEADER = re.compile(r"[^\r\n]*\r")
 # Bytes that were not UTF-8, as `surrogateescape` keeps them: one lone surrogate per byte.
 _UNDECODED = re.compile("[\udc80-\udcff]+")
 # The csv module refuses fields over 131,072 characters by default, and pandas' python
@@ -115,9 +122,15 @@ def _decode(raw: bytes, name: str, issues: ReadIssues) -> str:
     except UnicodeDecodeError:
         issues.non_utf8_files.append(name)
         text = raw.decode("utf-8-sig", errors="surrogateescape")
+    text = text.replace("\r\n", "\n")
+    if _CR_HEADER.match(text):
+        # Every line ends in a bare CR (no header is that long, or holds a line break): read
+        # as one header row holding the whole file, it named no required column.
+        issues.cr_line_ending_files.append(name)
+        return text.replace("\r", "\n")
     # Descriptions scraped from the web carry bare carriage returns inside unquoted fields;
     # as line breaks they would split one listing into several rows.
-    return text.replace("\r\n", "\n").replace("\r", " ")
+    return text.replace("\r", " ")
 
 
 def _as_cp1252(match: re.Match[str]) -> str:
@@ -161,8 +174,31 @@ def _unterminated(lines: list[str]) -> bool:
     return False
 
 
-def _records(text: str) -> Iterator[tuple[int, list[str], bool]]:
-    """(first line number, fields, complete) for every CSV record, blank ones included.
+# A closing quote followed by blanks before the delimiter ('"Leeds" ,'): harmless padding, the
+# csv module drops nothing there, so the stray-quote check ignores it.
+_BLANKS_AFTER_QUOTE = re.compile(r'"[ \t]+(?=,|\n|$)')
+
+
+def _stray_quote(lines: list[str]) -> bool:
+    """True when a record's quotes do not pair up as CSV quotes: text right after a closing quote.
+
+    The csv module (not strict) reads `,"£280.00,"Croydon, London"` as the fields
+    `£280.00,Croydon` and ` London"` without a word: a stray quote opened a field that the next
+    quote "closed", and everything after was glued on. Strict CSV refuses exactly that shape
+    (',' expected after '"'); a quote inside an unquoted field ('a 5" TV') stays allowed.
+    """
+    if not any('"' in line for line in lines):
+        return False
+    try:
+        for _ in csv.reader([_BLANKS_AFTER_QUOTE.sub('"', line) for line in lines], strict=True):
+            pass
+    except csv.Error as error:
+        return "expected after" in str(error)
+    return False
+
+
+def _records(text: str) -> Iterator[tuple[int, list[str], bool, list[str]]]:
+    """(first line number, fields, complete, its lines) for every CSV record, blank ones included.
 
     A quote that opens and never closes makes the csv module read on into the next lines
     (to the end of the file, or to the next row's quote), silently merging rows. A record
@@ -187,11 +223,11 @@ def _records(text: str) -> Iterator[tuple[int, list[str], bool]]:
             ):
                 restart = first
                 break
-            yield first + 1, record, True
+            yield first + 1, record, True, lines[first : start + end]
             begin = end
         if restart is None:
             return
-        yield restart + 1, [lines[restart].rstrip("\n")], False
+        yield restart + 1, [lines[restart].rstrip("\n")], False, lines[restart : restart + 1]
         start = restart + 1
 
 
@@ -215,7 +251,8 @@ def read_csv_table(path: Path, required: tuple[str, ...], issues: ReadIssues) ->
 
     Each record is kept (fields of any length; too few fields are padded with empty
     values) or counted as malformed with a reason (too many fields, a quote that never
-    closes), so `issues.data_rows[name]` = rows returned + `issues.malformed_rows[name]`.
+    closes, a stray quote that glued fields together), so `issues.data_rows[name]` = rows
+    returned + `issues.malformed_rows[name]`.
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: a dataset folder needs {path.name}")
@@ -226,7 +263,7 @@ def read_csv_table(path: Path, required: tuple[str, ...], issues: ReadIssues) ->
     rows: list[list[str]] = []
     data_rows = padded = repaired_fields = repaired_rows = 0
     with _csv_field_limit(len(text) + 1):
-        for line, record, complete in _records(text):
+        for line, record, complete, source in _records(text):
             if complete and _is_blank(record):
                 continue
             if damaged:
@@ -242,6 +279,8 @@ def read_csv_table(path: Path, required: tuple[str, ...], issues: ReadIssues) ->
             data_rows += 1
             if not complete:
                 issues.malformed(name, "unterminated_quote", line, record)
+            elif _stray_quote(source):  # fields shifted or glued together: not a row to guess at
+                issues.malformed(name, "stray_quote", line, [" ".join(raw.rstrip("\n") for raw in source)])
             elif len(record) > len(columns):
                 issues.malformed(name, "too_many_fields", line, record)
             else:
