@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fbmarket.config import Settings
+from fbmarket.config import Settings, install_log_redaction, mask_secrets_in_text
 from fbmarket.errors import BadRequestError, DataError, FbmarketError
 from fbmarket.layout import BundleLayout
 from fbmarket.limits import MAX_DISTANCE_KM, MAX_PRICE_GBP, MAX_RESULTS, MIN_SAMPLE_PRODUCTS
@@ -686,17 +686,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it loaded
+    install_log_redaction()  # libraries log the URLs they fail to reach, credentials and all
     try:
         return args.handler(args)
     except (FbmarketError, FileNotFoundError) as error:  # the user's to fix: one line, no traceback
-        print(f"fbmarket {args.command}: error: {error}", file=sys.stderr)
+        print(f"fbmarket {args.command}: error: {mask_secrets_in_text(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:
         # A file or folder the system refused (permissions, a full disk, a read-only mount): the
         # user's to fix like a DataError, so one line naming the path; the traceback with --verbose.
         if args.verbose:
             traceback.print_exc()
-        print(f"fbmarket {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
+        print(f"fbmarket {args.command}: error: {mask_secrets_in_text(describe_os_error(error))}", file=sys.stderr)
         return 2
     except (ValueError, KeyError) as error:
         # Most likely a bug, though some library code still reports a bad input file or
