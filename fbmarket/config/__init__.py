@@ -43,7 +43,7 @@ from fbmarket.config.sections import (
     TextSettings,
     VisionSettings,
 )
-from fbmarket.files import atomic_write_text
+from fbmarket.files import atomic_write_text, dumps_json
 
 __all__ = [
     "MASK",
@@ -146,7 +146,7 @@ class Settings:
         return mask_secrets_in_text(text)
 
     def save(self, path: Path) -> None:
-        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=2))
+        atomic_write_text(Path(path), dumps_json(self.to_json(), indent=2))
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> Settings:
