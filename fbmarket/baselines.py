@@ -9,7 +9,6 @@ visible against a fixed reference.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler, normalize
 from tqdm.auto import tqdm
 
 from fbmarket.data import schema as S
+from fbmarket.files import dumps_json
 from fbmarket.text.tfidf import product_text, text_vectorisers
 
 ORIGINAL_PRICE_RMSE_GBP = 167.6  # reported by the original course project (its own split and cleaning)
@@ -368,7 +368,7 @@ def run_baselines(
     results["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(_plain(results), indent=2))
+    out_path.write_text(dumps_json(_plain(results), indent=2))
     return results
 
 

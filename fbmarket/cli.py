@@ -13,7 +13,6 @@ an unexpected crash and shows Python's traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -23,8 +22,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fbmarket.config import Settings
+from fbmarket.config import Settings, install_log_redaction, mask_secrets_in_text
 from fbmarket.errors import BadRequestError, DataError, FbmarketError
+from fbmarket.files import dumps_json
 from fbmarket.layout import BundleLayout
 from fbmarket.limits import MAX_DISTANCE_KM, MAX_PRICE_GBP, MAX_RESULTS, MIN_SAMPLE_PRODUCTS
 
@@ -62,7 +62,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     summary = write_sample(
         Path(args.out), n_products=args.products, seed=args.seed, show_progress=not args.quiet
     )
-    print(json.dumps(summary, indent=2, default=str))
+    print(dumps_json(summary, indent=2, default=str))
     return 0
 
 
@@ -72,7 +72,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     check_output_folder(settings.out_dir, "--out")
     prepared = prepare_data(settings, show_progress=not args.quiet)
-    print(json.dumps(prepared.report.to_json(), indent=2, default=str))
+    print(dumps_json(prepared.report.to_json(), indent=2, default=str))
     return 0
 
 
@@ -110,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = _apply_model_flags(settings_from_args(args), args)
     check_output_folder(settings.out_dir, "--out")  # the default artifacts/ too, before any work
     state = train(settings, show_progress=not args.quiet)
-    print(json.dumps(state.summary, indent=2, default=str))
+    print(dumps_json(state.summary, indent=2, default=str))
     return 0
 
 
@@ -190,7 +190,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         problems = [text for ok, text in market.readiness().values() if not ok]
         if problems:
             summary["not_ready"] = problems
-        print(json.dumps(summary, indent=2, default=str))
+        print(dumps_json(summary, indent=2, default=str))
     finally:
         market.close()
     return 0
@@ -217,7 +217,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         show_progress=not args.quiet,
     )
-    print(json.dumps(report.to_json(), indent=2))
+    print(dumps_json(report.to_json(), indent=2))
     return 0
 
 
@@ -255,7 +255,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:  # stdout stays a plain list of results; what a buyer should know goes to stderr
         for note in response.notes:
             print(f"note: {note}", file=sys.stderr)
-        print(json.dumps([r.model_dump() for r in response.results], indent=2))
+        print(dumps_json([r.model_dump() for r in response.results], indent=2))
         return 0
     for note in response.notes:
         print(f"note: {note}")
@@ -288,7 +288,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     in_groups = sum(len(g["listings"]) for g in groups)
     if args.json:
         payload = {"listings": listings, "groups_found": len(groups), "listings_in_groups": in_groups}
-        print(json.dumps(payload | {"groups": shown}, indent=2, default=str))
+        print(dumps_json(payload | {"groups": shown}, indent=2, default=str))
         return 0
     source = f"chosen on the {rule['split']} split" if rule.get("split") else "the configured default"
     print(
@@ -327,7 +327,7 @@ def cmd_price(args: argparse.Namespace) -> int:
     finally:
         market.close()
     if args.json:
-        print(json.dumps(suggestion.to_json(), indent=2))
+        print(dumps_json(suggestion.to_json(), indent=2))
         return 0
     share = f"{suggestion.interval:.0%}"
     print(f"suggested price: £{suggestion.median:,.2f}  ({share} range £{suggestion.low:,.2f} - £{suggestion.high:,.2f})")
@@ -686,17 +686,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it loaded
+    install_log_redaction()  # libraries log the URLs they fail to reach, credentials and all
     try:
         return args.handler(args)
     except (FbmarketError, FileNotFoundError) as error:  # the user's to fix: one line, no traceback
-        print(f"fbmarket {args.command}: error: {error}", file=sys.stderr)
+        print(f"fbmarket {args.command}: error: {mask_secrets_in_text(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:
         # A file or folder the system refused (permissions, a full disk, a read-only mount): the
         # user's to fix like a DataError, so one line naming the path; the traceback with --verbose.
         if args.verbose:
             traceback.print_exc()
-        print(f"fbmarket {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
+        print(f"fbmarket {args.command}: error: {mask_secrets_in_text(describe_os_error(error))}", file=sys.stderr)
         return 2
     except (ValueError, KeyError) as error:
         # Most likely a bug, though some library code still reports a bad input file or

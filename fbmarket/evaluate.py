@@ -9,7 +9,6 @@ named in the report, never silently mapped to a wrong label.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from fbmarket.data import schema as S  # noqa: E402
 from fbmarket.data.split import load_split  # noqa: E402
 from fbmarket.errors import DataError  # noqa: E402
+from fbmarket.files import dumps_json
 from fbmarket.layout import BundleLayout  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def evaluate_bundle(
         table.to_csv(predictions_csv, index=False)
         np.save(embeddings_npy, predictions.embeddings)
         result["files"] = {"predictions_csv": str(predictions_csv), "embeddings_npy": str(embeddings_npy)}
-        report_path.write_text(json.dumps(result, indent=2, default=str))
+        report_path.write_text(dumps_json(result, indent=2, default=str))
     return result
 
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # The process's umask, read once (os.umask can only be read by setting it): mkstemp creates
 # its file 0600, and a bundle written so could not be read by another user or a web server.
 _UMASK = os.umask(0o022)
@@ -97,9 +99,34 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, inf: an R² of one listing, a mean of nothing)
+    as None, numpy scalars and arrays as Python ones, tuples as lists. `json.dumps` writes NaN
+    as the bare word NaN, which is not JSON: strict readers (browsers, jq, other languages)
+    refuse the whole document."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def dumps_json(payload: Any, **kwargs: Any) -> str:
+    """`json.dumps` that always writes valid JSON: non-finite numbers become null (`json_safe`),
+    and `allow_nan=False` makes any that slipped through (via `default`) an error, not NaN.
+    Every JSON file and printed document of the project goes through here."""
+    return json.dumps(json_safe(payload), allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: Path, payload: Any) -> None:
     """Write JSON (compact) so that `path` holds either the old or the new document."""
-    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    atomic_write_text(path, dumps_json(payload, ensure_ascii=False, separators=(",", ":")))
 
 
 def sha256_file(path: Path) -> str:

@@ -25,6 +25,7 @@ from fbmarket.data.sources import PRODUCTS_FILE, RawTables, read_source
 from fbmarket.data.split import assign_split
 from fbmarket.data.store import Store
 from fbmarket.errors import DataError
+from fbmarket.files import dumps_json
 from fbmarket.layout import BundleLayout
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def resolve_data_dir(settings: Settings, show_progress: bool = True) -> tuple[Pa
         write_sample(
             folder, n_products=settings.data.sample_products, seed=settings.seed, show_progress=show_progress
         )
-        stamp.write_text(json.dumps(wanted))
+        stamp.write_text(dumps_json(wanted))
     return folder, True
 
 
@@ -155,7 +156,7 @@ def prepare_data(settings: Settings, show_progress: bool = True, store: bool = T
     encoder = CategoryEncoder.fit(products[S.ROOT_CATEGORY])
     payload = report.to_json() | {"source": raw.origin, "synthetic": synthetic}
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    (settings.reports_dir / "cleaning.json").write_text(json.dumps(payload, indent=2, default=str))
+    (settings.reports_dir / "cleaning.json").write_text(dumps_json(payload, indent=2, default=str))
     if store:
         # photo paths relative to the bundle; a new bundle's folder is made here
         database = Store(settings.db_url, root=settings.out_dir, create_folder=True)

@@ -23,6 +23,7 @@ import pandas as pd
 from fbmarket.config import Settings
 from fbmarket.data.prices import PRICE_REASONS as READ_PRICE_REASONS
 from fbmarket.errors import DataError
+from fbmarket.files import dumps_json
 from fbmarket.layout import BundleLayout
 from fbmarket.prepare import SYNTHETIC_NOTE, PreparedData, prepare_data
 
@@ -159,7 +160,7 @@ def stage_index(state: RunState) -> None:
     )
     photos.save(layout.photo_index)
     np.save(layout.embeddings, vectors)
-    layout.embedding_ids.write_text(json.dumps(ids))
+    layout.embedding_ids.write_text(dumps_json(ids))
     store = Store(state.settings.db_url, root=layout.root)
     try:
         store.upsert_embeddings(ids, vectors, model.version)
@@ -366,7 +367,7 @@ def run_stages(
 
 
 def write_summary(summary: dict[str, Any], out_dir: Path) -> None:
-    BundleLayout(out_dir).summary.write_text(json.dumps(summary, indent=2, default=str))
+    BundleLayout(out_dir).summary.write_text(dumps_json(summary, indent=2, default=str))
 
 
 def _skipped_photo_rows(examples: dict[str, Any], shown: int = 3) -> list[tuple[str, str]]:
@@ -408,6 +409,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     for name, value in _metric_rows(summary):
         rows.append((name, value))
+    for warning in summary.get("models", {}).get("warnings", []):
+        rows.append(("WARNING", warning))
     for name, seconds in summary.get("timings_s", {}).items():
         rows.append((f"time: {name}", f"{seconds:.1f} s"))
     width = max(len(name) for name, _ in rows)

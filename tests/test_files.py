@@ -45,3 +45,59 @@ def test_a_written_file_gets_the_mode_a_new_file_gets(tmp_path: Path) -> None:
     plain.write_text("x")
     atomic_write_text(tmp_path / "atomic.txt", "x")
     assert os.stat(tmp_path / "atomic.txt").st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+
+
+def strict_loads(text: str) -> object:
+    """json.loads that refuses NaN / Infinity, as browsers, jq and other languages do."""
+    import json
+
+    def refuse(word: str) -> None:
+        raise ValueError(f"not JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_json_written_is_valid_non_finite_numbers_are_null(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fbmarket.files import dumps_json
+
+    payload = {
+        "r2_log": float("nan"),
+        "inf": float("inf"),
+        "neg": -np.inf,
+        "f32": np.float32("nan"),
+        "f64": np.float64(1.5),
+        "i": np.int64(3),
+        "nested": [{"x": (float("nan"), 2.0)}, np.array([1.0, np.nan])],
+        "ok": "NaN as text stays text",
+    }
+    expected = {
+        "r2_log": None, "inf": None, "neg": None, "f32": None, "f64": 1.5, "i": 3,
+        "nested": [{"x": [None, 2.0]}, [1.0, None]], "ok": "NaN as text stays text",
+    }  # fmt: skip
+    assert strict_loads(dumps_json(payload, indent=2, default=str)) == expected
+    atomic_write_json(tmp_path / "a.json", payload)
+    assert strict_loads((tmp_path / "a.json").read_text()) == expected
+
+
+def test_summary_json_with_an_undefined_metric_is_valid(tmp_path: Path) -> None:
+    from fbmarket.layout import BundleLayout
+    from fbmarket.workflow import write_summary
+
+    write_summary({"models": {"price": {"r2_log": float("nan")}}}, tmp_path)
+    assert strict_loads(BundleLayout(tmp_path).summary.read_text()) == {"models": {"price": {"r2_log": None}}}
+
+
+def test_no_module_writes_json_around_the_common_writer() -> None:
+    """json.dumps writes NaN as a bare word: every writer goes through files.dumps_json instead."""
+    import re
+
+    package = Path(__file__).resolve().parents[1] / "fbmarket"
+    allowed = {"files.py", "features.py"}  # the writer itself; a cache key's hash (no floats)
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name not in allowed and re.search(r"\bjson\.dumps\(", path.read_text())
+    ]
+    assert offenders == []

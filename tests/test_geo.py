@@ -388,3 +388,131 @@ def test_real_dev_locations_match_rate(gazetteer: Gazetteer) -> None:
     assert by_product["matched"] >= 0.95
     assert by_location["matched"] >= 0.95
     assert by_location["town"] >= 0.6  # most strings name a town the gazetteer knows
+
+
+# ---- foreign places, ambiguous names, separators, former counties ------------------------------
+@pytest.mark.parametrize(
+    "location",
+    [
+        "Perth, Australia",
+        "Perth, Western Australia",
+        "Boston, Massachusetts",
+        "Boston, MA, USA",
+        "Boston, United States of America",
+        "London, Ontario",
+        "London, Canada",
+        "Douglas, Isle of Man",
+        "St Helier, Jersey",
+        "Melbourne, Australia",
+        "Melbourne, Victoria",
+        "Hamilton, New Zealand",
+        "Hamilton, Waikato",
+        "Christchurch, Canterbury",  # New Zealand: Canterbury, Kent is far from Christchurch, Dorset
+        "Seattle, Washington",  # Washington, Tyne and Wear is far from any Seattle
+        "Richmond, Virginia",
+        "Cambridge, Massachusetts",
+        "Windsor, Ontario",
+        "Paris, France",
+        "Stratford / Ontario",
+    ],
+)
+def test_a_foreign_country_or_state_is_not_placed_at_a_uk_namesake(gazetteer: Gazetteer, location: str) -> None:
+    row = locate(gazetteer, location)
+    assert row[S.GEO_MATCH] == "unknown" and np.isnan(row[S.LATITUDE]), location
+
+
+@pytest.mark.parametrize(
+    ("location", "lat", "lon"),
+    [
+        ("Leeds, Headingley", 53.80, -1.55),  # an unknown sub-area is not a foreign country
+        ("Perth, Scotland", 56.40, -3.43),
+        ("Cardiff, UK", 51.48, -3.18),
+        ("Leeds, United Kingdom", 53.80, -1.55),
+        ("Leeds, England", 53.80, -1.55),
+        ("Bury, Manchester", 53.59, -2.30),  # also a Jamaican parish: a British region wins
+        ("Telford, Wellington", 52.68, -2.45),  # the Shropshire town, not New Zealand's region
+        ("Whitstable, Canterbury", 51.36, 1.03),
+        ("Dublin, Ireland", 53.33, -6.25),  # the Republic is in the offline gazetteer
+        ("Cork, Republic of Ireland", 51.90, -8.47),
+        ("Newcastle, Wicklow", 53.07, -6.07),  # an Irish county: Ireland's table, not a GB Newcastle
+        ("Belfast, Ireland", 54.58, -5.93),  # the island: Northern Ireland too
+        ("Belfast, Northern Ireland", 54.58, -5.93),
+    ],
+)
+def test_british_and_irish_last_parts_still_place(
+    gazetteer: Gazetteer, location: str, lat: float, lon: float
+) -> None:
+    row = locate(gazetteer, location)
+    assert row[S.GEO_MATCH] == "town" and km_from(row, lat, lon) < 10, location
+
+
+@pytest.mark.parametrize(
+    ("location", "lat", "lon"),
+    [
+        ("Newcastle", 54.97, -1.61),  # Newcastle upon Tyne (300k), not Newcastle, County Down (7k)
+        ("Stoke", 53.00, -2.19),  # Stoke-on-Trent
+        ("Perth", 56.40, -3.43),
+        ("Boston", 52.98, -0.03),
+        ("Newcastle, Tyne and Wear", 54.97, -1.61),
+        ("Newcastle, County Down", 54.22, -5.89),  # a county still decides
+    ],
+)
+def test_ambiguous_bare_names_resolve_to_the_most_populous_place(
+    gazetteer: Gazetteer, location: str, lat: float, lon: float
+) -> None:
+    row = locate(gazetteer, location)
+    assert row[S.GEO_MATCH] == "town" and km_from(row, lat, lon) < 5, location
+
+
+@pytest.mark.parametrize("separator", [", ", "/", " / ", " - ", " \u2013 ", ";", "; ", " | ", "|"])
+def test_common_separators_work_like_commas(gazetteer: Gazetteer, separator: str) -> None:
+    row = locate(gazetteer, f"Leeds{separator}West Yorkshire")
+    assert row[S.GEO_MATCH] == "town" and row[S.TOWN] == "Leeds" and row[S.COUNTY] == "West Yorkshire"
+    assert km_from(row, 53.80, -1.55) < 5
+    hyphenated = locate(gazetteer, f"Stoke-on-Trent{separator}Staffordshire")  # a name's own hyphens stay
+    assert hyphenated[S.GEO_MATCH] == "town" and km_from(hyphenated, 53.00, -2.19) < 5
+
+
+@pytest.mark.parametrize(
+    ("county", "lat", "lon"),
+    [
+        ("Greater Manchester", 53.48, -2.24),
+        ("Greater London", *LONDON),
+        ("Merseyside", 53.41, -2.98),
+        ("South Yorkshire", 53.45, -1.35),
+        ("Tyne and Wear", 54.95, -1.55),
+        ("West Midlands", 52.48, -1.90),
+        ("West Yorkshire", 53.75, -1.65),
+        ("Middlesex", *LONDON),
+        ("Avon", 51.45, -2.59),
+        ("Cleveland", 54.57, -1.23),
+        ("Humberside", 53.74, -0.34),
+        ("Gwent", 51.65, -3.0),
+        ("West Glamorgan", 51.65, -3.85),
+        ("Strathclyde", 55.86, -4.25),
+        ("Lothian", 55.95, -3.19),
+        ("Lanarkshire", 55.80, -3.95),
+    ],
+)
+def test_metropolitan_and_former_counties_are_regions(
+    gazetteer: Gazetteer, county: str, lat: float, lon: float
+) -> None:
+    row = locate(gazetteer, county)
+    assert row[S.GEO_MATCH] == "county" and km_from(row, lat, lon) < 40, county
+    town = locate(gazetteer, f"Nowhere Special, {county}")
+    assert town[S.GEO_MATCH] == "county"
+
+
+def test_every_region_alias_member_is_a_gazetteer_area(gazetteer: Gazetteer) -> None:
+    """A misspelt member would silently shrink its region (and a region of none is unknown)."""
+    areas = set(gazetteer._admin2) | {region_key(a) for a in gazetteer.places["admin1"]}
+    for name, members in geo.REGION_ALIASES.items():
+        missing = set(members) - areas
+        assert not missing, f"{name}: {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    "location", ["Leeds!", "St. Albans, Hertfordshire", "King's Lynn", "Bishops Stortford", "Stoke on Trent!!"]
+)
+def test_punctuation_in_names_does_not_matter(gazetteer: Gazetteer, location: str) -> None:
+    assert locate(gazetteer, location)[S.GEO_MATCH] == "town", location

@@ -555,7 +555,8 @@ def test_one_known_word_is_enough_and_unknown_to_the_encoder_means_words_only():
 @pytest.mark.parametrize(
     "spelling",
     ["home & garden", "HOME & GARDEN", "Home and Garden", "  home &  garden ", "home & garden / furniture",
-     "Home & Garden/Furniture", "home & garden / furniture / sofas"],
+     "Home & Garden/Furniture", "home & garden / furniture / sofas", "Home And Garden", "HOME AND GARDEN",
+     "Home&Garden", "home&garden/furniture", "HOME& GARDEN / FURNITURE", "Home &Garden", "hOmE aNd GaRdEn"],
 )  # fmt: skip
 def test_category_filter_ignores_case_spacing_and_and(spelling):
     products = catalogue()
@@ -576,6 +577,17 @@ def test_category_filter_ignores_case_spacing_and_and(spelling):
     )
     root = Filters(root_category="electronics")
     assert set(hybrid.allowed_ids(root)) == set(hybrid.allowed_ids(Filters(root_category="Electronics")))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("Home And Garden", "Home & Garden"), ("HOME AND GARDEN", "home & garden"), ("Home&Garden", "Home & Garden"),
+     ("Baby&Kids Stuff", "Baby & Kids Stuff"), ("baby and kids stuff", "BABY & KIDS STUFF"),
+     ("Sports, Leisure AND Travel / Bicycles", "Sports, Leisure & Travel/Bicycles")],
+)  # fmt: skip
+def test_category_key_treats_and_and_ampersand_alike_in_any_case_and_spacing(a, b):
+    assert category_key(a) == category_key(b)
+    assert category_key("Handbags") == "handbags" and category_key("Sand and Gravel") != category_key("Sandgravel")
 
 
 def test_an_unknown_category_is_an_error_that_lists_the_roots_and_the_nearest_spelling():

@@ -10,6 +10,7 @@ wrote, its TensorBoard logs and its output.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,7 +21,14 @@ import pandas as pd
 import pytest
 from api_fixtures import run_server
 
-from fbmarket.config import Settings, mask_url_password, url_password
+from fbmarket.config import (
+    Settings,
+    install_log_redaction,
+    mask_secrets_in_text,
+    mask_url_password,
+    url_password,
+    url_password_masked,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -60,11 +68,106 @@ def test_settings_json_masks_database_passwords_and_drops_the_api_key(tmp_path: 
         ("sqlite:////tmp/fbmarket.db", "sqlite:////tmp/fbmarket.db"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("/data/gumtree", "/data/gumtree"),
+        # credentials in query parameters (libpq's password / sslpassword, tokens, API keys)
+        ("postgresql://bob:Sup3rS3cret@127.0.0.1:1/db?password=W0rdInQuery",
+         "postgresql://bob:***@127.0.0.1:1/db?password=***"),
+        ("postgresql://h/db?user=bob&password=pw1&sslmode=require", "postgresql://h/db?user=bob&password=***&sslmode=require"),
+        ("postgresql://h/db?sslmode=require&sslpassword=k%40y", "postgresql://h/db?sslmode=require&sslpassword=***"),
+        ("mysql://h/db?passwd=a&pwd=b&PASS=c", "mysql://h/db?passwd=***&pwd=***&PASS=***"),
+        ("milvus://h:19530?token=root:Milvus&collection=c", "milvus://h:19530?token=***&collection=c"),
+        ("https://h/x?api_key=k1&apikey=k2&access_token=t&client_secret=s&secret=z",
+         "https://h/x?api_key=***&apikey=***&access_token=***&client_secret=***&secret=***"),
+        ("sqlite:////tmp/a.db?mode=ro&uri=true", "sqlite:////tmp/a.db?mode=ro&uri=true"),
     ],
-)
+)  # fmt: skip
 def test_mask_url_password(url: str, masked: str) -> None:
     assert mask_url_password(url) == masked
     assert url_password(masked) in (None, "***")
+
+
+QUERY_URL = "postgresql://bob:Sup3rS3cret@127.0.0.1:1/db?password=W0rdInQuery&sslpassword=Ss1%21pw"
+
+
+def test_settings_json_and_redact_mask_query_credentials(tmp_path: Path) -> None:
+    settings = Settings(database_url=QUERY_URL, index_uri="milvus://admin:milvpw@127.0.0.1:1?token=T0ken")
+    path = tmp_path / "settings.json"
+    settings.save(path)
+    text = path.read_text()
+    for secret in ("Sup3rS3cret", "W0rdInQuery", "Ss1%21pw", "Ss1!pw", "milvpw", "T0ken"):
+        assert secret not in text and secret not in json.dumps(settings.to_json())
+        assert secret not in settings.redact(f"failed: {QUERY_URL} (Ss1!pw) milvus://admin:milvpw@127.0.0.1:1?token=T0ken")
+    assert json.loads(text)["database_url"] == "postgresql://bob:***@127.0.0.1:1/db?password=***&sslpassword=***"
+    with pytest.raises(ValueError, match="--database or FBMARKET_DATABASE_URL"):
+        _ = Settings.load(path).db_url  # read back, the masked URL is not tried against a server
+    assert url_password_masked("postgresql://h/db?password=***")
+
+
+def test_free_text_masks_urls_a_library_quotes() -> None:
+    line = "Failed to create new connection using: http://admin:milvpw@127.0.0.1:1, then h://x?pwd=zz ok"
+    assert mask_secrets_in_text(line) == (
+        "Failed to create new connection using: http://admin:***@127.0.0.1:1, then h://x?pwd=*** ok"
+    )
+    assert mask_secrets_in_text("no url: a=b, 3 @ 4") == "no url: a=b, 3 @ 4"
+
+
+def test_third_party_log_records_never_carry_a_url_credential(caplog: pytest.LogCaptureFixture) -> None:
+    install_log_redaction()
+    install_log_redaction()  # idempotent
+    logger = logging.getLogger("some.library")
+    with caplog.at_level(logging.INFO):
+        logger.error("Failed to create new connection using: %s", "http://admin:milvpw@127.0.0.1:1")
+        logger.warning("retrying %s", "postgresql://h/db?password=W0rdInQuery")
+        try:
+            raise ConnectionError("cannot reach http://admin:milvpw@127.0.0.1:1")
+        except ConnectionError:
+            logger.exception("connect failed")
+    text = caplog.text + "".join(record.exc_text or "" for record in caplog.records)
+    assert "milvpw" not in text and "W0rdInQuery" not in text
+    assert "http://admin:***@127.0.0.1:1" in caplog.text
+
+
+def test_pymilvus_connection_failure_prints_no_password() -> None:
+    """pymilvus configures its loggers with their own stderr handler: the real library, stderr captured."""
+    code = (
+        "from fbmarket.config import install_log_redaction; install_log_redaction()\n"
+        "from pymilvus import MilvusClient\n"
+        "try:\n    MilvusClient(uri='http://admin:milvpw@127.0.0.1:1', timeout=2)\n"
+        "except Exception as error:\n    print('raised', type(error).__name__)\n"
+    )
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "raised" in done.stdout, done.stderr[-2000:]
+    assert "milvpw" not in done.stdout + done.stderr
+    assert "admin:***@127.0.0.1:1" in done.stderr, "the library's line is kept, masked"
+
+
+def test_cli_error_line_masks_a_query_password(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame(
+        {
+            "id": [f"p{i}" for i in range(5)],
+            "product_name": [f"Oak table {i} | in Leeds, West Yorkshire | Gumtree" for i in range(5)],
+            "category": ["Home & Garden / Furniture / Tables"] * 5,
+            "product_description": ["Solid oak."] * 5,
+            "price": ["£40.00"] * 5,
+            "location": ["Leeds, West Yorkshire"] * 5,
+        }
+    ).to_csv(data / "Products.csv")
+    pd.DataFrame({"id": ["i0"], "product_id": ["p0"], "image_ref": ["i0"]}).to_csv(data / "Images.csv")
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("FBMARKET_DATABASE_URL", None)
+    url = "postgresql://bob:Sup3rS3cret@127.0.0.1:1/db?password=W0rdInQuery"
+    done = subprocess.run(
+        [sys.executable, "-m", "fbmarket.cli", "prepare", "--data", str(data), "--out", str(tmp_path / "x"),
+         "--database", url],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Sup3rS3cret" not in done.stdout + done.stderr and "W0rdInQuery" not in done.stdout + done.stderr
+    assert "password=***" in done.stderr
+    if (tmp_path / "x").exists():
+        assert files_holding(tmp_path / "x", b"W0rdInQuery") == []
 
 
 def test_redact_covers_plain_and_percent_encoded_passwords() -> None:

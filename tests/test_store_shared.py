@@ -128,6 +128,19 @@ def test_recent_listings_are_bounded_newest_first_and_filtered(database_url: str
         store.close()
 
 
+@pytest.mark.parametrize(
+    "spelling", ["Home And Garden", "HOME AND GARDEN", "Home&Garden", "home and garden", "HOME & GARDEN"]
+)
+def test_category_names_ignore_case_spacing_and_and(spelling: str) -> None:
+    """The shared service's category check (POST /listings, /predict/*, the category filter)."""
+    names = CategoryNames(lambda: ["Home & Garden / Sofas", "Baby & Kids Stuff / Prams"], ttl_s=3600)
+    assert names.canonical(spelling) == "Home & Garden"
+    assert names.canonical(spelling + "/sofas") == "Home & Garden / Sofas"
+    assert names.canonical("Baby&Kids Stuff") == "Baby & Kids Stuff"
+    with pytest.raises(UnknownCategoryError):
+        names.canonical("Home Garden")
+
+
 def test_category_names_refresh_on_a_miss_so_a_new_category_is_never_refused(database_url: str) -> None:
     store = Store(database_url)
     asked: list[int] = []

@@ -33,7 +33,7 @@ from fbmarket.api.web import STATIC_DIR
 from fbmarket.api.web import router as web_router
 from fbmarket.bundle.files import check_files
 from fbmarket.bundle.settings import load_bundle_settings
-from fbmarket.config import Settings, read_environment
+from fbmarket.config import Settings, install_log_redaction, read_environment
 from fbmarket.errors import DataError
 from fbmarket.layout import BundleLayout
 from fbmarket.search.backend import parse_index_uri
@@ -78,6 +78,7 @@ def create_app(
     if (marketplace is None) == (loader is None):
         raise ValueError("give either an opened marketplace or a loader, not both or neither")
     settings = settings or Settings()
+    install_log_redaction()  # pymilvus / SQLAlchemy log the URLs they fail to reach, credentials and all
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,13 +9,14 @@ arrive as a form with fields silently missing.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException
+
+from fbmarket.files import dumps_json
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,7 +26,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], close: bool = False) -> None:
-    payload = json.dumps(body).encode()
+    payload = dumps_json(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if close:
         headers.append((b"connection", b"close"))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from fbmarket.files import commit, stage
+from fbmarket.files import commit, dumps_json, stage
 from fbmarket.fusion import late
 from fbmarket.fusion import model as _fusion_model  # noqa: F401  (registers FusionModel for loading)
 from fbmarket.fusion.dataset import TabularScaler
@@ -384,7 +384,7 @@ def write_bundle(bundle: Bundle, layout: BundleLayout) -> None:
     record("tabular", layout.tabular)
     leaves = bundle.leaves
     if leaves is not None:
-        layout.leaves.write_text(json.dumps({"leaves": leaves}, indent=2, ensure_ascii=False))
+        layout.leaves.write_text(dumps_json({"leaves": leaves}, indent=2, ensure_ascii=False))
         record("leaves", layout.leaves)
     stale: list[Path] = [layout.legacy_labels, layout.legacy_categories]
     if bundle.late_fusion is not None:
@@ -420,7 +420,7 @@ def write_bundle(bundle: Bundle, layout: BundleLayout) -> None:
     else:
         _carry(source.settings, layout.settings)
     bundle.manifest["files"] = files  # in place: keeps the key where the manifest has it
-    text = json.dumps(bundle.manifest, indent=2)
+    text = dumps_json(bundle.manifest, indent=2)
     commit(stage(layout.manifest, lambda temp: temp.write_text(text)), layout.manifest)
 
 

@@ -23,7 +23,15 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from fbmarket.config.environment import Environment, read_environment
-from fbmarket.config.secrets import _USERINFO, MASK, mask_url_password, url_password, url_password_masked
+from fbmarket.config.secrets import (
+    MASK,
+    install_log_redaction,
+    mask_secrets_in_text,
+    mask_url_password,
+    url_password,
+    url_password_masked,
+    url_secrets,
+)
 from fbmarket.config.sections import (
     DataSettings,
     DuplicateSettings,
@@ -35,7 +43,7 @@ from fbmarket.config.sections import (
     TextSettings,
     VisionSettings,
 )
-from fbmarket.files import atomic_write_text
+from fbmarket.files import atomic_write_text, dumps_json
 
 __all__ = [
     "MASK",
@@ -51,9 +59,12 @@ __all__ = [
     "Settings",
     "TextSettings",
     "VisionSettings",
+    "install_log_redaction",
+    "mask_secrets_in_text",
     "mask_url_password",
     "url_password",
     "url_password_masked",
+    "url_secrets",
 ]
 
 
@@ -123,20 +134,19 @@ class Settings:
         key = self.serve.api_key_value()
         found = [key] if key else []
         for url in (self.database_url, self.data_dir, self.index_uri):
-            if isinstance(url, str) and (password := url_password(url)):
-                found.append(password)
-                if (raw := _USERINFO.search(url)) and raw["password"] != password:
-                    found.append(raw["password"])  # as written: percent-encoded
+            if isinstance(url, str):
+                found += url_secrets(url)  # userinfo password and credential query values, both forms
         return [secret for secret in found if secret != MASK]
 
     def redact(self, text: str) -> str:
-        """`text` with every secret of this run replaced by ***."""
-        for secret in self.secrets():
+        """`text` with every secret of this run replaced by ***, and any URL credential in it
+        masked too (a library may quote a URL this run does not hold)."""
+        for secret in sorted(self.secrets(), key=len, reverse=True):  # longest first: no partial mask
             text = text.replace(secret, MASK)
-        return text
+        return mask_secrets_in_text(text)
 
     def save(self, path: Path) -> None:
-        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=2))
+        atomic_write_text(Path(path), dumps_json(self.to_json(), indent=2))
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> Settings:

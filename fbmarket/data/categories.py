@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fbmarket.files import dumps_json
+
 UNKNOWN = -1
 
 
@@ -42,7 +44,7 @@ class CategoryEncoder:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"classes": self.classes}, indent=2, ensure_ascii=False))
+        path.write_text(dumps_json({"classes": self.classes}, indent=2, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: Path) -> CategoryEncoder:

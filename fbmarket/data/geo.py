@@ -12,8 +12,15 @@ Gumtree's "county" is its own region naming ("Manchester", "West Midlands", "Bri
 sets of GeoNames admin2 areas (local authorities), named directly or through the short,
 general `REGION_ALIASES` table (ceremonial / metropolitan counties -> their authorities).
 A town is matched within its region when possible, else the candidate nearest to the
-region, else (no usable region) the most populous; an unmatched town falls back to the
+region, else (no usable region) the most populous of the places the name means, by their own
+name or another ("Newcastle" is Newcastle upon Tyne); an unmatched town falls back to the
 region's population-weighted centroid, then to unknown.
+
+A location whose last part names another country, or a state / province of the countries
+whose town names are British ones (`place_names.FOREIGN_SUBDIVISIONS`, from `pycountry`'s
+ISO 3166 tables), is not placed: "Perth, Australia" is not Perth, Scotland. The Republic of
+Ireland goes to the Irish table. Parts may be separated by "/", ";", "|" or a spaced dash
+as well as commas.
 
 Before matching, UK postcode fragments ("LS6 2AB", "LS6", "2AB") and Irish Eircodes /
 Dublin district numbers are taken out, and a town part with several comma-separated
@@ -34,7 +41,15 @@ import pandas as pd
 
 from fbmarket.data import schema as S
 from fbmarket.data.place_names import QUERY_NOISE as _QUERY_NOISE
-from fbmarket.data.place_names import normalise, region_key, short_form, split_location, strip_postcodes
+from fbmarket.data.place_names import (
+    foreign_area,
+    normalise,
+    region_key,
+    short_form,
+    split_location,
+    strip_postcodes,
+    unify_separators,
+)
 from fbmarket.data.places import GB_BOUNDS, GB_PLACES_FILE, IE_BOUNDS, IE_PLACES_FILE, build_gb_places
 from fbmarket.data.places import package_dir as _package_dir
 
@@ -42,6 +57,9 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
 EARTH_RADIUS_KM = 6371.0088
+# A town and the sub-area written after it are this close when the sub-area is the British
+# place of that name ("Telford, Wellington"), not the foreign region ("Perth, Wellington").
+SUB_AREA_KM = 30.0
 MATCH_LEVELS = ("town", "county", "unknown")
 
 # Gumtree region -> GeoNames admin2 areas (keys and members in `region_key` form).
@@ -91,6 +109,42 @@ REGION_ALIASES: dict[str, tuple[str, ...]] = {
     "derry": ("derry", "coleraine", "limavady", "magherafelt"),
     "tyrone": ("omagh", "strabane", "cookstown", "dungannon"),
     "western isles": ("eilean siar",),
+    # Former and historic counties still written in addresses.
+    "middlesex": ("greater london",),
+    "avon": ("bristol", "bath and north east somerset", "north somerset", "south gloucestershire"),
+    "cleveland": ("hartlepool", "middlesbrough", "redcar and cleveland", "stockton on tees"),
+    "teesside": ("hartlepool", "middlesbrough", "redcar and cleveland", "stockton on tees"),
+    "humberside": ("east riding of yorkshire", "kingston on hull", "north lincolnshire",
+                   "north east lincolnshire"),
+    "yorkshire": ("bradford", "calderdale", "kirklees", "leeds", "wakefield", "barnsley", "doncaster",
+                  "rotherham", "sheffield", "east riding of yorkshire", "kingston on hull", "north yorkshire",
+                  "york", "middlesbrough", "redcar and cleveland"),
+    "hereford and worcester": ("herefordshire", "worcestershire"),
+    # Wales's preserved counties -> its principal areas.
+    "clwyd": ("conwy", "denbighshire", "flintshire", "wrexham"),
+    "dyfed": ("ceredigion", "pembrokeshire", "carmarthenshire"),
+    "gwent": ("blaenau gwent", "caerphilly", "monmouthshire", "newport", "torfaen"),
+    "mid glamorgan": ("bridgend", "caerphilly", "merthyr tydfil", "rhondda cynon taf"),
+    "south glamorgan": ("cardiff", "vale of glamorgan"),
+    "west glamorgan": ("neath port talbot", "swansea"),
+    "glamorgan": ("bridgend", "caerphilly", "merthyr tydfil", "rhondda cynon taf", "cardiff",
+                  "vale of glamorgan", "neath port talbot", "swansea"),
+    "ynys mon": ("anglesey",),
+    # Scotland's former regions and shires split between council areas.
+    "lothian": ("edinburgh", "east lothian", "midlothian", "west lothian"),
+    "lothians": ("edinburgh", "east lothian", "midlothian", "west lothian"),
+    "strathclyde": ("glasgow", "argyll and bute", "east ayrshire", "east dunbartonshire", "east renfrewshire",
+                    "inverclyde", "north ayrshire", "north lanarkshire", "renfrewshire", "south ayrshire",
+                    "south lanarkshire", "west dunbartonshire"),
+    "grampian": ("aberdeen", "aberdeenshire", "moray"),
+    "tayside": ("angus", "dundee", "perth and kinross"),
+    "highlands": ("highland",),
+    "borders": ("scottish borders",),
+    "lanarkshire": ("north lanarkshire", "south lanarkshire"),
+    "ayrshire": ("east ayrshire", "north ayrshire", "south ayrshire"),
+    "dunbartonshire": ("east dunbartonshire", "west dunbartonshire"),
+    "perthshire": ("perth and kinross",),
+    "argyll": ("argyll and bute",),
 }  # fmt: skip
 # Irish counties as people write them -> GeoNames admin2 areas (several under their Irish names).
 IE_REGION_ALIASES: dict[str, tuple[str, ...]] = {
@@ -137,10 +191,13 @@ class Gazetteer:
         places: pd.DataFrame,
         aliases: dict[str, tuple[str, ...]] | None = None,
         neighbour: Gazetteer | None = None,
+        country: str = "GB",
     ) -> None:
         """`aliases`: county names -> admin2 areas (default `REGION_ALIASES`); `neighbour`: another
-        country's gazetteer, asked when this one cannot place a location better than a guess."""
+        country's gazetteer, asked when this one cannot place a location better than a guess;
+        `country`: the ISO code of the places (a location naming another country is not placed)."""
         self.aliases = REGION_ALIASES if aliases is None else aliases
+        self.country = country
         self.neighbour = neighbour
         places = places.reset_index(drop=True)
         self.places = places
@@ -174,7 +231,7 @@ class Gazetteer:
                 return pd.read_csv(path, dtype={"alternates": str}, keep_default_na=False)
             return build_gb_places(country, bounds)
 
-        ireland = cls(read(IE_PLACES_FILE, "IE", IE_BOUNDS), aliases=IE_REGION_ALIASES)
+        ireland = cls(read(IE_PLACES_FILE, "IE", IE_BOUNDS), aliases=IE_REGION_ALIASES, country="IE")
         return cls(read(GB_PLACES_FILE, "GB", GB_BOUNDS), neighbour=ireland)
 
     def _build_regions(self, places: pd.DataFrame) -> dict[str, Region]:
@@ -202,8 +259,15 @@ class Gazetteer:
 
     # ---- lookup -------------------------------------------------------------------------------
     def region(self, county: object) -> Region | None:
-        """Region for a Gumtree county name (alias, admin2 or admin1 area), or None."""
-        return self.regions.get(region_key(county))
+        """Region for a Gumtree county name (alias, admin2 or admin1 area), or None.
+
+        "Greater X" is X when no area is called "Greater X" itself ("Greater Manchester" is the
+        "Manchester" region, "Greater London" an admin2 area of its own)."""
+        key = region_key(county)
+        found = self.regions.get(key)
+        if found is None and key.startswith("greater "):
+            found = self.regions.get(key[len("greater ") :])
+        return found
 
     def _candidates(self, town: str) -> tuple[list[int], list[int], list[int]]:
         """Place indices by confidence: exact name; alternate name or a place's short form; the
@@ -228,10 +292,14 @@ class Gazetteer:
         exact, alternate, loose = self._candidates(town)
         tiers = ((exact, "place"), (alternate, "alternate"))
         if region is None:
-            for cands, source in tiers:
-                if cands:
-                    return max(cands, key=lambda i: self._pop[i]), source
-            return None
+            # No county to decide by: the most populous place the name means, whether it is a
+            # place's own name or another name of it ("Newcastle" is Newcastle upon Tyne, not
+            # the County Down town of 7,000 called plain "Newcastle"). On a tie the own name wins.
+            ranked = [(i, "place", 1) for i in exact] + [(i, "alternate", 0) for i in alternate]
+            if not ranked:
+                return None
+            best = max(ranked, key=lambda item: (self._pop[item[0]], item[2]))
+            return best[0], best[1]
         for cands, source in (*tiers, (loose, "short_form")):
             inside = [i for i in cands if self._admin2[i] in region.members]
             if inside:
@@ -299,15 +367,60 @@ class Gazetteer:
         key = location if isinstance(location, str) else ""
         if key in self._cache:
             return self._cache[key]
-        cleaned = strip_postcodes(key)
-        result = self._locate_here(cleaned)
-        hit = result[2]
-        if self.neighbour is not None and hit.level != "town" and hit.source != "region":
-            other = self.neighbour.locate(cleaned)
-            if MATCH_LEVELS.index(other[2].level) < MATCH_LEVELS.index(hit.level):
-                result = other
+        cleaned = strip_postcodes(unify_separators(key))
+        abroad = self._foreign(cleaned)
+        if abroad is not None:
+            result = self._locate_abroad(cleaned, abroad)
+        else:
+            result = self._locate_here(cleaned)
+            hit = result[2]
+            if self.neighbour is not None and hit.level != "town" and hit.source != "region":
+                other = self.neighbour.locate(cleaned)
+                if MATCH_LEVELS.index(other[2].level) < MATCH_LEVELS.index(hit.level):
+                    result = other
         self._cache[key] = result
         return result
+
+    def _foreign(self, location: str) -> str | None:
+        """The country a location's last part names when that is not this gazetteer's country
+        ("Perth, Australia" -> "AU", "Boston, Massachusetts" -> "US"), else None.
+
+        A last part that is one of this country's regions is never foreign ("Bury, Manchester"),
+        nor one naming a place of this country within `SUB_AREA_KM` of the town ("Telford,
+        Wellington"; "Christchurch, Canterbury" is New Zealand: Canterbury, Kent is far from
+        Christchurch, Dorset). An unknown sub-area ("Leeds, Headingley") is not foreign either.
+        """
+        town, county = split_location(location)
+        if not town or not county:
+            return None
+        code = foreign_area(county)
+        if code is None or code == self.country or self.region(county) is not None:
+            return None
+        here = [i for tier in self._candidates(county)[:2] for i in tier]
+        towns = [i for part in town.split(",") for tier in self._candidates(part)[:2] for i in tier]
+        if here and towns:
+            near = haversine_km(
+                self._lat[here][:, None], self._lon[here][:, None], self._lat[towns][None, :], self._lon[towns][None, :]
+            )
+            if np.nanmin(near) <= SUB_AREA_KM:
+                return None
+        return code
+
+    def _locate_abroad(self, location: str, country: str) -> tuple[str, str, _Hit]:
+        """A location in another country: the neighbour's answer when it is the neighbour's country
+        ("Cork, Republic of Ireland"), else not placed (the UK town of the same name is not it).
+        "Ireland" is the island too: a town the Republic's table lacks is looked for in Northern
+        Ireland ("Belfast, Ireland")."""
+        town, county = split_location(location)
+        if self.neighbour is not None and country == self.neighbour.country:
+            other = self.neighbour.locate(location)
+            if other[2].level != "unknown":
+                return other
+            if normalise(county) == "ireland":
+                matched, hit = self._resolve(town, "Northern Ireland")
+                if hit.level == "town":
+                    return matched, county, hit
+        return town, county, _Hit(np.nan, np.nan, "unknown", "")
 
     def geocode(self, locations: pd.Series, details: bool = False) -> pd.DataFrame:
         """'Town, County' strings -> town, county, latitude, longitude, geo_match (same index).

@@ -36,7 +36,7 @@ from fbmarket.data.schema import (
     WIDTH,
     require_columns,
 )
-from fbmarket.files import atomic_write, atomic_write_text
+from fbmarket.files import atomic_write, atomic_write_text, dumps_json
 
 REASON = "reason"
 MESSAGE = "message"
@@ -161,7 +161,7 @@ def _load_manifest(path: Path, size: int) -> dict[str, dict[str, Any]]:
 
 def _save_manifest(path: Path, size: int, entries: dict[str, dict[str, Any]]) -> None:
     payload = {"format": _MANIFEST_FORMAT, "size": size, "entries": entries}
-    atomic_write_text(path, json.dumps(payload, separators=(",", ":")))
+    atomic_write_text(path, dumps_json(payload, separators=(",", ":")))
 
 
 @dataclass(frozen=True)

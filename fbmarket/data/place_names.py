@@ -8,6 +8,7 @@ way, and postcode fragments removed, so that the same place always gives the sam
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -29,6 +30,22 @@ _POSTCODE_PARTS = (
     re.compile(r"\b[0-9]{1,3}W?\b", re.IGNORECASE),
 )
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]")
+# Separators people type between a town and its county instead of a comma: "Leeds / West
+# Yorkshire", "Leeds - West Yorkshire" (a dash between spaces: "Stoke-on-Trent" keeps its own),
+# "Leeds; West Yorkshire", "Leeds | West Yorkshire".
+_SEPARATORS = re.compile(r"\s*[;|/\\]\s*|\s+[-\u2013\u2014]+\s+")
+# Countries whose states / provinces / counties share many town names with Great Britain
+# ("Perth, Western Australia", "Boston, Massachusetts", "London, Ontario", "Hamilton, Waikato"):
+# their ISO 3166-2 subdivisions count as foreign regions. Other countries' subdivisions are not
+# used: they include names such as "Central" or "Manchester" (a Jamaican parish) that a British
+# location's last part may well be.
+FOREIGN_SUBDIVISIONS = ("US", "CA", "AU", "NZ", "IE")
+# Short forms ISO 3166 does not spell out; two-letter codes are never read ("NI", "WY" and "MA"
+# are also British abbreviations).
+_COUNTRY_SHORT_FORMS = {
+    "usa": "US", "us": "US", "u s a": "US", "america": "US", "uae": "AE", "nz": "NZ",
+    "republic of ireland": "IE", "roi": "IE", "eire": "IE", "southern ireland": "IE",
+}  # fmt: skip
 
 
 def normalise(text: object) -> str:
@@ -64,6 +81,45 @@ def short_form(key: str) -> str | None:
     """"stoke on trent" -> "stoke": a shorter, lower-priority key (places and queries alike)."""
     match = SHORT_FORM.match(key)
     return match.group(1) if match else None
+
+
+def unify_separators(location: str) -> str:
+    """'Leeds / West Yorkshire', 'Leeds - West Yorkshire', 'Leeds;West Yorkshire' -> 'Leeds, West
+    Yorkshire': a location's parts are read the same whichever separator was typed."""
+    return _SEPARATORS.sub(", ", location)
+
+
+@functools.cache
+def _foreign_names() -> dict[str, str]:
+    """Normalised country / subdivision name -> ISO 3166-1 alpha-2 code, from `pycountry` (offline:
+    the ISO tables ship inside the package). The United Kingdom itself is left out."""
+    import pycountry
+
+    names: dict[str, str] = {}
+    for code in FOREIGN_SUBDIVISIONS:
+        for subdivision in pycountry.subdivisions.get(country_code=code) or ():
+            key = normalise(subdivision.name)
+            names.setdefault(key, code)
+            if key.startswith("greater "):  # NZ's "Greater Wellington" is "Wellington" too
+                names.setdefault(key[len("greater ") :], code)
+    for country in pycountry.countries:  # a country's name wins over a subdivision's
+        for attribute in ("name", "official_name", "common_name"):
+            value = getattr(country, attribute, None)
+            if value:
+                names[normalise(value)] = country.alpha_2
+                names[normalise(value.split(",")[0])] = country.alpha_2  # "Korea, Republic of"
+    names.update(_COUNTRY_SHORT_FORMS)
+    return {key: code for key, code in names.items() if key and code != "GB"}
+
+
+def foreign_area(text: object) -> str | None:
+    """The ISO country code when `text` names a country other than the UK, or a state / province /
+    county of the countries in `FOREIGN_SUBDIVISIONS` ("Australia" -> "AU", "Ontario" -> "CA",
+    "Isle of Man" -> "IM", "Republic of Ireland" -> "IE"); None otherwise (British names, sub-areas
+    such as "Headingley", anything unknown). Whether a British place of the same name is meant
+    is the gazetteer's call (`Gazetteer.locate`)."""
+    key = normalise(text)
+    return _foreign_names().get(key) if key else None
 
 
 def split_location(location: object) -> tuple[str, str]:

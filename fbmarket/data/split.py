@@ -17,9 +17,13 @@ from sklearn.model_selection import train_test_split
 
 from fbmarket.data import schema as S
 from fbmarket.errors import DataError
-from fbmarket.files import atomic_write_text
+from fbmarket.files import atomic_write_text, dumps_json
 
 MIN_PER_ROOT_TO_STRATIFY = 3
+# Below this many listings in the validation or test split a figure measured on it is noise:
+# one listing moves an accuracy by 5 points or more, an R² of one listing is undefined. Training
+# still runs (the README's smallest dataset is what `prepare` accepts), with a warning.
+MIN_LISTINGS_TO_MEASURE = 20
 
 
 class NotEnoughListingsError(DataError):
@@ -41,6 +45,20 @@ def min_listings(fractions: tuple[float, float, float]) -> int:
     while min(split_sizes(n, fractions)) < 1:
         n += 1
     return n
+
+
+def measurement_warnings(sizes: dict[str, int]) -> list[str]:
+    """One sentence per held-out split ("val", "test") smaller than `MIN_LISTINGS_TO_MEASURE`,
+    saying how many it has and how many a measurement needs; [] when both are large enough."""
+    names = {"val": "validation", "test": "test"}
+    return [
+        f"the {names[split]} split has {sizes.get(split, 0)} listing(s): figures measured on it (accuracy, "
+        f"F1, price error, R²) are not meaningful below {MIN_LISTINGS_TO_MEASURE}; the early stopping and "
+        "weights chosen on it are guesses. Add listings (about "
+        f"{MIN_LISTINGS_TO_MEASURE * 7} for {MIN_LISTINGS_TO_MEASURE} in each of validation and test at 70/15/15)."
+        for split in ("val", "test")
+        if sizes.get(split, 0) < MIN_LISTINGS_TO_MEASURE
+    ]
 
 
 def _check_fractions(fractions: tuple[float, float, float]) -> None:
@@ -108,7 +126,7 @@ def hash_split(product_id: str, fractions: tuple[float, float, float]) -> str:
 
 
 def save_split(split: pd.Series, path: Path) -> None:
-    atomic_write_text(path, json.dumps({str(k): v for k, v in split.items()}, indent=0, sort_keys=True))
+    atomic_write_text(path, dumps_json({str(k): v for k, v in split.items()}, indent=0, sort_keys=True))
 
 
 def load_split(path: Path) -> pd.Series:

@@ -21,6 +21,7 @@ import pandas as pd
 import tensorflow as tf
 
 from fbmarket.data import schema as S
+from fbmarket.files import dumps_json
 
 TABULAR_COLUMNS = ("log_price", "has_price", "latitude", "longitude", "has_location", "n_photos")
 
@@ -81,7 +82,7 @@ class TabularScaler:
         return cls(dict(payload["means"]), dict(payload["stds"]))
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2))
+        path.write_text(dumps_json(self.to_json(), indent=2))
 
     @classmethod
     def load(cls, path: Path) -> TabularScaler:

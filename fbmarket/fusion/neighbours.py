@@ -32,6 +32,8 @@ import numpy as np
 from scipy import sparse
 from sklearn.preprocessing import normalize
 
+from fbmarket.files import dumps_json
+
 TEXT, PHOTO = "text_neighbours", "photo_neighbours"
 MEMBERS = (TEXT, PHOTO)
 FORMAT = 1
@@ -129,7 +131,7 @@ def save_votes(path: Path, votes: Mapping[str, NeighbourVote]) -> None:
             arrays[f"{name}.shape"] = np.asarray(refs.shape, np.int64)
         else:
             arrays[f"{name}.rows"] = np.asarray(vote.references, np.float16)
-    arrays["config"] = np.asarray(json.dumps({"format": FORMAT, "members": config}))
+    arrays["config"] = np.asarray(dumps_json({"format": FORMAT, "members": config}))
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
 

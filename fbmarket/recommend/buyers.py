@@ -33,7 +33,7 @@ import pandas as pd
 from fbmarket.config import RankSettings
 from fbmarket.data import schema as S
 from fbmarket.data.geo import split_location
-from fbmarket.files import atomic_write_text
+from fbmarket.files import atomic_write_text, dumps_json
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ class BuyerProfiles:
     def save(self, path: Path) -> Path:
         """Write atomically so a reader never sees half a file."""
         path = Path(path)
-        atomic_write_text(path, json.dumps(self.to_json()))
+        atomic_write_text(path, dumps_json(self.to_json()))
         return path
 
     @classmethod

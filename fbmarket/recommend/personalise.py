@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fbmarket.data import schema as S
+from fbmarket.files import dumps_json
 from fbmarket.recommend.buyers import Buyer, BuyerProfiles, resolve_buyer
 from fbmarket.recommend.features import (
     DISTANCE_KM,
@@ -240,7 +241,7 @@ class RankingModels:
         self.rule.save(directory)
         if self.learned is not None:
             self.learned.save(directory)
-        (directory / REPORT_FILE).write_text(json.dumps(self.report, indent=2, default=str))
+        (directory / REPORT_FILE).write_text(dumps_json(self.report, indent=2, default=str))
         return directory
 
     @classmethod

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from fbmarket.config import RankSettings
+from fbmarket.files import dumps_json
 from fbmarket.recommend.features import FEATURES
 
 BIAS = "bias"
@@ -109,7 +110,7 @@ class RuleRanker:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / RULE_FILE
-        path.write_text(json.dumps({"kind": "rule", "weights": self.weights}, indent=2))
+        path.write_text(dumps_json({"kind": "rule", "weights": self.weights}, indent=2))
         return path
 
     @classmethod
@@ -330,7 +331,7 @@ class LearnedRanker:
         tmp = directory / ("tmp-" + LEARNED_MODEL_FILE)
         self.model.save(tmp)
         tmp.replace(model_path)
-        (directory / LEARNED_META_FILE).write_text(json.dumps(self.meta, indent=2))
+        (directory / LEARNED_META_FILE).write_text(dumps_json(self.meta, indent=2))
         return model_path
 
     @classmethod

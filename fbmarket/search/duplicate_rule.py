@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 
 from fbmarket.config import DuplicateSettings
+from fbmarket.files import dumps_json
 
 RULE_FILE = "duplicates.json"  # in the bundle's model/ folder
 RULE_FORMAT = "fbmarket.duplicate_rule"
@@ -223,7 +224,7 @@ class DuplicateRule:
     def save(self, path: Path | str) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2))
+        path.write_text(dumps_json(self.to_json(), indent=2))
 
     @classmethod
     def load(cls, path: Path | str) -> DuplicateRule:

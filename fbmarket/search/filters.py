@@ -82,12 +82,17 @@ class Filters:
 
 
 _SLASH = re.compile(r"\s*/\s*")
-_AND = re.compile(r"\s+and\s+")
+# "and" as a word or "&" with or without spaces: "Home And Garden", "HOME AND GARDEN",
+# "Home&Garden" and "Home & Garden" are one category. Applied after case-folding, so any case.
+_AND = re.compile(r"\s*&\s*|\s+and\s+")
 
 
 def category_key(path: str) -> str:
-    """How category paths compare: case-folded, spaces collapsed, " / " between levels, & for and."""
-    return _AND.sub(" & ", _SLASH.sub(" / ", " ".join(path.split()))).casefold().strip()
+    """How category paths compare: case-folded, spaces collapsed, " / " between levels, " & " for
+    "and" or "&" however spaced. Every category match goes through this one key (filters, the
+    canonical spelling a listing is stored in, Milvus's stored keys)."""
+    folded = " ".join(path.casefold().split())
+    return _AND.sub(" & ", _SLASH.sub(" / ", folded)).strip()
 
 
 def is_under(path_key: str, prefix_key: str) -> bool:

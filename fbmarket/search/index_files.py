@@ -22,7 +22,7 @@ from typing import Any
 
 import faiss
 
-from fbmarket.files import commit, discard, sha256_file, stage
+from fbmarket.files import commit, discard, dumps_json, sha256_file, stage
 from fbmarket.search.index_faiss import first_line
 
 FORMAT = "fbmarket.vector_index"
@@ -57,7 +57,7 @@ def write_index_files(path: Path, index: faiss.Index, state: dict[str, Any]) -> 
             "index_file": path.name,
             "index_sha256": digest,
         }
-        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        text = dumps_json(payload, ensure_ascii=False, separators=(",", ":"))
         side = sidecar_path(path, digest)
         temp_side = stage(side, lambda temp: temp.write_text(text, encoding="utf-8"))
         commit(temp_side, side)

@@ -40,6 +40,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from fbmarket.data import schema as S
+from fbmarket.files import dumps_json
 
 VOCABULARY_FILE = "tfidf.json"
 WEIGHTS_FILE = "tfidf.npz"
@@ -220,7 +221,7 @@ class TfidfClassifier:
                 for name, v in self.vectorisers.items()
             },
         }
-        (directory / VOCABULARY_FILE).write_text(json.dumps(config, ensure_ascii=False))
+        (directory / VOCABULARY_FILE).write_text(dumps_json(config, ensure_ascii=False))
         np.savez(
             directory / WEIGHTS_FILE,
             coef=self.coef,

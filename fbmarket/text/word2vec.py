@@ -17,6 +17,7 @@ import numpy as np
 from gensim.models import KeyedVectors, Word2Vec
 
 from fbmarket.config import TextSettings
+from fbmarket.files import dumps_json
 from fbmarket.text.tokenize import quiet_loggers
 
 PAD = ""  # Keras TextVectorization's reserved padding token
@@ -86,7 +87,7 @@ class Vocabulary:
         return known / max(1, len(self.words))
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"tokens": self.tokens, "counts": self.counts}, ensure_ascii=False))
+        path.write_text(dumps_json({"tokens": self.tokens, "counts": self.counts}, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:

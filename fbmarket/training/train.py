@@ -27,7 +27,6 @@ TensorBoard logs (losses, metrics, learning rate, hyper-parameters) go to
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import time
@@ -43,8 +42,10 @@ from fbmarket.bundle import Bundle
 from fbmarket.bundle.inputs import unit_pooled
 from fbmarket.config import Settings
 from fbmarket.data import schema as S
+from fbmarket.data.split import measurement_warnings
 from fbmarket.errors import DataError
 from fbmarket.evaluate import evaluate_bundle, summary_line
+from fbmarket.files import dumps_json
 from fbmarket.fusion.dataset import FusionArrays, TabularScaler
 from fbmarket.fusion.train import train_fusion_network
 from fbmarket.layout import FORMAT_VERSION, BundleLayout
@@ -125,6 +126,11 @@ def train_bundle(
     train_idx, val_idx, test_idx = (positions(products, s) for s in S.SPLITS)
     if len(train_idx) == 0:
         raise DataError("no listing is in the training split: cannot train")
+    too_small = measurement_warnings({"val": len(val_idx), "test": len(test_idx)})
+    for warning in too_small:  # said on stderr now, and kept in metrics.json / bundle.json / summary.json
+        log.warning(warning)
+        if show_progress:
+            print(f"  WARNING: {warning}", flush=True)
     held_out_val = len(val_idx) > 0
     if not held_out_val:
         log.warning("no validation listings: early stopping watches the training split")
@@ -425,10 +431,12 @@ def train_bundle(
         "bundle": str(out_dir),
         "version": manifest["version"],
     }
+    if too_small:
+        summary["warnings"] = too_small
     if price_record is not None and "metrics" in price_record:
         summary["price"] = price_headline(price_record)
     layout.metrics.write_text(
-        json.dumps(
+        dumps_json(
             {
                 "summary": summary,
                 "timings_s": timings,
