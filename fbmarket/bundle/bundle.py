@@ -255,8 +255,9 @@ class Bundle(BundleParts):
         }
         if self.tfidf is not None:
             texts, titles = product_text(products), product_titles(products)
-            probabilities["tfidf"] = self.tfidf.predict_proba(texts, titles)
-            probabilities |= self.neighbour_votes(lambda: self.tfidf.features(texts, titles), arrays)
+            rows = self.tfidf.features(texts, titles)  # read by the TF-IDF member and the text vote
+            probabilities["tfidf"] = self.tfidf.predict_proba(texts, titles, rows)
+            probabilities |= self.neighbour_votes(lambda: rows, arrays)
         return ProductPredictions(
             probabilities,
             np.concatenate(embeddings) if n else np.zeros((0, self.embedding_dim), np.float32),

@@ -75,6 +75,18 @@ class NeighbourVote:
         self.n_classes = int(n_classes)
         self.k = int(k)
         self.temperature = float(temperature)
+        self._transposed: sparse.csr_matrix | None = None  # `_references_by_term`, made on first use
+
+    def _references_by_term(self) -> sparse.csr_matrix:
+        """The sparse references transposed, as CSR (terms x references), made once.
+
+        Why: `query @ references.T` converts the whole reference matrix on every call (~30 ms
+        for one query on the dev data), and `references @ query.T` walks every reference row
+        (~17 ms); with the transpose at hand a query touches only the columns of its own terms
+        (~1 ms). Costs one more copy of the references (~27 MB on the dev data)."""
+        if self._transposed is None:
+            self._transposed = sparse.csr_matrix(self.references.T)
+        return self._transposed
 
     @property
     def dim(self) -> int:
@@ -95,9 +107,7 @@ class NeighbourVote:
         for start in range(0, n, CHUNK):
             block = queries[start : start + CHUNK]
             if sparse.issparse(self.references):
-                # references @ block.T: `block @ references.T` would convert the whole
-                # reference matrix to CSR on every call (~30 ms for one query on the dev data)
-                sims = (self.references @ sparse.csr_matrix(block).T).T.toarray()
+                sims = (sparse.csr_matrix(block) @ self._references_by_term()).toarray()
             else:
                 sims = np.asarray(block @ self.references.T)
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]

@@ -190,18 +190,24 @@ class TfidfClassifier:
             format="csr",
         )
 
-    def log_proba(self, texts: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray:
-        """(n, n_classes) log-probabilities; -inf (floored at -1e9) for classes never seen."""
+    def log_proba(
+        self, texts: Sequence[str], titles: Sequence[str] | None = None, features: sparse.spmatrix | None = None
+    ) -> np.ndarray:
+        """(n, n_classes) log-probabilities; -inf (floored at -1e9) for classes never seen.
+        `features`: the texts' `features(texts, titles)` when the caller has them already."""
         out = np.full((len(texts), self.n_classes), -1e9, np.float32)
         if len(texts):
-            logits = self.features(texts, titles) @ self.coef.T + self.intercept
+            rows = self.features(texts, titles) if features is None else features
+            logits = rows @ self.coef.T + self.intercept
             shifted = logits - logits.max(axis=1, keepdims=True)
             out[:, self.class_index] = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         return out
 
-    def predict_proba(self, texts: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray:
-        """(n, n_classes) probabilities, rows summing to 1."""
-        return softmax(self.log_proba(texts, titles), axis=1).astype(np.float32)
+    def predict_proba(
+        self, texts: Sequence[str], titles: Sequence[str] | None = None, features: sparse.spmatrix | None = None
+    ) -> np.ndarray:
+        """(n, n_classes) probabilities, rows summing to 1 (`features` as for `log_proba`)."""
+        return softmax(self.log_proba(texts, titles, features), axis=1).astype(np.float32)
 
     # ---------------------------------------------------------------- saving
     def save(self, directory: Path) -> None:
