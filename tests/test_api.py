@@ -484,6 +484,16 @@ def test_an_over_long_text_field_is_refused_naming_it(api: httpx.Client, live_se
         response = api.post(route, data=form, headers=live_server.write_headers)
         assert response.status_code == 422, (route, response.status_code, response.text[:300])
         assert response.json()["errors"][0]["field"] in ("description", "text"), route
+    # larger than the part limit was (10 MB + overhead) and below a listing's body limit
+    response = api.post(
+        "/listings", data=listing_form("Overlong lamp", description="z" * 12_000_000), headers=live_server.write_headers
+    )
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "description", response.text[:300]
+    # a refused value is quoted short, not echoed back whole (twice: detail and errors)
+    response = api.post("/listings", data=listing_form("Overlong lamp", price="x" * 2_000_000),
+                        headers=live_server.write_headers)  # fmt: skip
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "price"
+    assert len(response.content) < 5_000
     after = api.get("/search", params={"q": "Overlong lamp", "k": 50}).json()["results"]
     assert [r["product_id"] for r in after] == [r["product_id"] for r in before]  # nothing written
 

@@ -208,7 +208,9 @@ def test_suffix_letters_inside_a_word_are_not_a_suffix() -> None:
      "£10 an hour", "£30 p/w", "£30pw", "£30 p/m", "£30 p/h", "£40 per day", "£40/day", "£40 a night",
      "£40 per annum", "£40 p.a.", "£40/yr", "£40 per calendar month", "£40 weekly", "£40 Monthly",
      "£40 hourly", "40 pounds per week", "£40 ono per week", "£40 per week ono", "£20 each week",
-     "£1.2k per month", "£5-£10 per hour", "£25 a day or £150 a week", "£40/month", "£40 / wk"],
+     "£1.2k per month", "£5-£10 per hour", "£25 a day or £150 a week", "£40/month", "£40 / wk",
+     "£50 a wk", "£50 per wk", "£5 per hr", "£7.50 per hr", "£40 per mth", "£50 pwk", "£5 an hr",
+     "£15 p.h.", "£12 per diem", "£30 rental", "£25 hire", "hire £25", "to rent £30", "£500 to let"],
 )  # fmt: skip
 def test_rent_and_hire_prices_are_refused_as_periodic(raw: str) -> None:
     reading = read_price(raw)

@@ -84,6 +84,24 @@ def test_a_database_url_that_does_not_parse_is_the_users_to_fix() -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://u:p4ss@127.0.0.1:1/db?sslpassword=S3cr&token=T0k",  # an option psycopg refuses
+        "postgresql+psycopg://u:p4ss@127.0.0.1:1/db?sslmode=sometimes",  # a value it refuses
+    ],
+)
+def test_a_connection_option_the_driver_refuses_is_the_users_to_fix(url: str) -> None:
+    """psycopg refuses these at connect with a ProgrammingError, which was a 118-line traceback
+    from `fbmarket prepare --database URL`; now the one-line DataError, secrets masked."""
+    from fbmarket.data.migrations import migrate
+    from fbmarket.errors import DataError
+
+    with pytest.raises(DataError, match="cannot connect to the database") as caught:
+        migrate(url)
+    assert not any(secret in str(caught.value) for secret in ("p4ss", "S3cr", "T0k"))
+
+
+@pytest.mark.parametrize(
     ("flags", "says"),
     [
         (["-k", "0"], "-k: '0': must be from 1 to 100"),

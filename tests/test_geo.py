@@ -414,6 +414,15 @@ def test_real_dev_locations_match_rate(gazetteer: Gazetteer) -> None:
         "Windsor, Ontario",
         "Paris, France",
         "Stratford / Ontario",
+        # state and province abbreviations in capitals
+        "Richmond, VA",
+        "Cambridge, MA",
+        "Newport, RI",
+        "Kingston, ON",
+        "London, ON",
+        "Windsor, NSW",
+        "Windsor, N.S.W.",
+        "Austin, TX",
     ],
 )
 def test_a_foreign_country_or_state_is_not_placed_at_a_uk_namesake(gazetteer: Gazetteer, location: str) -> None:
@@ -437,6 +446,8 @@ def test_a_foreign_country_or_state_is_not_placed_at_a_uk_namesake(gazetteer: Ga
         ("Newcastle, Wicklow", 53.07, -6.07),  # an Irish county: Ireland's table, not a GB Newcastle
         ("Belfast, Ireland", 54.58, -5.93),  # the island: Northern Ireland too
         ("Belfast, Northern Ireland", 54.58, -5.93),
+        ("Warrington, WA", 53.39, -2.58),  # a UK postcode area before Washington State
+        ("Wakefield, WY", 53.68, -1.50),  # West Yorkshire before Wyoming
     ],
 )
 def test_british_and_irish_last_parts_still_place(

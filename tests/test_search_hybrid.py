@@ -583,7 +583,10 @@ def test_category_filter_ignores_case_spacing_and_and(spelling):
     ("a", "b"),
     [("Home And Garden", "Home & Garden"), ("HOME AND GARDEN", "home & garden"), ("Home&Garden", "Home & Garden"),
      ("Baby&Kids Stuff", "Baby & Kids Stuff"), ("baby and kids stuff", "BABY & KIDS STUFF"),
-     ("Sports, Leisure AND Travel / Bicycles", "Sports, Leisure & Travel/Bicycles")],
+     ("Sports, Leisure AND Travel / Bicycles", "Sports, Leisure & Travel/Bicycles"),
+     ("Sports,Leisure & Travel", "Sports, Leisure & Travel"), ("sports,leisure&travel", "Sports, Leisure & Travel"),
+     ("Music,Films,Books & Games", "Music, Films, Books & Games"), ("Clothes , Footwear and Accessories",
+     "Clothes, Footwear & Accessories")],
 )  # fmt: skip
 def test_category_key_treats_and_and_ampersand_alike_in_any_case_and_spacing(a, b):
     assert category_key(a) == category_key(b)

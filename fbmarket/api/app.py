@@ -53,10 +53,15 @@ Errors are JSON `{"detail": ..., "errors": [...], "reason": ...}`; `detail` name
 """
 
 
+def largest_body(settings: Settings) -> int:
+    """The largest body any route takes (a listing write with every photo), in bytes."""
+    return settings.serve.max_upload_bytes * settings.serve.max_photos_per_listing + MULTIPART_OVERHEAD
+
+
 def body_limit(settings: Settings) -> Callable[[Scope], int]:
     """Listing writes may carry several photos; every other form carries at most one."""
     one = settings.serve.max_upload_bytes + MULTIPART_OVERHEAD
-    many = settings.serve.max_upload_bytes * settings.serve.max_photos_per_listing + MULTIPART_OVERHEAD
+    many = largest_body(settings)
 
     def limit_for(scope: Scope) -> int:
         return many if str(scope.get("path", "")).startswith("/listings") else one
@@ -102,7 +107,7 @@ def create_app(
         # a text field may be as large as the body the limit above lets in, so an over-long
         # description reaches validation and is refused naming its field (422), not as an
         # unnamed "Field exceeded maximum size of 1024KB" 400 from the form parser
-        form_limits={"max_part_size": settings.serve.max_upload_bytes + MULTIPART_OVERHEAD},
+        form_limits={"max_part_size": largest_body(settings)},
         openapi_tags=[
             {"name": "search", "description": "search, recommendations"},
             {"name": "listings", "description": "read and write listings and their photos"},

@@ -36,6 +36,8 @@ def _blank_to_none(value: str | None) -> str | None:
     return value or None
 
 
+SHOWN_CHARS = 60  # how much of a refused value an error message quotes
+
 # What to do instead, where the general advice would not help the seller.
 _PRICE_ADVICE = {
     "periodic_price": "a listing's price is what the item sells for, not rent or hire per hour, week or "
@@ -60,7 +62,8 @@ def _seller_price(value: object) -> object:
     if reading.amount is None:
         why = (reading.reason or "unparseable_price").replace("_", " ")
         advice = _PRICE_ADVICE.get(reading.reason or "", "give pounds such as 25 or £25, or 'free'")
-        raise ValueError(f"cannot read a price from {text!r} ({why}): {advice}")
+        shown = text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"  # not 2 MB echoed back, twice
+        raise ValueError(f"cannot read a price from {shown!r} ({why}): {advice}")
     return reading.amount
 
 

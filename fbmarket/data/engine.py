@@ -1,7 +1,7 @@
 """SQLAlchemy engines for the URLs a user gives (`--database`, FBMARKET_DATABASE_URL, `--data URL`).
 
-A URL that does not parse, names a driver that is not installed, or a server that cannot be
-reached is the user's to fix: a `DataError` with the URL shown password-masked, which the
+A URL that does not parse, names a driver that is not installed or a connection option the
+driver refuses, or a server that cannot be reached is the user's to fix: a `DataError` with the URL shown password-masked, which the
 command line prints on one line, instead of SQLAlchemy's traceback.
 """
 
@@ -33,6 +33,8 @@ def reachable(url: str) -> Iterator[None]:
     """Turn a failure to connect (server down, wrong host, bad password) into a DataError."""
     try:
         yield
-    except sa.exc.OperationalError as error:
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.ProgrammingError) as error:
+        # OperationalError: the server; Interface/ProgrammingError at connect: the URL's own
+        # options ('invalid connection option "token"', 'invalid dsn'), the user's to fix too
         reason = (str(error.orig or error).strip().splitlines() or [""])[0]
         raise DataError(f"cannot connect to the database {mask_url_password(url)}: {reason}") from None

@@ -112,12 +112,31 @@ def _foreign_names() -> dict[str, str]:
     return {key: code for key, code in names.items() if key and code != "GB"}
 
 
+# State and province abbreviations written in capitals ("Richmond, VA", "Windsor, NSW",
+# "Kingston, ON"; dots and spaces ignored: "N.S.W."). Left out: every code that is also a UK
+# postcode area (AL, CA, CO, CT, DE, KY, LA, ME, NE, PA, TN, WA, WV; AB, PE, SK; SA) or a
+# British abbreviation (WY: West Yorkshire), where the British reading stays.
+_STATE_ABBREVIATIONS = {
+    **dict.fromkeys(
+        ["AK", "AZ", "AR", "FL", "GA", "HI", "ID", "IL", "IN", "IA", "KS", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "RI", "SC", "SD", "TX", "UT", "VT", "VA", "WI"],
+        "US",
+    ),
+    **dict.fromkeys(["ON", "QC", "BC", "MB", "NS", "NB", "NL", "NU", "YT"], "CA"),
+    **dict.fromkeys(["NSW", "VIC", "QLD", "TAS", "ACT"], "AU"),
+}
+
+
 def foreign_area(text: object) -> str | None:
     """The ISO country code when `text` names a country other than the UK, or a state / province /
     county of the countries in `FOREIGN_SUBDIVISIONS` ("Australia" -> "AU", "Ontario" -> "CA",
-    "Isle of Man" -> "IM", "Republic of Ireland" -> "IE"); None otherwise (British names, sub-areas
+    "Isle of Man" -> "IM", "Republic of Ireland" -> "IE"; a state or province abbreviation in
+    capitals: "VA" -> "US", "N.S.W." -> "AU"); None otherwise (British names, sub-areas
     such as "Headingley", anything unknown). Whether a British place of the same name is meant
     is the gazetteer's call (`Gazetteer.locate`)."""
+    if isinstance(text, str):
+        letters = re.sub(r"[.\s]", "", text)
+        if letters.isupper() and letters in _STATE_ABBREVIATIONS:  # as typed: "va" may be a word
+            return _STATE_ABBREVIATIONS[letters]
     key = normalise(text)
     return _foreign_names().get(key) if key else None
 

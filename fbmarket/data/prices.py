@@ -24,7 +24,8 @@ the catalogue is in pounds), `negative_price`, `price_on_request` ("POA", "offer
 or one number whose separators can be read two ways: "£12.500" is £12.50 typed with three
 decimals or 12,500 with a continental thousands dot, and "0.001", "1,2345" are neither),
 `periodic_price` (rent or hire by the hour, day, week, month or year: "£40 pcm",
-"£10 a month", "£5/hr": not what the thing sells for) and `unparseable_price` (no number at all).
+"£10 a month", "£5/hr", "£50 a wk", "£15 p.h.", or said in words: "£30 rental", "hire £25":
+not what the thing sells for) and `unparseable_price` (no number at all).
 """
 
 from __future__ import annotations
@@ -85,15 +86,18 @@ _EACH = re.compile(
 )
 # Rent or hire: a price per period right after the amount ("£40 pcm", "£10 a month", "£5/hr",
 # "£30 p/w", "£40 weekly"). Only right after a number, so "free, collect within a week" is not one.
-_PERIOD_WORDS = r"(?:hour|day|night|week|fortnight|month|year|annum|calendar month)s?"
+_PERIOD_WORDS = r"(?:hour|hr|day|night|week|wk|fortnight|month|mth|mnth|year|yr|annum|calendar month)s?"
 _PERIODIC = re.compile(
     rf"(?:\s?k\b)?\s*(?:pounds?\b|quid\b|gbp\b)?\s*(?:"
-    rf"(?:(?:per|a|an|every|each)\s+|/\s*){_PERIOD_WORDS}\b"
+    rf"(?:(?:per|a|an|every|each)\s+|/\s*){_PERIOD_WORDS}\b|per\s+diem\b"
     r"|(?:/|p\s*/)\s*(?:hrs?|wks?|mths?|mo|yrs?|h|d|w|m|y|a)\b"
-    rf"|{_NOT_AFTER_LETTER}(?:p\.?c\.?m|p\.?w|hourly|daily|nightly|weekly|fortnightly|monthly|yearly"
+    rf"|{_NOT_AFTER_LETTER}(?:p\.?c\.?m|p\.?w\.?(?:k\b)?|p\.?h|hourly|daily|nightly|weekly|fortnightly|monthly|yearly"
     r"|annually)\b|p\.a\.)",
     re.IGNORECASE,
 )
+# Rent or hire said in words anywhere in the price ("£30 rental", "hire £25", "to rent £30",
+# "£500 to let"): the price of using the thing, not of buying it.
+_HIRE = re.compile(r"\b(?:rent(?:al|ing)?|hire|to let|lease)\b", re.IGNORECASE)
 # A number: digits with ',', '.' or "'" separators, or a space before an exact group of three.
 _NUMBER = re.compile(r"(?<![0-9])\.?[0-9]+(?:(?:[.,']|[ \u00a0\u202f](?=[0-9]{3}(?![0-9])))[0-9]+)*")
 _K_SUFFIX = re.compile(r"\s?k\b", re.IGNORECASE)
@@ -196,7 +200,7 @@ def read_price(value: object) -> PriceReading:
 
     stripped, n_negotiable = _NEGOTIABLE.subn(" ", text)
     # Before "each" goes: "£20 each week" is rent, not a unit price.
-    if any(_PERIODIC.match(stripped, number.end()) for number in _NUMBER.finditer(stripped)):
+    if _HIRE.search(stripped) or any(_PERIODIC.match(stripped, n.end()) for n in _NUMBER.finditer(stripped)):
         return PriceReading(None, "periodic_price")  # rent or hire, not a sale price
     stripped, n_each = _EACH.subn(" ", stripped)
     if n_negotiable:

@@ -85,14 +85,15 @@ _SLASH = re.compile(r"\s*/\s*")
 # "and" as a word or "&" with or without spaces: "Home And Garden", "HOME AND GARDEN",
 # "Home&Garden" and "Home & Garden" are one category. Applied after case-folding, so any case.
 _AND = re.compile(r"\s*&\s*|\s+and\s+")
+_COMMA = re.compile(r"\s*,\s*")  # "Sports,Leisure" and "Sports , Leisure" are "Sports, Leisure"
 
 
 def category_key(path: str) -> str:
     """How category paths compare: case-folded, spaces collapsed, " / " between levels, " & " for
-    "and" or "&" however spaced. Every category match goes through this one key (filters, the
+    "and" or "&" however spaced, ", " for a comma however spaced ("Sports,Leisure & Travel"). Every category match goes through this one key (filters, the
     canonical spelling a listing is stored in, Milvus's stored keys)."""
     folded = " ".join(path.casefold().split())
-    return _AND.sub(" & ", _SLASH.sub(" / ", folded)).strip()
+    return _COMMA.sub(", ", _AND.sub(" & ", _SLASH.sub(" / ", folded))).strip()
 
 
 def is_under(path_key: str, prefix_key: str) -> bool:
