@@ -84,6 +84,7 @@ def clean_raw(
         report=report,
         max_title_chars=settings.data.max_title_chars,
         max_description_chars=settings.data.max_description_chars,
+        max_location_chars=settings.data.max_location_chars,
     )
     products = attach_created(products, raw.images)
     products = attach_geo(products, report)

@@ -415,15 +415,20 @@ def test_seller_typed_titles_are_kept_whole() -> None:
 def test_long_text_is_truncated_to_the_limits_and_counted() -> None:
     raw = raw_rows(
         [
-            {"id": "long", "product_description": "word " * 30_000, "product_name": "T" * 500 + " | in X | Gumtree"},
+            {"id": "long", "product_description": "word " * 30_000, "product_name": "T" * 500 + " | in X | Gumtree",
+             "location": "Leeds, " * 300_000},  # 2 MB: was kept whole in the database
             {"id": "short", "product_description": "fine"},
         ]
     )  # fmt: skip
-    clean, report = clean_products(raw, 0, 20_000, max_title_chars=300, max_description_chars=20_000)
+    clean, report = clean_products(
+        raw, 0, 20_000, max_title_chars=300, max_description_chars=20_000, max_location_chars=200
+    )
     row = clean.set_index(S.PRODUCT_ID).loc["long"]
     assert len(row[S.DESCRIPTION]) <= 20_000 and row[S.DESCRIPTION].endswith("word")
     assert len(row[S.TITLE]) == 300
+    assert 0 < len(row[S.LOCATION]) <= 200
     assert report.notes["description_truncated"] == 1 and report.notes["title_truncated"] == 1
+    assert report.notes["location_truncated"] == 1
     assert clean.set_index(S.PRODUCT_ID).loc["short", S.DESCRIPTION] == "fine"
 
 

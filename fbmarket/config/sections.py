@@ -31,6 +31,7 @@ class DataSettings:
     # cleaning report); well above the dev data's longest (benchmarks/results/settings.md#data).
     max_title_chars: int = 300
     max_description_chars: int = 20_000
+    max_location_chars: int = 200  # as the API's `location` field; a place name is far shorter
 
 
 @dataclass

@@ -202,15 +202,17 @@ def clean_products(
     titles: TitleRule = "scraped",
     max_title_chars: int | None = None,
     max_description_chars: int | None = None,
+    max_location_chars: int | None = None,
 ) -> tuple[pd.DataFrame, CleaningReport]:
     """Raw Products.csv rows -> the clean product table of `schema.CLEAN_PRODUCT_COLUMNS` (no geo yet).
 
     One set of rules for a scraped CSV row and a seller's listing (fbmarket/data/listing.py);
     `titles` is the one difference: "scraped" titles lose the scraper's "| in Town | Gumtree"
     suffix and lend their town to a row without a location; "seller" titles (typed by a seller,
-    the API) are kept whole and no location is read out of them. Titles and descriptions longer than the limits are
-    cut (counted as `title_truncated` / `description_truncated`), so one pasted novel
-    cannot dominate the models' inputs or the database.
+    the API) are kept whole and no location is read out of them. Titles, descriptions and
+    locations longer than the limits are cut (counted as `title_truncated` /
+    `description_truncated` / `location_truncated`), so one pasted novel cannot dominate the
+    models' inputs or the database.
     """
     S.require_columns(raw, S.RAW_PRODUCT_COLUMNS, "Products.csv")
     report = report or CleaningReport()
@@ -220,6 +222,7 @@ def clean_products(
     scraped_titles = titles == "scraped"
     titles_read = raw["product_name"].map(split_title if scraped_titles else clean_text)
     descriptions = raw["product_description"].map(clean_text)
+    locations = raw["location"].map(clean_text)
     readings = raw["price"].map(read_price)
     frame = pd.DataFrame(
         {
@@ -229,7 +232,7 @@ def clean_products(
             S.DESCRIPTION: descriptions.map(lambda text: truncate(text, max_description_chars)),
             S.CATEGORY: raw["category"].map(normalise_category),
             "_price_raw": raw["price"],
-            S.LOCATION: raw["location"].map(clean_text),
+            S.LOCATION: locations.map(lambda text: truncate(text, max_location_chars)),
             S.PRICE: readings.map(lambda reading: reading.amount).astype(float),
             "_price_reason": readings.map(lambda reading: reading.reason),
             "_price_flags": readings.map(lambda reading: reading.flags),
@@ -237,6 +240,7 @@ def clean_products(
     )
     frame["_title_cut"] = titles_read.str.len() > frame[S.TITLE].str.len()
     frame["_description_cut"] = descriptions.str.len() > frame[S.DESCRIPTION].str.len()
+    frame["_location_cut"] = locations.str.len() > frame[S.LOCATION].str.len()
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal frame
@@ -273,7 +277,9 @@ def clean_products(
     flags = Counter(flag for row_flags in frame["_price_flags"] for flag in row_flags)
     for flag, count in flags.items():
         report.notes[f"price_{flag}"] += count
-    for column, note in (("_title_cut", "title_truncated"), ("_description_cut", "description_truncated")):
+    cuts = (("_title_cut", "title_truncated"), ("_description_cut", "description_truncated"),
+            ("_location_cut", "location_truncated"))  # fmt: skip
+    for column, note in cuts:
         if frame[column].any():
             report.notes[note] += int(frame[column].sum())
 
@@ -288,6 +294,7 @@ def clean_products(
         "_price_flags",
         "_title_cut",
         "_description_cut",
+        "_location_cut",
     ]
     frame = frame.drop(columns=hidden).reset_index(drop=True)
     report.rows_out = len(frame)

@@ -93,6 +93,7 @@ def clean_listing(
         titles="seller",
         max_title_chars=limits.max_title_chars,
         max_description_chars=limits.max_description_chars,
+        max_location_chars=limits.max_location_chars,
     )
     if product.empty:
         reasons = list(report.dropped) or ["invalid_fields"]
