@@ -47,7 +47,7 @@ class DuplicateQueries:
         view = self.listings.view([product_id], texts=True)
         if product_id not in view:
             raise NotFoundError(f"listing {product_id!r} not found")
-        vectors, photos = self._duplicate_indexes()
+        vectors, photos = self._vector_indexes()
         embedding = photo = None
         if vectors is not None and product_id in vectors:
             embedding = vectors.vectors_of([product_id])[0]
@@ -58,7 +58,7 @@ class DuplicateQueries:
         probe = DuplicateProbe(embedding, photo, str(title or ""), str(description or ""), [product_id])
         return self.duplicates.find(probe, vectors, photos, self._texts)
 
-    def _duplicate_indexes(self) -> tuple[Any, Any]:
+    def _vector_indexes(self) -> tuple[Any, Any]:
         """(embedding index, photo index) duplicate detection searches: the in-process FAISS
         indexes, or the retrieval engine's fields (`EngineIndex`) when Milvus holds them."""
         backend = self.searcher.backend
@@ -115,7 +115,7 @@ class DuplicateQueries:
         descriptions = [str(d) if isinstance(d, str) else "" for d in shown.description[listed]]
         titles = [str(t) if isinstance(t, str) else "" for t in shown.title[listed]]
         pairs = catalogue_pairs(
-            self.duplicates, *self._duplicate_indexes(), ids, titles, descriptions
+            self.duplicates, *self._vector_indexes(), ids, titles, descriptions
         )
         group_of: dict[str, int] = {}
         groups = duplicate_groups([(a, b) for a, b, _, _ in pairs])
@@ -170,7 +170,7 @@ class DuplicateQueries:
             str(product[S.DESCRIPTION].iloc[0] or ""),
             exclude,
         )
-        return self.duplicates.find(probe, *self._duplicate_indexes(), self._texts)
+        return self.duplicates.find(probe, *self._vector_indexes(), self._texts)
 
     def _texts(self, product_ids: Any) -> tuple[list[str], list[str]]:
         """Titles and descriptions of listings by id ('' for one deleted meanwhile)."""

@@ -65,7 +65,7 @@ class SearchQueries:
     store: Store
     _users: set[str]
     _popular: list[str]  # the most popular listing ids (a shared catalogue's feed pool)
-    _duplicate_indexes: Any  # DuplicateQueries': the (embedding, photo) indexes of any backend
+    _vector_indexes: Any  # the (embedding, photo) indexes of any backend (service/duplicates.py)
 
     def search(self, request: SearchRequest) -> SearchResponse:
         k = check_request_k(request.k)
@@ -181,13 +181,14 @@ class SearchQueries:
         """
         if not self.settings.search.similar_served_category or getattr(self.model, "late_fusion", None) is None:
             return None
-        vectors, photos = self._duplicate_indexes()  # the embedding and photo indexes, any backend
+        vectors, photos = self._vector_indexes()  # the embedding and photo indexes, any backend
         if vectors is None or product_id not in vectors:
             return None
         product = self.store.listings_frame([product_id])
         if product.empty:
             return None
-        count = int(self.store.photo_counts([product_id]).get(product_id, 0))
+        shown = self.listings.view([product_id])  # photo counts live in memory, as results read them
+        count = int(shown.image_count[shown.row(product_id)]) if shown.contains(product_id) else 0
         vector = np.zeros((1, int(self.model.manifest["feature_dim"])), np.float32)
         if count and photos is not None and product_id in photos:
             vector = photos.vectors_of([product_id])
