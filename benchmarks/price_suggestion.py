@@ -59,6 +59,7 @@ from fbmarket.price.conformal import conformal_offset
 from fbmarket.price.features import ROOT, PriceFeatureSpec
 from fbmarket.price.metrics import suggestion_metrics
 from fbmarket.price.model import PriceModel
+from fbmarket.price.stated import stated_price_columns
 from fbmarket.price.train import (
     neighbour_price_features,
     photo_counts,
@@ -198,7 +199,7 @@ def main() -> int:
     seconds["comparables' prices (leave-one-out on train)"] = round(time.perf_counter() - t, 2)
 
     def fit_lightgbm(
-        embedding: bool, text: bool, stacked: bool, knn: tuple[str, ...]
+        embedding: bool, text: bool, stacked: bool, knn: tuple[str, ...], stated: bool
     ) -> tuple[PriceModel, pd.DataFrame]:
         spec = PriceFeatureSpec.fit(
             products.iloc[rows["train"]],
@@ -207,6 +208,7 @@ def main() -> int:
             stacked,
             knn,
             settings.knn_ks,
+            stated,
         )
         features = spec.frame(
             products,
@@ -223,23 +225,24 @@ def main() -> int:
     both = ("embedding", "text")
     full = (
         "embedding + category + location + text features + text-price ridge + comparables (embedding, text)"
+        " + stated amounts"
     )
     variants = {
-        f"lightgbm quantile: {full}": (True, True, True, both),
-        "lightgbm quantile: embedding + category + location + text features + text-price ridge "
-        "(no comparables)": (True, True, True, ()),
-        "lightgbm quantile: ... + comparables by embedding only": (True, True, True, ("embedding",)),
-        "lightgbm quantile: ... + comparables by TF-IDF text only": (True, True, True, ("text",)),
-        "lightgbm quantile: all but the embedding (comparables kept)": (False, True, True, both),
-        "lightgbm quantile: all but the text features (comparables kept)": (True, False, True, both),
+        f"lightgbm quantile: {full}": (True, True, True, both, True),
+        "lightgbm quantile: all but the stated amounts": (True, True, True, both, False),
+        "lightgbm quantile: all but the comparables": (True, True, True, (), True),
+        "lightgbm quantile: ... comparables by embedding only": (True, True, True, ("embedding",), True),
+        "lightgbm quantile: ... comparables by TF-IDF text only": (True, True, True, ("text",), True),
+        "lightgbm quantile: all but the embedding": (False, True, True, both, True),
+        "lightgbm quantile: all but the text features": (True, False, True, both, True),
     }
     full_features = None
     free_probability = None
     full_threshold = None
     validation: dict[str, dict] = {}
-    for name, (embedding, text, stacked, knn) in variants.items():
+    for name, (embedding, text, stacked, knn, stated) in variants.items():
         t = time.perf_counter()
-        model, features = fit_lightgbm(embedding, text, stacked, knn)
+        model, features = fit_lightgbm(embedding, text, stacked, knn, stated)
         seconds[name] = round(time.perf_counter() - t, 2)
         test = features.iloc[rows["test"]]
         own_free = model.free_probability(test)
@@ -255,7 +258,7 @@ def main() -> int:
             "free_average_precision": val_scores["free"]["average_precision"],
             "free_selection": model.free_selection,
         }
-        for calibrated in (True, False) if knn == both and embedding and text and stacked else (True,):
+        for calibrated in (True, False) if knn == both and embedding and text and stacked and stated else (True,):
             log_low, log_median, log_high = model.predict_log(test, calibrated=calibrated)
             label = f"{name}, {'calibrated (CQR on val)' if calibrated else 'raw quantiles'}"
             results[label] = scored(
@@ -268,14 +271,32 @@ def main() -> int:
     served = {  # what `fbmarket train` fits, and the same without one of its choices
         "served (fbmarket train's price model, refit on train + val)": settings,
         "served (fbmarket train's price model, fit on train only)": replace(settings, refit_on_val=False),
+        "served, without the boosters anchored on a stated amount": replace(settings, stated_quantiles=False),
+        "served, without the stated amounts": replace(settings, stated_prices=False),
         "served, without the k = 1 comparable (knn_ks 5, 20)": replace(settings, knn_ks=(5, 20)),
     }
+    test_products = products.iloc[rows["test"]]
+    stating = stated_price_columns(
+        test_products[S.TITLE].fillna("").tolist(), test_products[S.DESCRIPTION].fillna("").tolist()
+    )["stated_count"] > 0
+    by_stated: dict[str, dict] = {}
     for name, variant in served.items():
         t = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="fbmarket-price-") as folder:
-            _, record = train_price_model(bundle, products, images, variant, Path(folder), args.seed, embeddings)
+            model, record = train_price_model(bundle, products, images, variant, Path(folder), args.seed, embeddings)
         seconds[name] = round(time.perf_counter() - t, 2)
         results[name] = record["metrics"] | {"conformal_offset_log": record["calibration"].get("offset_log")}
+        prediction = model.predict(
+            model.features(test_products, embeddings[rows["test"]], counts[rows["test"]])
+        )
+        median = np.where(prediction.free, 0.0, prediction.median)
+        by_stated[name] = {
+            group: {
+                "listings": int((chosen & np.isfinite(test_price)).sum()),
+                "median_abs_error_gbp": float(np.nanmedian(np.abs(median - test_price)[chosen])),
+            }
+            for group, chosen in (("names an amount", stating), ("names none", ~stating))
+        }
     t = time.perf_counter()
     low, median, high, offset = hist_gradient_boosting(full_features, price, rows, settings, args.seed)
     seconds["hist gradient boosting"] = round(time.perf_counter() - t, 2)
@@ -302,6 +323,7 @@ def main() -> int:
         },
         "variants": results,
         "validation": validation,
+        "served_by_stated_amount": by_stated,
         "free_class": next(iter(results.values()))["free"],
         "seconds": {"embed_listings_without_price": round(embed_seconds, 1), **seconds},
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -351,6 +373,19 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {name} | {f(result['median_abs_error_gbp'], 2)} | {f(result['r2_log'])} "
             f"| {f(result['free_average_precision'])} | {f(chosen.get('threshold'))} (F1 {f(chosen.get('val_f1'), 2)}) |"
+        )
+    lines += [
+        "",
+        "Test, served models, by whether the listing's title or description names an amount (price/stated.py):",
+        "",
+        "| model | names an amount: listings | median abs err £ | names none: listings | median abs err £ |",
+        "|---|---|---|---|---|",
+    ]
+    for name, groups in report["served_by_stated_amount"].items():
+        named, unnamed = groups["names an amount"], groups["names none"]
+        lines.append(
+            f"| {name} | {named['listings']} | {f(named['median_abs_error_gbp'], 2)} "
+            f"| {unnamed['listings']} | {f(unnamed['median_abs_error_gbp'], 2)} |"
         )
     free = report["free_class"]
     lines += [

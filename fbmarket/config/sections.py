@@ -206,6 +206,13 @@ class PriceSettings:
     text_price: bool = True
     text_price_alpha: float = 1.0  # the ridge baseline's choice on the dev val split
     text_price_folds: int = 5
+    # the amounts a seller names in the title or description ("£90 ono", "RRP £450") as
+    # numbers (fbmarket/price/stated.py)
+    stated_prices: bool = True
+    # price the listings that state an amount by their own quantile boosters, fit on how far
+    # log1p(price) lies from it (price/model.py), when at least this many training listings do
+    stated_quantiles: bool = True
+    min_stated_listings: int = 100
     # the prices of the k nearest training listings by fusion embedding and by TF-IDF text
     # (leave-one-out on train; fbmarket/price/knn.py; benchmarks/results/settings.md#price);
     # () turns them off. k = 1 is the single nearest listing's own price: a re-post or a

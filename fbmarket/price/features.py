@@ -10,6 +10,8 @@ A listing is described by
 - latitude and longitude (NaN when the place is unknown: the boosters route missing values);
 - a few text features: title and description lengths, whether the title holds a number,
   a size/quantity word ("set", "pair", "x2"), and the photo count;
+- optionally the amounts the seller states in the words ("£90 ono", "RRP £450";
+  fbmarket/price/stated.py);
 - optionally a text-only price estimate (ridge on TF-IDF, fbmarket/price/text_price.py),
   stacked: the trees cannot split on 100k sparse n-gram columns themselves;
 - optionally the prices of the nearest training listings ("comparables", by fusion
@@ -27,6 +29,7 @@ import pandas as pd
 
 from fbmarket.data import schema as S
 from fbmarket.price.knn import knn_columns
+from fbmarket.price.stated import STATED_COLUMNS, stated_price_columns
 
 ROOT = "root_category"
 LEAF = "leaf_category"
@@ -61,6 +64,7 @@ class PriceFeatureSpec:
     embedding_dim: int = 0  # 0: no embedding columns
     text_features: bool = True
     text_price: bool = False
+    stated_prices: bool = False  # the amounts named in the text (price/stated.py)
     knn_sources: list[str] = field(default_factory=list)  # "embedding", "text": comparables' prices
     knn_ks: list[int] = field(default_factory=lambda: [5, 20])
     columns: list[str] = field(default_factory=list)
@@ -73,6 +77,7 @@ class PriceFeatureSpec:
                 *CATEGORICAL,
                 *LOCATION_COLUMNS,
                 *(TEXT_COLUMNS if self.text_features else ()),
+                *(STATED_COLUMNS if self.stated_prices else ()),
                 *embedding_columns(self.embedding_dim),
             ]
 
@@ -91,11 +96,21 @@ class PriceFeatureSpec:
         text_price: bool = False,
         knn_sources: Sequence[str] = (),
         knn_ks: Sequence[int] = (5, 20),
+        stated_prices: bool = False,
     ) -> PriceFeatureSpec:
         """Vocabularies from the training listings (sorted: the codes do not depend on row order)."""
         roots = sorted(products[S.ROOT_CATEGORY].dropna().astype(str).unique().tolist())
         leaves = sorted(products[S.LEAF_CATEGORY].dropna().astype(str).unique().tolist())
-        return cls(roots, leaves, embedding_dim, text_features, text_price, list(knn_sources), list(knn_ks))
+        return cls(
+            roots,
+            leaves,
+            embedding_dim,
+            text_features,
+            text_price,
+            stated_prices,
+            list(knn_sources),
+            list(knn_ks),
+        )
 
     def frame(
         self,
@@ -137,6 +152,12 @@ class PriceFeatureSpec:
             if len(counts) != n:
                 raise ValueError(f"{len(counts)} photo counts for {n} listings")
             out["n_photos"] = counts
+        if self.stated_prices:
+            out.update(
+                stated_price_columns(
+                    _text(products, S.TITLE).tolist(), _text(products, S.DESCRIPTION).tolist()
+                )
+            )
         if self.embedding_dim:
             if embeddings is None or embeddings.shape != (n, self.embedding_dim):
                 got = None if embeddings is None else embeddings.shape
@@ -153,6 +174,7 @@ class PriceFeatureSpec:
             "embedding_dim": self.embedding_dim,
             "text_features": self.text_features,
             "text_price": self.text_price,
+            "stated_prices": self.stated_prices,
             "knn_sources": self.knn_sources,
             "knn_ks": self.knn_ks,
             "columns": self.columns,
@@ -167,6 +189,7 @@ class PriceFeatureSpec:
             embedding_dim=int(payload["embedding_dim"]),
             text_features=bool(payload["text_features"]),
             text_price=bool(payload.get("text_price", False)),
+            stated_prices=bool(payload.get("stated_prices", False)),
             knn_sources=list(payload.get("knn_sources", [])),
             knn_ks=list(payload.get("knn_ks", [5, 20])),
             columns=list(payload["columns"]),

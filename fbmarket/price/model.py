@@ -10,6 +10,14 @@ Why this shape:
   CQR), stored as one offset in log space.
 - The prices of the nearest training listings ("comparables", fbmarket/price/knn.py, by
   fusion embedding and TF-IDF text) are features too, leave-one-out on train.
+- A listing whose words state an amount ("£90 ono", "RRP £450"; fbmarket/price/stated.py)
+  that lies inside the main boosters' own (uncalibrated) range is priced by a second set
+  of three quantile boosters, fit only on listings that state an amount, on how far
+  log1p(price) lies from it (the amount is their `init_score`; they also read the amount
+  minus the text and comparables' estimates). One set of trees cannot echo "£90" back as
+  £90: it learns a piecewise-constant function of the amount's column, off by a few
+  pounds. An amount outside the range is more often an RRP, a bundle's or a shop's price
+  list, and keeps the main boosters' answer (benchmarks/results/settings.md#price).
 - Listings at £0 ("free to collector") are not the bottom of the price scale but another
   kind of listing, so a binary booster gives P(free) and the quantile models see only
   price > 0 (on the dev data 72 of 5,297 listings are free). A listing is called free
@@ -43,6 +51,7 @@ from fbmarket.price.conformal import conformal_offset
 from fbmarket.price.features import CATEGORICAL, PriceFeatureSpec
 from fbmarket.price.knn import KNN_FILE, NeighbourPrices, neighbour_vectors
 from fbmarket.price.metrics import FREE_THRESHOLD
+from fbmarket.price.stated import anchor_differences, stated_anchor
 from fbmarket.price.text_price import CONFIG_FILE as TEXT_CONFIG_FILE
 from fbmarket.price.text_price import WEIGHTS_FILE as TEXT_WEIGHTS_FILE
 from fbmarket.price.text_price import TextPriceRidge
@@ -52,6 +61,7 @@ log = logging.getLogger(__name__)
 
 PRICE_FILE = "price.json"  # the metadata; its presence means "this bundle has a price model"
 QUANTILE_FILES = ("price_low.txt", "price_median.txt", "price_high.txt")
+STATED_FILES = ("price_low_stated.txt", "price_median_stated.txt", "price_high_stated.txt")
 FREE_FILE = "price_free.txt"
 MODEL_NAME = "lightgbm-quantile"
 FORMAT = 1
@@ -89,6 +99,9 @@ class PriceModel:
     neighbours: NeighbourPrices | None = None  # the comparables' catalogue (spec.knn_sources)
     free_threshold: float = FREE_THRESHOLD  # P(free) at which a listing is called free
     free_selection: dict[str, Any] = field(default_factory=dict)
+    # low, median, high on log1p(price) - the stated amount (stated.stated_anchor), for the
+    # listings that state one; None when off or too few training listings state an amount
+    stated_quantiles: list[lgb.Booster] | None = None
 
     def features(
         self, products: pd.DataFrame, embeddings: np.ndarray | None, photo_counts: Sequence[int]
@@ -140,6 +153,23 @@ class PriceModel:
             _train(x[priced], y, spec, _params(settings, seed, "quantile", alpha), settings.num_boost_round)
             for alpha in settings.alphas
         ]
+        stated_quantiles = None
+        anchor = stated_anchor(features) if spec.stated_prices else np.full(len(price), np.nan)
+        stated = priced & np.isfinite(anchor)
+        if settings.stated_quantiles and stated.sum() >= settings.min_stated_listings:
+            stated_x, stated_columns = _stated_matrix(features, spec, anchor)
+            stated_quantiles = [
+                _train(
+                    stated_x[stated],
+                    np.log1p(price[stated]),
+                    spec,
+                    _params(settings, seed, "quantile", alpha),
+                    settings.num_boost_round,
+                    stated_columns,
+                    init_score=anchor[stated],
+                )
+                for alpha in settings.alphas
+            ]
         free_rate = float(is_free[known].mean()) if known.any() else 0.0
         free = None
         if 0 < is_free[known].sum() < known.sum():
@@ -156,8 +186,18 @@ class PriceModel:
             "excluded_missing_price": int((~known).sum()),
             "priced": int(priced.sum()),
             "free": int(is_free.sum()),
+            "priced_stating_an_amount": int(stated.sum()),
+            "stated_quantiles": stated_quantiles is not None,
         }
-        return cls(spec, boosters, tuple(settings.alphas), free, free_rate, training=training)
+        return cls(
+            spec,
+            boosters,
+            tuple(settings.alphas),
+            free,
+            free_rate,
+            training=training,
+            stated_quantiles=stated_quantiles,
+        )
 
     def calibrate(self, features: pd.DataFrame, price: np.ndarray) -> dict[str, Any]:
         """Set the CQR offset from held-out priced listings (validation split); returns the record."""
@@ -225,6 +265,14 @@ class PriceModel:
         """(low, median, high) on log1p(price), ordered low <= median <= high."""
         x = _matrix(features, self.spec)
         low, median, high = (booster.predict(x) for booster in self.quantiles)
+        if self.stated_quantiles is not None:
+            anchor = stated_anchor(features)
+            stated = np.flatnonzero(np.isfinite(anchor) & (anchor >= low) & (anchor <= high))
+            if len(stated):
+                stated_x, _ = _stated_matrix(features.iloc[stated], self.spec, anchor[stated])
+                for values, booster in zip((low, median, high), self.stated_quantiles, strict=True):
+                    # a booster's predict() leaves out the init_score it was fit on
+                    values[stated] = booster.predict(stated_x) + anchor[stated]
         if calibrated:
             low, high = low - self.offset, high + self.offset
         # quantile boosters are fit separately and may cross; sorting restores the order
@@ -253,6 +301,8 @@ class PriceModel:
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         boosters = dict(zip(QUANTILE_FILES, self.quantiles, strict=True))
+        if self.stated_quantiles is not None:
+            boosters.update(zip(STATED_FILES, self.stated_quantiles, strict=True))
         if self.free is not None:
             boosters[FREE_FILE] = self.free
         staged: list[tuple[Path, Path]] = []
@@ -267,6 +317,9 @@ class PriceModel:
             commit(temp, target)
         if self.free is None:
             (model_dir / FREE_FILE).unlink(missing_ok=True)  # never a stale classifier from an older run
+        if self.stated_quantiles is None:
+            for name in STATED_FILES:
+                (model_dir / name).unlink(missing_ok=True)
         text_files = self.text_price.save(model_dir) if self.text_price is not None else []
         if self.text_price is None:
             for name in (TEXT_CONFIG_FILE, TEXT_WEIGHTS_FILE):
@@ -290,6 +343,7 @@ class PriceModel:
                 "median": QUANTILE_FILES[1],
                 "high": QUANTILE_FILES[2],
                 "free": FREE_FILE if self.free is not None else None,
+                "stated": list(STATED_FILES) if self.stated_quantiles is not None else None,
                 "text_price": [TEXT_CONFIG_FILE, TEXT_WEIGHTS_FILE] if self.text_price is not None else None,
                 "neighbours": KNN_FILE if self.neighbours is not None else None,
             },
@@ -325,6 +379,7 @@ class PriceModel:
 
             quantiles = [booster(files[key]) for key in ("low", "median", "high")]
             free = booster(files["free"]) if files.get("free") else None
+            stated_quantiles = [booster(name) for name in files["stated"]] if files.get("stated") else None
             text_price = None
             if files.get("text_price"):
                 for name in files["text_price"]:
@@ -354,6 +409,7 @@ class PriceModel:
                 neighbours,
                 float(meta.get("free_threshold", FREE_THRESHOLD)),
                 dict(meta.get("free_selection") or {}),
+                stated_quantiles,
             )
         except PriceModelError:
             raise
@@ -392,11 +448,13 @@ def _train(
     params: dict[str, Any],
     rounds: int,
     columns: list[str] | None = None,
+    init_score: np.ndarray | None = None,
 ) -> lgb.Booster:
     columns = list(spec.columns if columns is None else columns)
     data = lgb.Dataset(
         x,
         label=y,
+        init_score=init_score,
         feature_name=columns,
         categorical_feature=[c for c in CATEGORICAL if c in columns],
         free_raw_data=True,
@@ -411,6 +469,14 @@ def _matrix(features: pd.DataFrame, spec: PriceFeatureSpec, columns: list[str] |
     if missing:
         raise ValueError(f"price features are missing columns: {missing[:5]}")
     return features[columns].to_numpy(dtype=np.float64)
+
+
+def _stated_matrix(
+    features: pd.DataFrame, spec: PriceFeatureSpec, anchor: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """The anchored boosters' input: the main columns, then the anchor minus each estimate."""
+    differences, names = anchor_differences(features, anchor)
+    return np.hstack([_matrix(features, spec), differences]), [*spec.columns, *names]
 
 
 def round_gbp(value: float) -> float:

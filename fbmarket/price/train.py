@@ -106,7 +106,13 @@ def fit_on_rows(
     `rows`) come from those rows too. Returns the model (uncalibrated) and every listing's
     feature columns as it reads them."""
     spec = PriceFeatureSpec.fit(
-        products.iloc[rows], spec.embedding_dim, spec.text_features, spec.text_price, spec.knn_sources, spec.knn_ks
+        products.iloc[rows],
+        spec.embedding_dim,
+        spec.text_features,
+        spec.text_price,
+        spec.knn_sources,
+        spec.knn_ks,
+        spec.stated_prices,
     )
     ridge, estimate = None, None
     if spec.text_price:
@@ -179,6 +185,7 @@ def train_price_model(
         stack_text,
         sources,
         settings.knn_ks,
+        settings.stated_prices,
     )
     if (spec.embedding_dim or "embedding" in sources) and embeddings is None:
         embeddings = price_free_embeddings(bundle, products, images)
@@ -210,6 +217,7 @@ def train_price_model(
             "embedding_dim": spec.embedding_dim,
             "text_features": spec.text_features,
             "text_price": spec.text_price,
+            "stated_prices": spec.stated_prices,
             "knn_sources": spec.knn_sources,
             "knn_ks": spec.knn_ks,
             "n": len(spec.columns),
